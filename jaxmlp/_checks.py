@@ -1,0 +1,136 @@
+"""Argument checks shared by the public functions.
+
+Shapes and dtypes are static under ``jax.jit``, so these checks run once, at trace
+time, and cost nothing in the compiled function. Value checks (non-finite data) are
+separate (:func:`check_finite`) and only called from eager entry points
+(verification, training), since a traced value cannot be inspected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp.network import Network
+
+
+def require_network(net: Any) -> Network:
+    if not isinstance(net, Network):
+        raise TypeError(
+            f"net: expected a jaxmlp.Network, got {type(net).__name__}. "
+            "Build one with jaxmlp.Network(sizes=..., activations=..., cost=...)."
+        )
+    return net
+
+
+def check_params(net: Network, params: Any) -> jnp.dtype:
+    """Checks that params mirrors ``net.param_shapes()``; returns their common dtype."""
+    L = net.num_layers
+    if not isinstance(params, Sequence) or isinstance(params, (str, bytes)):
+        raise TypeError(
+            f"params: expected a list of {L} dicts {{'W', 'b'}} (from jaxmlp.init_params), "
+            f"got {type(params).__name__}."
+        )
+    if len(params) != L:
+        raise ValueError(
+            f"params: expected {L} layers for sizes {net.sizes}, got {len(params)}."
+        )
+    dtype = None
+    for l, (layer, want) in enumerate(zip(params, net.param_shapes()), start=1):
+        if not isinstance(layer, dict) or set(layer) != {"W", "b"}:
+            got = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+            raise ValueError(
+                f"params[{l - 1}] (layer {l}): expected a dict with keys ['W', 'b'], got {got}."
+            )
+        for key in ("W", "b"):
+            leaf = layer[key]
+            shape = tuple(getattr(leaf, "shape", ()))
+            if shape != want[key]:
+                raise ValueError(
+                    f"params[{l - 1}]['{key}'] (layer {l}): expected shape {want[key]}, "
+                    f"got {shape}."
+                )
+            leaf_dtype = jnp.result_type(leaf)
+            if not jnp.issubdtype(leaf_dtype, jnp.floating):
+                raise TypeError(
+                    f"params[{l - 1}]['{key}']: expected a floating dtype, got {leaf_dtype}."
+                )
+            if dtype is None:
+                dtype = leaf_dtype
+            elif leaf_dtype != dtype:
+                raise TypeError(
+                    f"params[{l - 1}]['{key}']: expected dtype {dtype} like params[0]['W'], "
+                    f"got {leaf_dtype}; cast all parameters to one dtype."
+                )
+    return dtype
+
+
+def _as_data(name: str, value: Any, dtype) -> jax.Array:
+    """Converts data to an array of ``dtype``: integers/bools are cast, floats must match."""
+    arr = value if isinstance(value, jax.Array) else jnp.asarray(value)
+    if jnp.issubdtype(arr.dtype, jnp.floating):
+        if arr.dtype != dtype:
+            raise TypeError(
+                f"{name}: expected dtype {dtype} (the dtype of params), got {arr.dtype}. "
+                f"Cast with {name}.astype({jnp.dtype(dtype).name!r}) or init_params(..., "
+                f"dtype={arr.dtype.name!r}); jaxmlp never changes dtypes silently."
+            )
+        return arr
+    if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == jnp.bool_:
+        return arr.astype(dtype)
+    raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}.")
+
+
+def check_X(net: Network, X: Any, dtype) -> jax.Array:
+    """X must be (n[0], m) with m >= 1."""
+    X = _as_data("X", X, dtype)
+    if X.ndim != 2 or X.shape[0] != net.sizes[0] or X.shape[1] < 1:
+        hint = " (columns are examples: pass X.T if your rows are examples)" if (
+            X.ndim == 2 and X.shape[1] == net.sizes[0]) else ""
+        raise ValueError(
+            f"X: expected shape (n[0], m) = ({net.sizes[0]}, m) with m >= 1, "
+            f"got {tuple(X.shape)}{hint}."
+        )
+    return X
+
+
+def check_Y(net: Network, Y: Any, m: int, dtype) -> jax.Array:
+    """Y must be (n[L], m)."""
+    Y = _as_data("Y", Y, dtype)
+    want = (net.sizes[-1], m)
+    if tuple(Y.shape) != want:
+        hint = ""
+        if Y.ndim == 1 and Y.shape[0] == m:
+            hint = " (a row of labels: use Y[None, :] for one output, or one-hot columns)"
+        raise ValueError(f"Y: expected shape (n[L], m) = {want}, got {tuple(Y.shape)}{hint}.")
+    return Y
+
+
+def check_x(net: Network, x: Any, dtype) -> jax.Array:
+    """A single example x must be (n[0],)."""
+    x = _as_data("x", x, dtype)
+    if tuple(x.shape) != (net.sizes[0],):
+        raise ValueError(f"x: expected shape (n[0],) = ({net.sizes[0]},), got {tuple(x.shape)}.")
+    return x
+
+
+def check_y(net: Network, y: Any, dtype) -> jax.Array:
+    y = _as_data("y", y, dtype)
+    if tuple(y.shape) != (net.sizes[-1],):
+        raise ValueError(f"y: expected shape (n[L],) = ({net.sizes[-1]},), got {tuple(y.shape)}.")
+    return y
+
+
+def check_finite(**arrays) -> None:
+    """Raises ValueError naming the first argument that holds NaN or infinity (eager only)."""
+    for name, arr in arrays.items():
+        a = np.asarray(arr)
+        if not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(
+                f"{name}: expected finite values, found {bad} NaN or infinite entr"
+                f"{'y' if bad == 1 else 'ies'} of {a.size}."
+            )

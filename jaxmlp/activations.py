@@ -1,0 +1,192 @@
+"""Activation functions g[l] with their hand-derived backward rules (F2) and (B4).
+
+Every entry of the registry is one :class:`Activation`: the forward map ``A = g(Z)``
+next to the backward rule ``dZ = (dA[l]/dZ[l]) dA`` written out, as in (B4) of
+DERIVATIONS.md. All rules act on axis 0 (units), so the same function serves a
+single column ``z`` of shape ``(n,)`` and a batch ``Z`` of shape ``(n, m)``.
+
+The four activations of the seeds (ReLU, sigmoid, tanh, softmax) follow the
+derivations. The others are derived below in the seeds' notation; for an
+element-wise g the Jacobian ``da[:,i]/dz[:,i]`` is diagonal, so (B4) becomes
+``dZ = dA * g'(Z)`` and each derivation only needs ``g'``.
+
+Derivations beyond the seeds (element-wise, so dZ = dA * g'(Z)):
+
+* linear:      g(z) = z,                      g'(z) = 1.
+* leaky ReLU:  g(z) = z if z > 0 else a z,    g'(z) = 1 if z > 0 else a  (a = 0.01;
+  g'(0) := a, matching ReLU's convention g'(0) := 0 for a = 0).
+* ELU:         g(z) = z if z > 0 else exp(z) - 1,  g'(z) = 1 if z > 0 else exp(z)
+  (alpha = 1; exp(z) = g(z) + 1 on the negative side; g'(0) := 1).
+* softplus:    g(z) = log(1 + exp(z)),        g'(z) = exp(z) / (1 + exp(z)) = sigmoid(z).
+* SiLU:        g(z) = z sigmoid(z),           g'(z) = sigmoid(z) + z sigmoid'(z)
+  = sigmoid(z) (1 + z sigmoid(-z)), using sigmoid'(z) = sigmoid(z) sigmoid(-z).
+* GELU (tanh): g(z) = (z/2)(1 + tanh(u)), u = c (z + k z^3), c = sqrt(2/pi), k = 0.044715.
+  Since (1 + tanh(u))/2 = sigmoid(2u), g(z) = z sigmoid(2u) and
+  g'(z) = sigmoid(2u) + z * 2 sigmoid(2u) sigmoid(-2u) * c (1 + 3 k z^2).
+
+Numerical forms (all algebraically equal to the seeds' formulas):
+
+* sigmoid'(z) = sigmoid(z) sigmoid(-z) instead of A (1 - A): at z = 40 this is
+  4.2e-18, where 1 - A cancels to 0 (jax PR #40825).
+* tanh'(z) = 1 - tanh(z)^2 = 4 e^{-2|z|} / (1 + e^{-2|z|})^2, the same quantity without
+  the cancellation of 1 - A*A when |A| is close to 1.
+* softmax subtracts the column maximum before exponentiating; softplus is
+  ``logaddexp(z, 0)``; both stay finite and exact for |z| up to 1e4 and beyond.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class Activation(NamedTuple):
+    """One activation g: its forward map and its backward rule (B4).
+
+    Attributes:
+      name: registry name, e.g. ``"relu"``.
+      forward: ``Z -> A``, shapes ``(n,)`` or ``(n, m)``, (F2).
+      backward: ``(dA, Z, A) -> dZ``, all of the shape of Z, (B4).
+      init: default initialisation scheme name (see ``jaxmlp.init``).
+      unit_range: True when every output lies in (0, 1), so cross-entropy costs
+        may be evaluated on it.
+      log_output: ``Z -> log A`` computed from Z without forming A (None when
+        ``unit_range`` is False); used to evaluate cross-entropy costs stably.
+      log1m_output: ``(Z, A) -> log(1 - A)`` computed stably (None likewise).
+      elementwise: False only for softmax, whose Jacobian is full.
+    """
+
+    name: str
+    forward: Callable[[Array], Array]
+    backward: Callable[[Array, Array, Array], Array]
+    init: str
+    unit_range: bool = False
+    log_output: Optional[Callable[[Array], Array]] = None
+    log1m_output: Optional[Callable[[Array, Array], Array]] = None
+    elementwise: bool = True
+
+
+def _elementwise(name: str, g: Callable, g_prime: Callable, init: str, **kw) -> Activation:
+    """Lifts an element-wise g with derivative ``g_prime(Z, A)`` to (B4): dZ = dA * g'(Z)."""
+    return Activation(
+        name=name,
+        forward=g,
+        backward=lambda dA, Z, A: dA * g_prime(Z, A),
+        init=init,
+        **kw,
+    )
+
+
+LEAKY_RELU_SLOPE = 0.01
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+_GELU_K = 0.044715
+
+
+def _tanh_prime(Z, A):
+    # 1 - tanh(z)^2 written as 4 e^{-2|z|} / (1 + e^{-2|z|})^2: no cancellation near |A| = 1.
+    e = jnp.exp(-2.0 * jnp.abs(Z))
+    return 4.0 * e / jnp.square(1.0 + e)
+
+
+def _softmax_forward(Z):
+    """A = exp(Z) / broadcast(sum_rows exp(Z)), column-wise, max-shifted."""
+    Zs = Z - jax.lax.stop_gradient(jnp.max(Z, axis=0, keepdims=True))
+    E = jnp.exp(Zs)
+    return E / jnp.sum(E, axis=0, keepdims=True)
+
+
+def _softmax_backward(dA, Z, A):
+    """(B4-softmax): dZ = A * (dA - broadcast(sum_rows(dA * A))), the full Jacobian."""
+    return A * (dA - jnp.sum(dA * A, axis=0, keepdims=True))
+
+
+def _log_softmax(Z):
+    Zs = Z - jnp.max(Z, axis=0, keepdims=True)
+    return Zs - jnp.log(jnp.sum(jnp.exp(Zs), axis=0, keepdims=True))
+
+
+def _gelu_s(Z):
+    U = _GELU_C * (Z + _GELU_K * Z * Z * Z)
+    return U, jax.nn.sigmoid(2.0 * U)
+
+
+def _gelu_forward(Z):
+    _, S = _gelu_s(Z)
+    return Z * S
+
+
+def _gelu_prime(Z, A):
+    U, S = _gelu_s(Z)
+    return S + Z * 2.0 * S * jax.nn.sigmoid(-2.0 * U) * _GELU_C * (1.0 + 3.0 * _GELU_K * Z * Z)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in [
+        _elementwise("linear", lambda Z: Z, lambda Z, A: jnp.ones_like(Z), "lecun"),
+        _elementwise(
+            "relu",
+            lambda Z: jnp.maximum(Z, 0),
+            lambda Z, A: (Z > 0).astype(Z.dtype),  # I(Z > 0); g'(0) := 0
+            "he",
+        ),
+        _elementwise(
+            "leaky_relu",
+            lambda Z: jnp.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z),
+            lambda Z, A: jnp.where(Z > 0, 1.0, LEAKY_RELU_SLOPE).astype(Z.dtype),
+            "he",
+        ),
+        _elementwise(
+            "elu",
+            lambda Z: jnp.where(Z > 0, Z, jnp.expm1(jnp.minimum(Z, 0))),
+            lambda Z, A: jnp.where(Z > 0, 1.0, jnp.exp(jnp.minimum(Z, 0))).astype(Z.dtype),
+            "he",
+        ),
+        _elementwise(
+            "sigmoid",
+            jax.nn.sigmoid,
+            lambda Z, A: jax.nn.sigmoid(Z) * jax.nn.sigmoid(-Z),  # = A (1 - A), no cancellation
+            "glorot",
+            unit_range=True,
+            log_output=jax.nn.log_sigmoid,
+            log1m_output=lambda Z, A: jax.nn.log_sigmoid(-Z),
+        ),
+        _elementwise("tanh", jnp.tanh, _tanh_prime, "glorot"),
+        _elementwise(
+            "softplus",
+            lambda Z: jnp.logaddexp(Z, 0),
+            lambda Z, A: jax.nn.sigmoid(Z),
+            "he",
+        ),
+        _elementwise(
+            "silu",
+            lambda Z: Z * jax.nn.sigmoid(Z),
+            lambda Z, A: jax.nn.sigmoid(Z) * (1.0 + Z * jax.nn.sigmoid(-Z)),
+            "he",
+        ),
+        _elementwise("gelu", _gelu_forward, _gelu_prime, "he"),
+        Activation(
+            name="softmax",
+            forward=_softmax_forward,
+            backward=_softmax_backward,
+            init="glorot",
+            unit_range=True,
+            log_output=_log_softmax,
+            log1m_output=lambda Z, A: jnp.log1p(-A),
+            elementwise=False,
+        ),
+    ]
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Returns the registered activation ``name``; raises ValueError naming the choices."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(
+            f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}."
+        )
+    return ACTIVATIONS[name]
