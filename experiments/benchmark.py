@@ -1,0 +1,506 @@
+"""Benchmark one training step (forward, gradient, SGD update) across frameworks.
+
+Variants, on a fixed suite of shapes (relu hidden layers, softmax output,
+categorical cross-entropy, float32, column-major for JAX):
+
+  (a) jaxmlp      jaxmlp.value_and_grad: the hand-derived recurrences (F1)-(B4).
+  (b) autodiff    jax.value_and_grad of jaxmlp.loss, the same SGD update.
+  (c) torch       PyTorch eager autograd (nn.Linear stack, F.cross_entropy,
+                  torch.optim.SGD), when torch is importable.
+  (d) equinox     an equinox.nn.MLP with optax.sgd, when equinox is importable.
+
+plus the machine's matrix-multiply peak: a float32 N x N matmul (XLA, and
+torch.matmul when torch is loaded), timed inside the same repetition loop.
+
+FLOPs are counted per matrix product only, 2 * rows * inner * cols each:
+(F1) Z[l] = W[l] A[l-1] and (B1) dW[l] = dZ[l] A[l-1]^T for every layer, and
+(B3) dA[l-1] = W[l]^T dZ[l] for l >= 2 (dA[0] is never formed). Elementwise work
+(bias, activations, softmax, update) is not counted, so "fraction of peak" is a
+lower bound of how busy the matrix units are.
+
+Protocol: every variant is compiled and warmed up first; then for each of
+``--reps`` repetitions the variants run in a freshly shuffled order, each after a
+short pause and one untimed step, and each timed sample is ``inner`` consecutive
+steps ended by ``block_until_ready`` (``inner`` is chosen per shape so that a
+sample of (a) lasts >= ~20 ms). Two passes: a JAX-only pass ((a), (b), (d), XLA
+matmul) before torch is imported, then a mixed pass ((a), (c), both matmuls).
+Reported: median seconds per step, ratio of medians to (a), the median of the
+per-repetition (paired) ratios to (a), achieved GFLOP/s and fraction of the peak.
+
+Run:  python experiments/benchmark.py [--shapes tiny,medium] [--reps 20] [--quick]
+Writes results/benchmark/benchmark.json and benchmark.png (or ``--out DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+SHAPES = {
+    "tiny": ((64, 128, 10), 128),
+    "medium": ((784, 512, 512, 10), 256),
+    "large": ((1024, 2048, 2048, 1024), 1024),
+    "deep-narrow": ((100,) + (100,) * 8 + (10,), 64),
+}
+VARIANTS = ("jaxmlp", "autodiff", "torch", "equinox")
+LR = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+    """One matrix product of a training step: ``rows x inner`` times ``inner x cols``."""
+
+    equation: str
+    layer: int
+    rows: int
+    inner: int
+    cols: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.rows * self.inner * self.cols
+
+
+def matrix_products(sizes: tuple[int, ...], m: int) -> list[Product]:
+    """Every matrix product of one step of an MLP with layer sizes ``sizes`` on m columns.
+
+    (F1) Z[l] = W[l] A[l-1]:       (n[l] x n[l-1]) (n[l-1] x m), l = 1..L
+    (B1) dW[l] = dZ[l] A[l-1]^T:   (n[l] x m) (m x n[l-1]),       l = 1..L
+    (B3) dA[l-1] = W[l]^T dZ[l]:   (n[l-1] x n[l]) (n[l] x m),    l = 2..L
+    """
+    L = len(sizes) - 1
+    out = []
+    for l in range(1, L + 1):
+        out.append(Product("F1", l, sizes[l], sizes[l - 1], m))
+    for l in range(L, 0, -1):
+        out.append(Product("B1", l, sizes[l], m, sizes[l - 1]))
+        if l > 1:
+            out.append(Product("B3", l, sizes[l - 1], sizes[l], m))
+    return out
+
+
+def step_flops(sizes: tuple[int, ...], m: int) -> int:
+    """Total matrix-product FLOPs of one training step."""
+    return sum(p.flops for p in matrix_products(sizes, m))
+
+
+# ----------------------------------------------------------------------------- variants
+def _data(sizes, m, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((sizes[0], m)).astype(np.float32)  # (n[0], m)
+    labels = rng.integers(0, sizes[-1], m)
+    Y = np.eye(sizes[-1], dtype=np.float32)[:, labels]  # (n[L], m) one-hot columns
+    return X, Y, labels
+
+
+def _network(sizes):
+    import jaxmlp
+
+    L = len(sizes) - 1
+    return jaxmlp.Network(sizes, ("relu",) * (L - 1) + ("softmax",), "categorical_cross_entropy")
+
+
+def _jax_step_runner(step, params, X, Y):
+    """Returns run(k): k chained steps p <- step(p, X, Y), blocking at the end."""
+    import jax
+
+    state = {"p": params}
+
+    def run(k):
+        p = state["p"]
+        for _ in range(k):
+            J, p = step(p, X, Y)
+        jax.block_until_ready((J, p))
+        state["p"] = p
+
+    return run
+
+
+def make_jaxmlp(sizes, m, compute_dtype=None):
+    """(a) SGD on jaxmlp.value_and_grad (no autodiff)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmlp
+
+    net = _network(sizes)
+    X, Y, _ = _data(sizes, m)
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
+    if compute_dtype is None:
+        vg = jaxmlp.value_and_grad
+    else:
+        from jaxmlp import precision
+
+        def vg(net, p, X, Y):
+            return precision.value_and_grad(net, p, X, Y, compute_dtype=compute_dtype)
+
+    @jax.jit
+    def step(p, X, Y):
+        J, grads = vg(net, p, X, Y)
+        return J, jax.tree.map(lambda w, d: w - LR * d, p, grads)
+
+    return _jax_step_runner(step, params, jnp.asarray(X), jnp.asarray(Y))
+
+
+def make_autodiff(sizes, m):
+    """(b) SGD on jax.value_and_grad of jaxmlp.loss (the oracle, as a compared variant)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmlp
+
+    net = _network(sizes)
+    X, Y, _ = _data(sizes, m)
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
+
+    @jax.jit
+    def step(p, X, Y):
+        J, grads = jax.value_and_grad(lambda q: jaxmlp.loss(net, q, X, Y))(p)
+        return J, jax.tree.map(lambda w, d: w - LR * d, p, grads)
+
+    return _jax_step_runner(step, params, jnp.asarray(X), jnp.asarray(Y))
+
+
+def make_equinox(sizes, m):
+    """(d) equinox.nn.MLP (per-example W x, vmapped over rows) with optax.sgd."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    widths = set(sizes[1:-1])
+    if len(widths) != 1:
+        raise ValueError(f"equinox.nn.MLP needs equal hidden widths, got {sizes}")
+    model = eqx.nn.MLP(sizes[0], sizes[-1], sizes[1], len(sizes) - 2,
+                       activation=jax.nn.relu, key=jax.random.PRNGKey(0))
+    opt = optax.sgd(LR)
+    X, _, labels = _data(sizes, m)
+    Xr = jnp.asarray(X.T)  # (m, n[0]): equinox batches rows with vmap
+    y = jnp.asarray(labels)
+
+    def loss(model, Xr, y):
+        logits = jax.vmap(model)(Xr)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    @eqx.filter_jit
+    def step(carry, Xr, y):
+        model, opt_state = carry
+        J, grads = eqx.filter_value_and_grad(loss)(model, Xr, y)
+        updates, opt_state = opt.update(grads, opt_state)
+        return J, (eqx.apply_updates(model, updates), opt_state)
+
+    carry = (model, opt.init(eqx.filter(model, eqx.is_array)))
+    return _jax_step_runner(step, carry, Xr, y)
+
+
+def make_torch(sizes, m):
+    """(c) PyTorch eager: nn.Linear stack on rows (m, n[0]), autograd, torch.optim.SGD."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers = []
+    for l in range(1, len(sizes)):
+        layers.append(nn.Linear(sizes[l - 1], sizes[l]))
+        if l < len(sizes) - 1:
+            layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    X, _, labels = _data(sizes, m)
+    Xr = torch.from_numpy(np.ascontiguousarray(X.T))
+    y = torch.from_numpy(labels.astype(np.int64))
+
+    def run(k):
+        for _ in range(k):
+            opt.zero_grad(set_to_none=True)
+            J = F.cross_entropy(model(Xr), y)
+            J.backward()
+            opt.step()
+
+    return run
+
+
+def make_matmul_xla(N):
+    import jax
+    import jax.numpy as jnp
+
+    A = jax.random.normal(jax.random.PRNGKey(1), (N, N), jnp.float32)
+    B = jax.random.normal(jax.random.PRNGKey(2), (N, N), jnp.float32)
+    f = jax.jit(jnp.matmul)
+
+    def run(k):
+        for _ in range(k):
+            C = f(A, B)
+        jax.block_until_ready(C)
+
+    return run
+
+
+def make_matmul_torch(N):
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    A, B = torch.randn(N, N, generator=g), torch.randn(N, N, generator=g)
+
+    def run(k):
+        for _ in range(k):
+            torch.matmul(A, B)
+
+    return run
+
+
+def available(variant: str) -> bool:
+    """Whether the optional framework of ``variant`` can be imported."""
+    mod = {"torch": "torch", "equinox": "equinox"}.get(variant)
+    if mod is None:
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+# ----------------------------------------------------------------------------- timing
+def time_interleaved(runners: dict[str, Callable[[int], None]], inner: dict[str, int], reps: int,
+                     pause: float, rng: random.Random) -> dict[str, list[float]]:
+    """Per-step seconds, ``reps`` samples per runner, order shuffled every repetition."""
+    for run in runners.values():  # compile + warm up
+        run(1)
+        run(1)
+    times = {name: [] for name in runners}
+    names = list(runners)
+    for _ in range(reps):
+        rng.shuffle(names)
+        for name in names:
+            time.sleep(pause)
+            runners[name](1)  # untimed hand-over step
+            t0 = time.perf_counter()
+            runners[name](inner[name])
+            times[name].append((time.perf_counter() - t0) / inner[name])
+    return times
+
+
+def calibrate(run: Callable[[int], None], target: float) -> int:
+    run(1)
+    t0 = time.perf_counter()
+    run(1)
+    t = max(time.perf_counter() - t0, 1e-6)
+    return max(1, int(math.ceil(target / t)))
+
+
+def summarize(times, flops, ref="jaxmlp"):
+    out = {}
+    ref_t = np.asarray(times[ref]) if ref in times else None
+    for name, ts in times.items():
+        ts = np.asarray(ts)
+        med = float(np.median(ts))
+        row = {"median_s": med, "times_s": [float(t) for t in ts],
+               "gflops": flops[name] / med / 1e9}
+        if ref_t is not None:
+            paired = ts / ref_t
+            row["ratio_of_medians"] = med / float(np.median(ref_t))
+            row["paired_ratio_median"] = float(np.median(paired))
+            row["paired_ratio_q25_q75"] = [float(np.percentile(paired, 25)),
+                                           float(np.percentile(paired, 75))]
+        out[name] = row
+    return out
+
+
+def load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def machine_info():
+    import jax
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def run_shape(name, variants, reps, quick, N, rng, pause, compute_dtype):
+    sizes, m = SHAPES[name]
+    flops = step_flops(sizes, m)
+    makers = {"jaxmlp": lambda: make_jaxmlp(sizes, m),
+              "autodiff": lambda: make_autodiff(sizes, m),
+              "equinox": lambda: make_equinox(sizes, m),
+              "torch": lambda: make_torch(sizes, m)}
+    if compute_dtype is not None:
+        makers["jaxmlp_" + compute_dtype] = lambda: make_jaxmlp(sizes, m, compute_dtype)
+    target = 0.005 if quick else 0.02
+    mm_flops = 2 * N**3
+    result = {"sizes": list(sizes), "m": m, "flops_per_step": flops,
+              "products": [dataclasses.asdict(p) | {"flops": p.flops} for p in matrix_products(sizes, m)],
+              "passes": {}}
+
+    def do_pass(label, names, matmuls):
+        runners = {v: makers[v]() for v in names}
+        runners.update(matmuls)
+        ref_inner = calibrate(runners["jaxmlp"], target)
+        inner = {v: (1 if v.startswith("matmul") else ref_inner) for v in runners}
+        fl = {v: (mm_flops if v.startswith("matmul") else flops) for v in runners}
+        load0 = load_average()
+        times = time_interleaved(runners, inner, reps, pause, rng)
+        summary = summarize(times, fl)
+        peak_name = max((v for v in runners if v.startswith("matmul")),
+                        key=lambda v: summary[v]["gflops"])
+        peak = summary[peak_name]["gflops"]
+        peak_t = np.asarray(times[peak_name])
+        for v in runners:
+            if not v.startswith("matmul"):
+                summary[v]["fraction_of_peak"] = summary[v]["gflops"] / peak
+                # paired: this repetition's step rate over this repetition's matmul rate
+                summary[v]["paired_fraction_of_peak_median"] = float(np.median(
+                    (flops / np.asarray(times[v])) / (mm_flops / peak_t)))
+        result["passes"][label] = {"inner": inner, "peak_gflops": peak, "peak_from": peak_name,
+                                   "load_before": load0, "load_after": load_average(),
+                                   "variants": summary}
+
+    jax_names = [v for v in variants if v != "torch"]
+    if compute_dtype is not None:
+        jax_names.append("jaxmlp_" + compute_dtype)
+    do_pass("jax", jax_names, {"matmul_xla": make_matmul_xla(N)})
+    if "torch" in variants:
+        do_pass("mixed", ["jaxmlp", "torch"],
+                {"matmul_xla": make_matmul_xla(N), "matmul_torch": make_matmul_torch(N)})
+    return result
+
+
+def print_table(results):
+    print(f"\n{'shape':12s} {'variant':16s} {'ms/step':>9s} {'/(a) med':>9s} {'/(a) pair':>9s}"
+          f" {'GFLOP/s':>8s} {'%peak':>6s}  pass")
+    for shape, r in results.items():
+        for label, ps in r["passes"].items():
+            for v, row in ps["variants"].items():
+                frac = row.get("paired_fraction_of_peak_median")
+                print(f"{shape:12s} {v:16s} {row['median_s'] * 1e3:9.3f} "
+                      f"{row.get('ratio_of_medians', float('nan')):9.3f} "
+                      f"{row.get('paired_ratio_median', float('nan')):9.3f} {row['gflops']:8.1f} "
+                      f"{'' if frac is None else f'{100 * frac:5.1f}%':>6s}  {label}")
+            print(f"{'':12s} peak {ps['peak_gflops']:.1f} GFLOP/s from {ps['peak_from']}; "
+                  f"load {ps['load_before'][0] if ps['load_before'] else '?'}")
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    shapes = list(results)
+    series = {}
+    for i, s in enumerate(shapes):
+        for label, ps in results[s]["passes"].items():
+            for v, row in ps["variants"].items():
+                if v.startswith("matmul") or (label == "mixed" and v == "jaxmlp"):
+                    continue
+                series.setdefault(v, {})[i] = row
+    width = 0.8 / max(1, len(series))
+    for j, (v, rows) in enumerate(series.items()):
+        xs = [i + j * width for i in rows]
+        axes[0].bar(xs, [rows[i]["paired_ratio_median"] for i in rows], width, label=v)
+        axes[1].bar(xs, [100 * rows[i]["paired_fraction_of_peak_median"] for i in rows], width, label=v)
+    for ax in axes:
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))], shapes)
+        ax.legend(fontsize=8)
+    axes[0].axhline(1.0, color="k", lw=0.8)
+    axes[0].set_ylabel("time / time of (a) jaxmlp (paired median)")
+    axes[1].set_ylabel("% of float32 matmul peak (matrix products only)")
+    fig.suptitle("one SGD training step, float32, " + f"{os.cpu_count()}-core {results[shapes[0]]['backend']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default=",".join(SHAPES),
+                   help=f"comma-separated subset of {', '.join(SHAPES)}")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated subset of {', '.join(VARIANTS)} (missing frameworks are skipped)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default 20; 3 with --quick)")
+    p.add_argument("--quick", action="store_true", help="few repetitions, small peak matmul: a smoke run")
+    p.add_argument("--matmul-n", type=int, default=None, help="N of the N x N peak matmul (default 2048; 512 with --quick)")
+    p.add_argument("--compute-dtype", choices=["bfloat16", "float16"], default=None,
+                   help="also time (a) with bf16/f16 matrix products (jaxmlp.precision)")
+    p.add_argument("--pause", type=float, default=0.005, help="seconds of pause before each sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/benchmark")
+    args = p.parse_args(argv)
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    bad = [s for s in shapes if s not in SHAPES]
+    if bad or not shapes:
+        p.error(f"--shapes: unknown shape name(s) {bad or shapes}; expected a comma-separated "
+                f"subset of {list(SHAPES)}")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    badv = [v for v in variants if v not in VARIANTS]
+    if badv or "jaxmlp" not in variants:
+        p.error(f"--variants: expected a subset of {list(VARIANTS)} that includes 'jaxmlp', got {variants}")
+    reps = args.reps if args.reps is not None else (3 if args.quick else 20)
+    if reps < 1:
+        p.error(f"--reps: expected a positive integer, got {reps}")
+    args.shapes, args.variants, args.reps = shapes, variants, reps
+    args.matmul_n = args.matmul_n or (512 if args.quick else 2048)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    skipped = [v for v in args.variants if not available(v)]
+    variants = [v for v in args.variants if available(v)]
+    for v in skipped:
+        print(f"note: variant {v!r} skipped: its framework is not installed", file=sys.stderr)
+    if args.compute_dtype is not None:
+        import jax.numpy as jnp
+
+        from jaxmlp import precision
+
+        precision.check_compute_dtype(jnp.dtype(args.compute_dtype))  # before compiling
+    info = machine_info()
+    rng = random.Random(args.seed)
+    results = {}
+    t_start = time.time()
+    for s in args.shapes:
+        print(f"shape {s} {SHAPES[s]} ...", flush=True)
+        results[s] = run_shape(s, variants, args.reps, args.quick, args.matmul_n, rng,
+                               args.pause, args.compute_dtype) | {"backend": info["backend"]}
+    print_table(results)
+    os.makedirs(args.out, exist_ok=True)
+    doc = {"machine": info, "config": {"reps": args.reps, "quick": args.quick, "variants": variants,
+                                       "skipped": skipped, "matmul_n": args.matmul_n,
+                                       "pause_s": args.pause, "lr": LR, "dtype": "float32",
+                                       "compute_dtype": args.compute_dtype},
+           "load_average_end": load_average(), "wall_s": time.time() - t_start, "shapes": results}
+    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    try:
+        plot(results, os.path.join(args.out, "benchmark.png"))
+    except ImportError as e:  # matplotlib is an optional extra
+        print(f"note: no plot ({e})", file=sys.stderr)
+    print(f"wrote {args.out}/benchmark.json")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""Train a jaxmlp network on a bundled real dataset: progress bar, JSON, plots, checkpoints.
+
+    python experiments/train.py                          # digits, its defaults
+    python experiments/train.py --dataset diabetes --epochs 100 --lr 3e-3
+    python experiments/train.py --dataset digits --checkpoint-every 5 --out runs/d
+    python experiments/train.py --resume runs/d          # continue from the newest checkpoint
+
+Every epoch is ONE compiled call (``jaxmlp.training.make_train_epoch``: shuffle, minibatches,
+``lax.scan`` of the optax update on the hand-derived gradient). After each epoch the whole
+train and test splits are evaluated. Written to ``--out`` (default ``results/train/<dataset>``):
+
+* ``results.json``: configuration, network, per-epoch history, final train/test metrics,
+  wall time, examples/s, JAX version, backend and devices;
+* ``learning_curves.png``: cost and metric per epoch, train and test;
+* ``checkpoints/<epoch>/`` every ``--checkpoint-every`` epochs and after the last (orbax).
+
+Exit status: 0 done; 2 bad input (message on stderr, nothing trained); 3 the cost became NaN
+or infinite (message names the epoch and step; the checkpoints written before are kept).
+
+``--resume DIR`` (DIR is a run's ``--out`` or its ``checkpoints`` folder) continues the newest
+checkpoint: options not given take the saved run's values; given ones must agree with it
+(``--epochs`` may be raised to train longer). It reaches bit for bit the parameters of an
+uninterrupted run. ``--data-parallel`` splits each minibatch's columns over all devices of
+``jaxmlp.sharding.make_mesh()`` (on CPU, simulate N devices with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a fresh clone without installing
+    sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxmlp  # noqa: E402
+from jaxmlp import datasets, training  # noqa: E402
+from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
+
+EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
+
+#: Per-dataset defaults: ``python experiments/train.py --dataset NAME`` alone trains well.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(hidden=[128], activation="relu", optimizer="adam", lr=1e-3, epochs=60,
+                   batch_size=64),
+    "breast_cancer": dict(hidden=[32], activation="relu", optimizer="adam", lr=1e-3, epochs=60,
+                          batch_size=32),
+    "multilabel": dict(hidden=[128], activation="relu", optimizer="adam", lr=1e-3, epochs=60,
+                       batch_size=64),
+    "diabetes": dict(hidden=[32], activation="relu", optimizer="adam", lr=1e-3, epochs=60,
+                     batch_size=32),
+}
+COMMON_DEFAULTS = dict(schedule="constant", weight_decay=0.0, seed=0)
+#: Options that fix the architecture, and those that fix the rest of the training run.
+ARCH_KEYS = ("dataset", "hidden", "activation")
+RUN_KEYS = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "seed")
+
+
+class UsageError(Exception):
+    """Bad input: reported on stderr with exit status 2, before any training."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors (unknown flag, not a number) -> exit 2
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="train.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
+    p.add_argument("--hidden", nargs="+", metavar="N",
+                   help="hidden layer sizes, e.g. --hidden 128 64 (or 128,64)")
+    p.add_argument("--activation", help="hidden activation (default relu); output and cost "
+                   "follow the dataset")
+    p.add_argument("--optimizer", help=f"one of {', '.join(training.OPTIMIZERS)} (default adam)")
+    p.add_argument("--lr", type=float, help="learning rate > 0 (peak value with a schedule)")
+    p.add_argument("--schedule", help=f"one of {', '.join(training.SCHEDULES)} (default constant)")
+    p.add_argument("--weight-decay", type=float, help="weight decay on W[l] (default 0)")
+    p.add_argument("--epochs", type=int, help="number of epochs (passes over the train split)")
+    p.add_argument("--batch-size", type=int, help="examples per minibatch, 1..m_train")
+    p.add_argument("--seed", type=int, help="seed of the split, the init and the shuffles (default 0)")
+    p.add_argument("--out", help="output folder (default results/train/<dataset>)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="save a checkpoint every N epochs and after the last (default 0: none)")
+    p.add_argument("--resume", metavar="DIR", help="continue from the newest checkpoint in DIR")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="split minibatch columns over all devices (jaxmlp.sharding)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.png")
+    return p
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def _parse_hidden(values: Sequence[str]) -> list[int]:
+    sizes = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                n = int(part)
+            except ValueError:
+                raise UsageError(f"--hidden: expected positive integers, got {part!r}.") from None
+            if n < 1:
+                raise UsageError(f"--hidden: expected positive integers, got {n}.")
+            sizes.append(n)
+    if not sizes:
+        raise UsageError("--hidden: expected at least one positive integer.")
+    return sizes
+
+
+def _explicit(args: argparse.Namespace) -> dict[str, Any]:
+    """The training options given on the command line (None means not given)."""
+    out = {k: getattr(args, k) for k in ARCH_KEYS + RUN_KEYS + ("epochs",)}
+    if out["hidden"] is not None:
+        out["hidden"] = _parse_hidden(out["hidden"])
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _checkpoint_dir(path: str) -> str:
+    """``DIR/checkpoints`` when DIR is a run's output folder, else DIR itself."""
+    sub = os.path.join(path, "checkpoints")
+    return sub if os.path.isdir(sub) else path
+
+
+def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
+    """The full configuration, and the checkpoint metadata when resuming. UsageError if bad."""
+    given = _explicit(args)
+    resume_meta = None
+    if args.resume is not None:
+        cdir = _checkpoint_dir(args.resume)
+        if not os.path.isdir(args.resume):
+            raise UsageError(f"--resume: {args.resume!r} is not a directory.")
+        epoch = ckpt_lib.latest_epoch(cdir)
+        if epoch is None:
+            raise UsageError(
+                f"--resume: no checkpoint in {args.resume!r} (expected <epoch>/ folders written "
+                "with --checkpoint-every N, in DIR or DIR/checkpoints).")
+        with ckpt_lib.Checkpoints(cdir) as store:
+            resume_meta = store.meta(epoch)
+        resume_meta["checkpoint_dir"] = cdir
+        saved = resume_meta.get("config", {})
+        for k in ARCH_KEYS:
+            if k in given and given[k] != saved.get(k):
+                raise UsageError(
+                    f"--resume: the checkpoint in {cdir} (epoch {epoch}) is of another "
+                    f"architecture: --{k.replace('_', '-')} {given[k]} was given, the checkpoint "
+                    f"has {saved.get(k)} (network {resume_meta.get('network', {}).get('sizes')}).")
+        for k in RUN_KEYS:
+            if k in given and given[k] != saved.get(k):
+                raise UsageError(
+                    f"--resume: --{k.replace('_', '-')} {given[k]} differs from the checkpoint's "
+                    f"{saved.get(k)}; a resumed run continues the saved one (leave the option out).")
+        cfg = {k: saved[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
+        if "epochs" in given:
+            cfg["epochs"] = given["epochs"]
+    else:
+        dataset = given.get("dataset", "digits")
+        if dataset not in datasets.DATASETS:
+            raise UsageError(f"--dataset: expected one of {list(datasets.DATASETS)}, got {dataset!r}.")
+        cfg = {"dataset": dataset, **COMMON_DEFAULTS, **DEFAULTS[dataset], **given}
+        cfg["total_steps"] = None
+
+    if cfg["optimizer"] not in training.OPTIMIZERS:
+        raise UsageError(f"--optimizer: expected one of {list(training.OPTIMIZERS)}, "
+                         f"got {cfg['optimizer']!r}.")
+    if cfg["schedule"] not in training.SCHEDULES:
+        raise UsageError(f"--schedule: expected one of {list(training.SCHEDULES)}, "
+                         f"got {cfg['schedule']!r}.")
+    if cfg["activation"] not in jaxmlp.ACTIVATIONS:
+        raise UsageError(f"--activation: expected one of {sorted(jaxmlp.ACTIVATIONS)}, "
+                         f"got {cfg['activation']!r}.")
+    if not (math.isfinite(cfg["lr"]) and cfg["lr"] > 0):
+        raise UsageError(f"--lr: expected a finite learning rate > 0, got {cfg['lr']}.")
+    if not (math.isfinite(cfg["weight_decay"]) and cfg["weight_decay"] >= 0):
+        raise UsageError(f"--weight-decay: expected a finite number >= 0, got {cfg['weight_decay']}.")
+    if cfg["epochs"] < 1:
+        raise UsageError(f"--epochs: expected a positive integer, got {cfg['epochs']}.")
+    if cfg["batch_size"] < 1:
+        raise UsageError(f"--batch-size: expected a positive integer, got {cfg['batch_size']}.")
+    if cfg["seed"] < 0:
+        raise UsageError(f"--seed: expected a non-negative integer, got {cfg['seed']}.")
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every: expected an integer >= 0, got {args.checkpoint_every}.")
+    if resume_meta is not None and cfg["epochs"] < resume_meta["epoch"]:
+        raise UsageError(f"--epochs: the checkpoint is at epoch {resume_meta['epoch']}, "
+                         f"more than --epochs {cfg['epochs']}.")
+    if args.out is not None:
+        out = args.out
+    elif resume_meta is not None and os.path.basename(resume_meta["checkpoint_dir"]) == "checkpoints":
+        out = os.path.dirname(resume_meta["checkpoint_dir"])
+    else:
+        out = str(ROOT / "results" / "train" / cfg["dataset"])
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out: {out!r} exists and is not a directory.")
+    cfg["out"] = out
+    cfg["checkpoint_every"] = args.checkpoint_every
+    cfg["data_parallel"] = bool(args.data_parallel)
+    return cfg, resume_meta
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _jsonable(tree):
+    return jax.tree.map(lambda a: np.asarray(a).tolist(), tree)
+
+
+def _fmt_metrics(ev: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in ev.items() if np.ndim(v) == 0}
+
+
+def write_plot(path: str, history: list[dict], metric: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.plot(ep, [h["running_cost"] for h in history], label="train (minibatch mean)", alpha=0.6)
+    a1.plot(ep, [h["train_cost"] for h in history], label="train")
+    a1.plot(ep, [h["test_cost"] for h in history], label="test")
+    a1.set_yscale("log")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("cost J")
+    a1.legend()
+    a2.plot(ep, [h[f"train_{metric}"] for h in history], label="train")
+    a2.plot(ep, [h[f"test_{metric}"] for h in history], label="test")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel(metric)
+    a2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def final_table(result: dict) -> str:
+    cfg = result["config"]
+    final = result["final"]
+    cols = list(final["train"])
+    lines = [
+        f"{cfg['dataset']}: network {'-'.join(map(str, result['network']['sizes']))} "
+        f"({cfg['activation']} / {result['network']['activations'][-1]}, "
+        f"{result['network']['cost']}), {cfg['optimizer']} lr={cfg['lr']:g}, "
+        f"{result['epochs_done']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}",
+        "split   " + "".join(f"{c:>16}" for c in cols),
+    ]
+    for split in ("train", "test"):
+        lines.append(f"{split:<8}" + "".join(f"{final[split][c]:>16.4f}" for c in cols))
+    lines.append(
+        f"wall {result['wall_seconds']:.1f} s (training loop {result['train_seconds']:.1f} s), "
+        f"{result['examples_per_second']:,.0f} examples/s, backend {result['jax']['backend']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _setup_data_parallel(cfg, data, params, opt_state, key):
+    try:
+        from jaxmlp import sharding
+    except ImportError as e:
+        raise UsageError(f"--data-parallel: needs jaxmlp.sharding ({e}).") from None
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = sharding.make_mesh()
+    try:
+        sharding.check_batch_size(mesh, cfg["batch_size"])
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--data-parallel: {e}") from None
+
+    def place(A, name):  # columns over the mesh when they split evenly, else whole on every device
+        if A.shape[1] % mesh.devices.size == 0:
+            return sharding.shard_columns(mesh, A, name=name)
+        return sharding.replicate(mesh, A)
+
+    arrays = (place(data.X_train, "X_train"), place(data.Y_train, "Y_train"),
+              place(data.X_test, "X_test"), place(data.Y_test, "Y_test"))
+    params, opt_state, key = sharding.replicate(mesh, (params, opt_state, key))
+    return mesh, NamedSharding(mesh, P(None, "data")), arrays, params, opt_state, key
+
+
+def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
+        plot: bool = True) -> tuple[int, dict]:
+    """Trains with a resolved configuration; returns (exit status, the results.json dict)."""
+    t_start = time.perf_counter()
+    data = datasets.load(cfg["dataset"], seed=cfg["seed"])
+    m_train = data.X_train.shape[1]
+    if cfg["batch_size"] > m_train:
+        raise UsageError(f"--batch-size: expected at most the {m_train} training examples of "
+                         f"{cfg['dataset']}, got {cfg['batch_size']}.")
+    try:
+        net = jaxmlp.Network(
+            sizes=(data.n_inputs, *cfg["hidden"], data.n_outputs),
+            activations=(*([cfg["activation"]] * len(cfg["hidden"])), data.output_activation),
+            cost=data.cost)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"network: {e}") from None
+    steps_per_epoch = m_train // cfg["batch_size"]
+    if cfg["total_steps"] is None:  # the schedule's horizon is fixed by the first run
+        cfg["total_steps"] = cfg["epochs"] * steps_per_epoch
+    optimizer = training.make_optimizer(cfg["optimizer"], cfg["lr"], schedule=cfg["schedule"],
+                                        total_steps=cfg["total_steps"],
+                                        weight_decay=cfg["weight_decay"])
+    init_key, key = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
+    params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
+    opt_state = optimizer.init(params)
+    X_tr, Y_tr, X_te, Y_te = (jnp.asarray(a) for a in
+                              (data.X_train, data.Y_train, data.X_test, data.Y_test))
+    batch_sharding, mesh = None, None
+    if cfg["data_parallel"]:
+        mesh, batch_sharding, (X_tr, Y_tr, X_te, Y_te), params, opt_state, key = \
+            _setup_data_parallel(cfg, data, params, opt_state, key)
+
+    network = {"sizes": list(net.sizes), "activations": list(net.activations), "cost": net.cost}
+    history: list[dict] = []
+    start_epoch = 0
+    cdir = os.path.join(cfg["out"], "checkpoints")
+    if resume_meta is not None:
+        if resume_meta.get("network") != network:
+            raise UsageError(f"--resume: the checkpoint's network {resume_meta.get('network')} "
+                             f"is not the requested {network}.")
+        with ckpt_lib.Checkpoints(resume_meta["checkpoint_dir"]) as store:
+            try:
+                state = store.restore(training.TrainState(params, opt_state, key, 0),
+                                      epoch=resume_meta["epoch"])
+            except ValueError as e:
+                raise UsageError(f"--resume: {e}") from None
+        params, opt_state, key, start_epoch = state
+        history = list(resume_meta.get("history", []))[:start_epoch]
+
+    config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
+    os.makedirs(cfg["out"], exist_ok=True)
+    store = ckpt_lib.Checkpoints(cdir) if cfg["checkpoint_every"] > 0 else None
+
+    epoch_fn = training.make_train_epoch(net, optimizer, cfg["batch_size"],
+                                         batch_sharding=batch_sharding)
+    metric = training.metric_name(net)
+    status, message, epoch_seconds = "completed", None, []
+    last_ckpt = ckpt_lib.latest_epoch(cdir) if store is not None else None
+    t_train = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg["epochs"], initial=start_epoch, desc=cfg["dataset"], unit="epoch",
+                   file=sys.stderr, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
+            t0 = time.perf_counter()
+            key, epoch_key = jax.random.split(key)
+            new_params, new_opt_state, mt = epoch_fn(params, opt_state, epoch_key, X_tr, Y_tr)
+            costs = np.asarray(mt.cost)  # waits for the epoch
+            dt = time.perf_counter() - t0
+            bad = training.first_nonfinite(costs)
+            ev_tr = _fmt_metrics(training.evaluate(net, new_params, X_tr, Y_tr))
+            ev_te = _fmt_metrics(training.evaluate(net, new_params, X_te, Y_te))
+            if bad is None and not math.isfinite(ev_tr["cost"]):
+                bad = len(costs)  # the last update itself made the parameters non-finite
+            if bad is not None:
+                what = "nan" if bad < len(costs) and math.isnan(costs[bad]) else "non-finite"
+                where = (f"the minibatch cost became {what} ({costs[bad]}) at epoch {epoch}, "
+                         f"step {bad + 1} of {len(costs)}" if bad < len(costs) else
+                         f"the parameters became non-finite at epoch {epoch}, step {bad} of "
+                         f"{len(costs)} (the last update)")
+                kept = (f"the last good checkpoint, epoch {last_ckpt}, is kept in {cdir}"
+                        if last_ckpt is not None else "no checkpoint was written")
+                message = (f"training stopped: {where}; {kept}. Try a smaller --lr "
+                           f"(now {cfg['lr']:g}).")
+                status = "diverged"
+                break
+            params, opt_state = new_params, new_opt_state
+            epoch_seconds.append(dt)
+            row = {"epoch": epoch, "running_cost": float(np.mean(costs)), "seconds": dt}
+            row.update({f"train_{k}": v for k, v in ev_tr.items()})
+            row.update({f"test_{k}": v for k, v in ev_te.items()})
+            history.append(row)
+            if store is not None and (epoch % cfg["checkpoint_every"] == 0 or epoch == cfg["epochs"]):
+                store.save(training.TrainState(params, opt_state, key, epoch),
+                           {"network": network, "config": config_saved, "history": history})
+                last_ckpt = epoch
+            if bar is not None:
+                bar.set_postfix({"cost": f"{row['running_cost']:.4f}",
+                                 f"train_{metric}": f"{ev_tr[metric]:.4f}",
+                                 f"test_{metric}": f"{ev_te[metric]:.4f}"}, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            store.close()
+    train_seconds = time.perf_counter() - t_train
+
+    final = {"train": _fmt_metrics(training.evaluate(net, params, X_tr, Y_tr)),
+             "test": _fmt_metrics(training.evaluate(net, params, X_te, Y_te))}
+    steady = epoch_seconds[1:] or epoch_seconds
+    examples = steps_per_epoch * cfg["batch_size"]
+    result = {
+        "status": status,
+        "message": message,
+        "config": {**config_saved, "out": cfg["out"], "checkpoint_every": cfg["checkpoint_every"],
+                   "data_parallel": cfg["data_parallel"]},
+        "network": network,
+        "num_params": net.num_params,
+        "metric": metric,
+        "dataset": {"name": data.name, "m_train": int(m_train), "m_test": int(data.X_test.shape[1]),
+                    "n_inputs": data.n_inputs, "n_outputs": data.n_outputs,
+                    "target_names": list(data.target_names),
+                    "steps_per_epoch": steps_per_epoch,
+                    "examples_skipped_per_epoch": int(m_train - examples)},
+        "resumed_from_epoch": start_epoch if resume_meta is not None else None,
+        "epochs_done": history[-1]["epoch"] if history else start_epoch,
+        "history": history,
+        "final": final,
+        "final_per_label_accuracy": None,
+        "wall_seconds": time.perf_counter() - t_start,
+        "train_seconds": train_seconds,
+        "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
+        "examples_per_second": examples / statistics.median(steady) if steady else 0.0,
+        "jax": {"version": jax.__version__, "backend": jax.default_backend(),
+                "devices": [str(d) for d in (mesh.devices.flat if mesh is not None else jax.devices()[:1])]},
+        "platform": {"python": platform.python_version(), "machine": platform.machine(),
+                     "cpu_count": os.cpu_count()},
+        "final_params_sha256": _params_digest(params),
+    }
+    if metric == "label_accuracy":
+        ev = training.evaluate(net, params, X_te, Y_te)
+        result["final_per_label_accuracy"] = dict(zip(data.target_names,
+                                                      np.asarray(ev["per_label_accuracy"]).tolist()))
+    with open(os.path.join(cfg["out"], "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    if plot and history:
+        write_plot(os.path.join(cfg["out"], "learning_curves.png"), history, metric,
+                   f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
+                   f"lr={cfg['lr']:g}, batch {cfg['batch_size']}")
+    if status == "diverged":
+        print(f"train.py: {message}", file=sys.stderr)
+        return EXIT_DIVERGED, result
+    print(final_table(result))
+    print(f"wrote {os.path.join(cfg['out'], 'results.json')}")
+    return EXIT_OK, result
+
+
+def _params_digest(params) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        a = np.asarray(leaf)
+        h.update(str((a.shape, a.dtype.name)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
+    """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+        cfg, resume_meta = resolve(args)
+        return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
+    except UsageError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return EXIT_USAGE, None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
+    return train(argv)[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Training with optax on jaxmlp's own gradients: a jitted step, a whole epoch as one scan.
+
+The gradient is the hand-derived one, ``jaxmlp.value_and_grad`` (forward (F1)-(F3), then
+backward (B1)-(B4)); optax only turns it into an update, so any ``GradientTransformation``
+works: plain gradient descent theta <- theta - eta dJ/dtheta as in the seeds (``optax.sgd``),
+momentum, Adam, with schedules and weight decay (:func:`make_optimizer` builds the usual ones).
+
+* :func:`make_train_step` -- ``step(params, opt_state, X, Y) -> (params, opt_state, metrics)``,
+  one update on one minibatch, jitted.
+* :func:`make_train_epoch` -- ``epoch(params, opt_state, key, X, Y) -> (params, opt_state,
+  metrics)``: shuffle the m columns with ``key``, cut them into ``m // batch_size`` minibatches
+  and ``jax.lax.scan`` the same update over them, all in ONE compiled call, so Python dispatch
+  does not dominate small networks. The ``m % batch_size`` columns left over after the
+  shuffle are skipped for that epoch (like ``drop_last``); the next epoch draws a new
+  permutation, so a different remainder is skipped and every example keeps being used.
+  :func:`epoch_batches` returns the column indices an epoch uses.
+* :func:`evaluate` -- cost and the task's metric on a whole set, jitted.
+
+Metrics cross the boundary as :class:`StepMetrics` (per step; stacked along a leading
+axis of length ``m // batch_size`` for an epoch). The state a training run carries from one
+epoch to the next is a :class:`TrainState`, the unit that ``jaxmlp.checkpoint`` saves.
+
+Shape and dtype checks run at trace time (ValueError/TypeError naming the argument).
+A minibatch cost that becomes NaN or infinite is not hidden: it shows in
+``metrics.cost``; :func:`first_nonfinite` finds the first such step.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmlp import _checks
+from jaxmlp.network import Network
+from jaxmlp.propagation import _cost, _forward, value_and_grad
+
+Array = jax.Array
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "StepMetrics",
+    "TrainState",
+    "epoch_batches",
+    "evaluate",
+    "first_nonfinite",
+    "make_optimizer",
+    "make_train_epoch",
+    "make_train_step",
+    "metric_name",
+]
+
+#: Optimizer names accepted by :func:`make_optimizer`.
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+#: Learning-rate schedules accepted by :func:`make_optimizer`.
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+class StepMetrics(NamedTuple):
+    """What one update reports (for an epoch: each field stacked, shape (num_batches,)).
+
+    Attributes:
+      cost: J on the minibatch at the parameters BEFORE the update, (F3).
+      grad_norm: the global L2 norm of dJ/dtheta over all W[l], b[l].
+    """
+
+    cost: Array
+    grad_norm: Array
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries between epochs (what a checkpoint holds).
+
+    Attributes:
+      params: ``[{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]``.
+      opt_state: the optax state of the optimizer.
+      key: the PRNG key the NEXT epoch's shuffle is drawn from (raw uint32 (2,)).
+      epoch: number of epochs completed.
+    """
+
+    params: Any
+    opt_state: Any
+    key: Any
+    epoch: int
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def _wd_mask(params):
+    """Weight decay on the weights W[l] only, never on the biases b[l]."""
+    return [{"W": True, "b": False} for _ in params]
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    *,
+    schedule: str = "constant",
+    total_steps: Optional[int] = None,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+) -> optax.GradientTransformation:
+    """The usual optax optimizers by name.
+
+    Arguments:
+      name: one of :data:`OPTIMIZERS`: ``"sgd"`` (theta <- theta - eta g, the seeds' rule),
+        ``"momentum"`` / ``"nesterov"`` (heavy-ball / Nesterov with ``momentum``), ``"adam"``,
+        ``"adamw"`` (Adam with decoupled weight decay), ``"rmsprop"``.
+      learning_rate: eta > 0, the peak value when a schedule is used.
+      schedule: one of :data:`SCHEDULES`: constant eta; cosine decay from eta to 0 over
+        ``total_steps``; linear warm-up over the first 5 % of ``total_steps`` then cosine.
+      total_steps: number of updates of the whole run (needed by the schedules).
+      weight_decay: lambda >= 0, applied to the weights W[l] only (not b[l]): decoupled for
+        ``adamw``, and for the other optimizers added to the gradient (lambda W, the gradient
+        of the L2 penalty (lambda/2) ||W||^2) before the optimizer sees it.
+      momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1).
+
+    Returns:
+      an ``optax.GradientTransformation``.
+    """
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {name!r}.")
+    if (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
+            or not math.isfinite(learning_rate) or learning_rate <= 0):
+        raise ValueError(f"learning_rate: expected a finite number > 0, got {learning_rate!r}.")
+    if not isinstance(schedule, str) or schedule not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {schedule!r}.")
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
+            or not math.isfinite(weight_decay) or weight_decay < 0):
+        raise ValueError(f"weight_decay: expected a finite number >= 0, got {weight_decay!r}.")
+    if not (isinstance(momentum, numbers.Real) and 0 <= momentum < 1):
+        raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}.")
+    lr: Any = float(learning_rate)
+    if schedule != "constant":
+        if (isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral)
+                or total_steps < 1):
+            raise ValueError(
+                f"total_steps: expected a positive integer for schedule {schedule!r}, "
+                f"got {total_steps!r}."
+            )
+        if schedule == "cosine":
+            lr = optax.cosine_decay_schedule(lr, int(total_steps))
+        else:
+            warmup = max(1, int(total_steps) // 20)
+            lr = optax.warmup_cosine_decay_schedule(
+                0.0, lr, warmup_steps=warmup, decay_steps=max(int(total_steps), warmup + 1))
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=float(weight_decay), mask=_wd_mask)
+    base = {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=float(momentum)),
+        "nesterov": lambda: optax.sgd(lr, momentum=float(momentum), nesterov=True),
+        "adam": lambda: optax.adam(lr),
+        "rmsprop": lambda: optax.rmsprop(lr),
+    }[name]()
+    if weight_decay > 0:
+        return optax.chain(optax.add_decayed_weights(float(weight_decay), mask=_wd_mask), base)
+    return base
+
+
+def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(
+            "optimizer: expected an optax.GradientTransformation (with .init and .update), "
+            f"got {type(optimizer).__name__}; e.g. optax.sgd(0.1) or jaxmlp.training."
+            "make_optimizer('adam', 1e-3)."
+        )
+    return optimizer
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}.")
+    return int(batch_size)
+
+
+def _check_key(key: Any) -> None:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key: expected a single PRNG key of shape (), got shape {key.shape}.")
+    elif key.dtype != jnp.uint32 or key.shape != (2,):
+        raise TypeError(
+            "key: expected a PRNG key (jax.random.PRNGKey(seed): uint32 of shape (2,), or "
+            f"jax.random.key(seed)), got dtype {key.dtype} and shape {tuple(key.shape)}."
+        )
+
+
+# ----------------------------------------------------------------------------- step and epoch
+
+
+def _update(net: Network, optimizer, params, opt_state, X: Array, Y: Array):
+    """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation."""
+    J, grads = value_and_grad(net, params, X, Y)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, StepMetrics(cost=J, grad_norm=optax.tree.norm(grads))
+
+
+def make_train_step(net: Network, optimizer: optax.GradientTransformation):
+    """A jitted ``step(params, opt_state, X, Y) -> (params, opt_state, StepMetrics)``.
+
+    Arguments:
+      net: the network.
+      optimizer: any optax ``GradientTransformation`` (``opt_state = optimizer.init(params)``).
+
+    The returned step computes J and grads = dJ/dtheta with ``jaxmlp.value_and_grad`` on the
+    minibatch X (n[0], b), Y (n[L], b), then ``updates, opt_state = optimizer.update(grads,
+    opt_state, params)`` and ``params + updates``. With ``optax.sgd(eta)`` this is
+    W[l] <- W[l] - eta dW[l], b[l] <- b[l] - eta db[l]. ``metrics.cost`` is J before the update.
+    """
+    net = _checks.require_network(net)
+    optimizer = _check_optimizer(optimizer)
+
+    @jax.jit
+    def step(params, opt_state, X, Y):
+        dtype = _checks.check_params(net, params)
+        X = _checks.check_X(net, X, dtype)
+        Y = _checks.check_Y(net, Y, X.shape[1], dtype)
+        return _update(net, optimizer, params, opt_state, X, Y)
+
+    return step
+
+
+def epoch_batches(key: Any, m: int, batch_size: int) -> Array:
+    """Column indices of one epoch: shape (m // batch_size, batch_size), int.
+
+    Row s holds the columns of minibatch s: the first ``(m // batch_size) * batch_size``
+    entries of ``jax.random.permutation(key, m)``; the remaining ``m % batch_size`` are
+    skipped this epoch. Raises ValueError when ``batch_size > m``.
+    """
+    batch_size = _check_batch_size(batch_size)
+    if batch_size > m:
+        raise ValueError(
+            f"batch_size: expected at most the number of training examples m = {m}, "
+            f"got {batch_size}."
+        )
+    num_batches = m // batch_size
+    perm = jax.random.permutation(key, m)
+    return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
+
+
+def make_train_epoch(
+    net: Network,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    *,
+    batch_sharding: Optional[jax.sharding.Sharding] = None,
+):
+    """A jitted ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, StepMetrics)``.
+
+    Arguments:
+      net: the network.
+      optimizer: any optax ``GradientTransformation``.
+      batch_size: columns per minibatch, 1 <= batch_size <= m.
+      batch_sharding: optional ``jax.sharding.Sharding`` for each (n, batch_size) minibatch,
+        e.g. ``NamedSharding(mesh, P(None, "data"))`` to split its columns over devices (data
+        parallelism; XLA's SPMD partitioner inserts the sums of (B1), (B2) and (F3)).
+
+    The epoch takes X (n[0], m), Y (n[L], m) and a PRNG key; it draws the permutation of
+    :func:`epoch_batches`, gathers the minibatches, and ``lax.scan``s the update of
+    :func:`make_train_step` over them: one compiled call per epoch. Returned metrics are
+    :class:`StepMetrics` with fields of shape (m // batch_size,), one entry per update.
+    Calling the step of :func:`make_train_step` on ``X[:, idx[s]]``, ``Y[:, idx[s]]`` for
+    s = 0, 1, ... with ``idx = epoch_batches(key, m, batch_size)`` gives the same result.
+    """
+    net = _checks.require_network(net)
+    optimizer = _check_optimizer(optimizer)
+    batch_size = _check_batch_size(batch_size)
+
+    @jax.jit
+    def epoch(params, opt_state, key, X, Y):
+        dtype = _checks.check_params(net, params)
+        X = _checks.check_X(net, X, dtype)
+        Y = _checks.check_Y(net, Y, X.shape[1], dtype)
+        _check_key(key)
+        idx = epoch_batches(key, X.shape[1], batch_size)  # (num_batches, batch_size)
+        Xb = jnp.moveaxis(X[:, idx], 1, 0)  # (num_batches, n[0], batch_size)
+        Yb = jnp.moveaxis(Y[:, idx], 1, 0)  # (num_batches, n[L], batch_size)
+
+        def body(carry, batch):
+            params, opt_state = carry
+            X_s, Y_s = batch
+            if batch_sharding is not None:
+                X_s = jax.lax.with_sharding_constraint(X_s, batch_sharding)
+                Y_s = jax.lax.with_sharding_constraint(Y_s, batch_sharding)
+            params, opt_state, metrics = _update(net, optimizer, params, opt_state, X_s, Y_s)
+            return (params, opt_state), metrics
+
+        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), (Xb, Yb))
+        return params, opt_state, metrics
+
+    return epoch
+
+
+def first_nonfinite(costs: Any) -> Optional[int]:
+    """Index of the first NaN or infinite entry of an epoch's ``metrics.cost`` (None if all finite)."""
+    c = np.atleast_1d(np.asarray(costs))
+    bad = np.flatnonzero(~np.isfinite(c))
+    return int(bad[0]) if bad.size else None
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def metric_name(net: Network) -> str:
+    """The headline metric :func:`evaluate` reports for the network's cost.
+
+    ``"accuracy"`` (categorical and binary cross-entropy), ``"label_accuracy"`` (multi-label:
+    the mean over labels of the per-label accuracy) or ``"r2"`` (mean squared error).
+    """
+    net = _checks.require_network(net)
+    return {
+        "categorical_cross_entropy": "accuracy",
+        "binary_cross_entropy": "accuracy",
+        "multilabel_cross_entropy": "label_accuracy",
+        "mean_squared_error": "r2",
+    }[net.cost]
+
+
+def _evaluate(net: Network, params, X: Array, Y: Array) -> dict:
+    A_L, cache = _forward(net, params, X)  # (F1), (F2)
+    out = {"cost": _cost(net, cache.Z[-1], A_L, Y)}  # (F3)
+    dtype = A_L.dtype
+    if net.cost == "categorical_cross_entropy":
+        hit = jnp.argmax(A_L, axis=0) == jnp.argmax(Y, axis=0)
+        out["accuracy"] = jnp.mean(hit.astype(dtype))
+    elif net.cost == "binary_cross_entropy":
+        out["accuracy"] = jnp.mean(((A_L > 0.5) == (Y > 0.5)).astype(dtype))
+    elif net.cost == "multilabel_cross_entropy":
+        hit = (A_L > 0.5) == (Y > 0.5)  # (n[L], m)
+        per_label = jnp.mean(hit.astype(dtype), axis=1)
+        out["label_accuracy"] = jnp.mean(per_label)
+        out["per_label_accuracy"] = per_label
+        out["exact_match"] = jnp.mean(jnp.all(hit, axis=0).astype(dtype))
+    else:  # mean squared error: coefficient of determination, averaged over outputs
+        ss_res = jnp.sum(jnp.square(Y - A_L), axis=1)
+        ss_tot = jnp.sum(jnp.square(Y - jnp.mean(Y, axis=1, keepdims=True)), axis=1)
+        out["r2"] = jnp.mean(1.0 - ss_res / ss_tot)
+    return out
+
+
+_evaluate_jit = jax.jit(_evaluate, static_argnums=0)
+
+
+def evaluate(net: Network, params, X: Any, Y: Any) -> dict:
+    """Cost and task metric of ``params`` on a whole set X (n[0], m), Y (n[L], m); jitted.
+
+    Returns a dict of arrays:
+
+    * ``"cost"``: J (F3), as ``jaxmlp.loss``;
+    * softmax / categorical: ``"accuracy"``, share of columns whose argmax of A[L] is the
+      argmax of Y;
+    * binary: ``"accuracy"``, share of columns with (A[L] > 1/2) == Y;
+    * multi-label: ``"label_accuracy"`` (mean of ``"per_label_accuracy"``, shape (n[L],)) and
+      ``"exact_match"`` (share of columns with every label right);
+    * mean squared error: ``"r2"``, 1 - sum (Y - A[L])^2 / sum (Y - mean Y)^2 per output row,
+      averaged over rows (scikit-learn's ``r2_score``); NaN when a row of Y is constant on the
+      set (R^2 is undefined there).
+    """
+    net = _checks.require_network(net)
+    dtype = _checks.check_params(net, params)
+    X = _checks.check_X(net, X, dtype)
+    Y = _checks.check_Y(net, Y, X.shape[1], dtype)
+    return _evaluate_jit(net, params, X, Y)

@@ -1,0 +1,323 @@
+"""Gradient verification: the oracle module.
+
+This is the one module of the package where autodiff appears. Its job is to
+cross-check gradients computed by hand-derived recurrences against two independent
+references:
+
+* reverse-mode autodiff, ``jax.grad`` of the cost, and
+* central finite differences, (J(theta + h e_k) - J(theta - h e_k)) / (2h), for every
+  scalar parameter theta_k (or for ``num_directions`` random unit directions when the
+  network is large), computed in float64.
+
+Relative error, per parameter array (norm-wise):
+
+    rel(a, b) = ||a - b||_2 / max(||a||_2, ||b||_2)      (0 when both are 0)
+
+Documented thresholds (``DEFAULT_TOLERANCES``): against autodiff 1e-10 for float64
+gradients and 1e-5 for float32; against finite differences (always evaluated in float64)
+1e-6 for float64 gradients and 1e-4 for float32 ones, whose own rounding is ~1e-7
+relative per operation. A check passes
+when every parameter array is within its threshold.
+
+Two entry points:
+
+* :func:`check_gradients` for a jaxmlp network (manual = ``jaxmlp.value_and_grad``);
+* :func:`check_rule` for any gradient rule a user derived: a scalar function
+  ``f(theta)`` and the user's ``grad_f(theta)`` over the same pytree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp import _checks
+from jaxmlp.network import Network
+from jaxmlp.propagation import loss, value_and_grad
+
+DEFAULT_TOLERANCES = {
+    "autodiff_float64": 1e-10,
+    "autodiff_float32": 1e-5,
+    "finite_diff_float64": 1e-6,
+    "finite_diff_float32": 1e-4,
+}
+
+
+def _default_tol(kind: str, dtype) -> float:
+    return DEFAULT_TOLERANCES[f"{kind}_{'float64' if dtype == jnp.float64 else 'float32'}"]
+
+
+class ParamError(NamedTuple):
+    """Relative errors of one parameter array (e.g. layer 2, "W")."""
+
+    layer: Optional[int]  # 1-based layer for networks, None for a user rule
+    name: str  # "W", "b", or the pytree path of a user rule
+    shape: tuple
+    autodiff: float  # rel(manual, jax.grad)
+    finite_diff: float  # rel(manual, finite differences) (NaN if not computed)
+
+
+class GradCheckReport(NamedTuple):
+    """The outcome of a gradient check.
+
+    Attributes:
+      errors: one :class:`ParamError` per parameter array.
+      max_autodiff, max_finite_diff: the largest relative errors.
+      tol_autodiff, tol_finite_diff: the thresholds applied.
+      dtype: the dtype the manual and autodiff gradients were compared in.
+      fd_mode: ``"full"`` (every coordinate), ``"directions"`` (random directions) or ``"off"``.
+      passed: True when every error is within its threshold.
+    """
+
+    errors: tuple
+    max_autodiff: float
+    max_finite_diff: float
+    tol_autodiff: float
+    tol_finite_diff: float
+    dtype: str
+    fd_mode: str
+    passed: bool
+
+    def table(self) -> str:
+        """A plain-text table of the per-array errors."""
+        rows = [f"{'layer':>5} {'param':>6} {'shape':>12} {'vs autodiff':>12} {'vs fin.diff':>12}"]
+        for e in self.errors:
+            layer = "-" if e.layer is None else str(e.layer)
+            rows.append(
+                f"{layer:>5} {e.name:>6} {str(e.shape):>12} {e.autodiff:12.2e} {e.finite_diff:12.2e}"
+            )
+        rows.append(f"passed: {self.passed} (tolerances {self.tol_autodiff:.0e} / "
+                    f"{self.tol_finite_diff:.0e}, {self.dtype}, finite differences: {self.fd_mode})")
+        return "\n".join(rows)
+
+
+def relative_error(a, b) -> float:
+    """||a - b|| / max(||a||, ||b||), computed in float64 NumPy; 0 when both are 0."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    den = max(np.linalg.norm(a), np.linalg.norm(b))
+    if den == 0.0:
+        return 0.0
+    return float(np.linalg.norm(a - b) / den)
+
+
+@contextlib.contextmanager
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _to64(tree):
+    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x, dtype=np.float64)), tree)
+
+
+def finite_difference_grad(
+    f: Callable[[Any], jax.Array],
+    theta: Any,
+    *,
+    eps: float = 1e-5,
+    num_directions: Optional[int] = None,
+    key: Optional[jax.Array] = None,
+    chunk_size: int = 256,
+):
+    """Central finite differences of a scalar ``f`` at ``theta`` (a pytree), in float64.
+
+    Full mode (``num_directions=None``): returns the gradient pytree, one pair of
+    evaluations per scalar parameter, vmapped in chunks of ``chunk_size``.
+    Direction mode: returns ``(V, d)`` with V of shape (k, P) random unit directions and
+    d the k directional derivatives; compare with ``V @ ravel(grad)``.
+
+    Call inside 64-bit mode (``jax.enable_x64(True)``) with float64 ``theta``.
+    """
+    from jax.flatten_util import ravel_pytree
+
+    if not (isinstance(eps, float) and eps > 0):
+        raise ValueError(f"eps: expected a positive float, got {eps!r}.")
+    flat, unravel = ravel_pytree(theta)
+    P = flat.shape[0]
+    f_flat = jax.jit(lambda v: f(unravel(v)))
+
+    @jax.jit
+    def directional(V):  # V: (k, P) -> (k,)
+        return jax.vmap(lambda v: (f_flat(flat + eps * v) - f_flat(flat - eps * v)) / (2 * eps))(V)
+
+    if num_directions is None:
+        out = []
+        for start in range(0, P, chunk_size):
+            idx = jnp.arange(start, min(start + chunk_size, P))
+            out.append(directional(jax.nn.one_hot(idx, P, dtype=flat.dtype)))
+        return unravel(jnp.concatenate(out))
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    V = jax.random.normal(key, (num_directions, P), dtype=flat.dtype)
+    V = V / jnp.linalg.norm(V, axis=1, keepdims=True)
+    return V, jnp.concatenate(
+        [directional(V[s:s + chunk_size]) for s in range(0, num_directions, chunk_size)]
+    )
+
+
+def _summarise(names, manual, auto, fd, tol_ad, tol_fd, dtype, fd_mode) -> GradCheckReport:
+    errors = []
+    for (layer, name), g, a, d in zip(names, manual, auto, fd):
+        errors.append(ParamError(
+            layer=layer, name=name, shape=tuple(np.shape(g)),
+            autodiff=relative_error(g, a),
+            finite_diff=float("nan") if d is None else relative_error(g, d),
+        ))
+    max_ad = max(e.autodiff for e in errors)
+    fds = [e.finite_diff for e in errors if not math.isnan(e.finite_diff)]
+    max_fd = max(fds) if fds else float("nan")
+    passed = max_ad <= tol_ad and (not fds or max_fd <= tol_fd)
+    return GradCheckReport(tuple(errors), max_ad, max_fd, tol_ad, tol_fd, dtype, fd_mode, passed)
+
+
+def _directional_error(manual, V, d) -> float:
+    """rel(V @ ravel(manual), d): directional derivatives of the manual gradient vs finite ones."""
+    from jax.flatten_util import ravel_pytree
+
+    g_flat = np.asarray(ravel_pytree(manual)[0], dtype=np.float64)
+    return relative_error(np.asarray(V, dtype=np.float64) @ g_flat, d)
+
+
+def check_rule(
+    f: Callable[[Any], jax.Array],
+    grad_f: Callable[[Any], Any],
+    theta: Any,
+    *,
+    finite_differences: bool = True,
+    eps: float = 1e-5,
+    tol_autodiff: Optional[float] = None,
+    tol_finite_diff: Optional[float] = None,
+) -> GradCheckReport:
+    """Checks a user-derived gradient rule ``grad_f`` of a scalar function ``f``.
+
+    Arguments:
+      f: ``theta -> scalar``, written in jax.numpy.
+      grad_f: the hand-derived gradient, ``theta -> pytree`` with the structure of theta.
+      theta: the point (a pytree of floating arrays).
+      finite_differences: also compare with central finite differences in float64.
+      eps: the finite-difference step.
+      tol_autodiff: threshold against ``jax.grad`` (default by dtype, see module doc).
+      tol_finite_diff: threshold against finite differences (default by dtype).
+
+    Returns:
+      a :class:`GradCheckReport` with one row per leaf of theta.
+    """
+    leaves, treedef = jax.tree.flatten(theta)
+    if not leaves:
+        raise ValueError("theta: expected a pytree with at least one array, got none.")
+    dtype = jnp.result_type(*leaves)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"theta: expected floating arrays, got dtype {dtype}.")
+    manual = grad_f(theta)
+    m_leaves, m_def = jax.tree.flatten(manual)
+    if m_def != treedef:
+        raise ValueError(
+            f"grad_f: expected a gradient with the structure of theta ({treedef}), got {m_def}."
+        )
+    for i, (g, t) in enumerate(zip(m_leaves, leaves)):
+        if np.shape(g) != np.shape(t):
+            raise ValueError(f"grad_f: leaf {i}: expected shape {np.shape(t)}, got {np.shape(g)}.")
+    _checks.check_finite(theta=np.concatenate([np.ravel(np.asarray(x)) for x in leaves]))
+    auto = jax.tree.leaves(jax.grad(f)(theta))
+    tol_autodiff = _default_tol("autodiff", dtype) if tol_autodiff is None else tol_autodiff
+    tol_finite_diff = (
+        _default_tol("finite_diff", dtype) if tol_finite_diff is None else tol_finite_diff
+    )
+    fd = [None] * len(leaves)
+    if finite_differences:
+        with _x64():
+            fd = jax.tree.leaves(finite_difference_grad(f, _to64(theta), eps=eps))
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(theta)[0]]
+    names = [(None, p or "theta") for p in paths]
+    return _summarise(names, m_leaves, auto, fd, tol_autodiff, tol_finite_diff, str(dtype),
+                      "full" if finite_differences else "off")
+
+
+def check_gradients(
+    net: Network,
+    params: Any,
+    X: Any,
+    Y: Any,
+    *,
+    finite_differences: str = "auto",
+    max_fd_params: int = 5000,
+    num_directions: int = 64,
+    eps: float = 1e-5,
+    key: Optional[jax.Array] = None,
+    tol_autodiff: Optional[float] = None,
+    tol_finite_diff: Optional[float] = None,
+) -> GradCheckReport:
+    """Compares ``jaxmlp.value_and_grad`` (the recurrences) with autodiff and finite differences.
+
+    Arguments:
+      net, params, X, Y: as for ``jaxmlp.value_and_grad``; X (n[0], m), Y (n[L], m).
+      finite_differences: ``"full"`` (every parameter), ``"directions"`` (``num_directions``
+        random unit directions), ``"off"``, or ``"auto"``: full when the network has at most
+        ``max_fd_params`` parameters, directions otherwise.
+      eps: central-difference step (the differences run in float64 whatever the params'
+        dtype: params, X and Y are converted for that comparison only).
+      key: PRNG key for the random directions.
+      tol_autodiff: threshold against ``jax.grad`` (default 1e-10 for float64 params,
+        1e-5 otherwise); tol_finite_diff: threshold against finite differences (1e-6 float64, 1e-4 float32).
+
+    Returns:
+      a :class:`GradCheckReport`, one row per (layer, "W"/"b").
+
+    Raises:
+      ValueError if X or Y holds NaN or infinity, or on any shape mismatch.
+    """
+    modes = ("auto", "full", "directions", "off")
+    if finite_differences not in modes:
+        raise ValueError(f"finite_differences: expected one of {modes}, got {finite_differences!r}.")
+    dtype = _checks.check_params(_checks.require_network(net), params)
+    X = _checks.check_X(net, X, dtype)
+    Y = _checks.check_Y(net, Y, X.shape[1], dtype)
+    _checks.check_finite(X=X, Y=Y)
+    _, manual = value_and_grad(net, params, X, Y)
+    auto = jax.grad(lambda p: loss(net, p, X, Y))(params)
+    tol_autodiff = _default_tol("autodiff", dtype) if tol_autodiff is None else tol_autodiff
+    tol_finite_diff = (
+        _default_tol("finite_diff", dtype) if tol_finite_diff is None else tol_finite_diff
+    )
+    mode = finite_differences
+    if mode == "auto":
+        mode = "full" if net.num_params <= max_fd_params else "directions"
+    names = [(l, k) for l in range(1, net.num_layers + 1) for k in ("W", "b")]
+    flat = lambda tree: [layer[k] for layer in tree for k in ("W", "b")]  # noqa: E731
+    fd = [None] * len(names)
+    if mode != "off":
+        with _x64():
+            p64, X64, Y64 = _to64(params), _to64(X), _to64(Y)
+            J = lambda p: loss(net, p, X64, Y64)  # noqa: E731
+            if mode == "full":
+                fd = flat(finite_difference_grad(J, p64, eps=eps))
+            else:
+                V, d = finite_difference_grad(J, p64, eps=eps, num_directions=num_directions,
+                                              key=key)
+                # One aggregate row: directional derivatives of the whole gradient.
+                report = _summarise(names, flat(manual), flat(auto), fd, tol_autodiff,
+                                    tol_finite_diff, str(dtype), mode)
+                err = _directional_error(manual, V, d)
+                return report._replace(
+                    max_finite_diff=err,
+                    passed=report.max_autodiff <= tol_autodiff and err <= tol_finite_diff,
+                )
+    return _summarise(names, flat(manual), flat(auto), fd, tol_autodiff, tol_finite_diff,
+                      str(dtype), mode)
+
+
+def random_targets(net: Network, key: jax.Array, m: int, dtype=jnp.float32) -> jax.Array:
+    """Valid targets Y of shape (n[L], m) for ``net.cost``: 0/1 labels for binary and
+    multi-label costs, one-hot columns for categorical, standard normal for squared error."""
+    nL = net.sizes[-1]
+    if net.cost == "categorical_cross_entropy":
+        return jax.nn.one_hot(jax.random.randint(key, (m,), 0, nL), nL, dtype=dtype).T
+    if net.cost == "mean_squared_error":
+        return jax.random.normal(key, (nL, m), dtype=dtype)
+    return jax.random.bernoulli(key, 0.5, (nL, m)).astype(dtype)

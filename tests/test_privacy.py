@@ -1,0 +1,160 @@
+"""DP-SGD gradients by rescaled dZ columns, against materialised per-example clipping."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import jaxmlp
+from jaxmlp.per_example_grads import per_example_grads
+from jaxmlp.per_example_stats import per_example_norms
+from jaxmlp.privacy import dp_value_and_grad, make_dp_grad_fn
+
+INF = float("inf")
+
+
+def _problem(dtype=jnp.float64, sizes=(4, 6, 5, 3), m=9, seed=0):
+    net = jaxmlp.Network(sizes, ("relu", "tanh", "softmax"), "categorical_cross_entropy")
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    params = jaxmlp.init_params(net, k1, dtype=dtype)
+    X = jax.random.normal(k2, (sizes[0], m), dtype)
+    Y = jax.nn.one_hot(jax.random.randint(k3, (m,), 0, sizes[-1]), sizes[-1], dtype=dtype).T
+    return net, params, X, Y
+
+
+def _rel(a, b):
+    errs = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y))), a, b)
+    return max(jax.tree.leaves(errs))
+
+
+def _materialised_clipped(net, params, X, Y, C):
+    """Per-example gradients of L_i (m times the terms of J), clipped one by one."""
+    m = X.shape[1]
+    G = jax.tree.map(lambda g: m * g, per_example_grads(net, params, X, Y, method="vmap"))
+    flat = jnp.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(G)], axis=1)
+    norms = jnp.linalg.norm(flat, axis=1)
+    c = jnp.minimum(1.0, C / norms)
+    clipped = jax.tree.map(lambda g: g * c.reshape((m,) + (1,) * (g.ndim - 1)), G)
+    return clipped, norms
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-12), (jnp.float32, 1e-5)], ids=["f64", "f32"])
+def test_no_clip_no_noise_is_plain_gradient(dtype, tol):
+    net, params, X, Y = _problem(dtype)
+    out = dp_value_and_grad(net, params, X, Y, jax.random.key(1), l2_norm_clip=INF,
+                            noise_multiplier=0.0)
+    J, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    chex.assert_trees_all_equal_shapes_and_dtypes(out.grads, grads)
+    assert _rel(out.grads, grads) <= tol
+    assert _rel(out.loss, J) <= tol
+    assert bool(jnp.all(out.clip_factors == 1.0))
+    # The norms are those of grad L_i: m times the norms of the terms of J.
+    assert _rel(out.norms, X.shape[1] * per_example_norms(net, params, X, Y).norms) <= tol
+
+
+def test_small_clip_clips_every_example():
+    net, params, X, Y = _problem()
+    m = X.shape[1]
+    C = 1e-3
+    out = dp_value_and_grad(net, params, X, Y, jax.random.key(1), l2_norm_clip=C,
+                            noise_multiplier=0.0)
+    clipped, norms = _materialised_clipped(net, params, X, Y, C)
+    assert bool(jnp.all(norms > C)) and bool(jnp.all(out.clip_factors < 1.0))
+    assert _rel(out.norms, norms) <= 1e-12
+    # Each example's contribution c_i grad L_i has norm C (<= C up to rounding).
+    contrib = out.clip_factors * out.norms
+    assert bool(jnp.all(contrib <= C * (1 + 1e-12)))
+    assert float(jnp.max(jnp.abs(contrib - C))) <= 1e-15
+    flat = jnp.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(clipped)], axis=1)
+    assert bool(jnp.all(jnp.linalg.norm(flat, axis=1) <= C * (1 + 1e-12)))
+    # The rescaled-dZ sum equals the materialised clip-then-sum, divided by m.
+    assert _rel(out.grads, jax.tree.map(lambda g: g.sum(0) / m, clipped)) <= 1e-12
+    # And the whole update has norm <= C (mean of m vectors of norm <= C).
+    total = math.sqrt(sum(float(jnp.sum(g * g)) for g in jax.tree.leaves(out.grads)))
+    assert total <= C * (1 + 1e-12)
+
+
+def test_partial_clipping_matches_materialised():
+    net, params, X, Y = _problem(m=12, seed=4)
+    norms = dp_value_and_grad(net, params, X, Y, jax.random.key(0), l2_norm_clip=INF,
+                              noise_multiplier=0.0).norms
+    C = float(jnp.median(norms))  # about half the examples are clipped
+    out = dp_value_and_grad(net, params, X, Y, jax.random.key(0), l2_norm_clip=C,
+                            noise_multiplier=0.0)
+    n_clipped = int(jnp.sum(out.clip_factors < 1.0))
+    assert 0 < n_clipped < X.shape[1]
+    clipped, _ = _materialised_clipped(net, params, X, Y, C)
+    assert _rel(out.grads, jax.tree.map(lambda g: g.sum(0) / X.shape[1], clipped)) <= 1e-12
+
+
+def test_noise_has_std_sigma_C_over_m():
+    # ~2.3k parameters; noise = m (g_noisy - g_clean) / (sigma C) should be N(0, 1) entries.
+    net, params, X, Y = _problem(sizes=(20, 60, 15, 4), m=8)
+    m, C, sigma = X.shape[1], 0.3, 1.7
+    kw = dict(l2_norm_clip=C)
+    clean = dp_value_and_grad(net, params, X, Y, jax.random.key(0), noise_multiplier=0.0, **kw)
+    noisy = dp_value_and_grad(net, params, X, Y, jax.random.key(42), noise_multiplier=sigma, **kw)
+    z = jnp.concatenate([
+        ((n - c) * m / (sigma * C)).ravel()
+        for n, c in zip(jax.tree.leaves(noisy.grads), jax.tree.leaves(clean.grads))
+    ])
+    P = net.num_params
+    assert z.size == P
+    # Fixed key: deterministic. Tolerances are ~6 standard errors (SE(std) = 1/sqrt(2P),
+    # SE(mean) = 1/sqrt(P)), so a change of JAX's generator would not flake either.
+    assert abs(float(jnp.std(z)) - 1.0) < 6 / math.sqrt(2 * P)
+    assert abs(float(jnp.mean(z))) < 6 / math.sqrt(P)
+    # Noise touches every parameter, and a different key gives different noise.
+    assert bool(jnp.all(z != 0))
+    other = dp_value_and_grad(net, params, X, Y, jax.random.key(43), noise_multiplier=sigma, **kw)
+    assert _rel(other.grads, noisy.grads) > 1e-3
+    again = dp_value_and_grad(net, params, X, Y, jax.random.key(42), noise_multiplier=sigma, **kw)
+    assert _rel(again.grads, noisy.grads) == 0.0
+
+
+def test_optax_training_with_dp_grad_fn():
+    net, params, X, Y = _problem(dtype=jnp.float32, m=32, seed=2)
+    grad_fn = jax.jit(make_dp_grad_fn(net, l2_norm_clip=1.0, noise_multiplier=0.1))
+    opt = optax.sgd(0.5)
+    state = opt.init(params)
+    J0 = float(jaxmlp.loss(net, params, X, Y))
+    key = jax.random.key(7)
+    for _ in range(30):
+        key, sub = jax.random.split(key)
+        J, g = grad_fn(params, X, Y, sub)
+        chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
+        updates, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    assert float(jaxmlp.loss(net, params, X, Y)) < 0.8 * J0
+
+
+@pytest.mark.parametrize(
+    "kw,exc,pattern",
+    [
+        (dict(l2_norm_clip=0.0, noise_multiplier=1.0), ValueError, "^l2_norm_clip: expected a number > 0"),
+        (dict(l2_norm_clip=-1.0, noise_multiplier=1.0), ValueError, "^l2_norm_clip: expected a number > 0"),
+        (dict(l2_norm_clip=float("nan"), noise_multiplier=1.0), ValueError, "^l2_norm_clip"),
+        (dict(l2_norm_clip="1", noise_multiplier=1.0), TypeError, "^l2_norm_clip: expected a real"),
+        (dict(l2_norm_clip=True, noise_multiplier=1.0), TypeError, "^l2_norm_clip"),
+        (dict(l2_norm_clip=1.0, noise_multiplier=-0.1), ValueError, "^noise_multiplier: expected a number >= 0"),
+        (dict(l2_norm_clip=1.0, noise_multiplier=INF), ValueError, "^noise_multiplier: expected a finite"),
+        (dict(l2_norm_clip=1.0, noise_multiplier=float("nan")), ValueError, "^noise_multiplier"),
+        (dict(l2_norm_clip=INF, noise_multiplier=0.5), ValueError, "^noise_multiplier: the noise std"),
+    ],
+)
+def test_bad_dp_arguments(kw, exc, pattern):
+    net, params, X, Y = _problem()
+    with pytest.raises(exc, match=pattern):
+        dp_value_and_grad(net, params, X, Y, jax.random.key(0), **kw)
+    with pytest.raises(exc, match=pattern):
+        make_dp_grad_fn(net, **kw)
+
+
+def test_mismatched_columns_named():
+    net, params, X, Y = _problem()
+    with pytest.raises(ValueError, match=r"^Y: expected shape \(n\[L\], m\) = \(3, 9\)"):
+        dp_value_and_grad(net, params, X, Y[:, :5], jax.random.key(0), l2_norm_clip=1.0,
+                          noise_multiplier=1.0)
