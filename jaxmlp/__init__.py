@@ -8,6 +8,7 @@ Public surface (pure functions over a parameter pytree, column-major data):
 * :func:`backward`, :func:`value_and_grad` — (B1)-(B4), no autodiff.
 """
 
+from jaxmlp import accumulation, verification
 from jaxmlp.activations import ACTIVATIONS, Activation, get_activation
 from jaxmlp.costs import COSTS, Cost, get_cost
 from jaxmlp.init import SCHEMES, init_params
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "accumulation",
+    "verification",
     "Activation",
     "COSTS",
     "Cache",

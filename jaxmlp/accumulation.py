@@ -106,7 +106,13 @@ def _check_vector(name: str, a, size: int, meaning: str) -> jax.Array:
         raise TypeError(
             f"{name} must be an array of shape ({size},) ({meaning}); got {type(a).__name__}"
         )
-    arr = jnp.asarray(a)
+    try:
+        arr = jnp.asarray(a)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} must be an array of shape ({size},) ({meaning}) with real floating-point "
+            f"entries; could not convert it: {err}"
+        ) from None
     if arr.shape != (size,):
         raise ValueError(
             f"{name} must have shape ({size},) ({meaning}); got shape {tuple(arr.shape)}"
@@ -125,7 +131,8 @@ def _check_x(x) -> jax.Array:
         x1 = float(x[0])
         if x1 >= 1.0:
             raise ValueError(
-                f"x[0] (x1) must be < 1, since y2 = x3 log(1 - x1) needs 1 - x1 > 0; got x1 = {x1!r}"
+                "x[0] (x1) must be < 1, since y2 = x3 log(1 - x1) needs 1 - x1 > 0; "
+                f"got x1 = {x1!r}"
             )
     return x
 

@@ -26,6 +26,9 @@ Derivations beyond the seeds (element-wise, so dZ = dA * g'(Z)):
 
 Numerical forms (all algebraically equal to the seeds' formulas):
 
+* At the kinks the derivative is a convention: ReLU g'(0) := 0, leaky ReLU a, ELU 1.
+  The forward maps are written with ``where(Z > 0, ...)`` so that autodiff (used only as
+  an oracle) follows the same conventions: ``jnp.maximum(Z, 0)`` would give 1/2 at 0.
 * sigmoid'(z) = sigmoid(z) sigmoid(-z) instead of A (1 - A): at z = 40 this is
   4.2e-18, where 1 - A cancels to 0 (jax PR #40825).
 * tanh'(z) = 1 - tanh(z)^2 = 4 e^{-2|z|} / (1 + e^{-2|z|})^2, the same quantity without
@@ -130,7 +133,7 @@ ACTIVATIONS: dict[str, Activation] = {
         _elementwise("linear", lambda Z: Z, lambda Z, A: jnp.ones_like(Z), "lecun"),
         _elementwise(
             "relu",
-            lambda Z: jnp.maximum(Z, 0),
+            lambda Z: jnp.where(Z > 0, Z, 0).astype(Z.dtype),
             lambda Z, A: (Z > 0).astype(Z.dtype),  # I(Z > 0); g'(0) := 0
             "he",
         ),
@@ -142,8 +145,8 @@ ACTIVATIONS: dict[str, Activation] = {
         ),
         _elementwise(
             "elu",
-            lambda Z: jnp.where(Z > 0, Z, jnp.expm1(jnp.minimum(Z, 0))),
-            lambda Z, A: jnp.where(Z > 0, 1.0, jnp.exp(jnp.minimum(Z, 0))).astype(Z.dtype),
+            lambda Z: jnp.where(Z > 0, Z, jnp.expm1(jnp.where(Z > 0, 0, Z))),
+            lambda Z, A: jnp.where(Z > 0, 1.0, jnp.exp(jnp.where(Z > 0, 0, Z))).astype(Z.dtype),
             "he",
         ),
         _elementwise(

@@ -243,19 +243,33 @@ def test_dtype_is_preserved(dtype):
 # --------------------------------------------------------------------------- bad input
 
 
+X0 = jnp.zeros(3)
+
+
 @pytest.mark.parametrize(
     "call, exc, pattern",
     [
-        (lambda: acc.evaluate(jnp.ones(4) * 0.1), ValueError, r"x must have shape \(3,\).*\(4,\)"),
-        (lambda: acc.evaluate(jnp.ones((3, 1)) * 0.1), ValueError, r"x must have shape.*\(3, 1\)"),
-        (lambda: acc.jacobian_forward(jnp.array([0, 1, 2])), TypeError, r"x must have a real floating.*int"),
-        (lambda: acc.jacobian_reverse(jnp.array([0.1, 1, 2], dtype=jnp.complex64)), TypeError, r"x must.*complex64"),
+        (lambda: acc.evaluate(jnp.ones(4) * 0.1),
+         ValueError, r"x must have shape \(3,\).*\(4,\)"),
+        (lambda: acc.evaluate(jnp.ones((3, 1)) * 0.1),
+         ValueError, r"x must have shape.*\(3, 1\)"),
+        (lambda: acc.jacobian_forward(jnp.array([0, 1, 2])),
+         TypeError, r"x must have a real floating.*int"),
+        (lambda: acc.jacobian_reverse(jnp.array([0.1, 1, 2], dtype=jnp.complex64)),
+         TypeError, r"x must.*complex64"),
         (lambda: acc.evaluate(0.5), TypeError, r"x must be an array.*float"),
-        (lambda: acc.forward_sweep(jnp.zeros(3), jnp.ones(2)), ValueError, r"dx must have shape \(3,\).*\(2,\)"),
-        (lambda: acc.forward_sweep(jnp.zeros(3), jnp.array([1, 0, 0])), TypeError, r"dx must have a real floating.*int"),
-        (lambda: acc.reverse_sweep(jnp.zeros(3), jnp.ones(3)), ValueError, r"dy must have shape \(2,\).*\(3,\)"),
-        (lambda: acc.reverse_sweep(jnp.zeros(3), jnp.array([True, False])), TypeError, r"dy must have a real floating.*bool"),
-        (lambda: acc.reverse_sweep(jnp.zeros(3), "ab"), TypeError, r"dy must be an array.*str"),
+        (lambda: acc.evaluate([0.1, [0.2], 0.3]), TypeError, r"x must be an array.*convert"),
+        (lambda: acc.forward_sweep(X0, jnp.ones(2)),
+         ValueError, r"dx must have shape \(3,\).*\(2,\)"),
+        (lambda: acc.forward_sweep(X0, jnp.array([1, 0, 0])),
+         TypeError, r"dx must have a real floating.*int"),
+        (lambda: acc.forward_sweep(X0, [0.1, None, 0.2]),
+         TypeError, r"dx must be an array.*convert"),
+        (lambda: acc.reverse_sweep(X0, jnp.ones(3)),
+         ValueError, r"dy must have shape \(2,\).*\(3,\)"),
+        (lambda: acc.reverse_sweep(X0, jnp.array([True, False])),
+         TypeError, r"dy must have a real floating.*bool"),
+        (lambda: acc.reverse_sweep(X0, "ab"), TypeError, r"dy must be an array.*str"),
     ],
 )
 def test_bad_shapes_and_dtypes_raise_naming_the_argument(call, exc, pattern):
