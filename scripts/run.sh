@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The main job. Creates .venv and installs jaxmlp on first use, then runs an experiment.
+#
+#   bash scripts/run.sh                      # train on digits (experiments/train.py --dataset digits)
+#   bash scripts/run.sh train_all            # all four datasets, final table
+#   bash scripts/run.sh gradcheck [--quick]  # manual gradients vs autodiff and finite differences
+#   bash scripts/run.sh NAME [ARGS...]       # any experiments/NAME.py with its arguments
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+if [ $# -eq 0 ]; then
+    set -- train --dataset digits
+fi
+name="$1"
+shift
+script="experiments/${name%.py}.py"
+if [ ! -f "$script" ]; then
+    echo "run.sh: unknown experiment '$name'; expected one of:" \
+        $(cd experiments && ls *.py | sed 's/\.py$//' | grep -v '^_') >&2
+    exit 2
+fi
+exec .venv/bin/python "$script" "$@"
