@@ -13,6 +13,15 @@ from jaxmlp.activations import ACTIVATIONS, Activation, get_activation
 from jaxmlp.costs import COSTS, Cost, get_cost
 from jaxmlp.init import SCHEMES, init_params
 from jaxmlp.network import Network
+from jaxmlp.per_example import backward_col, forward_col, loss_col, value_and_grad_col
+from jaxmlp.per_example_gradients import per_example_grads
+from jaxmlp.per_example_statistics import (
+    PerExampleNorms,
+    PerExampleStats,
+    per_example_norms,
+    per_example_stats,
+)
+from jaxmlp.privacy import DPGradient, dp_value_and_grad, make_dp_grad_fn
 from jaxmlp.propagation import Cache, backward, forward, loss, predict, value_and_grad
 
 __version__ = "0.1.0"
@@ -25,7 +34,19 @@ __all__ = [
     "COSTS",
     "Cache",
     "Cost",
+    "DPGradient",
     "Network",
+    "PerExampleNorms",
+    "PerExampleStats",
+    "backward_col",
+    "dp_value_and_grad",
+    "forward_col",
+    "loss_col",
+    "make_dp_grad_fn",
+    "per_example_grads",
+    "per_example_norms",
+    "per_example_stats",
+    "value_and_grad_col",
     "SCHEMES",
     "backward",
     "forward",

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 
 from jaxmlp import _checks
 from jaxmlp.network import Network
-from jaxmlp.per_example_grads import deltas
-from jaxmlp.per_example_stats import norms_from_sq, sq_norms
+from jaxmlp.per_example_gradients import deltas
+from jaxmlp.per_example_statistics import norms_from_sq, sq_norms
 from jaxmlp.propagation import _cost, _forward
 
 Array = jax.Array

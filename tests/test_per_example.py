@@ -15,8 +15,8 @@ import pytest
 
 import jaxmlp
 from jaxmlp.per_example import backward_col, forward_col, loss_col, value_and_grad_col
-from jaxmlp.per_example_grads import per_example_grads
-from jaxmlp.per_example_stats import per_example_norms, per_example_stats
+from jaxmlp.per_example_gradients import per_example_grads
+from jaxmlp.per_example_statistics import per_example_norms, per_example_stats
 
 
 def _cases():
@@ -32,36 +32,32 @@ def _cases():
     return cases
 
 
-def _targets(cost, nL, m, key, dtype):
-    if cost == "categorical_cross_entropy":
-        return jax.nn.one_hot(jax.random.randint(key, (m,), 0, nL), nL, dtype=dtype).T
-    if cost in ("binary_cross_entropy", "multilabel_cross_entropy"):
-        return jax.random.bernoulli(key, 0.5, (nL, m)).astype(dtype)
-    return jax.random.normal(key, (nL, m), dtype)
-
-
 def _problem(hidden, out, cost, nL, m=6, dtype=jnp.float64, seed=0):
+    """A 3-layer network, parameters with non-zero biases, data; drawn with numpy (no compiles)."""
     net = jaxmlp.Network((4, 5, 3, nL), (hidden, hidden, out), cost)
-    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-    params = jaxmlp.init_params(net, k1, dtype=dtype)
-    # Non-zero biases, so that (B2) and the broadcast of (F1) are exercised.
+    rng = np.random.default_rng(seed)
     params = [
-        {"W": p["W"], "b": 0.1 * jax.random.normal(k, p["b"].shape, dtype)}
-        for p, k in zip(params, jax.random.split(k3, len(params)))
+        {"W": jnp.asarray(rng.normal(size=s["W"]) / np.sqrt(s["W"][1]), dtype),
+         "b": jnp.asarray(0.1 * rng.normal(size=s["b"]), dtype)}
+        for s in net.param_shapes()
     ]
-    X = jax.random.normal(k2, (4, m), dtype)
-    Y = _targets(cost, nL, m, k3, dtype)
-    return net, params, X, Y
+    X = jnp.asarray(rng.normal(size=(4, m)), dtype)
+    if cost == "categorical_cross_entropy":
+        Y = np.eye(nL)[:, rng.integers(0, nL, m)]
+    elif cost in ("binary_cross_entropy", "multilabel_cross_entropy"):
+        Y = rng.integers(0, 2, (nL, m))
+    else:
+        Y = rng.normal(size=(nL, m))
+    return net, params, X, jnp.asarray(Y, dtype)
 
 
 def _max_rel_err(a, b):
-    """max over leaves of max|a - b| / max|b|."""
-    errs = jax.tree.map(
-        lambda x, y: float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(y)), 1e-300)),
-        a,
-        b,
-    )
-    return max(jax.tree.leaves(errs))
+    """max over leaves of max|a - b| / max|b|, in numpy."""
+    errs = [
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) / max(float(np.max(np.abs(y))), 1e-300)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    return max(errs)
 
 
 # --- single-column forms ---------------------------------------------------------------
@@ -72,27 +68,31 @@ def _max_rel_err(a, b):
 def test_vmapped_columns_reproduce_batched(hidden, out, cost, nL, dtype, tol):
     net, params, X, Y = _problem(hidden, out, cost, nL, dtype=dtype)
     m = X.shape[1]
+
+    @jax.jit  # one compilation per case: the column forms vmapped, and the batched core
+    def both(params, X, Y):
+        cols = jax.vmap(lambda x: forward_col(net, params, x), in_axes=1, out_axes=1)(X)
+        L_i = jax.vmap(lambda x, y: loss_col(net, params, x, y), in_axes=(1, 1))(X, Y)
+        vg = jax.vmap(lambda x, y: value_and_grad_col(net, params, x, y, m), in_axes=(1, 1))
+        J_terms, g_cols = vg(X, Y)
+        _, g_unit = jax.vmap(lambda x, y: value_and_grad_col(net, params, x, y), in_axes=(1, 1))(X, Y)
+        g_sum = jax.tree.map(lambda g: jnp.sum(g, axis=0), g_cols)
+        batched = jaxmlp.forward(net, params, X), jaxmlp.value_and_grad(net, params, X, Y)
+        return cols, L_i, J_terms, g_cols, g_unit, g_sum, batched
+
+    cols, L_i, J_terms, g_cols, g_unit, g_sum, (fwd_b, (J_b, grads_b)) = both(params, X, Y)
     # (F1), (F2): vmap of the column forward over axis 1 is the batched forward, cache too.
-    col_fwd = jax.vmap(lambda x: forward_col(net, params, x), in_axes=1, out_axes=1)
-    AL_v, cache_v = col_fwd(X)
-    AL_b, cache_b = jaxmlp.forward(net, params, X)
-    assert _max_rel_err((AL_v, cache_v), (AL_b, cache_b)) <= tol
-    # (F3): mean of the column losses L_i is J.
-    L_i = jax.vmap(lambda x, y: loss_col(net, params, x, y), in_axes=(1, 1))(X, Y)
+    assert _max_rel_err(cols, fwd_b) <= tol
+    # (F3): the mean of the column losses L_i is J.
     assert L_i.shape == (m,) and L_i.dtype == dtype
-    J_b, grads_b = jaxmlp.value_and_grad(net, params, X, Y)
-    assert _max_rel_err(jnp.mean(L_i), J_b) <= tol
+    assert _max_rel_err(np.mean(np.asarray(L_i, np.float64)), J_b) <= tol
     # (B1)-(B4): column gradients of L_i / m summed over the batch are the batched grads.
-    vg = jax.vmap(lambda x, y: value_and_grad_col(net, params, x, y, m), in_axes=(1, 1))
-    J_terms, g_cols = vg(X, Y)
-    g_sum = jax.tree.map(lambda g: jnp.sum(g, axis=0), g_cols)
     chex.assert_trees_all_equal_structs(g_sum, grads_b)
     chex.assert_trees_all_equal_shapes_and_dtypes(g_sum, grads_b)
     assert _max_rel_err(g_sum, grads_b) <= tol
-    assert _max_rel_err(jnp.sum(J_terms), J_b) <= tol
+    assert _max_rel_err(np.sum(np.asarray(J_terms, np.float64)), J_b) <= tol
     # m = 1 (default): the gradient of L_i itself, m times the term of J.
-    _, g_unit = jax.vmap(lambda x, y: value_and_grad_col(net, params, x, y), in_axes=(1, 1))(X, Y)
-    assert _max_rel_err(jax.tree.map(lambda g: g / m, g_unit), g_cols) <= tol
+    assert _max_rel_err(jax.tree.map(lambda g: np.asarray(g) / m, g_unit), g_cols) <= tol
 
 
 def test_backward_col_matches_autodiff_of_one_column():
@@ -201,18 +201,19 @@ def test_stats_match_materialised(hidden, out, cost, nL):
     J, grads = jaxmlp.value_and_grad(net, params, X, Y)
     assert _max_rel_err(s.loss, J) <= 1e-12
     assert _max_rel_err(s.grads, grads) <= 1e-12
-    # Norms per layer and total, from the materialised gradients.
-    sq_W = [jnp.sum(g["W"] ** 2, axis=(1, 2)) for g in G]
-    sq_b = [jnp.sum(g["b"] ** 2, axis=1) for g in G]
+    # Norms per layer and total, from the materialised gradients (numpy).
+    G = jax.tree.map(np.asarray, G)
+    sq_W = [np.sum(g["W"] ** 2, axis=(1, 2)) for g in G]
+    sq_b = [np.sum(g["b"] ** 2, axis=1) for g in G]
     assert _max_rel_err(s.sq_norms, [{"W": w, "b": b} for w, b in zip(sq_W, sq_b)]) <= 1e-12
-    layer = jnp.sqrt(jnp.stack([w + b for w, b in zip(sq_W, sq_b)]))
+    layer = np.sqrt(np.stack([w + b for w, b in zip(sq_W, sq_b)]))
     assert s.layer_norms.shape == (net.num_layers, m) and s.norms.shape == (m,)
     assert _max_rel_err(s.layer_norms, layer) <= 1e-12
-    flat = jnp.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(G)], axis=1)
-    assert _max_rel_err(s.norms, jnp.linalg.norm(flat, axis=1)) <= 1e-12
+    flat = np.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(G)], axis=1)
+    assert _max_rel_err(s.norms, np.linalg.norm(flat, axis=1)) <= 1e-12
     # Sum of squares and variance (ddof = 0) per parameter.
-    assert _max_rel_err(s.sum_sq, jax.tree.map(lambda g: jnp.sum(g * g, 0), G)) <= 1e-12
-    assert _max_rel_err(s.variance, jax.tree.map(lambda g: jnp.var(g, 0), G)) <= 1e-10
+    assert _max_rel_err(s.sum_sq, jax.tree.map(lambda g: np.sum(g * g, 0), G)) <= 1e-12
+    assert _max_rel_err(s.variance, jax.tree.map(lambda g: np.var(g, 0), G)) <= 1e-10
     # The norm-only entry point agrees.
     n = per_example_norms(net, params, X, Y)
     assert _max_rel_err((n.layer_norms, n.norms), (s.layer_norms, s.norms)) <= 1e-14
@@ -221,7 +222,8 @@ def test_stats_match_materialised(hidden, out, cost, nL):
 def test_norm_path_holds_no_per_example_gradient():
     """The compiled norm path's buffers are O(m * units); the materialised ones O(m * P)."""
     net = jaxmlp.Network((32, 64, 64, 4), "tanh", "mean_squared_error")
-    params = jaxmlp.init_params(net, jax.random.key(0), dtype=jnp.float32)
+    params = [{"W": jnp.full(s["W"], 0.1, jnp.float32), "b": jnp.zeros(s["b"], jnp.float32)}
+              for s in net.param_shapes()]
     m = 256
     X = jnp.ones((32, m), jnp.float32)
     Y = jnp.zeros((4, m), jnp.float32)

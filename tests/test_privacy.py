@@ -5,38 +5,51 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.per_example_grads import per_example_grads
-from jaxmlp.per_example_stats import per_example_norms
+from jaxmlp.per_example_gradients import per_example_grads
+from jaxmlp.per_example_statistics import per_example_norms
 from jaxmlp.privacy import dp_value_and_grad, make_dp_grad_fn
 
 INF = float("inf")
 
 
 def _problem(dtype=jnp.float64, sizes=(4, 6, 5, 3), m=9, seed=0):
+    """Network, parameters and one-hot data, drawn with numpy (no per-shape compiles)."""
     net = jaxmlp.Network(sizes, ("relu", "tanh", "softmax"), "categorical_cross_entropy")
-    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-    params = jaxmlp.init_params(net, k1, dtype=dtype)
-    X = jax.random.normal(k2, (sizes[0], m), dtype)
-    Y = jax.nn.one_hot(jax.random.randint(k3, (m,), 0, sizes[-1]), sizes[-1], dtype=dtype).T
+    rng = np.random.default_rng(seed)
+    params = [
+        {"W": jnp.asarray(rng.normal(size=s["W"]) / np.sqrt(s["W"][1]), dtype),
+         "b": jnp.asarray(0.1 * rng.normal(size=s["b"]), dtype)}
+        for s in net.param_shapes()
+    ]
+    X = jnp.asarray(rng.normal(size=(sizes[0], m)), dtype)
+    Y = jnp.asarray(np.eye(sizes[-1])[:, rng.integers(0, sizes[-1], m)], dtype)
     return net, params, X, Y
 
 
+def _np(tree):
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
 def _rel(a, b):
-    errs = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y))), a, b)
-    return max(jax.tree.leaves(errs))
+    errs = [
+        float(np.max(np.abs(x - y)) / np.max(np.abs(y)))
+        for x, y in zip(jax.tree.leaves(_np(a)), jax.tree.leaves(_np(b)), strict=True)
+    ]
+    return max(errs)
 
 
 def _materialised_clipped(net, params, X, Y, C):
-    """Per-example gradients of L_i (m times the terms of J), clipped one by one."""
+    """Per-example gradients of L_i (m times the terms of J), clipped one by one (numpy)."""
     m = X.shape[1]
-    G = jax.tree.map(lambda g: m * g, per_example_grads(net, params, X, Y, method="vmap"))
-    flat = jnp.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(G)], axis=1)
-    norms = jnp.linalg.norm(flat, axis=1)
-    c = jnp.minimum(1.0, C / norms)
+    G = jax.tree.map(lambda g: m * g, _np(per_example_grads(net, params, X, Y, method="vmap")))
+    flat = np.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(G)], axis=1)
+    norms = np.linalg.norm(flat, axis=1)
+    c = np.minimum(1.0, C / norms)
     clipped = jax.tree.map(lambda g: g * c.reshape((m,) + (1,) * (g.ndim - 1)), G)
     return clipped, norms
 
@@ -50,7 +63,7 @@ def test_no_clip_no_noise_is_plain_gradient(dtype, tol):
     chex.assert_trees_all_equal_shapes_and_dtypes(out.grads, grads)
     assert _rel(out.grads, grads) <= tol
     assert _rel(out.loss, J) <= tol
-    assert bool(jnp.all(out.clip_factors == 1.0))
+    assert np.all(np.asarray(out.clip_factors) == 1.0)
     # The norms are those of grad L_i: m times the norms of the terms of J.
     assert _rel(out.norms, X.shape[1] * per_example_norms(net, params, X, Y).norms) <= tol
 
@@ -62,18 +75,18 @@ def test_small_clip_clips_every_example():
     out = dp_value_and_grad(net, params, X, Y, jax.random.key(1), l2_norm_clip=C,
                             noise_multiplier=0.0)
     clipped, norms = _materialised_clipped(net, params, X, Y, C)
-    assert bool(jnp.all(norms > C)) and bool(jnp.all(out.clip_factors < 1.0))
-    assert _rel(out.norms, norms) <= 1e-12
+    c, n = np.asarray(out.clip_factors), np.asarray(out.norms)
+    assert np.all(norms > C) and np.all(c < 1.0)
+    assert _rel(n, norms) <= 1e-12
     # Each example's contribution c_i grad L_i has norm C (<= C up to rounding).
-    contrib = out.clip_factors * out.norms
-    assert bool(jnp.all(contrib <= C * (1 + 1e-12)))
-    assert float(jnp.max(jnp.abs(contrib - C))) <= 1e-15
-    flat = jnp.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(clipped)], axis=1)
-    assert bool(jnp.all(jnp.linalg.norm(flat, axis=1) <= C * (1 + 1e-12)))
+    assert np.all(c * n <= C * (1 + 1e-12))
+    assert np.max(np.abs(c * n - C)) <= 1e-15
+    flat = np.concatenate([g.reshape(m, -1) for g in jax.tree.leaves(clipped)], axis=1)
+    assert np.all(np.linalg.norm(flat, axis=1) <= C * (1 + 1e-12))
     # The rescaled-dZ sum equals the materialised clip-then-sum, divided by m.
     assert _rel(out.grads, jax.tree.map(lambda g: g.sum(0) / m, clipped)) <= 1e-12
     # And the whole update has norm <= C (mean of m vectors of norm <= C).
-    total = math.sqrt(sum(float(jnp.sum(g * g)) for g in jax.tree.leaves(out.grads)))
+    total = math.sqrt(sum(float(np.sum(g * g)) for g in jax.tree.leaves(_np(out.grads))))
     assert total <= C * (1 + 1e-12)
 
 
@@ -81,10 +94,10 @@ def test_partial_clipping_matches_materialised():
     net, params, X, Y = _problem(m=12, seed=4)
     norms = dp_value_and_grad(net, params, X, Y, jax.random.key(0), l2_norm_clip=INF,
                               noise_multiplier=0.0).norms
-    C = float(jnp.median(norms))  # about half the examples are clipped
+    C = float(np.median(np.asarray(norms)))  # about half the examples are clipped
     out = dp_value_and_grad(net, params, X, Y, jax.random.key(0), l2_norm_clip=C,
                             noise_multiplier=0.0)
-    n_clipped = int(jnp.sum(out.clip_factors < 1.0))
+    n_clipped = int(np.sum(np.asarray(out.clip_factors) < 1.0))
     assert 0 < n_clipped < X.shape[1]
     clipped, _ = _materialised_clipped(net, params, X, Y, C)
     assert _rel(out.grads, jax.tree.map(lambda g: g.sum(0) / X.shape[1], clipped)) <= 1e-12
@@ -97,18 +110,18 @@ def test_noise_has_std_sigma_C_over_m():
     kw = dict(l2_norm_clip=C)
     clean = dp_value_and_grad(net, params, X, Y, jax.random.key(0), noise_multiplier=0.0, **kw)
     noisy = dp_value_and_grad(net, params, X, Y, jax.random.key(42), noise_multiplier=sigma, **kw)
-    z = jnp.concatenate([
+    z = np.concatenate([
         ((n - c) * m / (sigma * C)).ravel()
-        for n, c in zip(jax.tree.leaves(noisy.grads), jax.tree.leaves(clean.grads))
+        for n, c in zip(jax.tree.leaves(_np(noisy.grads)), jax.tree.leaves(_np(clean.grads)))
     ])
     P = net.num_params
     assert z.size == P
     # Fixed key: deterministic. Tolerances are ~6 standard errors (SE(std) = 1/sqrt(2P),
     # SE(mean) = 1/sqrt(P)), so a change of JAX's generator would not flake either.
-    assert abs(float(jnp.std(z)) - 1.0) < 6 / math.sqrt(2 * P)
-    assert abs(float(jnp.mean(z))) < 6 / math.sqrt(P)
+    assert abs(float(np.std(z)) - 1.0) < 6 / math.sqrt(2 * P)
+    assert abs(float(np.mean(z))) < 6 / math.sqrt(P)
     # Noise touches every parameter, and a different key gives different noise.
-    assert bool(jnp.all(z != 0))
+    assert np.all(z != 0)
     other = dp_value_and_grad(net, params, X, Y, jax.random.key(43), noise_multiplier=sigma, **kw)
     assert _rel(other.grads, noisy.grads) > 1e-3
     again = dp_value_and_grad(net, params, X, Y, jax.random.key(42), noise_multiplier=sigma, **kw)
@@ -117,18 +130,23 @@ def test_noise_has_std_sigma_C_over_m():
 
 def test_optax_training_with_dp_grad_fn():
     net, params, X, Y = _problem(dtype=jnp.float32, m=32, seed=2)
-    grad_fn = jax.jit(make_dp_grad_fn(net, l2_norm_clip=1.0, noise_multiplier=0.1))
+    grad_fn = make_dp_grad_fn(net, l2_norm_clip=1.0, noise_multiplier=0.1)
     opt = optax.sgd(0.5)
+
+    @jax.jit
+    def step(params, state, key):
+        key, sub = jax.random.split(key)
+        J, g = grad_fn(params, X, Y, sub)
+        updates, state = opt.update(g, state, params)
+        return optax.apply_updates(params, updates), state, key, g
+
     state = opt.init(params)
     J0 = float(jaxmlp.loss(net, params, X, Y))
     key = jax.random.key(7)
-    for _ in range(30):
-        key, sub = jax.random.split(key)
-        J, g = grad_fn(params, X, Y, sub)
-        chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
-        updates, state = opt.update(g, state, params)
-        params = optax.apply_updates(params, updates)
-    assert float(jaxmlp.loss(net, params, X, Y)) < 0.8 * J0
+    for _ in range(200):
+        params, state, key, g = step(params, state, key)
+    chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
+    assert float(jaxmlp.loss(net, params, X, Y)) < 0.7 * J0
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Per-example gradient norms, sums of squares and variances, without per-example gradients.
 
 Everything here comes from ONE batched forward pass and ONE batched backward pass that
-keeps the dZ[l] (``jaxmlp.per_example_grads.deltas``): memory O(m * units), never the
+keeps the dZ[l] (``jaxmlp.per_example_gradients.deltas``): memory O(m * units), never the
 O(m * num_params) of the stacked per-example gradients. Per example i and layer l, with
 dz = dz[l][:,i] and a = a[l-1][:,i] (the per-example gradient is dz a^T, (B1)):
 
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from jaxmlp import _checks
 from jaxmlp.network import Network
-from jaxmlp.per_example_grads import deltas
+from jaxmlp.per_example_gradients import deltas
 from jaxmlp.propagation import Cache, _cost, _forward
 
 Array = jax.Array

@@ -1,0 +1,293 @@
+"""Per-example versus batched columns: time and memory, m = 1 ... 4096.
+
+Two groups of variants, each timed by interleaving the variants in one process, after
+compilation, with ``block_until_ready``; medians over ``--reps`` repetitions.
+
+Gradient of J (the sum over the batch):
+  batched        jaxmlp.value_and_grad: (F1)-(F3), (B1)-(B4) on the (n, m) matrices
+  vmap_columns   jax.vmap of the single-column forms (jaxmlp.per_example), summed
+  python_loop    a Python loop over the m columns calling the jitted single-column
+                 value_and_grad and accumulating (one dispatch per column)
+
+Per-example quantities:
+  pe_vmap        per_example_grads(method="vmap")     (m, ...) on every leaf
+  pe_outer       per_example_grads(method="outer")    dz[:,i] a[:,i]^T from one batched pass
+  pe_outer_c256  the same with chunk_size=256
+  pe_oracle      jax.vmap(jax.grad(loss of one column))   (autodiff, for comparison)
+  norms_fused_outer  the norms written as sqrt(sum of squares) of pe_outer's stacked
+                 gradients, inside one jit: XLA fuses the outer products into the
+                 reductions, so the (m, n[l], n[l-1]) arrays are never allocated
+  norms_only     per_example_norms: ||dz||^2 (||a||^2 + 1), no per-example gradient
+
+Memory: CPU has no device memory statistics, so the script reports XLA's buffer
+assignment of each compiled executable, ``jax.jit(f).lower(*args).compile()
+.memory_analysis()``: ``argument_size_in_bytes`` (inputs), ``output_size_in_bytes``
+(results) and ``temp_size_in_bytes`` (scratch buffers live during the call). The column
+"footprint" is argument + output + temp - alias: the bytes the executable needs at once,
+an upper bound on its peak. For python_loop it is the footprint of ONE column call (the
+loop keeps one call's buffers plus the running sum alive).
+
+Run:  .venv/bin/python experiments/per_example_vs_batched.py          (CPU, a few minutes)
+      .venv/bin/python experiments/per_example_vs_batched.py --quick  (~30 s)
+Writes results/per_example/per_example_vs_batched.{json,png} and vmap_matvec.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxmlp
+from jaxmlp.per_example import value_and_grad_col
+from jaxmlp.per_example_gradients import per_example_grads
+from jaxmlp.per_example_statistics import per_example_norms
+
+OUT_DIR = os.path.join("results", "per_example")
+GROUP_J = ("batched", "vmap_columns", "python_loop")
+GROUP_PE = ("pe_vmap", "pe_outer", "pe_outer_c256", "pe_oracle", "norms_fused_outer",
+            "norms_only")
+
+
+def _load():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def make_variants(net, m):
+    """name -> (jitted function of (params, X, Y), whether it is a loop)."""
+
+    def batched(p, X, Y):
+        return jaxmlp.value_and_grad(net, p, X, Y)
+
+    def vmap_columns(p, X, Y):
+        J_i, g_i = jax.vmap(lambda x, y: value_and_grad_col(net, p, x, y, m), in_axes=(1, 1))(X, Y)
+        return jnp.sum(J_i), jax.tree.map(lambda g: jnp.sum(g, 0), g_i)
+
+    def pe_oracle(p, X, Y):
+        def term(p, x, y):  # autodiff of example i's term (1/m) L_i, an oracle
+            return jaxmlp.loss(net, p, x[:, None], y[:, None]) / m
+
+        return jax.vmap(jax.grad(term), in_axes=(None, 1, 1))(p, X, Y)
+
+    def norms_fused_outer(p, X, Y):
+        G = per_example_grads(net, p, X, Y, method="outer")
+        return jnp.sqrt(sum(jnp.sum(g.reshape(m, -1) ** 2, axis=1) for g in jax.tree.leaves(G)))
+
+    fns = {
+        "batched": batched,
+        "vmap_columns": vmap_columns,
+        "pe_vmap": lambda p, X, Y: per_example_grads(net, p, X, Y, method="vmap"),
+        "pe_outer": lambda p, X, Y: per_example_grads(net, p, X, Y, method="outer"),
+        "pe_outer_c256": lambda p, X, Y: per_example_grads(
+            net, p, X, Y, method="outer", chunk_size=256),
+        "pe_oracle": pe_oracle,
+        "norms_fused_outer": norms_fused_outer,
+        "norms_only": lambda p, X, Y: per_example_norms(net, p, X, Y).norms,
+    }
+    return {k: jax.jit(f) for k, f in fns.items()}
+
+
+def memory(fn, *args):
+    ma = fn.lower(*args).compile().memory_analysis()
+    if ma is None:
+        return None
+    d = {
+        "argument": int(ma.argument_size_in_bytes),
+        "output": int(ma.output_size_in_bytes),
+        "temp": int(ma.temp_size_in_bytes),
+        "alias": int(ma.alias_size_in_bytes),
+    }
+    d["footprint"] = d["argument"] + d["output"] + d["temp"] - d["alias"]
+    d["peak_reported"] = int(getattr(ma, "peak_memory_in_bytes", 0) or 0)
+    return d
+
+
+def run_m(net, params, m, reps, loop_max_m, rng):
+    X = jnp.asarray(rng.normal(size=(net.sizes[0], m)), jnp.float32)
+    Y = jnp.asarray(np.eye(net.sizes[-1])[:, rng.integers(0, net.sizes[-1], m)], jnp.float32)
+    fns = make_variants(net, m)
+    calls = {k: (lambda f=f: f(params, X, Y)) for k, f in fns.items()}
+    mem = {k: memory(f, params, X, Y) for k, f in fns.items()}
+
+    if m <= loop_max_m:
+        col = jax.jit(lambda p, x, y: value_and_grad_col(net, p, x, y, m))
+        add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+        cols = [(X[:, i], Y[:, i]) for i in range(m)]  # sliced once, outside the timing
+
+        def loop():
+            acc = col(params, *cols[0])
+            for x, y in cols[1:]:
+                acc = add(acc, col(params, x, y))
+            return acc
+
+        calls["python_loop"] = loop
+        mem["python_loop"] = memory(col, params, X[:, 0], Y[:, 0])
+
+    for f in calls.values():  # compile and warm up
+        jax.block_until_ready(f())
+    times = {k: [] for k in calls}
+    for _ in range(reps):  # interleaved
+        for k, f in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f())
+            times[k].append(time.perf_counter() - t0)
+    return {
+        k: {"median_s": statistics.median(v), "times_s": v, "memory": mem[k]}
+        for k, v in times.items()
+    }
+
+
+def vmap_matvec_text():
+    """The jaxpr and the optimised HLO of vmap over columns of a matrix-vector product.
+
+    W (5, 3) and A (3, 7) are arguments (not constants, which XLA would fold).
+    """
+    W = jnp.ones((5, 3), jnp.float32)
+    A = jnp.ones((3, 7), jnp.float32)
+    f = jax.vmap(lambda W, a: W @ a, in_axes=(None, 1), out_axes=1)
+    jaxpr = str(jax.make_jaxpr(f)(W, A))
+    hlo = jax.jit(f).lower(W, A).compile().as_text()
+    dots = [ln.split(", metadata=")[0].strip() for ln in hlo.splitlines() if " dot(" in ln]
+    return jaxpr, hlo, dots
+
+
+def plot(results, ms, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    for col, group in enumerate((GROUP_J, GROUP_PE)):
+        for name in group:
+            pts = [(m, results[str(m)][name]) for m in ms if name in results[str(m)]]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            axes[0, col].plot(x, [p[1]["median_s"] * 1e3 for p in pts], "o-", label=name)
+            axes[1, col].plot(x, [p[1]["memory"]["footprint"] / 2**20 for p in pts], "o-",
+                              label=name)
+        axes[0, col].set_title(("gradient of J" if col == 0 else "per-example quantities")
+                               + ": median time")
+        axes[0, col].set_ylabel("ms")
+        axes[1, col].set_title("XLA buffer footprint (argument + output + temp)")
+        axes[1, col].set_ylabel("MiB")
+        for ax in axes[:, col]:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("m (examples)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(f"jaxmlp per-example vs batched, sizes {results['_sizes']}, float32, "
+                 f"{jax.default_backend()}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="m in (1, 64, 4096), 3 reps (~30 s)")
+    ap.add_argument("--ms", type=int, nargs="*", default=None)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[32, 128, 128, 10])
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--loop-max-m", type=int, default=None,
+                    help="largest m for the Python loop over columns")
+    ap.add_argument("--out", default=OUT_DIR)
+    args = ap.parse_args()
+    ms = args.ms or ([1, 64, 4096] if args.quick else [1, 4, 16, 64, 256, 1024, 4096])
+    reps = args.reps or (3 if args.quick else 7)
+    loop_max_m = args.loop_max_m or (256 if args.quick else 4096)
+    os.makedirs(args.out, exist_ok=True)
+
+    sizes = tuple(args.sizes)
+    net = jaxmlp.Network(sizes, ("relu",) * (len(sizes) - 2) + ("softmax",),
+                         "categorical_cross_entropy")
+    params = jaxmlp.init_params(net, jax.random.key(0), dtype=jnp.float32)
+    rng = np.random.default_rng(0)
+    load_before = _load()
+    t_start = time.time()
+    results = {"_sizes": list(sizes)}
+    for m in ms:
+        results[str(m)] = run_m(net, params, m, reps, loop_max_m, rng)
+        print(f"m = {m} done ({time.time() - t_start:.0f} s)", flush=True)
+    load_after = _load()
+
+    jaxpr, hlo, dots = vmap_matvec_text()
+    with open(os.path.join(args.out, "vmap_matvec.txt"), "w") as f:
+        f.write("# jax.vmap(lambda W, a: W @ a, in_axes=(None, 1), out_axes=1), W (5, 3), A (3, 7)\n")
+        f.write("## jaxpr\n" + jaxpr + "\n## optimised HLO (CPU)\n" + hlo)
+
+    # Table.
+    head = f"{'m':>5} {'variant':<19} {'median ms':>10} {'x ref':>7} {'footprint MiB':>14} {'temp MiB':>9}"
+    lines = [head, "-" * len(head)]
+    for m in ms:
+        r = results[str(m)]
+        for group, ref in ((GROUP_J, "batched"), (GROUP_PE, "pe_outer")):
+            for name in group:
+                if name not in r:
+                    continue
+                v = r[name]
+                mem = v["memory"]
+                lines.append(
+                    f"{m:>5} {name:<19} {v['median_s'] * 1e3:>10.3f} "
+                    f"{v['median_s'] / r[ref]['median_s']:>7.2f} "
+                    f"{mem['footprint'] / 2**20:>14.3f} {mem['temp'] / 2**20:>9.3f}"
+                )
+    table = "\n".join(lines)
+    print(table)
+    big = str(max(ms))
+    rb = results[big]
+    mib = {k: rb[k]["memory"]["footprint"] / 2**20 for k in GROUP_PE}
+    summary = (
+        f"m = {big}, num_params = {net.num_params}: per-example norms without materialising "
+        f"(norms_only) {mib['norms_only']:.2f} MiB and {rb['norms_only']['median_s'] * 1e3:.1f} ms; "
+        f"materialised per-example gradients (pe_outer) {mib['pe_outer']:.2f} MiB "
+        f"({mib['pe_outer'] / mib['norms_only']:.0f}x) and {rb['pe_outer']['median_s'] * 1e3:.1f} ms; "
+        f"norms from the outer products fused by XLA {mib['norms_fused_outer']:.2f} MiB, "
+        f"{rb['norms_fused_outer']['median_s'] * 1e3:.1f} ms."
+    )
+    print(summary)
+    print("vmap of W @ a over columns, optimised HLO dot:", *dots, sep="\n  ")
+
+    meta = {
+        "sizes": list(sizes),
+        "num_params": net.num_params,
+        "dtype": "float32",
+        "ms": ms,
+        "reps": reps,
+        "loop_max_m": loop_max_m,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax_version": jax.__version__,
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "load_1min_before": load_before,
+        "load_1min_after": load_after,
+        "wall_s": time.time() - t_start,
+        "memory_measure": "XLA buffer assignment of the compiled executable "
+                          "(jax.jit(f).lower(...).compile().memory_analysis()): footprint = "
+                          "argument + output + temp - alias bytes; python_loop: one column call",
+        "summary": summary,
+        "vmap_matvec_jaxpr": jaxpr,
+        "vmap_matvec_hlo_dots": dots,
+    }
+    with open(os.path.join(args.out, "per_example_vs_batched.json"), "w") as f:
+        json.dump({"meta": meta, "results": {k: v for k, v in results.items() if k != "_sizes"},
+                   "table": table}, f, indent=1)
+    plot(results, ms, os.path.join(args.out, "per_example_vs_batched.png"))
+    print(f"wrote {args.out}/per_example_vs_batched.json, .png, vmap_matvec.txt")
+
+
+if __name__ == "__main__":
+    main()
