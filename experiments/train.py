@@ -80,7 +80,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="train.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="exit status: 0 done; 2 bad input (nothing trained); 3 the cost became "
+                       "NaN or infinite (the checkpoints written before are kept)")
     p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
     p.add_argument("--hidden", nargs="+", metavar="N",
                    help="hidden layer sizes, e.g. --hidden 128 64 (or 128,64)")
@@ -94,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="examples per minibatch, 1..m_train")
     p.add_argument("--seed", type=int, help="seed of the split, the init and the shuffles (default 0)")
     p.add_argument("--out", help="output folder (default results/train/<dataset>)")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                   help="save a checkpoint every N epochs and after the last (default 0: none)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="save a checkpoint every N epochs and after the last (default 0: none; "
+                   "a resumed run keeps the saved run's N)")
     p.add_argument("--resume", metavar="DIR", help="continue from the newest checkpoint in DIR")
     p.add_argument("--data-parallel", action="store_true",
                    help="split minibatch columns over all devices (jaxmlp.sharding)")
@@ -197,8 +200,11 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         raise UsageError(f"--batch-size: expected a positive integer, got {cfg['batch_size']}.")
     if cfg["seed"] < 0:
         raise UsageError(f"--seed: expected a non-negative integer, got {cfg['seed']}.")
-    if args.checkpoint_every < 0:
-        raise UsageError(f"--checkpoint-every: expected an integer >= 0, got {args.checkpoint_every}.")
+    every = args.checkpoint_every
+    if every is None:
+        every = (resume_meta or {}).get("config", {}).get("checkpoint_every", 0)
+    if every < 0:
+        raise UsageError(f"--checkpoint-every: expected an integer >= 0, got {every}.")
     if resume_meta is not None and cfg["epochs"] < resume_meta["epoch"]:
         raise UsageError(f"--epochs: the checkpoint is at epoch {resume_meta['epoch']}, "
                          f"more than --epochs {cfg['epochs']}.")
@@ -211,7 +217,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out: {out!r} exists and is not a directory.")
     cfg["out"] = out
-    cfg["checkpoint_every"] = args.checkpoint_every
+    cfg["checkpoint_every"] = every
     cfg["data_parallel"] = bool(args.data_parallel)
     return cfg, resume_meta
 
@@ -349,6 +355,11 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         history = list(resume_meta.get("history", []))[:start_epoch]
 
     config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
+    if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > start_epoch:
+        raise UsageError(
+            f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
+            f"continue them with --resume {cfg['out']}, or choose another --out (nothing is "
+            "overwritten).")
     os.makedirs(cfg["out"], exist_ok=True)
     store = ckpt_lib.Checkpoints(cdir) if cfg["checkpoint_every"] > 0 else None
 
@@ -377,8 +388,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             if bad is None and not math.isfinite(ev_tr["cost"]):
                 bad = len(costs)  # the last update itself made the parameters non-finite
             if bad is not None:
-                what = "nan" if bad < len(costs) and math.isnan(costs[bad]) else "non-finite"
-                where = (f"the minibatch cost became {what} ({costs[bad]}) at epoch {epoch}, "
+                what = "NaN" if bad < len(costs) and math.isnan(costs[bad]) else "infinite"
+                where = (f"the minibatch cost became {what} at epoch {epoch}, "
                          f"step {bad + 1} of {len(costs)}" if bad < len(costs) else
                          f"the parameters became non-finite at epoch {epoch}, step {bad} of "
                          f"{len(costs)} (the last update)")
@@ -396,7 +407,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             history.append(row)
             if store is not None and (epoch % cfg["checkpoint_every"] == 0 or epoch == cfg["epochs"]):
                 store.save(training.TrainState(params, opt_state, key, epoch),
-                           {"network": network, "config": config_saved, "history": history})
+                           {"network": network, "history": history,
+                            "config": {**config_saved, "checkpoint_every": cfg["checkpoint_every"]}})
                 last_ckpt = epoch
             if bar is not None:
                 bar.set_postfix({"cost": f"{row['running_cost']:.4f}",
@@ -417,7 +429,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     result = {
         "status": status,
         "message": message,
-        "config": {**config_saved, "out": cfg["out"], "checkpoint_every": cfg["checkpoint_every"],
+        "config": {**config_saved, "out": _display_path(cfg["out"]),
+                   "checkpoint_every": cfg["checkpoint_every"],
                    "data_parallel": cfg["data_parallel"]},
         "network": network,
         "num_params": net.num_params,
@@ -458,6 +471,12 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     print(final_table(result))
     print(f"wrote {os.path.join(cfg['out'], 'results.json')}")
     return EXIT_OK, result
+
+
+def _display_path(path: str) -> str:
+    """``path`` relative to the repository when inside it (results.json stays portable)."""
+    full = os.path.abspath(path)
+    return os.path.relpath(full, ROOT) if full.startswith(str(ROOT) + os.sep) else full
 
 
 def _params_digest(params) -> str:

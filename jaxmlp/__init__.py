@@ -8,7 +8,7 @@ Public surface (pure functions over a parameter pytree, column-major data):
 * :func:`backward`, :func:`value_and_grad` — (B1)-(B4), no autodiff.
 """
 
-from jaxmlp import accumulation, verification
+from jaxmlp import accumulation, checkpoint, datasets, training, verification
 from jaxmlp.activations import ACTIVATIONS, Activation, get_activation
 from jaxmlp.costs import COSTS, Cost, get_cost
 from jaxmlp.init import SCHEMES, init_params
@@ -22,13 +22,30 @@ from jaxmlp.per_example_statistics import (
     per_example_stats,
 )
 from jaxmlp.privacy import DPGradient, dp_value_and_grad, make_dp_grad_fn
+from jaxmlp.training import (
+    StepMetrics,
+    TrainState,
+    evaluate,
+    make_optimizer,
+    make_train_epoch,
+    make_train_step,
+)
 from jaxmlp.propagation import Cache, backward, forward, loss, predict, value_and_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "StepMetrics",
+    "TrainState",
     "accumulation",
+    "checkpoint",
+    "datasets",
+    "evaluate",
+    "make_optimizer",
+    "make_train_epoch",
+    "make_train_step",
+    "training",
     "verification",
     "Activation",
     "COSTS",

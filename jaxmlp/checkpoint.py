@@ -9,8 +9,9 @@ Writes are synchronous (a checkpoint is on disk when :meth:`Checkpoints.save` re
 states here are kilobytes) and atomic: orbax writes into ``DIR/<epoch>.orbax-checkpoint-tmp``
 and renames it to ``DIR/<epoch>`` only once every file is written. A process killed during a
 save leaves only the temporary directory, which :func:`latest_epoch` and :meth:`restore`
-ignore and the next :class:`Checkpoints` on DIR deletes; the previous checkpoint stays
-intact (``tests/test_checkpoint.py`` kills a writer inside the rename step to check this).
+ignore and the next :class:`Checkpoints` on DIR deletes (in the background, finished before
+its first save); the previous checkpoint stays intact (``tests/test_checkpoint.py`` kills a
+writer inside orbax's finalize step to check this).
 
 Restoring needs a ``like`` :class:`~jaxmlp.training.TrainState` with the structure, shapes and
 dtypes expected (``init_params`` + ``optimizer.init``); a checkpoint written for another
@@ -30,9 +31,6 @@ import numpy as np
 from jaxmlp.training import TrainState
 
 __all__ = ["Checkpoints", "latest_epoch"]
-
-_ITEMS = ("state", "meta")
-
 
 def _ocp():
     import orbax.checkpoint as ocp  # imported lazily: ~2 s, and only the CLI needs it
@@ -107,7 +105,12 @@ class Checkpoints:
             cleanup_tmp_directories=True,
             create=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()},
+        )
 
     # -- context manager
     def __enter__(self) -> "Checkpoints":
@@ -122,7 +125,8 @@ class Checkpoints:
     # -- queries
     def epochs(self) -> list[int]:
         """Epochs of the complete checkpoints, oldest first."""
-        return sorted(int(s) for s in self._manager.all_steps(read=True))
+        self._manager.reload()  # the folder may have changed (another process, a kill)
+        return sorted(int(s) for s in self._manager.all_steps())
 
     def latest_epoch(self) -> Optional[int]:
         epochs = self.epochs()
@@ -193,7 +197,8 @@ class Checkpoints:
         target = {"params": like.params, "opt_state": like.opt_state, "key": like.key}
         saved = _specs(self._manager.item_metadata(epoch).state.tree)
         wanted = _specs(target)
-        for path in sorted(set(saved) | set(wanted)):
+        # params first: a different architecture is then reported on its weights
+        for path in sorted(set(saved) | set(wanted), key=lambda p: (not p.startswith("params"), p)):
             s, w = saved.get(path), wanted.get(path)
             if s != w:
                 show = lambda spec: "nothing" if spec is None else f"shape {spec[0]} {spec[1]}"

@@ -1,0 +1,192 @@
+"""Examples/s of one training epoch: lax.scan epoch vs Python loop of jitted steps vs PyTorch.
+
+    python experiments/epoch_speed.py [--samples 30] [--epochs-per-sample 5]
+
+Network 64-128-10 (relu, softmax, categorical cross-entropy), float32, plain SGD (lr 0.1),
+minibatch 128, on the digits train split (1438 examples: 11 minibatches, 1408 examples per
+epoch). Each variant shuffles, cuts the minibatches and runs 11 updates per epoch:
+
+* ``jax scan``: ``jaxmlp.training.make_train_epoch``, the whole epoch ONE compiled call;
+* ``jax loop``: one jitted call draws the permutation and gathers the minibatches
+  (``epoch_batches``), then a Python loop calls the jitted ``make_train_step`` 11 times;
+* ``torch eager Nt`` (when torch imports): ``nn.Sequential(Linear, ReLU, Linear)``,
+  ``CrossEntropyLoss``, ``optim.SGD``, a ``randperm`` and the usual zero_grad / backward / step
+  loop, rows as examples (torch's layout); with torch's default thread count N and, when
+  N > 1, also with 1 thread (intra-op threads spin and lose badly on a shared, loaded machine).
+
+All variants are compiled / warmed up first, then timed interleaved (variant order rotates
+every sample) with ``block_until_ready``; each sample times ``--epochs-per-sample`` epochs.
+Reports the median examples/s, the ratios to the scan, and writes
+``results/train/epoch_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import jaxmlp  # noqa: E402
+from jaxmlp import datasets, training  # noqa: E402
+
+SIZES = (64, 128, 10)
+BATCH = 128
+LR = 0.1
+
+
+def jax_variants(X, Y, seed):
+    net = jaxmlp.Network(sizes=SIZES, activations=("relu", "softmax"),
+                         cost="categorical_cross_entropy")
+    opt = optax.sgd(LR)
+    m = X.shape[1]
+    epoch = training.make_train_epoch(net, opt, BATCH)
+    step = training.make_train_step(net, opt)
+
+    @jax.jit
+    def batches(key, X, Y):
+        idx = training.epoch_batches(key, m, BATCH)
+        return jnp.moveaxis(X[:, idx], 1, 0), jnp.moveaxis(Y[:, idx], 1, 0)
+
+    def init():
+        params = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
+        return [params, opt.init(params), jax.random.PRNGKey(seed + 1)]
+
+    def run_scan(state, n_epochs):
+        params, opt_state, key = state
+        for _ in range(n_epochs):
+            key, k = jax.random.split(key)
+            params, opt_state, _ = epoch(params, opt_state, k, X, Y)
+        jax.block_until_ready(params)
+        state[:] = [params, opt_state, key]
+
+    def run_loop(state, n_epochs):
+        params, opt_state, key = state
+        for _ in range(n_epochs):
+            key, k = jax.random.split(key)
+            Xb, Yb = batches(k, X, Y)
+            for s in range(Xb.shape[0]):
+                params, opt_state, _ = step(params, opt_state, Xb[s], Yb[s])
+        jax.block_until_ready(params)
+        state[:] = [params, opt_state, key]
+
+    return {"jax scan": (init, run_scan), "jax loop": (init, run_loop)}
+
+
+def torch_variants(X, Y, seed):
+    import torch  # optional: pip install torch==2.13.0 (CPU)
+
+    default_threads = torch.get_num_threads()
+    torch.manual_seed(seed)
+    Xt = torch.from_numpy(np.ascontiguousarray(X.T))  # (m, 64): rows are examples in torch
+    yt = torch.from_numpy(np.argmax(Y, axis=0)).long()
+    m = Xt.shape[0]
+    nb = m // BATCH
+
+    def init():
+        model = torch.nn.Sequential(torch.nn.Linear(SIZES[0], SIZES[1]), torch.nn.ReLU(),
+                                    torch.nn.Linear(SIZES[1], SIZES[2]))
+        return [model, torch.optim.SGD(model.parameters(), lr=LR), torch.nn.CrossEntropyLoss()]
+
+    def make_run(threads):
+        def run(state, n_epochs):
+            torch.set_num_threads(threads)
+            _run(state, n_epochs)
+        return run
+
+    def _run(state, n_epochs):
+        model, opt, loss_fn = state
+        for _ in range(n_epochs):
+            perm = torch.randperm(m)
+            for s in range(nb):
+                idx = perm[s * BATCH:(s + 1) * BATCH]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+
+    variants = {f"torch eager {default_threads}t": (init, make_run(default_threads))}
+    if default_threads != 1:
+        variants["torch eager 1t"] = (init, make_run(1))
+    return variants, torch.__version__, default_threads
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=30, help="timed samples per variant")
+    p.add_argument("--epochs-per-sample", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "results" / "train" / "epoch_speed.json"))
+    args = p.parse_args(argv)
+    if args.samples < 1 or args.epochs_per_sample < 1:
+        p.error("--samples and --epochs-per-sample must be positive")
+
+    data = datasets.load("digits", seed=args.seed)
+    X, Y = jnp.asarray(data.X_train), jnp.asarray(data.Y_train)
+    m = X.shape[1]
+    examples = (m // BATCH) * BATCH
+    variants = jax_variants(X, Y, args.seed)
+    notes = []
+    torch_info = None
+    try:
+        tv, torch_version, torch_threads = torch_variants(data.X_train, data.Y_train, args.seed)
+        variants.update(tv)
+        torch_info = {"version": torch_version, "threads": torch_threads}
+    except ImportError:
+        notes.append("torch is not installed: the torch eager row is skipped "
+                     "(pip install torch==2.13.0 for the CPU build).")
+
+    states = {name: init() for name, (init, _) in variants.items()}
+    for name, (_, run) in variants.items():  # compile / warm up
+        run(states[name], 2)
+    times = {name: [] for name in variants}
+    names = list(variants)
+    for i in range(args.samples):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            variants[name][1](states[name], args.epochs_per_sample)
+            times[name].append((time.perf_counter() - t0) / args.epochs_per_sample)
+
+    load = os.getloadavg()[0]
+    med = {n: statistics.median(t) for n, t in times.items()}
+    rows = [{"variant": n, "median_epoch_ms": 1e3 * med[n], "examples_per_s": examples / med[n],
+             "scan_speedup": med[n] / med["jax scan"]} for n in names]
+    print(f"one epoch of digits ({m} train examples, {m // BATCH} minibatches of {BATCH}), "
+          f"network {'-'.join(map(str, SIZES))}, SGD, float32; median of {args.samples} samples x "
+          f"{args.epochs_per_sample} epochs")
+    print(f"{'variant':<14}{'ms/epoch':>10}{'examples/s':>14}{'scan is x faster':>18}")
+    for r in rows:
+        print(f"{r['variant']:<14}{r['median_epoch_ms']:>10.3f}{r['examples_per_s']:>14,.0f}"
+              f"{r['scan_speedup']:>18.2f}")
+    for n in notes:
+        print("note:", n)
+    print(f"machine: {os.cpu_count()}-core {platform.machine()} CPU, jax {jax.__version__} "
+          f"({jax.default_backend()}), load average {load:.1f}"
+          + (f", torch {torch_info['version']} (default {torch_info['threads']} threads)" if torch_info else ""))
+    result = {"rows": rows, "samples": args.samples, "epochs_per_sample": args.epochs_per_sample,
+              "batch_size": BATCH, "sizes": SIZES, "m_train": int(m), "examples_per_epoch": examples,
+              "notes": notes, "torch": torch_info, "jax_version": jax.__version__,
+              "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
+              "load_average_1min": load, "raw_seconds_per_epoch": times}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""jaxmlp.training: the optax step on the hand-derived gradient, the scanned epoch, metrics."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.metrics import r2_score
+
+import jaxmlp
+from jaxmlp import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+NETS = {
+    "categorical": (jaxmlp.Network((5, 7, 4), ("tanh", "softmax"), "categorical_cross_entropy")),
+    "binary": (jaxmlp.Network((5, 6, 1), ("relu", "sigmoid"), "binary_cross_entropy")),
+    "multilabel": (jaxmlp.Network((5, 6, 3), ("sigmoid", "sigmoid"), "multilabel_cross_entropy")),
+    "regression": (jaxmlp.Network((5, 8, 6, 2), ("elu", "tanh", "linear"), "mean_squared_error")),
+}
+
+
+def _data(net, m, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(net.sizes[0], m))
+    nL = net.sizes[-1]
+    if net.cost == "categorical_cross_entropy":
+        Y = np.eye(nL)[:, rng.integers(0, nL, size=m)]
+    elif net.cost == "mean_squared_error":
+        Y = rng.normal(size=(nL, m))
+    else:
+        Y = (rng.random((nL, m)) < 0.5).astype(float)
+    return X.astype(dtype), Y.astype(dtype)
+
+
+def _params(net, seed=1, dtype=jnp.float64):
+    return jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=dtype)
+
+
+def _oracle_grad(net, params, X, Y):
+    """dJ/dtheta by autodiff (an oracle, allowed in tests) of jaxmlp.loss."""
+    return jax.grad(lambda p: jaxmlp.loss(net, p, X, Y))(params)
+
+
+# ----------------------------------------------------------------------------- step
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+def test_sgd_step_is_params_minus_lr_times_gradient(kind):
+    net = NETS[kind]
+    X, Y = _data(net, 9)
+    params = _params(net)
+    lr = 0.3
+    opt = optax.sgd(lr)
+    step = training.make_train_step(net, opt)
+    new, _, metrics = step(params, opt.init(params), X, Y)
+    g = _oracle_grad(net, params, X, Y)
+    manual = jax.tree.map(lambda p, g: p - lr * g, params, g)
+    chex.assert_trees_all_close(new, manual, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(metrics.cost, jaxmlp.loss(net, params, X, Y), rtol=1e-14)
+    norm = np.sqrt(sum(float(jnp.sum(x * x)) for x in jax.tree.leaves(g)))
+    np.testing.assert_allclose(metrics.grad_norm, norm, rtol=1e-12)
+
+
+def test_step_with_adam_matches_optax_on_the_oracle_gradient():
+    net = NETS["categorical"]
+    X, Y = _data(net, 12)
+    params = _params(net)
+    opt = optax.adam(1e-2)
+    step = training.make_train_step(net, opt)
+    p1, s1, _ = step(params, opt.init(params), X, Y)
+    p1, s1, _ = step(p1, s1, X, Y)
+    p2, s2 = params, opt.init(params)
+    for _ in range(2):
+        u, s2 = opt.update(_oracle_grad(net, p2, X, Y), s2, p2)
+        p2 = optax.apply_updates(p2, u)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-10, atol=1e-13)
+    chex.assert_trees_all_close(s1, s2, rtol=1e-10, atol=1e-13)
+
+
+def test_step_float32_and_dtype_mismatch():
+    net = NETS["binary"]
+    X, Y = _data(net, 10, dtype=np.float32)
+    params = _params(net, dtype=jnp.float32)
+    opt = optax.sgd(0.1)
+    step = training.make_train_step(net, opt)
+    new, state, m = step(params, opt.init(params), X, Y)
+    assert new[0]["W"].dtype == jnp.float32 and m.cost.dtype == jnp.float32
+    with pytest.raises(TypeError, match="X: expected dtype float32"):
+        step(params, opt.init(params), X.astype(np.float64), Y)
+
+
+def test_step_bad_input():
+    net = NETS["binary"]
+    with pytest.raises(TypeError, match="optimizer: expected an optax.GradientTransformation"):
+        training.make_train_step(net, "adam")
+    with pytest.raises(TypeError, match="net: expected a jaxmlp.Network"):
+        training.make_train_step((5, 6, 1), optax.sgd(0.1))
+    opt = optax.sgd(0.1)
+    step = training.make_train_step(net, opt)
+    params = _params(net)
+    X, Y = _data(net, 10)
+    with pytest.raises(ValueError, match=r"X: expected shape \(n\[0\], m\) = \(5, m\)"):
+        step(params, opt.init(params), X.T, Y)
+    with pytest.raises(ValueError, match=r"Y: expected shape"):
+        step(params, opt.init(params), X, Y[:, :5])
+
+
+# ----------------------------------------------------------------------------- epoch
+
+
+@pytest.mark.parametrize(
+    "kind, opt",
+    [("categorical", optax.sgd(0.2)), ("regression", optax.adam(3e-3)),
+     ("multilabel", training.make_optimizer("nesterov", 0.1, weight_decay=1e-3))],
+)
+def test_scan_epoch_equals_python_loop_of_steps(kind, opt):
+    net = NETS[kind]
+    m, bs = 50, 8  # 6 minibatches, 2 columns skipped per epoch
+    X, Y = _data(net, m, seed=2)
+    params = _params(net)
+    epoch = training.make_train_epoch(net, opt, bs)
+    step = training.make_train_step(net, opt)
+    key = jax.random.PRNGKey(7)
+    p_scan, s_scan = params, opt.init(params)
+    p_loop, s_loop = params, opt.init(params)
+    for e in range(3):
+        key, k = jax.random.split(key)
+        p_scan, s_scan, ms = epoch(p_scan, s_scan, k, X, Y)
+        idx = np.asarray(training.epoch_batches(k, m, bs))
+        costs = []
+        for s in range(idx.shape[0]):
+            p_loop, s_loop, ml = step(p_loop, s_loop, X[:, idx[s]], Y[:, idx[s]])
+            costs.append(float(ml.cost))
+        assert ms.cost.shape == (6,) and ms.grad_norm.shape == (6,)
+        np.testing.assert_allclose(ms.cost, costs, rtol=1e-12)
+        chex.assert_trees_all_close(p_scan, p_loop, rtol=1e-12, atol=1e-14)
+        chex.assert_trees_all_close(s_scan, s_loop, rtol=1e-12, atol=1e-14)
+
+
+def test_epoch_batches_is_a_fresh_permutation_with_the_remainder_skipped():
+    m, bs = 23, 5
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    idx = np.asarray(training.epoch_batches(k1, m, bs))
+    assert idx.shape == (4, 5)
+    assert len(set(idx.ravel())) == 20 and set(idx.ravel()) <= set(range(m))
+    np.testing.assert_array_equal(idx.ravel(), np.asarray(jax.random.permutation(k1, m))[:20])
+    assert not np.array_equal(idx, np.asarray(training.epoch_batches(k2, m, bs)))
+    assert training.epoch_batches(k1, m, m).shape == (1, m)  # full batch
+    with pytest.raises(ValueError, match="batch_size: expected at most the number of training examples m = 23, got 24"):
+        training.epoch_batches(k1, m, 24)
+
+
+def test_epoch_bad_input():
+    net = NETS["binary"]
+    opt = optax.sgd(0.1)
+    with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
+        training.make_train_epoch(net, opt, 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        training.make_train_epoch(net, opt, 2.5)
+    epoch = training.make_train_epoch(net, opt, 16)
+    params = _params(net)
+    X, Y = _data(net, 10)
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="batch_size: expected at most the number of training examples m = 10, got 16"):
+        epoch(params, opt.init(params), key, X, Y)
+    epoch = training.make_train_epoch(net, opt, 4)
+    with pytest.raises(TypeError, match="key: expected a PRNG key"):
+        epoch(params, opt.init(params), jnp.zeros(3), X, Y)
+    new, _, m = epoch(params, opt.init(params), jax.random.key(0), X, Y)  # typed keys work too
+    assert m.cost.shape == (2,)
+
+
+def test_nonfinite_cost_is_reported():
+    net = jaxmlp.Network((5, 2), ("linear",), "mean_squared_error")
+    X, Y = _data(net, 32, dtype=np.float32)
+    params = _params(net, dtype=jnp.float32)
+    opt = optax.sgd(1e4)  # b <- b - 1e4 (b - mean y): |b| grows 1e4-fold per step
+    epoch = training.make_train_epoch(net, opt, 4)
+    _, _, m = epoch(params, opt.init(params), jax.random.PRNGKey(0), X, Y)
+    bad = training.first_nonfinite(m.cost)
+    assert bad is not None and bad >= 1 and not np.isfinite(np.asarray(m.cost)[bad])
+    assert np.all(np.isfinite(np.asarray(m.cost)[:bad]))
+    assert training.first_nonfinite(np.array([1.0, 2.0])) is None
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def test_make_optimizer_weight_decay_only_on_weights():
+    net = NETS["binary"]
+    X, Y = _data(net, 10)
+    params = _params(net)
+    lr, wd = 0.1, 0.5
+    opt = training.make_optimizer("sgd", lr, weight_decay=wd)
+    new, _, _ = training.make_train_step(net, opt)(params, opt.init(params), X, Y)
+    g = _oracle_grad(net, params, X, Y)
+    for p, q, gl in zip(params, new, g):
+        np.testing.assert_allclose(q["W"], p["W"] - lr * (gl["W"] + wd * p["W"]), rtol=1e-12)
+        np.testing.assert_allclose(q["b"], p["b"] - lr * gl["b"], rtol=1e-12, atol=1e-15)
+
+
+def test_make_optimizer_schedules_and_names():
+    for name in training.OPTIMIZERS:
+        assert callable(training.make_optimizer(name, 1e-3).update)
+    net = NETS["binary"]
+    X, Y = _data(net, 10)
+    params = _params(net)
+    opt = training.make_optimizer("sgd", 1.0, schedule="cosine", total_steps=4)
+    step = training.make_train_step(net, opt)
+    p, s = params, opt.init(params)
+    for _ in range(4):
+        p, s, _ = step(p, s, X, Y)
+    p5, _, _ = step(p, s, X, Y)  # step 5: the cosine schedule has reached 0
+    chex.assert_trees_all_close(p5, p, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        (("adagrad", 0.1), {}, "optimizer: expected one of"),
+        (("sgd", 0.0), {}, "learning_rate: expected a finite number > 0, got 0.0"),
+        (("sgd", -1.0), {}, "learning_rate"),
+        (("sgd", float("nan")), {}, "learning_rate"),
+        (("sgd", 0.1), {"weight_decay": -1.0}, "weight_decay"),
+        (("sgd", 0.1), {"schedule": "step"}, "schedule: expected one of"),
+        (("sgd", 0.1), {"schedule": "cosine"}, "total_steps"),
+        (("momentum", 0.1), {"momentum": 1.0}, "momentum"),
+    ],
+)
+def test_make_optimizer_bad_input(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        training.make_optimizer(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_metrics_against_numpy_and_sklearn():
+    params_by = {k: _params(net, seed=3) for k, net in NETS.items()}
+    for kind, net in NETS.items():
+        X, Y = _data(net, 40, seed=4)
+        params = params_by[kind]
+        ev = training.evaluate(net, params, X, Y)
+        A = np.asarray(jaxmlp.predict(net, params, X))
+        np.testing.assert_allclose(ev["cost"], jaxmlp.loss(net, params, X, Y), rtol=1e-14)
+        name = training.metric_name(net)
+        if kind == "categorical":
+            want = np.mean(A.argmax(0) == Y.argmax(0))
+        elif kind == "binary":
+            want = np.mean((A[0] > 0.5) == (Y[0] == 1))
+        elif kind == "multilabel":
+            per = np.mean((A > 0.5) == (Y == 1), axis=1)
+            np.testing.assert_allclose(ev["per_label_accuracy"], per)
+            np.testing.assert_allclose(ev["exact_match"], np.mean(np.all((A > 0.5) == (Y == 1), axis=0)))
+            want = per.mean()
+        else:
+            want = r2_score(Y.T, A.T)
+        np.testing.assert_allclose(ev[name], want, rtol=1e-12)
+    assert [training.metric_name(n) for n in NETS.values()] == ["accuracy", "accuracy", "label_accuracy", "r2"]
+
+
+def test_evaluate_bad_input():
+    net = NETS["binary"]
+    X, Y = _data(net, 10)
+    with pytest.raises(ValueError, match="Y: expected shape"):
+        training.evaluate(net, _params(net), X, Y[:, :3])
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+
+@pytest.mark.slow
+def test_data_parallel_epoch_on_two_cpu_devices():
+    """The same epoch with minibatch columns split over 2 (simulated) devices: XLA inserts
+    the all-reduce of (B1), (B2), (F3) and the result matches the single-device epoch."""
+    if not os.path.exists(os.path.join(ROOT, "jaxmlp", "sharding.py")):
+        pytest.skip("jaxmlp.sharding not available")
+    code = textwrap.dedent("""
+        import jax, jax.numpy as jnp, numpy as np, jaxmlp
+        from jaxmlp import training, sharding
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        mesh = sharding.make_mesh()
+        assert mesh.devices.size == 2
+        net = jaxmlp.Network((8, 16, 3), ("relu", "softmax"), "categorical_cross_entropy")
+        opt = training.make_optimizer("adam", 1e-2)
+        p = jaxmlp.init_params(net, jax.random.PRNGKey(0)); s = opt.init(p)
+        X = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+        Y = np.eye(3, dtype=np.float32)[:, np.arange(64) % 3]
+        ep = training.make_train_epoch(net, opt, 16, batch_sharding=NamedSharding(mesh, P(None, "data")))
+        ps, ss, k = sharding.replicate(mesh, (p, s, jax.random.PRNGKey(1)))
+        Xs, Ys = sharding.shard_columns(mesh, X), sharding.shard_columns(mesh, Y, name="Y")
+        assert "all-reduce" in ep.lower(ps, ss, k, Xs, Ys).compile().as_text()
+        r1 = ep(ps, ss, k, Xs, Ys)
+        r2 = training.make_train_epoch(net, opt, 16)(p, s, jax.random.PRNGKey(1), X, Y)
+        err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(r1), jax.tree.leaves(r2)))
+        assert err < 1e-5, err
+        print("OK", err)
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
