@@ -4,6 +4,7 @@
 #   bash scripts/run.sh                      # train on digits (experiments/train.py --dataset digits)
 #   bash scripts/run.sh train_all            # all four datasets, final table
 #   bash scripts/run.sh gradcheck [--quick]  # manual gradients vs autodiff and finite differences
+#   bash scripts/run.sh --epochs 10          # options alone go to experiments/train.py
 #   bash scripts/run.sh NAME [ARGS...]       # any experiments/NAME.py with its arguments
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,6 +12,8 @@ cd "$root"
 bash scripts/setup.sh
 if [ $# -eq 0 ]; then
     set -- train --dataset digits
+elif [ "${1#-}" != "$1" ]; then
+    set -- train "$@"   # options only: they are train.py's
 fi
 name="$1"
 shift

@@ -10,7 +10,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.jaxmlp-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[experiments,test]"
+    echo "setup: installing jaxmlp and its dependencies into .venv (log: .venv/setup.log)..." >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip \
+           && .venv/bin/python -m pip install -e ".[experiments,test]"; } > .venv/setup.log 2>&1; then
+        tail -n 30 .venv/setup.log >&2
+        echo "setup: pip install failed; full log in .venv/setup.log" >&2
+        exit 1
+    fi
     touch "$stamp"
+    echo "setup: done" >&2
 fi
