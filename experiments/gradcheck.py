@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp.verification import check_gradients, random_targets  # noqa: E402
+from jaxmlp.verification import check_gradients, random_targets, relative_error  # noqa: E402
 
 
 QUICK_HIDDEN = ("relu", "sigmoid", "tanh", "softmax", "gelu")
@@ -92,16 +92,27 @@ def main(argv=None) -> int:
         Y = random_targets(net, ky, m, jnp.float64)
         r64 = check_gradients(net, p64, X, Y, finite_differences="full")
         p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p64)
-        r32 = check_gradients(net, p32, X.astype(jnp.float32), Y.astype(jnp.float32),
-                              finite_differences="off")
+        X32, Y32 = X.astype(jnp.float32), Y.astype(jnp.float32)
+        r32 = check_gradients(net, p32, X32, Y32, finite_differences="off")
+        # float32 rounding can dominate in ill-conditioned cases (gradients that are sums
+        # of nearly cancelling terms); there the fair question is whether the manual
+        # float32 gradient is as accurate as autodiff's float32 gradient, both measured
+        # against the float64 gradient.
+        truth = jax.tree.leaves(jax.grad(lambda p: jaxmlp.loss(net, p, X, Y))(p64))
+        man32 = jax.tree.leaves(jaxmlp.value_and_grad(net, p32, X32, Y32)[1])
+        ad32 = jax.tree.leaves(jax.grad(lambda p: jaxmlp.loss(net, p, X32, Y32))(p32))
+        err_man32 = max(relative_error(a, t) for a, t in zip(man32, truth))
+        err_ad32 = max(relative_error(a, t) for a, t in zip(ad32, truth))
+        ok32 = r32.passed or err_man32 <= 2 * err_ad32
         rows.append(dict(cost=cost, output=out, hidden=hidden, depth=depth, sizes=net.sizes,
                          m=m, fused=net.fused, autodiff_f64=r64.max_autodiff,
                          finite_diff_f64=r64.max_finite_diff, autodiff_f32=r32.max_autodiff,
-                         passed_f64=r64.passed, passed_f32=r32.passed))
+                         manual_f32_vs_f64=err_man32, autodiff_f32_vs_f64=err_ad32,
+                         passed_f64=r64.passed, passed_f32=ok32))
     wall = time.perf_counter() - t0
 
     print(f"{'cost':<27} {'output':<10} {'path':<7} {'nets':>5} {'max err f64 vs AD':>18} "
-          f"{'vs FD':>9} {'f32 vs AD':>10} {'pass':>6}")
+          f"{'vs FD':>9} {'f32 vs AD':>10} {'f32 man/AD vs f64':>18} {'pass':>6}")
     key_fn = lambda r: (r["cost"], r["output"])  # noqa: E731
     for (cost, out), grp in itertools.groupby(rows, key=key_fn):
         grp = list(grp)
@@ -109,12 +120,15 @@ def main(argv=None) -> int:
         print(f"{cost:<27} {out:<10} {'fused' if grp[0]['fused'] else 'dA[L]':<7} {len(grp):>5} "
               f"{max(r['autodiff_f64'] for r in grp):>18.1e} "
               f"{max(r['finite_diff_f64'] for r in grp):>9.1e} "
-              f"{max(r['autodiff_f32'] for r in grp):>10.1e} {ok:>3}/{len(grp):<3}")
+              f"{max(r['autodiff_f32'] for r in grp):>10.1e} "
+              f"{max(r['manual_f32_vs_f64'] for r in grp):>8.1e}/"
+              f"{max(r['autodiff_f32_vs_f64'] for r in grp):<9.1e} {ok:>3}/{len(grp):<3}")
     n_ok64 = sum(r["passed_f64"] for r in rows)
     n_ok32 = sum(r["passed_f32"] for r in rows)
     print(f"\n{len(rows)} networks (activations x costs x depths 1-4): float64 passed "
           f"{n_ok64}/{len(rows)} (tol 1e-10 vs autodiff, 1e-6 vs finite differences), float32 "
-          f"passed {n_ok32}/{len(rows)} (tol 1e-5 vs autodiff); {wall:.0f} s")
+          f"passed {n_ok32}/{len(rows)} (tol 1e-5 vs autodiff, or at most 2x autodiff's own "
+          f"float32 error against float64); {wall:.0f} s")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "gradcheck.json")
     with open(path, "w") as f:

@@ -74,8 +74,14 @@ def output_seed(net: Network, Z_L: Array, A_L: Array, Y: Array, m: int) -> Array
     mean squared error): fused dZ[L] = (1/m)(A[L] - Y) of (C1)-(C3). Any other pair:
     dA[L] = (1/m) dL/dA from the cost, then (B4) of g[L].
     ``m`` is the batch size the cost averages over (1 for per-example forms).
+
+    For a sigmoid output, A - Y is evaluated as (1 - Y) A - Y sigmoid(-Z): the same
+    number (1 - A = sigmoid(-Z)), without the cancellation of 1 - A when a correct
+    prediction saturates (A -> 1, Y = 1), where A - Y would keep no significant digit.
     """
     if net.fused:
+        if net.activations[-1] == "sigmoid":
+            return ((1.0 - Y) * A_L - Y * jax.nn.sigmoid(-Z_L)) / m
         return (A_L - Y) / m
     dA_L = net.cost_fn.dloss_dA(A_L, Y) / m
     return net.layer_activations[-1].backward(dA_L, Z_L, A_L)  # (B4)

@@ -13,6 +13,11 @@ Relative error, per parameter array (norm-wise):
 
     rel(a, b) = ||a - b||_2 / max(||a||_2, ||b||_2)      (0 when both are 0)
 
+Against finite differences, whose rounding noise is absolute (~1e-16 |J| / h per entry),
+the denominator is max(||a||, ||b||, 1e-4 ||whole manual gradient||): a parameter array
+whose gradient is exactly 0 (behind dead ReLUs, say) is then judged against the noise
+level of the whole check, not against itself.
+
 Documented thresholds (``DEFAULT_TOLERANCES``): against autodiff 1e-10 for float64
 gradients and 1e-5 for float32; against finite differences (always evaluated in float64)
 1e-6 for float64 gradients and 1e-4 for float32 ones, whose own rounding is ~1e-7
@@ -46,6 +51,9 @@ DEFAULT_TOLERANCES = {
     "finite_diff_float64": 1e-6,
     "finite_diff_float32": 1e-4,
 }
+
+
+FD_FLOOR = 1e-4  # see _summarise
 
 
 def _default_tol(kind: str, dtype) -> float:
@@ -96,11 +104,11 @@ class GradCheckReport(NamedTuple):
         return "\n".join(rows)
 
 
-def relative_error(a, b) -> float:
-    """||a - b|| / max(||a||, ||b||), computed in float64 NumPy; 0 when both are 0."""
+def relative_error(a, b, floor: float = 0.0) -> float:
+    """||a - b|| / max(||a||, ||b||, floor), computed in float64 NumPy; 0 when all are 0."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    den = max(np.linalg.norm(a), np.linalg.norm(b))
+    den = max(np.linalg.norm(a), np.linalg.norm(b), floor)
     if den == 0.0:
         return 0.0
     return float(np.linalg.norm(a - b) / den)
@@ -162,12 +170,17 @@ def finite_difference_grad(
 
 
 def _summarise(names, manual, auto, fd, tol_ad, tol_fd, dtype, fd_mode) -> GradCheckReport:
+    # Finite differences carry an absolute rounding noise of ~eps_mach |J| / h per entry, so
+    # an array whose true gradient is 0 (e.g. behind dead ReLUs) would show a relative error
+    # of 1 against pure noise. Their errors are therefore measured against
+    # max(||a||, ||b||, FD_FLOOR * ||whole gradient||); the autodiff comparison has no floor.
+    total = float(np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64))) for g in manual)))
     errors = []
     for (layer, name), g, a, d in zip(names, manual, auto, fd):
         errors.append(ParamError(
             layer=layer, name=name, shape=tuple(np.shape(g)),
             autodiff=relative_error(g, a),
-            finite_diff=float("nan") if d is None else relative_error(g, d),
+            finite_diff=float("nan") if d is None else relative_error(g, d, FD_FLOOR * total),
         ))
     max_ad = max(e.autodiff for e in errors)
     fds = [e.finite_diff for e in errors if not math.isnan(e.finite_diff)]

@@ -298,3 +298,16 @@ def test_init_params_schemes_and_determinism():
         assert float(jnp.abs(p[0]["b"]).max()) == 0.0
     chex.assert_trees_all_equal_shapes(p1, [{"W": np.zeros((300, 400)), "b": np.zeros(300)},
                                             {"W": np.zeros((10, 300)), "b": np.zeros(10)}])
+
+
+@pytest.mark.parametrize("cost", ["binary_cross_entropy", "multilabel_cross_entropy"])
+def test_fused_sigmoid_seed_keeps_digits_of_saturated_correct_predictions(cost):
+    """Z = 20, Y = 1 in float32: A = 1 exactly, yet dZ = -sigmoid(-20) = -2.06e-9, not 0."""
+    net = jaxmlp.Network((1, 1), "sigmoid", cost)
+    params = [{"W": jnp.array([[20.0]], jnp.float32), "b": jnp.zeros(1, jnp.float32)}]
+    X = jnp.ones((1, 1), jnp.float32)
+    Y = jnp.ones((1, 1), jnp.float32)
+    assert float(jaxmlp.predict(net, params, X)[0, 0]) == 1.0
+    _, g = jaxmlp.value_and_grad(net, params, X, Y)
+    exact = -np.exp(-20.0) / (1 + np.exp(-20.0))
+    assert float(g[0]["b"][0]) == pytest.approx(exact, rel=1e-6)
