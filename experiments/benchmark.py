@@ -20,7 +20,8 @@ lower bound of how busy the matrix units are.
 
 Protocol: every variant is compiled and warmed up first; then for each of
 ``--reps`` repetitions the variants run in a freshly shuffled order, each after a
-short pause and one untimed step, and each timed sample is ``inner`` consecutive
+short pause and one untimed step (the peak matmuls first, so the variants'
+samples are adjacent), and each timed sample is ``inner`` consecutive
 steps ended by ``block_until_ready`` (``inner`` is chosen per shape so that a
 sample of (a) lasts >= ~20 ms). Two passes: a JAX-only pass ((a), (b), (d), XLA
 matmul) before torch is imported, then a mixed pass ((a), (c), both matmuls).
@@ -231,13 +232,14 @@ def make_torch(sizes, m):
     return run
 
 
-def make_matmul_xla(N):
+def make_matmul_xla(N, dtype="float32"):
+    """N x N matmul; for a low-precision dtype, operands in dtype and float32 result."""
     import jax
     import jax.numpy as jnp
 
-    A = jax.random.normal(jax.random.PRNGKey(1), (N, N), jnp.float32)
-    B = jax.random.normal(jax.random.PRNGKey(2), (N, N), jnp.float32)
-    f = jax.jit(jnp.matmul)
+    A = jax.random.normal(jax.random.PRNGKey(1), (N, N), jnp.float32).astype(dtype)
+    B = jax.random.normal(jax.random.PRNGKey(2), (N, N), jnp.float32).astype(dtype)
+    f = jax.jit(lambda A, B: jnp.matmul(A, B, preferred_element_type=jnp.float32))
 
     def run(k):
         for _ in range(k):
@@ -278,10 +280,13 @@ def time_interleaved(runners: dict[str, Callable[[int], None]], inner: dict[str,
         run(1)
         run(1)
     times = {name: [] for name in runners}
-    names = list(runners)
+    # the peak matmuls open each repetition; the variants follow back to back in a
+    # fresh order, so the samples that form a paired ratio are adjacent in time
+    first = [n for n in runners if n.startswith("matmul")]
+    names = [n for n in runners if n not in first]
     for _ in range(reps):
         rng.shuffle(names)
-        for name in names:
+        for name in first + names:
             time.sleep(pause)
             runners[name](1)  # untimed hand-over step
             t0 = time.perf_counter()
@@ -362,7 +367,7 @@ def run_shape(name, variants, reps, quick, N, rng, pause, compute_dtype):
         load0 = load_average()
         times = time_interleaved(runners, inner, reps, pause, rng)
         summary = summarize(times, fl)
-        peak_name = max((v for v in runners if v.startswith("matmul")),
+        peak_name = max((v for v in runners if v.startswith("matmul") and v in f32_matmuls),
                         key=lambda v: summary[v]["gflops"])
         peak = summary[peak_name]["gflops"]
         peak_t = np.asarray(times[peak_name])
@@ -379,7 +384,11 @@ def run_shape(name, variants, reps, quick, N, rng, pause, compute_dtype):
     jax_names = [v for v in variants if v != "torch"]
     if compute_dtype is not None:
         jax_names.append("jaxmlp_" + compute_dtype)
-    do_pass("jax", jax_names, {"matmul_xla": make_matmul_xla(N)})
+    f32_matmuls = ("matmul_xla", "matmul_torch")  # the peak is a float32 matmul
+    jax_matmuls = {"matmul_xla": make_matmul_xla(N)}
+    if compute_dtype is not None:  # reported next to it, not used as the peak
+        jax_matmuls["matmul_xla_" + compute_dtype] = make_matmul_xla(N, compute_dtype)
+    do_pass("jax", jax_names, jax_matmuls)
     if "torch" in variants:
         do_pass("mixed", ["jaxmlp", "torch"],
                 {"matmul_xla": make_matmul_xla(N), "matmul_torch": make_matmul_torch(N)})
@@ -399,6 +408,30 @@ def print_table(results):
                       f"{'' if frac is None else f'{100 * frac:5.1f}%':>6s}  {label}")
             print(f"{'':12s} peak {ps['peak_gflops']:.1f} GFLOP/s from {ps['peak_from']}; "
                   f"load {ps['load_before'][0] if ps['load_before'] else '?'}")
+
+
+def markdown_table(results) -> str:
+    """The README table: per shape, (a)'s time and rate, and every variant's paired ratio to (a)."""
+    def get(shape, label, v, key):
+        return results[shape]["passes"].get(label, {}).get("variants", {}).get(v, {}).get(key)
+
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    lines = ["| shape | (a) jaxmlp ms | (b) autodiff / (a) | (d) equinox / (a) | (c) torch / (a) "
+             "| (a) GFLOP/s | (a) % of peak | peak GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in results:
+        frac = get(s, "jax", "jaxmlp", "paired_fraction_of_peak_median")
+        lines.append(
+            f"| {s} | {fmt(get(s, 'jax', 'jaxmlp', 'median_s') * 1e3, '.3g')} "
+            f"| {fmt(get(s, 'jax', 'autodiff', 'paired_ratio_median'), '.2f')} "
+            f"| {fmt(get(s, 'jax', 'equinox', 'paired_ratio_median'), '.2f')} "
+            f"| {fmt(get(s, 'mixed', 'torch', 'paired_ratio_median'), '.2f')} "
+            f"| {fmt(get(s, 'jax', 'jaxmlp', 'gflops'), '.1f')} "
+            f"| {fmt(None if frac is None else 100 * frac, '.0f')} "
+            f"| {fmt(results[s]['passes']['jax']['peak_gflops'], '.1f')} |")
+    return "\n".join(lines)
 
 
 def plot(results, path):
@@ -425,7 +458,8 @@ def plot(results, path):
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))], shapes)
         ax.legend(fontsize=8)
     axes[0].axhline(1.0, color="k", lw=0.8)
-    axes[0].set_ylabel("time / time of (a) jaxmlp (paired median)")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("time / time of (a) jaxmlp (paired median, log)")
     axes[1].set_ylabel("% of float32 matmul peak (matrix products only)")
     fig.suptitle("one SGD training step, float32, " + f"{os.cpu_count()}-core {results[shapes[0]]['backend']}")
     fig.tight_layout()
@@ -439,7 +473,7 @@ def parse_args(argv=None):
                    help=f"comma-separated subset of {', '.join(SHAPES)}")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated subset of {', '.join(VARIANTS)} (missing frameworks are skipped)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default 20; 3 with --quick)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default 30; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="few repetitions, small peak matmul: a smoke run")
     p.add_argument("--matmul-n", type=int, default=None, help="N of the N x N peak matmul (default 2048; 512 with --quick)")
     p.add_argument("--compute-dtype", choices=["bfloat16", "float16"], default=None,
@@ -457,7 +491,7 @@ def parse_args(argv=None):
     badv = [v for v in variants if v not in VARIANTS]
     if badv or "jaxmlp" not in variants:
         p.error(f"--variants: expected a subset of {list(VARIANTS)} that includes 'jaxmlp', got {variants}")
-    reps = args.reps if args.reps is not None else (3 if args.quick else 20)
+    reps = args.reps if args.reps is not None else (3 if args.quick else 30)
     if reps < 1:
         p.error(f"--reps: expected a positive integer, got {reps}")
     args.shapes, args.variants, args.reps = shapes, variants, reps
@@ -486,6 +520,7 @@ def main(argv=None):
         results[s] = run_shape(s, variants, args.reps, args.quick, args.matmul_n, rng,
                                args.pause, args.compute_dtype) | {"backend": info["backend"]}
     print_table(results)
+    print("\n" + markdown_table(results))
     os.makedirs(args.out, exist_ok=True)
     doc = {"machine": info, "config": {"reps": args.reps, "quick": args.quick, "variants": variants,
                                        "skipped": skipped, "matmul_n": args.matmul_n,

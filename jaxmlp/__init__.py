@@ -8,7 +8,15 @@ Public surface (pure functions over a parameter pytree, column-major data):
 * :func:`backward`, :func:`value_and_grad` — (B1)-(B4), no autodiff.
 """
 
-from jaxmlp import accumulation, checkpoint, datasets, training, verification
+from jaxmlp import (
+    accumulation,
+    checkpoint,
+    datasets,
+    precision,
+    sharding,
+    training,
+    verification,
+)
 from jaxmlp.activations import ACTIVATIONS, Activation, get_activation
 from jaxmlp.costs import COSTS, Cost, get_cost
 from jaxmlp.init import SCHEMES, init_params
@@ -45,6 +53,8 @@ __all__ = [
     "make_optimizer",
     "make_train_epoch",
     "make_train_step",
+    "precision",
+    "sharding",
     "training",
     "verification",
     "Activation",

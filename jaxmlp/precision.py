@@ -38,7 +38,9 @@ def check_compute_dtype(compute_dtype) -> jnp.dtype:
     try:
         dtype = jnp.dtype(compute_dtype)
     except TypeError:
-        raise TypeError(f"compute_dtype: expected one of {_SUPPORTED}, got {compute_dtype!r}.") from None
+        raise TypeError(
+            f"compute_dtype: expected one of {_SUPPORTED}, got {compute_dtype!r}."
+        ) from None
     if dtype.name not in _SUPPORTED:
         raise TypeError(f"compute_dtype: expected one of {_SUPPORTED}, got {dtype.name}.")
     if dtype.name == "float64" and not jax.config.jax_enable_x64:

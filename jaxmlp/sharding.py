@@ -53,7 +53,9 @@ def make_mesh(num_devices: int | None = None, axis_name: str = "data") -> Mesh:
     if num_devices is None:
         num_devices = len(devices)
     if isinstance(num_devices, bool) or not isinstance(num_devices, numbers.Integral):
-        raise TypeError(f"num_devices: expected a positive integer or None, got {num_devices!r}.")
+        raise TypeError(
+            f"num_devices: expected a positive integer or None, got {num_devices!r}."
+        )
     if not 1 <= num_devices <= len(devices):
         raise ValueError(
             f"num_devices: expected 1 <= num_devices <= {len(devices)} (the devices of "
@@ -64,12 +66,19 @@ def make_mesh(num_devices: int | None = None, axis_name: str = "data") -> Mesh:
     return Mesh(np.asarray(devices[: int(num_devices)]), (axis_name,))
 
 
-def _axis_size(mesh: Mesh, axis_name: str) -> int:
+def _require_mesh(mesh: Any) -> None:
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh: expected a jax.sharding.Mesh (from make_mesh), got {type(mesh).__name__}.")
+        raise TypeError(
+            f"mesh: expected a jax.sharding.Mesh (from make_mesh), got {type(mesh).__name__}."
+        )
+
+
+def _axis_size(mesh: Mesh, axis_name: str) -> int:
+    _require_mesh(mesh)
     if axis_name not in mesh.axis_names:
         raise ValueError(
-            f"axis_name: expected one of the mesh axes {tuple(mesh.axis_names)}, got {axis_name!r}."
+            f"axis_name: expected one of the mesh axes {tuple(mesh.axis_names)}, "
+            f"got {axis_name!r}."
         )
     return int(mesh.shape[axis_name])
 
@@ -81,7 +90,8 @@ def check_batch_size(mesh: Mesh, batch_size: int, axis_name: str = "data") -> No
     ``batch_size // mesh.shape[axis_name]`` columns.
     """
     k = _axis_size(mesh, axis_name)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1):
         raise TypeError(f"batch_size: expected a positive integer, got {batch_size!r}.")
     if batch_size % k:
         raise ValueError(
@@ -107,7 +117,9 @@ def shard_columns(mesh: Mesh, X: Any, axis_name: str = "data", *, name: str = "X
     k = _axis_size(mesh, axis_name)
     shape = tuple(np.shape(X))
     if len(shape) != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n, m) with examples as columns, got shape {shape}.")
+        raise ValueError(
+            f"{name}: expected a 2-D array (n, m) with examples as columns, got shape {shape}."
+        )
     m = shape[1]
     if m % k:
         raise ValueError(
@@ -120,16 +132,19 @@ def shard_columns(mesh: Mesh, X: Any, axis_name: str = "data", *, name: str = "X
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
     """Places every leaf of ``tree`` (parameters, optimizer state) whole on every device."""
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh: expected a jax.sharding.Mesh (from make_mesh), got {type(mesh).__name__}.")
+    _require_mesh(mesh)
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_batch(mesh: Mesh, X: Any, Y: Any, axis_name: str = "data") -> tuple[jax.Array, jax.Array]:
+def shard_batch(
+    mesh: Mesh, X: Any, Y: Any, axis_name: str = "data"
+) -> tuple[jax.Array, jax.Array]:
     """``(shard_columns(X), shard_columns(Y))`` after checking they have the same m."""
     mX, mY = np.shape(X)[-1], np.shape(Y)[-1]
     if np.ndim(Y) != 2 or mY != mX:
-        raise ValueError(f"Y: expected shape (n[L], {mX}) to match X's m = {mX}, got {tuple(np.shape(Y))}.")
+        raise ValueError(
+            f"Y: expected shape (n[L], {mX}) to match X's m = {mX}, got {tuple(np.shape(Y))}."
+        )
     return (
         shard_columns(mesh, X, axis_name, name="X"),
         shard_columns(mesh, Y, axis_name, name="Y"),
