@@ -10,11 +10,14 @@ bf16 numbers accumulated in float32 (``preferred_element_type``):
   (B3) dA[l-1]  = W[l]^T dZ[l]            product in compute_dtype
 
 Everything else -- activations (F2), (B4), the cost (F3) and its seed, (B2) db[l],
-the parameters and the update -- stays in the params' dtype. The core functions are
-untouched; ``jaxmlp.value_and_grad`` remains the full-precision reference.
+the parameters and the update -- stays in the params' dtype. These functions run the
+core recurrences (``propagation._forward`` / ``_backward``) with ``compute_dtype`` passed
+to their ``matmul``; ``jaxmlp.value_and_grad`` (compute_dtype None) remains the
+full-precision reference.
 
-On accelerators with bf16 matrix units (TPU, recent GPUs) this roughly doubles the
-product throughput; on CPU bf16 products are emulated and usually slower.
+On accelerators with bf16 matrix units (TPU, recent GPUs) this raises the product
+throughput; on a CPU it depends on bf16 support (measured in docs/performance.md:
+0.69x the float32 step time on the large shape of a 2-core AVX512_BF16 CPU).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxmlp import propagation
 from jaxmlp.network import Network
@@ -51,42 +53,6 @@ def check_compute_dtype(compute_dtype) -> jnp.dtype:
     return dtype
 
 
-def _product(lhs: Array, rhs: Array, contract: tuple[int, int], compute_dtype, out_dtype) -> Array:
-    """lhs . rhs contracting lhs axis contract[0] with rhs axis contract[1], in compute_dtype."""
-    return lax.dot_general(
-        lhs.astype(compute_dtype), rhs.astype(compute_dtype),
-        (((contract[0],), (contract[1],)), ((), ())),
-        preferred_element_type=out_dtype,
-    )
-
-
-def _forward(net, params, X, compute_dtype):
-    A, As, Zs = X, [X], []
-    for layer, g in zip(params, net.layer_activations):
-        W, b = layer["W"], layer["b"]
-        Z = _product(W, A, (1, 0), compute_dtype, W.dtype) + b[:, None]  # (F1)
-        A = g.forward(Z)  # (F2)
-        Zs.append(Z)
-        As.append(A)
-    return A, propagation.Cache(A=tuple(As), Z=tuple(Zs))
-
-
-def _backward(net, params, cache, Y, compute_dtype):
-    L, m = net.num_layers, Y.shape[-1]
-    gs = net.layer_activations
-    dZ = propagation.output_seed(net, cache.Z[-1], cache.A[-1], Y, m)
-    grads = [None] * L
-    for l in range(L, 0, -1):
-        W = params[l - 1]["W"]
-        A_prev = cache.A[l - 1]
-        dW = _product(dZ, A_prev, (1, 1), compute_dtype, W.dtype)  # (B1)
-        grads[l - 1] = {"W": dW, "b": jnp.sum(dZ, axis=1)}  # (B2)
-        if l > 1:
-            dA_prev = _product(W, dZ, (0, 0), compute_dtype, W.dtype)  # (B3)
-            dZ = gs[l - 2].backward(dA_prev, cache.Z[l - 2], cache.A[l - 1])  # (B4)
-    return grads
-
-
 @functools.partial(jax.jit, static_argnums=0, static_argnames="compute_dtype")
 def forward(net: Network, params, X: Array, *, compute_dtype="bfloat16"):
     """(F1), (F2) with ``compute_dtype`` products; returns ``(A[L], Cache)`` as jaxmlp.forward.
@@ -95,7 +61,7 @@ def forward(net: Network, params, X: Array, *, compute_dtype="bfloat16"):
     """
     compute_dtype = check_compute_dtype(compute_dtype)
     X = propagation._prepare(net, params, X)
-    return _forward(net, params, X, compute_dtype)
+    return propagation._forward(net, params, X, compute_dtype)
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames="compute_dtype")
@@ -107,6 +73,6 @@ def value_and_grad(net: Network, params, X: Array, Y: Array, *, compute_dtype="b
     """
     compute_dtype = check_compute_dtype(compute_dtype)
     X, Y = propagation._prepare(net, params, X, Y)
-    A_L, cache = _forward(net, params, X, compute_dtype)
+    A_L, cache = propagation._forward(net, params, X, compute_dtype)
     J = propagation._cost(net, cache.Z[-1], A_L, Y)
-    return J, _backward(net, params, cache, Y, compute_dtype)
+    return J, propagation._backward(net, params, cache, Y, compute_dtype)

@@ -35,27 +35,40 @@ class Cache(NamedTuple):
     Z: tuple
 
 
-def linear_forward(W: Array, b: Array, A_prev: Array) -> Array:
+def matmul(a: Array, b: Array, compute_dtype=None) -> Array:
+    """The matrix product a @ b of (F1), (B1), (B3).
+
+    With ``compute_dtype`` (e.g. bfloat16, see ``jaxmlp.precision``) the operands are cast
+    to it and the product is accumulated and returned in a's dtype; None (the default)
+    is the plain product in the operands' dtype.
+    """
+    if compute_dtype is None:
+        return a @ b
+    return jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype),
+                      preferred_element_type=a.dtype)
+
+
+def linear_forward(W: Array, b: Array, A_prev: Array, compute_dtype=None) -> Array:
     """(F1) Z[l] = W[l] A[l-1] + broadcast(b[l]).
 
     Shapes: W (n[l], n[l-1]), b (n[l],), A_prev (n[l-1], m) -> Z (n[l], m).
     """
-    return W @ A_prev + b[:, None]
+    return matmul(W, A_prev, compute_dtype) + b[:, None]
 
 
-def linear_backward(dZ: Array, A_prev: Array) -> tuple[Array, Array]:
+def linear_backward(dZ: Array, A_prev: Array, compute_dtype=None) -> tuple[Array, Array]:
     """(B1) dW[l] = dZ[l] A[l-1]^T and (B2) db[l] = sum_cols dZ[l].
 
     Shapes: dZ (n[l], m), A_prev (n[l-1], m) -> dW (n[l], n[l-1]), db (n[l],).
     """
-    return dZ @ A_prev.T, jnp.sum(dZ, axis=1)
+    return matmul(dZ, A_prev.T, compute_dtype), jnp.sum(dZ, axis=1)
 
 
-def _forward(net: Network, params: Params, X: Array) -> tuple[Array, Cache]:
+def _forward(net: Network, params: Params, X: Array, compute_dtype=None) -> tuple[Array, Cache]:
     A = X
     As, Zs = [X], []
     for layer, g in zip(params, net.layer_activations):
-        Z = linear_forward(layer["W"], layer["b"], A)  # (F1)
+        Z = linear_forward(layer["W"], layer["b"], A, compute_dtype)  # (F1)
         A = g.forward(Z)  # (F2)
         Zs.append(Z)
         As.append(A)
@@ -87,7 +100,7 @@ def output_seed(net: Network, Z_L: Array, A_L: Array, Y: Array, m: int) -> Array
     return net.layer_activations[-1].backward(dA_L, Z_L, A_L)  # (B4)
 
 
-def _backward(net: Network, params: Params, cache: Cache, Y: Array) -> Params:
+def _backward(net: Network, params: Params, cache: Cache, Y: Array, compute_dtype=None) -> Params:
     L = net.num_layers
     m = Y.shape[-1]
     gs = net.layer_activations
@@ -95,10 +108,10 @@ def _backward(net: Network, params: Params, cache: Cache, Y: Array) -> Params:
     grads = [None] * L
     for l in range(L, 0, -1):  # l = L, ..., 1 (1-indexed as in the derivations)
         W = params[l - 1]["W"]
-        dW, db = linear_backward(dZ, cache.A[l - 1])  # (B1), (B2)
+        dW, db = linear_backward(dZ, cache.A[l - 1], compute_dtype)  # (B1), (B2)
         grads[l - 1] = {"W": dW, "b": db}
         if l > 1:  # dA[0] = dX is not needed
-            dA_prev = W.T @ dZ  # (B3)
+            dA_prev = matmul(W.T, dZ, compute_dtype)  # (B3)
             dZ = gs[l - 2].backward(dA_prev, cache.Z[l - 2], cache.A[l - 1])  # (B4)
     return grads
 
