@@ -369,4 +369,6 @@ def evaluate(net: Network, params, X: Any, Y: Any) -> dict:
     dtype = _checks.check_params(net, params)
     X = _checks.check_X(net, X, dtype)
     Y = _checks.check_Y(net, Y, X.shape[1], dtype)
+    if not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):
+        _checks.check_finite(X=X, Y=Y)  # a clear error rather than a NaN cost
     return _evaluate_jit(net, params, X, Y)

@@ -309,3 +309,12 @@ def test_data_parallel_epoch_on_two_cpu_devices():
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+def test_evaluate_rejects_non_finite_data():
+    net = jaxmlp.Network((2, 3, 1), ("relu", "sigmoid"), "binary_cross_entropy")
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    X = np.ones((2, 4), np.float32)
+    X[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X: expected finite values, found 1 NaN"):
+        jaxmlp.evaluate(net, params, X, np.zeros((1, 4), np.float32))
