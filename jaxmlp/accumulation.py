@@ -20,7 +20,7 @@ and counts the sweeps ("iterations") each mode needs for the full (2, 3) Jacobia
   one sweep gives one row, so m = 2 sweeps.
 
 Every derivative here is hand-coded, one line per local partial derivative of the seed; no
-autodiff transform is used in this module (the tests use ``jax.jacfwd`` / ``jax.jacrev`` as
+autodiff transform is used in this module (the tests use autodiff, ``jacfwd`` / ``jacrev``, as
 oracles).
 
 Shapes: ``x`` and a tangent ``dx`` are (3,); ``y`` and a cotangent ``dy`` are (2,); the
