@@ -97,8 +97,12 @@ class GradCheckReport(NamedTuple):
         for e in self.errors:
             layer = "-" if e.layer is None else str(e.layer)
             rows.append(
-                f"{layer:>5} {e.name:>6} {str(e.shape):>12} {e.autodiff:12.2e} {e.finite_diff:12.2e}"
+                f"{layer:>5} {e.name:>6} {str(e.shape):>12} {e.autodiff:12.2e} "
+                + (f"{e.finite_diff:12.2e}" if not math.isnan(e.finite_diff) else f"{'-':>12}")
             )
+        if self.fd_mode == "directions":
+            rows.append(f"vs finite differences along random directions (whole gradient): "
+                        f"{self.max_finite_diff:.2e}")
         rows.append(f"passed: {self.passed} (tolerances {self.tol_autodiff:.0e} / "
                     f"{self.tol_finite_diff:.0e}, {self.dtype}, finite differences: {self.fd_mode})")
         return "\n".join(rows)
