@@ -8,6 +8,7 @@
 """
 
 import itertools
+import zlib
 
 import chex
 import jax
@@ -81,15 +82,20 @@ def _grad_checks(net, seed, m):
     J32, g32 = jaxmlp.value_and_grad(net, p32, X32, Y32)
     g32_ad = jax.grad(lambda p: jaxmlp.loss(net, p, X32, Y32))(p32)
     assert J32.dtype == jnp.float32
-    for a, b in zip(jax.tree.leaves(g32), jax.tree.leaves(g32_ad)):
+    for a, b, t in zip(jax.tree.leaves(g32), jax.tree.leaves(g32_ad), jax.tree.leaves(g_ad)):
         assert a.dtype == jnp.float32
-        assert rel(a, b) <= 1e-5
+        if rel(a, b) > 1e-5:
+            # Rounding-limited case (a gradient made of nearly cancelling float32 terms):
+            # the manual gradient must then be as accurate as float32 autodiff, both
+            # measured against the float64 gradient.
+            assert rel(a, t) <= 2 * rel(b, t), (rel(a, b), rel(a, t), rel(b, t))
 
 
 @pytest.mark.parametrize("hidden,cost,depth,m", CANONICAL_CASES)
 def test_manual_grad_matches_autodiff_canonical_output(hidden, cost, depth, m):
     c = jaxmlp.get_cost(cost)
-    net = make_net(hidden, c.canonical, cost, depth, seed=hash((hidden, cost)) % 1000)
+    # zlib.crc32, not hash(): str hashes are salted per process (PYTHONHASHSEED).
+    net = make_net(hidden, c.canonical, cost, depth, seed=zlib.crc32(f"{hidden}/{cost}".encode()) % 1000)
     assert net.fused
     _grad_checks(net, seed=depth, m=m)
 
