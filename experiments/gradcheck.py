@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp.verification import check_gradients, random_targets, relative_error  # noqa: E402
+from jaxmlp.verification import check_gradients, random_problem, relative_error  # noqa: E402
 
 
 QUICK_HIDDEN = ("relu", "sigmoid", "tanh", "softmax", "gelu")
@@ -82,14 +82,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for cost, out, hidden, depth in combinations(args.quick):
         net, m = build(cost, out, hidden, depth, rng)
-        key, kp, kx, ky = jax.random.split(key, 4)
-        p64 = jaxmlp.init_params(net, kp, dtype=jnp.float64)
-        # Random biases: with the zero biases of init, a layer after dead ReLUs has Z = 0
-        # exactly, where ReLU's derivative is a convention (jaxmlp: 0, jax.grad: 0.5).
-        p64 = [dict(W=layer["W"], b=0.1 * jax.random.normal(k, layer["b"].shape, jnp.float64))
-               for layer, k in zip(p64, jax.random.split(kp, len(p64)))]
-        X = jax.random.normal(kx, (net.sizes[0], m), dtype=jnp.float64)
-        Y = random_targets(net, ky, m, jnp.float64)
+        key, k = jax.random.split(key)
+        # non-zero biases: see random_problem (keeps layers after dead ReLUs off the kink)
+        p64, X, Y = random_problem(net, k, m, jnp.float64)
         r64 = check_gradients(net, p64, X, Y, finite_differences="full")
         p32 = jax.tree.map(lambda a: a.astype(jnp.float32), p64)
         X32, Y32 = X.astype(jnp.float32), Y.astype(jnp.float32)

@@ -43,6 +43,7 @@ import numpy as np
 
 from jaxmlp import _checks
 from jaxmlp.network import Network
+from jaxmlp.init import init_params
 from jaxmlp.propagation import loss, value_and_grad
 
 DEFAULT_TOLERANCES = {
@@ -338,3 +339,26 @@ def random_targets(net: Network, key: jax.Array, m: int, dtype=jnp.float32) -> j
     if net.cost == "mean_squared_error":
         return jax.random.normal(key, (nL, m), dtype=dtype)
     return jax.random.bernoulli(key, 0.5, (nL, m)).astype(dtype)
+
+
+def random_problem(net: Network, key: jax.Array, m: int, dtype=None, *, bias_scale: float = 0.1):
+    """A random ``(params, X, Y)`` for checking ``net``: X (n[0], m), Y (n[L], m).
+
+    Weights come from ``init_params``; biases are drawn from N(0, bias_scale^2) rather than
+    left at zero, since with zero biases a layer after dead ReLUs has Z = 0 exactly, where
+    derivatives are conventions and finite differences straddle the kink. Values are drawn
+    in float64 when 64-bit mode is on (then cast to ``dtype``), so a float32 problem is the
+    rounded float64 one.
+    """
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"m: expected a positive int, got {m!r}.")
+    base = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dtype = base if dtype is None else dtype
+    kp, kb, kx, ky = jax.random.split(key, 4)
+    params = [
+        {"W": layer["W"], "b": bias_scale * jax.random.normal(k, layer["b"].shape, base)}
+        for layer, k in zip(init_params(net, kp, dtype=base), jax.random.split(kb, net.num_layers))
+    ]
+    X = jax.random.normal(kx, (net.sizes[0], m), dtype=base)
+    Y = random_targets(net, ky, m, base)
+    return jax.tree.map(lambda a: a.astype(dtype), (params, X, Y))

@@ -18,7 +18,7 @@ import pytest
 from scipy.special import expit, log_expit, log_softmax
 
 import jaxmlp
-from jaxmlp.verification import check_gradients, random_targets
+from jaxmlp.verification import check_gradients, random_problem
 
 ACTS = sorted(jaxmlp.ACTIVATIONS)
 COSTS = sorted(jaxmlp.COSTS)
@@ -31,16 +31,8 @@ def rel(a, b):
 
 
 def problem(net, seed, m, dtype=jnp.float64):
-    """Random params (with non-zero biases, away from ReLU kinks), X, Y for ``net``."""
-    key = jax.random.PRNGKey(seed)
-    kp, kb, kx, ky = jax.random.split(key, 4)
-    params = jaxmlp.init_params(net, kp, dtype=jnp.float64)
-    params = [dict(W=p["W"], b=0.1 * jax.random.normal(k, p["b"].shape, jnp.float64))
-              for p, k in zip(params, jax.random.split(kb, len(params)))]
-    X = jax.random.normal(kx, (net.sizes[0], m), dtype=jnp.float64)
-    Y = random_targets(net, ky, m, jnp.float64)
-    cast = lambda t: jax.tree.map(lambda a: a.astype(dtype), t)  # noqa: E731
-    return cast(params), cast(X), cast(Y)
+    """Random params (non-zero biases, away from ReLU kinks), X, Y for ``net``."""
+    return random_problem(net, jax.random.PRNGKey(seed), m, dtype)
 
 
 def valid_outputs(cost):
