@@ -35,17 +35,22 @@ class Cache(NamedTuple):
     Z: tuple
 
 
-def matmul(a: Array, b: Array, compute_dtype=None) -> Array:
-    """The matrix product a @ b of (F1), (B1), (B3).
+def matmul(a: Array, b: Array, compute_dtype=None, *, contract: tuple = (1, 0)) -> Array:
+    """The matrix products of (F1), (B1), (B3), contracting axis ``contract[0]`` of a with
+    axis ``contract[1]`` of b: (1, 0) is a @ b, (1, 1) is a @ b^T, (0, 0) is a^T @ b.
 
     With ``compute_dtype`` (e.g. bfloat16, see ``jaxmlp.precision``) the operands are cast
-    to it and the product is accumulated and returned in a's dtype; None (the default)
-    is the plain product in the operands' dtype.
+    to it and the product is accumulated and returned in a's dtype; the transpose stays in
+    the dot's dimension numbers (casting a transposed operand would copy it). None (the
+    default) is the plain product in the operands' dtype.
     """
     if compute_dtype is None:
-        return a @ b
-    return jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype),
-                      preferred_element_type=a.dtype)
+        return {(1, 0): lambda: a @ b, (1, 1): lambda: a @ b.T, (0, 0): lambda: a.T @ b}[contract]()
+    return jax.lax.dot_general(
+        a.astype(compute_dtype), b.astype(compute_dtype),
+        (((contract[0],), (contract[1],)), ((), ())),
+        preferred_element_type=a.dtype,
+    )
 
 
 def linear_forward(W: Array, b: Array, A_prev: Array, compute_dtype=None) -> Array:
@@ -61,7 +66,7 @@ def linear_backward(dZ: Array, A_prev: Array, compute_dtype=None) -> tuple[Array
 
     Shapes: dZ (n[l], m), A_prev (n[l-1], m) -> dW (n[l], n[l-1]), db (n[l],).
     """
-    return matmul(dZ, A_prev.T, compute_dtype), jnp.sum(dZ, axis=1)
+    return matmul(dZ, A_prev, compute_dtype, contract=(1, 1)), jnp.sum(dZ, axis=1)
 
 
 def _forward(net: Network, params: Params, X: Array, compute_dtype=None) -> tuple[Array, Cache]:
@@ -111,7 +116,7 @@ def _backward(net: Network, params: Params, cache: Cache, Y: Array, compute_dtyp
         dW, db = linear_backward(dZ, cache.A[l - 1], compute_dtype)  # (B1), (B2)
         grads[l - 1] = {"W": dW, "b": db}
         if l > 1:  # dA[0] = dX is not needed
-            dA_prev = matmul(W.T, dZ, compute_dtype)  # (B3)
+            dA_prev = matmul(W, dZ, compute_dtype, contract=(0, 0))  # (B3) W^T dZ
             dZ = gs[l - 2].backward(dA_prev, cache.Z[l - 2], cache.A[l - 1])  # (B4)
     return grads
 
