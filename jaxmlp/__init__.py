@@ -14,6 +14,7 @@ from jaxmlp import (
     datasets,
     precision,
     sharding,
+    shuffle,
     training,
     verification,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "make_train_step",
     "precision",
     "sharding",
+    "shuffle",
     "training",
     "verification",
     "Activation",

@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from jaxmlp import _checks
+from jaxmlp.shuffle import _threefry_key_data, epoch_batches
 from jaxmlp.network import Network
 from jaxmlp.propagation import _cost, _forward, value_and_grad
 
@@ -182,14 +183,7 @@ def _check_batch_size(batch_size: Any) -> int:
 
 
 def _check_key(key: Any) -> None:
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"key: expected a single PRNG key of shape (), got shape {key.shape}.")
-    elif key.dtype != jnp.uint32 or key.shape != (2,):
-        raise TypeError(
-            "key: expected a PRNG key (jax.random.PRNGKey(seed): uint32 of shape (2,), or "
-            f"jax.random.key(seed)), got dtype {key.dtype} and shape {tuple(key.shape)}."
-        )
+    _threefry_key_data(key)  # TypeError/ValueError naming ``key`` for anything but one PRNG key
 
 
 # ----------------------------------------------------------------------------- step and epoch
@@ -226,24 +220,6 @@ def make_train_step(net: Network, optimizer: optax.GradientTransformation):
         return _update(net, optimizer, params, opt_state, X, Y)
 
     return step
-
-
-def epoch_batches(key: Any, m: int, batch_size: int) -> Array:
-    """Column indices of one epoch: shape (m // batch_size, batch_size), int.
-
-    Row s holds the columns of minibatch s: the first ``(m // batch_size) * batch_size``
-    entries of ``jax.random.permutation(key, m)``; the remaining ``m % batch_size`` are
-    skipped this epoch. Raises ValueError when ``batch_size > m``.
-    """
-    batch_size = _check_batch_size(batch_size)
-    if batch_size > m:
-        raise ValueError(
-            f"batch_size: expected at most the number of training examples m = {m}, "
-            f"got {batch_size}."
-        )
-    num_batches = m // batch_size
-    perm = jax.random.permutation(key, m)
-    return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
 def make_train_epoch(

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import r2_score
 
 import jaxmlp
-from jaxmlp import training
+from jaxmlp import shuffle, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -150,7 +150,7 @@ def test_epoch_batches_is_a_fresh_permutation_with_the_remainder_skipped():
     idx = np.asarray(training.epoch_batches(k1, m, bs))
     assert idx.shape == (4, 5)
     assert len(set(idx.ravel())) == 20 and set(idx.ravel()) <= set(range(m))
-    np.testing.assert_array_equal(idx.ravel(), np.asarray(jax.random.permutation(k1, m))[:20])
+    np.testing.assert_array_equal(idx.ravel(), np.asarray(shuffle.permutation(k1, m))[:20])
     assert not np.array_equal(idx, np.asarray(training.epoch_batches(k2, m, bs)))
     assert training.epoch_batches(k1, m, m).shape == (1, m)  # full batch
     with pytest.raises(ValueError, match="batch_size: expected at most the number of training examples m = 23, got 24"):
