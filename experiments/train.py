@@ -378,7 +378,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     try:
         for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
             t0 = time.perf_counter()
-            key, epoch_key = jax.random.split(key)
+            key, epoch_key = training.split_key(key)  # = jax.random.split, one dispatch
             new_params, new_opt_state, mt = epoch_fn(params, opt_state, epoch_key, X_tr, Y_tr)
             costs = np.asarray(mt.cost)  # waits for the epoch
             dt = time.perf_counter() - t0

@@ -4,44 +4,51 @@
 * :func:`epoch_batches` -- the permutation cut into ``(m // batch_size, batch_size)`` rows,
   one per minibatch (the ``m % batch_size`` left over are skipped for that epoch).
 
-What is drawn
--------------
-For ``m <= FAST_MAX`` (2048) and a threefry key, 2m words of JAX's threefry-2x32 on counters,
-``w = threefry_2x32(key, [0, 1, ..., 2m-1])``: example i gets the word r[i] = w[i], sorted
-position k gets the coin c[k] = w[m + k]. With nb = ceil(log2 m) index bits, the examples are
-ordered by the high 32 - nb bits h(i) = r[i] >> nb of their words (at least 21 random bits),
-one single-operand sort of the packed ``(h(i) << nb) | i``. Ties in h are then settled:
+What is drawn (m <= FAST_MAX = 2048, threefry key)
+--------------------------------------------------
+* One word per example, ``r[i] = threefry_2x32(key, i)``: JAX's threefry-2x32 on the counters
+  0, ..., m-1 (:func:`words`), and one mask ``K`` from the counter pair (2^32-1, 2^32-2).
+* With nb = ceil(log2 m) index bits, the key of example i is h(i) = r[i] >> (nb + 1), its
+  high 31 - nb >= 20 bits.
+* ONE single-operand uint32 sort of ``(h(i) << (nb+1)) | (coin(h(i)) << nb) | i`` orders the
+  examples by h, then by ``coin(v) = parity(v & K)``, then by index.
+* Ties in h are then settled:
+  - two examples with equal h (about C(m, 2) / 2^(31 - nb) pairs per draw: 1 at m = 1438)
+    are swapped when coin(h) = 1;
+  - three or more with equal h (probability at most C(m, 3) 2^(2 nb + 2 - 64): 4.5e-4 at
+    m = 1438) send the draw to the stable argsort of the full words r (``lax.cond``; the
+    two-operand sort, as ``jax.random.permutation``).
 
-* two examples with equal h (probability about m^2 / 2^(65 - 2 nb): about 0.5 per epoch at
-  m = 1438) are swapped when bit 0 of the coin at their sorted position is 1: a fair coin
-  independent of the words, so their order is uniform;
-* three or more with equal h (probability at most C(m, 3) 2^(2 nb - 64): 1.1e-4 at m = 1438,
-  3.3e-4 at m = 2048) send the draw to the exact stable argsort of the full 32-bit words
-  (``lax.cond``; the two-operand sort).
+Why it is uniform. The words are i.i.d. uniform, so the order of the distinct h values is a
+uniform random order of the examples. K is independent of r, so given the h values each
+pair's coin parity(v & K) is fair (v != 0), and the coins of several pairs are independent
+when their values v are linearly independent over GF(2) (always for one pair). The draw
+deviates from uniform only when a tied value is 0 or three or more tied values are linearly
+dependent (about e^(pairs per draw) 2^-20: < 1e-5 for m <= 2048), or, in the rare branch,
+when two full 32-bit words are equal. For comparison, ``jax.random.permutation``'s own sort
+by 32-bit keys meets such equal words on about C(m, 2) / 2^32 of its draws (2.4e-4 at
+m = 1438) and orders them by index.
 
-The words are i.i.d. and the coins fair, so the permutation is uniform over all m! orders,
-except that in the rare three-way branch examples whose full 32-bit words are equal keep their
-index order (the tie rule of ``jax.random.permutation``, whose sort by 32-bit keys meets such
-ties with probability about m^2 / 2^33 on every draw). For larger m, or a key of another
-PRNG implementation than threefry, :func:`permutation` IS ``jax.random.permutation``.
-``tests/test_shuffle.py`` checks validity, the tie rules on adversarial words, the bit
-identity of the threefry with JAX's, and uniformity (chi-square over all 120 orders of m = 5;
-the positions of examples at m = 1438).
+For m > FAST_MAX, or a key of another PRNG implementation than threefry,
+:func:`permutation` IS ``jax.random.permutation``. ``tests/test_shuffle.py`` checks the
+order against a NumPy reference built from ``jax.extend.random.threefry_2x32``, the tie
+rules on adversarial words, the threefry bit for bit, and uniformity (chi-square over all
+120 orders of m = 5; positions at m = 1438).
 
 Why not ``jax.random.permutation`` itself
 -----------------------------------------
 Time. On XLA:CPU it runs the partitionable threefry (a rolled loop of small kernels) and a
-two-operand ``sort_key_val`` whose comparator is called per comparison; for a digits epoch
-(1438 examples, 11 minibatches of 128 through a 64-128-10 network) that was about a quarter
-of the epoch (``experiments/epoch_speed.py``). Here the threefry is unrolled into one fused
-kernel and the sort has one uint32 operand: 3-4x cheaper (``experiments/shuffle_speed.py``).
-Nothing here is specific to a device.
+two-operand ``sort_key_val`` whose comparator is called per comparison. For a digits epoch
+(1438 examples, 11 minibatches of 128 through a 64-128-10 network) that was about a third of
+the epoch. Here the threefry is unrolled into one fused kernel and the sort has one uint32
+operand: about 4x cheaper (``python experiments/shuffle_speed.py``). Nothing here is specific
+to a device.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -51,8 +58,8 @@ Array = jax.Array
 
 __all__ = ["FAST_MAX", "epoch_batches", "order_by_words", "permutation", "words"]
 
-#: Largest m for which :func:`permutation` takes the packed-sort path (at most 11 index
-#: bits, so at least 21 random bits per key; a three-way tie has probability <= 3.3e-4).
+#: Largest m for which :func:`permutation` takes the packed-sort path: at most 11 index bits,
+#: so at least 20 random bits per key; a three-way tie has probability <= 1.3e-3 at m = 2048.
 FAST_MAX = 2048
 
 
@@ -140,18 +147,18 @@ def order_by_words(r: Array, coin: Callable[[Array], Array], exact: Callable[[],
 
     Arguments:
       r: uint32 (m,), one random word per example.
-      coin: maps uint32 values (k,) to bool (k,): the fair coin of a tie value v, applied to
-        h at every sorted position (both members of a tied pair see the same v, so each
-        position needs only its own value). :func:`permutation` uses bit 0 of threefry under a
-        key derived from the epoch's key.
+      coin: maps uint32 values to bool, elementwise: the fair coin of a tie value v. It is
+        applied to every h(i) before the sort and packed into the sort key, so both members
+        of a tied pair carry the same coin. :func:`permutation` uses parity(v & K).
       exact: returns the order for the rare branch (three or more share h):
         :func:`permutation` recomputes the words there and takes their stable argsort, so
         the common branch does not pay for them.
 
-    Let nb = ceil(log2 m) and h(i) = r[i] >> nb, the high 32 - nb bits. Returns the order of
-    0, ..., m-1 by h, a pair of examples with equal h swapped when ``coin(h)`` is True; if any
-    three share h, ``exact()``. The work is one single-operand sort of ``(h(i) << nb) | i``;
-    under ``vmap`` both branches are computed (``lax.cond`` becomes a select).
+    With nb = ceil(log2 m) and h(i) = r[i] >> (nb + 1) (the high 31 - nb bits), returns the
+    order of 0, ..., m-1 by h, a pair of examples with equal h swapped when ``coin(h)``; if
+    any three share h, ``exact()``. The work is one single-operand sort of
+    ``(h(i) << (nb+1)) | (coin(h(i)) << nb) | i``; under ``vmap`` both branches are computed
+    (``lax.cond`` becomes a select).
     """
     m = r.shape[0]
     if m == 1:
@@ -183,8 +190,8 @@ def permutation(key: Any, m: int) -> Array:
       m: the number of examples (a Python int; it fixes the shape).
 
     For m <= :data:`FAST_MAX` and a threefry key: :func:`order_by_words` of the words
-    ``r = words(key, m)`` with the coin ``bit 0 of threefry_2x32(key', [v, v])``, key' the
-    threefry of the counters (2^32 - 1, 2^32 - 2), which r never uses. Otherwise
+    ``r = words(key, m)`` with the coin ``parity(v & K)``, K the first word of threefry on
+    the counter pair (2^32 - 1, 2^32 - 2), which r never uses. Otherwise
     ``jax.random.permutation(key, m)``. Raises TypeError/ValueError for a bad key or m.
     """
     m = _check_m(m)
@@ -204,12 +211,15 @@ def permutation(key: Any, m: int) -> Array:
     return order_by_words(r, coin, exact)
 
 
-def epoch_batches(key: Any, m: int, batch_size: int) -> Array:
-    """Column indices of one epoch: int32 (m // batch_size, batch_size).
+def epoch_batches(
+    key: Any, m: int, batch_size: int, permutation_fn: Optional[Callable[[Any, int], Array]] = None
+) -> Array:
+    """Column indices of one epoch: int (m // batch_size, batch_size).
 
     Row s holds the columns of minibatch s: the first ``(m // batch_size) * batch_size``
-    entries of :func:`permutation` ``(key, m)``; the remaining ``m % batch_size`` are skipped
-    this epoch. Raises ValueError when ``batch_size`` is not an int in [1, m].
+    entries of ``permutation_fn(key, m)`` (default :func:`permutation`); the remaining
+    ``m % batch_size`` are skipped this epoch. Raises ValueError when ``batch_size`` is not an
+    int in [1, m], or when ``permutation_fn`` does not return shape (m,).
     """
     m = _check_m(m)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -220,4 +230,10 @@ def epoch_batches(key: Any, m: int, batch_size: int) -> Array:
             f"got {batch_size}."
         )
     num_batches = m // batch_size
-    return permutation(key, m)[: num_batches * batch_size].reshape(num_batches, batch_size)
+    perm = (permutation if permutation_fn is None else permutation_fn)(key, m)
+    if getattr(perm, "shape", None) != (m,):
+        raise ValueError(
+            f"permutation: expected the shuffle to return shape ({m},), got "
+            f"{getattr(perm, 'shape', type(perm).__name__)}."
+        )
+    return perm[: num_batches * batch_size].reshape(num_batches, batch_size)

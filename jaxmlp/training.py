@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,7 @@ __all__ = [
     "make_train_epoch",
     "make_train_step",
     "metric_name",
+    "split_key",
 ]
 
 #: Optimizer names accepted by :func:`make_optimizer`.
@@ -228,6 +229,7 @@ def make_train_epoch(
     batch_size: int,
     *,
     batch_sharding: Optional[jax.sharding.Sharding] = None,
+    permutation: Optional[Callable[[Any, int], Array]] = None,
 ):
     """A jitted ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, StepMetrics)``.
 
@@ -238,9 +240,13 @@ def make_train_epoch(
       batch_sharding: optional ``jax.sharding.Sharding`` for each (n, batch_size) minibatch,
         e.g. ``NamedSharding(mesh, P(None, "data"))`` to split its columns over devices (data
         parallelism; XLA's SPMD partitioner inserts the sums of (B1), (B2) and (F3)).
+      permutation: ``(key, m) -> int (m,)``, the epoch's shuffle; default
+        :func:`jaxmlp.shuffle.permutation` (uniform, one packed sort). Pass
+        ``jax.random.permutation`` to reproduce runs made with it, or ``lambda key, m:
+        jnp.arange(m)`` for no shuffle.
 
     The epoch takes X (n[0], m), Y (n[L], m) and a PRNG key; it draws the permutation of
-    :func:`epoch_batches` and ``lax.scan``s over its rows: each iteration gathers its
+    :func:`epoch_batches` (:mod:`jaxmlp.shuffle`) and ``lax.scan``s over its rows: each iteration gathers its
     minibatch's columns and applies the update of :func:`make_train_step`; one compiled call
     per epoch (gathering inside the scan measured ~8 % faster than gathering the whole
     epoch first, which also copies the data). Returned metrics are
@@ -251,6 +257,11 @@ def make_train_epoch(
     net = _checks.require_network(net)
     optimizer = _check_optimizer(optimizer)
     batch_size = _check_batch_size(batch_size)
+    if permutation is not None and not callable(permutation):
+        raise TypeError(
+            "permutation: expected a function (key, m) -> int array (m,), e.g. "
+            f"jax.random.permutation, got {type(permutation).__name__}."
+        )
 
     @jax.jit
     def epoch(params, opt_state, key, X, Y):
@@ -258,7 +269,7 @@ def make_train_epoch(
         X = _checks.check_X(net, X, dtype)
         Y = _checks.check_Y(net, Y, X.shape[1], dtype)
         _check_key(key)
-        idx = epoch_batches(key, X.shape[1], batch_size)  # (num_batches, batch_size)
+        idx = epoch_batches(key, X.shape[1], batch_size, permutation)  # (num_batches, batch_size)
 
         def body(carry, idx_s):
             params, opt_state = carry
@@ -274,6 +285,22 @@ def make_train_epoch(
         return params, opt_state, metrics
 
     return epoch
+
+
+@jax.jit
+def _split(key):
+    return tuple(jax.random.split(key))
+
+
+def split_key(key: Any) -> tuple[Array, Array]:
+    """``key, epoch_key = jax.random.split(key)`` in ONE compiled call: same values.
+
+    The eager spelling dispatches the split and then two indexing ops to unpack it, about
+    0.2 ms of Python per epoch on a 2-core CPU, which is 15-20 % of a digits epoch. Use this
+    (or draw all epoch keys at once with ``jax.random.split(key, epochs)``) in epoch loops.
+    """
+    _check_key(key)
+    return _split(key)
 
 
 def first_nonfinite(costs: Any) -> Optional[int]:

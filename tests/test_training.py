@@ -175,6 +175,31 @@ def test_epoch_bad_input():
         epoch(params, opt.init(params), jnp.zeros(3), X, Y)
     new, _, m = epoch(params, opt.init(params), jax.random.key(0), X, Y)  # typed keys work too
     assert m.cost.shape == (2,)
+    with pytest.raises(TypeError, match="permutation: expected a function .*got str"):
+        training.make_train_epoch(net, opt, 4, permutation="random")
+    bad = training.make_train_epoch(net, opt, 4, permutation=lambda key, m: jnp.arange(m - 1))
+    with pytest.raises(ValueError, match=r"permutation: expected the shuffle to return shape \(10,\), got \(9,\)"):
+        bad(params, opt.init(params), key, X, Y)
+
+
+def test_epoch_with_another_permutation_is_the_loop_over_its_batches():
+    """``permutation=jax.random.permutation`` (e.g. to reproduce older runs) and no shuffle."""
+    net = NETS["categorical"]
+    opt = optax.sgd(0.05)
+    m, bs = 30, 7
+    X, Y = _data(net, m, seed=3)
+    params = _params(net)
+    key = jax.random.PRNGKey(5)
+    step = training.make_train_step(net, opt)
+    for perm in (jax.random.permutation, lambda k, m: jnp.arange(m)):
+        p_scan, s_scan, _ = training.make_train_epoch(net, opt, bs, permutation=perm)(
+            params, opt.init(params), key, X, Y)
+        idx = np.asarray(training.epoch_batches(key, m, bs, perm))
+        np.testing.assert_array_equal(idx.ravel(), np.asarray(perm(key, m))[: 4 * bs])
+        p_loop, s_loop = params, opt.init(params)
+        for row in idx:
+            p_loop, s_loop, _ = step(p_loop, s_loop, X[:, row], Y[:, row])
+        chex.assert_trees_all_close(p_scan, p_loop, rtol=1e-12, atol=1e-14)
 
 
 def test_nonfinite_cost_is_reported():
@@ -318,3 +343,15 @@ def test_evaluate_rejects_non_finite_data():
     X[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"X: expected finite values, found 1 NaN"):
         jaxmlp.evaluate(net, params, X, np.zeros((1, 4), np.float32))
+
+
+def test_split_key_is_jax_random_split():
+    def data(k):
+        return np.asarray(jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k)
+
+    for key in (jax.random.PRNGKey(3), jax.random.key(3)):
+        ref = jax.random.split(key)
+        for got, want in zip(training.split_key(key), ref):
+            np.testing.assert_array_equal(data(got), data(want))
+    with pytest.raises(TypeError, match="key: expected a PRNG key"):
+        training.split_key(jnp.zeros(3))
