@@ -1,9 +1,9 @@
 """Time of one epoch shuffle: jaxmlp.shuffle.permutation vs jax.random.permutation.
 
-    python experiments/shuffle_speed.py [--samples 200] [--calls-per-sample 20]
+    python experiments/shuffle_speed.py [--samples 100] [--calls-per-sample 10]
 
-For m in 128, 512, 1438 (the digits train split), 2048 (the largest m of the packed path)
-and 4096 (beyond it: both are jax.random.permutation), each variant is jitted, compiled,
+For m in 128, 512, 1438 (the digits train split), 2048 (the largest m of the one-sort path),
+4096, 10,000 and 60,000 (the multi-round path), each variant is jitted, compiled,
 then timed interleaved (order rotating each sample) with ``block_until_ready``. Reports the
 median microseconds per call (dispatch included: a jitted no-op is timed alongside) and the
 ratio jax.random.permutation / jaxmlp, and writes ``results/train/shuffle_speed.json``.
@@ -28,13 +28,13 @@ import jax  # noqa: E402
 
 from jaxmlp import shuffle  # noqa: E402
 
-SIZES = (128, 512, 1438, 2048, 4096)
+SIZES = (128, 512, 1438, 2048, 4096, 10_000, 60_000)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--calls-per-sample", type=int, default=20)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--calls-per-sample", type=int, default=10)
     p.add_argument("--out", default=str(ROOT / "results" / "train" / "shuffle_speed.json"))
     args = p.parse_args(argv)
     if args.samples < 1 or args.calls_per_sample < 1:
@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     print(f"{'m':>6}{'jaxmlp us':>12}{'jax.random us':>15}{'jax.random / jaxmlp':>22}  path")
     for m in SIZES:
         a, b = med[("jaxmlp", m)], med[("jax.random", m)]
-        path = "packed sort" if m <= shuffle.FAST_MAX else "jax.random.permutation"
+        path = ("one packed sort" if m <= shuffle.ONE_SORT_MAX else
+                f"{shuffle.rounds(m)} packed rounds")
         rows.append({"m": m, "jaxmlp_us": a, "jax_random_us": b, "ratio": b / a, "path": path})
         print(f"{m:>6}{a:>12.1f}{b:>15.1f}{b / a:>22.2f}  {path}")
     print(f"machine: {os.cpu_count()}-core {platform.machine()} CPU, jax {jax.__version__} "

@@ -4,8 +4,8 @@
 * :func:`epoch_batches` -- the permutation cut into ``(m // batch_size, batch_size)`` rows,
   one per minibatch (the ``m % batch_size`` left over are skipped for that epoch).
 
-What is drawn (m <= FAST_MAX = 2048, threefry key)
---------------------------------------------------
+What is drawn (m <= ONE_SORT_MAX = 2048, threefry key): one sort
+----------------------------------------------------------------
 * One word per example, ``r[i] = threefry_2x32(key, i)``: JAX's threefry-2x32 on the counters
   0, ..., m-1 (:func:`words`), and one mask ``K`` from the counter pair (2^32-1, 2^32-2).
 * With nb = ceil(log2 m) index bits, the key of example i is h(i) = r[i] >> (nb + 1), its
@@ -29,11 +29,23 @@ when two full 32-bit words are equal. For comparison, ``jax.random.permutation``
 by 32-bit keys meets such equal words on about C(m, 2) / 2^32 of its draws (2.4e-4 at
 m = 1438) and orders them by index.
 
-For m > FAST_MAX, or a key of another PRNG implementation than threefry,
-:func:`permutation` IS ``jax.random.permutation``. ``tests/test_shuffle.py`` checks the
-order against a NumPy reference built from ``jax.extend.random.threefry_2x32``, the tie
-rules on adversarial words, the threefry bit for bit, and uniformity (chi-square over all
-120 orders of m = 5; positions at m = 1438).
+What is drawn (2048 < m <= 2^24, threefry key): rounds of packed sorts
+-----------------------------------------------------------------------
+``jax.random.permutation``'s own algorithm: R rounds, each sorting the current order by fresh
+random keys, stably; R is chosen so that the keys hold 3 log2 m random bits in all, JAX's rule
+(two positions then tie on every bit with probability about 1 / (2m) per draw, and keep
+their order, as in JAX). Each round here sorts ONE packed uint32 operand, (32 - nb random
+bits | position), and gathers the order with it, where JAX sorts (32-bit key, value) pairs;
+narrower keys take more rounds (:func:`rounds`: 2 at m = 4096, 3 at m = 60,000, 9 at 2^24).
+The words are ``threefry_2x32(key, 0, ..., R m - 1)``, round j using w[j m : (j+1) m].
+
+Anything else (m > 2^24, or a key of another PRNG implementation than threefry):
+:func:`permutation` IS ``jax.random.permutation``.
+
+``tests/test_shuffle.py`` checks both paths against NumPy references built from
+``jax.extend.random.threefry_2x32``, the tie rules on adversarial words, the threefry bit
+for bit, and uniformity (chi-square over all 120 orders of m = 5; positions at m = 1438 and
+m = 3000).
 
 Why not ``jax.random.permutation`` itself
 -----------------------------------------
@@ -41,12 +53,13 @@ Time. On XLA:CPU it runs the partitionable threefry (a rolled loop of small kern
 two-operand ``sort_key_val`` whose comparator is called per comparison. For a digits epoch
 (1438 examples, 11 minibatches of 128 through a 64-128-10 network) that was about a third of
 the epoch. Here the threefry is unrolled into one fused kernel and the sort has one uint32
-operand: about 4x cheaper (``python experiments/shuffle_speed.py``). Nothing here is specific
-to a device.
+operand: 5.5x cheaper at m = 1438, and 3-5x for m = 2049-60,000 by the rounds
+(``python experiments/shuffle_speed.py``). Nothing here is specific to a device.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, Optional
 
@@ -56,11 +69,26 @@ from jax import lax
 
 Array = jax.Array
 
-__all__ = ["FAST_MAX", "epoch_batches", "order_by_words", "permutation", "words"]
+__all__ = ["MAX_ROUNDS", "ONE_SORT_MAX", "epoch_batches", "order_by_words", "permutation", "rounds", "words"]
 
-#: Largest m for which :func:`permutation` takes the packed-sort path: at most 11 index bits,
+#: Largest m for which :func:`permutation` takes the one-sort path: at most 11 index bits,
 #: so at least 20 random bits per key; a three-way tie has probability <= 1.3e-3 at m = 2048.
-FAST_MAX = 2048
+ONE_SORT_MAX = 2048
+
+#: Largest number of packed sorting rounds of the multi-round path (m up to 2^24); beyond it
+#: :func:`permutation` is ``jax.random.permutation``.
+MAX_ROUNDS = 9
+
+
+def rounds(m: int) -> int:
+    """Sorting rounds of the multi-round path for m examples (m > ONE_SORT_MAX).
+
+    Each round sorts by 32 - ceil(log2 m) random bits; rounds are added until the total
+    reaches 3 log2 m bits, JAX's own rule for ``jax.random.permutation`` (2^bits >= m^3), so
+    that two positions tie on all their bits with probability about 1 / (2m) per draw.
+    """
+    nb = (m - 1).bit_length()
+    return math.ceil(3 * math.log2(m) / (32 - nb)) if nb < 32 else MAX_ROUNDS + 1
 
 
 def _check_m(m: Any) -> int:
@@ -182,6 +210,24 @@ def order_by_words(r: Array, coin: Callable[[Array], Array], exact: Callable[[],
     return lax.cond(run3, exact, lambda: fixed)
 
 
+def order_by_rounds(r: Array) -> Array:
+    """The multi-round order, int32 (m,): r is uint32 (R, m), one word per round and position.
+
+    Round j sorts the positions p of the current order by the packed single-operand key
+    ``((r[j, p] >> nb) << nb) | p`` and gathers the current order with the result, so the
+    final order is by (round R-1 bits, ..., round 0 bits, index): ``jax.random.permutation``'s
+    rounds of ``sort_key_val`` with random keys, each on one uint32 operand.
+    """
+    num_rounds, m = r.shape
+    nb = (m - 1).bit_length()
+    low = jnp.uint32((1 << nb) - 1)
+    x = lax.iota(jnp.int32, m)  # x[p]: the example at position p
+    for j in range(num_rounds):
+        s = lax.sort((r[j] & ~low) | lax.iota(jnp.uint32, m))
+        x = x.at[(s & low).astype(jnp.int32)].get(mode="promise_in_bounds")
+    return x
+
+
 def permutation(key: Any, m: int) -> Array:
     """A uniform random permutation of 0, ..., m-1: int32 (m,), jittable, vmappable over keys.
 
@@ -189,14 +235,19 @@ def permutation(key: Any, m: int) -> Array:
       key: a PRNG key (``jax.random.PRNGKey(seed)`` or ``jax.random.key(seed)``).
       m: the number of examples (a Python int; it fixes the shape).
 
-    For m <= :data:`FAST_MAX` and a threefry key: :func:`order_by_words` of the words
+    For m <= :data:`ONE_SORT_MAX` and a threefry key: :func:`order_by_words` of the words
     ``r = words(key, m)`` with the coin ``parity(v & K)``, K the first word of threefry on
-    the counter pair (2^32 - 1, 2^32 - 2), which r never uses. Otherwise
-    ``jax.random.permutation(key, m)``. Raises TypeError/ValueError for a bad key or m.
+    the counter pair (2^32 - 1, 2^32 - 2), which r never uses. For larger m up to 2^24:
+    :func:`order_by_rounds` of ``words(key, R m)`` cut into R = :func:`rounds` (m) rows.
+    Otherwise ``jax.random.permutation(key, m)``. Raises TypeError/ValueError for a bad key
+    or m.
     """
     m = _check_m(m)
     data = _threefry_key_data(key)
-    if data is None or m > FAST_MAX:
+    if data is not None and m > ONE_SORT_MAX and rounds(m) <= MAX_ROUNDS:
+        R = rounds(m)
+        return order_by_rounds(_threefry_2x32(data, lax.iota(jnp.uint32, R * m)).reshape(R, m))
+    if data is None or m > ONE_SORT_MAX:
         return jax.random.permutation(key, m).astype(jnp.int32)
     r = _threefry_2x32(data, lax.iota(jnp.uint32, m))
     # K: a random 32-bit mask from a counter pair r never uses. coin(v) = parity(v & K).

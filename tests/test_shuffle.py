@@ -48,7 +48,7 @@ def test_unrolled_threefry_is_jax_threefry_bit_for_bit():
         np.testing.assert_array_equal(shuffle.words(key, n), threefry_2x32(key, jnp.arange(n, dtype=jnp.uint32)))
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 64, 1000, 1438, shuffle.FAST_MAX])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 64, 1000, 1438, shuffle.ONE_SORT_MAX])
 def test_permutation_is_the_documented_order(m):
     for s in range(8):
         key = jax.random.PRNGKey(_seed(f"perm{m}-{s}"))
@@ -129,9 +129,49 @@ def test_positions_uniform_at_m_1438():
     assert abs(gap - (m + 1) / 3) < 0.02 * m, gap
 
 
-def test_large_m_and_other_key_implementations_are_jax_random_permutation():
+def _reference_rounds(key, m):
+    """NumPy: jax.random.permutation's rounds with packed keys, from JAX's threefry words."""
+    R = shuffle.rounds(m)
+    nb = (m - 1).bit_length()
+    w = np.asarray(threefry_2x32(key, jnp.arange(R * m, dtype=jnp.uint32))).reshape(R, m)
+    x = np.arange(m)
+    for j in range(R):
+        x = x[np.lexsort((np.arange(m), w[j] >> np.uint32(nb)))]  # by high bits, then position
+    return x
+
+
+@pytest.mark.parametrize("m", [shuffle.ONE_SORT_MAX + 1, 4096, 10_000])
+def test_multi_round_path_is_the_documented_order(m):
+    for s in range(3):
+        key = jax.random.PRNGKey(_seed(f"rounds{m}-{s}"))
+        p = np.asarray(_perm(key, m))
+        np.testing.assert_array_equal(np.sort(p), np.arange(m))
+        np.testing.assert_array_equal(p, _reference_rounds(key, m))
+
+
+def test_rounds_follow_jax_rule():
+    # total random bits R (32 - ceil(log2 m)) >= 3 log2 m, with the fewest rounds
+    for m in (2049, 4096, 4097, 10_000, 60_000, 2**20, 2**24):
+        R, b = shuffle.rounds(m), 32 - (m - 1).bit_length()
+        assert R * b >= 3 * np.log2(m) > (R - 1) * b, m
+    assert shuffle.rounds(2**24) == shuffle.MAX_ROUNDS < shuffle.rounds(2**24 + 1)
+
+
+def test_positions_uniform_on_the_multi_round_path():
+    m, n = 3000, 2000
+    keys = jax.random.split(jax.random.PRNGKey(_seed("positions3000")), n)
+    P = np.asarray(jax.jit(jax.vmap(lambda k: shuffle.permutation(k, m)))(keys))
+    pos = np.argsort(P, axis=1)
+    for i in (0, 1, 1500, m - 1):
+        counts = np.bincount(pos[:, i] * 10 // m, minlength=10)
+        chi2 = np.sum((counts - n / 10) ** 2 / (n / 10))
+        assert chi2 < 27.9, (i, chi2)
+
+
+def test_beyond_the_rounds_and_other_key_implementations_are_jax_random_permutation(monkeypatch):
     key = jax.random.PRNGKey(_seed("large"))
-    m = shuffle.FAST_MAX + 1
+    monkeypatch.setattr(shuffle, "MAX_ROUNDS", 1)  # as if m were beyond 2^24
+    m = shuffle.ONE_SORT_MAX + 1
     np.testing.assert_array_equal(shuffle.permutation(key, m), jax.random.permutation(key, m))
     rbg = jax.random.key(3, impl="rbg")
     np.testing.assert_array_equal(shuffle.permutation(rbg, 100), jax.random.permutation(rbg, 100))
