@@ -37,7 +37,7 @@ random keys, stably; R is chosen so that the keys hold 3 log2 m random bits in a
 their order, as in JAX). Each round here sorts ONE packed uint32 operand, (32 - nb random
 bits | position), and gathers the order with it, where JAX sorts (32-bit key, value) pairs;
 narrower keys take more rounds (:func:`rounds`: 2 at m = 4096, 3 at m = 60,000, 9 at 2^24).
-The words are ``threefry_2x32(key, 0, ..., R m - 1)``, round j using w[j m : (j+1) m].
+Round j's words are ``threefry_2x32(key, [j m, ..., (j+1) m - 1])``, drawn round by round.
 
 Anything else (m > 2^24, or a key of another PRNG implementation than threefry):
 :func:`permutation` IS ``jax.random.permutation``.
@@ -69,7 +69,16 @@ from jax import lax
 
 Array = jax.Array
 
-__all__ = ["MAX_ROUNDS", "ONE_SORT_MAX", "epoch_batches", "order_by_words", "permutation", "rounds", "words"]
+__all__ = [
+    "MAX_ROUNDS",
+    "ONE_SORT_MAX",
+    "epoch_batches",
+    "order_by_rounds",
+    "order_by_words",
+    "permutation",
+    "rounds",
+    "words",
+]
 
 #: Largest m for which :func:`permutation` takes the one-sort path: at most 11 index bits,
 #: so at least 20 random bits per key; a three-way tie has probability <= 1.3e-3 at m = 2048.
@@ -156,7 +165,9 @@ def words(key: Any, n: int) -> Array:
     n = _check_m(n)
     data = _threefry_key_data(key)
     if data is None:
-        raise ValueError("key: words() needs a threefry key; this key uses another PRNG implementation.")
+        raise ValueError(
+            "key: words() needs a threefry key; this key uses another PRNG implementation."
+        )
     return _threefry_2x32(data, lax.iota(jnp.uint32, n))
 
 
@@ -210,20 +221,25 @@ def order_by_words(r: Array, coin: Callable[[Array], Array], exact: Callable[[],
     return lax.cond(run3, exact, lambda: fixed)
 
 
-def order_by_rounds(r: Array) -> Array:
-    """The multi-round order, int32 (m,): r is uint32 (R, m), one word per round and position.
+def order_by_rounds(round_words: Callable[[int], Array], m: int, num_rounds: int) -> Array:
+    """The multi-round order, int32 (m,).
+
+    Arguments:
+      round_words: ``j -> uint32 (m,)``, the random words of round j, one per position.
+      m: the number of examples.
+      num_rounds: R.
 
     Round j sorts the positions p of the current order by the packed single-operand key
-    ``((r[j, p] >> nb) << nb) | p`` and gathers the current order with the result, so the
+    ``((w_j[p] >> nb) << nb) | p`` and gathers the current order with the result, so the
     final order is by (round R-1 bits, ..., round 0 bits, index): ``jax.random.permutation``'s
-    rounds of ``sort_key_val`` with random keys, each on one uint32 operand.
+    rounds of ``sort_key_val`` with random keys, each on one uint32 operand. The words are
+    drawn round by round, so memory stays O(m).
     """
-    num_rounds, m = r.shape
     nb = (m - 1).bit_length()
     low = jnp.uint32((1 << nb) - 1)
     x = lax.iota(jnp.int32, m)  # x[p]: the example at position p
     for j in range(num_rounds):
-        s = lax.sort((r[j] & ~low) | lax.iota(jnp.uint32, m))
+        s = lax.sort((round_words(j) & ~low) | lax.iota(jnp.uint32, m))
         x = x.at[(s & low).astype(jnp.int32)].get(mode="promise_in_bounds")
     return x
 
@@ -238,15 +254,18 @@ def permutation(key: Any, m: int) -> Array:
     For m <= :data:`ONE_SORT_MAX` and a threefry key: :func:`order_by_words` of the words
     ``r = words(key, m)`` with the coin ``parity(v & K)``, K the first word of threefry on
     the counter pair (2^32 - 1, 2^32 - 2), which r never uses. For larger m up to 2^24:
-    :func:`order_by_rounds` of ``words(key, R m)`` cut into R = :func:`rounds` (m) rows.
+    :func:`order_by_rounds` with round j's words ``threefry_2x32(key, [j m, ..., (j+1) m - 1])``,
+    R = :func:`rounds` (m).
     Otherwise ``jax.random.permutation(key, m)``. Raises TypeError/ValueError for a bad key
     or m.
     """
     m = _check_m(m)
     data = _threefry_key_data(key)
     if data is not None and m > ONE_SORT_MAX and rounds(m) <= MAX_ROUNDS:
-        R = rounds(m)
-        return order_by_rounds(_threefry_2x32(data, lax.iota(jnp.uint32, R * m)).reshape(R, m))
+        def round_words(j):  # threefry_2x32(key, [j m, ..., (j+1) m - 1])
+            return _threefry_2x32(data, lax.iota(jnp.uint32, m) + jnp.uint32(j * m))
+
+        return order_by_rounds(round_words, m, rounds(m))
     if data is None or m > ONE_SORT_MAX:
         return jax.random.permutation(key, m).astype(jnp.int32)
     r = _threefry_2x32(data, lax.iota(jnp.uint32, m))
@@ -273,7 +292,8 @@ def epoch_batches(
     int in [1, m], or when ``permutation_fn`` does not return shape (m,).
     """
     m = _check_m(m)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1):
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}.")
     if batch_size > m:
         raise ValueError(

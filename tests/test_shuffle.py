@@ -133,10 +133,10 @@ def _reference_rounds(key, m):
     """NumPy: jax.random.permutation's rounds with packed keys, from JAX's threefry words."""
     R = shuffle.rounds(m)
     nb = (m - 1).bit_length()
-    w = np.asarray(threefry_2x32(key, jnp.arange(R * m, dtype=jnp.uint32))).reshape(R, m)
     x = np.arange(m)
     for j in range(R):
-        x = x[np.lexsort((np.arange(m), w[j] >> np.uint32(nb)))]  # by high bits, then position
+        w = np.asarray(threefry_2x32(key, jnp.arange(j * m, (j + 1) * m, dtype=jnp.uint32)))
+        x = x[np.lexsort((np.arange(m), w >> np.uint32(nb)))]  # by high bits, then position
     return x
 
 
