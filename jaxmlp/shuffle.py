@@ -53,8 +53,8 @@ Time. On XLA:CPU it runs the partitionable threefry (a rolled loop of small kern
 two-operand ``sort_key_val`` whose comparator is called per comparison. For a digits epoch
 (1438 examples, 11 minibatches of 128 through a 64-128-10 network) it made the whole epoch
 1.24-1.26x slower (``experiments/epoch_speed.py``). Here the threefry is unrolled into one
-fused kernel and each sort has one uint32 operand: 4.6x cheaper at m = 1438 and 4-6.6x up to
-m = 60,000 (``python experiments/shuffle_speed.py``). Nothing here is specific to a device.
+fused kernel and each sort has one uint32 operand: 5.0x cheaper at m = 1438 and 3.7-6.9x up
+to m = 60,000 (``python experiments/shuffle_speed.py``). Nothing here is specific to a device.
 """
 
 from __future__ import annotations
