@@ -106,6 +106,12 @@ def _check_m(m: Any) -> int:
     return int(m)
 
 
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}.")
+    return int(batch_size)
+
+
 def _threefry_key_data(key: Any):
     """The uint32 (2,) data of a threefry key, or None for a key of another implementation."""
     if not hasattr(key, "dtype"):
@@ -292,9 +298,7 @@ def epoch_batches(
     int in [1, m], or when ``permutation_fn`` does not return shape (m,).
     """
     m = _check_m(m)
-    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-            or batch_size < 1):
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}.")
+    batch_size = _check_batch_size(batch_size)
     if batch_size > m:
         raise ValueError(
             f"batch_size: expected at most the number of training examples m = {m}, "
