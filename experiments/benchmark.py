@@ -140,10 +140,8 @@ def make_jaxmlp(sizes, m, compute_dtype=None):
     if compute_dtype is None:
         vg = jaxmlp.value_and_grad
     else:
-        from jaxmlp import precision
-
         def vg(net, p, X, Y):
-            return precision.value_and_grad(net, p, X, Y, compute_dtype=compute_dtype)
+            return jaxmlp.value_and_grad(net, p, X, Y, compute_dtype=compute_dtype)
 
     @jax.jit
     def step(p, X, Y):
@@ -477,7 +475,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="few repetitions, small peak matmul: a smoke run")
     p.add_argument("--matmul-n", type=int, default=None, help="N of the N x N peak matmul (default 2048; 512 with --quick)")
     p.add_argument("--compute-dtype", choices=["bfloat16", "float16"], default=None,
-                   help="also time (a) with bf16/f16 matrix products (jaxmlp.precision)")
+                   help="also time (a) with bf16/f16 matrix products (compute_dtype=)")
     p.add_argument("--pause", type=float, default=0.005, help="seconds of pause before each sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/benchmark")
@@ -506,11 +504,9 @@ def main(argv=None):
     for v in skipped:
         print(f"note: variant {v!r} skipped: its framework is not installed", file=sys.stderr)
     if args.compute_dtype is not None:
-        import jax.numpy as jnp
+        from jaxmlp import validation
 
-        from jaxmlp import precision
-
-        precision.check_compute_dtype(jnp.dtype(args.compute_dtype))  # before compiling
+        validation.compute_dtype(args.compute_dtype)  # before compiling
     info = machine_info()
     rng = random.Random(args.seed)
     results = {}

@@ -48,8 +48,8 @@ def combinations(quick: bool):
     hidden = QUICK_HIDDEN if quick else acts
     depths = (2, 4) if quick else (2, 3, 4)
     for cost in sorted(jaxmlp.COSTS):
-        c = jaxmlp.get_cost(cost)
-        outputs = [a for a in acts if not c.needs_unit_range or jaxmlp.get_activation(a).unit_range]
+        c = jaxmlp.costs.get_cost(cost)
+        outputs = [a for a in acts if not c.needs_unit_range or jaxmlp.activations.get_activation(a).unit_range]
         if c.max_outputs == 1:  # binary: n[L] = 1, softmax impossible
             outputs = [a for a in outputs if a != "softmax"]
         outputs.sort(key=lambda a: a != c.canonical)  # canonical first
@@ -60,7 +60,7 @@ def combinations(quick: bool):
 
 
 def build(cost, out, hidden, depth, rng):
-    c = jaxmlp.get_cost(cost)
+    c = jaxmlp.costs.get_cost(cost)
     nL = 1 if c.max_outputs == 1 else int(rng.integers(max(2, c.min_outputs), 5))
     widths = [int(rng.integers(1, 6)) for _ in range(depth - 1)]
     if hidden == "softmax":

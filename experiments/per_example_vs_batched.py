@@ -5,7 +5,7 @@ compilation, with ``block_until_ready``; medians over ``--reps`` repetitions.
 
 Gradient of J (the sum over the batch):
   batched        jaxmlp.value_and_grad: (F1)-(F3), (B1)-(B4) on the (n, m) matrices
-  vmap_columns   jax.vmap of the single-column forms (jaxmlp.per_example), summed
+  vmap_columns   jax.vmap of the single-column forms (jaxmlp.single_column), summed
   python_loop    a Python loop over the m columns calling the jitted single-column
                  value_and_grad and accumulating (one dispatch per column)
 
@@ -46,9 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmlp
-from jaxmlp.per_example import value_and_grad_col
-from jaxmlp.per_example_gradients import per_example_grads
-from jaxmlp.per_example_statistics import per_example_norms
+from jaxmlp.single_column import value_and_grad_col
+from jaxmlp.quantities import per_example_grads
+from jaxmlp.quantities import per_example_norms
 
 OUT_DIR = os.path.join("results", "per_example")
 GROUP_J = ("batched", "vmap_columns", "python_loop")

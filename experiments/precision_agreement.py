@@ -1,10 +1,10 @@
-"""Gradient agreement of low-precision matrix products (jaxmlp.precision) with float32.
+"""Gradient agreement of low-precision matrix products (compute_dtype=) with float32.
 
     python experiments/precision_agreement.py
 
 Medium network 784-512-512-10 (relu, softmax + categorical cross-entropy), m = 256, random
 data: relative Frobenius error of each gradient leaf (W1 b1 W2 b2 W3 b3) of
-``jaxmlp.precision.value_and_grad(..., compute_dtype=...)`` against ``jaxmlp.value_and_grad``
+``jaxmlp.value_and_grad(..., compute_dtype=...)`` against ``jaxmlp.value_and_grad``
 in float32, and the difference in J.
 """
 
@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 
 import jaxmlp
-from jaxmlp import precision
 
 
 def main():
@@ -26,7 +25,7 @@ def main():
     print(f"{'compute dtype':<14}" + "".join(f"{n:>8}" for n in ("W1", "b1", "W2", "b2", "W3", "b3"))
           + f"{'|dJ|':>10}")
     for cd in ("bfloat16", "float16"):
-        Jc, gc = precision.value_and_grad(net, params, X, Y, compute_dtype=cd)
+        Jc, gc = jaxmlp.value_and_grad(net, params, X, Y, compute_dtype=cd)
         errs = [float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
                 for a, b in zip(jax.tree.leaves(gc), jax.tree.leaves(g))]
         print(f"{cd:<14}" + "".join(f"{100 * e:>7.2f}%" for e in errs) + f"{abs(float(Jc - J)):>10.1e}")

@@ -305,11 +305,8 @@ def _setup_data_parallel(cfg, data, params, opt_state, key):
     return mesh, NamedSharding(mesh, P(None, "data")), arrays, params, opt_state, key
 
 
-def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
-        plot: bool = True) -> tuple[int, dict]:
-    """Trains with a resolved configuration; returns (exit status, the results.json dict)."""
-    t_start = time.perf_counter()
-    data = datasets.load(cfg["dataset"], seed=cfg["seed"])
+def _build(cfg: dict, data) -> tuple:
+    """The network and optimizer of a resolved configuration (UsageError when impossible)."""
     m_train = data.X_train.shape[1]
     if cfg["batch_size"] > m_train:
         raise UsageError(f"--batch-size: expected at most the {m_train} training examples of "
@@ -321,12 +318,33 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             cost=data.cost)
     except (TypeError, ValueError) as e:
         raise UsageError(f"network: {e}") from None
-    steps_per_epoch = m_train // cfg["batch_size"]
     if cfg["total_steps"] is None:  # the schedule's horizon is fixed by the first run
-        cfg["total_steps"] = cfg["epochs"] * steps_per_epoch
+        cfg["total_steps"] = cfg["epochs"] * (m_train // cfg["batch_size"])
     optimizer = training.make_optimizer(cfg["optimizer"], cfg["lr"], schedule=cfg["schedule"],
                                         total_steps=cfg["total_steps"],
                                         weight_decay=cfg["weight_decay"])
+    return net, optimizer
+
+
+def _restore(resume_meta: dict, network: dict, like: training.TrainState) -> training.TrainState:
+    if resume_meta.get("network") != network:
+        raise UsageError(f"--resume: the checkpoint's network {resume_meta.get('network')} "
+                         f"is not the requested {network}.")
+    with ckpt_lib.Checkpoints(resume_meta["checkpoint_dir"]) as store:
+        try:
+            return store.restore(like, epoch=resume_meta["epoch"])
+        except ValueError as e:
+            raise UsageError(f"--resume: {e}") from None
+
+
+def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
+        plot: bool = True) -> tuple[int, dict]:
+    """Trains with a resolved configuration (``jaxmlp.fit``); returns (exit status, results)."""
+    t_start = time.perf_counter()
+    data = datasets.load(cfg["dataset"], seed=cfg["seed"])
+    m_train = data.X_train.shape[1]
+    net, optimizer = _build(cfg, data)
+    steps_per_epoch = m_train // cfg["batch_size"]
     init_key, key = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
     opt_state = optimizer.init(params)
@@ -338,96 +356,59 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             _setup_data_parallel(cfg, data, params, opt_state, key)
 
     network = {"sizes": list(net.sizes), "activations": list(net.activations), "cost": net.cost}
+    state = training.TrainState(params, opt_state, key, 0)
     history: list[dict] = []
-    start_epoch = 0
-    cdir = os.path.join(cfg["out"], "checkpoints")
     if resume_meta is not None:
-        if resume_meta.get("network") != network:
-            raise UsageError(f"--resume: the checkpoint's network {resume_meta.get('network')} "
-                             f"is not the requested {network}.")
-        with ckpt_lib.Checkpoints(resume_meta["checkpoint_dir"]) as store:
-            try:
-                state = store.restore(training.TrainState(params, opt_state, key, 0),
-                                      epoch=resume_meta["epoch"])
-            except ValueError as e:
-                raise UsageError(f"--resume: {e}") from None
-        params, opt_state, key, start_epoch = state
-        history = list(resume_meta.get("history", []))[:start_epoch]
+        state = _restore(resume_meta, network, state)
+        history = list(resume_meta.get("history", []))[:state.epoch]
 
     config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
-    if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > start_epoch:
+    cdir = os.path.join(cfg["out"], "checkpoints")
+    if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > state.epoch:
         raise UsageError(
             f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
             f"continue them with --resume {cfg['out']}, or choose another --out (nothing is "
             "overwritten).")
     os.makedirs(cfg["out"], exist_ok=True)
     store = ckpt_lib.Checkpoints(cdir) if cfg["checkpoint_every"] > 0 else None
+    last_ckpt = [ckpt_lib.latest_epoch(cdir) if store is not None else None]
 
-    epoch_fn = training.make_train_epoch(net, optimizer, cfg["batch_size"],
-                                         batch_sharding=batch_sharding)
-    metric = training.metric_name(net)
-    status, message, epoch_seconds = "completed", None, []
-    last_ckpt = ckpt_lib.latest_epoch(cdir) if store is not None else None
+    def save_checkpoint(st: training.TrainState, row: dict) -> None:
+        if store is not None and (st.epoch % cfg["checkpoint_every"] == 0
+                                  or st.epoch == cfg["epochs"]):
+            store.save(st, {"network": network, "history": history + [row],
+                            "config": {**config_saved,
+                                       "checkpoint_every": cfg["checkpoint_every"]}})
+            last_ckpt[0] = st.epoch
+
     t_train = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg["epochs"], initial=start_epoch, desc=cfg["dataset"], unit="epoch",
-                   file=sys.stderr, dynamic_ncols=True)
     try:
-        for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
-            t0 = time.perf_counter()
-            key, epoch_key = training.split_key(key)  # = jax.random.split, one dispatch
-            new_params, new_opt_state, mt = epoch_fn(params, opt_state, epoch_key, X_tr, Y_tr)
-            costs = np.asarray(mt.cost)  # waits for the epoch
-            dt = time.perf_counter() - t0
-            bad = training.first_nonfinite(costs)
-            ev_tr = _fmt_metrics(training.evaluate(net, new_params, X_tr, Y_tr))
-            ev_te = _fmt_metrics(training.evaluate(net, new_params, X_te, Y_te))
-            if bad is None and not math.isfinite(ev_tr["cost"]):
-                bad = len(costs)  # the last update itself made the parameters non-finite
-            if bad is not None:
-                what = "NaN" if bad < len(costs) and math.isnan(costs[bad]) else "infinite"
-                where = (f"the minibatch cost became {what} at epoch {epoch}, "
-                         f"step {bad + 1} of {len(costs)}" if bad < len(costs) else
-                         f"the parameters became non-finite at epoch {epoch}, step {bad} of "
-                         f"{len(costs)} (the last update)")
-                kept = (f"the last good checkpoint, epoch {last_ckpt}, is kept in {cdir}"
-                        if last_ckpt is not None else "no checkpoint was written")
-                message = (f"training stopped: {where}; {kept}. Try a smaller --lr "
-                           f"(now {cfg['lr']:g}).")
-                status = "diverged"
-                break
-            params, opt_state = new_params, new_opt_state
-            epoch_seconds.append(dt)
-            row = {"epoch": epoch, "running_cost": float(np.mean(costs)), "seconds": dt}
-            row.update({f"train_{k}": v for k, v in ev_tr.items()})
-            row.update({f"test_{k}": v for k, v in ev_te.items()})
-            history.append(row)
-            if store is not None and (epoch % cfg["checkpoint_every"] == 0 or epoch == cfg["epochs"]):
-                store.save(training.TrainState(params, opt_state, key, epoch),
-                           {"network": network, "history": history,
-                            "config": {**config_saved, "checkpoint_every": cfg["checkpoint_every"]}})
-                last_ckpt = epoch
-            if bar is not None:
-                bar.set_postfix({"cost": f"{row['running_cost']:.4f}",
-                                 f"train_{metric}": f"{ev_tr[metric]:.4f}",
-                                 f"test_{metric}": f"{ev_te[metric]:.4f}"}, refresh=False)
-                bar.update(1)
+        fr = jaxmlp.fit.fit(
+            net, None, optimizer, X_tr, Y_tr, epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"], key=None, state=state, history=history,
+            eval_sets={"train": (X_tr, Y_tr), "test": (X_te, Y_te)},
+            on_epoch_end=lambda st, row: save_checkpoint(st, row) or history.append(row),
+            # fit's history is the one reported; the local copy feeds the checkpoints' meta
+            progress=progress, progress_desc=cfg["dataset"], batch_sharding=batch_sharding)
     finally:
-        if bar is not None:
-            bar.close()
         if store is not None:
             store.close()
     train_seconds = time.perf_counter() - t_train
+    history = fr.history
+    params = fr.state.params
+    message = fr.message
+    if fr.status == "diverged":
+        kept = (f"the last good checkpoint, epoch {last_ckpt[0]}, is kept in {cdir}"
+                if last_ckpt[0] is not None else "no checkpoint was written")
+        message = f"{fr.message}; {kept}. Try a smaller --lr (now {cfg['lr']:g})."
 
+    metric = training.metric_name(net)
     final = {"train": _fmt_metrics(training.evaluate(net, params, X_tr, Y_tr)),
              "test": _fmt_metrics(training.evaluate(net, params, X_te, Y_te))}
-    steady = epoch_seconds[1:] or epoch_seconds
+    steady = fr.epoch_seconds[1:] or fr.epoch_seconds
     examples = steps_per_epoch * cfg["batch_size"]
     result = {
-        "status": status,
+        "status": fr.status,
         "message": message,
         "config": {**config_saved, "out": _display_path(cfg["out"]),
                    "checkpoint_every": cfg["checkpoint_every"],
@@ -440,14 +421,14 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
                     "target_names": list(data.target_names),
                     "steps_per_epoch": steps_per_epoch,
                     "examples_skipped_per_epoch": int(m_train - examples)},
-        "resumed_from_epoch": start_epoch if resume_meta is not None else None,
-        "epochs_done": history[-1]["epoch"] if history else start_epoch,
+        "resumed_from_epoch": state.epoch if resume_meta is not None else None,
+        "epochs_done": fr.state.epoch,
         "history": history,
         "final": final,
         "final_per_label_accuracy": None,
         "wall_seconds": time.perf_counter() - t_start,
         "train_seconds": train_seconds,
-        "first_epoch_seconds": epoch_seconds[0] if epoch_seconds else None,
+        "first_epoch_seconds": fr.epoch_seconds[0] if fr.epoch_seconds else None,
         "examples_per_second": examples / statistics.median(steady) if steady else 0.0,
         "jax": {"version": jax.__version__, "backend": jax.default_backend(),
                 "devices": [str(d) for d in (mesh.devices.flat if mesh is not None else jax.devices()[:1])]},
@@ -465,7 +446,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         write_plot(os.path.join(cfg["out"], "learning_curves.png"), history, metric,
                    f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
                    f"lr={cfg['lr']:g}, batch {cfg['batch_size']}")
-    if status == "diverged":
+    if fr.status == "diverged":
         print(f"train.py: {message}", file=sys.stderr)
         return EXIT_DIVERGED, result
     print(final_table(result))

@@ -1,88 +1,72 @@
 """jaxmlp: feedforward networks with hand-derived forward and backward propagation in JAX.
 
-Public surface (pure functions over a parameter pytree, column-major data):
+The top level holds the network description and the core functions (pure, jitted,
+column-major: X is (n[0], m), W[l] is (n[l], n[l-1])):
 
-* :class:`Network` — static description (sizes, activations, cost).
-* :func:`init_params` — ``[{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]``.
-* :func:`forward`, :func:`loss`, :func:`predict` — (F1)-(F3).
-* :func:`backward`, :func:`value_and_grad` — (B1)-(B4), no autodiff.
+* :class:`Network`, :func:`init_params`;
+* :func:`forward`, :func:`loss`, :func:`predict` -- (F1)-(F3);
+* :func:`backward`, :func:`value_and_grad` -- one backward sweep (B3)-(B4), then (B1)-(B2);
+* :func:`per_example_grads`, :func:`per_example_norms`, :func:`per_example_stats` --
+  first-order quantities of the same sweep.
+
+Everything else is a submodule, imported on first use (``jaxmlp.training`` and so on):
+
+========================  ==============================================================
+``core``                  unchecked kernels: forward_pass, cost, output_seed, backward_sweep
+``quantities``            gradient, per-example gradients/norms, variance, clipping (rules)
+``privacy``               DP-SGD gradients (clipping + noise) from the same sweep
+``single_column``         the seeds' per-example (one column) forms, to contrast with vmap
+``training``, ``fit``     optax step, scanned epoch, evaluation; the training loop
+``checkpoint``            orbax checkpoints of a run
+``sharding``              data parallelism by sharding annotations
+``shuffle``               the epoch permutation
+``verification``          the autodiff / finite-difference oracle checks
+``datasets``              bundled real datasets
+``validation``            the argument checks every entry point shares
+``activations``, ``costs``  the registries of g[l] and costs
+``accumulation``          the forward/reverse accumulation worked example
+========================  ==============================================================
 """
 
-from jaxmlp import (
-    accumulation,
-    checkpoint,
-    datasets,
-    precision,
-    sharding,
-    shuffle,
-    training,
-    verification,
-)
-from jaxmlp.activations import ACTIVATIONS, Activation, get_activation
-from jaxmlp.costs import COSTS, Cost, get_cost
-from jaxmlp.init import SCHEMES, init_params
+import importlib as _importlib
+
+from jaxmlp.activations import ACTIVATIONS
+from jaxmlp.costs import COSTS
+from jaxmlp.init import init_params
 from jaxmlp.network import Network
-from jaxmlp.per_example import backward_col, forward_col, loss_col, value_and_grad_col
-from jaxmlp.per_example_gradients import per_example_grads
-from jaxmlp.per_example_statistics import (
-    PerExampleNorms,
-    PerExampleStats,
-    per_example_norms,
-    per_example_stats,
-)
-from jaxmlp.privacy import DPGradient, dp_value_and_grad, make_dp_grad_fn
-from jaxmlp.training import (
-    StepMetrics,
-    TrainState,
-    evaluate,
-    make_optimizer,
-    make_train_epoch,
-    make_train_step,
-)
-from jaxmlp.propagation import Cache, backward, forward, loss, predict, value_and_grad
+from jaxmlp.propagation import backward, forward, loss, predict, value_and_grad
+from jaxmlp.quantities import per_example_grads, per_example_norms, per_example_stats
 
 __version__ = "0.1.0"
 
+_SUBMODULES = (
+    "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "fit", "init",
+    "network", "privacy", "propagation", "quantities", "sharding", "shuffle", "single_column",
+    "training", "validation", "verification",
+)
+
 __all__ = [
     "ACTIVATIONS",
-    "StepMetrics",
-    "TrainState",
-    "accumulation",
-    "checkpoint",
-    "datasets",
-    "evaluate",
-    "make_optimizer",
-    "make_train_epoch",
-    "make_train_step",
-    "precision",
-    "sharding",
-    "shuffle",
-    "training",
-    "verification",
-    "Activation",
     "COSTS",
-    "Cache",
-    "Cost",
-    "DPGradient",
     "Network",
-    "PerExampleNorms",
-    "PerExampleStats",
-    "backward_col",
-    "dp_value_and_grad",
-    "forward_col",
-    "loss_col",
-    "make_dp_grad_fn",
+    "backward",
+    "forward",
+    "init_params",
+    "loss",
     "per_example_grads",
     "per_example_norms",
     "per_example_stats",
-    "value_and_grad_col",
-    "SCHEMES",
-    "backward",
-    "forward",
-    "get_activation",
-    "get_cost",
-    "init_params",
-    "loss",
     "predict",
     "value_and_grad",
+    *_SUBMODULES,
 ]
+
+
+def __getattr__(name):  # PEP 562: submodules load on first use (orbax, tqdm... only when needed)
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"jaxmlp.{name}")
+    raise AttributeError(f"module 'jaxmlp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))

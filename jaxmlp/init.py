@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from jaxmlp._checks import require_network
+from jaxmlp.validation import require_network
 from jaxmlp.network import Network
 
 SCHEMES = ("he", "glorot", "lecun", "normal")

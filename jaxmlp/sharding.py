@@ -28,13 +28,14 @@ them (each process must then pass only its addressable shards, e.g. with
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxmlp import validation
 
 
 def make_mesh(num_devices: int | None = None, axis_name: str = "data") -> Mesh:
@@ -52,10 +53,7 @@ def make_mesh(num_devices: int | None = None, axis_name: str = "data") -> Mesh:
         raise TypeError(f"axis_name: expected a non-empty string, got {axis_name!r}.")
     if num_devices is None:
         num_devices = len(devices)
-    if isinstance(num_devices, bool) or not isinstance(num_devices, numbers.Integral):
-        raise TypeError(
-            f"num_devices: expected a positive integer or None, got {num_devices!r}."
-        )
+    num_devices = validation.positive_int("num_devices", num_devices)
     if not 1 <= num_devices <= len(devices):
         raise ValueError(
             f"num_devices: expected 1 <= num_devices <= {len(devices)} (the devices of "
@@ -90,9 +88,7 @@ def check_batch_size(mesh: Mesh, batch_size: int, axis_name: str = "data") -> No
     ``batch_size // mesh.shape[axis_name]`` columns.
     """
     k = _axis_size(mesh, axis_name)
-    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-            or batch_size < 1):
-        raise TypeError(f"batch_size: expected a positive integer, got {batch_size!r}.")
+    batch_size = validation.positive_int("batch_size", batch_size)
     if batch_size % k:
         raise ValueError(
             f"batch_size: expected a multiple of the {k} devices on mesh axis {axis_name!r}, "

@@ -60,12 +60,13 @@ to m = 60,000 (``python experiments/shuffle_speed.py``). Nothing here is specifi
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxmlp import validation
 
 Array = jax.Array
 
@@ -100,35 +101,12 @@ def rounds(m: int) -> int:
     return math.ceil(3 * math.log2(m) / (32 - nb)) if nb < 32 else MAX_ROUNDS + 1
 
 
-def _check_m(m: Any) -> int:
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
-        raise ValueError(f"m: expected a positive int (the number of examples), got {m!r}.")
-    return int(m)
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}.")
-    return int(batch_size)
-
-
 def _threefry_key_data(key: Any):
     """The uint32 (2,) data of a threefry key, or None for a key of another implementation."""
-    if not hasattr(key, "dtype"):
-        raise TypeError(
-            "key: expected a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), "
-            f"got {type(key).__name__}."
-        )
+    key = validation.prng_key(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"key: expected a single PRNG key of shape (), got shape {key.shape}.")
         data = jax.random.key_data(key)
         return data if data.shape == (2,) and data.dtype == jnp.uint32 else None
-    if key.dtype != jnp.uint32 or key.shape != (2,):
-        raise TypeError(
-            "key: expected a PRNG key (jax.random.PRNGKey(seed): uint32 of shape (2,), or "
-            f"jax.random.key(seed)), got dtype {key.dtype} and shape {tuple(key.shape)}."
-        )
     return key
 
 
@@ -168,7 +146,7 @@ def _threefry_2x32(key_data: Array, count: Array) -> Array:
 
 def words(key: Any, n: int) -> Array:
     """The n uint32 words w[j] = threefry_2x32(key, j), j = 0, ..., n-1, of a threefry key."""
-    n = _check_m(n)
+    n = validation.positive_int("n", n)
     data = _threefry_key_data(key)
     if data is None:
         raise ValueError(
@@ -265,7 +243,7 @@ def permutation(key: Any, m: int) -> Array:
     Otherwise ``jax.random.permutation(key, m)``. Raises TypeError/ValueError for a bad key
     or m.
     """
-    m = _check_m(m)
+    m = validation.positive_int("m", m)
     data = _threefry_key_data(key)
     if data is not None and m > ONE_SORT_MAX and rounds(m) <= MAX_ROUNDS:
         def round_words(j):  # threefry_2x32(key, [j m, ..., (j+1) m - 1])
@@ -297,8 +275,8 @@ def epoch_batches(
     ``m % batch_size`` are skipped this epoch. Raises ValueError when ``batch_size`` is not an
     int in [1, m], or when ``permutation_fn`` does not return shape (m,).
     """
-    m = _check_m(m)
-    batch_size = _check_batch_size(batch_size)
+    m = validation.positive_int("m", m)
+    batch_size = validation.positive_int("batch_size", batch_size)
     if batch_size > m:
         raise ValueError(
             f"batch_size: expected at most the number of training examples m = {m}, "

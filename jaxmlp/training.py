@@ -27,8 +27,6 @@ A minibatch cost that becomes NaN or infinite is not hidden: it shows in
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -36,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmlp import _checks
-from jaxmlp.shuffle import _check_batch_size, _threefry_key_data, epoch_batches
+from jaxmlp import core, validation
 from jaxmlp.network import Network
-from jaxmlp.propagation import _cost, _forward, value_and_grad
+from jaxmlp.quantities import gradient
+from jaxmlp.shuffle import epoch_batches
 
 Array = jax.Array
 
@@ -129,24 +127,17 @@ def make_optimizer(
     """
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {name!r}.")
-    if (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
-            or not math.isfinite(learning_rate) or learning_rate <= 0):
-        raise ValueError(f"learning_rate: expected a finite number > 0, got {learning_rate!r}.")
+    learning_rate = validation.real_number("learning_rate", learning_rate, low=0, low_open=True)
     if not isinstance(schedule, str) or schedule not in SCHEDULES:
         raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {schedule!r}.")
-    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
-            or not math.isfinite(weight_decay) or weight_decay < 0):
-        raise ValueError(f"weight_decay: expected a finite number >= 0, got {weight_decay!r}.")
-    if not (isinstance(momentum, numbers.Real) and 0 <= momentum < 1):
-        raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}.")
+    weight_decay = validation.real_number("weight_decay", weight_decay, low=0)
+    momentum = validation.real_number("momentum", momentum, low=0, high=1, high_open=True)
     lr: Any = float(learning_rate)
     if schedule != "constant":
-        if (isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral)
-                or total_steps < 1):
-            raise ValueError(
-                f"total_steps: expected a positive integer for schedule {schedule!r}, "
-                f"got {total_steps!r}."
-            )
+        if total_steps is None:
+            raise ValueError(f"total_steps: expected a positive integer for schedule {schedule!r} "
+                             "(the number of updates of the whole run), got None.")
+        total_steps = validation.positive_int("total_steps", total_steps)
         if schedule == "cosine":
             lr = optax.cosine_decay_schedule(lr, int(total_steps))
         else:
@@ -177,22 +168,25 @@ def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
     return optimizer
 
 
-def _check_key(key: Any) -> None:
-    _threefry_key_data(key)  # TypeError/ValueError naming ``key`` for anything but one PRNG key
-
-
 # ----------------------------------------------------------------------------- step and epoch
 
 
-def _update(net: Network, optimizer, params, opt_state, X: Array, Y: Array):
+def value_and_grad_kernel(net: Network, params, X: Array, Y: Array, compute_dtype=None):
+    """Unchecked (J, dJ/dtheta): (F1)-(F3), one backward sweep (B3)-(B4), then (B1)-(B2)."""
+    A_L, cache = core.forward_pass(net, params, X, compute_dtype)
+    dZs = core.backward_sweep(net, params, cache, Y, None, compute_dtype)
+    return core.cost(net, cache.Z[-1], A_L, Y), gradient(dZs, cache, compute_dtype)
+
+
+def _update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None):
     """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation."""
-    J, grads = value_and_grad(net, params, X, Y)
+    J, grads = value_and_grad_kernel(net, params, X, Y, compute_dtype)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, StepMetrics(cost=J, grad_norm=optax.tree.norm(grads))
 
 
-def make_train_step(net: Network, optimizer: optax.GradientTransformation):
+def make_train_step(net: Network, optimizer: optax.GradientTransformation, *, compute_dtype=None):
     """A jitted ``step(params, opt_state, X, Y) -> (params, opt_state, StepMetrics)``.
 
     Arguments:
@@ -203,16 +197,16 @@ def make_train_step(net: Network, optimizer: optax.GradientTransformation):
     minibatch X (n[0], b), Y (n[L], b), then ``updates, opt_state = optimizer.update(grads,
     opt_state, params)`` and ``params + updates``. With ``optax.sgd(eta)`` this is
     W[l] <- W[l] - eta dW[l], b[l] <- b[l] - eta db[l]. ``metrics.cost`` is J before the update.
+    ``compute_dtype``: operand dtype of the matrix products (None: the params').
     """
-    net = _checks.require_network(net)
+    net = validation.require_network(net)
     optimizer = _check_optimizer(optimizer)
+    compute_dtype = validation.compute_dtype(compute_dtype)
 
     @jax.jit
     def step(params, opt_state, X, Y):
-        dtype = _checks.check_params(net, params)
-        X = _checks.check_X(net, X, dtype)
-        Y = _checks.check_Y(net, Y, X.shape[1], dtype)
-        return _update(net, optimizer, params, opt_state, X, Y)
+        X, Y = validation.check_problem(net, params, X, Y)
+        return _update(net, optimizer, params, opt_state, X, Y, compute_dtype)
 
     return step
 
@@ -224,6 +218,7 @@ def make_train_epoch(
     *,
     batch_sharding: Optional[jax.sharding.Sharding] = None,
     permutation: Optional[Callable[[Any, int], Array]] = None,
+    compute_dtype=None,
 ):
     """A jitted ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, StepMetrics)``.
 
@@ -248,9 +243,10 @@ def make_train_epoch(
     Calling the step of :func:`make_train_step` on ``X[:, idx[s]]``, ``Y[:, idx[s]]`` for
     s = 0, 1, ... with ``idx = epoch_batches(key, m, batch_size)`` gives the same result.
     """
-    net = _checks.require_network(net)
+    net = validation.require_network(net)
     optimizer = _check_optimizer(optimizer)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = validation.positive_int("batch_size", batch_size)
+    compute_dtype = validation.compute_dtype(compute_dtype)
     if permutation is not None and not callable(permutation):
         raise TypeError(
             "permutation: expected a function (key, m) -> int array (m,), e.g. "
@@ -259,10 +255,8 @@ def make_train_epoch(
 
     @jax.jit
     def epoch(params, opt_state, key, X, Y):
-        dtype = _checks.check_params(net, params)
-        X = _checks.check_X(net, X, dtype)
-        Y = _checks.check_Y(net, Y, X.shape[1], dtype)
-        _check_key(key)
+        X, Y = validation.check_problem(net, params, X, Y)
+        validation.prng_key(key)
         idx = epoch_batches(key, X.shape[1], batch_size, permutation)  # (num_batches, batch_size)
 
         def body(carry, idx_s):
@@ -272,7 +266,8 @@ def make_train_epoch(
             if batch_sharding is not None:
                 X_s = jax.lax.with_sharding_constraint(X_s, batch_sharding)
                 Y_s = jax.lax.with_sharding_constraint(Y_s, batch_sharding)
-            params, opt_state, metrics = _update(net, optimizer, params, opt_state, X_s, Y_s)
+            params, opt_state, metrics = _update(net, optimizer, params, opt_state, X_s, Y_s,
+                                                 compute_dtype)
             return (params, opt_state), metrics
 
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), idx)
@@ -293,7 +288,7 @@ def split_key(key: Any) -> tuple[Array, Array]:
     0.2 ms of Python per epoch on a 2-core CPU, which is 15-20 % of a digits epoch. Use this
     (or draw all epoch keys at once with ``jax.random.split(key, epochs)``) in epoch loops.
     """
-    _check_key(key)
+    validation.prng_key(key)
     return _split(key)
 
 
@@ -313,7 +308,7 @@ def metric_name(net: Network) -> str:
     ``"accuracy"`` (categorical and binary cross-entropy), ``"label_accuracy"`` (multi-label:
     the mean over labels of the per-label accuracy) or ``"r2"`` (mean squared error).
     """
-    net = _checks.require_network(net)
+    net = validation.require_network(net)
     return {
         "categorical_cross_entropy": "accuracy",
         "binary_cross_entropy": "accuracy",
@@ -323,8 +318,8 @@ def metric_name(net: Network) -> str:
 
 
 def _evaluate(net: Network, params, X: Array, Y: Array) -> dict:
-    A_L, cache = _forward(net, params, X)  # (F1), (F2)
-    out = {"cost": _cost(net, cache.Z[-1], A_L, Y)}  # (F3)
+    A_L, cache = core.forward_pass(net, params, X)  # (F1), (F2)
+    out = {"cost": core.cost(net, cache.Z[-1], A_L, Y)}  # (F3)
     dtype = A_L.dtype
     if net.cost == "categorical_cross_entropy":
         hit = jnp.argmax(A_L, axis=0) == jnp.argmax(Y, axis=0)
@@ -347,7 +342,7 @@ def _evaluate(net: Network, params, X: Array, Y: Array) -> dict:
 _evaluate_jit = jax.jit(_evaluate, static_argnums=0)
 
 
-def evaluate(net: Network, params, X: Any, Y: Any) -> dict:
+def evaluate(net: Network, params, X: Any, Y: Any, *, check_finite: bool = True) -> dict:
     """Cost and task metric of ``params`` on a whole set X (n[0], m), Y (n[L], m); jitted.
 
     Returns a dict of arrays:
@@ -361,11 +356,11 @@ def evaluate(net: Network, params, X: Any, Y: Any) -> dict:
     * mean squared error: ``"r2"``, 1 - sum (Y - A[L])^2 / sum (Y - mean Y)^2 per output row,
       averaged over rows (scikit-learn's ``r2_score``); NaN when a row of Y is constant on the
       set (R^2 is undefined there).
+
+    ``check_finite=False`` skips the (host-side) scan of X and Y for NaN and infinity, for
+    callers that checked the set once already (:func:`jaxmlp.fit.fit`).
     """
-    net = _checks.require_network(net)
-    dtype = _checks.check_params(net, params)
-    X = _checks.check_X(net, X, dtype)
-    Y = _checks.check_Y(net, Y, X.shape[1], dtype)
-    if not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):
-        _checks.check_finite(X=X, Y=Y)  # a clear error rather than a NaN cost
+    X, Y = validation.check_problem(net, params, X, Y)
+    if check_finite and not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):
+        validation.check_finite(X=X, Y=Y)  # a clear error rather than a NaN cost
     return _evaluate_jit(net, params, X, Y)

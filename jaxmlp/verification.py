@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import _checks
+from jaxmlp import validation
 from jaxmlp.network import Network
 from jaxmlp.init import init_params
 from jaxmlp.propagation import loss, value_and_grad
@@ -241,7 +241,7 @@ def check_rule(
     for i, (g, t) in enumerate(zip(m_leaves, leaves)):
         if np.shape(g) != np.shape(t):
             raise ValueError(f"grad_f: leaf {i}: expected shape {np.shape(t)}, got {np.shape(g)}.")
-    _checks.check_finite(theta=np.concatenate([np.ravel(np.asarray(x)) for x in leaves]))
+    validation.check_finite(theta=np.concatenate([np.ravel(np.asarray(x)) for x in leaves]))
     auto = jax.tree.leaves(jax.grad(f)(theta))
     tol_autodiff = _default_tol("autodiff", dtype) if tol_autodiff is None else tol_autodiff
     tol_finite_diff = (
@@ -293,10 +293,10 @@ def check_gradients(
     modes = ("auto", "full", "directions", "off")
     if finite_differences not in modes:
         raise ValueError(f"finite_differences: expected one of {modes}, got {finite_differences!r}.")
-    dtype = _checks.check_params(_checks.require_network(net), params)
-    X = _checks.check_X(net, X, dtype)
-    Y = _checks.check_Y(net, Y, X.shape[1], dtype)
-    _checks.check_finite(X=X, Y=Y)
+    dtype = validation.check_params(validation.require_network(net), params)
+    X = validation.check_X(net, X, dtype)
+    Y = validation.check_Y(net, Y, X.shape[1], dtype)
+    validation.check_finite(X=X, Y=Y)
     _, manual = value_and_grad(net, params, X, Y)
     auto = jax.grad(lambda p: loss(net, p, X, Y))(params)
     tol_autodiff = _default_tol("autodiff", dtype) if tol_autodiff is None else tol_autodiff
@@ -350,8 +350,7 @@ def random_problem(net: Network, key: jax.Array, m: int, dtype=None, *, bias_sca
     in float64 when 64-bit mode is on (then cast to ``dtype``), so a float32 problem is the
     rounded float64 one.
     """
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"m: expected a positive int, got {m!r}.")
+    m = validation.positive_int("m", m)
     base = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     dtype = base if dtype is None else dtype
     kp, kb, kx, ky = jax.random.split(key, 4)

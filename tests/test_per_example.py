@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp.per_example import backward_col, forward_col, loss_col, value_and_grad_col
-from jaxmlp.per_example_gradients import per_example_grads
-from jaxmlp.per_example_statistics import per_example_norms, per_example_stats
+from jaxmlp.single_column import backward_col, forward_col, loss_col, value_and_grad_col
+from jaxmlp.quantities import per_example_grads
+from jaxmlp.quantities import per_example_norms, per_example_stats
 
 
 def _cases():
@@ -167,7 +167,7 @@ def test_per_example_grads_float32_non_fused(method):
 )
 def test_per_example_grads_bad_chunk_size(pe_problem, chunk_size, exc):
     net, params, X, Y, _ = pe_problem
-    with pytest.raises(exc, match=r"^chunk_size: expected None or a positive int"):
+    with pytest.raises(exc, match=r"^chunk_size: expected a positive integer"):
         per_example_grads(net, params, X, Y, chunk_size=chunk_size)
 
 

@@ -10,8 +10,8 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp.per_example_gradients import per_example_grads
-from jaxmlp.per_example_statistics import per_example_norms
+from jaxmlp.quantities import per_example_grads
+from jaxmlp.quantities import per_example_norms
 from jaxmlp.privacy import dp_value_and_grad, make_dp_grad_fn
 
 INF = float("inf")

@@ -167,5 +167,5 @@ def test_bad_arguments_in_process():
         sharding.shard_columns(mesh, np.zeros(4), name="Y")
     with pytest.raises(TypeError, match="mesh"):
         sharding.replicate("cpu", {"W": np.zeros(2)})
-    with pytest.raises(TypeError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size"):
         sharding.check_batch_size(mesh, 0)

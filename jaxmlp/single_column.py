@@ -1,8 +1,8 @@
 """Single-column forms of (F1), (F2), (F3) and (B1)-(B4): one example at a time.
 
 The seeds write every equation twice, for one column ``a[:,i]`` and for the m columns
-of ``A`` at once (DERIVATIONS.md). ``jaxmlp.propagation`` implements the batched
-forms; this module implements the per-column ones, for one example
+of ``A`` at once (docs/derivations.md). :mod:`jaxmlp.propagation` is the batched edge;
+this module is the per-column one, for one example
 
     x = a[0][:,i] of shape (n[0],),   y = y[:,i] of shape (n[L],),
 
@@ -14,9 +14,10 @@ forms; this module implements the per-column ones, for one example
     (B3)  da[l-1] = W[l]^T dz[l]                          (n[l-1],)
     (B4)  dz[l] = (da[l]/dz[l]) da[l]                     (n[l],)
 
-The activations and costs of the core act on axis 0, so ``g.forward(z)`` and
-``g.backward(da, z, a)`` take a column of shape (n,), and ``cost.loss(z, a, y, g)``
-returns the scalar L_i of one column.
+The kernels of :mod:`jaxmlp.core` act on axis 0 (units), so the same
+``core.forward_pass`` and ``core.backpropagate`` run the column forms when given a column
+of shape (n,): (B3)/(B4) are written once, for both. What is specific to one column is
+(B1)/(B2): the gradient is ONE outer product dz a^T, not a sum over columns.
 
 The 1/m convention. The batched cost is J = (1/m) sum_i L_i. The single-column
 functions compute L_i itself (no 1/m) and, by default, its gradient dL_i/dtheta.
@@ -34,25 +35,19 @@ turns every matrix-vector product ``W @ a`` into one matrix-matrix product
 from __future__ import annotations
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
 
-from jaxmlp import _checks
+from jaxmlp import core, validation
+from jaxmlp.core import Cache
 from jaxmlp.network import Network
-from jaxmlp.propagation import Cache, output_seed
 
 Array = jax.Array
 Params = list  # [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]
 
-
-def linear_forward_col(W: Array, b: Array, a_prev: Array) -> Array:
-    """(F1) per column: z[l] = W[l] a[l-1] + b[l].
-
-    Shapes: W (n[l], n[l-1]), b (n[l],), a_prev (n[l-1],) -> z (n[l],).
-    """
-    return W @ a_prev + b
+__all__ = ["backward_col", "forward_col", "grad_col", "linear_backward_col", "loss_col",
+           "value_and_grad_col"]
 
 
 def linear_backward_col(dz: Array, a_prev: Array) -> tuple[Array, Array]:
@@ -63,53 +58,28 @@ def linear_backward_col(dz: Array, a_prev: Array) -> tuple[Array, Array]:
     return jnp.outer(dz, a_prev), dz
 
 
-def _forward_col(net: Network, params: Params, x: Array) -> tuple[Array, Cache]:
-    a = x
-    As, Zs = [x], []
-    for layer, g in zip(params, net.layer_activations):
-        z = linear_forward_col(layer["W"], layer["b"], a)  # (F1)
-        a = g.forward(z)  # (F2), g acts on axis 0 = the units of this column
-        Zs.append(z)
-        As.append(a)
-    return a, Cache(A=tuple(As), Z=tuple(Zs))
+def grads_col(dzs: tuple, cache: Cache) -> Params:
+    """(B1), (B2) of one column for every layer, from the sweep's dz[l] and the cache's a[l-1]."""
+    out = []
+    for dz, a_prev in zip(dzs, cache.A[:-1]):
+        dW, db = linear_backward_col(dz, a_prev)
+        out.append({"W": dW, "b": db})
+    return out
 
 
-def _loss_col(net: Network, z_L: Array, a_L: Array, y: Array) -> Array:
-    """(F3) per column: the scalar L_i (no 1/m)."""
-    return net.cost_fn.loss(z_L, a_L, y, net.layer_activations[-1])
-
-
-def _backward_col(net: Network, params: Params, cache: Cache, y: Array, m: int) -> Params:
-    L = net.num_layers
-    gs = net.layer_activations
-    # Seed of the term (1/m) L_i: fused dz[L] = (a[L] - y)/m, else (B4) of (1/m) dL_i/da[L].
-    dz = output_seed(net, cache.Z[-1], cache.A[-1], y, m)
-    grads = [None] * L
-    for l in range(L, 0, -1):
-        dW, db = linear_backward_col(dz, cache.A[l - 1])  # (B1), (B2)
-        grads[l - 1] = {"W": dW, "b": db}
-        if l > 1:
-            da_prev = params[l - 1]["W"].T @ dz  # (B3)
-            dz = gs[l - 2].backward(da_prev, cache.Z[l - 2], cache.A[l - 1])  # (B4)
-    return grads
-
-
-def _check_m(m) -> int:
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
-        raise ValueError(
-            f"m: expected a positive int (the batch size J averages over; 1 for the "
-            f"gradient of L_i itself), got {m!r}."
-        )
-    return int(m)
+def grad_col(net: Network, params: Params, x: Array, y: Array, m: int) -> Params:
+    """Unchecked kernel: the gradient of (1/m) L_i for one column (forward, sweep, (B1)/(B2))."""
+    _, cache = core.forward_pass(net, params, x)
+    return grads_col(core.backward_sweep(net, params, cache, y, m), cache)
 
 
 def _prepare_col(net, params, x, y=None):
-    net = _checks.require_network(net)
-    dtype = _checks.check_params(net, params)
-    x = _checks.check_x(net, x, dtype)
+    net = validation.require_network(net)
+    dtype = validation.check_params(net, params)
+    x = validation.check_x(net, x, dtype)
     if y is None:
         return x
-    return x, _checks.check_y(net, y, dtype)
+    return x, validation.check_y(net, y, dtype)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -122,12 +92,12 @@ def forward_col(net: Network, params: Params, x: Array) -> tuple[Array, Cache]:
       x: one input column, shape (n[0],).
 
     Returns:
-      ``(a[L], cache)``: a[L] of shape (n[L],) and a :class:`jaxmlp.Cache` whose entries
-      are columns, a[l] of shape (n[l],), z[l] of shape (n[l],). Under
+      ``(a[L], cache)``: a[L] of shape (n[L],) and a :class:`jaxmlp.core.Cache` whose
+      entries are columns, a[l] of shape (n[l],), z[l] of shape (n[l],). Under
       ``jax.vmap(..., in_axes=(None, None, 1), out_axes=1)`` it is the batched cache.
     """
     x = _prepare_col(net, params, x)
-    return _forward_col(net, params, x)
+    return core.forward_pass(net, params, x)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -137,8 +107,8 @@ def loss_col(net: Network, params: Params, x: Array, y: Array) -> Array:
     x is (n[0],), y is (n[L],). J = mean of ``loss_col`` over the columns.
     """
     x, y = _prepare_col(net, params, x, y)
-    a_L, cache = _forward_col(net, params, x)
-    return _loss_col(net, cache.Z[-1], a_L, y)
+    a_L, cache = core.forward_pass(net, params, x)
+    return core.losses(net, cache.Z[-1], a_L, y)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -157,9 +127,9 @@ def backward_col(net: Network, params: Params, cache: Cache, y: Array, m: int = 
     Returns:
       ``[{"W": dz[l] a[l-1]^T, "b": dz[l]}, ...]``, mirroring params.
     """
-    net = _checks.require_network(net)
-    dtype = _checks.check_params(net, params)
-    m = _check_m(m)
+    net = validation.require_network(net)
+    dtype = validation.check_params(net, params)
+    m = validation.positive_int("m", m)
     if not isinstance(cache, Cache) or len(cache.A) != net.num_layers + 1:
         raise TypeError(
             "cache: expected the Cache returned by forward_col(net, params, x) for this "
@@ -171,8 +141,8 @@ def backward_col(net: Network, params: Params, cache: Cache, y: Array, m: int = 
                 f"cache.A[{l}]: expected a column of shape ({net.sizes[l]},), got "
                 f"{tuple(a.shape)}; use jaxmlp.backward for a batched cache."
             )
-    y = _checks.check_y(net, y, dtype)
-    return _backward_col(net, params, cache, y, m)
+    y = validation.check_y(net, y, dtype)
+    return grads_col(core.backward_sweep(net, params, cache, y, m), cache)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -184,7 +154,8 @@ def value_and_grad_col(
     x is (n[0],), y is (n[L],), m (static) as in :func:`backward_col`; with m = 1 this is
     (L_i, dL_i/dtheta).
     """
-    m = _check_m(m)
+    m = validation.positive_int("m", m)
     x, y = _prepare_col(net, params, x, y)
-    a_L, cache = _forward_col(net, params, x)
-    return _loss_col(net, cache.Z[-1], a_L, y) / m, _backward_col(net, params, cache, y, m)
+    a_L, cache = core.forward_pass(net, params, x)
+    L_i = core.losses(net, cache.Z[-1], a_L, y)
+    return L_i / m, grads_col(core.backward_sweep(net, params, cache, y, m), cache)

@@ -1,20 +1,110 @@
-"""Argument checks shared by the public functions.
+"""Argument checks shared by every public function: the one place they are written.
+
+The same mistake raises the same error everywhere: a wrong type is a TypeError, a wrong
+value or shape a ValueError, and the message names the argument, what was expected and
+what was given.
 
 Shapes and dtypes are static under ``jax.jit``, so these checks run once, at trace
 time, and cost nothing in the compiled function. Value checks (non-finite data) are
 separate (:func:`check_finite`) and only called from eager entry points
 (verification, training), since a traced value cannot be inspected.
+
+Public entry points check their arguments once, at the edge, then call the unchecked
+kernels of :mod:`jaxmlp.core` and :mod:`jaxmlp.quantities`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+import numbers
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp.network import Network
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 1: TypeError if it is not an integer (bools refused), ValueError if < 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive integer, got {value!r} ({type(value).__name__}).")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
+    return int(value)
+
+
+def optional_positive_int(name: str, value: Any) -> Optional[int]:
+    """None, or :func:`positive_int`."""
+    return None if value is None else positive_int(name, value)
+
+
+def real_number(name: str, value: Any, *, low: float = -math.inf, low_open: bool = False,
+                high: float = math.inf, high_open: bool = False, allow_inf: bool = False) -> float:
+    """``value`` as a float in the interval [low, high] (ends open as asked).
+
+    TypeError if it is not a real number; ValueError if NaN, infinite (unless
+    ``allow_inf``) or outside the interval.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r} ({type(value).__name__}).")
+    v = float(value)
+    if math.isinf(low) and math.isinf(high):
+        bound = ""
+    elif math.isinf(high):
+        bound = f" {'>' if low_open else '>='} {low:g}"
+    elif math.isinf(low):
+        bound = f" {'<' if high_open else '<='} {high:g}"
+    else:
+        bound = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if math.isinf(v) and not allow_inf:
+        raise ValueError(f"{name}: expected a finite number{bound}, got {value!r}.")
+    if math.isnan(v) or v < low or (low_open and v == low) or v > high or (high_open and v == high):
+        raise ValueError(f"{name}: expected a number{bound}, got {value!r}.")
+    return v
+
+
+def prng_key(key: Any, name: str = "key") -> Any:
+    """Checks that ``key`` is ONE PRNG key: ``jax.random.key(seed)`` (typed, shape ()) or
+    ``jax.random.PRNGKey(seed)`` (raw uint32 of shape (2,)); returns it unchanged."""
+    if not hasattr(key, "dtype"):
+        raise TypeError(
+            f"{name}: expected a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
+            f"got {type(key).__name__}."
+        )
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{name}: expected a single PRNG key of shape (), got shape {key.shape}.")
+        return key
+    if key.dtype != jnp.uint32 or tuple(key.shape) != (2,):
+        raise TypeError(
+            f"{name}: expected a PRNG key (jax.random.PRNGKey(seed): uint32 of shape (2,), or "
+            f"jax.random.key(seed)), got dtype {key.dtype} and shape {tuple(key.shape)}."
+        )
+    return key
+
+
+_COMPUTE_DTYPES = ("bfloat16", "float16", "float32", "float64")
+
+
+def compute_dtype(value: Any):
+    """None, or the dtype of the matrix products' operands (one of bfloat16, float16,
+    float32, float64) as a numpy dtype."""
+    if value is None:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(f"compute_dtype: expected None or one of {_COMPUTE_DTYPES}, got {value!r}.") from None
+    if dtype.name not in _COMPUTE_DTYPES:
+        raise TypeError(f"compute_dtype: expected None or one of {_COMPUTE_DTYPES}, got {dtype.name}.")
+    if dtype.name == "float64" and not jax.config.jax_enable_x64:
+        raise TypeError(
+            "compute_dtype: float64 needs jax.config.update('jax_enable_x64', True); "
+            "without it the backend computes in float32."
+        )
+    return dtype
 
 
 def require_network(net: Any) -> Network:
@@ -122,6 +212,16 @@ def check_y(net: Network, y: Any, dtype) -> jax.Array:
     if tuple(y.shape) != (net.sizes[-1],):
         raise ValueError(f"y: expected shape (n[L],) = ({net.sizes[-1]},), got {tuple(y.shape)}.")
     return y
+
+
+def check_problem(net: Any, params: Any, X: Any, Y: Any = None):
+    """The checks of every ``(net, params, X[, Y])`` entry point: X, or (X, Y), cast and checked."""
+    net = require_network(net)
+    dtype = check_params(net, params)
+    X = check_X(net, X, dtype)
+    if Y is None:
+        return X
+    return X, check_Y(net, Y, X.shape[1], dtype)
 
 
 def check_finite(**arrays) -> None:

@@ -1,0 +1,211 @@
+"""The training loop: epochs of one compiled call each, evaluation, divergence detection.
+
+:func:`fit` runs the scanned epoch of :func:`jaxmlp.training.make_train_epoch` (shuffle,
+minibatches, the optax update on the hand-derived gradient) ``epochs`` times, evaluates
+the given sets after every epoch, and stops as soon as training goes wrong:
+
+* a minibatch cost or gradient norm that is NaN or infinite (step named);
+* parameters that are not finite after an update;
+* a minibatch cost above ``explode_factor`` times the run's first minibatch cost (the
+  cost at the initial parameters; default 1e6, ``None`` disables): a run that explodes
+  while staying finite.
+
+A stopped run returns the LAST GOOD state, the one before the failing epoch, never the
+damaged one; ``on_epoch_end`` (e.g. a checkpoint writer) is only ever called with good
+states. The data are checked once, before the first epoch: non-finite X or Y is refused.
+
+``experiments/train.py`` is argument parsing and file output around this function.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp import training, validation
+from jaxmlp.network import Network
+from jaxmlp.training import TrainState
+
+__all__ = ["DEFAULT_EXPLODE_FACTOR", "FitResult", "fit"]
+
+#: A minibatch cost above this multiple of the run's first minibatch cost stops the run.
+DEFAULT_EXPLODE_FACTOR = 1e6
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      state: the last good :class:`~jaxmlp.training.TrainState` (params, opt_state, the key
+        of the next epoch, epochs completed).
+      history: one dict per completed epoch: ``epoch``, ``running_cost`` (mean minibatch
+        cost), ``first_cost`` (the epoch's first minibatch cost), ``seconds`` (the epoch's
+        compiled call), and ``<set>_<metric>`` for every evaluated set and metric.
+      status: ``"completed"``, ``"diverged"`` (see the module docstring) or ``"stopped"``
+        (``on_epoch_end`` returned False).
+      message: None, or what went wrong, naming the epoch and step.
+      epoch_seconds: the wall time of each epoch run here (compiled call only).
+    """
+
+    state: TrainState
+    history: list
+    status: str
+    message: Optional[str]
+    epoch_seconds: list
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def _scalars(ev: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in ev.items() if np.ndim(v) == 0}
+
+
+def _diagnose(epoch: int, costs: np.ndarray, gnorms: np.ndarray, params_ok: bool,
+              baseline: float, explode_factor: Optional[float]) -> Optional[str]:
+    """The first thing wrong with an epoch's metrics, as a sentence; None when it is good."""
+    n = len(costs)
+    for s in range(n):
+        if not math.isfinite(costs[s]):
+            return (f"the minibatch cost became {'NaN' if math.isnan(costs[s]) else 'infinite'} "
+                    f"at epoch {epoch}, step {s + 1} of {n}")
+        if not math.isfinite(gnorms[s]):
+            return (f"the gradient became non-finite at epoch {epoch}, step {s + 1} of {n} "
+                    f"(cost {costs[s]:.4g})")
+        if explode_factor is not None and costs[s] > explode_factor * baseline:
+            return (f"the minibatch cost exploded to {costs[s]:.4g} at epoch {epoch}, step "
+                    f"{s + 1} of {n}, more than {explode_factor:g} times the first cost "
+                    f"{baseline:.4g} (explode_factor)")
+    if not params_ok:
+        return f"the parameters became non-finite at epoch {epoch}, step {n} of {n} (the last update)"
+    return None
+
+
+def fit(
+    net: Network,
+    params: Any,
+    optimizer: Any,
+    X: Any,
+    Y: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    key: Any,
+    eval_sets: Optional[Mapping[str, tuple]] = None,
+    state: Optional[TrainState] = None,
+    history: Optional[list] = None,
+    on_epoch_end: Optional[Callable[[TrainState, dict], Optional[bool]]] = None,
+    explode_factor: Optional[float] = DEFAULT_EXPLODE_FACTOR,
+    progress: bool = False,
+    progress_desc: str = "train",
+    compute_dtype=None,
+    batch_sharding=None,
+    permutation=None,
+) -> FitResult:
+    """Trains ``params`` on X (n[0], m), Y (n[L], m) for ``epochs`` epochs.
+
+    Arguments:
+      net: the network.
+      params: the initial parameters (ignored when ``state`` is given).
+      optimizer: an optax ``GradientTransformation``.
+      X, Y: the training set, columns are examples.
+      epochs: the epoch to train up to (a resumed ``state`` at epoch e runs e+1..epochs).
+      batch_size: columns per minibatch (the m % batch_size left over are skipped per epoch).
+      key: the PRNG key of the first epoch's shuffle (ignored when ``state`` is given).
+      eval_sets: ``{"train": (X, Y), "test": (X_te, Y_te)}``: evaluated after every epoch
+        (:func:`jaxmlp.training.evaluate`); each scalar metric lands in the history as
+        ``<name>_<metric>``.
+      state: a :class:`TrainState` to resume (from a checkpoint); ``history`` its epochs.
+      on_epoch_end: ``f(state, row)`` after every good epoch (checkpoints, logging);
+        returning False stops the run (status ``"stopped"``).
+      explode_factor: stop when a minibatch cost exceeds this multiple of the run's first
+        minibatch cost; None: never.
+      progress: show a tqdm bar on stderr.
+      compute_dtype, batch_sharding, permutation: as for
+        :func:`jaxmlp.training.make_train_epoch`.
+
+    Returns:
+      :class:`FitResult`. Nothing is raised for divergence: check ``status``.
+    """
+    net = validation.require_network(net)
+    epochs = validation.positive_int("epochs", epochs)
+    if explode_factor is not None:
+        explode_factor = validation.real_number("explode_factor", explode_factor, low=1,
+                                                low_open=True)
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"on_epoch_end: expected a function (state, row) or None, got "
+                        f"{type(on_epoch_end).__name__}.")
+    if state is None:
+        opt_state = optimizer.init(params) if hasattr(optimizer, "init") else None
+        state = TrainState(params, opt_state, validation.prng_key(key), 0)
+    elif not isinstance(state, TrainState):
+        raise TypeError(f"state: expected a jaxmlp.training.TrainState or None, got "
+                        f"{type(state).__name__}.")
+    history = list(history or [])[: state.epoch]
+    X, Y = validation.check_problem(net, state.params, X, Y)
+    validation.check_finite(X=X, Y=Y)
+    eval_sets = dict(eval_sets or {})
+    for name, pair in eval_sets.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"eval_sets[{name!r}]: expected a pair (X, Y), got "
+                            f"{type(pair).__name__}.")
+        Xe, Ye = validation.check_problem(net, state.params, *pair)
+        validation.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
+        eval_sets[name] = (Xe, Ye)
+    epoch_fn = training.make_train_epoch(net, optimizer, batch_size, batch_sharding=batch_sharding,
+                                         permutation=permutation, compute_dtype=compute_dtype)
+    metric = training.metric_name(net)
+    baseline = history[0].get("first_cost") if history else None
+
+    bar = None
+    if progress:
+        from tqdm import tqdm  # only when asked: tqdm is an optional dependency
+
+        bar = tqdm(total=epochs, initial=state.epoch, desc=progress_desc, unit="epoch",
+                   file=sys.stderr, dynamic_ncols=True)
+    status, message, seconds = "completed", None, []
+    try:
+        for epoch in range(state.epoch + 1, epochs + 1):
+            t0 = time.perf_counter()
+            key, epoch_key = training.split_key(state.key)
+            params, opt_state, mt = epoch_fn(state.params, state.opt_state, epoch_key, X, Y)
+            costs = np.asarray(mt.cost)  # waits for the epoch
+            dt = time.perf_counter() - t0
+            gnorms = np.asarray(mt.grad_norm)
+            if baseline is None:
+                baseline = abs(float(costs[0])) if math.isfinite(costs[0]) else math.inf
+            problem = _diagnose(epoch, costs, gnorms, bool(_all_finite(params)), baseline,
+                                explode_factor)
+            if problem is not None:
+                status, message = "diverged", f"training stopped: {problem}"
+                break
+            state = TrainState(params, opt_state, key, epoch)
+            seconds.append(dt)
+            row = {"epoch": epoch, "running_cost": float(np.mean(costs)),
+                   "first_cost": float(costs[0]), "seconds": dt}
+            for name, (Xe, Ye) in eval_sets.items():
+                ev = _scalars(training.evaluate(net, params, Xe, Ye, check_finite=False))
+                row.update({f"{name}_{k}": v for k, v in ev.items()})
+            history.append(row)
+            if on_epoch_end is not None and on_epoch_end(state, row) is False:
+                status, message = "stopped", f"stopped by on_epoch_end after epoch {epoch}"
+                break
+            if bar is not None:
+                shown = {"cost": f"{row['running_cost']:.4f}"}
+                shown.update({f"{n}_{metric}": f"{row[f'{n}_{metric}']:.4f}" for n in eval_sets
+                              if f"{n}_{metric}" in row})
+                shown.update(row.get("postfix", {}))
+                bar.set_postfix(shown, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(state, history, status, message, seconds)
