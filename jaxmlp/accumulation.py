@@ -6,7 +6,7 @@ differentiates f: R^3 -> R^2,
 
     y1 = x1 (x2 - x3),        y2 = x3 log(1 - x1),
 
-through the intermediate variables (DERIVATIONS.md, "Forward versus reverse accumulation")
+through the intermediate variables (docs/derivations.md, "Forward versus reverse accumulation")
 
     u_-2 = x1,  u_-1 = x2,  u_0 = x3,
     u_1 = u_-1 - u_0,  u_2 = 1 - u_-2,  u_3 = log u_2,
@@ -305,7 +305,7 @@ def jacobian_reverse(x, *, return_tables: bool = False):
 
 
 def closed_form_jacobian(x) -> jax.Array:
-    """The seed's closed-form Jacobian (DERIVATIONS.md), shape (2, 3):
+    """The seed's closed-form Jacobian (docs/derivations.md), shape (2, 3):
 
         dy1/dx = (x2 - x3, x1, -x1),   dy2/dx = (-x3 / (1 - x1), 0, log(1 - x1)).
     """

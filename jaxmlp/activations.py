@@ -2,7 +2,7 @@
 
 Every entry of the registry is one :class:`Activation`: the forward map ``A = g(Z)``
 next to the backward rule ``dZ = (dA[l]/dZ[l]) dA`` written out, as in (B4) of
-DERIVATIONS.md. All rules act on axis 0 (units), so the same function serves a
+docs/derivations.md. All rules act on axis 0 (units), so the same function serves a
 single column ``z`` of shape ``(n,)`` and a batch ``Z`` of shape ``(n, m)``.
 
 The four activations of the seeds (ReLU, sigmoid, tanh, softmax) follow the

@@ -1,7 +1,7 @@
 """Tests of jaxmlp.accumulation: the seed's worked example (002_*.txt, 2021-10-12 post).
 
 y1 = x1 (x2 - x3), y2 = x3 log(1 - x1). Hand-coded sweeps are checked against the seed's
-closed forms (DERIVATIONS.md), against its iteration tables entry by entry, and against
+closed forms (docs/derivations.md), against its iteration tables entry by entry, and against
 jax.jacfwd / jax.jacrev / jax.jvp / jax.vjp as oracles.
 """
 
