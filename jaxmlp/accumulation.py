@@ -262,18 +262,7 @@ def jacobian_forward(x, *, return_tables: bool = False):
         ``(jacobian, sweeps)`` with jacobian (2, 3), ``J[i, j] = dy_i/dx_j``, and sweeps = 3;
         or ``(jacobian, sweeps, tables)``.
     """
-    x = _check_x(x)
-    eye = jnp.eye(N_INPUTS, dtype=x.dtype)
-    columns, tables = [], []
-    for j in range(N_INPUTS):  # one sweep per independent variable
-        _, dy, table = forward_sweep(x, eye[j], return_table=True)
-        columns.append(dy)
-        tables.append(table)
-    jacobian = jnp.stack(columns, axis=1)
-    sweeps = len(columns)
-    if return_tables:
-        return jacobian, sweeps, tables
-    return jacobian, sweeps
+    return _by_sweeps(forward_sweep, _check_x(x), N_INPUTS, 1, return_tables)
 
 
 def jacobian_reverse(x, *, return_tables: bool = False):
@@ -290,18 +279,22 @@ def jacobian_reverse(x, *, return_tables: bool = False):
         ``(jacobian, sweeps)`` with jacobian (2, 3) and sweeps = 2; or
         ``(jacobian, sweeps, tables)``.
     """
-    x = _check_x(x)
-    eye = jnp.eye(N_OUTPUTS, dtype=x.dtype)
-    rows, tables = [], []
-    for i in range(N_OUTPUTS):  # one sweep per dependent variable
-        _, dx, table = reverse_sweep(x, eye[i], return_table=True)
-        rows.append(dx)
+    return _by_sweeps(reverse_sweep, _check_x(x), N_OUTPUTS, 0, return_tables)
+
+
+def _by_sweeps(sweep, x, n, axis: int, return_tables: bool):
+    """One ``sweep(x, e_j)`` per unit seed e_j; its results stacked along ``axis``
+    (columns of the Jacobian for forward sweeps, rows for reverse sweeps)."""
+    eye = jnp.eye(n, dtype=x.dtype)
+    parts, tables = [], []
+    for j in range(n):  # one sweep per seeded variable
+        _, d, table = sweep(x, eye[j], return_table=True)
+        parts.append(d)
         tables.append(table)
-    jacobian = jnp.stack(rows, axis=0)
-    sweeps = len(rows)
+    jacobian = jnp.stack(parts, axis=axis)
     if return_tables:
-        return jacobian, sweeps, tables
-    return jacobian, sweeps
+        return jacobian, n, tables
+    return jacobian, n
 
 
 def closed_form_jacobian(x) -> jax.Array:
