@@ -193,6 +193,9 @@ def make_train_step(net: Network, optimizer: optax.GradientTransformation, *, co
       net: the network.
       optimizer: any optax ``GradientTransformation`` (``opt_state = optimizer.init(params)``).
 
+    Concrete X and Y holding NaN or infinity are refused (ValueError naming them) before the
+    update, once per array object (:class:`jaxmlp.validation.FiniteOnce`).
+
     The returned step computes J and grads = dJ/dtheta with ``jaxmlp.value_and_grad`` on the
     minibatch X (n[0], b), Y (n[L], b), then ``updates, opt_state = optimizer.update(grads,
     opt_state, params)`` and ``params + updates``. With ``optax.sgd(eta)`` this is
@@ -208,7 +211,7 @@ def make_train_step(net: Network, optimizer: optax.GradientTransformation, *, co
         X, Y = validation.check_problem(net, params, X, Y)
         return _update(net, optimizer, params, opt_state, X, Y, compute_dtype)
 
-    return step
+    return _with_data_check(step)
 
 
 def make_train_epoch(
@@ -233,6 +236,9 @@ def make_train_epoch(
         :func:`jaxmlp.shuffle.permutation` (uniform, one packed sort). Pass
         ``jax.random.permutation`` to reproduce runs made with it, or ``lambda key, m:
         jnp.arange(m)`` for no shuffle.
+
+    Concrete X and Y holding NaN or infinity are refused (ValueError naming them) before the
+    epoch runs, once per array object (the dataset is scanned once, not every epoch).
 
     The epoch takes X (n[0], m), Y (n[L], m) and a PRNG key; it draws the permutation of
     :func:`epoch_batches` (:mod:`jaxmlp.shuffle`) and ``lax.scan``s over its rows: each
@@ -273,7 +279,24 @@ def make_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), idx)
         return params, opt_state, metrics
 
-    return epoch
+    return _with_data_check(epoch)
+
+
+def _with_data_check(jitted):
+    """``jitted`` behind a check that refuses non-finite concrete X, Y (once per array object,
+    :class:`jaxmlp.validation.FiniteOnce`); ``.lower`` and ``.jitted`` reach the jitted function."""
+    guard = validation.FiniteOnce()
+
+    def checked(*args):
+        X, Y = args[-2], args[-1]
+        if not (isinstance(X, jax.core.Tracer) or isinstance(Y, jax.core.Tracer)):
+            guard(X=X, Y=Y)
+        return jitted(*args)
+
+    checked.lower = jitted.lower
+    checked.jitted = jitted
+    checked.__doc__ = jitted.__doc__
+    return checked
 
 
 @jax.jit

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from typing import Any, Optional, Sequence
 
 import jax
@@ -234,3 +235,28 @@ def check_finite(**arrays) -> None:
                 f"{name}: expected finite values, found {bad} NaN or infinite entr"
                 f"{'y' if bad == 1 else 'ies'} of {a.size}."
             )
+
+
+class FiniteOnce:
+    """Checks concrete data for NaN and infinity once per array object, not once per call.
+
+    The training functions (:func:`jaxmlp.training.make_train_epoch`, ``make_train_step``)
+    call it on X and Y: the first call with an array scans it (one host transfer), later
+    calls with the SAME array object are free (a weak reference remembers it). Traced
+    values (inside a user's ``jit``) are skipped: a tracer has no values to check.
+    """
+
+    def __init__(self, keep: int = 8):
+        self._seen: list = []
+        self._keep = keep
+
+    def __call__(self, **arrays) -> None:
+        for name, a in arrays.items():
+            if isinstance(a, jax.core.Tracer) or any(r() is a for r in self._seen):
+                continue
+            check_finite(**{name: a})
+            try:
+                self._seen.append(weakref.ref(a))
+            except TypeError:  # a list or other container: checked on every call
+                continue
+            self._seen = [r for r in self._seen if r() is not None][-self._keep:]
