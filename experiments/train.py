@@ -143,6 +143,40 @@ def _checkpoint_dir(path: str) -> str:
     return sub if os.path.isdir(sub) else path
 
 
+def _newest_readable_meta(cdir: str) -> dict:
+    """The verified metadata of the newest checkpoint whose metadata is intact, with the
+    checkpoints skipped on the way in ``"skipped"`` [(epoch, reason)]; UsageError if none."""
+    skipped = []
+    try:
+        with ckpt_lib.Checkpoints(cdir) as store:
+            for epoch in reversed(store.epochs()):
+                try:
+                    meta = store.meta(epoch)
+                except ckpt_lib.CheckpointError as e:
+                    skipped.append((epoch, str(e)))
+                    continue
+                return {**meta, "checkpoint_dir": cdir, "skipped": skipped}
+    except ckpt_lib.CheckpointError as e:
+        raise UsageError(f"--resume: {e}") from None
+    lines = "".join(f"\n  epoch {e}: {why}" for e, why in skipped)
+    raise UsageError(f"--resume: no intact checkpoint in {cdir}:{lines}")
+
+
+def _set_aside_damaged(cdir: str, skipped: list) -> None:
+    """Renames damaged checkpoints ``cdir/<epoch>`` to ``<epoch>.damaged`` (kept for
+    inspection, ignored by orbax) so that the resumed run can write those epochs again."""
+    for epoch, _ in skipped:
+        src = os.path.join(cdir, str(epoch))
+        if os.path.isdir(src):
+            dst, n = src + ".damaged", 1
+            while os.path.exists(dst):
+                n += 1
+                dst = f"{src}.damaged{n}"
+            os.rename(src, dst)
+            print(f"train.py: moved the damaged checkpoint of epoch {epoch} to {dst}",
+                  file=sys.stderr)
+
+
 def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     """The full configuration, and the checkpoint metadata when resuming. UsageError if bad."""
     given = _explicit(args)
@@ -156,9 +190,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
             raise UsageError(
                 f"--resume: no checkpoint in {args.resume!r} (expected <epoch>/ folders written "
                 "with --checkpoint-every N, in DIR or DIR/checkpoints).")
-        with ckpt_lib.Checkpoints(cdir) as store:
-            resume_meta = store.meta(epoch)
-        resume_meta["checkpoint_dir"] = cdir
+        resume_meta = _newest_readable_meta(cdir)
+        epoch = resume_meta["epoch"]
         saved = resume_meta.get("config", {})
         for k in ARCH_KEYS:
             if k in given and given[k] != saved.get(k):
@@ -326,15 +359,32 @@ def _build(cfg: dict, data) -> tuple:
     return net, optimizer
 
 
-def _restore(resume_meta: dict, network: dict, like: training.TrainState) -> training.TrainState:
+def _restore(resume_meta: dict, network: dict,
+             like: training.TrainState) -> tuple[training.TrainState, dict]:
+    """The newest checkpoint that verifies (digest of its arrays, epoch and meta), at most
+    the one ``resume_meta`` describes, and its metadata; the skipped ones are reported on
+    stderr. UsageError when none is intact."""
     if resume_meta.get("network") != network:
         raise UsageError(f"--resume: the checkpoint's network {resume_meta.get('network')} "
                          f"is not the requested {network}.")
-    with ckpt_lib.Checkpoints(resume_meta["checkpoint_dir"]) as store:
-        try:
-            return store.restore(like, epoch=resume_meta["epoch"])
-        except ValueError as e:
+    try:
+        intact = ckpt_lib.newest_intact(resume_meta["checkpoint_dir"], like,
+                                        at_most=resume_meta["epoch"])
+    except ckpt_lib.CheckpointError as e:
+        if e.skipped is None:
             raise UsageError(f"--resume: {e}") from None
+        lines = "".join(f"\n  epoch {ep}: {why}"
+                        for ep, why in list(resume_meta["skipped"]) + list(e.skipped))
+        raise UsageError(f"--resume: no intact checkpoint in {resume_meta['checkpoint_dir']}:"
+                         f"{lines}") from None
+    skipped = list(resume_meta["skipped"]) + list(intact.skipped)
+    for epoch, why in skipped:
+        print(f"train.py: skipped checkpoint of epoch {epoch}: {why}", file=sys.stderr)
+    if skipped:
+        print(f"train.py: resuming from epoch {intact.state.epoch}, the newest intact "
+              "checkpoint", file=sys.stderr)
+    return intact.state, {**intact.meta, "checkpoint_dir": resume_meta["checkpoint_dir"],
+                          "skipped": skipped}
 
 
 def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
@@ -359,11 +409,14 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     state = training.TrainState(params, opt_state, key, 0)
     history: list[dict] = []
     if resume_meta is not None:
-        state = _restore(resume_meta, network, state)
+        state, resume_meta = _restore(resume_meta, network, state)
         history = list(resume_meta.get("history", []))[:state.epoch]
 
     config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
     cdir = os.path.join(cfg["out"], "checkpoints")
+    if (resume_meta is not None and cfg["checkpoint_every"] > 0
+            and os.path.abspath(resume_meta["checkpoint_dir"]) == os.path.abspath(cdir)):
+        _set_aside_damaged(cdir, [(e, w) for e, w in resume_meta["skipped"] if e > state.epoch])
     if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > state.epoch:
         raise UsageError(
             f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
@@ -477,7 +530,7 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
         args = build_parser().parse_args(argv)
         cfg, resume_meta = resolve(args)
         return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
-    except UsageError as e:
+    except (UsageError, ckpt_lib.CheckpointError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
 

@@ -70,11 +70,14 @@ class CheckpointError(ValueError):
 
     Attributes:
       path: the checkpoint folder or file the error is about.
+      skipped: for "no intact checkpoint" (:meth:`Checkpoints.newest_intact`), the
+        ``[(epoch, reason), ...]`` of every checkpoint refused, newest first; else None.
     """
 
-    def __init__(self, message: str, path: Optional[str] = None):
+    def __init__(self, message: str, path: Optional[str] = None, skipped: Optional[list] = None):
         super().__init__(message)
         self.path = path
+        self.skipped = skipped
 
 
 class Intact(NamedTuple):
@@ -563,7 +566,7 @@ class Checkpoints:
             return Intact(state, meta, skipped)
         lines = "\n".join(f"  epoch {e}: {why}" for e, why in skipped)
         raise CheckpointError(f"no intact checkpoint in {self.directory}; every one was refused:\n"
-                              f"{lines}", self.directory)
+                              f"{lines}", self.directory, skipped)
 
 
 def newest_intact(directory: str | os.PathLike, like: TrainState, *,
