@@ -14,8 +14,14 @@ train and test splits are evaluated. Written to ``--out`` (default ``results/tra
 * ``learning_curves.png``: cost and metric per epoch, train and test;
 * ``checkpoints/<epoch>/`` every ``--checkpoint-every`` epochs and after the last (orbax).
 
-Exit status: 0 done; 2 bad input (message on stderr, nothing trained); 3 the cost became NaN
-or infinite (message names the epoch and step; the checkpoints written before are kept).
+Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
+the cost became NaN or infinite (message names the epoch and step; the checkpoints written
+before are kept).
+
+One run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``, ``jaxmlp.outdir``)
+before anything is written, and a second run on it exits 2 naming the holder's pid; the
+folder is checked writable before training, and results.json / learning_curves.png are
+written atomically (temporary file, then rename).
 
 ``--resume DIR`` (DIR is a run's ``--out`` or its ``checkpoints`` folder) continues the newest
 checkpoint: options not given take the saved run's values; given ones must agree with it
@@ -28,7 +34,6 @@ uninterrupted run. ``--data-parallel`` splits each minibatch's columns over all 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -49,6 +54,7 @@ import numpy as np  # noqa: E402
 import jaxmlp  # noqa: E402
 from jaxmlp import datasets, training  # noqa: E402
 from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
+from jaxmlp import outdir  # noqa: E402
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
 
@@ -288,7 +294,8 @@ def write_plot(path: str, history: list[dict], metric: str, title: str) -> None:
     a2.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with outdir.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -493,8 +500,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         ev = training.evaluate(net, params, X_te, Y_te)
         result["final_per_label_accuracy"] = dict(zip(data.target_names,
                                                       np.asarray(ev["per_label_accuracy"]).tolist()))
-    with open(os.path.join(cfg["out"], "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    outdir.write_json_atomic(os.path.join(cfg["out"], "results.json"), result, indent=1)
     if plot and history:
         write_plot(os.path.join(cfg["out"], "learning_curves.png"), history, metric,
                    f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
@@ -524,12 +530,39 @@ def _params_digest(params) -> str:
     return h.hexdigest()
 
 
+def _claim_out(out: str) -> "outdir.FolderLock":
+    """Locks --out (UsageError naming the holder if another run has it), then checks that it
+    is writable and that results.json can be written there; returns the held lock."""
+    lock = outdir.FolderLock(out)
+    try:
+        lock.acquire()
+    except outdir.FolderInUse as e:
+        raise UsageError(f"--out: {e}") from None
+    except OSError as e:
+        raise UsageError(f"--out: cannot use {out!r} as the output folder: "
+                         f"{e.strerror or e}.") from None
+    try:
+        outdir.check_writable(out)
+        results = os.path.join(out, "results.json")
+        if os.path.exists(results) and not os.path.isfile(results):
+            raise UsageError(f"--out: {results!r} exists and is not a file; results.json could "
+                             "not be written (remove it or choose another --out).")
+    except OSError as e:
+        lock.release()
+        raise UsageError(f"--out: {out!r} is not writable: {e.strerror or e}.") from None
+    except UsageError:
+        lock.release()
+        raise
+    return lock
+
+
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
     try:
         args = build_parser().parse_args(argv)
         cfg, resume_meta = resolve(args)
-        return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
+        with _claim_out(cfg["out"]):  # one run per output folder, before anything is written
+            return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
     except (UsageError, ckpt_lib.CheckpointError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
