@@ -230,6 +230,15 @@ def _specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     return {p: (tuple(leaf.shape), np.dtype(leaf.dtype).name) for p, leaf in _leaves(tree)}
 
 
+def _is_typed_key(x) -> bool:
+    return _is_array(x) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _raw_key(key):
+    """A typed key (``jax.random.key``) as its uint32 data: what is written to disk."""
+    return jax.random.key_data(key) if _is_typed_key(key) else key
+
+
 def _host(leaf) -> np.ndarray:
     if _is_array(leaf) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
@@ -461,7 +470,7 @@ class Checkpoints:
             raise TypeError(f"meta: expected JSON-serialisable values ({e}).") from None
         record = state_digest(state)
         record["meta"] = _meta_digest(meta)
-        tree = {"params": state.params, "opt_state": state.opt_state, "key": state.key}
+        tree = {"params": state.params, "opt_state": state.opt_state, "key": _raw_key(state.key)}
         with _orbax_call(f"saving epoch {int(epoch)}", self.directory):
             self._manager.save(
                 int(epoch),
@@ -497,7 +506,7 @@ class Checkpoints:
         step_dir = self._step_dir(epoch)
         _check_json_files(step_dir, _JSON_FILES_REQUIRED + _JSON_FILES_OPTIONAL)
         _, record = self._read_meta(epoch, verify)
-        target = {"params": like.params, "opt_state": like.opt_state, "key": like.key}
+        target = {"params": like.params, "opt_state": like.opt_state, "key": _raw_key(like.key)}
         with _orbax_call("reading the array metadata", os.path.join(step_dir, "state")):
             saved = _specs(self._manager.item_metadata(epoch).state.tree)
         wanted = _specs(target)
@@ -514,10 +523,13 @@ class Checkpoints:
             restored = self._manager.restore(
                 epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             ).state
+            key = restored["key"]
+            if _is_typed_key(like.key):  # saved as its data; typed again like ``like``
+                key = jax.random.wrap_key_data(key, impl=jax.random.key_impl(like.key))
             state = TrainState(
                 params=restored["params"],
                 opt_state=restored["opt_state"],
-                key=restored["key"],
+                key=key,
                 epoch=int(epoch),
             )
             jax.block_until_ready((state.params, state.opt_state, state.key))

@@ -104,7 +104,7 @@ class TrainState(NamedTuple):
 
 def _wd_mask(params):
     """Weight decay on the weights W[l] only, never on the biases b[l]."""
-    return [{"W": True, "b": False} for _ in params]
+    return validation.like_params(params, [{"W": True, "b": False} for _ in params])
 
 
 def make_optimizer(
@@ -260,14 +260,19 @@ def check_data(net: Network, X: Any, Y: Any) -> None:
             _remember(a, what)
 
 
-def _with_data_check(net: Network, jitted: Callable, x_pos: int) -> Callable:
-    """``jitted`` preceded by :func:`check_data` on its arguments x_pos (X) and x_pos + 1 (Y);
-    ``.lower`` / ``.trace`` / ``.eval_shape`` of the jitted function stay available."""
+def _with_data_check(net: Network, jitted: Callable, x_pos: int,
+                     key_pos: Optional[int] = None) -> Callable:
+    """``jitted`` preceded by :func:`check_data` on its arguments x_pos (X) and x_pos + 1 (Y),
+    and by :func:`jaxmlp.validation.prng_key` on argument ``key_pos`` (an integer seed
+    becomes ``jax.random.key(seed)``); ``.lower`` / ``.trace`` / ``.eval_shape`` of the
+    jitted function stay available."""
 
     @functools.wraps(jitted)
     def run(*args):
         if len(args) > x_pos + 1:
             check_data(net, args[x_pos], args[x_pos + 1])
+        if key_pos is not None and len(args) > key_pos:
+            args = (*args[:key_pos], validation.prng_key(args[key_pos]), *args[key_pos + 1:])
         return jitted(*args)
 
     for attr in ("lower", "trace", "eval_shape"):
@@ -283,7 +288,8 @@ def value_and_grad_kernel(net: Network, params, X: Array, Y: Array, compute_dtyp
     """Unchecked (J, dJ/dtheta): (F1)-(F3), one backward sweep (B3)-(B4), then (B1)-(B2)."""
     A_L, cache = core.forward_pass(net, params, X, compute_dtype)
     dZs = core.backward_sweep(net, params, cache, Y, None, compute_dtype)
-    return core.cost(net, cache.Z[-1], A_L, Y), gradient(dZs, cache, compute_dtype)
+    return core.cost(net, cache.Z[-1], A_L, Y), validation.like_params(
+        params, gradient(dZs, cache, compute_dtype))
 
 
 def _update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None):
@@ -366,7 +372,7 @@ def make_train_epoch(
     def epoch(params, opt_state, key, X, Y):
         X, Y = validation.check_problem(net, params, X, Y)
         check_opt_state(optimizer, params, opt_state)
-        validation.prng_key(key)
+        key = validation.prng_key(key)
         idx = epoch_batches(key, X.shape[1], batch_size, permutation)  # (num_batches, batch_size)
 
         def body(carry, idx_s):
@@ -383,7 +389,7 @@ def make_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), idx)
         return params, opt_state, metrics
 
-    return _with_data_check(net, epoch, 3)
+    return _with_data_check(net, epoch, 3, key_pos=2)
 
 
 @jax.jit
@@ -398,8 +404,7 @@ def split_key(key: Any) -> tuple[Array, Array]:
     0.2 ms of Python per epoch on a 2-core CPU, which is 15-20 % of a digits epoch. Use this
     (or draw all epoch keys at once with ``jax.random.split(key, epochs)``) in epoch loops.
     """
-    validation.prng_key(key)
-    return _split(key)
+    return _split(validation.prng_key(key))
 
 
 def first_nonfinite(costs: Any) -> Optional[int]:

@@ -176,3 +176,98 @@ def test_optimizer_state_of_another_optimizer_is_reported():
                        r"in optimizer.init\(params\), got shape \(7, 4\) float32"):
         training.check_opt_state(adam, params, adam.init(other))
     training.check_opt_state(adam, params, adam.init(params))
+
+
+# ----------------------------------------------------------------------------- pytrees
+
+
+def _problem():
+    X, Y = _data(m=6)
+    return jaxmlp.init_params(NET, jax.random.PRNGKey(0)), X, Y
+
+
+def test_tuple_params_give_tuple_gradients_everywhere():
+    """Issue: tuple params came back as a list, so the README's optax step failed in optax."""
+    params, X, Y = _problem()
+    tp = tuple(params)
+    _, grads = jaxmlp.value_and_grad(NET, tp, X, Y)
+    assert type(grads) is tuple and jax.tree.structure(grads) == jax.tree.structure(tp)
+    _, cache = jaxmlp.forward(NET, tp, X)
+    assert jax.tree.structure(jaxmlp.backward(NET, tp, cache, Y)) == jax.tree.structure(tp)
+    for tree in (jaxmlp.per_example_grads(NET, tp, X, Y),
+                 jaxmlp.per_example_grads(NET, tp, X, Y, method="vmap"),
+                 jaxmlp.per_example_stats(NET, tp, X, Y).grads,
+                 jaxmlp.per_example_stats(NET, tp, X, Y).variance,
+                 jaxmlp.privacy.make_dp_grad_fn(NET, l2_norm_clip=1.0, noise_multiplier=0.5)(
+                     tp, X, Y, jax.random.PRNGKey(1))[1],
+                 jaxmlp.single_column.value_and_grad_col(NET, tp, X[:, 0], Y[:, 0])[1]):
+        assert type(tree) is tuple, type(tree)
+    # the README's optax step, on tuple params
+    opt = optax.adam(1e-2)
+    state = opt.init(tp)
+    updates, state = opt.update(grads, state, tp)
+    new = optax.apply_updates(tp, updates)
+    assert type(new) is tuple
+    # and the library's own step and epoch keep the container
+    p2, _, _ = training.make_train_step(NET, opt)(tp, opt.init(tp), X, Y)
+    p3, _, _ = training.make_train_epoch(NET, opt, 3)(tp, opt.init(tp), jax.random.PRNGKey(0), X, Y)
+    assert type(p2) is tuple and type(p3) is tuple
+    # the numbers do not depend on the container
+    _, g_list = jaxmlp.value_and_grad(NET, params, X, Y)
+    for a, b in zip(jax.tree.leaves(g_list), jax.tree.leaves(grads)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_other_containers_are_refused_with_a_clear_message():
+    from collections import OrderedDict, namedtuple
+
+    params, X, Y = _problem()
+    Pair = namedtuple("Pair", "first second")
+    with pytest.raises(TypeError, match=r"params: expected a list of 2 dicts .*got Pair; convert it with list\(params\)"):
+        jaxmlp.value_and_grad(NET, Pair(*params), X, Y)
+    ordered = [OrderedDict(W=l["W"], b=l["b"]) for l in params]
+    with pytest.raises(TypeError, match=r"params\[0\] \(layer 1\): expected a plain dict \{'W', 'b'\}, got OrderedDict"):
+        jaxmlp.value_and_grad(NET, ordered, X, Y)
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def test_one_key_helper_for_every_function_taking_a_key():
+    """Issue: bad keys to init_params or the DP gradient function failed inside JAX."""
+    same = [jaxmlp.init_params(NET, k) for k in (7, jax.random.PRNGKey(7), jax.random.key(7),
+                                                 np.int64(7), jnp.int32(7))]
+    for p in same[1:]:
+        for a, b in zip(jax.tree.leaves(same[0]), jax.tree.leaves(p)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    params, X, Y = _problem()
+    opt = optax.sgd(0.1)
+    grad_fn = jaxmlp.privacy.make_dp_grad_fn(NET, l2_norm_clip=1.0, noise_multiplier=1.0)
+    epoch = training.make_train_epoch(NET, opt, 3)
+    calls = {
+        "init_params": lambda k: jaxmlp.init_params(NET, k),
+        "dp grad_fn": lambda k: grad_fn(params, X, Y, k),
+        "dp_value_and_grad": lambda k: jaxmlp.privacy.dp_value_and_grad(
+            NET, params, X, Y, k, l2_norm_clip=1.0, noise_multiplier=1.0),
+        "epoch": lambda k: epoch(params, opt.init(params), k, X, Y),
+        "split_key": training.split_key,
+        "permutation": lambda k: jaxmlp.shuffle.permutation(k, 6),
+    }
+    how = r"key: expected a PRNG key: jax.random.key\(seed\) .* or an integer seed, got "
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=how + "float"):
+            call(0.5)
+        with pytest.raises(TypeError, match=how + "str"):
+            call("seed")
+        with pytest.raises(TypeError, match=how + r"dtype float32 and shape \(2,\)"):
+            call(np.zeros(2, np.float32))
+        with pytest.raises(ValueError, match=r"key: expected a single PRNG key, got 3 raw keys"):
+            call(jax.random.split(jax.random.PRNGKey(0), 3))
+        with pytest.raises(ValueError, match=r"key: an integer seed must be in \[0, 2\*\*(32|64)\), got -1"):
+            call(-1)
+        call(3)  # an integer seed is jax.random.key(3)
+    # a seed gives what jax.random.key(seed) gives
+    a = grad_fn(params, X, Y, 3)[1]
+    b = grad_fn(params, X, Y, jax.random.key(3))[1]
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
