@@ -65,8 +65,8 @@ def real_number(name: str, value: Any, *, low: float = -math.inf, low_open: bool
     return v
 
 
-_HOW_TO_MAKE_A_KEY = ("a PRNG key: jax.random.key(seed) (typed, shape ()) or "
-                      "jax.random.PRNGKey(seed) (uint32, shape (2,)), or an integer seed")
+_HOW_TO_MAKE_A_KEY = ("a PRNG key (jax.random.key(seed): typed, shape (); or "
+                      "jax.random.PRNGKey(seed): uint32, shape (2,)) or an integer seed")
 
 
 def prng_key(key: Any, name: str = "key") -> Any:

@@ -253,7 +253,7 @@ def test_one_key_helper_for_every_function_taking_a_key():
         "split_key": training.split_key,
         "permutation": lambda k: jaxmlp.shuffle.permutation(k, 6),
     }
-    how = r"key: expected a PRNG key: jax.random.key\(seed\) .* or an integer seed, got "
+    how = r"key: expected a PRNG key \(jax.random.key\(seed\): .* or an integer seed, got "
     for name, call in calls.items():
         with pytest.raises(TypeError, match=how + "float"):
             call(0.5)
