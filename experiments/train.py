@@ -14,8 +14,14 @@ train and test splits are evaluated. Written to ``--out`` (default ``results/tra
 * ``learning_curves.png``: cost and metric per epoch, train and test;
 * ``checkpoints/<epoch>/`` every ``--checkpoint-every`` epochs and after the last (orbax).
 
-Exit status: 0 done; 2 bad input (message on stderr, nothing trained); 3 the cost became NaN
-or infinite (message names the epoch and step; the checkpoints written before are kept).
+Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
+the cost became NaN or infinite (message names the epoch and step; the checkpoints written
+before are kept).
+
+One run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``, ``jaxmlp.outdir``)
+before anything is written, and a second run on it exits 2 naming the holder's pid; the
+folder is checked writable before training, and results.json / learning_curves.png are
+written atomically (temporary file, then rename).
 
 ``--resume DIR`` (DIR is a run's ``--out`` or its ``checkpoints`` folder) continues the newest
 checkpoint: options not given take the saved run's values; given ones must agree with it
@@ -28,7 +34,6 @@ uninterrupted run. ``--data-parallel`` splits each minibatch's columns over all 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -49,6 +54,7 @@ import numpy as np  # noqa: E402
 import jaxmlp  # noqa: E402
 from jaxmlp import datasets, training  # noqa: E402
 from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
+from jaxmlp import outdir  # noqa: E402
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
 
@@ -143,6 +149,40 @@ def _checkpoint_dir(path: str) -> str:
     return sub if os.path.isdir(sub) else path
 
 
+def _newest_readable_meta(cdir: str) -> dict:
+    """The verified metadata of the newest checkpoint whose metadata is intact, with the
+    checkpoints skipped on the way in ``"skipped"`` [(epoch, reason)]; UsageError if none."""
+    skipped = []
+    try:
+        with ckpt_lib.Checkpoints(cdir) as store:
+            for epoch in reversed(store.epochs()):
+                try:
+                    meta = store.meta(epoch)
+                except ckpt_lib.CheckpointError as e:
+                    skipped.append((epoch, str(e)))
+                    continue
+                return {**meta, "checkpoint_dir": cdir, "skipped": skipped}
+    except ckpt_lib.CheckpointError as e:
+        raise UsageError(f"--resume: {e}") from None
+    lines = "".join(f"\n  epoch {e}: {why}" for e, why in skipped)
+    raise UsageError(f"--resume: no intact checkpoint in {cdir}:{lines}")
+
+
+def _set_aside_damaged(cdir: str, skipped: list) -> None:
+    """Renames damaged checkpoints ``cdir/<epoch>`` to ``<epoch>.damaged`` (kept for
+    inspection, ignored by orbax) so that the resumed run can write those epochs again."""
+    for epoch, _ in skipped:
+        src = os.path.join(cdir, str(epoch))
+        if os.path.isdir(src):
+            dst, n = src + ".damaged", 1
+            while os.path.exists(dst):
+                n += 1
+                dst = f"{src}.damaged{n}"
+            os.rename(src, dst)
+            print(f"train.py: moved the damaged checkpoint of epoch {epoch} to {dst}",
+                  file=sys.stderr)
+
+
 def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     """The full configuration, and the checkpoint metadata when resuming. UsageError if bad."""
     given = _explicit(args)
@@ -156,9 +196,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
             raise UsageError(
                 f"--resume: no checkpoint in {args.resume!r} (expected <epoch>/ folders written "
                 "with --checkpoint-every N, in DIR or DIR/checkpoints).")
-        with ckpt_lib.Checkpoints(cdir) as store:
-            resume_meta = store.meta(epoch)
-        resume_meta["checkpoint_dir"] = cdir
+        resume_meta = _newest_readable_meta(cdir)
+        epoch = resume_meta["epoch"]
         saved = resume_meta.get("config", {})
         for k in ARCH_KEYS:
             if k in given and given[k] != saved.get(k):
@@ -255,7 +294,8 @@ def write_plot(path: str, history: list[dict], metric: str, title: str) -> None:
     a2.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with outdir.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -326,15 +366,32 @@ def _build(cfg: dict, data) -> tuple:
     return net, optimizer
 
 
-def _restore(resume_meta: dict, network: dict, like: training.TrainState) -> training.TrainState:
+def _restore(resume_meta: dict, network: dict,
+             like: training.TrainState) -> tuple[training.TrainState, dict]:
+    """The newest checkpoint that verifies (digest of its arrays, epoch and meta), at most
+    the one ``resume_meta`` describes, and its metadata; the skipped ones are reported on
+    stderr. UsageError when none is intact."""
     if resume_meta.get("network") != network:
         raise UsageError(f"--resume: the checkpoint's network {resume_meta.get('network')} "
                          f"is not the requested {network}.")
-    with ckpt_lib.Checkpoints(resume_meta["checkpoint_dir"]) as store:
-        try:
-            return store.restore(like, epoch=resume_meta["epoch"])
-        except ValueError as e:
+    try:
+        intact = ckpt_lib.newest_intact(resume_meta["checkpoint_dir"], like,
+                                        at_most=resume_meta["epoch"])
+    except ckpt_lib.CheckpointError as e:
+        if e.skipped is None:
             raise UsageError(f"--resume: {e}") from None
+        lines = "".join(f"\n  epoch {ep}: {why}"
+                        for ep, why in list(resume_meta["skipped"]) + list(e.skipped))
+        raise UsageError(f"--resume: no intact checkpoint in {resume_meta['checkpoint_dir']}:"
+                         f"{lines}") from None
+    skipped = list(resume_meta["skipped"]) + list(intact.skipped)
+    for epoch, why in skipped:
+        print(f"train.py: skipped checkpoint of epoch {epoch}: {why}", file=sys.stderr)
+    if skipped:
+        print(f"train.py: resuming from epoch {intact.state.epoch}, the newest intact "
+              "checkpoint", file=sys.stderr)
+    return intact.state, {**intact.meta, "checkpoint_dir": resume_meta["checkpoint_dir"],
+                          "skipped": skipped}
 
 
 def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
@@ -359,11 +416,14 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     state = training.TrainState(params, opt_state, key, 0)
     history: list[dict] = []
     if resume_meta is not None:
-        state = _restore(resume_meta, network, state)
+        state, resume_meta = _restore(resume_meta, network, state)
         history = list(resume_meta.get("history", []))[:state.epoch]
 
     config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
     cdir = os.path.join(cfg["out"], "checkpoints")
+    if (resume_meta is not None and cfg["checkpoint_every"] > 0
+            and os.path.abspath(resume_meta["checkpoint_dir"]) == os.path.abspath(cdir)):
+        _set_aside_damaged(cdir, [(e, w) for e, w in resume_meta["skipped"] if e > state.epoch])
     if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > state.epoch:
         raise UsageError(
             f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
@@ -440,8 +500,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         ev = training.evaluate(net, params, X_te, Y_te)
         result["final_per_label_accuracy"] = dict(zip(data.target_names,
                                                       np.asarray(ev["per_label_accuracy"]).tolist()))
-    with open(os.path.join(cfg["out"], "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    outdir.write_json_atomic(os.path.join(cfg["out"], "results.json"), result, indent=1)
     if plot and history:
         write_plot(os.path.join(cfg["out"], "learning_curves.png"), history, metric,
                    f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
@@ -471,13 +530,40 @@ def _params_digest(params) -> str:
     return h.hexdigest()
 
 
+def _claim_out(out: str) -> "outdir.FolderLock":
+    """Locks --out (UsageError naming the holder if another run has it), then checks that it
+    is writable and that results.json can be written there; returns the held lock."""
+    lock = outdir.FolderLock(out)
+    try:
+        lock.acquire()
+    except outdir.FolderInUse as e:
+        raise UsageError(f"--out: {e}") from None
+    except OSError as e:
+        raise UsageError(f"--out: cannot use {out!r} as the output folder: "
+                         f"{e.strerror or e}.") from None
+    try:
+        outdir.check_writable(out)
+        results = os.path.join(out, "results.json")
+        if os.path.exists(results) and not os.path.isfile(results):
+            raise UsageError(f"--out: {results!r} exists and is not a file; results.json could "
+                             "not be written (remove it or choose another --out).")
+    except OSError as e:
+        lock.release()
+        raise UsageError(f"--out: {out!r} is not writable: {e.strerror or e}.") from None
+    except UsageError:
+        lock.release()
+        raise
+    return lock
+
+
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
     try:
         args = build_parser().parse_args(argv)
         cfg, resume_meta = resolve(args)
-        return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
-    except UsageError as e:
+        with _claim_out(cfg["out"]):  # one run per output folder, before anything is written
+            return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
+    except (UsageError, ckpt_lib.CheckpointError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
 

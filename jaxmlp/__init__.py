@@ -17,7 +17,8 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``privacy``               DP-SGD gradients (clipping + noise) from the same sweep
 ``single_column``         the seeds' per-example (one column) forms, to contrast with vmap
 ``training``, ``fit``     optax step, scanned epoch, evaluation; the training loop
-``checkpoint``            orbax checkpoints of a run
+``checkpoint``            orbax checkpoints of a run (digest-verified)
+``outdir``                one run per output folder (lock), atomic result files
 ``sharding``              data parallelism by sharding annotations
 ``shuffle``               the epoch permutation
 ``verification``          the autodiff / finite-difference oracle checks
@@ -41,8 +42,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "fit", "init",
-    "network", "privacy", "propagation", "quantities", "sharding", "shuffle", "single_column",
-    "training", "validation", "verification",
+    "network", "outdir", "privacy", "propagation", "quantities", "sharding", "shuffle",
+    "single_column", "training", "validation", "verification",
 )
 
 __all__ = [

@@ -27,8 +27,14 @@ Derivations beyond the seeds (element-wise, so dZ = dA * g'(Z)):
 Numerical forms (all algebraically equal to the seeds' formulas):
 
 * At the kinks the derivative is a convention: ReLU g'(0) := 0, leaky ReLU a, ELU 1.
-  The forward maps are written with ``where(Z > 0, ...)`` so that autodiff (used only as
-  an oracle) follows the same conventions: ``jnp.maximum(Z, 0)`` would give 1/2 at 0.
+  The forward maps are written with ``where`` so that autodiff (used only as an oracle)
+  follows the same conventions: ``jnp.maximum(Z, 0)`` would give 1/2 at 0.
+* NaN propagates: g(NaN) = NaN and g'(NaN) = NaN for every activation, so a NaN anywhere
+  in Z reaches A, the cost and the gradient (non-finite data never yields a finite cost).
+  A comparison with NaN is False, so ``where(Z > 0, Z, 0)`` would map NaN to 0 (and the
+  rule I(Z > 0) would give g'(NaN) = 0): ReLU is written ``where(Z <= 0, 0, Z)`` instead, and
+  the piecewise-constant derivatives (linear, ReLU, leaky ReLU) go through
+  :func:`_nan_where_z_is`. Infinite Z follows the limits (ReLU(-inf) = 0, g'(+inf) = 1).
 * sigmoid'(z) = sigmoid(z) sigmoid(-z) instead of A (1 - A): at z = 40 this is
   4.2e-18, where 1 - A cancels to 0 (jax PR #40825).
 * tanh'(z) = 1 - tanh(z)^2 = 4 e^{-2|z|} / (1 + e^{-2|z|})^2, the same quantity without
@@ -89,6 +95,11 @@ _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 _GELU_K = 0.044715
 
 
+def _nan_where_z_is(Z, G):
+    """g'(Z) = G where Z is a number, NaN where Z is NaN (G constant on each piece)."""
+    return jnp.where(jnp.isnan(Z), Z, G).astype(Z.dtype)
+
+
 def _tanh_prime(Z, A):
     # 1 - tanh(z)^2 written as 4 e^{-2|z|} / (1 + e^{-2|z|})^2: no cancellation near |A| = 1.
     e = jnp.exp(-2.0 * jnp.abs(Z))
@@ -130,17 +141,17 @@ def _gelu_prime(Z, A):
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in [
-        _elementwise("linear", lambda Z: Z, lambda Z, A: jnp.ones_like(Z), "lecun"),
+        _elementwise("linear", lambda Z: Z, lambda Z, A: _nan_where_z_is(Z, 1.0), "lecun"),
         _elementwise(
             "relu",
-            lambda Z: jnp.where(Z > 0, Z, 0).astype(Z.dtype),
-            lambda Z, A: (Z > 0).astype(Z.dtype),  # I(Z > 0); g'(0) := 0
+            lambda Z: jnp.where(Z <= 0, 0, Z).astype(Z.dtype),  # NaN stays NaN
+            lambda Z, A: _nan_where_z_is(Z, jnp.where(Z > 0, 1.0, 0.0)),  # I(Z > 0); g'(0) := 0
             "he",
         ),
         _elementwise(
             "leaky_relu",
             lambda Z: jnp.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z),
-            lambda Z, A: jnp.where(Z > 0, 1.0, LEAKY_RELU_SLOPE).astype(Z.dtype),
+            lambda Z, A: _nan_where_z_is(Z, jnp.where(Z > 0, 1.0, LEAKY_RELU_SLOPE)),
             "he",
         ),
         _elementwise(

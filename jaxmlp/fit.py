@@ -12,7 +12,8 @@ the given sets after every epoch, and stops as soon as training goes wrong:
 
 A stopped run returns the LAST GOOD state, the one before the failing epoch, never the
 damaged one; ``on_epoch_end`` (e.g. a checkpoint writer) is only ever called with good
-states. The data are checked once, before the first epoch: non-finite X or Y is refused.
+states. The data are checked once, before the first epoch: non-finite X or Y, and targets
+outside the cost's domain (:meth:`jaxmlp.costs.Cost.check_targets`), are refused.
 
 ``experiments/train.py`` is argument parsing and file output around this function.
 """
@@ -152,6 +153,7 @@ def fit(
     history = list(history or [])[: state.epoch]
     X, Y = validation.check_problem(net, state.params, X, Y)
     validation.check_finite(X=X, Y=Y)
+    net.cost_fn.check_targets(Y)  # inside the cost's domain (jaxmlp.costs)
     eval_sets = dict(eval_sets or {})
     for name, pair in eval_sets.items():
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
@@ -159,6 +161,7 @@ def fit(
                             f"{type(pair).__name__}.")
         Xe, Ye = validation.check_problem(net, state.params, *pair)
         validation.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
+        net.cost_fn.check_targets(Ye, name=f"eval_sets[{name!r}] Y")
         eval_sets[name] = (Xe, Ye)
     epoch_fn = training.make_train_epoch(net, optimizer, batch_size, batch_sharding=batch_sharding,
                                          permutation=permutation, compute_dtype=compute_dtype)

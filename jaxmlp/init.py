@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
+from jaxmlp import validation
 from jaxmlp.validation import require_network
 from jaxmlp.network import Network
 
@@ -50,7 +51,9 @@ def init_params(
 
     Arguments:
       net: the network.
-      key: a ``jax.random`` key; the same key gives the same parameters.
+      key: a ``jax.random`` key (typed or raw) or an integer seed (``jax.random.key(seed)``,
+        the same parameters as ``jax.random.PRNGKey(seed)``); the same key gives the same
+        parameters. Anything else is a TypeError saying how to make a key.
       scheme: one of ``"he"``, ``"glorot"``, ``"lecun"``, ``"normal"``, one name per
         layer, or None for each layer's activation default.
       dtype: a floating dtype (float64 needs ``jax_enable_x64``).
@@ -81,7 +84,7 @@ def init_params(
         )
     if not (isinstance(scale, (int, float)) and scale > 0):
         raise ValueError(f"scale: expected a positive number, got {scale!r}.")
-    keys = jax.random.split(key, L)
+    keys = jax.random.split(validation.prng_key(key), L)
     params = []
     for k, s, (n_in, n_out) in zip(keys, schemes, zip(net.sizes[:-1], net.sizes[1:])):
         std = _std(s, n_in, n_out, scale)

@@ -97,7 +97,7 @@ def _dp_value_and_grad(net, params, X, Y, key, C, *, sigma, compute_dtype=None):
     grads = clipped_gradient(dZs, cache, c, compute_dtype)  # (Q5): sum_i c_i grad L_i
     if sigma > 0:  # static: a noise-free step draws nothing
         grads = add_noise(key, grads, (sigma * C).astype(dtype), dtype)
-    grads = jax.tree.map(lambda g: g / m, grads)
+    grads = validation.like_params(params, jax.tree.map(lambda g: g / m, grads))
     return DPGradient(core.cost(net, cache.Z[-1], A_L, Y), grads, norms, c)
 
 
@@ -123,7 +123,7 @@ def dp_value_and_grad(
     """
     net = validation.require_network(net)
     C, sigma = check_dp_args(l2_norm_clip, noise_multiplier)
-    validation.prng_key(key)
+    key = validation.prng_key(key)
     return _dp_value_and_grad(net, params, X, Y, key, C, sigma=sigma,
                               compute_dtype=validation.compute_dtype(compute_dtype))
 
@@ -141,6 +141,7 @@ def make_dp_grad_fn(net: Network, *, l2_norm_clip: float, noise_multiplier: floa
     compute_dtype = validation.compute_dtype(compute_dtype)
 
     def grad_fn(params, X, Y, key):
+        key = validation.prng_key(key)  # a bad key is named here, not deep inside jax.random
         out = _dp_value_and_grad(net, params, X, Y, key, C, sigma=sigma,
                                  compute_dtype=compute_dtype)
         return out.loss, out.grads

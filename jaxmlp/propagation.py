@@ -102,8 +102,9 @@ def backward(net: Network, params: Params, cache: Cache, Y: Array, *, compute_dt
             )
     Y = validation.check_Y(net, Y, cache.A[0].shape[1], dtype)
     compute_dtype = _dtype(compute_dtype)
-    return gradient(core.backward_sweep(net, params, cache, Y, None, compute_dtype), cache,
-                    compute_dtype)
+    grads = gradient(core.backward_sweep(net, params, cache, Y, None, compute_dtype), cache,
+                     compute_dtype)
+    return validation.like_params(params, grads)  # a tuple for tuple params
 
 
 @functools.partial(jax.jit, **_STATIC)
@@ -112,12 +113,12 @@ def value_and_grad(
 ) -> tuple[Array, Params]:
     """J and its gradient by forward (F1)-(F3), one backward sweep (B3)-(B4), then (B1)-(B2).
 
-    X is (n[0], m), Y is (n[L], m). Returns ``(J, grads)``, grads mirroring params, in the
-    params' dtype. ``compute_dtype``: the matrix products' operand dtype (None: the params').
+    X is (n[0], m), Y is (n[L], m). Returns ``(J, grads)``, grads mirroring params (the
+    same container: a tuple for tuple params), in the params' dtype. ``compute_dtype``: the matrix products' operand dtype (None: the params').
     """
     X, Y = validation.check_problem(net, params, X, Y)
     compute_dtype = _dtype(compute_dtype)
     A_L, cache = core.forward_pass(net, params, X, compute_dtype)
     J = core.cost(net, cache.Z[-1], A_L, Y)
     dZs = core.backward_sweep(net, params, cache, Y, None, compute_dtype)
-    return J, gradient(dZs, cache, compute_dtype)
+    return J, validation.like_params(params, gradient(dZs, cache, compute_dtype))

@@ -213,9 +213,9 @@ def _per_example_grads(net, params, X, Y, method, chunk_size, compute_dtype):
     X, Y = validation.check_problem(net, params, X, Y)
     m = X.shape[1]
     block = _block_vmap if method == "vmap" else _block_outer
-    return map_column_blocks(
+    return validation.like_params(params, map_column_blocks(
         lambda Xc, Yc: block(net, params, Xc, Yc, m, compute_dtype), X, Y, chunk_size
-    )
+    ))
 
 
 def per_example_grads(
@@ -285,14 +285,15 @@ def _per_example_stats(net, params, X, Y, *, compute_dtype=None):
     sum_sq = sum_of_squares(dZs, cache)
     sq = sq_norms(dZs, cache)
     nrm = norms_from_sq(sq)
+    like = functools.partial(validation.like_params, params)
     return PerExampleStats(
         loss=core.cost(net, cache.Z[-1], A_L, Y),
-        grads=grads,
-        sq_norms=sq,
+        grads=like(grads),
+        sq_norms=like(sq),
         layer_norms=nrm.layer_norms,
         norms=nrm.norms,
-        sum_sq=sum_sq,
-        variance=variance(sum_sq, grads, X.shape[1]),
+        sum_sq=like(sum_sq),
+        variance=like(variance(sum_sq, grads, X.shape[1])),
     )
 
 

@@ -142,7 +142,7 @@ def backward_col(net: Network, params: Params, cache: Cache, y: Array, m: int = 
                 f"{tuple(a.shape)}; use jaxmlp.backward for a batched cache."
             )
     y = validation.check_y(net, y, dtype)
-    return grads_col(core.backward_sweep(net, params, cache, y, m), cache)
+    return validation.like_params(params, grads_col(core.backward_sweep(net, params, cache, y, m), cache))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -158,4 +158,5 @@ def value_and_grad_col(
     x, y = _prepare_col(net, params, x, y)
     a_L, cache = core.forward_pass(net, params, x)
     L_i = core.losses(net, cache.Z[-1], a_L, y)
-    return L_i / m, grads_col(core.backward_sweep(net, params, cache, y, m), cache)
+    return L_i / m, validation.like_params(
+        params, grads_col(core.backward_sweep(net, params, cache, y, m), cache))

@@ -20,13 +20,19 @@ Metrics cross the boundary as :class:`StepMetrics` (per step; stacked along a le
 axis of length ``m // batch_size`` for an epoch). The state a training run carries from one
 epoch to the next is a :class:`TrainState`, the unit that ``jaxmlp.checkpoint`` saves.
 
-Shape and dtype checks run at trace time (ValueError/TypeError naming the argument).
-A minibatch cost that becomes NaN or infinite is not hidden: it shows in
-``metrics.cost``; :func:`first_nonfinite` finds the first such step.
+Shape and dtype checks run at trace time (ValueError/TypeError naming the argument), and so
+does the check that ``opt_state`` has the structure of ``optimizer.init(params)`` (a state
+made by another optimizer is reported, not left to fail inside optax). The step and epoch
+functions check concrete X and Y before running (:func:`check_data`: finite, Y in the cost's
+domain), once per dataset: a ``jax.Array`` already checked is not checked again. A minibatch
+cost that becomes NaN or infinite is not hidden: it shows in ``metrics.cost`` (NaN
+propagates through every activation); :func:`first_nonfinite` finds the first such step.
 """
 
 from __future__ import annotations
 
+import functools
+import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -35,6 +41,7 @@ import numpy as np
 import optax
 
 from jaxmlp import core, validation
+from jaxmlp.costs import COSTS
 from jaxmlp.network import Network
 from jaxmlp.quantities import gradient
 from jaxmlp.shuffle import epoch_batches
@@ -46,6 +53,8 @@ __all__ = [
     "SCHEDULES",
     "StepMetrics",
     "TrainState",
+    "check_data",
+    "check_opt_state",
     "epoch_batches",
     "evaluate",
     "first_nonfinite",
@@ -95,7 +104,7 @@ class TrainState(NamedTuple):
 
 def _wd_mask(params):
     """Weight decay on the weights W[l] only, never on the biases b[l]."""
-    return [{"W": True, "b": False} for _ in params]
+    return validation.like_params(params, [{"W": True, "b": False} for _ in params])
 
 
 def make_optimizer(
@@ -168,6 +177,110 @@ def _check_optimizer(optimizer: Any) -> optax.GradientTransformation:
     return optimizer
 
 
+def _outline(tree: Any, depth: int = 2) -> str:
+    """A short picture of a pytree's containers, e.g. ``(ScaleByAdamState(count, mu, nu),
+    EmptyState())``, for error messages."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return f"{type(tree).__name__}({', '.join(tree._fields)})"
+    if isinstance(tree, tuple):
+        return "(" + ", ".join(_outline(t, depth - 1) for t in tree) + ")" if depth > 0 else "(...)"
+    if isinstance(tree, list):
+        return f"[{len(tree)} items]"
+    if isinstance(tree, dict):
+        return "{" + ", ".join(map(str, tree)) + "}"
+    if hasattr(tree, "shape"):
+        return f"array{tuple(tree.shape)}"
+    return type(tree).__name__
+
+
+def check_opt_state(optimizer: optax.GradientTransformation, params: Any, opt_state: Any) -> None:
+    """Raises ValueError if ``opt_state`` is not a state of ``optimizer`` for ``params``.
+
+    Compares the tree structure, shapes and dtypes with ``optimizer.init(params)`` (evaluated
+    abstractly, nothing is computed); works on concrete and traced values alike (the step
+    and epoch functions call it at trace time, so it costs nothing per call).
+    """
+    want = jax.eval_shape(optimizer.init, params)
+    if jax.tree.structure(want) != jax.tree.structure(opt_state):
+        raise ValueError(
+            f"opt_state: expected the state of this optimizer for these params, "
+            f"optimizer.init(params) = {_outline(want)}, got {_outline(opt_state)}; was it made "
+            "by another optimizer (or for other params)? Use opt_state = optimizer.init(params)."
+        )
+    got_leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    for (path, w), (_, g) in zip(jax.tree_util.tree_flatten_with_path(want)[0], got_leaves):
+        g_shape, g_dtype = tuple(getattr(g, "shape", ())), jnp.result_type(g)
+        if g_shape != tuple(w.shape) or g_dtype != w.dtype:
+            raise ValueError(
+                f"opt_state{jax.tree_util.keystr(path)}: expected shape {tuple(w.shape)} "
+                f"{w.dtype} as in optimizer.init(params), got shape {g_shape} {g_dtype}."
+            )
+
+
+_CHECKED: dict = {}  # (id(array), what) -> weakref: jax.Arrays already checked (immutable)
+
+
+def _seen(a: Any, what: Any) -> bool:
+    ref = _CHECKED.get((id(a), what))
+    return ref is not None and ref() is a
+
+
+def _remember(a: Any, what: Any) -> None:
+    key = (id(a), what)
+    try:
+        _CHECKED[key] = weakref.ref(a, lambda _, key=key: _CHECKED.pop(key, None))
+    except TypeError:  # not weak-referenceable: simply checked again next time
+        pass
+
+
+def check_data(net: Network, X: Any, Y: Any) -> None:
+    """The value checks of the training entry points, on concrete X (n[0], m), Y (n[L], m).
+
+    X must be finite; Y must be finite and inside the cost's domain
+    (:meth:`jaxmlp.costs.Cost.check_targets`). ValueError naming the argument otherwise.
+    Traced values (inside ``jax.jit``) and arrays of the wrong shape are left alone (the
+    shape checks report those); a ``jax.Array`` that passed once is not inspected again.
+    """
+    for name, a in (("X", X), ("Y", Y)):
+        if isinstance(a, jax.core.Tracer) or not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            continue
+        n = net.sizes[0] if name == "X" else net.sizes[-1]
+        if len(a.shape) != 2 or a.shape[0] != n or not (
+                jnp.issubdtype(a.dtype, jnp.number) or a.dtype == jnp.bool_):
+            continue
+        what = "finite" if name == "X" else net.cost
+        if isinstance(a, jax.Array) and _seen(a, what):
+            continue
+        if name == "X":
+            if jnp.issubdtype(a.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(a))):
+                validation.check_finite(X=a)
+        else:
+            COSTS[net.cost].check_targets(a)
+        if isinstance(a, jax.Array):
+            _remember(a, what)
+
+
+def _with_data_check(net: Network, jitted: Callable, x_pos: int,
+                     key_pos: Optional[int] = None) -> Callable:
+    """``jitted`` preceded by :func:`check_data` on its arguments x_pos (X) and x_pos + 1 (Y),
+    and by :func:`jaxmlp.validation.prng_key` on argument ``key_pos`` (an integer seed
+    becomes ``jax.random.key(seed)``); ``.lower`` / ``.trace`` / ``.eval_shape`` of the
+    jitted function stay available."""
+
+    @functools.wraps(jitted)
+    def run(*args):
+        if len(args) > x_pos + 1:
+            check_data(net, args[x_pos], args[x_pos + 1])
+        if key_pos is not None and len(args) > key_pos:
+            args = (*args[:key_pos], validation.prng_key(args[key_pos]), *args[key_pos + 1:])
+        return jitted(*args)
+
+    for attr in ("lower", "trace", "eval_shape"):
+        if hasattr(jitted, attr):
+            setattr(run, attr, getattr(jitted, attr))
+    return run
+
+
 # ----------------------------------------------------------------------------- step and epoch
 
 
@@ -175,7 +288,8 @@ def value_and_grad_kernel(net: Network, params, X: Array, Y: Array, compute_dtyp
     """Unchecked (J, dJ/dtheta): (F1)-(F3), one backward sweep (B3)-(B4), then (B1)-(B2)."""
     A_L, cache = core.forward_pass(net, params, X, compute_dtype)
     dZs = core.backward_sweep(net, params, cache, Y, None, compute_dtype)
-    return core.cost(net, cache.Z[-1], A_L, Y), gradient(dZs, cache, compute_dtype)
+    return core.cost(net, cache.Z[-1], A_L, Y), validation.like_params(
+        params, gradient(dZs, cache, compute_dtype))
 
 
 def _update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None):
@@ -209,9 +323,10 @@ def make_train_step(net: Network, optimizer: optax.GradientTransformation, *, co
     @jax.jit
     def step(params, opt_state, X, Y):
         X, Y = validation.check_problem(net, params, X, Y)
+        check_opt_state(optimizer, params, opt_state)
         return _update(net, optimizer, params, opt_state, X, Y, compute_dtype)
 
-    return _with_data_check(step)
+    return _with_data_check(net, step, 2)
 
 
 def make_train_epoch(
@@ -262,7 +377,8 @@ def make_train_epoch(
     @jax.jit
     def epoch(params, opt_state, key, X, Y):
         X, Y = validation.check_problem(net, params, X, Y)
-        validation.prng_key(key)
+        check_opt_state(optimizer, params, opt_state)
+        key = validation.prng_key(key)
         idx = epoch_batches(key, X.shape[1], batch_size, permutation)  # (num_batches, batch_size)
 
         def body(carry, idx_s):
@@ -279,24 +395,7 @@ def make_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), idx)
         return params, opt_state, metrics
 
-    return _with_data_check(epoch)
-
-
-def _with_data_check(jitted):
-    """``jitted`` behind a check that refuses non-finite concrete X, Y (once per array object,
-    :class:`jaxmlp.validation.FiniteOnce`); ``.lower`` and ``.jitted`` reach the jitted function."""
-    guard = validation.FiniteOnce()
-
-    def checked(*args):
-        X, Y = args[-2], args[-1]
-        if not (isinstance(X, jax.core.Tracer) or isinstance(Y, jax.core.Tracer)):
-            guard(X=X, Y=Y)
-        return jitted(*args)
-
-    checked.lower = jitted.lower
-    checked.jitted = jitted
-    checked.__doc__ = jitted.__doc__
-    return checked
+    return _with_data_check(net, epoch, 3, key_pos=2)
 
 
 @jax.jit
@@ -311,8 +410,7 @@ def split_key(key: Any) -> tuple[Array, Array]:
     0.2 ms of Python per epoch on a 2-core CPU, which is 15-20 % of a digits epoch. Use this
     (or draw all epoch keys at once with ``jax.random.split(key, epochs)``) in epoch loops.
     """
-    validation.prng_key(key)
-    return _split(key)
+    return _split(validation.prng_key(key))
 
 
 def first_nonfinite(costs: Any) -> Optional[int]:
@@ -386,4 +484,5 @@ def evaluate(net: Network, params, X: Any, Y: Any, *, check_finite: bool = True)
     X, Y = validation.check_problem(net, params, X, Y)
     if check_finite and not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):
         validation.check_finite(X=X, Y=Y)  # a clear error rather than a NaN cost
+        COSTS[net.cost].check_targets(Y)
     return _evaluate_jit(net, params, X, Y)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import weakref
 from typing import Any, Optional, Sequence
 
 import jax
@@ -66,24 +65,47 @@ def real_number(name: str, value: Any, *, low: float = -math.inf, low_open: bool
     return v
 
 
+_HOW_TO_MAKE_A_KEY = ("a PRNG key (jax.random.key(seed): typed, shape (); or "
+                      "jax.random.PRNGKey(seed): uint32, shape (2,)) or an integer seed")
+
+
 def prng_key(key: Any, name: str = "key") -> Any:
-    """Checks that ``key`` is ONE PRNG key: ``jax.random.key(seed)`` (typed, shape ()) or
-    ``jax.random.PRNGKey(seed)`` (raw uint32 of shape (2,)); returns it unchanged."""
+    """ONE PRNG key from what a user means by one; the key helper every function taking a key uses.
+
+    Accepts ``jax.random.key(seed)`` (typed, shape ()) and ``jax.random.PRNGKey(seed)`` (raw
+    uint32 of shape (2,)), returned unchanged, and an integer seed (a Python int, or an
+    integer scalar array, traced or not), returned as ``jax.random.key(seed)``: the same
+    random bits as ``jax.random.PRNGKey(seed)``. Anything else is a TypeError saying how to
+    make a key; a batch of keys or a seed out of range is a ValueError.
+    """
+    if isinstance(key, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected {_HOW_TO_MAKE_A_KEY}, got a bool.")
+    if isinstance(key, numbers.Integral):
+        limit = 2**64 if jax.config.jax_enable_x64 else 2**32
+        if not 0 <= int(key) < limit:
+            raise ValueError(f"{name}: an integer seed must be in [0, 2**{limit.bit_length() - 1}), "
+                             f"got {int(key)}.")
+        return jax.random.key(int(key))
     if not hasattr(key, "dtype"):
-        raise TypeError(
-            f"{name}: expected a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
-            f"got {type(key).__name__}."
-        )
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        raise TypeError(f"{name}: expected {_HOW_TO_MAKE_A_KEY}, got {type(key).__name__}.")
+    if _is_typed_key(key):
         if key.shape != ():
-            raise ValueError(f"{name}: expected a single PRNG key of shape (), got shape {key.shape}.")
+            raise ValueError(f"{name}: expected a single PRNG key of shape (), got shape "
+                             f"{tuple(key.shape)}; pick one, e.g. {name}[0].")
         return key
-    if key.dtype != jnp.uint32 or tuple(key.shape) != (2,):
-        raise TypeError(
-            f"{name}: expected a PRNG key (jax.random.PRNGKey(seed): uint32 of shape (2,), or "
-            f"jax.random.key(seed)), got dtype {key.dtype} and shape {tuple(key.shape)}."
-        )
-    return key
+    if key.dtype == jnp.uint32 and tuple(key.shape) == (2,):
+        return key
+    if jnp.issubdtype(key.dtype, jnp.integer) and tuple(key.shape) == ():
+        return jax.random.key(key)  # an integer seed held in an array (possibly traced)
+    if key.dtype == jnp.uint32 and len(key.shape) == 2 and key.shape[-1] == 2:
+        raise ValueError(f"{name}: expected a single PRNG key, got {key.shape[0]} raw keys of shape "
+                         f"{tuple(key.shape)}; pick one, e.g. {name}[0].")
+    raise TypeError(f"{name}: expected {_HOW_TO_MAKE_A_KEY}, got dtype {key.dtype} and shape "
+                    f"{tuple(key.shape)}.")
+
+
+def _is_typed_key(key: Any) -> bool:
+    return hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
 
 
 _COMPUTE_DTYPES = ("bfloat16", "float16", "float32", "float64")
@@ -120,10 +142,13 @@ def require_network(net: Any) -> Network:
 def check_params(net: Network, params: Any) -> jnp.dtype:
     """Checks that params mirrors ``net.param_shapes()``; returns their common dtype."""
     L = net.num_layers
-    if not isinstance(params, Sequence) or isinstance(params, (str, bytes)):
+    if type(params) not in (list, tuple):
+        hint = ("; convert it with list(params)" if isinstance(params, Sequence)
+                and not isinstance(params, (str, bytes)) else "")
         raise TypeError(
-            f"params: expected a list of {L} dicts {{'W', 'b'}} (from jaxmlp.init_params), "
-            f"got {type(params).__name__}."
+            f"params: expected a list of {L} dicts {{'W', 'b'}} (from jaxmlp.init_params; a "
+            f"tuple works too), got {type(params).__name__}{hint}. Gradients mirror the "
+            "container, so only plain lists and tuples are taken."
         )
     if len(params) != L:
         raise ValueError(
@@ -135,6 +160,11 @@ def check_params(net: Network, params: Any) -> jnp.dtype:
             got = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
             raise ValueError(
                 f"params[{l - 1}] (layer {l}): expected a dict with keys ['W', 'b'], got {got}."
+            )
+        if type(layer) is not dict:
+            raise TypeError(
+                f"params[{l - 1}] (layer {l}): expected a plain dict {{'W', 'b'}}, got "
+                f"{type(layer).__name__}; gradients are plain dicts, so convert it with dict(...)."
             )
         for key in ("W", "b"):
             leaf = layer[key]
@@ -215,6 +245,13 @@ def check_y(net: Network, y: Any, dtype) -> jax.Array:
     return y
 
 
+def like_params(params: Any, tree: list) -> Any:
+    """``tree`` (a list of per-layer entries, e.g. gradients) in the container type of
+    ``params``: a tuple for tuple params, else the list itself. Gradients then have exactly
+    the pytree structure of params, which optax needs."""
+    return tuple(tree) if type(params) is tuple else tree
+
+
 def check_problem(net: Any, params: Any, X: Any, Y: Any = None):
     """The checks of every ``(net, params, X[, Y])`` entry point: X, or (X, Y), cast and checked."""
     net = require_network(net)
@@ -236,27 +273,3 @@ def check_finite(**arrays) -> None:
                 f"{'y' if bad == 1 else 'ies'} of {a.size}."
             )
 
-
-class FiniteOnce:
-    """Checks concrete data for NaN and infinity once per array object, not once per call.
-
-    The training functions (:func:`jaxmlp.training.make_train_epoch`, ``make_train_step``)
-    call it on X and Y: the first call with an array scans it (one host transfer), later
-    calls with the SAME array object are free (a weak reference remembers it). Traced
-    values (inside a user's ``jit``) are skipped: a tracer has no values to check.
-    """
-
-    def __init__(self, keep: int = 8):
-        self._seen: list = []
-        self._keep = keep
-
-    def __call__(self, **arrays) -> None:
-        for name, a in arrays.items():
-            if isinstance(a, jax.core.Tracer) or any(r() is a for r in self._seen):
-                continue
-            check_finite(**{name: a})
-            try:
-                self._seen.append(weakref.ref(a))
-            except TypeError:  # a list or other container: checked on every call
-                continue
-            self._seen = [r for r in self._seen if r() is not None][-self._keep:]

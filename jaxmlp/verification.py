@@ -288,7 +288,8 @@ def check_gradients(
       a :class:`GradCheckReport`, one row per (layer, "W"/"b").
 
     Raises:
-      ValueError if X or Y holds NaN or infinity, or on any shape mismatch.
+      ValueError if X or Y holds NaN or infinity, Y is outside the cost's domain
+      (:meth:`jaxmlp.costs.Cost.check_targets`), or on any shape mismatch.
     """
     modes = ("auto", "full", "directions", "off")
     if finite_differences not in modes:
@@ -297,6 +298,7 @@ def check_gradients(
     X = validation.check_X(net, X, dtype)
     Y = validation.check_Y(net, Y, X.shape[1], dtype)
     validation.check_finite(X=X, Y=Y)
+    net.cost_fn.check_targets(Y)
     _, manual = value_and_grad(net, params, X, Y)
     auto = jax.grad(lambda p: loss(net, p, X, Y))(params)
     tol_autodiff = _default_tol("autodiff", dtype) if tol_autodiff is None else tol_autodiff

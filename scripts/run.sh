@@ -6,21 +6,23 @@
 #   bash scripts/run.sh gradcheck [--quick]  # manual gradients vs autodiff and finite differences
 #   bash scripts/run.sh --epochs 10          # options alone go to experiments/train.py
 #   bash scripts/run.sh NAME [ARGS...]       # any experiments/NAME.py with its arguments
+#
+# NAME is an experiment's name (letters, digits, underscores; "train" or "train.py"), never a
+# path: anything else exits 2 before the environment is set up.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/setup.sh
 if [ $# -eq 0 ]; then
     set -- train --dataset digits
 elif [ "${1#-}" != "$1" ]; then
     set -- train "$@"   # options only: they are train.py's
 fi
-name="$1"
+name="${1%.py}"
 shift
-script="experiments/${name%.py}.py"
-if [ ! -f "$script" ]; then
+if ! [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9_]*$ ]] || [ ! -f "experiments/$name.py" ]; then
     echo "run.sh: unknown experiment '$name'; expected one of:" \
         $(cd experiments && ls *.py | sed 's/\.py$//' | grep -v '^_') >&2
     exit 2
 fi
-exec .venv/bin/python "$script" "$@"
+bash scripts/setup.sh
+exec .venv/bin/python "experiments/$name.py" "$@"

@@ -157,3 +157,48 @@ def test_kink_conventions(name):
 def test_unknown_activation_name():
     with pytest.raises(ValueError, match=r"activation: expected one of .* got 'relu6'"):
         jaxmlp.activations.get_activation("relu6")
+
+
+@pytest.mark.parametrize("name", sorted(jaxmlp.ACTIVATIONS))
+def test_nan_propagates_through_forward_and_backward(name):
+    """g(NaN) = NaN and g'(NaN) = NaN (dZ = NaN even where dA is finite), and the other
+    entries of the column are untouched (element-wise) -- ReLU's where(Z > 0, Z, 0) used
+    to map NaN to 0, which hid NaN weights behind a finite cost."""
+    g = jaxmlp.activations.get_activation(name)
+    Z = jnp.array([[np.nan, 0.5], [0.0, -0.5], [2.0, 1.5]], jnp.float32)  # (3 units, 2 columns)
+    A = g.forward(Z)
+    dZ = g.backward(jnp.ones_like(Z), Z, A)
+    if g.elementwise:
+        assert np.isnan(np.asarray(A)[0, 0]) and np.isnan(np.asarray(dZ)[0, 0])
+        assert np.all(np.isfinite(np.asarray(A).ravel()[1:])) and np.all(np.isfinite(np.asarray(dZ).ravel()[1:]))
+        ref = g.forward(jnp.where(jnp.isnan(Z), 1.0, Z))  # the same map on the finite entries
+        np.testing.assert_array_equal(np.asarray(A).ravel()[1:], np.asarray(ref).ravel()[1:])
+    else:  # softmax: the NaN column is NaN throughout, the other column is finite
+        assert np.all(np.isnan(np.asarray(A)[:, 0])) and np.all(np.isnan(np.asarray(dZ)[:, 0]))
+        assert np.all(np.isfinite(np.asarray(A)[:, 1])) and np.all(np.isfinite(np.asarray(dZ)[:, 1]))
+
+
+@pytest.mark.parametrize("name", ["linear", "relu", "leaky_relu"])
+def test_piecewise_constant_derivatives_keep_their_values(name):
+    """The NaN guard changes nothing at numbers, infinities included: g'(+-inf) are the limits."""
+    g = jaxmlp.activations.get_activation(name)
+    z = jnp.array([-np.inf, -2.0, 0.0, 3.0, np.inf], jnp.float32)
+    a = {"linear": 1.0, "relu": 0.0, "leaky_relu": 0.01}[name]
+    want = np.array([a, a, a, 1.0, 1.0], np.float32)
+    np.testing.assert_array_equal(np.asarray(g.backward(jnp.ones_like(z), z, g.forward(z))), want)
+
+
+@pytest.mark.parametrize("name", sorted(set(jaxmlp.ACTIVATIONS) - {"softmax"}))
+def test_nan_in_X_gives_a_nan_cost_and_nan_gradient(name):
+    """One NaN in X through a hidden layer of every activation: J is NaN (never finite) and
+    the gradient of every layer is NaN somewhere."""
+    net = jaxmlp.Network((4, 5, 3), (name, "softmax"), "categorical_cross_entropy")
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    X = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    X[2, 3] = np.nan
+    Y = np.eye(3, dtype=np.float32)[:, [0, 1, 2, 0, 1, 2]]
+    J, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    assert np.isnan(float(J))
+    assert np.isnan(float(jaxmlp.loss(net, params, X, Y)))
+    for layer in grads:
+        assert np.isnan(np.asarray(layer["W"])).any()

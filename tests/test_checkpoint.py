@@ -1,6 +1,9 @@
-"""jaxmlp.checkpoint: bit-exact save/restore of a TrainState, atomic writes, mismatches refused."""
+"""jaxmlp.checkpoint: bit-exact save/restore of a TrainState, atomic writes, mismatches refused,
+damaged checkpoints reported (never restored silently), fallback to the newest intact one."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +15,7 @@ import pytest
 
 import jaxmlp
 from jaxmlp import training
-from jaxmlp.checkpoint import Checkpoints, latest_epoch
+from jaxmlp.checkpoint import CheckpointError, Checkpoints, latest_epoch, newest_intact, state_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = jaxmlp.Network((6, 5, 3), ("relu", "softmax"), "categorical_cross_entropy")
@@ -153,3 +156,196 @@ def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path):
         assert ck.epochs() == [1, 2]
         assert not [n for n in os.listdir(d) if "tmp" in n]
         _assert_bitwise_equal(ck.restore(_like()).params, _np_state(2, 2).params)
+
+
+# ----------------------------------------------------------------------------- integrity
+
+BIG = jaxmlp.Network((64, 128, 10), ("relu", "softmax"), "categorical_cross_entropy")
+
+
+def _np_state_of(net, seed, epoch):
+    """A TrainState of ``net`` built in NumPy (Adam state with non-zero moments)."""
+    rng = np.random.default_rng(seed)
+    opt = training.make_optimizer("adam", 1e-2)
+    params = [{"W": rng.normal(size=s["W"]).astype(np.float32),
+               "b": rng.normal(size=s["b"]).astype(np.float32)} for s in net.param_shapes()]
+    opt_state = jax.tree.map(lambda a: np.asarray(a) + np.float32(rng.normal()) if np.ndim(a) else a,
+                             opt.init(params))
+    return training.TrainState(params, opt_state, np.array([seed, 7], np.uint32), epoch)
+
+
+def _bitwise_same(a, b) -> bool:
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    return ta == tb and all(np.asarray(x).dtype == np.asarray(y).dtype
+                            and np.asarray(x).tobytes() == np.asarray(y).tobytes()
+                            for x, y in zip(la, lb))
+
+
+def _damage(path, how):
+    data = bytearray(open(path, "rb").read())
+    if how == "delete":
+        os.remove(path)
+        return
+    if how == "truncate":
+        data = data[: len(data) // 2]
+    elif how == "first byte":
+        data[0] ^= 0xFF
+    elif how == "last byte":
+        data[-1] ^= 0xFF
+    elif how == "middle bit":
+        data[len(data) // 2] ^= 0x01
+    elif how == "16 bytes at 1/3":
+        start = len(data) // 3
+        for i in range(start, min(start + 16, len(data))):
+            data[i] ^= 0xFF
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_every_file_damaged_in_turn_is_detected_or_harmless(tmp_path):
+    """Each file of a checkpoint (orbax's JSON, its OCDBT manifests and data files, the meta
+    JSON with the digest) damaged in six ways, one at a time: restore either raises a
+    CheckpointError (a ValueError) or returns arrays AND meta bit-identical to those saved.
+    Never anything else, never different numbers. A network with a 128x64 weight matrix so
+    that orbax writes raw data files, whose corruption only the digest can see."""
+    like = _np_state_of(BIG, 5, 0)
+    saved = _np_state_of(BIG, 1, 1)
+    src = tmp_path / "src"
+    with Checkpoints(src) as ck:
+        ck.save(saved, {"network": "64-128-10", "history": [1.5, 0.25]})
+    files = sorted(os.path.relpath(os.path.join(r, f), src) for r, _, fs in os.walk(src) for f in fs)
+    assert len(files) >= 10 and any("/d/" in f for f in files)
+    outcome = {}
+    for rel in files:
+        for how in ("first byte", "last byte", "middle bit", "16 bytes at 1/3", "truncate", "delete"):
+            work = tmp_path / "work"
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(src, work)
+            _damage(os.path.join(work, rel), how)
+            try:
+                with Checkpoints(work) as ck:
+                    restored = ck.restore(like)
+                    meta = ck.meta()
+            except CheckpointError as e:
+                assert str(work) in str(e)  # names the checkpoint (and the file where known)
+                outcome[rel, how] = "detected: " + str(e)
+                continue
+            assert _bitwise_same(restored.params, saved.params), (rel, how)
+            assert _bitwise_same(restored.opt_state, saved.opt_state), (rel, how)
+            assert _bitwise_same(restored.key, saved.key), (rel, how)
+            assert restored.epoch == 1 and meta == {"network": "64-128-10", "history": [1.5, 0.25],
+                                                    "epoch": 1}, (rel, how)
+            outcome[rel, how] = "harmless"
+    detected = [k for k, v in outcome.items() if v.startswith("detected")]
+    by_digest = [k for k, v in outcome.items() if "do not match the digest" in v]
+    # the files orbax needs are all guarded; raw data damage is caught by the digest alone
+    for rel in ("meta/metadata", "state/_METADATA", "state/manifest.ocdbt"):
+        assert all(outcome[f"1/{rel}", how].startswith("detected") for how in
+                   ("first byte", "truncate", "delete")), rel
+    assert by_digest and all("ocdbt.process_0/d/" in rel for rel, _ in by_digest)
+    assert any(outcome[f"1/meta/metadata", how].startswith("detected: checkpoint") and
+               "meta/metadata" in outcome[f"1/meta/metadata", how] for how in ("middle bit",))
+    assert len(detected) >= 20
+
+
+def test_digest_mismatch_names_the_arrays(tmp_path):
+    """Well-formed arrays that are not the ones saved (epoch 2's state files moved under
+    epoch 1): orbax reads them happily; the digest refuses them."""
+    d = tmp_path / "ck"
+    with Checkpoints(d) as ck:
+        ck.save(_np_state(1, epoch=1))
+        ck.save(_np_state(2, epoch=2))
+    shutil.rmtree(d / "1" / "state")
+    shutil.copytree(d / "2" / "state", d / "1" / "state")
+    with Checkpoints(d) as ck:
+        with pytest.raises(CheckpointError, match=r"1/state do not match the digest recorded when "
+                           r"they were saved \(key, params/0/W, params/0/b, params/1/W and 1 more\)"):
+            ck.restore(_like(), epoch=1)
+        _assert_bitwise_equal(ck.restore(_like(), epoch=2).params, _np_state(2, 2).params)
+
+
+def test_edited_meta_and_missing_record_are_refused(tmp_path):
+    d = tmp_path / "ck"
+    with Checkpoints(d) as ck:
+        ck.save(_np_state(1, epoch=1), {"config": {"lr": 0.1}})
+    meta_file = d / "1" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert set(meta["integrity"]) == {"version", "algorithm", "state", "arrays", "meta"}
+    assert meta["integrity"]["state"] == state_digest(_np_state(1, epoch=1))["state"]
+    meta["config"]["lr"] = 0.2  # edited by hand
+    meta_file.write_text(json.dumps(meta))
+    with Checkpoints(d) as ck:
+        with pytest.raises(CheckpointError, match=r"metadata does not match the digest"):
+            ck.meta()
+        with pytest.raises(CheckpointError, match=r"metadata does not match the digest"):
+            ck.restore(_like())
+        assert ck.meta(verify=False)["config"] == {"lr": 0.2}
+    del meta["integrity"]  # as written before digests were recorded
+    meta_file.write_text(json.dumps(meta))
+    with Checkpoints(d) as ck:
+        with pytest.raises(CheckpointError, match="holds no integrity record"):
+            ck.restore(_like())
+        _assert_bitwise_equal(ck.restore(_like(), verify=False).params, _np_state(1, 1).params)
+
+
+def test_renamed_checkpoint_is_refused(tmp_path):
+    d = tmp_path / "ck"
+    with Checkpoints(d) as ck:
+        ck.save(_np_state(1, epoch=1))
+    os.rename(d / "1", d / "5")
+    with Checkpoints(d) as ck:
+        with pytest.raises(CheckpointError, match="its metadata is for epoch 1, not 5"):
+            ck.restore(_like())
+
+
+def test_newest_intact_skips_damaged_checkpoints(tmp_path):
+    d = tmp_path / "ck"
+    with Checkpoints(d, max_to_keep=None) as ck:
+        for e in (1, 2, 3):
+            ck.save(_np_state(e, epoch=e), {"e": e})
+    os.remove(d / "3" / "state" / "manifest.ocdbt")
+    meta_file = d / "2" / "meta" / "metadata"
+    meta_file.write_bytes(meta_file.read_bytes()[:40])
+    with Checkpoints(d) as ck:
+        state, meta, skipped = ck.newest_intact(_like())
+        assert state.epoch == 1 and meta == {"e": 1, "epoch": 1}
+        _assert_bitwise_equal(state.params, _np_state(1, 1).params)
+        assert [e for e, _ in skipped] == [3, 2]
+        assert "3/state" in skipped[0][1] and "2/meta/metadata is damaged" in skipped[1][1]
+        assert ck.newest_intact(_like(), at_most=1).skipped == []
+    os.remove(d / "1" / "state" / "_METADATA")
+    with pytest.raises(CheckpointError, match=r"(?s)no intact checkpoint in .*epoch 3: .*epoch 2: "
+                       r".*epoch 1: .*1/state/_METADATA is missing"):
+        newest_intact(d, _like())
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        newest_intact(tmp_path / "empty", _like())
+
+
+def test_orbax_failures_are_one_quiet_error(tmp_path):
+    """A damaged checkpoint read in a fresh process: one CheckpointError, and nothing on
+    stderr (no asyncio "Event loop is closed" / "Task exception was never retrieved"
+    tracebacks, no orbax log lines)."""
+    d = tmp_path / "ck"
+    with Checkpoints(d) as ck:
+        ck.save(_np_state(1, epoch=1))
+    os.remove(d / "1" / "state" / "manifest.ocdbt")
+    ckpt_meta = d / "1" / "_CHECKPOINT_METADATA"
+    ckpt_meta.write_bytes(ckpt_meta.read_bytes()[:30])
+    code = textwrap.dedent(f"""
+        import sys, gc
+        sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+        from test_checkpoint import _like
+        from jaxmlp.checkpoint import Checkpoints, CheckpointError
+        try:
+            with Checkpoints({str(d)!r}) as ck:
+                ck.restore(_like())
+        except CheckpointError as e:
+            print("CheckpointError:", e)
+        gc.collect()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("CheckpointError: checkpoint ") and "NOT_FOUND" in out.stdout
+    assert out.stderr == "", out.stderr[-3000:]

@@ -138,7 +138,7 @@ def test_bad_input_is_refused_before_training():
         fit(NET, _params(), opt, X.T, Y, epochs=1, batch_size=8, key=key)
 
 
-def test_epoch_and_step_functions_refuse_nonfinite_data_once_per_dataset(monkeypatch):
+def test_epoch_and_step_functions_refuse_nonfinite_data():
     X, Y = _data()
     opt = optax.sgd(0.1)
     params = _params()
@@ -148,16 +148,5 @@ def test_epoch_and_step_functions_refuse_nonfinite_data_once_per_dataset(monkeyp
         epoch(params, opt.init(params), jax.random.PRNGKey(0), X.at[0, 0].set(jnp.nan), Y)
     with pytest.raises(ValueError, match="^Y: expected finite values"):
         step(params, opt.init(params), X, Y.at[1, 2].set(jnp.inf))
-    # the same array object is scanned once, not on every epoch
-    from jaxmlp import validation
-
-    scans = []
-    real = validation.check_finite
-    monkeypatch.setattr(validation, "check_finite", lambda **kw: scans.append(list(kw)) or real(**kw))
-    epoch = training.make_train_epoch(NET, opt, 16)
-    st = opt.init(params)
-    for k in range(3):
-        params, st, _ = epoch(params, st, jax.random.PRNGKey(k), X, Y)
-    assert scans == [["X"], ["Y"]]
-    # inside a user's jit the data are tracers: no check, no error
-    jax.jit(lambda p, s: step.jitted(p, s, X, Y))(params, st)
+    # inside a user's jit the data are tracers: no value check, no error
+    jax.jit(lambda p, s: step.__wrapped__(p, s, X, Y))(params, opt.init(params))

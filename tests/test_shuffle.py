@@ -200,7 +200,7 @@ def test_epoch_batches_rows_are_the_permutation_prefix():
     (lambda: shuffle.permutation(jnp.zeros((3,), jnp.uint32), 5), TypeError, r"key: expected a PRNG key .*shape \(3,\)"),
     (lambda: shuffle.permutation(jnp.zeros((2,), jnp.float32), 5), TypeError, r"key: expected a PRNG key .*dtype float32"),
     (lambda: shuffle.permutation(jax.random.split(jax.random.key(0), 2), 5), ValueError, r"key: expected a single PRNG key of shape \(\), got shape \(2,\)"),
-    (lambda: shuffle.permutation(7, 5), TypeError, r"key: expected a PRNG key .*got int"),
+    (lambda: shuffle.permutation(7.0, 5), TypeError, r"key: expected a PRNG key .* or an integer seed, got float"),
     (lambda: shuffle.epoch_batches(jax.random.PRNGKey(0), 10, 0), ValueError, r"batch_size: expected a positive integer, got 0"),
     (lambda: shuffle.epoch_batches(jax.random.PRNGKey(0), 10, 11), ValueError, r"batch_size: expected at most the number of training examples m = 10, got 11"),
 ])

@@ -103,19 +103,80 @@ def test_bad_resume_exits_2(run_dir, tmp_path, capsys):
 
 
 def test_resume_refuses_arrays_of_another_architecture(run_dir, tmp_path, capsys):
-    """The saved arrays themselves are checked, not only the saved configuration."""
+    """The saved arrays themselves are checked, not only the saved configuration (the meta
+    is rewritten WITH a valid digest, as another writer would; an edit without one is
+    refused as damage, below)."""
+    from jaxmlp.checkpoint import _meta_digest
+
     bad = str(tmp_path / "bad")
     shutil.copytree(run_dir, bad)
-    meta_file = os.path.join(bad, "checkpoints", "4", "meta", "metadata")
-    with open(meta_file) as f:
-        meta = json.load(f)
-    meta["config"]["hidden"] = [16]  # the arrays stay (30, 8), (1, 8)
-    meta["network"]["sizes"] = [30, 16, 1]
-    with open(meta_file, "w") as f:
-        json.dump(meta, f)
+    for epoch in (2, 4):
+        meta_file = os.path.join(bad, "checkpoints", str(epoch), "meta", "metadata")
+        with open(meta_file) as f:
+            meta = json.load(f)
+        meta["config"]["hidden"] = [16]  # the arrays stay (30, 8), (1, 8)
+        meta["network"]["sizes"] = [30, 16, 1]
+        record = meta.pop("integrity")
+        record["meta"] = _meta_digest(meta)
+        with open(meta_file, "w") as f:
+            json.dump({**meta, "integrity": record}, f)
     assert cli.main(["--resume", bad, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err
+    assert "no intact checkpoint" in err and "epoch 4: " in err and "epoch 2: " in err, err
     assert "params/0/W holds shape (8, 30) float32, expected shape (16, 30) float32" in err, err
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint(run_dir, tmp_path, capsys):
+    """Epoch 4's array files replaced by epoch 2's (well-formed, wrong numbers: what a bit
+    flip in a data file gives): --resume says it skips epoch 4, continues from epoch 2 and
+    reaches the uninterrupted run's parameters bit for bit; the damaged checkpoint is moved
+    aside and epoch 4 is written again."""
+    bad = str(tmp_path / "bad")
+    shutil.copytree(run_dir, bad)
+    cdir = os.path.join(bad, "checkpoints")
+    shutil.rmtree(os.path.join(cdir, "4", "state"))
+    shutil.copytree(os.path.join(cdir, "2", "state"), os.path.join(cdir, "4", "state"))
+    assert cli.main(["--resume", bad, "--no-progress", "--no-plot"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped checkpoint of epoch 4: checkpoint " in err, err
+    assert "do not match the digest recorded when they were saved" in err, err
+    assert "resuming from epoch 2, the newest intact checkpoint" in err, err
+    assert f"moved the damaged checkpoint of epoch 4 to {os.path.join(cdir, '4.damaged')}" in err
+    res = _results(bad)
+    assert res["resumed_from_epoch"] == 2 and res["epochs_done"] == 4
+    assert res["final_params_sha256"] == _results(run_dir)["final_params_sha256"]
+    with Checkpoints(cdir) as ck:
+        assert ck.epochs() == [2, 4] and ck.newest_intact(_like_small()).skipped == []
+    assert os.path.isdir(os.path.join(cdir, "4.damaged"))
+
+
+def test_resume_refuses_an_edited_meta_and_exits_2_when_nothing_is_intact(run_dir, tmp_path):
+    """Damaged metadata (epoch 4: truncated) and a missing array file (epoch 2): exit 2, one
+    message listing both, in a fresh process so that stray orbax/asyncio output would show."""
+    bad = str(tmp_path / "bad")
+    shutil.copytree(run_dir, bad)
+    cdir = os.path.join(bad, "checkpoints")
+    meta_file = os.path.join(cdir, "4", "meta", "metadata")
+    with open(meta_file, "rb") as f:
+        head = f.read()[:50]
+    with open(meta_file, "wb") as f:
+        f.write(head)
+    os.remove(os.path.join(cdir, "2", "state", "manifest.ocdbt"))
+    out = subprocess.run([sys.executable, SCRIPT, "--resume", bad, "--no-progress"],
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.startswith("train.py: error: --resume: no intact checkpoint in "), out.stderr
+    assert "4/meta/metadata is damaged" in out.stderr and "epoch 2: checkpoint " in out.stderr
+    assert out.stderr.count("train.py") == 1, out.stderr
+    assert "Traceback" not in out.stderr and "Event loop" not in out.stderr, out.stderr
+
+
+def _like_small():
+    net = jaxmlp.Network((30, 8, 1), ("relu", "sigmoid"), "binary_cross_entropy")
+    opt = training.make_optimizer("adam", 1e-3)
+    params = jaxmlp.init_params(net, np.array([0, 0], np.uint32))
+    return training.TrainState(params, opt.init(params), np.zeros(2, np.uint32), 0)
 
 
 # ----------------------------------------------------------------------------- outputs
