@@ -10,6 +10,12 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+# JAX's persistent compilation cache for the scripts (never set by the library itself): XLA
+# programs compiled by one run are read back by the next (~1 s saved per run). The folder is
+# inside the repository and ignored by git; delete it to start cold. Override any of the three.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$root/.cache/jax}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="${JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES:--1}"
 if [ $# -eq 0 ]; then
     set -- train --dataset digits
 elif [ "${1#-}" != "$1" ]; then
