@@ -22,6 +22,8 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``shuffle``               the epoch permutation
 ``verification``          the autodiff / finite-difference oracle checks
 ``datasets``              bundled real datasets
+``tabular``               your own CSV / Parquet / .npz tables, with their preprocessing
+``export``                params + network description to .npz / .safetensors and back
 ``validation``            the argument checks every entry point shares
 ``activations``, ``costs``  the registries of g[l] and costs
 ``accumulation``          the forward/reverse accumulation worked example
@@ -40,9 +42,9 @@ from jaxmlp.quantities import per_example_grads, per_example_norms, per_example_
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "fit", "init",
-    "network", "privacy", "propagation", "quantities", "sharding", "shuffle", "single_column",
-    "training", "validation", "verification",
+    "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "export", "fit",
+    "init", "network", "privacy", "propagation", "quantities", "sharding", "shuffle",
+    "single_column", "tabular", "training", "validation", "verification",
 )
 
 __all__ = [
