@@ -54,7 +54,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp import datasets, training  # noqa: E402
+from jaxmlp import datasets, export, tabular, training  # noqa: E402
 from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
@@ -70,6 +70,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "diabetes": dict(hidden=[32], activation="relu", optimizer="adam", lr=1e-3, epochs=60,
                      batch_size=32),
 }
+#: Defaults for your own table (``--data FILE --target COLUMN``).
+DATA_DEFAULTS = dict(hidden=[64], activation="relu", optimizer="adam", lr=1e-3, epochs=60,
+                     batch_size=32)
 COMMON_DEFAULTS = dict(schedule="constant", weight_decay=0.0, seed=0)
 #: Options that fix the architecture, and those that fix the rest of the training run.
 ARCH_KEYS = ("dataset", "hidden", "activation")
@@ -91,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="exit status: 0 done; 2 bad input (nothing trained); 3 the cost became "
                        "NaN or infinite (the checkpoints written before are kept)")
     p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
+    p.add_argument("--data", metavar="FILE", help="your own table instead of --dataset: .csv, "
+                   ".parquet or .npz (jaxmlp.tabular); needs --target")
+    p.add_argument("--target", metavar="COLUMN[,COLUMN...]", help="with --data: the target column(s)")
+    p.add_argument("--task", choices=tabular.TASKS, help="with --data: the task (default: "
+                   "inferred from the target, and printed)")
+    p.add_argument("--impute", choices=("mean", "median"), help="with --data: fill missing "
+                   "feature values (default: refuse them)")
     p.add_argument("--hidden", nargs="+", metavar="N",
                    help="hidden layer sizes, e.g. --hidden 128 64 (or 128,64)")
     p.add_argument("--activation", help="hidden activation (default relu); output and cost "
@@ -155,6 +165,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     given = _explicit(args)
     resume_meta = None
     if args.resume is not None:
+        if args.data is not None:
+            raise UsageError("--data: a resumed run reads the data of the saved run; leave it out.")
         cdir = _checkpoint_dir(args.resume)
         if not os.path.isdir(args.resume):
             raise UsageError(f"--resume: {args.resume!r} is not a directory.")
@@ -181,12 +193,26 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         cfg = {k: saved[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
         if "epochs" in given:
             cfg["epochs"] = given["epochs"]
+        cfg["data"] = saved.get("data")
+    elif args.data is not None:
+        if args.target is None:
+            raise UsageError("--target: --data needs the target column(s), e.g. --target price.")
+        if "dataset" in given:
+            raise UsageError("--data: give either --dataset or --data, not both.")
+        name = os.path.splitext(os.path.basename(args.data))[0]
+        cfg = {"dataset": name, **COMMON_DEFAULTS, **DATA_DEFAULTS, **given, "total_steps": None,
+               "data": {"file": os.path.abspath(args.data), "target": args.target,
+                        "task": args.task, "impute": args.impute}}
     else:
         dataset = given.get("dataset", "digits")
         if dataset not in datasets.DATASETS:
             raise UsageError(f"--dataset: expected one of {list(datasets.DATASETS)}, got {dataset!r}.")
         cfg = {"dataset": dataset, **COMMON_DEFAULTS, **DEFAULTS[dataset], **given}
         cfg["total_steps"] = None
+        cfg["data"] = None
+    for flag in ("target", "task", "impute"):
+        if getattr(args, flag) is not None and args.data is None:
+            raise UsageError(f"--{flag}: only with --data FILE.")
 
     if cfg["optimizer"] not in training.OPTIMIZERS:
         raise UsageError(f"--optimizer: expected one of {list(training.OPTIMIZERS)}, "
@@ -295,6 +321,24 @@ def _setup_data_parallel(cfg, data, params, opt_state, key):
     return mesh, NamedSharding(mesh, P(None, "data")), arrays, params, opt_state, key
 
 
+def load_data(cfg: dict):
+    """(Dataset, jaxmlp.tabular.Preprocessing) of a bundled dataset or of ``--data FILE``."""
+    if not cfg.get("data"):
+        return (datasets.load(cfg["dataset"], seed=cfg["seed"]),
+                tabular.bundled_preprocessing(cfg["dataset"], seed=cfg["seed"]))
+    d = cfg["data"]
+    try:
+        data, prep = tabular.load_table(d["file"], d["target"], d["task"], impute=d["impute"],
+                                        seed=cfg["seed"])
+    except (TypeError, ValueError) as e:  # "data: ...", "target: ..." -> "--data: ..."
+        arg, _, rest = str(e).partition(": ")
+        raise UsageError(f"--{arg}: {rest}" if arg in ("data", "target", "task", "impute")
+                         else f"--data: {e}") from None
+    if prep.task_reason is not None:
+        print(f"train.py: task inferred: {prep.task} ({prep.task_reason}; --task to choose)")
+    return data, prep
+
+
 def _build(cfg: dict, data) -> tuple:
     """The network and optimizer of a resolved configuration (UsageError when impossible)."""
     m_train = data.X_train.shape[1]
@@ -331,7 +375,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         plot: bool = True) -> tuple[int, dict]:
     """Trains with a resolved configuration (``jaxmlp.fit``); returns (exit status, results)."""
     t_start = time.perf_counter()
-    data = datasets.load(cfg["dataset"], seed=cfg["seed"])
+    data, prep = load_data(cfg)
     m_train = data.X_train.shape[1]
     net, optimizer = _build(cfg, data)
     steps_per_epoch = m_train // cfg["batch_size"]
@@ -352,7 +396,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         state = _restore(resume_meta, network, state)
         history = list(resume_meta.get("history", []))[:state.epoch]
 
-    config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
+    config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps", "data")}
     cdir = os.path.join(cfg["out"], "checkpoints")
     if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > state.epoch:
         raise UsageError(
@@ -367,6 +411,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         if store is not None and (st.epoch % cfg["checkpoint_every"] == 0
                                   or st.epoch == cfg["epochs"]):
             store.save(st, {"network": network, "history": history + [row],
+                            "preprocessing": prep.to_dict(),
                             "config": {**config_saved,
                                        "checkpoint_every": cfg["checkpoint_every"]}})
             last_ckpt[0] = st.epoch
@@ -425,6 +470,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         "platform": {"python": platform.python_version(), "machine": platform.machine(),
                      "cpu_count": os.cpu_count()},
         "final_params_sha256": _params_digest(params),
+        "preprocessing": prep.to_dict(),
     }
     if metric == "label_accuracy":
         ev = training.evaluate(net, params, X_te, Y_te)
@@ -432,6 +478,9 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
                                                       np.asarray(ev["per_label_accuracy"]).tolist()))
     with open(os.path.join(cfg["out"], "results.json"), "w") as f:
         json.dump(result, f, indent=1)
+    if fr.status == "completed":  # what experiments/predict.py needs: params, network, preprocessing
+        export.save(os.path.join(cfg["out"], "model.npz"), params, net,
+                    metadata={"preprocessing": prep.to_dict(), "dataset": data.name})
     if plot and history:
         write_plot(os.path.join(cfg["out"], "learning_curves.png"), history, metric,
                    f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DATASETS", "MULTILABEL_LABELS", "Dataset", "load"]
+__all__ = ["DATASETS", "MULTILABEL_LABELS", "Dataset", "feature_names", "load"]
 
 #: Dataset names accepted by :func:`load`.
 DATASETS = ("digits", "breast_cancer", "multilabel", "diabetes")
@@ -48,6 +48,22 @@ MULTILABEL_LABELS: dict[str, tuple[int, ...]] = {
     "multiple_of_3": (0, 3, 6, 9),
     "closed_loop": (0, 6, 8, 9),
 }
+
+
+_CANCER = ("radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity",
+           "concave points", "symmetry", "fractal dimension")
+
+
+def feature_names(name: str) -> tuple[str, ...]:
+    """The n[0] feature names of dataset ``name`` (scikit-learn's names), in row order of X."""
+    if name in ("digits", "multilabel"):
+        return tuple(f"pixel_{r}_{c}" for r in range(8) for c in range(8))
+    if name == "breast_cancer":
+        return tuple([f"mean {b}" for b in _CANCER] + [f"{b} error" for b in _CANCER]
+                     + [f"worst {b}" for b in _CANCER])
+    if name == "diabetes":
+        return ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+    raise ValueError(f"name: expected one of {list(DATASETS)}, got {name!r}.")
 
 
 class Dataset(NamedTuple):

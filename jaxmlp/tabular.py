@@ -54,7 +54,7 @@ import numpy as np
 from jaxmlp.datasets import Dataset, _split, _standardise
 
 __all__ = ["TASKS", "FORMATS", "Preprocessing", "load_table", "read_table", "infer_task",
-           "transform", "inverse_target"]
+           "transform", "inverse_target", "bundled_preprocessing"]
 
 TASKS = ("classification", "multilabel", "regression")
 FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet", ".npz": "NumPy .npz"}
@@ -75,6 +75,7 @@ class Preprocessing(NamedTuple):
         probability of ``class_names[1]``); multilabel: the target columns; regression: ().
       target_mean, target_std: regression only, the targets' train statistics (else None).
       impute: None, ``"mean"`` or ``"median"``; impute_values: ``{column: fill value}``.
+      task_reason: why the task was inferred (None when it was given).
     """
 
     task: str
@@ -89,6 +90,7 @@ class Preprocessing(NamedTuple):
     target_std: Optional[tuple[float, ...]] = None
     impute: Optional[str] = None
     impute_values: Optional[dict] = None
+    task_reason: Optional[str] = None
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (for checkpoints and results.json)."""
@@ -226,7 +228,7 @@ def _parse_targets(target, columns) -> tuple[str, ...]:
     unknown = [t for t in names if t not in columns]
     if unknown:
         raise ValueError(f"target: column {unknown[0]!r} is not in the table; its columns are "
-                         f"{list(columns)}.")
+                         f"{_names(columns)}.")
     if len(names) == len(columns):
         raise ValueError(f"target: {names} are all the table's columns; no feature is left.")
     return tuple(names)
@@ -282,6 +284,12 @@ def _check_task(frame, target_columns, task) -> None:
                 vals = frame[c].dropna().unique()[:3].tolist()
                 raise ValueError(f"task: regression needs numeric targets, but {c!r} holds "
                                  f"{frame[c].dtype} values such as {vals}.")
+
+
+def _names(names, limit: int = 10) -> str:
+    names = list(names)
+    shown = repr(names[:limit])
+    return shown if len(names) <= limit else shown[:-1] + f", ... ({len(names) - limit} more)]"
 
 
 def _missing_error(frame, column: str, what: str, hint: str) -> ValueError:
@@ -358,8 +366,9 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         if frame[c].isna().any():
             raise _missing_error(frame, c, "target", "; drop those rows: a missing target is "
                                  "never imputed")
+    reason = None
     if task is None:
-        task, _ = infer_task(frame, targets)
+        task, reason = infer_task(frame, targets)
     _check_task(frame, targets, task)
     features = tuple(c for c in frame.columns if c not in targets)
     categories = {c: sorted({str(v) for v in frame[c].dropna()}) for c in features
@@ -440,7 +449,7 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         task=task, feature_columns=features, categories=categories, feature_names=names,
         feature_mean=tuple(float(v) for v in mean), feature_std=tuple(float(v) for v in std),
         target_columns=targets, class_names=tuple(class_names), target_mean=t_mean,
-        target_std=t_std, impute=impute, impute_values=impute_values)
+        target_std=t_std, impute=impute, impute_values=impute_values, task_reason=reason)
     return data, prep
 
 
@@ -460,9 +469,10 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
     missing = [c for c in prep.feature_columns if c not in cols]
     extra = [c for c in cols if c not in prep.feature_columns and c not in prep.target_columns]
     if missing or extra:
-        parts = ([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else [])
+        parts = (([f"missing {_names(missing)}"] if missing else [])
+                 + ([f"unexpected {_names(extra)}"] if extra else []))
         raise ValueError(f"data: its columns differ from the training data's: {'; '.join(parts)} "
-                         f"(training features: {list(prep.feature_columns)}).")
+                         f"(training features: {_names(prep.feature_columns)}).")
     frame = frame.rename(columns=str)
     if prep.impute is None:
         for c in prep.feature_columns:
@@ -488,3 +498,30 @@ def inverse_target(prep: Preprocessing, Y: np.ndarray) -> np.ndarray:
     if prep.task != "regression" or prep.target_mean is None:
         return Y
     return Y * np.asarray(prep.target_std)[:, None] + np.asarray(prep.target_mean)[:, None]
+
+
+def bundled_preprocessing(name: str, seed: int = 0, test_fraction: float = 0.2) -> Preprocessing:
+    """The :class:`Preprocessing` of bundled dataset ``name`` as :func:`jaxmlp.datasets.load`
+    splits and standardises it: columns named as in scikit-learn, so that new rows of the
+    same features (a CSV with those column names) can be predicted."""
+    from jaxmlp import datasets
+
+    if name not in datasets.DATASETS:
+        raise ValueError(f"name: expected one of {list(datasets.DATASETS)}, got {name!r}.")
+    features, targets, strata, (_, cost, target_names) = datasets._raw(name)
+    train, test = _split(strata, features.shape[0], float(test_fraction), int(seed))
+    _, _, mean, std = _standardise(features[train], features[test])
+    names = datasets.feature_names(name)
+    task = {"categorical_cross_entropy": "classification", "binary_cross_entropy": "classification",
+            "multilabel_cross_entropy": "multilabel", "mean_squared_error": "regression"}[cost]
+    t_mean = t_std = None
+    if task == "regression":
+        _, _, tm, ts = _standardise(targets[train], targets[test])
+        t_mean, t_std = tuple(float(v) for v in tm), tuple(float(v) for v in ts)
+    classes = {"digits": target_names, "breast_cancer": ("malignant", "benign")}.get(name, target_names)
+    target_columns = ("target",) if task != "multilabel" else tuple(target_names)
+    return Preprocessing(
+        task=task, feature_columns=names, categories={}, feature_names=names,
+        feature_mean=tuple(float(v) for v in mean), feature_std=tuple(float(v) for v in std),
+        target_columns=target_columns, class_names=tuple(classes) if task != "regression" else (),
+        target_mean=t_mean, target_std=t_std)
