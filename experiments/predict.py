@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a train.py output folder, a checkpoints folder, or an exported model file")
     p.add_argument("--data", required=True, metavar="FILE", help="new rows: .csv, .parquet or .npz")
     p.add_argument("--out", required=True, metavar="FILE", help="predictions: .csv or .parquet")
+    p.add_argument("--register", metavar="FILE.py", action="append",
+                   help="a Python file registering the activations/costs the network uses")
     return p
 
 
@@ -162,6 +164,13 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError(f"--out: the folder {out_dir!r} does not exist.")
     from jaxmlp import tabular
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _register
+
+    try:
+        _register.run_registrations(args.register or [])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     net, params, prep = load_model(args.checkpoint)
     try:
         frame = tabular.read_table(args.data)

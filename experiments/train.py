@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "feature values (default: refuse them)")
     p.add_argument("--hidden", nargs="+", metavar="N",
                    help="hidden layer sizes, e.g. --hidden 128 64 (or 128,64)")
+    p.add_argument("--register", metavar="FILE.py", action="append",
+                   help="run a Python file that registers activations or costs "
+                   "(jaxmlp.register_activation) before anything else; repeatable")
     p.add_argument("--activation", help="hidden activation (default relu); output and cost "
                    "follow the dataset")
     p.add_argument("--optimizer", help=f"one of {', '.join(training.OPTIMIZERS)} (default adam)")
@@ -152,6 +155,16 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     if out["hidden"] is not None:
         out["hidden"] = _parse_hidden(out["hidden"])
     return {k: v for k, v in out.items() if v is not None}
+
+
+def run_registrations(files: Sequence[str]) -> None:
+    """Runs each ``--register`` file (which calls jaxmlp.register_activation / register_cost)."""
+    import _register
+
+    try:
+        _register.run_registrations(files)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _checkpoint_dir(path: str) -> str:
@@ -222,7 +235,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
                          f"got {cfg['schedule']!r}.")
     if cfg["activation"] not in jaxmlp.ACTIVATIONS:
         raise UsageError(f"--activation: expected one of {sorted(jaxmlp.ACTIVATIONS)}, "
-                         f"got {cfg['activation']!r}.")
+                         f"got {cfg['activation']!r} (add your own with --register FILE.py).")
     if not (math.isfinite(cfg["lr"]) and cfg["lr"] > 0):
         raise UsageError(f"--lr: expected a finite learning rate > 0, got {cfg['lr']}.")
     if not (math.isfinite(cfg["weight_decay"]) and cfg["weight_decay"] >= 0):
@@ -514,6 +527,7 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
     try:
         args = build_parser().parse_args(argv)
+        run_registrations(args.register or [])
         cfg, resume_meta = resolve(args)
         return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
     except UsageError as e:

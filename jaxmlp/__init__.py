@@ -26,6 +26,7 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``export``                params + network description to .npz / .safetensors and back
 ``validation``            the argument checks every entry point shares
 ``activations``, ``costs``  the registries of g[l] and costs
+``registry``              register_activation / register_cost: your own rules, verified
 ``accumulation``          the forward/reverse accumulation worked example
 ========================  ==============================================================
 """
@@ -38,6 +39,7 @@ from jaxmlp.init import init_params
 from jaxmlp.network import Network
 from jaxmlp.propagation import backward, forward, loss, predict, value_and_grad
 from jaxmlp.quantities import per_example_grads, per_example_norms, per_example_stats
+from jaxmlp.registry import register_activation, register_cost
 
 __version__ = "0.1.0"
 
@@ -59,6 +61,8 @@ __all__ = [
     "per_example_norms",
     "per_example_stats",
     "predict",
+    "register_activation",
+    "register_cost",
     "value_and_grad",
     *_SUBMODULES,
 ]
