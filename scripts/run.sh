@@ -4,6 +4,9 @@
 #   bash scripts/run.sh                      # train on digits (experiments/train.py --dataset digits)
 #   bash scripts/run.sh train_all            # all four datasets, final table
 #   bash scripts/run.sh gradcheck [--quick]  # manual gradients vs autodiff and finite differences
+#   bash scripts/run.sh --data t.csv --target y           # your own table
+#   bash scripts/run.sh predict --checkpoint DIR --data new.csv --out pred.csv
+#   bash scripts/run.sh startup              # this job's wall time vs a scikit-learn process
 #   bash scripts/run.sh --epochs 10          # options alone go to experiments/train.py
 #   bash scripts/run.sh NAME [ARGS...]       # any experiments/NAME.py with its arguments
 set -euo pipefail
