@@ -174,3 +174,14 @@ def test_predict_as_a_script(shop, tmp_path):
                           timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(tmp_path / "p.csv")) == len(f)
+
+
+def test_a_data_run_resumes_from_its_checkpoint_with_the_same_table(shop, tmp_path):
+    d, f, runs = shop
+    out = tmp_path / "resumed"
+    assert train_cli.main(["--resume", str(runs["kind"]), "--epochs", "4", "--out", str(out),
+                           "--no-progress", "--no-plot"]) == 0
+    with open(out / "results.json") as fh:
+        res = json.load(fh)
+    assert res["resumed_from_epoch"] == 3 and res["epochs_done"] == 4
+    assert res["config"]["data"]["target"] == "kind" and res["preprocessing"]["task"] == "classification"
