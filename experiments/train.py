@@ -392,6 +392,14 @@ def _restore(resume_meta: dict, network: dict, like: training.TrainState) -> tra
             raise UsageError(f"--resume: {e}") from None
 
 
+@jax.jit
+def _seed_keys(seed):
+    """``jax.random.split(jax.random.PRNGKey(seed))`` as (init_key, key), one compiled program
+    (the same values; eagerly it is four programs, each a persistent-cache lookup)."""
+    init_key, key = jax.random.split(jax.random.PRNGKey(seed))
+    return init_key, key
+
+
 def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         plot: bool = True) -> tuple[int, dict]:
     """Trains with a resolved configuration (``jaxmlp.fit``); returns (exit status, results)."""
@@ -400,10 +408,10 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     m_train = data.X_train.shape[1]
     net, optimizer = _build(cfg, data)
     steps_per_epoch = m_train // cfg["batch_size"]
-    init_key, key = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
+    init_key, key = _seed_keys(cfg["seed"])
     params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
-    opt_state = optimizer.init(params)
-    X_tr, Y_tr, X_te, Y_te = (jnp.asarray(a) for a in
+    opt_state = jax.jit(optimizer.init)(params)  # zeros: one program, not one per shape
+    X_tr, Y_tr, X_te, Y_te = (jax.device_put(a) for a in  # no program (jnp.asarray: one per shape)
                               (data.X_train, data.Y_train, data.X_test, data.Y_test))
     batch_sharding, mesh = None, None
     if cfg["data_parallel"]:

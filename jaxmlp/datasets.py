@@ -30,6 +30,7 @@ Every loader does the same, deterministically:
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -178,12 +179,17 @@ def _read_with_sklearn(name: str):
     return d.data, d.target
 
 
+@functools.lru_cache(maxsize=None)
 def _features_and_targets(name: str):
+    """Read once per process (the arrays are made read-only: callers index, never write)."""
     _data_dir()  # scikit-learn not installed: ValueError saying so
     try:
-        return _read_sklearn_files(name)
+        arrays = _read_sklearn_files(name)
     except (OSError, ValueError):  # another scikit-learn file layout: its own loaders
-        return _read_with_sklearn(name)
+        arrays = _read_with_sklearn(name)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 def _raw(name: str):

@@ -117,3 +117,28 @@ def test_train_script_draws_the_plot_in_its_helper_process(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert "--epochs" in bad.stderr
+
+
+def test_init_params_equals_the_layer_by_layer_draws_bit_for_bit():
+    """init_params draws all layers in one compiled program (and scales in NumPy): the values
+    are those of jax.random.normal called layer by layer and scaled by a jnp product."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmlp
+
+    net = jaxmlp.Network((64, 128, 32, 10), ("relu", "tanh", "softmax"), "categorical_cross_entropy")
+    for dtype in (jnp.float32, jnp.float64):
+        key = jax.random.PRNGKey(5)
+        got = jaxmlp.init_params(net, key, dtype=dtype)
+        keys = jax.random.split(key, 3)
+        for l, (k, (n_in, n_out), s) in enumerate(zip(keys, zip(net.sizes[:-1], net.sizes[1:]),
+                                                      ("he", "glorot", "glorot"))):
+            std = np.sqrt(2.0 / n_in) if s == "he" else np.sqrt(2.0 / (n_in + n_out))
+            want = float(std) * jax.random.normal(k, (n_out, n_in), dtype=dtype)
+            assert got[l]["W"].dtype == want.dtype
+            assert np.array_equal(np.asarray(got[l]["W"]), np.asarray(want)), (dtype, l)
+            assert np.array_equal(np.asarray(got[l]["b"]), np.zeros(n_out))
+    traced = jax.jit(lambda k: jaxmlp.init_params(net, k))(jax.random.PRNGKey(5))  # still traceable
+    np.testing.assert_allclose(traced[0]["W"], jaxmlp.init_params(net, jax.random.PRNGKey(5))[0]["W"],
+                               rtol=1e-6)
