@@ -23,8 +23,11 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``shuffle``               the epoch permutation
 ``verification``          the autodiff / finite-difference oracle checks
 ``datasets``              bundled real datasets
+``tabular``               your own CSV / Parquet / .npz tables, with their preprocessing
+``export``                params + network description to .npz / .safetensors and back
 ``validation``            the argument checks every entry point shares
 ``activations``, ``costs``  the registries of g[l] and costs
+``registry``              register_activation / register_cost: your own rules, verified
 ``accumulation``          the forward/reverse accumulation worked example
 ========================  ==============================================================
 """
@@ -37,13 +40,14 @@ from jaxmlp.init import init_params
 from jaxmlp.network import Network
 from jaxmlp.propagation import backward, forward, loss, predict, value_and_grad
 from jaxmlp.quantities import per_example_grads, per_example_norms, per_example_stats
+from jaxmlp.registry import register_activation, register_cost
 
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "fit", "init",
-    "network", "outdir", "privacy", "propagation", "quantities", "sharding", "shuffle",
-    "single_column", "training", "validation", "verification",
+    "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "export", "fit",
+    "init", "network", "outdir", "privacy", "propagation", "quantities", "sharding", "shuffle",
+    "single_column", "tabular", "training", "validation", "verification",
 )
 
 __all__ = [
@@ -58,6 +62,8 @@ __all__ = [
     "per_example_norms",
     "per_example_stats",
     "predict",
+    "register_activation",
+    "register_cost",
     "value_and_grad",
     *_SUBMODULES,
 ]

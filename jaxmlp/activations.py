@@ -66,7 +66,10 @@ class Activation(NamedTuple):
       log_output: ``Z -> log A`` computed from Z without forming A (None when
         ``unit_range`` is False); used to evaluate cross-entropy costs stably.
       log1m_output: ``(Z, A) -> log(1 - A)`` computed stably (None likewise).
-      elementwise: False only for softmax, whose Jacobian is full.
+      elementwise: False only for softmax (and rules registered as such), whose Jacobian
+        is full.
+      second_derivative: ``Z -> g''(Z)`` for element-wise rules that supply it (those added
+        with ``jaxmlp.register_activation(..., second_derivative=...)``), else None.
     """
 
     name: str
@@ -77,6 +80,7 @@ class Activation(NamedTuple):
     log_output: Optional[Callable[[Array], Array]] = None
     log1m_output: Optional[Callable[[Array, Array], Array]] = None
     elementwise: bool = True
+    second_derivative: Optional[Callable[[Array], Array]] = None
 
 
 def _elementwise(name: str, g: Callable, g_prime: Callable, init: str, **kw) -> Activation:

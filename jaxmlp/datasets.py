@@ -1,6 +1,7 @@
 """Real datasets that ship with scikit-learn, as column-major float matrices.
 
-Four tasks, one per cost of the library (no download: scikit-learn bundles the files):
+Four tasks, one per cost of the library (no download: scikit-learn bundles the files, which
+are read here with NumPy, without importing scikit-learn):
 
 =============  ==========================  =========  ========================================
 name           source                      n[0] n[L]  output / cost
@@ -29,11 +30,13 @@ Every loader does the same, deterministically:
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DATASETS", "MULTILABEL_LABELS", "Dataset", "load"]
+__all__ = ["DATASETS", "MULTILABEL_LABELS", "Dataset", "feature_names", "load"]
 
 #: Dataset names accepted by :func:`load`.
 DATASETS = ("digits", "breast_cancer", "multilabel", "diabetes")
@@ -46,6 +49,22 @@ MULTILABEL_LABELS: dict[str, tuple[int, ...]] = {
     "multiple_of_3": (0, 3, 6, 9),
     "closed_loop": (0, 6, 8, 9),
 }
+
+
+_CANCER = ("radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity",
+           "concave points", "symmetry", "fractal dimension")
+
+
+def feature_names(name: str) -> tuple[str, ...]:
+    """The n[0] feature names of dataset ``name`` (scikit-learn's names), in row order of X."""
+    if name in ("digits", "multilabel"):
+        return tuple(f"pixel_{r}_{c}" for r in range(8) for c in range(8))
+    if name == "breast_cancer":
+        return tuple([f"mean {b}" for b in _CANCER] + [f"{b} error" for b in _CANCER]
+                     + [f"worst {b}" for b in _CANCER])
+    if name == "diabetes":
+        return ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+    raise ValueError(f"name: expected one of {list(DATASETS)}, got {name!r}.")
 
 
 class Dataset(NamedTuple):
@@ -105,28 +124,92 @@ def _standardise(train: np.ndarray, test: np.ndarray):
     return (train - mean) / std, (test - mean) / std, mean, std
 
 
-def _raw(name: str):
-    """(features (m, n0), targets (m, nL), stratification labels or None, meta)."""
-    from sklearn import datasets as skd  # imported lazily: an optional dependency
+def _data_dir() -> str:
+    """The folder of scikit-learn's bundled data files, found WITHOUT importing scikit-learn.
+
+    ``importlib.util.find_spec`` of a top-level package only locates it; importing
+    scikit-learn would cost ~0.7 s (scipy and its own modules) that reading four small
+    CSV files does not need. Raises ValueError when scikit-learn is not installed.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            "datasets: the bundled datasets are the files scikit-learn ships; install it "
+            "(pip install 'jaxmlp[experiments]' or 'scikit-learn>=1.3').")
+    return os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
+
+
+def _read(filename: str, **kwargs) -> np.ndarray:
+    """``numpy.loadtxt`` of scikit-learn's data file ``filename`` (``.gz`` decompressed),
+    as float64: the values scikit-learn's own loaders return, bit for bit."""
+    path = os.path.join(_data_dir(), filename)
+    if filename.endswith(".gz"):
+        import gzip
+
+        with gzip.open(path, mode="rt", encoding="utf-8") as f:
+            return np.loadtxt(f, dtype=np.float64, **kwargs)
+    return np.loadtxt(path, dtype=np.float64, **kwargs)
+
+
+def _read_sklearn_files(name: str):
+    """(features (m, n0), integer labels or regression targets (m,)) read from the files."""
+    if name in ("digits", "multilabel"):  # 64 pixels, then the digit; like load_digits()
+        data = _read("digits.csv.gz", delimiter=",")
+        return data[:, :-1], data[:, -1].astype(np.int64)
+    if name == "breast_cancer":  # header "569,30,malignant,benign"; 30 features, then 0/1
+        data = _read("breast_cancer.csv", delimiter=",", skiprows=1)
+        return data[:, :-1], data[:, -1].astype(np.int64)
+    # diabetes, like load_diabetes(scaled=False): whitespace-separated raw features
+    return _read("diabetes_data_raw.csv.gz"), _read("diabetes_target.csv.gz")
+
+
+def _read_with_sklearn(name: str):
+    """The same arrays through scikit-learn's loaders (used only if its files moved)."""
+    from sklearn import datasets as skd
 
     if name in ("digits", "multilabel"):
         d = skd.load_digits()
-        digit = d.target.astype(np.int64)
-        if name == "digits":
-            Y = np.eye(10)[digit]
-            return d.data, Y, digit, ("softmax", "categorical_cross_entropy",
-                                      tuple(str(k) for k in range(10)))
-        Y = np.stack([np.isin(digit, cls) for cls in MULTILABEL_LABELS.values()], axis=1)
-        return d.data, Y.astype(np.float64), digit, (
-            "sigmoid", "multilabel_cross_entropy", tuple(MULTILABEL_LABELS))
+        return d.data, d.target.astype(np.int64)
     if name == "breast_cancer":
         d = skd.load_breast_cancer()
-        y = d.target.astype(np.int64)  # 1 = benign, 0 = malignant (scikit-learn's coding)
-        return d.data, y[:, None].astype(np.float64), y, (
+        return d.data, d.target.astype(np.int64)
+    d = skd.load_diabetes(scaled=False)
+    return d.data, d.target
+
+
+@functools.lru_cache(maxsize=None)
+def _features_and_targets(name: str):
+    """Read once per process (the arrays are made read-only: callers index, never write)."""
+    _data_dir()  # scikit-learn not installed: ValueError saying so
+    try:
+        arrays = _read_sklearn_files(name)
+    except (OSError, ValueError):  # another scikit-learn file layout: its own loaders
+        arrays = _read_with_sklearn(name)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def _raw(name: str):
+    """(features (m, n0), targets (m, nL), stratification labels or None, meta)."""
+    features, target = _features_and_targets(name)
+    if name in ("digits", "multilabel"):
+        digit = target
+        if name == "digits":
+            Y = np.eye(10)[digit]
+            return features, Y, digit, ("softmax", "categorical_cross_entropy",
+                                        tuple(str(k) for k in range(10)))
+        Y = np.stack([np.isin(digit, cls) for cls in MULTILABEL_LABELS.values()], axis=1)
+        return features, Y.astype(np.float64), digit, (
+            "sigmoid", "multilabel_cross_entropy", tuple(MULTILABEL_LABELS))
+    if name == "breast_cancer":
+        y = target  # 1 = benign, 0 = malignant (scikit-learn's coding)
+        return features, y[:, None].astype(np.float64), y, (
             "sigmoid", "binary_cross_entropy", ("benign",))
     if name == "diabetes":
-        d = skd.load_diabetes(scaled=False)
-        return d.data, d.target[:, None].astype(np.float64), None, (
+        return features, target[:, None].astype(np.float64), None, (
             "linear", "mean_squared_error", ("progression",))
     raise AssertionError(name)
 

@@ -16,11 +16,13 @@ Schemes (n_in = n[l-1], n_out = n[l]):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmlp import validation
 from jaxmlp.validation import require_network
@@ -84,10 +86,29 @@ def init_params(
         )
     if not (isinstance(scale, (int, float)) and scale > 0):
         raise ValueError(f"scale: expected a positive number, got {scale!r}.")
-    keys = jax.random.split(validation.prng_key(key), L)
+    dtype = jnp.dtype(dtype)
+    shapes = tuple((n_out, n_in) for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:]))
+    normals = _standard_normals(validation.prng_key(key), shapes, dtype)
     params = []
-    for k, s, (n_in, n_out) in zip(keys, schemes, zip(net.sizes[:-1], net.sizes[1:])):
+    traced = any(isinstance(N, jax.core.Tracer) for N in normals)  # under jit / vmap
+    for N, s, (n_out, n_in) in zip(normals, schemes, shapes):
         std = _std(s, n_in, n_out, scale)
-        W = std * jax.random.normal(k, (n_out, n_in), dtype=dtype)
-        params.append({"W": W, "b": jnp.zeros((n_out,), dtype=dtype)})
+        if traced:
+            params.append({"W": std * N, "b": jnp.zeros((n_out,), dtype=dtype)})
+        else:
+            # W = std * N in NumPy: the same IEEE product as the eager jnp multiply, bit for
+            # bit, without one compiled program per layer shape (the scripts' start-up)
+            params.append({"W": jax.device_put(np.asarray(std, dtype=dtype) * np.asarray(N)),
+                           "b": jax.device_put(np.zeros((n_out,), dtype=dtype))})
     return params
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _standard_normals(key: jax.Array, shapes: tuple, dtype) -> list[jax.Array]:
+    """N(0, 1) draws of each shape, the l-th from the l-th of ``jax.random.split(key, L)``.
+
+    One compiled program for the split and every layer's draw (the same values as calling
+    ``jax.random.normal`` layer by layer, which compiles one program per shape).
+    """
+    keys = jax.random.split(key, len(shapes))
+    return [jax.random.normal(keys[l], shape, dtype=dtype) for l, shape in enumerate(shapes)]

@@ -363,3 +363,218 @@ def random_problem(net: Network, key: jax.Array, m: int, dtype=None, *, bias_sca
     X = jax.random.normal(kx, (net.sizes[0], m), dtype=base)
     Y = random_targets(net, ky, m, base)
     return jax.tree.map(lambda a: a.astype(dtype), (params, X, Y))
+
+
+# ----------------------------------------------------------------------------- user rules
+
+
+class RegionError(NamedTuple):
+    """The worst disagreement of a rule with autodiff over one region of test points."""
+
+    quantity: str  # "g'(z)", "g''(z)", "dZ (B4)", "dL/dA"
+    region: str  # "random", "saturation", "near kinks", ...
+    points: int
+    max_error: float  # max over points of |rule - autodiff| / max(|rule|, |autodiff|, 1)
+    worst_at: str  # where the largest error occurred
+    nonfinite: int  # points where the rule or autodiff is NaN or infinite
+    tol: float = 0.0  # the threshold of this row
+
+
+class RuleCheckReport(NamedTuple):
+    """The outcome of :func:`check_activation_rule` or :func:`check_cost_rule`."""
+
+    rows: tuple
+    tol: float
+    passed: bool
+
+    def table(self) -> str:
+        lines = [f"{'quantity':<10} {'region':<18} {'points':>6} {'max error':>10} {'tol':>7} "
+                 f"{'non-finite':>10}  {'ok':<3} worst at"]
+        for r in self.rows:
+            ok = "yes" if r.nonfinite == 0 and r.max_error <= r.tol else "NO"
+            lines.append(f"{r.quantity:<10} {r.region:<18} {r.points:>6} {r.max_error:>10.2e} "
+                         f"{r.tol:>7.0e} {r.nonfinite:>10}  {ok:<3} {r.worst_at}")
+        lines.append(f"passed: {self.passed} (error |rule - autodiff| / max(|rule|, |autodiff|, 1); "
+                     "float64 rule vs float64 autodiff, float32 rule vs float64 autodiff; every "
+                     "value finite)")
+        return "\n".join(lines)
+
+
+#: Test points of activation rules (float64): a random spread, saturation (|z| large), and
+#: both sides of the kink at 0 of piecewise rules (0 itself is a convention, not checked).
+ACTIVATION_REGIONS = {
+    "saturation": (-500.0, -100.0, -50.0, -20.0, -10.0, 10.0, 20.0, 50.0, 100.0, 500.0),
+    "near kinks": (-1e-3, -1e-6, -1e-9, -1e-12, 1e-12, 1e-9, 1e-6, 1e-3),
+}
+RULE_TOL = 1e-8
+RULE_TOL_FLOAT32 = 1e-4
+
+
+def _mixed_errors(rule, oracle):
+    rule = np.asarray(rule, np.float64)
+    oracle = np.asarray(oracle, np.float64)
+    finite = np.isfinite(rule) & np.isfinite(oracle)
+    den = np.maximum(np.maximum(np.abs(rule), np.abs(oracle)), 1.0)
+    err = np.where(finite, np.abs(rule - oracle) / np.where(finite, den, 1.0), np.inf)
+    return err, int(np.size(err) - np.count_nonzero(finite))
+
+
+def _region_row(quantity, region, rule, oracle, where, tol) -> RegionError:
+    err, bad = _mixed_errors(rule, oracle)
+    flat = err.reshape(err.shape[0], -1).max(axis=1) if err.ndim > 1 else err
+    i = int(np.argmax(flat))
+    return RegionError(quantity, region, int(flat.size), float(flat[i]), where(i), bad, float(tol))
+
+
+def _call_derivative(derivative, Z, A):
+    import inspect
+
+    try:
+        n = len(inspect.signature(derivative).parameters)
+    except (TypeError, ValueError):
+        n = 1
+    return derivative(Z, A) if n >= 2 else derivative(Z)
+
+
+def check_activation_rule(forward: Callable, derivative: Callable, *,
+                          second_derivative: Optional[Callable] = None,
+                          elementwise: bool = True, tol: float = RULE_TOL,
+                          tol_float32: float = RULE_TOL_FLOAT32,
+                          key: Optional[jax.Array] = None) -> RuleCheckReport:
+    """Checks a hand-derived activation rule against autodiff of its forward map, in float64.
+
+    Element-wise rules (``elementwise=True``): ``derivative(Z)`` (or ``derivative(Z, A)``)
+    must return g'(Z); the oracle is ``jax.grad`` of g on each scalar z. ``second_derivative``
+    (optional) is checked against ``jax.grad(jax.grad(g))``. Points: 512 random z ~ N(0, 3^2),
+    the saturation points and both sides of the kink at 0 (:data:`ACTIVATION_REGIONS`).
+
+    Other rules (``elementwise=False``): ``derivative(dA, Z, A)`` must return dZ of (B4); the
+    oracle is ``jax.vjp`` of the forward map, on (6, 9) matrices Z at the same scales.
+
+    Each region is evaluated twice: the rule in float64 against autodiff in float64 (``tol``),
+    and the rule (and forward map) in float32, training's default dtype, against the float64
+    autodiff values (``tol_float32``): a formula that overflows or cancels in float32 at
+    saturation (``log(1 + exp(z))`` at z = 100) is caught there.
+
+    Returns a :class:`RuleCheckReport`; the rule passes when every value is finite and every
+    error is within its row's threshold.
+    """
+    if not callable(forward) or not callable(derivative):
+        raise TypeError("forward, derivative: expected callables.")
+    key = jax.random.PRNGKey(0) if key is None else key
+    rows = []
+    with _x64():
+        if elementwise:
+            g = lambda s: forward(jnp.reshape(s, (1,)))[0]  # noqa: E731
+            d1 = jax.vmap(jax.grad(g))
+            d2 = jax.vmap(jax.grad(jax.grad(g)))
+            regions = {"random": np.asarray(3.0 * jax.random.normal(key, (512,), jnp.float64)),
+                       **{k: np.asarray(v) for k, v in ACTIVATION_REGIONS.items()}}
+            for region, z in regions.items():
+                Z = jnp.asarray(z, jnp.float64)
+                A = forward(Z)
+                if np.shape(A) != Z.shape:
+                    raise ValueError(f"forward: expected an output of the input's shape {Z.shape}, "
+                                     f"got {np.shape(A)}.")
+                where = lambda i, z=z: f"z = {z[i]:.6g}"  # noqa: E731
+                rule = _call_derivative(derivative, Z, A)
+                if np.shape(rule) != Z.shape:
+                    raise ValueError(f"derivative: expected g'(Z) of Z's shape {Z.shape}, got "
+                                     f"{np.shape(rule)}.")
+                oracle1 = d1(Z)
+                rows.append(_region_row("g'(z)", region, rule, oracle1, where, tol))
+                if second_derivative is not None:
+                    oracle2 = d2(Z)
+                    rows.append(_region_row("g''(z)", region, _call_derivative(
+                        second_derivative, Z, A), oracle2, where, tol))
+                # the same rule evaluated in float32 (training's default), against float64
+                # autodiff at the same (rounded) points
+                Z32 = Z.astype(jnp.float32)
+                Zr = Z32.astype(jnp.float64)
+                A32 = forward(Z32)
+                rows.append(_region_row("g'(z)", region + ", float32",
+                                        _call_derivative(derivative, Z32, A32), d1(Zr), where,
+                                        tol_float32))
+                rows.append(_region_row("g(z)", region + ", float32", A32, forward(Zr), where,
+                                        tol_float32))
+        else:
+            k1, k2 = jax.random.split(key)
+            base = jax.random.normal(k1, (6, 9), jnp.float64)
+            dA = jax.random.normal(k2, (6, 9), jnp.float64)
+            for region, scale in (("random", 3.0), ("saturation", 100.0), ("near kinks", 1e-9)):
+                Z = scale * base
+                A, vjp = jax.vjp(forward, Z)
+                rule = derivative(dA, Z, A)
+                if np.shape(rule) != Z.shape:
+                    raise ValueError(f"derivative: expected dZ of Z's shape {Z.shape}, got "
+                                     f"{np.shape(rule)}.")
+                oracle = vjp(dA)[0]
+                where = lambda i, s=scale: f"column {i} of Z = {s:g} N(0, 1)"  # noqa: E731
+                rows.append(_region_row("dZ (B4)", region, np.asarray(rule).T,
+                                        np.asarray(oracle).T, where, tol))
+                Z32, dA32 = Z.astype(jnp.float32), dA.astype(jnp.float32)
+                rule32 = derivative(dA32, Z32, forward(Z32))
+                _, vjp_r = jax.vjp(forward, Z32.astype(jnp.float64))
+                oracle_r = vjp_r(dA32.astype(jnp.float64))[0]
+                rows.append(_region_row("dZ (B4)", region + ", float32", np.asarray(rule32).T,
+                                        np.asarray(oracle_r).T, where, tol_float32))
+    passed = all(r.nonfinite == 0 and r.max_error <= r.tol for r in rows)
+    return RuleCheckReport(tuple(rows), float(tol), passed)
+
+
+def check_cost_rule(loss_fn: Callable, dloss_dA: Callable, *, unit_range: bool = False,
+                    tol: float = RULE_TOL, tol_float32: float = RULE_TOL_FLOAT32,
+                    key: Optional[jax.Array] = None) -> RuleCheckReport:
+    """Checks a hand-derived cost seed ``dloss_dA(A, Y)`` against ``jax.grad`` of the loss.
+
+    ``loss_fn(A, Y)`` returns the per-example losses (summed over the units, axis 0): shape
+    (m,) for (n, m) inputs and () for one column (n,). Points, in float64: random A and Y
+    (A in (0.02, 0.98) and Y in {0, 1} when ``unit_range``, else A ~ N(0, 3^2), Y ~ N(0, 1)),
+    saturation (A within 1e-6 of 0 or 1; else |A| = 1e3) and A near Y (within 1e-6 when
+    ``unit_range``, else 1e-9). As for activations, every region is also evaluated with the
+    rule in float32 against float64 autodiff at the same rounded points.
+    """
+    if not callable(loss_fn) or not callable(dloss_dA):
+        raise TypeError("loss, dloss_dA: expected callables.")
+    key = jax.random.PRNGKey(0) if key is None else key
+    k1, k2, k3 = jax.random.split(key, 3)
+    rows = []
+    with _x64():
+        shape = (4, 64)
+        if unit_range:
+            Y = jax.random.bernoulli(k2, 0.5, shape).astype(jnp.float64)
+            regions = {
+                "random": jax.random.uniform(k1, shape, jnp.float64, 0.02, 0.98),
+                "saturation": jnp.where(jax.random.bernoulli(k3, 0.5, shape), 1e-6, 1 - 1e-6),
+                "A near Y": jnp.clip(Y, 1e-6, 1 - 1e-6),
+            }
+        else:
+            Y = jax.random.normal(k2, shape, jnp.float64)
+            regions = {
+                "random": 3.0 * jax.random.normal(k1, shape, jnp.float64),
+                "saturation": 1e3 * jnp.sign(jax.random.normal(k3, shape, jnp.float64)),
+                "A near Y": Y + 1e-9 * jnp.sign(jax.random.normal(k3, shape, jnp.float64)),
+            }
+        L = loss_fn(regions["random"], Y)
+        if np.shape(L) != (shape[1],):
+            raise ValueError(f"loss: expected per-example losses of shape (m,) = ({shape[1]},) for "
+                             f"(n, m) = {shape} inputs, got {np.shape(L)}; sum over axis 0 only.")
+        L1 = loss_fn(regions["random"][:, 0], Y[:, 0])
+        if np.shape(L1) != ():
+            raise ValueError(f"loss: expected a scalar for one column of shape ({shape[0]},), got "
+                             f"shape {np.shape(L1)}; sum over axis 0 only.")
+        for region, A in regions.items():
+            rule = dloss_dA(A, Y)
+            if np.shape(rule) != shape:
+                raise ValueError(f"dloss_dA: expected dL/dA of A's shape {shape}, got {np.shape(rule)}.")
+            oracle = jax.grad(lambda a: jnp.sum(loss_fn(a, Y)))(A)
+            where = lambda i: f"example {i}"  # noqa: E731
+            rows.append(_region_row("dL/dA", region, np.asarray(rule).T, np.asarray(oracle).T,
+                                    where, tol))
+            A32, Y32 = A.astype(jnp.float32), Y.astype(jnp.float32)
+            Ar, Yr = A32.astype(jnp.float64), Y32.astype(jnp.float64)
+            oracle_r = jax.grad(lambda a: jnp.sum(loss_fn(a, Yr)))(Ar)
+            rows.append(_region_row("dL/dA", region + ", float32", np.asarray(dloss_dA(A32, Y32)).T,
+                                    np.asarray(oracle_r).T, where, tol_float32))
+    passed = all(r.nonfinite == 0 and r.max_error <= r.tol for r in rows)
+    return RuleCheckReport(tuple(rows), float(tol), passed)

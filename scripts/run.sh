@@ -4,6 +4,9 @@
 #   bash scripts/run.sh                      # train on digits (experiments/train.py --dataset digits)
 #   bash scripts/run.sh train_all            # all four datasets, final table
 #   bash scripts/run.sh gradcheck [--quick]  # manual gradients vs autodiff and finite differences
+#   bash scripts/run.sh --data t.csv --target y           # your own table
+#   bash scripts/run.sh predict --checkpoint DIR --data new.csv --out pred.csv
+#   bash scripts/run.sh startup              # this job's wall time vs a scikit-learn process
 #   bash scripts/run.sh --epochs 10          # options alone go to experiments/train.py
 #   bash scripts/run.sh NAME [ARGS...]       # any experiments/NAME.py with its arguments
 #
@@ -12,6 +15,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# JAX's persistent compilation cache for the scripts (never set by the library itself): XLA
+# programs compiled by one run are read back by the next (~1 s saved per run). The folder is
+# inside the repository and ignored by git; delete it to start cold. Override any of the three.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$root/.cache/jax}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="${JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES:--1}"
 if [ $# -eq 0 ]; then
     set -- train --dataset digits
 elif [ "${1#-}" != "$1" ]; then

@@ -1,0 +1,177 @@
+"""jaxmlp.tabular: CSV / Parquet / .npz tables, task inference, one-hot, missing values, errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxmlp import datasets, tabular
+
+
+def _digits_frame():
+    X, y = datasets._read_sklearn_files("digits")
+    frame = pd.DataFrame(X, columns=[f"p{i}" for i in range(64)])
+    frame["digit"] = y
+    return frame
+
+
+@pytest.mark.parametrize("ext", [".csv", ".parquet", ".npz"])
+def test_digits_as_a_file_gives_the_bundled_dataset_bit_for_bit(tmp_path, ext):
+    """Same split (stratified, seed), same standardisation, same Y as datasets.load."""
+    frame = _digits_frame()
+    path = tmp_path / f"digits{ext}"
+    if ext == ".csv":
+        frame.to_csv(path, index=False)
+    elif ext == ".parquet":
+        frame.to_parquet(path)
+    else:
+        np.savez(path, pixels=frame.iloc[:, :64].to_numpy(), digit=frame["digit"].to_numpy())
+    data, prep = tabular.load_table(path, "digit", "classification", seed=3)
+    ref = datasets.load("digits", seed=3)
+    for k in ("X_train", "Y_train", "X_test", "Y_test", "feature_mean", "feature_std"):
+        assert np.array_equal(getattr(data, k), getattr(ref, k)), k
+    assert (data.cost, data.output_activation) == (ref.cost, ref.output_activation)
+    assert prep.class_names == tuple(str(k) for k in range(10)) and prep.n_inputs == 64
+    assert data.name == "digits"
+
+
+def _mixed(m=200, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "size": rng.normal(10, 3, m),
+        "colour": rng.choice(["red", "green", "blue"], m),
+        "flag": rng.random(m) > 0.5,
+        "kind": rng.choice(["cat", "dog"], m),
+        "price": rng.normal(100, 20, m),
+        "a": rng.integers(0, 2, m), "b": rng.integers(0, 2, m),
+    })
+
+
+def test_task_inference_and_the_reason_given():
+    f = _mixed()
+    assert tabular.infer_task(f, ["kind"])[0] == "classification"
+    assert tabular.infer_task(f, ["flag"])[0] == "classification"
+    assert tabular.infer_task(f, ["price"])[0] == "regression"
+    assert tabular.infer_task(f, ["a", "b"])[0] == "multilabel"
+    assert tabular.infer_task(f, ["price", "size"])[0] == "regression"
+    assert tabular.infer_task(f, ["a"]) == ("classification", "target 'a' holds two integer values")
+    f["count"] = np.arange(len(f)) % 7
+    with pytest.raises(ValueError, match="task: cannot infer it: target 'count' holds 7 distinct"):
+        tabular.infer_task(f, ["count"])
+
+
+def test_categorical_columns_are_one_hot_with_train_statistics(tmp_path):
+    f = _mixed()
+    f.to_csv(tmp_path / "t.csv", index=False)
+    data, prep = tabular.load_table(tmp_path / "t.csv", "kind", seed=1)
+    assert prep.task == "classification" and data.cost == "binary_cross_entropy"
+    assert prep.class_names == ("cat", "dog") and data.target_names == ("dog",)
+    assert prep.categories == {"colour": ["blue", "green", "red"]}
+    assert prep.feature_names == ("size", "colour=blue", "colour=green", "colour=red", "flag",
+                                  "price", "a", "b")
+    # undo the standardisation: the one-hot block is 0/1 with exactly one 1 per row
+    X = data.X_train.astype(np.float64).T * np.asarray(prep.feature_std) + np.asarray(prep.feature_mean)
+    np.testing.assert_allclose(X[:, 1:4].sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.sort(np.unique(np.round(X[:, 1:4], 4))), [0.0, 1.0], atol=1e-4)
+    np.testing.assert_allclose(data.X_train.mean(axis=1), 0.0, atol=1e-5)  # train statistics
+    # transform() gives the same X for the same rows
+    Xt = tabular.transform(prep, f)
+    assert Xt.shape == (prep.n_inputs, len(f))
+    allX = np.concatenate([data.X_train, data.X_test], axis=1)
+    assert {tuple(np.round(c, 4)) for c in allX.T} == {tuple(np.round(c, 4)) for c in Xt.T}
+
+
+def test_regression_targets_standardised_and_inverted(tmp_path):
+    f = _mixed()
+    f.to_parquet(tmp_path / "t.parquet")
+    data, prep = tabular.load_table(tmp_path / "t.parquet", "price")
+    assert prep.task == "regression" and data.cost == "mean_squared_error"
+    back = tabular.inverse_target(prep, data.Y_train)
+    rows = set(np.round(f["price"].to_numpy(), 3))
+    assert set(np.round(back[0], 3)) <= rows
+    np.testing.assert_allclose(data.Y_train.mean(), 0.0, atol=1e-5)
+
+
+def test_multilabel_from_two_columns(tmp_path):
+    f = _mixed()
+    f.to_csv(tmp_path / "t.csv", index=False)
+    data, prep = tabular.load_table(tmp_path / "t.csv", "a,b")
+    assert prep.task == "multilabel" and data.Y_train.shape[0] == 2
+    assert data.cost == "multilabel_cross_entropy" and prep.class_names == ("a", "b")
+
+
+def test_missing_values_refused_naming_the_column_or_imputed(tmp_path):
+    f = _mixed()
+    f.loc[[3, 17], "size"] = np.nan
+    f.loc[5, "colour"] = None
+    f.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match=r"feature column 'size' has 2 missing value\(s\) \(rows 3, 17"):
+        tabular.load_table(tmp_path / "t.csv", "kind")
+    data, prep = tabular.load_table(tmp_path / "t.csv", "kind", impute="median", seed=2)
+    assert np.all(np.isfinite(data.X_train)) and np.all(np.isfinite(data.X_test))
+    train, _ = datasets._split(np.searchsorted(["cat", "dog"], f["kind"]), len(f), 0.2, 2)
+    assert prep.impute_values["size"] == pytest.approx(np.nanmedian(f["size"].to_numpy()[train]))
+    assert prep.impute_values["colour"] in ("blue", "green", "red")
+    g = _mixed()
+    g.loc[0, "kind"] = None
+    g.to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(ValueError, match="target column 'kind' has 1 missing"):
+        tabular.load_table(tmp_path / "u.csv", "kind", impute="mean")
+
+
+@pytest.mark.parametrize("make, target, task, match", [
+    (None, "kind", None, "does not exist"),
+    ("bad.csv", "kind", None, "cannot parse"),
+    ("bad.parquet", "kind", None, "cannot parse"),
+    ("bad.npz", "kind", None, "cannot parse"),
+    ("t.xlsx", "kind", None, "expected a file ending in"),
+    ("t.csv", "nope", None, "target: column 'nope' is not in the table"),
+    ("t.csv", "colour", "regression", "task: regression needs numeric targets, but 'colour'"),
+    ("t.csv", "a,b", "classification", "classification takes one target column"),
+    ("t.csv", "price,size", "multilabel", "multilabel needs target columns of 0/1"),
+    ("t.csv", "kind", "clustering", "task: expected one of"),
+    ("t.csv", "size,colour,flag,kind,price,a,b", None, "no feature is left"),
+    ("empty.csv", "kind", None, "data:"),
+])
+def test_bad_input_is_one_clear_value_error(tmp_path, make, target, task, match):
+    _mixed().to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "bad.csv").write_text('a,b\n1,"2\n')
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 broken")
+    (tmp_path / "t.xlsx").write_bytes(b"x")
+    (tmp_path / "empty.csv").write_text("")
+    path = tmp_path / (make or "missing.csv")
+    with pytest.raises(ValueError, match=match):
+        tabular.load_table(path, target, task)
+
+
+def test_bad_argument_types_and_values():
+    with pytest.raises(TypeError, match="data: expected a file path"):
+        tabular.read_table(3)
+    with pytest.raises(ValueError, match="impute: expected one of"):
+        tabular.load_table("x.csv", "y", impute="zero")
+
+
+def test_transform_refuses_other_columns_and_unseen_categories(tmp_path):
+    f = _mixed()
+    f.to_csv(tmp_path / "t.csv", index=False)
+    _, prep = tabular.load_table(tmp_path / "t.csv", "kind")
+    with pytest.raises(ValueError, match=r"columns differ.*missing \['flag'\]; unexpected \['extra'\]"):
+        tabular.transform(prep, f.drop(columns=["flag"]).assign(extra=1))
+    g = f.copy()
+    g.loc[0, "colour"] = "purple"
+    with pytest.raises(ValueError, match="column 'colour' holds \\['purple'\\]"):
+        tabular.transform(prep, g)
+    h = f.drop(columns=["kind"])[list(reversed(prep.feature_columns))]  # order does not matter
+    np.testing.assert_array_equal(tabular.transform(prep, h), tabular.transform(prep, f))
+
+
+def test_preprocessing_round_trips_through_json():
+    import json
+
+    prep = tabular.Preprocessing("classification", ("x", "c"), {"c": ["a", "b"]},
+                                 ("x", "c=a", "c=b"), (0.0, 0.5, 0.5), (1.0, 0.5, 0.5),
+                                 ("y",), ("no", "yes"))
+    back = tabular.Preprocessing.from_dict(json.loads(json.dumps(prep.to_dict())))
+    assert back == prep
+    with pytest.raises(ValueError, match="preprocessing: missing"):
+        tabular.Preprocessing.from_dict({"task": "regression"})
