@@ -25,6 +25,7 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``validation``            the argument checks every entry point shares
 ``activations``, ``costs``  the registries of g[l] and costs
 ``accumulation``          the forward/reverse accumulation worked example
+``benchmarking``          the paired timing protocol and output files of experiments/
 ========================  ==============================================================
 """
 
@@ -40,7 +41,7 @@ from jaxmlp.quantities import per_example_grads, per_example_norms, per_example_
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "fit", "init",
+    "accumulation", "activations", "benchmarking", "checkpoint", "core", "costs", "datasets", "fit", "init",
     "network", "privacy", "propagation", "quantities", "sharding", "shuffle", "single_column",
     "training", "validation", "verification",
 )
