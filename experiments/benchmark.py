@@ -6,7 +6,8 @@ categorical cross-entropy, float32, column-major for JAX):
   (a) jaxmlp      jaxmlp.value_and_grad: the hand-derived recurrences (F1)-(B4).
   (b) autodiff    jax.value_and_grad of jaxmlp.loss, the same SGD update.
   (c) torch       PyTorch eager autograd (nn.Linear stack, F.cross_entropy,
-                  torch.optim.SGD), when torch is importable.
+                  torch.optim.SGD), when torch is importable; default threads, OpenMP
+                  waiting passively (OMP_WAIT_POLICY=PASSIVE unless set).
   (d) equinox     an equinox.nn.MLP with optax.sgd, when equinox is importable.
 
 plus the machine's matrix-multiply peak: a float32 N x N matmul (XLA, and
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 
@@ -194,9 +196,19 @@ def make_equinox(sizes, m):
     return _jax_step_runner(step, carry, Xr, y)
 
 
+def _import_torch():
+    """torch, its OpenMP threads waiting passively (OMP_WAIT_POLICY=PASSIVE unless set): on a
+    shared, oversubscribed machine spinning waiters starve the working threads and a tiny
+    step took 250 ms instead of 0.5 ms. Must run before torch's first import."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    return torch
+
+
 def make_torch(sizes, m):
     """(c) PyTorch eager: nn.Linear stack on rows (m, n[0]), autograd, torch.optim.SGD."""
-    import torch
+    torch = _import_torch()
     import torch.nn.functional as F
     from torch import nn
 
@@ -233,7 +245,7 @@ def make_matmul_xla(N, dtype="float32"):
 
 
 def make_matmul_torch(N):
-    import torch
+    torch = _import_torch()
 
     g = torch.Generator().manual_seed(1)
     A, B = torch.randn(N, N, generator=g), torch.randn(N, N, generator=g)
@@ -436,6 +448,7 @@ def main(argv=None):
                                        "skipped": skipped, "matmul_n": args.matmul_n,
                                        "pause_s": args.pause, "lr": LR, "dtype": "float32",
                                        "compute_dtype": args.compute_dtype, "seed": args.seed,
+                                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                                        "command": " ".join(["experiments/benchmark.py",
                                                             *(sys.argv[1:] if argv is None else argv)])},
            "load_average_start": load_start, "load_average_end": benchmarking.load_average(),

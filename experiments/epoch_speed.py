@@ -12,7 +12,8 @@ epoch). Each variant shuffles, cuts the minibatches and runs 11 updates per epoc
   (what the library used before ``jaxmlp.shuffle``; shows what the shuffle costs);
 * ``jax loop``: one jitted call draws the permutation and gathers the minibatches
   (``epoch_batches``), then a Python loop calls the jitted ``make_train_step`` 11 times;
-* ``torch eager Nt`` (when torch imports): ``nn.Sequential(Linear, ReLU, Linear)``,
+* ``torch eager Nt`` (when torch imports; OpenMP waiting passively, ``OMP_WAIT_POLICY=PASSIVE``
+  unless set): ``nn.Sequential(Linear, ReLU, Linear)``,
   ``CrossEntropyLoss``, ``optim.SGD``, a ``randperm`` and the usual zero_grad / backward / step
   loop, rows as examples (torch's layout); with torch's default thread count N and, when
   N > 1, also with 1 thread (intra-op threads spin and lose badly on a shared, loaded machine).
@@ -29,6 +30,7 @@ the scan (median and IQR of the per-round ratios), and writes ``results/train/ep
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import jax
@@ -106,7 +108,11 @@ def jax_variants(X, Y, seed):
 
 
 def torch_variants(X, Y, seed):
-    import torch  # optional: pip install torch==2.13.0 (CPU)
+    # optional: pip install torch==2.13.0 (CPU). OpenMP waiters sleep instead of spinning
+    # (must be set before torch's first import): on a shared, oversubscribed machine
+    # spinning waiters starve torch's working threads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
 
     default_threads = torch.get_num_threads()
     torch.manual_seed(seed)
