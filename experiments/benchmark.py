@@ -121,8 +121,12 @@ def _jax_step_runner(step, params, X, Y):
     return call
 
 
-def make_jaxmlp(sizes, m, compute_dtype=None):
-    """(a) SGD on jaxmlp.value_and_grad (no autodiff)."""
+def jax_step(variant, sizes, m, compute_dtype=None):
+    """The jitted SGD step of (a) or (b) and its arguments: (step, params, X, Y).
+
+    (a) "jaxmlp": jaxmlp.value_and_grad (no autodiff); (b) "autodiff": jax.value_and_grad
+    of jaxmlp.loss (the oracle, as a compared variant); the same update.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -131,37 +135,78 @@ def make_jaxmlp(sizes, m, compute_dtype=None):
     net = _network(sizes)
     X, Y, _ = _data(sizes, m)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
-    if compute_dtype is None:
-        vg = jaxmlp.value_and_grad
-    else:
-        def vg(net, p, X, Y):
+    if variant == "jaxmlp":
+        def value_and_grad(p, X, Y):
             return jaxmlp.value_and_grad(net, p, X, Y, compute_dtype=compute_dtype)
+    else:
+        def value_and_grad(p, X, Y):
+            return jax.value_and_grad(lambda q: jaxmlp.loss(net, q, X, Y))(p)
 
     @jax.jit
     def step(p, X, Y):
-        J, grads = vg(net, p, X, Y)
+        J, grads = value_and_grad(p, X, Y)
         return J, jax.tree.map(lambda w, d: w - LR * d, p, grads)
 
-    return _jax_step_runner(step, params, jnp.asarray(X), jnp.asarray(Y))
+    return step, params, jnp.asarray(X), jnp.asarray(Y)
+
+
+def make_jaxmlp(sizes, m, compute_dtype=None):
+    """(a) SGD on jaxmlp.value_and_grad (no autodiff)."""
+    return _jax_step_runner(*jax_step("jaxmlp", sizes, m, compute_dtype))
 
 
 def make_autodiff(sizes, m):
     """(b) SGD on jax.value_and_grad of jaxmlp.loss (the oracle, as a compared variant)."""
-    import jax
-    import jax.numpy as jnp
+    return _jax_step_runner(*jax_step("autodiff", sizes, m))
 
-    import jaxmlp
 
-    net = _network(sizes)
-    X, Y, _ = _data(sizes, m)
-    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
+def hlo_summary(text: str) -> dict:
+    """What the compiled HLO of a step does with its matrix products.
 
-    @jax.jit
-    def step(p, X, Y):
-        J, grads = jax.value_and_grad(lambda q: jaxmlp.loss(net, q, X, Y))(p)
-        return J, jax.tree.map(lambda w, d: w - LR * d, p, grads)
+    From ``compiled.as_text()``: the entry computation's instructions, and every dot with
+    its dimension numbers and where it runs: inside a YNNPACK fusion (``__ynn_fusion``) or as
+    a plain ``dot`` instruction (XLA's Eigen dot runtime).
+    """
+    import re
 
-    return _jax_step_runner(step, params, jnp.asarray(X), jnp.asarray(Y))
+    comps, name = {}, None
+    for line in text.splitlines():
+        head = re.match(r"^(ENTRY )?%(\S+) ", line)
+        if head and line.rstrip().endswith("{"):
+            name = "ENTRY" if head.group(1) else head.group(2)
+            comps[name] = []
+        elif name and line.startswith("  "):
+            comps[name].append(line.strip())
+    ynn = {m.group(1) for line in comps.get("ENTRY", []) if "__ynn_fusion" in line
+           for m in [re.search(r"calls=%([\w.\-]+)", line)] if m}
+    dots = []
+    for comp, lines in comps.items():
+        for line in lines:
+            if " dot(" in line:
+                where = ("YNNPACK fusion" if comp in ynn else
+                         "plain dot (Eigen)" if comp == "ENTRY" else f"fusion {comp}")
+                shape = line.split(" = ", 1)[1].split(" dot(")[0].strip()
+                dims = re.findall(r"(lhs_contracting_dims=\{\d*\}, rhs_contracting_dims=\{\d*\})", line)
+                dots.append({"result": shape, "dims": dims[0] if dims else "", "runs_in": where})
+    entry = comps.get("ENTRY", [])
+    return {"entry_instructions": len(entry), "fusions": sum(" fusion(" in l for l in entry),
+            "dots": dots}
+
+
+def dump_hlo(shapes, out):
+    """Compiled HLO of (a) and (b) per shape, written to ``out``; returns the summaries."""
+    summaries = {}
+    for s in shapes:
+        sizes, m = SHAPES[s]
+        for v in ("jaxmlp", "autodiff"):
+            step, params, X, Y = jax_step(v, sizes, m)
+            compiled = step.lower(params, X, Y).compile()
+            text = compiled.as_text()
+            (out / f"hlo_{s}_{v}.txt").write_text(text)
+            mem = compiled.memory_analysis()
+            summaries.setdefault(s, {})[v] = hlo_summary(text) | (
+                {"temp_bytes": int(mem.temp_size_in_bytes)} if mem is not None else {})
+    return summaries
 
 
 def make_equinox(sizes, m):
@@ -402,6 +447,9 @@ def parse_args(argv=None):
                    help="also time (a) with bf16/f16 matrix products (compute_dtype=)")
     p.add_argument("--pause", type=float, default=0.005, help="seconds of pause before each sample")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hlo", action="store_true",
+                   help="no timing: write the compiled HLO of (a) and (b) per shape (hlo_*.txt) "
+                        "and print how each product is lowered")
     p.add_argument("--out", default="results/benchmark",
                    help="output folder, relative to the repository root (default results/benchmark)")
     args = p.parse_args(argv)
@@ -432,6 +480,19 @@ def main(argv=None):
         from jaxmlp import validation
 
         validation.compute_dtype(args.compute_dtype)  # before compiling
+    if args.hlo:
+        out = benchmarking.output_path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        summaries = dump_hlo(args.shapes, out)
+        for s, by_variant in summaries.items():
+            for v, h in by_variant.items():
+                print(f"{s} {v}: {h['entry_instructions']} entry instructions, {h['fusions']} fusions, "
+                      f"temp {h.get('temp_bytes', 0) / 2**20:.1f} MiB")
+                for d in h["dots"]:
+                    print(f"    {d['result']:<22s} {d['dims']:<52s} {d['runs_in']}")
+        path = benchmarking.write_json(out / "hlo_summary.json", summaries)
+        print(f"wrote {path} and hlo_*.txt")
+        return summaries
     load_start = benchmarking.load_average()
     results = {}
     t_start = time.time()

@@ -112,3 +112,17 @@ def test_quick_run_writes_json(tmp_path):
     assert jp["variants"]["jaxmlp"]["paired_ratio"]["median"] == 1.0
     assert "| tiny |" in doc["markdown"]
     assert (tmp_path / "benchmark.png").exists()
+
+
+def test_hlo_summary_lists_every_product_of_both_steps():
+    sizes, m = benchmark.SHAPES["tiny"]
+    L = len(sizes) - 1
+    dots = {}
+    for v in ("jaxmlp", "autodiff"):
+        step, params, X, Y = benchmark.jax_step(v, sizes, m)
+        h = benchmark.hlo_summary(step.lower(params, X, Y).compile().as_text())
+        assert h["entry_instructions"] > 0
+        dots[v] = sorted((d["result"], d["dims"]) for d in h["dots"])
+        assert len(dots[v]) == len(benchmark.matrix_products(sizes, m)) == 3 * L - 1
+    # the hand-derived and the autodiff step compile to the same products
+    assert dots["jaxmlp"] == dots["autodiff"]
