@@ -21,7 +21,8 @@ lower bound of how busy the matrix units are.
 
 Protocol: :func:`jaxmlp.benchmarking.time_paired` (compile first, then ``--reps``
 rounds in which every variant runs once in a shuffled order, each sample after a short
-pause and one untimed hand-over step, ``block_until_ready``, per-round ratios to (a)).
+pause (and, for the steps, one untimed hand-over step), ``block_until_ready``, per-round
+ratios to (a)).
 A step sample lasts >= ~20 ms (several steps on small shapes); the peak matmul is one call.
 Two passes: a JAX-only pass ((a), (b), (d), XLA matmul) before torch is imported, then a
 mixed pass ((a), (c), both matmuls). Reported: median seconds per step, the paired ratio
@@ -327,7 +328,8 @@ def run_shape(name, variants, reps, quick, N, seed, pause, compute_dtype):
         calls = {v: makers[v]() for v in names} | matmuls
         timing = benchmarking.time_paired(
             calls, reference="jaxmlp", rounds=reps, target_s=0.005 if quick else 0.02,
-            inner={v: 1 for v in matmuls}, handover=True, pause_s=pause, seed=seed)
+            inner={v: 1 for v in matmuls}, handover=[v for v in calls if v not in matmuls],
+            pause_s=pause, seed=seed)
         peak_name = max((v for v in matmuls if v in F32_MATMULS),
                         key=lambda v: mm_flops / timing.median(v))
         peak_t = timing.per_round(peak_name)

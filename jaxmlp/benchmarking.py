@@ -52,7 +52,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Union
 
 import numpy as np
 
@@ -195,7 +195,8 @@ def _per_variant(arg: str, value, names, default) -> dict:
 
 def time_paired(variants: Mapping[str, Callable[[], Any]], *, reference: Optional[str] = None,
                 rounds: int = 30, inner: Optional[IntOrPerVariant] = None,
-                target_s: float = 0.02, warmup: IntOrPerVariant = 2, handover: bool = False,
+                target_s: float = 0.02, warmup: IntOrPerVariant = 2,
+                handover: Union[bool, Collection[str]] = False,
                 pause_s: float = 0.0, max_samples: Optional[Mapping[str, int]] = None,
                 seed: int = 0) -> Timing:
     """Time ``variants`` by the interleaved, paired protocol of this module.
@@ -211,7 +212,8 @@ def time_paired(variants: Mapping[str, Callable[[], Any]], *, reference: Optiona
       warmup: untimed calls of each variant before the rounds (>= 1: compiles), one int or
         per variant (e.g. 1 for a variant whose call takes seconds).
       handover: one untimed call of each variant right before its sample (evicts the
-        previous variant's data from the caches; doubles the time of each sample).
+        previous variant's data from the caches; doubles the time of each sample): True for
+        every variant, or the names of the variants that get one.
       pause_s: sleep before each sample.
       max_samples: variant -> at most this many samples (taken in the first rounds it
         runs), for variants too slow to run every round; their other rounds are NaN.
@@ -236,6 +238,13 @@ def time_paired(variants: Mapping[str, Callable[[], Any]], *, reference: Optiona
     target_s = validation.real_number("target_s", target_s, low=0.0, low_open=True)
     pause_s = validation.real_number("pause_s", pause_s, low=0.0)
     fixed = None if inner is None else _per_variant("inner", inner, names, 1)
+    if isinstance(handover, bool):
+        handover = set(names) if handover else set()
+    else:
+        handover = set(handover)
+        if handover - set(names):
+            raise ValueError(f"handover: names {sorted(handover - set(names))} are not variants; "
+                             f"expected True, False or a subset of {names}.")
 
     counts = {}
     for n in names:  # compile and warm up; estimate a call's duration on the last warm-up call
@@ -259,7 +268,7 @@ def time_paired(variants: Mapping[str, Callable[[], Any]], *, reference: Optiona
             fn, k = variants[n], counts[n]
             if pause_s:
                 time.sleep(pause_s)
-            if handover:
+            if n in handover:
                 _block(fn())
             t0 = time.perf_counter()
             for _ in range(k - 1):

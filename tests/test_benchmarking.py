@@ -49,6 +49,9 @@ def test_handover_adds_one_untimed_call_per_sample():
     variants, calls, _ = _counters(["a", "b"])
     benchmarking.time_paired(variants, rounds=4, inner=2, warmup=1, handover=True)
     assert calls == {"a": 1 + 4 * 3, "b": 1 + 4 * 3}
+    variants, calls, _ = _counters(["a", "b"])
+    benchmarking.time_paired(variants, rounds=4, inner=2, warmup=1, handover=["b"])
+    assert calls == {"a": 1 + 4 * 2, "b": 1 + 4 * 3}
 
 
 def test_paired_ratios_are_per_round_quotients(monkeypatch):
@@ -125,6 +128,7 @@ def test_table_and_json_name_every_variant():
     ({"inner": {"zz": 2}}, ValueError, "inner"),
     ({"warmup": 0}, ValueError, "warmup"),
     ({"target_s": 0.0}, ValueError, "target_s"),
+    ({"handover": ["zz"]}, ValueError, "handover"),
 ])
 def test_bad_arguments_are_named(kwargs, exc, words):
     args = {"variants": {"a": lambda: 0}} | kwargs
