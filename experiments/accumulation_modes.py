@@ -1,6 +1,6 @@
 """Forward versus reverse accumulation: the seed's worked example and the cost of each mode.
 
-The 2021-10-12 seed post (summarised in docs/derivations.md) argues that for f: R^n -> R^m forward accumulation
+The 2021-10-12 seed post (docs/seeds/002_878ef2f648d696d9.txt) argues that for f: R^n -> R^m forward accumulation
 needs n sweeps and reverse accumulation m sweeps, so for a cost (m = 1) of P parameters
 (n = P) reverse mode, i.e. backpropagation, wins. This script makes that executable:
 
@@ -476,7 +476,7 @@ def main(argv=None) -> dict:
     result = {
         "claim": "Forward accumulation needs n sweeps and reverse accumulation m sweeps for "
                  "f: R^n -> R^m; for a cost (m = 1) of P parameters reverse mode "
-                 "(backpropagation) wins (seed post 2021-10-12, docs/derivations.md).",
+                 "(backpropagation) wins (seed post 2021-10-12, docs/seeds/002_878ef2f648d696d9.txt).",
         "device": dev, "device_summary": device, "quick": args.quick,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "worked_example": example, "gradient_cost": grad, "jacobian_crossover": jac,
