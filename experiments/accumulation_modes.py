@@ -1,6 +1,6 @@
 """Forward versus reverse accumulation: the seed's worked example and the cost of each mode.
 
-The 2021-10-12 seed post (``002_*.txt``) argues that for f: R^n -> R^m forward accumulation
+The 2021-10-12 seed post (docs/seeds/002_878ef2f648d696d9.txt) argues that for f: R^n -> R^m forward accumulation
 needs n sweeps and reverse accumulation m sweeps, so for a cost (m = 1) of P parameters
 (n = P) reverse mode, i.e. backpropagation, wins. This script makes that executable:
 
@@ -15,8 +15,8 @@ needs n sweeps and reverse accumulation m sweeps, so for a cost (m = 1) of P par
 3. A network map R^n -> R^k with its full Jacobian: ``jax.jacfwd`` against ``jax.jacrev``
    over a grid of (n, k), and the crossover against n/k.
 
-Timing: all variants of one configuration are compiled first, then timed interleaved
-(round-robin) in one process, each call followed by ``block_until_ready``; medians reported.
+Timing: :func:`jaxmlp.benchmarking.time_paired` per configuration (compiled first; rounds in
+which every variant runs once in a shuffled order, ``block_until_ready``); medians reported.
 
 Usage (from the repository root):
 
@@ -31,10 +31,7 @@ to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -47,79 +44,28 @@ from jax.flatten_util import ravel_pytree
 
 import jaxmlp
 from jaxmlp import accumulation as acc
+from jaxmlp import benchmarking
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def device_description() -> dict:
-    d = jax.devices()[0]
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "platform": d.platform,
-        "device_kind": d.device_kind,
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def block(tree):
-    return jax.tree_util.tree_map(lambda a: a.block_until_ready(), tree)
+    return jax.block_until_ready(tree)
 
 
-def time_interleaved(fns: dict, rounds: int, *, target_s: float = 0.02,
-                     max_rounds: dict | None = None, estimates: dict | None = None) -> dict:
-    """Median seconds per call of each ``fns[name]()`` (zero-argument, already jitted).
+def time_interleaved(fns: dict, rounds: int, *, max_rounds: dict | None = None,
+                     warm: dict | None = None) -> dict:
+    """Seconds per call of each ``fns[name]()`` by :func:`jaxmlp.benchmarking.time_paired`.
 
-    Each function is compiled (first call) and timed once to choose an inner repeat count
-    so one measurement lasts ~``target_s``; then ``rounds`` rounds run every function once
-    per round, in an order rotated each round. Every call is blocked on. ``estimates[name]``
-    (seconds per call, from calls the caller already made after compiling) skips that warm-up.
+    Samples of about 20 ms (inner repeats chosen per function); ``max_rounds[name]`` caps the
+    samples of a slow function (forward mode), ``warm`` lists functions the caller has
+    already compiled (one warm-up call instead of two). Returns, per name, the summary of
+    :meth:`Timing.summary` plus ``rounds`` (its number of samples).
     """
-    max_rounds, estimates = max_rounds or {}, estimates or {}
-    inner, compile_s = {}, {}
-    for name, fn in fns.items():
-        if name in estimates:
-            inner[name], compile_s[name] = 1, None
-            continue
-        t0 = time.perf_counter()
-        block(fn())  # compile
-        compile_s[name] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        block(fn())
-        est = time.perf_counter() - t0
-        inner[name] = max(1, min(1000, int(target_s / max(est, 1e-7))))
-    samples = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            if len(samples[name]) >= max_rounds.get(name, rounds):
-                continue
-            fn, n_in = fns[name], inner[name]
-            t0 = time.perf_counter()
-            for _ in range(n_in):
-                block(fn())
-            samples[name].append((time.perf_counter() - t0) / n_in)
-    return {
-        name: {
-            "median_s": statistics.median(s),
-            "min_s": min(s),
-            "rounds": len(s),
-            "inner": inner[name],
-            "compile_s": compile_s[name],
-        }
-        for name, s in samples.items()
-    }
+    warmup = {name: 1 for name in (warm or ())}
+    t = benchmarking.time_paired(fns, rounds=rounds, target_s=0.02, warmup=warmup,
+                                 max_samples=max_rounds or None)
+    return {name: t.summary(name) | {"rounds": t.summary(name)["samples"]} for name in fns}
 
 
 def loglog_slope(x, y):
@@ -255,19 +201,16 @@ def gradient_cost(widths, *, n0, m, rounds, chunk, fm_call_limit, fm_total, seed
         scale = float(jnp.max(jnp.abs(g_hand_flat)))
         errs = {"reverse_autodiff": float(jnp.max(jnp.abs(ravel_pytree(f_rev(params)[1])[0]
                                                           - g_hand_flat))) / scale}
-        fm_rounds, est = rounds, None
+        fm_rounds = rounds
         if fm_active:
-            t0 = time.perf_counter()
-            _, g_fm = block(fns["forward_mode"]())  # includes compilation
+            _, g_fm = block(fns["forward_mode"]())  # compiles
             errs["forward_mode"] = float(jnp.max(jnp.abs(g_fm - g_hand_flat))) / scale
             t0 = time.perf_counter()
             block(fns["forward_mode"]())
             est = time.perf_counter() - t0
             fm_rounds = max(1, min(rounds, int(fm_total / max(est, 1e-9))))
-            if est < 0.005:  # fast enough for the usual inner-repeat warm-up
-                est = None
-        res = time_interleaved(fns, rounds, max_rounds={"forward_mode": fm_rounds},
-                               estimates={"forward_mode": est} if est is not None else None)
+        res = time_interleaved(fns, rounds, max_rounds={"forward_mode": fm_rounds} if fm_active else None,
+                               warm=("forward_mode",) if fm_active else ())
         t_pass = res["forward_pass"]["median_s"]
         rec = {"width": h, "P": P, "chunk": c if fm_active else None,
                "relative_error_vs_hand": errs, "timings": res,
@@ -499,7 +442,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, ~30 s")
-    ap.add_argument("--out", default="results/accumulation", help="output folder")
+    ap.add_argument("--out", default="results/accumulation",
+                    help="output folder, relative to the repository root")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds per configuration")
     ap.add_argument("--examples", type=int, default=64, help="m, examples in the cost's batch")
@@ -517,11 +461,11 @@ def main(argv=None) -> dict:
         dims, rounds, fm_limit, fm_total = (2, 8, 32, 128, 512), 9, 12.0, 30.0
     rounds = args.rounds or rounds
     fm_limit = args.fm_call_limit or fm_limit
-    out = Path(args.out)
+    out = benchmarking.output_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = device_description()
-    device = f"{dev['platform'].upper()}: {dev['cpu_model']}, {dev['cpu_count']} cores"
-    print(f"device: {device}; jax {dev['jax']}; quick={args.quick}")
+    dev = benchmarking.machine_info()
+    device = f"{dev['backend'].upper()}: {dev['cpu_model']}, {dev['cpu_count']} cores"
+    print(f"device: {device}; jax {dev['jax']}; load {dev['load_average']}; quick={args.quick}")
     t_start = time.perf_counter()
 
     example = worked_example((0.5, 1.5, -2.0))
@@ -532,14 +476,13 @@ def main(argv=None) -> dict:
     result = {
         "claim": "Forward accumulation needs n sweeps and reverse accumulation m sweeps for "
                  "f: R^n -> R^m; for a cost (m = 1) of P parameters reverse mode "
-                 "(backpropagation) wins (seed post 2021-10-12, 002_*.txt).",
+                 "(backpropagation) wins (seed post 2021-10-12, docs/seeds/002_878ef2f648d696d9.txt).",
         "device": dev, "device_summary": device, "quick": args.quick,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "worked_example": example, "gradient_cost": grad, "jacobian_crossover": jac,
         "wall_s": time.perf_counter() - t_start,
     }
-    path = out / "accumulation_modes.json"
-    path.write_text(json.dumps(result, indent=1))
+    path = benchmarking.write_json(out / "accumulation_modes.json", result)
     files.append(str(path))
     print(f"\nwrote {', '.join(files)} in {result['wall_s']:.0f} s")
     return result

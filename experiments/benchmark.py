@@ -6,7 +6,8 @@ categorical cross-entropy, float32, column-major for JAX):
   (a) jaxmlp      jaxmlp.value_and_grad: the hand-derived recurrences (F1)-(B4).
   (b) autodiff    jax.value_and_grad of jaxmlp.loss, the same SGD update.
   (c) torch       PyTorch eager autograd (nn.Linear stack, F.cross_entropy,
-                  torch.optim.SGD), when torch is importable.
+                  torch.optim.SGD), when torch is importable; default threads, OpenMP
+                  waiting passively (OMP_WAIT_POLICY=PASSIVE unless set).
   (d) equinox     an equinox.nn.MLP with optax.sgd, when equinox is importable.
 
 plus the machine's matrix-multiply peak: a float32 N x N matmul (XLA, and
@@ -18,34 +19,32 @@ FLOPs are counted per matrix product only, 2 * rows * inner * cols each:
 (bias, activations, softmax, update) is not counted, so "fraction of peak" is a
 lower bound of how busy the matrix units are.
 
-Protocol: every variant is compiled and warmed up first; then for each of
-``--reps`` repetitions the variants run in a freshly shuffled order, each after a
-short pause and one untimed step (the peak matmuls first, so the variants'
-samples are adjacent), and each timed sample is ``inner`` consecutive
-steps ended by ``block_until_ready`` (``inner`` is chosen per shape so that a
-sample of (a) lasts >= ~20 ms). Two passes: a JAX-only pass ((a), (b), (d), XLA
-matmul) before torch is imported, then a mixed pass ((a), (c), both matmuls).
-Reported: median seconds per step, ratio of medians to (a), the median of the
-per-repetition (paired) ratios to (a), achieved GFLOP/s and fraction of the peak.
+Protocol: :func:`jaxmlp.benchmarking.time_paired` (compile first, then ``--reps``
+rounds in which every variant runs once in a shuffled order, each sample after a short
+pause (and, for the steps, one untimed hand-over step), ``block_until_ready``, per-round
+ratios to (a)).
+A step sample lasts >= ~20 ms (several steps on small shapes); the peak matmul is one call.
+Two passes: a JAX-only pass ((a), (b), (d), XLA matmul) before torch is imported, then a
+mixed pass ((a), (c), both matmuls). Reported: median seconds per step, the paired ratio
+to (a) (median and IQR of the per-round ratios), GFLOP/s, and the paired fraction of the
+peak (this round's step rate over this round's matmul rate).
 
 Run:  python experiments/benchmark.py [--shapes tiny,medium] [--reps 20] [--quick]
-Writes results/benchmark/benchmark.json and benchmark.png (or ``--out DIR``).
+Writes results/benchmark/benchmark.json and benchmark.png (``--out DIR``, relative to the
+repository root).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
-import platform
-import random
 import sys
 import time
-from typing import Callable
 
 import numpy as np
+
+from jaxmlp import benchmarking
 
 SHAPES = {
     "tiny": ((64, 128, 10), 128),
@@ -54,6 +53,7 @@ SHAPES = {
     "deep-narrow": ((100,) + (100,) * 8 + (10,), 64),
 }
 VARIANTS = ("jaxmlp", "autodiff", "torch", "equinox")
+F32_MATMULS = ("matmul_xla", "matmul_torch")  # the peak is a float32 matmul
 LR = 1e-3
 
 
@@ -112,62 +112,102 @@ def _network(sizes):
 
 
 def _jax_step_runner(step, params, X, Y):
-    """Returns run(k): k chained steps p <- step(p, X, Y), blocking at the end."""
-    import jax
-
+    """One chained step per call: p <- step(p, X, Y); returns (J, p) for blocking."""
     state = {"p": params}
 
-    def run(k):
-        p = state["p"]
-        for _ in range(k):
-            J, p = step(p, X, Y)
-        jax.block_until_ready((J, p))
-        state["p"] = p
+    def call():
+        J, state["p"] = step(state["p"], X, Y)
+        return J, state["p"]
 
-    return run
+    return call
+
+
+def jax_step(variant, sizes, m, compute_dtype=None):
+    """The jitted SGD step of (a) or (b) and its arguments: (step, params, X, Y).
+
+    (a) "jaxmlp": jaxmlp.value_and_grad (no autodiff); (b) "autodiff": jax.value_and_grad
+    of jaxmlp.loss (the oracle, as a compared variant); the same update.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmlp
+
+    net = _network(sizes)
+    X, Y, _ = _data(sizes, m)
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
+    if variant == "jaxmlp":
+        def value_and_grad(p, X, Y):
+            return jaxmlp.value_and_grad(net, p, X, Y, compute_dtype=compute_dtype)
+    else:
+        def value_and_grad(p, X, Y):
+            return jax.value_and_grad(lambda q: jaxmlp.loss(net, q, X, Y))(p)
+
+    @jax.jit
+    def step(p, X, Y):
+        J, grads = value_and_grad(p, X, Y)
+        return J, jax.tree.map(lambda w, d: w - LR * d, p, grads)
+
+    return step, params, jnp.asarray(X), jnp.asarray(Y)
 
 
 def make_jaxmlp(sizes, m, compute_dtype=None):
     """(a) SGD on jaxmlp.value_and_grad (no autodiff)."""
-    import jax
-    import jax.numpy as jnp
-
-    import jaxmlp
-
-    net = _network(sizes)
-    X, Y, _ = _data(sizes, m)
-    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
-    if compute_dtype is None:
-        vg = jaxmlp.value_and_grad
-    else:
-        def vg(net, p, X, Y):
-            return jaxmlp.value_and_grad(net, p, X, Y, compute_dtype=compute_dtype)
-
-    @jax.jit
-    def step(p, X, Y):
-        J, grads = vg(net, p, X, Y)
-        return J, jax.tree.map(lambda w, d: w - LR * d, p, grads)
-
-    return _jax_step_runner(step, params, jnp.asarray(X), jnp.asarray(Y))
+    return _jax_step_runner(*jax_step("jaxmlp", sizes, m, compute_dtype))
 
 
 def make_autodiff(sizes, m):
     """(b) SGD on jax.value_and_grad of jaxmlp.loss (the oracle, as a compared variant)."""
-    import jax
-    import jax.numpy as jnp
+    return _jax_step_runner(*jax_step("autodiff", sizes, m))
 
-    import jaxmlp
 
-    net = _network(sizes)
-    X, Y, _ = _data(sizes, m)
-    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
+def hlo_summary(text: str) -> dict:
+    """What the compiled HLO of a step does with its matrix products.
 
-    @jax.jit
-    def step(p, X, Y):
-        J, grads = jax.value_and_grad(lambda q: jaxmlp.loss(net, q, X, Y))(p)
-        return J, jax.tree.map(lambda w, d: w - LR * d, p, grads)
+    From ``compiled.as_text()``: the entry computation's instructions, and every dot with
+    its dimension numbers and where it runs: inside a YNNPACK fusion (``__ynn_fusion``) or as
+    a plain ``dot`` instruction (XLA's Eigen dot runtime).
+    """
+    import re
 
-    return _jax_step_runner(step, params, jnp.asarray(X), jnp.asarray(Y))
+    comps, name = {}, None
+    for line in text.splitlines():
+        head = re.match(r"^(ENTRY )?%(\S+) ", line)
+        if head and line.rstrip().endswith("{"):
+            name = "ENTRY" if head.group(1) else head.group(2)
+            comps[name] = []
+        elif name and line.startswith("  "):
+            comps[name].append(line.strip())
+    ynn = {m.group(1) for line in comps.get("ENTRY", []) if "__ynn_fusion" in line
+           for m in [re.search(r"calls=%([\w.\-]+)", line)] if m}
+    dots = []
+    for comp, lines in comps.items():
+        for line in lines:
+            if " dot(" in line:
+                where = ("YNNPACK fusion" if comp in ynn else
+                         "plain dot (Eigen)" if comp == "ENTRY" else f"fusion {comp}")
+                shape = line.split(" = ", 1)[1].split(" dot(")[0].strip()
+                dims = re.findall(r"(lhs_contracting_dims=\{\d*\}, rhs_contracting_dims=\{\d*\})", line)
+                dots.append({"result": shape, "dims": dims[0] if dims else "", "runs_in": where})
+    entry = comps.get("ENTRY", [])
+    return {"entry_instructions": len(entry), "fusions": sum(" fusion(" in l for l in entry),
+            "dots": dots}
+
+
+def dump_hlo(shapes, out):
+    """Compiled HLO of (a) and (b) per shape, written to ``out``; returns the summaries."""
+    summaries = {}
+    for s in shapes:
+        sizes, m = SHAPES[s]
+        for v in ("jaxmlp", "autodiff"):
+            step, params, X, Y = jax_step(v, sizes, m)
+            compiled = step.lower(params, X, Y).compile()
+            text = compiled.as_text()
+            (out / f"hlo_{s}_{v}.txt").write_text(text)
+            mem = compiled.memory_analysis()
+            summaries.setdefault(s, {})[v] = hlo_summary(text) | (
+                {"temp_bytes": int(mem.temp_size_in_bytes)} if mem is not None else {})
+    return summaries
 
 
 def make_equinox(sizes, m):
@@ -202,9 +242,19 @@ def make_equinox(sizes, m):
     return _jax_step_runner(step, carry, Xr, y)
 
 
+def _import_torch():
+    """torch, its OpenMP threads waiting passively (OMP_WAIT_POLICY=PASSIVE unless set): on a
+    shared, oversubscribed machine spinning waiters starve the working threads and a tiny
+    step took 250 ms instead of 0.5 ms. Must run before torch's first import."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    return torch
+
+
 def make_torch(sizes, m):
     """(c) PyTorch eager: nn.Linear stack on rows (m, n[0]), autograd, torch.optim.SGD."""
-    import torch
+    torch = _import_torch()
     import torch.nn.functional as F
     from torch import nn
 
@@ -220,14 +270,13 @@ def make_torch(sizes, m):
     Xr = torch.from_numpy(np.ascontiguousarray(X.T))
     y = torch.from_numpy(labels.astype(np.int64))
 
-    def run(k):
-        for _ in range(k):
-            opt.zero_grad(set_to_none=True)
-            J = F.cross_entropy(model(Xr), y)
-            J.backward()
-            opt.step()
+    def call():  # eager: done when it returns
+        opt.zero_grad(set_to_none=True)
+        J = F.cross_entropy(model(Xr), y)
+        J.backward()
+        opt.step()
 
-    return run
+    return call
 
 
 def make_matmul_xla(N, dtype="float32"):
@@ -238,26 +287,15 @@ def make_matmul_xla(N, dtype="float32"):
     A = jax.random.normal(jax.random.PRNGKey(1), (N, N), jnp.float32).astype(dtype)
     B = jax.random.normal(jax.random.PRNGKey(2), (N, N), jnp.float32).astype(dtype)
     f = jax.jit(lambda A, B: jnp.matmul(A, B, preferred_element_type=jnp.float32))
-
-    def run(k):
-        for _ in range(k):
-            C = f(A, B)
-        jax.block_until_ready(C)
-
-    return run
+    return lambda: f(A, B)
 
 
 def make_matmul_torch(N):
-    import torch
+    torch = _import_torch()
 
     g = torch.Generator().manual_seed(1)
     A, B = torch.randn(N, N, generator=g), torch.randn(N, N, generator=g)
-
-    def run(k):
-        for _ in range(k):
-            torch.matmul(A, B)
-
-    return run
+    return lambda: torch.matmul(A, B)
 
 
 def available(variant: str) -> bool:
@@ -271,77 +309,8 @@ def available(variant: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- timing
-def time_interleaved(runners: dict[str, Callable[[int], None]], inner: dict[str, int], reps: int,
-                     pause: float, rng: random.Random) -> dict[str, list[float]]:
-    """Per-step seconds, ``reps`` samples per runner, order shuffled every repetition."""
-    for run in runners.values():  # compile + warm up
-        run(1)
-        run(1)
-    times = {name: [] for name in runners}
-    # the peak matmuls open each repetition; the variants follow back to back in a
-    # fresh order, so the samples that form a paired ratio are adjacent in time
-    first = [n for n in runners if n.startswith("matmul")]
-    names = [n for n in runners if n not in first]
-    for _ in range(reps):
-        rng.shuffle(names)
-        for name in first + names:
-            time.sleep(pause)
-            runners[name](1)  # untimed hand-over step
-            t0 = time.perf_counter()
-            runners[name](inner[name])
-            times[name].append((time.perf_counter() - t0) / inner[name])
-    return times
-
-
-def calibrate(run: Callable[[int], None], target: float) -> int:
-    run(1)
-    t0 = time.perf_counter()
-    run(1)
-    t = max(time.perf_counter() - t0, 1e-6)
-    return max(1, int(math.ceil(target / t)))
-
-
-def summarize(times, flops, ref="jaxmlp"):
-    out = {}
-    ref_t = np.asarray(times[ref]) if ref in times else None
-    for name, ts in times.items():
-        ts = np.asarray(ts)
-        med = float(np.median(ts))
-        row = {"median_s": med, "times_s": [float(t) for t in ts],
-               "gflops": flops[name] / med / 1e9}
-        if ref_t is not None:
-            paired = ts / ref_t
-            row["ratio_of_medians"] = med / float(np.median(ref_t))
-            row["paired_ratio_median"] = float(np.median(paired))
-            row["paired_ratio_q25_q75"] = [float(np.percentile(paired, 25)),
-                                           float(np.percentile(paired, 75))]
-        out[name] = row
-    return out
-
-
-def load_average():
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
-
-
-def machine_info():
-    import jax
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
-def run_shape(name, variants, reps, quick, N, rng, pause, compute_dtype):
+def run_shape(name, variants, reps, quick, N, seed, pause, compute_dtype):
+    """Both passes of one shape: {"sizes", "m", "flops_per_step", "products", "passes"}."""
     sizes, m = SHAPES[name]
     flops = step_flops(sizes, m)
     makers = {"jaxmlp": lambda: make_jaxmlp(sizes, m),
@@ -350,39 +319,37 @@ def run_shape(name, variants, reps, quick, N, rng, pause, compute_dtype):
               "torch": lambda: make_torch(sizes, m)}
     if compute_dtype is not None:
         makers["jaxmlp_" + compute_dtype] = lambda: make_jaxmlp(sizes, m, compute_dtype)
-    target = 0.005 if quick else 0.02
     mm_flops = 2 * N**3
     result = {"sizes": list(sizes), "m": m, "flops_per_step": flops,
               "products": [dataclasses.asdict(p) | {"flops": p.flops} for p in matrix_products(sizes, m)],
               "passes": {}}
 
     def do_pass(label, names, matmuls):
-        runners = {v: makers[v]() for v in names}
-        runners.update(matmuls)
-        ref_inner = calibrate(runners["jaxmlp"], target)
-        inner = {v: (1 if v.startswith("matmul") else ref_inner) for v in runners}
-        fl = {v: (mm_flops if v.startswith("matmul") else flops) for v in runners}
-        load0 = load_average()
-        times = time_interleaved(runners, inner, reps, pause, rng)
-        summary = summarize(times, fl)
-        peak_name = max((v for v in runners if v.startswith("matmul") and v in f32_matmuls),
-                        key=lambda v: summary[v]["gflops"])
-        peak = summary[peak_name]["gflops"]
-        peak_t = np.asarray(times[peak_name])
-        for v in runners:
-            if not v.startswith("matmul"):
-                summary[v]["fraction_of_peak"] = summary[v]["gflops"] / peak
-                # paired: this repetition's step rate over this repetition's matmul rate
-                summary[v]["paired_fraction_of_peak_median"] = float(np.median(
-                    (flops / np.asarray(times[v])) / (mm_flops / peak_t)))
-        result["passes"][label] = {"inner": inner, "peak_gflops": peak, "peak_from": peak_name,
-                                   "load_before": load0, "load_after": load_average(),
-                                   "variants": summary}
+        calls = {v: makers[v]() for v in names} | matmuls
+        timing = benchmarking.time_paired(
+            calls, reference="jaxmlp", rounds=reps, target_s=0.005 if quick else 0.02,
+            inner={v: 1 for v in matmuls}, handover=[v for v in calls if v not in matmuls],
+            pause_s=pause, seed=seed)
+        peak_name = max((v for v in matmuls if v in F32_MATMULS),
+                        key=lambda v: mm_flops / timing.median(v))
+        peak_t = timing.per_round(peak_name)
+        rows = {}
+        for v in calls:
+            fl = mm_flops if v in matmuls else flops
+            row = timing.summary(v) | {"gflops": fl / timing.median(v) / 1e9}
+            if v not in matmuls:
+                # paired: this round's step rate over this round's matmul rate
+                row["paired_fraction_of_peak"] = benchmarking.spread(
+                    (flops / timing.per_round(v)) / (mm_flops / peak_t))
+            rows[v] = row
+        result["passes"][label] = {"peak_gflops": rows[peak_name]["gflops"], "peak_from": peak_name,
+                                   "load_before": timing.load_before,
+                                   "load_after": timing.load_after, "order": timing.order,
+                                   "variants": rows}
 
     jax_names = [v for v in variants if v != "torch"]
     if compute_dtype is not None:
         jax_names.append("jaxmlp_" + compute_dtype)
-    f32_matmuls = ("matmul_xla", "matmul_torch")  # the peak is a float32 matmul
     jax_matmuls = {"matmul_xla": make_matmul_xla(N)}
     if compute_dtype is not None:  # reported next to it, not used as the peak
         jax_matmuls["matmul_xla_" + compute_dtype] = make_matmul_xla(N, compute_dtype)
@@ -395,44 +362,47 @@ def run_shape(name, variants, reps, quick, N, rng, pause, compute_dtype):
 
 def print_table(results):
     print(f"\n{'shape':12s} {'variant':16s} {'ms/step':>9s} {'/(a) med':>9s} {'/(a) pair':>9s}"
-          f" {'GFLOP/s':>8s} {'%peak':>6s}  pass")
+          f" {'IQR':>11s} {'GFLOP/s':>8s} {'%peak':>6s}  pass")
     for shape, r in results.items():
         for label, ps in r["passes"].items():
             for v, row in ps["variants"].items():
-                frac = row.get("paired_fraction_of_peak_median")
+                frac = row.get("paired_fraction_of_peak", {}).get("median")
+                pr = row["paired_ratio"]
                 print(f"{shape:12s} {v:16s} {row['median_s'] * 1e3:9.3f} "
-                      f"{row.get('ratio_of_medians', float('nan')):9.3f} "
-                      f"{row.get('paired_ratio_median', float('nan')):9.3f} {row['gflops']:8.1f} "
+                      f"{row['ratio_of_medians']:9.3f} {pr['median']:9.3f} "
+                      f"{pr['q25']:5.3f}-{pr['q75']:5.3f} {row['gflops']:8.1f} "
                       f"{'' if frac is None else f'{100 * frac:5.1f}%':>6s}  {label}")
             print(f"{'':12s} peak {ps['peak_gflops']:.1f} GFLOP/s from {ps['peak_from']}; "
                   f"load {ps['load_before'][0] if ps['load_before'] else '?'}")
 
 
 def markdown_table(results) -> str:
-    """The README table: per shape, (a)'s time and rate, and every variant's paired ratio to (a)."""
-    def get(shape, label, v, key):
-        return results[shape]["passes"].get(label, {}).get("variants", {}).get(v, {}).get(key)
+    """The docs table: per shape, (a)'s time and rate, and every variant's paired ratio to (a)."""
+    def get(shape, label, v, *keys):
+        x = results[shape]["passes"].get(label, {}).get("variants", {}).get(v, {})
+        for k in keys:
+            x = x.get(k) if isinstance(x, dict) else None
+        return x
 
-    def fmt(x, spec):
-        return "-" if x is None else format(x, spec)
+    def fmt(x, spec, scale=1.0):
+        return "-" if x is None else format(scale * x, spec)
 
-    lines = ["| shape | (a) jaxmlp ms | (b) autodiff / (a) | (d) equinox / (a) | (c) torch / (a) "
-             "| (a) GFLOP/s | (a) % of peak | peak GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | (a) ms | (b)/(a) | (d)/(a) | (c)/(a) | (a) GFLOP/s | (a) % of peak "
+             "| peak GFLOP/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in results:
-        frac = get(s, "jax", "jaxmlp", "paired_fraction_of_peak_median")
         lines.append(
-            f"| {s} | {fmt(get(s, 'jax', 'jaxmlp', 'median_s') * 1e3, '.3g')} "
-            f"| {fmt(get(s, 'jax', 'autodiff', 'paired_ratio_median'), '.2f')} "
-            f"| {fmt(get(s, 'jax', 'equinox', 'paired_ratio_median'), '.2f')} "
-            f"| {fmt(get(s, 'mixed', 'torch', 'paired_ratio_median'), '.2f')} "
-            f"| {fmt(get(s, 'jax', 'jaxmlp', 'gflops'), '.1f')} "
-            f"| {fmt(None if frac is None else 100 * frac, '.0f')} "
-            f"| {fmt(results[s]['passes']['jax']['peak_gflops'], '.1f')} |")
+            f"| {s} | {fmt(get(s, 'jax', 'jaxmlp', 'median_s'), '.3g', 1e3)} "
+            f"| {fmt(get(s, 'jax', 'autodiff', 'paired_ratio', 'median'), '.2f')} "
+            f"| {fmt(get(s, 'jax', 'equinox', 'paired_ratio', 'median'), '.2f')} "
+            f"| {fmt(get(s, 'mixed', 'torch', 'paired_ratio', 'median'), '.2f')} "
+            f"| {fmt(get(s, 'jax', 'jaxmlp', 'gflops'), '.0f')} "
+            f"| {fmt(get(s, 'jax', 'jaxmlp', 'paired_fraction_of_peak', 'median'), '.0f', 100)} "
+            f"| {fmt(results[s]['passes']['jax']['peak_gflops'], '.0f')} |")
     return "\n".join(lines)
 
 
-def plot(results, path):
+def plot(results, path, info):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -450,8 +420,9 @@ def plot(results, path):
     width = 0.8 / max(1, len(series))
     for j, (v, rows) in enumerate(series.items()):
         xs = [i + j * width for i in rows]
-        axes[0].bar(xs, [rows[i]["paired_ratio_median"] for i in rows], width, label=v)
-        axes[1].bar(xs, [100 * rows[i]["paired_fraction_of_peak_median"] for i in rows], width, label=v)
+        axes[0].bar(xs, [rows[i]["paired_ratio"]["median"] for i in rows], width, label=v)
+        axes[1].bar(xs, [100 * rows[i]["paired_fraction_of_peak"]["median"] for i in rows], width,
+                    label=v)
     for ax in axes:
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))], shapes)
         ax.legend(fontsize=8)
@@ -459,7 +430,7 @@ def plot(results, path):
     axes[0].set_yscale("log")
     axes[0].set_ylabel("time / time of (a) jaxmlp (paired median, log)")
     axes[1].set_ylabel("% of float32 matmul peak (matrix products only)")
-    fig.suptitle("one SGD training step, float32, " + f"{os.cpu_count()}-core {results[shapes[0]]['backend']}")
+    fig.suptitle(f"one SGD training step, float32, {info['cpu_count']}-core {info['backend']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -478,7 +449,11 @@ def parse_args(argv=None):
                    help="also time (a) with bf16/f16 matrix products (compute_dtype=)")
     p.add_argument("--pause", type=float, default=0.005, help="seconds of pause before each sample")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/benchmark")
+    p.add_argument("--hlo", action="store_true",
+                   help="no timing: write the compiled HLO of (a) and (b) per shape (hlo_*.txt) "
+                        "and print how each product is lowered")
+    p.add_argument("--out", default="results/benchmark",
+                   help="output folder, relative to the repository root (default results/benchmark)")
     args = p.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     bad = [s for s in shapes if s not in SHAPES]
@@ -507,29 +482,46 @@ def main(argv=None):
         from jaxmlp import validation
 
         validation.compute_dtype(args.compute_dtype)  # before compiling
-    info = machine_info()
-    rng = random.Random(args.seed)
+    if args.hlo:
+        out = benchmarking.output_path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        summaries = dump_hlo(args.shapes, out)
+        for s, by_variant in summaries.items():
+            for v, h in by_variant.items():
+                print(f"{s} {v}: {h['entry_instructions']} entry instructions, {h['fusions']} fusions, "
+                      f"temp {h.get('temp_bytes', 0) / 2**20:.1f} MiB")
+                for d in h["dots"]:
+                    print(f"    {d['result']:<22s} {d['dims']:<52s} {d['runs_in']}")
+        path = benchmarking.write_json(out / "hlo_summary.json", summaries)
+        print(f"wrote {path} and hlo_*.txt")
+        return summaries
+    load_start = benchmarking.load_average()
     results = {}
     t_start = time.time()
     for s in args.shapes:
         print(f"shape {s} {SHAPES[s]} ...", flush=True)
-        results[s] = run_shape(s, variants, args.reps, args.quick, args.matmul_n, rng,
-                               args.pause, args.compute_dtype) | {"backend": info["backend"]}
+        results[s] = run_shape(s, variants, args.reps, args.quick, args.matmul_n, args.seed,
+                               args.pause, args.compute_dtype)
+    info = benchmarking.machine_info()  # after the runs: torch's version when it was loaded
     print_table(results)
     print("\n" + markdown_table(results))
-    os.makedirs(args.out, exist_ok=True)
+    print(benchmarking.describe(info))
+    out = benchmarking.output_path(args.out)
     doc = {"machine": info, "config": {"reps": args.reps, "quick": args.quick, "variants": variants,
                                        "skipped": skipped, "matmul_n": args.matmul_n,
                                        "pause_s": args.pause, "lr": LR, "dtype": "float32",
-                                       "compute_dtype": args.compute_dtype},
-           "load_average_end": load_average(), "wall_s": time.time() - t_start, "shapes": results}
-    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
-        json.dump(doc, f, indent=1)
+                                       "compute_dtype": args.compute_dtype, "seed": args.seed,
+                                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                                       "command": " ".join(["experiments/benchmark.py",
+                                                            *(sys.argv[1:] if argv is None else argv)])},
+           "load_average_start": load_start, "load_average_end": benchmarking.load_average(),
+           "wall_s": time.time() - t_start, "markdown": markdown_table(results), "shapes": results}
+    path = benchmarking.write_json(out / "benchmark.json", doc)
     try:
-        plot(results, os.path.join(args.out, "benchmark.png"))
+        plot(results, out / "benchmark.png", info)
     except ImportError as e:  # matplotlib is an optional extra
         print(f"note: no plot ({e})", file=sys.stderr)
-    print(f"wrote {args.out}/benchmark.json")
+    print(f"wrote {path}")
     return doc
 
 

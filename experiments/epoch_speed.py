@@ -8,49 +8,43 @@ epoch). Each variant shuffles, cuts the minibatches and runs 11 updates per epoc
 
 * ``jax scan``: ``jaxmlp.training.make_train_epoch``, the whole epoch ONE compiled call,
   shuffled by ``jaxmlp.shuffle.permutation`` (the default);
-* ``jax scan, jax.random.permutation``: the same with ``permutation=jax.random.permutation``
+* ``jax scan with jax.random.permutation``: the same with ``permutation=jax.random.permutation``
   (what the library used before ``jaxmlp.shuffle``; shows what the shuffle costs);
 * ``jax loop``: one jitted call draws the permutation and gathers the minibatches
   (``epoch_batches``), then a Python loop calls the jitted ``make_train_step`` 11 times;
-* ``torch eager Nt`` (when torch imports): ``nn.Sequential(Linear, ReLU, Linear)``,
+* ``torch eager Nt`` (when torch imports; OpenMP waiting passively, ``OMP_WAIT_POLICY=PASSIVE``
+  unless set): ``nn.Sequential(Linear, ReLU, Linear)``,
   ``CrossEntropyLoss``, ``optim.SGD``, a ``randperm`` and the usual zero_grad / backward / step
   loop, rows as examples (torch's layout); with torch's default thread count N and, when
   N > 1, also with 1 thread (intra-op threads spin and lose badly on a shared, loaded machine).
 
 The JAX variants draw each epoch's key with ``training.split_key`` (the split in one compiled
 call; the eager ``key, k = jax.random.split(key)`` costs ~0.2 ms of Python per epoch).
-All variants are compiled / warmed up first, then timed interleaved (variant order rotates
-every sample) with ``block_until_ready``; each sample times ``--epochs-per-sample`` epochs.
-Reports the median examples/s, the ratios to the scan, and writes
-``results/train/epoch_speed.json``.
+Timing: :func:`jaxmlp.benchmarking.time_paired` (compiled first; ``--samples`` rounds, each
+variant once per round in a shuffled order; a sample is ``--epochs-per-sample`` epochs ended by
+``block_until_ready``). Reports the median ms per epoch, examples/s and the paired ratio to
+the scan (median and IQR of the per-round ratios), and writes ``results/train/epoch_speed.json``
+(relative to the repository root).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jaxmlp  # noqa: E402
-from jaxmlp import datasets, training  # noqa: E402
+import jaxmlp
+from jaxmlp import benchmarking, datasets, training
 
 SIZES = (64, 128, 10)
 BATCH = 128
 LR = 0.1
+SCAN = "jax scan"  # the reference of the paired ratios
 
 
 def jax_variants(X, Y, seed):
@@ -72,24 +66,22 @@ def jax_variants(X, Y, seed):
         return [params, opt.init(params), jax.random.PRNGKey(seed + 1)]
 
     def make_run_scan(epoch_fn):
-        def run_scan(state, n_epochs):
+        def run_scan(state):
             params, opt_state, key = state
-            for _ in range(n_epochs):
-                key, k = training.split_key(key)
-                params, opt_state, _ = epoch_fn(params, opt_state, k, X, Y)
-            jax.block_until_ready(params)
+            key, k = training.split_key(key)
+            params, opt_state, _ = epoch_fn(params, opt_state, k, X, Y)
             state[:] = [params, opt_state, key]
+            return params
         return run_scan
 
-    def run_loop(state, n_epochs):
+    def run_loop(state):
         params, opt_state, key = state
-        for _ in range(n_epochs):
-            key, k = training.split_key(key)
-            Xb, Yb = batches(k, X, Y)
-            for s in range(Xb.shape[0]):
-                params, opt_state, _ = step(params, opt_state, Xb[s], Yb[s])
-        jax.block_until_ready(params)
+        key, k = training.split_key(key)
+        Xb, Yb = batches(k, X, Y)
+        for s in range(Xb.shape[0]):
+            params, opt_state, _ = step(params, opt_state, Xb[s], Yb[s])
         state[:] = [params, opt_state, key]
+        return params
 
     # Diagnostic: the same scan over minibatches cut once, in a fixed order (no shuffle), so
     # the difference to "jax scan" is the in-graph column gather of the shuffle.
@@ -104,20 +96,23 @@ def jax_variants(X, Y, seed):
 
     Xb_fixed, Yb_fixed = batches(jax.random.PRNGKey(seed + 2), X, Y)
 
-    def run_scan_fixed(state, n_epochs):
+    def run_scan_fixed(state):
         params, opt_state, key = state
-        for _ in range(n_epochs):
-            params, opt_state, _ = epoch_fixed(params, opt_state, Xb_fixed, Yb_fixed)
-        jax.block_until_ready(params)
+        params, opt_state, _ = epoch_fixed(params, opt_state, Xb_fixed, Yb_fixed)
         state[:] = [params, opt_state, key]
+        return params
 
     return {"jax scan": (init, make_run_scan(epoch)), "jax loop": (init, run_loop),
-            "jax scan, jax.random.permutation": (init, make_run_scan(epoch_jaxperm)),
-            "jax scan, no shuffle": (init, run_scan_fixed)}
+            "jax scan with jax.random.permutation": (init, make_run_scan(epoch_jaxperm)),
+            "jax scan over fixed batches": (init, run_scan_fixed)}
 
 
 def torch_variants(X, Y, seed):
-    import torch  # optional: pip install torch==2.13.0 (CPU)
+    # optional: pip install torch==2.13.0 (CPU). OpenMP waiters sleep instead of spinning
+    # (must be set before torch's first import): on a shared, oversubscribed machine
+    # spinning waiters starve torch's working threads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
 
     default_threads = torch.get_num_threads()
     torch.manual_seed(seed)
@@ -132,21 +127,20 @@ def torch_variants(X, Y, seed):
         return [model, torch.optim.SGD(model.parameters(), lr=LR), torch.nn.CrossEntropyLoss()]
 
     def make_run(threads):
-        def run(state, n_epochs):
+        def run(state):
             torch.set_num_threads(threads)
-            _run(state, n_epochs)
+            _run(state)
         return run
 
-    def _run(state, n_epochs):
+    def _run(state):
         model, opt, loss_fn = state
-        for _ in range(n_epochs):
-            perm = torch.randperm(m)
-            for s in range(nb):
-                idx = perm[s * BATCH:(s + 1) * BATCH]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(Xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
+        perm = torch.randperm(m)
+        for s in range(nb):
+            idx = perm[s * BATCH:(s + 1) * BATCH]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
 
     variants = {f"torch eager {default_threads}t": (init, make_run(default_threads))}
     if default_threads != 1:
@@ -156,10 +150,13 @@ def torch_variants(X, Y, seed):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=30, help="timed samples per variant")
+    p.add_argument("--samples", type=int, default=30, help="timed samples (rounds) per variant")
     p.add_argument("--epochs-per-sample", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(ROOT / "results" / "train" / "epoch_speed.json"))
+    p.add_argument("--variants", default=None,
+                   help="comma-separated subset of the variant names (default: all)")
+    p.add_argument("--out", default="results/train/epoch_speed.json",
+                   help="JSON file, relative to the repository root")
     args = p.parse_args(argv)
     if args.samples < 1 or args.epochs_per_sample < 1:
         p.error("--samples and --epochs-per-sample must be positive")
@@ -178,43 +175,41 @@ def main(argv=None) -> int:
     except ImportError:
         notes.append("torch is not installed: the torch eager row is skipped "
                      "(pip install torch==2.13.0 for the CPU build).")
+    if args.variants is not None:
+        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        bad = [v for v in wanted if v not in variants]
+        if bad or SCAN not in wanted:
+            p.error(f"--variants: expected a subset of {list(variants)} including {SCAN!r}, got {wanted}")
+        variants = {v: variants[v] for v in wanted}
 
     states = {name: init() for name, (init, _) in variants.items()}
-    for name, (_, run) in variants.items():  # compile / warm up
-        run(states[name], 2)
-    times = {name: [] for name in variants}
-    names = list(variants)
-    for i in range(args.samples):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            t0 = time.perf_counter()
-            variants[name][1](states[name], args.epochs_per_sample)
-            times[name].append((time.perf_counter() - t0) / args.epochs_per_sample)
-
-    load = os.getloadavg()[0]
-    med = {n: statistics.median(t) for n, t in times.items()}
-    rows = [{"variant": n, "median_epoch_ms": 1e3 * med[n], "examples_per_s": examples / med[n],
-             "scan_speedup": med[n] / med["jax scan"]} for n in names]
+    calls = {name: (lambda run=run, st=states[name]: run(st)) for name, (_, run) in variants.items()}
+    timing = benchmarking.time_paired(calls, reference=SCAN, rounds=args.samples,
+                                      inner=args.epochs_per_sample, seed=args.seed)
+    info = benchmarking.machine_info()
+    rows = []
+    for n in variants:
+        med = timing.median(n)
+        r = timing.paired_ratio(n)
+        rows.append({"variant": n, "median_epoch_ms": 1e3 * med, "examples_per_s": examples / med,
+                     "time_over_scan": r["median"], "time_over_scan_iqr": [r["q25"], r["q75"]]})
     print(f"one epoch of digits ({m} train examples, {m // BATCH} minibatches of {BATCH}), "
-          f"network {'-'.join(map(str, SIZES))}, SGD, float32; median of {args.samples} samples x "
-          f"{args.epochs_per_sample} epochs")
-    print(f"{'variant':<34}{'ms/epoch':>10}{'examples/s':>14}{'scan is x faster':>18}")
+          f"network {'-'.join(map(str, SIZES))}, SGD, float32; median of {args.samples} rounds x "
+          f"{args.epochs_per_sample} epochs, paired ratios to the scan")
+    print(f"{'variant':<34}{'ms/epoch':>10}{'examples/s':>14}{'time / scan':>13}{'IQR':>14}")
     for r in rows:
+        lo, hi = r["time_over_scan_iqr"]
         print(f"{r['variant']:<34}{r['median_epoch_ms']:>10.3f}{r['examples_per_s']:>14,.0f}"
-              f"{r['scan_speedup']:>18.2f}")
+              f"{r['time_over_scan']:>13.2f}{lo:>8.2f}-{hi:<5.2f}")
     for n in notes:
         print("note:", n)
-    print(f"machine: {os.cpu_count()}-core {platform.machine()} CPU, jax {jax.__version__} "
-          f"({jax.default_backend()}), load average {load:.1f}"
+    print("machine:", benchmarking.describe(info)
           + (f", torch {torch_info['version']} (default {torch_info['threads']} threads)" if torch_info else ""))
     result = {"rows": rows, "samples": args.samples, "epochs_per_sample": args.epochs_per_sample,
               "batch_size": BATCH, "sizes": SIZES, "m_train": int(m), "examples_per_epoch": examples,
-              "notes": notes, "torch": torch_info, "jax_version": jax.__version__,
-              "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-              "load_average_1min": load, "raw_seconds_per_epoch": times}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.out}")
+              "notes": notes, "torch": torch_info, "machine": info, "timing": timing.to_json()}
+    path = benchmarking.write_json(args.out, result)
+    print(f"wrote {path}")
     return 0
 
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
 import sys
 import time
 
@@ -30,6 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
+from jaxmlp import benchmarking  # noqa: E402
 from jaxmlp.verification import check_gradients, random_problem, relative_error  # noqa: E402
 
 
@@ -73,7 +71,8 @@ def build(cost, out, hidden, depth, rng):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="hidden activations relu/tanh/softmax only")
-    p.add_argument("--out", default="results/gradcheck", help="output directory for the JSON")
+    p.add_argument("--out", default="results/gradcheck",
+                   help="output directory for the JSON, relative to the repository root")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -124,12 +123,9 @@ def main(argv=None) -> int:
           f"{n_ok64}/{len(rows)} (tol 1e-10 vs autodiff, 1e-6 vs finite differences), float32 "
           f"passed {n_ok32}/{len(rows)} (tol 1e-5 vs autodiff, or at most 2x autodiff's own "
           f"float32 error against float64); {wall:.0f} s")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "gradcheck.json")
-    with open(path, "w") as f:
-        json.dump(dict(rows=rows, wall_s=wall, backend=jax.default_backend(),
-                       device=str(jax.devices()[0].device_kind), machine=platform.machine(),
-                       jax_version=jax.__version__, quick=args.quick), f, indent=1)
+    path = benchmarking.write_json(
+        benchmarking.output_path(args.out) / "gradcheck.json",
+        dict(rows=rows, wall_s=wall, machine=benchmarking.machine_info(), quick=args.quick))
     print(f"wrote {path}")
     return 0 if n_ok64 == len(rows) else 1
 

@@ -1,7 +1,8 @@
 """Per-example versus batched columns: time and memory, m = 1 ... 4096.
 
-Two groups of variants, each timed by interleaving the variants in one process, after
-compilation, with ``block_until_ready``; medians over ``--reps`` repetitions.
+Two groups of variants, timed together at each m by :func:`jaxmlp.benchmarking.time_paired`
+(compiled first; ``--reps`` rounds, each variant once per round in a shuffled order,
+``block_until_ready``); medians, and paired ratios to ``batched`` and ``pe_outer``.
 
 Gradient of J (the sum over the batch):
   batched        jaxmlp.value_and_grad: (F1)-(F3), (B1)-(B4) on the (n, m) matrices
@@ -29,16 +30,13 @@ loop keeps one call's buffers plus the running sum alive).
 
 Run:  .venv/bin/python experiments/per_example_vs_batched.py          (CPU, a few minutes)
       .venv/bin/python experiments/per_example_vs_batched.py --quick  (~30 s)
-Writes results/per_example/per_example_vs_batched.{json,png} and vmap_matvec.txt.
+Writes results/per_example/per_example_vs_batched.{json,png} and vmap_matvec.txt (``--out``,
+relative to the repository root).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import time
 
 import jax
@@ -46,21 +44,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmlp
+from jaxmlp import benchmarking
 from jaxmlp.single_column import value_and_grad_col
 from jaxmlp.quantities import per_example_grads
 from jaxmlp.quantities import per_example_norms
 
-OUT_DIR = os.path.join("results", "per_example")
+OUT_DIR = "results/per_example"
 GROUP_J = ("batched", "vmap_columns", "python_loop")
 GROUP_PE = ("pe_vmap", "pe_outer", "pe_outer_c256", "pe_oracle", "norms_fused_outer",
             "norms_only")
-
-
-def _load():
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
 
 
 def make_variants(net, m):
@@ -133,17 +125,12 @@ def run_m(net, params, m, reps, loop_max_m, rng):
         calls["python_loop"] = loop
         mem["python_loop"] = memory(col, params, X[:, 0], Y[:, 0])
 
-    for f in calls.values():  # compile and warm up
-        jax.block_until_ready(f())
-    times = {k: [] for k in calls}
-    for _ in range(reps):  # interleaved
-        for k, f in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f())
-            times[k].append(time.perf_counter() - t0)
+    timing = benchmarking.time_paired(calls, reference="batched", rounds=reps, inner=1,
+                                      warmup=1, seed=m)
     return {
-        k: {"median_s": statistics.median(v), "times_s": v, "memory": mem[k]}
-        for k, v in times.items()
+        k: timing.summary(k) | {"paired_ratio_to_pe_outer": timing.paired_ratio(k, "pe_outer"),
+                                "memory": mem[k]}
+        for k in calls
     }
 
 
@@ -207,28 +194,28 @@ def main():
     ms = args.ms or ([1, 64, 4096] if args.quick else [1, 4, 16, 64, 256, 1024, 4096])
     reps = args.reps or (3 if args.quick else 7)
     loop_max_m = args.loop_max_m or (256 if args.quick else 4096)
-    os.makedirs(args.out, exist_ok=True)
+    out = benchmarking.output_path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     sizes = tuple(args.sizes)
     net = jaxmlp.Network(sizes, ("relu",) * (len(sizes) - 2) + ("softmax",),
                          "categorical_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.key(0), dtype=jnp.float32)
     rng = np.random.default_rng(0)
-    load_before = _load()
     t_start = time.time()
     results = {"_sizes": list(sizes)}
     for m in ms:
         results[str(m)] = run_m(net, params, m, reps, loop_max_m, rng)
         print(f"m = {m} done ({time.time() - t_start:.0f} s)", flush=True)
-    load_after = _load()
 
     jaxpr, hlo, dots = vmap_matvec_text()
-    with open(os.path.join(args.out, "vmap_matvec.txt"), "w") as f:
+    with open(out / "vmap_matvec.txt", "w") as f:
         f.write("# jax.vmap(lambda W, a: W @ a, in_axes=(None, 1), out_axes=1), W (5, 3), A (3, 7)\n")
         f.write("## jaxpr\n" + jaxpr + "\n## optimised HLO (CPU)\n" + hlo)
 
     # Table.
-    head = f"{'m':>5} {'variant':<19} {'median ms':>10} {'x ref':>7} {'footprint MiB':>14} {'temp MiB':>9}"
+    head = (f"{'m':>5} {'variant':<19} {'median ms':>10} {'x ref (paired)':>15} {'footprint MiB':>14} "
+            f"{'temp MiB':>9}")
     lines = [head, "-" * len(head)]
     for m in ms:
         r = results[str(m)]
@@ -238,9 +225,10 @@ def main():
                     continue
                 v = r[name]
                 mem = v["memory"]
+                ratio = (v["paired_ratio"] if ref == "batched" else v["paired_ratio_to_pe_outer"])
                 lines.append(
                     f"{m:>5} {name:<19} {v['median_s'] * 1e3:>10.3f} "
-                    f"{v['median_s'] / r[ref]['median_s']:>7.2f} "
+                    f"{ratio['median']:>15.2f} "
                     f"{mem['footprint'] / 2**20:>14.3f} {mem['temp'] / 2**20:>9.3f}"
                 )
     table = "\n".join(lines)
@@ -266,14 +254,7 @@ def main():
         "ms": ms,
         "reps": reps,
         "loop_max_m": loop_max_m,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "jax_version": jax.__version__,
-        "machine": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "load_1min_before": load_before,
-        "load_1min_after": load_after,
+        "machine": benchmarking.machine_info(),
         "wall_s": time.time() - t_start,
         "memory_measure": "XLA buffer assignment of the compiled executable "
                           "(jax.jit(f).lower(...).compile().memory_analysis()): footprint = "
@@ -282,11 +263,11 @@ def main():
         "vmap_matvec_jaxpr": jaxpr,
         "vmap_matvec_hlo_dots": dots,
     }
-    with open(os.path.join(args.out, "per_example_vs_batched.json"), "w") as f:
-        json.dump({"meta": meta, "results": {k: v for k, v in results.items() if k != "_sizes"},
-                   "table": table}, f, indent=1)
-    plot(results, ms, os.path.join(args.out, "per_example_vs_batched.png"))
-    print(f"wrote {args.out}/per_example_vs_batched.json, .png, vmap_matvec.txt")
+    benchmarking.write_json(out / "per_example_vs_batched.json",
+                            {"meta": meta, "results": {k: v for k, v in results.items() if k != "_sizes"},
+                             "table": table})
+    plot(results, ms, out / "per_example_vs_batched.png")
+    print(f"wrote {out}/per_example_vs_batched.json, .png, vmap_matvec.txt")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@
 Medium network 784-512-512-10 (relu, softmax + categorical cross-entropy), m = 256, random
 data: relative Frobenius error of each gradient leaf (W1 b1 W2 b2 W3 b3) of
 ``jaxmlp.value_and_grad(..., compute_dtype=...)`` against ``jaxmlp.value_and_grad``
-in float32, and the difference in J.
+in float32, and the difference in J. Writes ``results/benchmark/precision_agreement.json``
+(relative to the repository root).
 """
 
 import jax
 import jax.numpy as jnp
 
 import jaxmlp
+from jaxmlp import benchmarking
 
 
 def main():
@@ -24,11 +26,18 @@ def main():
     J, g = jaxmlp.value_and_grad(net, params, X, Y)
     print(f"{'compute dtype':<14}" + "".join(f"{n:>8}" for n in ("W1", "b1", "W2", "b2", "W3", "b3"))
           + f"{'|dJ|':>10}")
+    rows = []
     for cd in ("bfloat16", "float16"):
         Jc, gc = jaxmlp.value_and_grad(net, params, X, Y, compute_dtype=cd)
         errs = [float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
                 for a, b in zip(jax.tree.leaves(gc), jax.tree.leaves(g))]
+        rows.append({"compute_dtype": cd, "relative_error": dict(zip(("W1", "b1", "W2", "b2", "W3", "b3"), errs)),
+                     "abs_dJ": abs(float(Jc - J))})
         print(f"{cd:<14}" + "".join(f"{100 * e:>7.2f}%" for e in errs) + f"{abs(float(Jc - J)):>10.1e}")
+    path = benchmarking.write_json("results/benchmark/precision_agreement.json",
+                                   {"sizes": list(net.sizes), "m": 256, "rows": rows,
+                                    "machine": benchmarking.machine_info()})
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

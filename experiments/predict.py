@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a fresh clone without installing
-    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
@@ -164,8 +162,7 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError(f"--out: the folder {out_dir!r} does not exist.")
     from jaxmlp import tabular
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _register
+    import _register  # experiments/, the script's folder
 
     try:
         _register.run_registrations(args.register or [])

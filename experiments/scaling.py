@@ -24,11 +24,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from benchmark import SHAPES, step_flops  # noqa: E402  (same shape suite)
+from benchmark import SHAPES, step_flops  # experiments/benchmark.py: the same shape suite
+from jaxmlp import benchmarking
 
 
 def worker(args):
@@ -62,22 +60,23 @@ def worker(args):
     rel = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(b))) + 1e-30))
               for a, b in zip(jax.tree.leaves(g_mesh), jax.tree.leaves(g_one)))
     hlo = step.lower(p, Xs, Ys).compile().as_text()
-    for _ in range(3):
-        J, p = step(p, Xs, Ys)
-    jax.block_until_ready(p)
-    times = []
-    for _ in range(args.reps):
-        time.sleep(0.002)
-        t0 = time.perf_counter()
-        for _ in range(args.inner):
-            J, p = step(p, Xs, Ys)
-        jax.block_until_ready((J, p))
-        times.append((time.perf_counter() - t0) / args.inner)
-    med = float(np.median(times))
+    state = {"p": p}
+
+    def call():
+        J, state["p"] = step(state["p"], Xs, Ys)
+        return J, state["p"]
+
+    # one variant per process (the device count is fixed when jax starts): the protocol's
+    # rounds are then repeated samples of this step
+    timing = benchmarking.time_paired({"step": call}, rounds=args.reps, inner=args.inner,
+                                      warmup=3, pause_s=0.002)
+    p, times, med = state["p"], timing.per_round("step").tolist(), timing.median("step")
     print("RESULT" + json.dumps({
         "devices": args.worker, "device_kind": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(), "m": m, "per_device_m": m // args.worker,
-        "median_s": med, "times_s": times, "examples_per_s": m / med,
+        "median_s": med, "times_s": times, "iqr_s": [timing.summary("step")["q25_s"],
+                                                     timing.summary("step")["q75_s"]],
+        "load_before": timing.load_before, "load_after": timing.load_after, "examples_per_s": m / med,
         "gflops": step_flops(sizes, m) / med / 1e9, "grad_max_rel_err_vs_1_device": rel,
         "all_reduce_in_hlo": "all-reduce" in hlo, "params_replicated":
             all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(p)),
@@ -92,7 +91,8 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--inner", type=int, default=3, help="steps per timed sample")
     p.add_argument("--real-devices", action="store_true", help="use real accelerators, no forced CPU devices")
-    p.add_argument("--out", default="results/scaling")
+    p.add_argument("--out", default="results/scaling",
+                   help="output folder, relative to the repository root")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -127,13 +127,11 @@ def main(argv=None):
         print(f"{r['devices']:7d} {r['per_device_m']:8d} {r['median_s'] * 1e3:9.2f} {r['examples_per_s']:11.0f} "
               f"{r['speedup_vs_first']:8.2f} {r['grad_max_rel_err_vs_1_device']:13.1e} "
               f"{str(r['all_reduce_in_hlo'] if r['devices'] > 1 else '-'):>10s}")
-    os.makedirs(args.out, exist_ok=True)
     doc = {"shape": args.shape, "sizes": list(SHAPES[args.shape][0]), "m": m,
-           "forced_cpu_devices": not args.real_devices, "cpu_count": os.cpu_count(),
-           "load_average": list(os.getloadavg()), "rows": rows}
-    with open(os.path.join(args.out, "scaling.json"), "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {args.out}/scaling.json")
+           "forced_cpu_devices": not args.real_devices, "machine": benchmarking.machine_info(),
+           "rows": rows}
+    path = benchmarking.write_json(benchmarking.output_path(args.out) / "scaling.json", doc)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -52,11 +52,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(ROOT / "experiments")):
-    if _p not in sys.path:  # run from a fresh clone without installing
-        sys.path.insert(0, _p)
-
-import _plotting  # noqa: E402  (no matplotlib import here)
+import _plotting  # noqa: E402  (experiments/, the script's folder; no matplotlib import here)
 
 # The plot's matplotlib import runs in a child process while this one imports JAX and trains.
 _PLOTTER = (_plotting.start_plot_process() if __name__ == "__main__" and not

@@ -10,18 +10,13 @@ learning_curves.png go to ``results/train/<NAME>/``); the table is printed and w
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+import train as train_cli  # experiments/train.py, next to this script
 
-import train as train_cli  # noqa: E402  (experiments/train.py)
+from jaxmlp import benchmarking
 
 #: The issue's targets on the test split: (metric, threshold).
 TARGETS = {
@@ -46,15 +41,17 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(HERE.parent / "results" / "train"),
-                   help="folder for <dataset>/ and summary.json (default results/train)")
+    p.add_argument("--out", default="results/train",
+                   help="folder for <dataset>/ and summary.json, relative to the repository root "
+                        "(default results/train)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    out = benchmarking.output_path(args.out)
     t0 = time.perf_counter()
     rows = []
     for name, (metric, target) in TARGETS.items():
-        argv_ds = ["--dataset", name, "--seed", str(args.seed), "--out", os.path.join(args.out, name)]
+        argv_ds = ["--dataset", name, "--seed", str(args.seed), "--out", str(out / name)]
         if args.no_progress:
             argv_ds.append("--no-progress")
         status, res = train_cli.train(argv_ds)
@@ -77,16 +74,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     total = time.perf_counter() - t0
     print()
     print(table(rows))
+    info = benchmarking.machine_info()
     print(f"total wall {total:.1f} s (training loops {sum(r['train_seconds'] for r in rows):.1f} s, "
-          f"including compilation); backend {res['jax']['backend']}, "
-          f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}")
-    os.makedirs(args.out, exist_ok=True)
+          f"including compilation); {benchmarking.describe(info)}")
     summary = {"rows": rows, "total_wall_seconds": total, "jax": res["jax"],
-               "platform": res["platform"], "load_average_1min": os.getloadavg()[0],
+               "platform": res["platform"], "machine": info,
                "all_targets_met": all(r["met"] for r in rows)}
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"wrote {os.path.join(args.out, 'summary.json')}")
+    path = benchmarking.write_json(out / "summary.json", summary)
+    print(f"wrote {path}")
     return 0 if summary["all_targets_met"] else 1
 
 

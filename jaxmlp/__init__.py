@@ -29,6 +29,7 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``activations``, ``costs``  the registries of g[l] and costs
 ``registry``              register_activation / register_cost: your own rules, verified
 ``accumulation``          the forward/reverse accumulation worked example
+``benchmarking``          the paired timing protocol and output files of experiments/
 ========================  ==============================================================
 """
 
@@ -45,9 +46,9 @@ from jaxmlp.registry import register_activation, register_cost
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "accumulation", "activations", "checkpoint", "core", "costs", "datasets", "export", "fit",
-    "init", "network", "outdir", "privacy", "propagation", "quantities", "sharding", "shuffle",
-    "single_column", "tabular", "training", "validation", "verification",
+    "accumulation", "activations", "benchmarking", "checkpoint", "core", "costs", "datasets",
+    "export", "fit", "init", "network", "outdir", "privacy", "propagation", "quantities",
+    "sharding", "shuffle", "single_column", "tabular", "training", "validation", "verification",
 )
 
 __all__ = [

@@ -14,10 +14,9 @@ accumulate in the params' dtype; everything else stays in the params' dtype.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+
 
 import jax
-import jax.numpy as jnp
 
 from jaxmlp import core, validation
 from jaxmlp.core import Cache

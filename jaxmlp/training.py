@@ -348,9 +348,9 @@ def make_train_epoch(
         e.g. ``NamedSharding(mesh, P(None, "data"))`` to split its columns over devices (data
         parallelism; XLA's SPMD partitioner inserts the sums of (B1), (B2) and (F3)).
       permutation: ``(key, m) -> int (m,)``, the epoch's shuffle; default
-        :func:`jaxmlp.shuffle.permutation` (uniform, one packed sort). Pass
-        ``jax.random.permutation`` to reproduce runs made with it, or ``lambda key, m:
-        jnp.arange(m)`` for no shuffle.
+        :func:`jaxmlp.shuffle.permutation` (``jax.random.permutation``'s rounds of sorts by
+        random keys, one packed uint32 operand per sort). Pass ``jax.random.permutation`` to
+        reproduce runs made with it, or ``lambda key, m: jnp.arange(m)`` for no shuffle.
 
     Concrete X and Y holding NaN or infinity are refused (ValueError naming them) before the
     epoch runs, once per array object (the dataset is scanned once, not every epoch).
@@ -358,8 +358,8 @@ def make_train_epoch(
     The epoch takes X (n[0], m), Y (n[L], m) and a PRNG key; it draws the permutation of
     :func:`epoch_batches` (:mod:`jaxmlp.shuffle`) and ``lax.scan``s over its rows: each
     iteration gathers its minibatch's columns and applies the update of :func:`make_train_step`; one compiled call
-    per epoch (gathering inside the scan measured ~8 % faster than gathering the whole
-    epoch first, which also copies the data). Returned metrics are
+    per epoch (gathering inside the scan, rather than gathering the whole epoch first, does
+    not copy the data). Returned metrics are
     :class:`StepMetrics` with fields of shape (m // batch_size,), one entry per update.
     Calling the step of :func:`make_train_step` on ``X[:, idx[s]]``, ``Y[:, idx[s]]`` for
     s = 0, 1, ... with ``idx = epoch_batches(key, m, batch_size)`` gives the same result.
@@ -406,9 +406,9 @@ def _split(key):
 def split_key(key: Any) -> tuple[Array, Array]:
     """``key, epoch_key = jax.random.split(key)`` in ONE compiled call: same values.
 
-    The eager spelling dispatches the split and then two indexing ops to unpack it, about
-    0.2 ms of Python per epoch on a 2-core CPU, which is 15-20 % of a digits epoch. Use this
-    (or draw all epoch keys at once with ``jax.random.split(key, epochs)``) in epoch loops.
+    The eager spelling dispatches the split and then two indexing ops to unpack it, three
+    dispatches per epoch (docs/training.md gives their cost). Use this (or draw all epoch
+    keys at once with ``jax.random.split(key, epochs)``) in epoch loops.
     """
     return _split(validation.prng_key(key))
 

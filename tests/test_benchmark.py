@@ -1,5 +1,6 @@
 """Fast checks of experiments/benchmark.py (FLOP counting, CLI errors, output format)"""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,8 +14,18 @@ import pytest
 import jaxmlp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import benchmark  # noqa: E402
+
+
+def _load_script(name):
+    """experiments/NAME.py as a module (the folder is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = _load_script("benchmark")
 
 
 def _dot_flops_of_jaxpr(jaxpr) -> int:
@@ -57,8 +68,10 @@ def test_flops_match_the_traced_products(shape):
 
 
 def _run(*args, timeout=120):
+    # PYTHONPATH: this checkout's jaxmlp, whichever checkout the environment installed
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 def test_unknown_shape_exits_2():
@@ -78,16 +91,38 @@ def test_quick_run_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "benchmark.json").read_text())
     assert doc["config"]["reps"] == 2
-    assert {"platform", "cpu_count", "jax", "backend"} <= set(doc["machine"])
+    assert {"platform", "cpu_count", "jax", "backend", "load_average"} <= set(doc["machine"])
     tiny = doc["shapes"]["tiny"]
     assert tiny["flops_per_step"] == benchmark.step_flops((64, 128, 10), 128)
     jp = tiny["passes"]["jax"]
     assert jp["peak_gflops"] > 0 and jp["peak_from"] == "matmul_xla"
+    # the paired protocol: every round ran every variant once
+    assert len(jp["order"]) == 2
+    assert all(sorted(o) == ["autodiff", "jaxmlp", "matmul_xla"] for o in jp["order"])
     for v in ("jaxmlp", "autodiff"):
         row = jp["variants"][v]
         assert len(row["times_s"]) == 2 and row["median_s"] > 0
-        for key in ("ratio_of_medians", "paired_ratio_median", "gflops", "fraction_of_peak",
-                    "paired_fraction_of_peak_median"):
-            assert np.isfinite(row[key]), key
-    assert jp["variants"]["jaxmlp"]["paired_ratio_median"] == 1.0
+        assert row["paired_ratio"]["n"] == 2
+        for x in (row["ratio_of_medians"], row["paired_ratio"]["median"], row["gflops"],
+                  row["paired_fraction_of_peak"]["median"]):
+            assert np.isfinite(x)
+        # the paired ratio is the median of the per-round quotients of the raw samples
+        ratios = np.asarray(row["times_s"]) / np.asarray(jp["variants"]["jaxmlp"]["times_s"])
+        assert row["paired_ratio"]["median"] == pytest.approx(float(np.median(ratios)))
+    assert jp["variants"]["jaxmlp"]["paired_ratio"]["median"] == 1.0
+    assert "| tiny |" in doc["markdown"]
     assert (tmp_path / "benchmark.png").exists()
+
+
+def test_hlo_summary_lists_every_product_of_both_steps():
+    sizes, m = benchmark.SHAPES["tiny"]
+    L = len(sizes) - 1
+    dots = {}
+    for v in ("jaxmlp", "autodiff"):
+        step, params, X, Y = benchmark.jax_step(v, sizes, m)
+        h = benchmark.hlo_summary(step.lower(params, X, Y).compile().as_text())
+        assert h["entry_instructions"] > 0
+        dots[v] = sorted((d["result"], d["dims"]) for d in h["dots"])
+        assert len(dots[v]) == len(benchmark.matrix_products(sizes, m)) == 3 * L - 1
+    # the hand-derived and the autodiff step compile to the same products
+    assert dots["jaxmlp"] == dots["autodiff"]

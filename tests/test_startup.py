@@ -51,6 +51,7 @@ def test_loading_without_scikit_learn_is_a_clear_value_error(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "sklearn" else real(name, *a))
+    datasets._features_and_targets.cache_clear()  # another test in this process may have read digits already
     with pytest.raises(ValueError, match="scikit-learn"):
         datasets.load("digits")
 
