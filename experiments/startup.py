@@ -6,7 +6,7 @@ Three whole processes are timed from the outside (``time.perf_counter`` around
 ``subprocess.run``), interleaved with the order rotating each sample:
 
 * ``warm``: ``bash scripts/run.sh --out TMP``: the main job (digits, 60 epochs, progress bar,
-  results.json and learning_curves.png) with the persistent compilation cache in ``.cache/jax``
+  results.json and learning_curves.svg) with the persistent compilation cache in ``.cache/jax``
   already filled (one untimed run fills it first);
 * ``cold``: the same with ``JAX_COMPILATION_CACHE_DIR`` pointing at a new empty folder, i.e. the
   first run on a fresh clone after ``scripts/setup.sh`` (every XLA program compiled and written);

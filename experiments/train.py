@@ -12,15 +12,15 @@ train and test splits are evaluated. Written to ``--out`` (default ``results/tra
 
 * ``results.json``: configuration, network, per-epoch history, final train/test metrics,
   wall time, examples/s, JAX version, backend and devices;
-* ``learning_curves.png``: cost and metric per epoch, train and test;
+* ``learning_curves.svg``: cost and metric per epoch, train and test;
 * ``checkpoints/<epoch>/`` every ``--checkpoint-every`` epochs and after the last (orbax);
 * ``model.npz`` (``jaxmlp.export``) when the run completes: params, network and the
   preprocessing that ``experiments/predict.py`` applies to new rows (also in results.json and
   the checkpoints' metadata).
 
-Run as a script, the plot is drawn by a child process started before JAX is imported
-(``experiments/_plotting.py``), and the process ends with ``os._exit`` once every file is
-written, skipping the interpreter's teardown of the JAX runtime (~0.3 s).
+The plot is a small SVG written without matplotlib (``experiments/_plotting.py``), and run as
+a script the process ends with ``os._exit`` once every file is written, skipping the
+interpreter's teardown of the JAX runtime (~0.3 s).
 
 Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
 the cost became NaN or infinite (message names the epoch and step; the checkpoints written
@@ -28,7 +28,7 @@ before are kept).
 
 One run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``, ``jaxmlp.outdir``)
 before anything is written, and a second run on it exits 2 naming the holder's pid; the
-folder is checked writable before training, and results.json / learning_curves.png are
+folder is checked writable before training, and results.json / learning_curves.svg are
 written atomically (temporary file, then rename).
 
 ``--resume DIR`` (DIR is a run's ``--out`` or its ``checkpoints`` folder) continues the newest
@@ -52,11 +52,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-import _plotting  # noqa: E402  (experiments/, the script's folder; no matplotlib import here)
-
-# The plot's matplotlib import runs in a child process while this one imports JAX and trains.
-_PLOTTER = (_plotting.start_plot_process() if __name__ == "__main__" and not
-            {"--no-plot", "-h", "--help"} & set(sys.argv[1:]) else None)
+import _plotting  # noqa: E402  (experiments/, the script's folder; an SVG writer, no matplotlib)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -133,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-parallel", action="store_true",
                    help="split minibatch columns over all devices (jaxmlp.sharding)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.png")
+    p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.svg")
     return p
 
 
@@ -323,12 +319,7 @@ def _fmt_metrics(ev: dict) -> dict[str, float]:
 
 
 def write_plot(path: str, history: list[dict], metric: str, title: str) -> None:
-    global _PLOTTER
-    if _PLOTTER is not None:  # the child started at the top has imported matplotlib already
-        plotter, _PLOTTER = _PLOTTER, None
-        plotter.write(path, history, metric, title)
-    else:
-        _plotting.write_plot(path, history, metric, title)
+    _plotting.write_plot(path, history, metric, title)
 
 
 def final_table(result: dict) -> str:
@@ -565,7 +556,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         export.save(os.path.join(cfg["out"], "model.npz"), params, net,
                     metadata={"preprocessing": prep.to_dict(), "dataset": data.name})
     if plot and history:
-        write_plot(os.path.join(cfg["out"], "learning_curves.png"), history, metric,
+        write_plot(os.path.join(cfg["out"], "learning_curves.svg"), history, metric,
                    f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
                    f"lr={cfg['lr']:g}, batch {cfg['batch_size']}")
     if fr.status == "diverged":
@@ -639,8 +630,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     status = main()
-    if _PLOTTER is not None:
-        _PLOTTER.cancel()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # every file is written and closed: skip ~0.3 s of JAX runtime teardown

@@ -3,7 +3,7 @@
     python experiments/train_all.py            # ~1 s of training per dataset on a 2-core CPU
 
 Each dataset runs ``experiments/train.py --dataset NAME`` in this process (its results.json and
-learning_curves.png go to ``results/train/<NAME>/``); the table is printed and written to
+learning_curves.svg go to ``results/train/<NAME>/``); the table is printed and written to
 ``results/train/summary.json``. Exit status 0 when every target holds, 1 otherwise.
 """
 

@@ -101,19 +101,31 @@ def test_train_script_fills_and_then_reads_the_persistent_cache(tmp_path):
     assert digests[0] == digests[1]
 
 
-def test_train_script_draws_the_plot_in_its_helper_process(tmp_path):
-    """Run as a script, train.py draws learning_curves.png in the child started at its top;
-    on bad input the child is dismissed and the exit status is still 2."""
+def test_train_script_writes_the_svg_plot_without_matplotlib(tmp_path):
+    """Run as a script, train.py writes learning_curves.svg (5 curves, finite coordinates)
+    and never imports matplotlib; bad input still exits 2 with one line."""
+    import re
+
     script = os.path.join(ROOT, "experiments", "train.py")
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, script, "--dataset", "breast_cancer", "--hidden", "8",
-                           "--epochs", "2", "--no-progress", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{script!r}, '--dataset', 'breast_cancer', '--hidden', '8', '--epochs', '3',"
+            f" '--no-progress', '--out', {str(out)!r}]\n"
+            "import builtins\n"
+            "real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] == 'matplotlib': raise ImportError('matplotlib imported')\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    with open(out / "learning_curves.png", "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert os.path.getsize(out / "learning_curves.png") > 10_000
+    svg = (out / "learning_curves.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 5
+    coords = [float(v) for v in re.findall(r"[-0-9.]+", " ".join(re.findall(r'points="([^"]*)"', svg)))]
+    assert len(coords) == 2 * 3 * 5 and all(0 <= c <= 1000 for c in coords)
     bad = subprocess.run([sys.executable, script, "--epochs", "0", "--out", str(tmp_path / "x")],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr

@@ -196,7 +196,9 @@ def test_outputs_of_a_run(run_dir):
     assert res["dataset"]["steps_per_epoch"] == m_train // 64 == 7
     assert res["dataset"]["examples_skipped_per_epoch"] == m_train - 7 * 64
     assert res["jax"]["backend"] == "cpu" and res["wall_seconds"] > 0 and res["examples_per_second"] > 0
-    assert os.path.getsize(os.path.join(run_dir, "learning_curves.png")) > 10_000
+    with open(os.path.join(run_dir, "learning_curves.svg")) as f:
+        svg = f.read()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 5 and "cost J" in svg
     assert Checkpoints(os.path.join(run_dir, "checkpoints")).epochs() == [2, 4]
 
 
