@@ -110,6 +110,7 @@ def test_train_script_writes_the_svg_plot_without_matplotlib(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     out = tmp_path / "run"
     code = ("import runpy, sys\n"
+            f"sys.path.insert(0, {os.path.dirname(script)!r})  # as `python train.py` does\n"
             f"sys.argv = [{script!r}, '--dataset', 'breast_cancer', '--hidden', '8', '--epochs', '3',"
             f" '--no-progress', '--out', {str(out)!r}]\n"
             "import builtins\n"
