@@ -11,7 +11,8 @@ epoch). Each variant shuffles, cuts the minibatches and runs 11 updates per epoc
 * ``jax scan with jax.random.permutation``: the same with ``permutation=jax.random.permutation``
   (what the library used before ``jaxmlp.shuffle``; shows what the shuffle costs);
 * ``jax loop``: one jitted call draws the permutation and gathers the minibatches
-  (``epoch_batches``), then a Python loop calls the jitted ``make_train_step`` 11 times;
+  (``epoch_batches``), then a Python loop calls the jitted ``make_train_step`` 11 times
+  (``check_data=False``: the set is checked once before, not every minibatch);
 * ``torch eager Nt`` (when torch imports; OpenMP waiting passively, ``OMP_WAIT_POLICY=PASSIVE``
   unless set): ``nn.Sequential(Linear, ReLU, Linear)``,
   ``CrossEntropyLoss``, ``optim.SGD``, a ``randperm`` and the usual zero_grad / backward / step
@@ -54,7 +55,8 @@ def jax_variants(X, Y, seed):
     m = X.shape[1]
     epoch = training.make_train_epoch(net, opt, BATCH)
     epoch_jaxperm = training.make_train_epoch(net, opt, BATCH, permutation=jax.random.permutation)
-    step = training.make_train_step(net, opt)
+    training.check_data(net, X, Y)  # once, for the whole set: the timed loop does not rescan
+    step = training.make_train_step(net, opt, check_data=False)  # its minibatches every step
 
     @jax.jit
     def batches(key, X, Y):

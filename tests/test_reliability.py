@@ -271,3 +271,17 @@ def test_one_key_helper_for_every_function_taking_a_key():
     b = grad_fn(params, X, Y, jax.random.key(3))[1]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_step_data_check_can_be_left_to_the_caller():
+    """check_data=False (for a loop over minibatches of a set checked once): no scan, and a
+    NaN then shows as a NaN cost rather than an error."""
+    X, Y = _data()
+    X[0, 0] = np.nan
+    opt, params, state = _setup()
+    with pytest.raises(ValueError, match="X: expected finite values"):
+        training.check_data(NET, X, Y)
+    _, _, m = training.make_train_step(NET, opt, check_data=False)(params, state, X, Y)
+    assert np.isnan(float(m.cost))
+    with pytest.raises(TypeError, match="check_data: expected True or False, got 1"):
+        training.make_train_step(NET, opt, check_data=1)
