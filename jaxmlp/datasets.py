@@ -100,7 +100,7 @@ class Dataset(NamedTuple):
         return int(self.Y_train.shape[0])
 
 
-def _split(labels: np.ndarray | None, m: int, test_fraction: float, seed: int):
+def split_indices(labels: np.ndarray | None, m: int, test_fraction: float, seed: int):
     """Indices (train, test); stratified by ``labels`` when given, both sorted."""
     rng = np.random.default_rng(seed)
     if labels is None:
@@ -116,7 +116,7 @@ def _split(labels: np.ndarray | None, m: int, test_fraction: float, seed: int):
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _standardise(train: np.ndarray, test: np.ndarray):
+def standardise(train: np.ndarray, test: np.ndarray):
     """Row-major (m, n) arrays standardised with the train split's mean and std."""
     mean = train.mean(axis=0)
     std = train.std(axis=0)
@@ -214,6 +214,16 @@ def _raw(name: str):
     raise AssertionError(name)
 
 
+def check_split_args(seed, test_fraction, dtype) -> None:
+    """The checks shared by every loader (bundled datasets and :mod:`jaxmlp.tabular`)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}.")
+    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}.")
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise TypeError(f"dtype: expected a floating dtype, got {np.dtype(dtype)}.")
+
+
 def load(name: str, seed: int = 0, test_fraction: float = 0.2, dtype=np.float32) -> Dataset:
     """Loads dataset ``name`` split by ``seed``, standardised on its train split.
 
@@ -228,18 +238,13 @@ def load(name: str, seed: int = 0, test_fraction: float = 0.2, dtype=np.float32)
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name: expected one of {list(DATASETS)}, got {name!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}.")
-    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}.")
-    if not np.issubdtype(np.dtype(dtype), np.floating):
-        raise TypeError(f"dtype: expected a floating dtype, got {np.dtype(dtype)}.")
+    check_split_args(seed, test_fraction, dtype)
     features, targets, strata, (g_L, cost, names) = _raw(name)
-    train, test = _split(strata, features.shape[0], float(test_fraction), int(seed))
-    X_tr, X_te, mean, std = _standardise(features[train], features[test])
+    train, test = split_indices(strata, features.shape[0], float(test_fraction), int(seed))
+    X_tr, X_te, mean, std = standardise(features[train], features[test])
     Y_tr, Y_te = targets[train], targets[test]
     if cost == "mean_squared_error":
-        Y_tr, Y_te, _, _ = _standardise(Y_tr, Y_te)
+        Y_tr, Y_te, _, _ = standardise(Y_tr, Y_te)
     dt = np.dtype(dtype)
     return Dataset(
         name=name,

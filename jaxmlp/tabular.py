@@ -51,7 +51,8 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from jaxmlp.datasets import Dataset, _split, _standardise
+from jaxmlp import datasets
+from jaxmlp.datasets import Dataset, split_indices, standardise
 
 __all__ = ["TASKS", "FORMATS", "Preprocessing", "load_table", "read_table", "infer_task",
            "transform", "inverse_target", "bundled_preprocessing"]
@@ -353,12 +354,7 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         raise ValueError(f"task: expected one of {list(TASKS)} or None, got {task!r}.")
     if impute is not None and impute not in IMPUTE:
         raise ValueError(f"impute: expected one of {list(IMPUTE)} or None, got {impute!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}.")
-    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}.")
-    if not np.issubdtype(np.dtype(dtype), np.floating):
-        raise TypeError(f"dtype: expected a floating dtype, got {np.dtype(dtype)}.")
+    datasets.check_split_args(seed, test_fraction, dtype)
     frame = read_table(path)
     pd = _pandas()
     targets = _parse_targets(target, frame.columns)
@@ -404,7 +400,7 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
             "mean_squared_error", "linear", targets, (), None)
     if m < 2:
         raise ValueError(f"data: {os.fspath(path)!r} has {m} row(s); a train/test split needs at least 2.")
-    train, test = _split(strata, m, float(test_fraction), int(seed))
+    train, test = split_indices(strata, m, float(test_fraction), int(seed))
     if train.size == 0 or test.size == 0:
         raise ValueError(f"data: {m} rows leave an empty train or test split with "
                          f"test_fraction={test_fraction}.")
@@ -430,11 +426,11 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
     for j, c in enumerate(features):
         if c not in categories and not np.all(np.isfinite(F[:, j])):
             raise ValueError(f"data: feature column {c!r} holds infinite values.")
-    X_tr, X_te, mean, std = _standardise(F[train], F[test])
+    X_tr, X_te, mean, std = standardise(F[train], F[test])
     Y_tr, Y_te = Y[train], Y[test]
     t_mean = t_std = None
     if task == "regression":
-        Y_tr, Y_te, tm, ts = _standardise(Y_tr, Y_te)
+        Y_tr, Y_te, tm, ts = standardise(Y_tr, Y_te)
         t_mean, t_std = tuple(float(v) for v in tm), tuple(float(v) for v in ts)
     names = tuple(n for c in features
                   for n in ([f"{c}={v}" for v in categories[c]] if c in categories else [c]))
@@ -509,14 +505,14 @@ def bundled_preprocessing(name: str, seed: int = 0, test_fraction: float = 0.2) 
     if name not in datasets.DATASETS:
         raise ValueError(f"name: expected one of {list(datasets.DATASETS)}, got {name!r}.")
     features, targets, strata, (_, cost, target_names) = datasets._raw(name)
-    train, test = _split(strata, features.shape[0], float(test_fraction), int(seed))
-    _, _, mean, std = _standardise(features[train], features[test])
+    train, test = split_indices(strata, features.shape[0], float(test_fraction), int(seed))
+    _, _, mean, std = standardise(features[train], features[test])
     names = datasets.feature_names(name)
     task = {"categorical_cross_entropy": "classification", "binary_cross_entropy": "classification",
             "multilabel_cross_entropy": "multilabel", "mean_squared_error": "regression"}[cost]
     t_mean = t_std = None
     if task == "regression":
-        _, _, tm, ts = _standardise(targets[train], targets[test])
+        _, _, tm, ts = standardise(targets[train], targets[test])
         t_mean, t_std = tuple(float(v) for v in tm), tuple(float(v) for v in ts)
     classes = {"digits": target_names, "breast_cancer": ("malignant", "benign")}.get(name, target_names)
     target_columns = ("target",) if task != "multilabel" else tuple(target_names)

@@ -108,7 +108,7 @@ def test_missing_values_refused_naming_the_column_or_imputed(tmp_path):
         tabular.load_table(tmp_path / "t.csv", "kind")
     data, prep = tabular.load_table(tmp_path / "t.csv", "kind", impute="median", seed=2)
     assert np.all(np.isfinite(data.X_train)) and np.all(np.isfinite(data.X_test))
-    train, _ = datasets._split(np.searchsorted(["cat", "dog"], f["kind"]), len(f), 0.2, 2)
+    train, _ = datasets.split_indices(np.searchsorted(["cat", "dog"], f["kind"]), len(f), 0.2, 2)
     assert prep.impute_values["size"] == pytest.approx(np.nanmedian(f["size"].to_numpy()[train]))
     assert prep.impute_values["colour"] in ("blue", "green", "red")
     g = _mixed()
