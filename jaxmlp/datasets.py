@@ -192,7 +192,7 @@ def _features_and_targets(name: str):
     return arrays
 
 
-def _raw(name: str):
+def raw_arrays(name: str):
     """(features (m, n0), targets (m, nL), stratification labels or None, meta)."""
     features, target = _features_and_targets(name)
     if name in ("digits", "multilabel"):
@@ -239,7 +239,7 @@ def load(name: str, seed: int = 0, test_fraction: float = 0.2, dtype=np.float32)
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name: expected one of {list(DATASETS)}, got {name!r}.")
     check_split_args(seed, test_fraction, dtype)
-    features, targets, strata, (g_L, cost, names) = _raw(name)
+    features, targets, strata, (g_L, cost, names) = raw_arrays(name)
     train, test = split_indices(strata, features.shape[0], float(test_fraction), int(seed))
     X_tr, X_te, mean, std = standardise(features[train], features[test])
     Y_tr, Y_te = targets[train], targets[test]

@@ -504,7 +504,7 @@ def bundled_preprocessing(name: str, seed: int = 0, test_fraction: float = 0.2) 
 
     if name not in datasets.DATASETS:
         raise ValueError(f"name: expected one of {list(datasets.DATASETS)}, got {name!r}.")
-    features, targets, strata, (_, cost, target_names) = datasets._raw(name)
+    features, targets, strata, (_, cost, target_names) = datasets.raw_arrays(name)
     train, test = split_indices(strata, features.shape[0], float(test_fraction), int(seed))
     _, _, mean, std = standardise(features[train], features[test])
     names = datasets.feature_names(name)
