@@ -41,6 +41,28 @@ Numerical forms (all algebraically equal to the seeds' formulas):
   the cancellation of 1 - A*A when |A| is close to 1.
 * softmax subtracts the column maximum before exponentiating; softplus is
   ``logaddexp(z, 0)``; both stay finite and exact for |z| up to 1e4 and beyond.
+
+Second derivatives g''(z) (``Activation.second_derivative``), for the curvature quantities of
+:mod:`jaxmlp.curvature` (the residual terms (H10)-(H12) of docs/derivations.md). With
+s = sigmoid(z), sbar = sigmoid(-z) = 1 - s, and sbar - s = -tanh(z/2) (no cancellation
+near z = 0):
+
+* linear, ReLU, leaky ReLU: g'' = 0 (ReLU family: 0 on both sides of the kink).
+* ELU:       g''(z) = 0 if z > 0 else exp(z)  (at 0 the left branch, as autodiff of
+  the where-form gives).
+* sigmoid:   g'' = s sbar (sbar - s) = -s sbar tanh(z/2).
+* tanh:      g'' = -2 tanh(z) tanh'(z), tanh' in its cancellation-free form.
+* softplus:  g'' = sigmoid'(z) = s sbar.
+* SiLU:      g'' = s sbar (2 + z (sbar - s)) = s sbar (2 - z tanh(z/2)).
+* GELU:      with S = sigmoid(2u), P = S (1 - S) = sigmoid(2u) sigmoid(-2u),
+  u' = c (1 + 3 k z^2), u'' = 6 c k z: g' = S + 2 z P u' and
+  g'' = 2 P (2 u' - 2 z u'^2 tanh(u) + z u'').
+* softmax: not element-wise (``second_derivative`` is None); its second-order rule, the matrix
+  sum_p dA_p d^2 a_p / dz^2 = diag(dZ) - dZ a^T - a dZ^T with dZ its (B4), is written in
+  :mod:`jaxmlp.curvature` (H11).
+
+Each is a product of bounded factors and a decaying factor (s sbar ~ e^{-|z|}), so it
+stays finite at saturation (|z| = 1e3) and goes to 0 there, as the exact value does.
 """
 
 from __future__ import annotations
@@ -68,8 +90,10 @@ class Activation(NamedTuple):
       log1m_output: ``(Z, A) -> log(1 - A)`` computed stably (None likewise).
       elementwise: False only for softmax (and rules registered as such), whose Jacobian
         is full.
-      second_derivative: ``Z -> g''(Z)`` for element-wise rules that supply it (those added
-        with ``jaxmlp.register_activation(..., second_derivative=...)``), else None.
+      second_derivative: ``Z -> g''(Z)`` (same shape as Z): every built-in element-wise
+        g (derived in the module docstring) and the registered rules that supply it
+        (``jaxmlp.register_activation(..., second_derivative=...)``); None for softmax.
+        Used by the curvature quantities of :mod:`jaxmlp.curvature`.
     """
 
     name: str
@@ -83,13 +107,16 @@ class Activation(NamedTuple):
     second_derivative: Optional[Callable[[Array], Array]] = None
 
 
-def _elementwise(name: str, g: Callable, g_prime: Callable, init: str, **kw) -> Activation:
-    """Lifts an element-wise g with derivative ``g_prime(Z, A)`` to (B4): dZ = dA * g'(Z)."""
+def _elementwise(name: str, g: Callable, g_prime: Callable, init: str, second: Callable,
+                 **kw) -> Activation:
+    """Lifts an element-wise g with derivative ``g_prime(Z, A)`` to (B4): dZ = dA * g'(Z),
+    and records its second derivative ``second(Z)`` = g''(Z)."""
     return Activation(
         name=name,
         forward=g,
         backward=lambda dA, Z, A: dA * g_prime(Z, A),
         init=init,
+        second_derivative=second,
         **kw,
     )
 
@@ -108,6 +135,38 @@ def _tanh_prime(Z, A):
     # 1 - tanh(z)^2 written as 4 e^{-2|z|} / (1 + e^{-2|z|})^2: no cancellation near |A| = 1.
     e = jnp.exp(-2.0 * jnp.abs(Z))
     return 4.0 * e / jnp.square(1.0 + e)
+
+
+def _zero(Z):
+    return jnp.zeros_like(Z)
+
+
+def _sigmoid_pair(Z):
+    """sigmoid(z) sigmoid(-z) = s (1 - s), without the cancellation of 1 - s."""
+    return jax.nn.sigmoid(Z) * jax.nn.sigmoid(-Z)
+
+
+def _elu_second(Z):
+    return jnp.where(Z > 0, 0.0, jnp.exp(jnp.where(Z > 0, 0, Z))).astype(Z.dtype)
+
+
+def _sigmoid_second(Z):
+    return -_sigmoid_pair(Z) * jnp.tanh(0.5 * Z)
+
+
+def _tanh_second(Z):
+    return -2.0 * jnp.tanh(Z) * _tanh_prime(Z, None)
+
+
+def _silu_second(Z):
+    return _sigmoid_pair(Z) * (2.0 - Z * jnp.tanh(0.5 * Z))
+
+
+def _gelu_second(Z):
+    U = _GELU_C * (Z + _GELU_K * Z * Z * Z)
+    P = jax.nn.sigmoid(2.0 * U) * jax.nn.sigmoid(-2.0 * U)
+    dU = _GELU_C * (1.0 + 3.0 * _GELU_K * Z * Z)
+    return 2.0 * P * (2.0 * dU - 2.0 * (Z * dU) * (dU * jnp.tanh(U)) + Z * (6.0 * _GELU_C * _GELU_K * Z))
 
 
 def _softmax_forward(Z):
@@ -145,48 +204,54 @@ def _gelu_prime(Z, A):
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in [
-        _elementwise("linear", lambda Z: Z, lambda Z, A: _nan_where_z_is(Z, 1.0), "lecun"),
+        _elementwise("linear", lambda Z: Z, lambda Z, A: _nan_where_z_is(Z, 1.0), "lecun", _zero),
         _elementwise(
             "relu",
             lambda Z: jnp.where(Z <= 0, 0, Z).astype(Z.dtype),  # NaN stays NaN
             lambda Z, A: _nan_where_z_is(Z, jnp.where(Z > 0, 1.0, 0.0)),  # I(Z > 0); g'(0) := 0
             "he",
+            _zero,
         ),
         _elementwise(
             "leaky_relu",
             lambda Z: jnp.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z),
             lambda Z, A: _nan_where_z_is(Z, jnp.where(Z > 0, 1.0, LEAKY_RELU_SLOPE)),
             "he",
+            _zero,
         ),
         _elementwise(
             "elu",
             lambda Z: jnp.where(Z > 0, Z, jnp.expm1(jnp.where(Z > 0, 0, Z))),
             lambda Z, A: jnp.where(Z > 0, 1.0, jnp.exp(jnp.where(Z > 0, 0, Z))).astype(Z.dtype),
             "he",
+            _elu_second,
         ),
         _elementwise(
             "sigmoid",
             jax.nn.sigmoid,
             lambda Z, A: jax.nn.sigmoid(Z) * jax.nn.sigmoid(-Z),  # = A (1 - A), no cancellation
             "glorot",
+            _sigmoid_second,
             unit_range=True,
             log_output=jax.nn.log_sigmoid,
             log1m_output=lambda Z, A: jax.nn.log_sigmoid(-Z),
         ),
-        _elementwise("tanh", jnp.tanh, _tanh_prime, "glorot"),
+        _elementwise("tanh", jnp.tanh, _tanh_prime, "glorot", _tanh_second),
         _elementwise(
             "softplus",
             lambda Z: jnp.logaddexp(Z, 0),
             lambda Z, A: jax.nn.sigmoid(Z),
             "he",
+            _sigmoid_pair,
         ),
         _elementwise(
             "silu",
             lambda Z: Z * jax.nn.sigmoid(Z),
             lambda Z, A: jax.nn.sigmoid(Z) * (1.0 + Z * jax.nn.sigmoid(-Z)),
             "he",
+            _silu_second,
         ),
-        _elementwise("gelu", _gelu_forward, _gelu_prime, "he"),
+        _elementwise("gelu", _gelu_forward, _gelu_prime, "he", _gelu_second),
         Activation(
             name="softmax",
             forward=_softmax_forward,

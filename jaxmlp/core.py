@@ -38,6 +38,7 @@ Params = list  # [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]
 __all__ = [
     "Cache",
     "backpropagate",
+    "backward_step",
     "backward_sweep",
     "cost",
     "forward_pass",
@@ -140,26 +141,45 @@ def output_seed(net: Network, Z_L: Array, A_L: Array, Y: Array, m) -> Array:
     return net.layer_activations[-1].backward(dA_L, Z_L, A_L)  # (B4)
 
 
+def backward_step(
+    net: Network, params: Params, cache: Cache, l: int, dZ: Array, compute_dtype=None
+) -> Array:
+    """(B3) then (B4) for one layer: dZ[l] -> dZ[l-1], for l = L, ..., 2 (1-indexed).
+
+    (B3) dA[l-1] = W[l]^T dZ[l]; (B4) dZ[l-1] = (dA[l-1]/dZ[l-1]) dA[l-1] with g[l-1].
+    Shapes: dZ (n[l], m) -> (n[l-1], m), or one column (n[l],) -> (n[l-1],).
+    """
+    dA_prev = matmul(params[l - 1]["W"], dZ, compute_dtype, contract=(0, 0))  # (B3)
+    return net.layer_activations[l - 2].backward(dA_prev, cache.Z[l - 2], cache.A[l - 1])  # (B4)
+
+
 def backpropagate(
-    net: Network, params: Params, cache: Cache, dZ_L: Array, compute_dtype=None
+    net: Network, params: Params, cache: Cache, dZ_L: Array, compute_dtype=None, *,
+    top: Optional[int] = None, sources: Optional[tuple] = None,
 ) -> tuple:
     """(B3), (B4) from a seed dZ[L] down to layer 1: every dZ[l] of the batch.
 
     This is the one place where the batched recurrences (B3) dA[l-1] = W[l]^T dZ[l] and
-    (B4) dZ[l-1] = (dA[l-1]/dZ[l-1]) dA[l-1] are written.
+    (B4) dZ[l-1] = (dA[l-1]/dZ[l-1]) dA[l-1] are applied (:func:`backward_step`).
 
     Shapes: dZ_L (n[L], m) -> ``(dZ[1], ..., dZ[L])``, dZ[l] of shape (n[l], m); a single
     column dz_L (n[L],) gives the per-example forms dz[l] (n[l],). Any seed
     may be backpropagated: the seed of J, of the losses L_i, or a column of a matrix
     factor of the output Hessian (:mod:`jaxmlp.curvature`, under ``jax.vmap``).
+
+    ``top``: start at layer ``top`` instead of L (``dZ_L`` is then dZ[top]); the result has
+    ``top`` entries. ``sources``: None, or one term per layer 1..top (None or an array of
+    dZ[l]'s shape) added to dZ[l] after its (B4): the R-operator's backward pass
+    (:mod:`jaxmlp.curvature`, (H9)) is (B3)/(B4) with such terms.
     """
-    L = net.num_layers
-    gs = net.layer_activations
-    dZs = [None] * L
-    dZ = dZs[L - 1] = dZ_L
-    for l in range(L, 1, -1):  # l = L, ..., 2 (1-indexed as in the derivations)
-        dA_prev = matmul(params[l - 1]["W"], dZ, compute_dtype, contract=(0, 0))  # (B3)
-        dZ = dZs[l - 2] = gs[l - 2].backward(dA_prev, cache.Z[l - 2], cache.A[l - 1])  # (B4)
+    top = net.num_layers if top is None else top
+    dZs = [None] * top
+    dZ = dZs[top - 1] = dZ_L
+    for l in range(top, 1, -1):  # l = top, ..., 2 (1-indexed as in the derivations)
+        dZ = backward_step(net, params, cache, l, dZ, compute_dtype)
+        if sources is not None and sources[l - 2] is not None:
+            dZ = dZ + sources[l - 2]
+        dZs[l - 2] = dZ
     return tuple(dZs)
 
 

@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: Optimizer names accepted by :func:`make_optimizer`.
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "kfac")
 #: Learning-rate schedules accepted by :func:`make_optimizer`.
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
@@ -115,13 +115,18 @@ def make_optimizer(
     total_steps: Optional[int] = None,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
+    damping: float = 1e-3,
+    inverse_every: int = 1,
+    kfac_kind: str = "exact",
 ) -> optax.GradientTransformation:
     """The usual optax optimizers by name.
 
     Arguments:
       name: one of :data:`OPTIMIZERS`: ``"sgd"`` (theta <- theta - eta g, the seeds' rule),
         ``"momentum"`` / ``"nesterov"`` (heavy-ball / Nesterov with ``momentum``), ``"adam"``,
-        ``"adamw"`` (Adam with decoupled weight decay), ``"rmsprop"``.
+        ``"adamw"`` (Adam with decoupled weight decay), ``"rmsprop"``, ``"kfac"``
+        (:func:`jaxmlp.kfac.kfac`, no momentum; the train step and epoch compute its
+        Kronecker factors (H6) from the same forward pass as the gradient).
       learning_rate: eta > 0, the peak value when a schedule is used.
       schedule: one of :data:`SCHEDULES`: constant eta; cosine decay from eta to 0 over
         ``total_steps``; linear warm-up over the first 5 % of ``total_steps`` then cosine.
@@ -130,6 +135,8 @@ def make_optimizer(
         ``adamw``, and for the other optimizers added to the gradient (lambda W, the gradient
         of the L2 penalty (lambda/2) ||W||^2) before the optimizer sees it.
       momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1).
+      damping, inverse_every, kfac_kind: ``"kfac"`` only: Tikhonov damping, refresh of the
+        factors' inverses every k steps, and the factors' kind ("exact", "mc", "empirical").
 
     Returns:
       an ``optax.GradientTransformation``.
@@ -153,6 +160,11 @@ def make_optimizer(
             warmup = max(1, int(total_steps) // 20)
             lr = optax.warmup_cosine_decay_schedule(
                 0.0, lr, warmup_steps=warmup, decay_steps=max(int(total_steps), warmup + 1))
+    if name == "kfac":
+        from jaxmlp import kfac
+
+        return kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kind=kfac_kind,
+                         weight_decay=float(weight_decay))
     if name == "adamw":
         return optax.adamw(lr, weight_decay=float(weight_decay), mask=_wd_mask)
     base = {
@@ -292,10 +304,35 @@ def value_and_grad_kernel(net: Network, params, X: Array, Y: Array, compute_dtyp
         params, gradient(dZs, cache, compute_dtype))
 
 
+def _needs_kfac_factors(optimizer) -> bool:
+    from jaxmlp.kfac import KFAC
+
+    return isinstance(optimizer, KFAC)
+
+
+def _kfac_update_inputs(net: Network, optimizer, params, opt_state, X, Y, compute_dtype=None):
+    """(J, grads, factors) from ONE forward pass: the gradient's sweep and the factors' (H6)."""
+    from jaxmlp import curvature
+
+    A_L, cache = core.forward_pass(net, params, X, compute_dtype)
+    dZs = core.backward_sweep(net, params, cache, Y, None, compute_dtype)
+    J = core.cost(net, cache.Z[-1], A_L, Y)
+    key = jax.random.fold_in(opt_state.key, opt_state.count) if optimizer.kind == "mc" else None
+    mc = optimizer.mc_samples if optimizer.kind == "mc" else None
+    factors = curvature.kfac_kernel(net, params, X, Y, key, optimizer.kind, mc, cache=cache)
+    return J, gradient(dZs, cache, compute_dtype), factors
+
+
 def _update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None):
-    """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation."""
-    J, grads = value_and_grad_kernel(net, params, X, Y, compute_dtype)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation
+    (for K-FAC also the Kronecker factors of the same forward pass, passed as an extra arg)."""
+    if _needs_kfac_factors(optimizer):
+        J, grads, factors = _kfac_update_inputs(net, optimizer, params, opt_state, X, Y,
+                                                compute_dtype)
+        updates, opt_state = optimizer.update(grads, opt_state, params, kfac_factors=factors)
+    else:
+        J, grads = value_and_grad_kernel(net, params, X, Y, compute_dtype)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, StepMetrics(cost=J, grad_norm=optax.tree.norm(grads))
 

@@ -273,3 +273,38 @@ def check_finite(**arrays) -> None:
                 f"{'y' if bad == 1 else 'ies'} of {a.size}."
             )
 
+
+def check_params_like(name: str, value: Any, net: Network, dtype) -> list:
+    """``value`` must mirror params: a list of L dicts {"W": (n[l], n[l-1]), "b": (n[l],)} of
+    ``dtype`` (a direction V for a curvature-vector product, say); returned as a list of
+    dicts of arrays. TypeError for a wrong container or dtype, ValueError for a wrong
+    length, keys or shape; the message names ``name`` and the offending entry."""
+    L = net.num_layers
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"{name}: expected a list of {L} dicts {{'W', 'b'}} shaped like params, "
+            f"got {type(value).__name__}."
+        )
+    if len(value) != L:
+        raise ValueError(f"{name}: expected {L} layers like params (sizes {net.sizes}), "
+                         f"got {len(value)}.")
+    out = []
+    for l, (layer, want) in enumerate(zip(value, net.param_shapes()), start=1):
+        if not isinstance(layer, dict) or set(layer) != {"W", "b"}:
+            got = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+            raise ValueError(f"{name}[{l - 1}] (layer {l}): expected a dict with keys "
+                             f"['W', 'b'] like params, got {got}.")
+        entry = {}
+        for key in ("W", "b"):
+            leaf = layer[key]
+            shape = tuple(getattr(leaf, "shape", np.shape(leaf)))
+            if shape != want[key]:
+                raise ValueError(f"{name}[{l - 1}]['{key}'] (layer {l}): expected shape "
+                                 f"{want[key]} like params, got {shape}.")
+            leaf_dtype = jnp.result_type(leaf)
+            if leaf_dtype != dtype:
+                raise TypeError(f"{name}[{l - 1}]['{key}']: expected dtype {dtype} (the dtype "
+                                f"of params), got {leaf_dtype}.")
+            entry[key] = jnp.asarray(leaf)
+        out.append(entry)
+    return out

@@ -578,3 +578,179 @@ def check_cost_rule(loss_fn: Callable, dloss_dA: Callable, *, unit_range: bool =
                                     np.asarray(oracle_r).T, where, tol_float32))
     passed = all(r.nonfinite == 0 and r.max_error <= r.tol for r in rows)
     return RuleCheckReport(tuple(rows), float(tol), passed)
+# ----------------------------------------------------------------------------- curvature
+
+CURVATURE_QUANTITIES = ("ggn_diag", "per_example_ggn_diag", "kfac_G", "kfac_A", "ggn_vp", "hvp",
+                        "hessian_diag")
+
+
+class CurvatureError(NamedTuple):
+    """Relative error of one quantity on one parameter array (or one layer's factor)."""
+
+    layer: int
+    name: str  # "W", "b", or "A"/"G" for the Kronecker factors
+    quantity: str
+    error: float
+
+
+class CurvatureReport(NamedTuple):
+    """The outcome of :func:`check_curvature`: one row per (quantity, layer, array)."""
+
+    errors: tuple
+    max_error: float
+    tol: float
+    dtype: str
+    passed: bool
+
+    def table(self) -> str:
+        """Plain text: one line per layer and array, one column per quantity."""
+        quantities = [q for q in CURVATURE_QUANTITIES if any(e.quantity == q for e in self.errors)]
+        cells = {(e.layer, e.name, e.quantity): e.error for e in self.errors}
+        keys = sorted({(e.layer, e.name) for e in self.errors})
+        rows = [f"{'layer':>5} {'param':>5} " + " ".join(f"{q:>20}" for q in quantities)]
+        for layer, name in keys:
+            rows.append(f"{layer:>5} {name:>5} " + " ".join(
+                f"{cells[(layer, name, q)]:20.2e}" if (layer, name, q) in cells else f"{'-':>20}"
+                for q in quantities))
+        rows.append(f"max {self.max_error:.2e}, passed: {self.passed} (tolerance {self.tol:.0e}, "
+                    f"{self.dtype})")
+        return "\n".join(rows)
+
+
+def _loss_of_split_output(net: Network, f, y):
+    """L_i as a function of the split output f = z[L] (canonical pairs) or a[L] (others)."""
+    if net.fused:
+        g = net.layer_activations[-1]
+        return net.cost_fn.loss(f, g.forward(f), y, g)
+    if net.cost == "mean_squared_error":
+        return 0.5 * jnp.sum(jnp.square(f - y))
+    if net.cost == "categorical_cross_entropy":
+        return -jnp.sum(y * jnp.log(f))
+    return -jnp.sum(y * jnp.log(f) + (1.0 - y) * jnp.log(1.0 - f))
+
+
+def _output_hessians(net: Network, F, Y):
+    """jax.hessian of L_i with respect to the split output, per example: (m, n[L], n[L])."""
+    return jax.vmap(jax.hessian(lambda f, y: _loss_of_split_output(net, f, y)), in_axes=(1, 1))(F, Y)
+
+
+def curvature_oracles(net: Network, params, X, Y, V):
+    """The autodiff definitions of every curvature quantity (float64, small networks):
+    G = (1/m) sum_i J_i^T H_i J_i with J_i from ``jax.jacobian`` and H_i from ``jax.hessian``
+    of L_i at the split output; H = ``jax.hessian`` of J; H V = ``jax.jvp`` of ``jax.grad``.
+    Returns a dict of params-shaped pytrees (and per-layer G factors)."""
+    from jax.flatten_util import ravel_pytree
+
+    from jaxmlp import core
+
+    flat, unravel = ravel_pytree(params)
+    m = X.shape[1]
+
+    def split_output(theta):
+        _, cache = core.forward_pass(net, unravel(theta), X)
+        return cache.Z[-1] if net.fused else cache.A[-1]
+
+    Jac = jax.jacobian(split_output)(flat)  # (n[L], m, P)
+    Hout = _output_hessians(net, split_output(flat), Y)  # (m, n[L], n[L])
+    per_ex = jnp.einsum("aip,iab,biq->ipq", Jac, Hout, Jac) / m  # (m, P, P)
+    G = jnp.sum(per_ex, axis=0)
+    J = lambda theta: loss(net, unravel(theta), X, Y)  # noqa: E731
+    H = jax.hessian(J)(flat)
+    vflat = ravel_pytree(V)[0]
+    hv = jax.jvp(jax.grad(lambda p: loss(net, p, X, Y)), (params,), (V,))[1]
+    per_example_diag = jax.vmap(lambda M: unravel(jnp.diag(M)))(per_ex)
+    # G factors: (1/m) sum_i Jz_i^T H_i Jz_i, Jz_i the Jacobian of the split output of
+    # example i with respect to z[l] of that example (forward from Z[l] upwards).
+    _, cache = core.forward_pass(net, params, X)
+    G_factors = []
+    for l in range(1, net.num_layers + 1):
+        def from_z(z, l=l):  # one column z[l] -> split output column
+            a = net.layer_activations[l - 1].forward(z)
+            for k in range(l, net.num_layers):
+                z = params[k]["W"] @ a + params[k]["b"]
+                a = net.layer_activations[k].forward(z)
+            return z if net.fused else a
+        Jz = jax.vmap(jax.jacobian(from_z), in_axes=1)(cache.Z[l - 1])  # (m, n[L], n[l])
+        G_factors.append(jnp.einsum("iak,iab,ibj->kj", Jz, Hout, Jz) / m)
+    A_factors = []
+    for A_prev in cache.A[:-1]:
+        Abar = np.vstack([np.asarray(A_prev, np.float64), np.ones((1, m))])
+        A_factors.append(Abar @ Abar.T / m)
+    return {
+        "ggn_diag": unravel(jnp.diag(G)),
+        "per_example_ggn_diag": per_example_diag,
+        "ggn_vp": unravel(G @ vflat),
+        "hvp": hv,
+        "hvp_matrix": unravel(H @ vflat),
+        "hessian_diag": unravel(jnp.diag(H)),
+        "kfac_G": G_factors,
+        "kfac_A": A_factors,
+        "G": G,
+        "H": H,
+    }
+
+
+def check_curvature(
+    net: Network,
+    params: Any,
+    X: Any,
+    Y: Any,
+    *,
+    V: Any = None,
+    key: Optional[jax.Array] = None,
+    tol: float = 1e-10,
+    max_params: int = 2000,
+) -> CurvatureReport:
+    """Compares every quantity of :mod:`jaxmlp.curvature` with its autodiff definition.
+
+    Runs in float64 (params, X, Y and V are converted for the check): ``ggn_diag``,
+    ``per_example_ggn_diag``, the exact ``kfac_factors`` (G against the Jacobian of the
+    split output with respect to Z[l] and jax.hessian of L_i; A against NumPy), ``ggn_vp``
+    (against G V, G = (1/m) sum_i J_i^T H_i J_i from jax.jacobian / jax.hessian), ``hvp``
+    (against ``jax.jvp(jax.grad(J))``), ``hessian_diag`` (against the diagonal of
+    ``jax.hessian``). V defaults to a random direction drawn with ``key``.
+
+    Relative error per array, norm-wise (:func:`relative_error`); passed when all are
+    <= ``tol``. The oracles form P x P matrices: networks above ``max_params`` parameters
+    are refused (ValueError).
+    """
+    from jaxmlp import curvature
+
+    net = validation.require_network(net)
+    dtype = validation.check_params(net, params)
+    X = validation.check_X(net, X, dtype)
+    Y = validation.check_Y(net, Y, X.shape[1], dtype)
+    validation.check_finite(X=X, Y=Y)
+    if net.num_params > max_params:
+        raise ValueError(f"net: the autodiff oracles form {net.num_params}^2 matrices; expected at "
+                         f"most max_params={max_params} parameters, got {net.num_params}.")
+    with _x64():
+        p, X64, Y64 = _to64(params), _to64(X), _to64(Y)
+        if V is None:
+            k = jax.random.PRNGKey(0) if key is None else key
+            keys = jax.random.split(k, 2 * net.num_layers)
+            V = [{"W": jax.random.normal(keys[2 * i], layer["W"].shape, jnp.float64),
+                  "b": jax.random.normal(keys[2 * i + 1], layer["b"].shape, jnp.float64)}
+                 for i, layer in enumerate(p)]
+        else:
+            V = _to64(validation.check_params_like("V", V, net, dtype))
+        ref = curvature_oracles(net, p, X64, Y64, V)
+        got = {
+            "ggn_diag": curvature.ggn_diag(net, p, X64, Y64),
+            "per_example_ggn_diag": curvature.per_example_ggn_diag(net, p, X64, Y64),
+            "ggn_vp": curvature.ggn_vp(net, p, X64, Y64, V),
+            "hvp": curvature.hvp(net, p, X64, Y64, V),
+            "hessian_diag": curvature.hessian_diag(net, p, X64, Y64),
+        }
+        factors = curvature.kfac_factors(net, p, X64, Y64)
+        errors = []
+        for q in ("ggn_diag", "per_example_ggn_diag", "ggn_vp", "hvp", "hessian_diag"):
+            for l in range(net.num_layers):
+                for name in ("W", "b"):
+                    errors.append(CurvatureError(l + 1, name, q,
+                                                 relative_error(got[q][l][name], ref[q][l][name])))
+        for l, (A, G) in enumerate(factors):
+            errors.append(CurvatureError(l + 1, "G", "kfac_G", relative_error(G, ref["kfac_G"][l])))
+            errors.append(CurvatureError(l + 1, "A", "kfac_A", relative_error(A, ref["kfac_A"][l])))
+    max_err = max(e.error for e in errors)
+    return CurvatureReport(tuple(errors), max_err, tol, "float64", max_err <= tol)
