@@ -1,0 +1,200 @@
+"""Time of each curvature quantity as a multiple of one value_and_grad, vs autodiff routes.
+
+Shapes (float32, tanh hidden layers, softmax + categorical cross-entropy):
+medium 784-512-512-10 with m = 256, deep-narrow 100-(100 x 8)-10 with m = 64, and a small
+20-16-16-4 (m = 32) for the Hessian diagonal against ``jax.hessian``. Routes a JAX user
+would write without jaxmlp.curvature:
+
+* H V: ``jax.jvp(jax.grad(J), (params,), (V,))``;
+* G V: ``jax.jvp`` of the split output, the output Hessian, then ``jax.vjp``;
+* diag G: for each of the C = n[L] columns of the output factor (``lax.map``), the
+  per-example vector-Jacobian products under ``vmap`` over the m examples, squared and
+  summed;
+* diag H (small shape only): the diagonal of ``jax.hessian`` of J.
+
+Every variant is compiled and warmed up first, then the variants run interleaved in a
+fresh random order in every repetition (``benchmark.time_interleaved``), each call ended
+by ``block_until_ready``; reported: the median of the per-repetition ratios to the
+value_and_grad of the same repetition (paired), with quartiles.
+
+    python experiments/curvature.py [--shapes medium,deep-narrow,small] [--reps 7]
+
+Writes ``results/curvature/curvature.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (str(ROOT), str(ROOT / "experiments")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxmlp  # noqa: E402
+from jaxmlp import curvature  # noqa: E402
+from benchmark import calibrate, load_average, machine_info, time_interleaved  # noqa: E402
+
+SHAPES = {
+    "medium": ((784, 512, 512, 10), 256),
+    "deep-narrow": ((100,) + (100,) * 8 + (10,), 64),
+    "small": ((20, 16, 16, 4), 32),
+}
+
+
+def problem(sizes, m, seed=0):
+    L = len(sizes) - 1
+    net = jaxmlp.Network(sizes, ("tanh",) * (L - 1) + ("softmax",), "categorical_cross_entropy")
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    params = jaxmlp.init_params(net, k[0])
+    X = jax.random.normal(k[1], (sizes[0], m), jnp.float32)
+    Y = jax.nn.one_hot(jax.random.randint(k[2], (m,), 0, sizes[-1]), sizes[-1], dtype=jnp.float32).T
+    V = jax.tree.map(lambda a: jax.random.normal(k[3], a.shape, a.dtype), params)
+    return net, params, X, Y, V
+
+
+def autodiff_routes(net, params, X, Y, V):
+    """The autodiff spellings (oracles used as baselines only)."""
+    loss = lambda p: jaxmlp.loss(net, p, X, Y)  # noqa: E731
+
+    @jax.jit
+    def hvp_ad(p, V):
+        return jax.jvp(jax.grad(loss), (p,), (V,))[1]
+
+    def logits(p, x):  # split output z[L] of one or many columns
+        A = x
+        for layer, g in zip(p, net.layer_activations):
+            Z = layer["W"] @ A + (layer["b"][:, None] if A.ndim == 2 else layer["b"])
+            A = g.forward(Z)
+        return Z
+
+    @jax.jit
+    def ggn_vp_ad(p, V):
+        m = X.shape[1]
+        Z, Jv = jax.jvp(lambda q: logits(q, X), (p,), (V,))
+        A = jax.nn.softmax(Z, axis=0)
+        HJv = (A * Jv - A * jnp.sum(A * Jv, axis=0, keepdims=True)) / m
+        return jax.vjp(lambda q: logits(q, X), p)[1](HJv)[0]
+
+    @jax.jit
+    def ggn_diag_ad(p):
+        m = X.shape[1]
+        Z = logits(p, X)
+        A = jax.nn.softmax(Z, axis=0)
+        n = A.shape[0]
+        S = (jnp.eye(n, dtype=A.dtype)[:, :, None] - A[:, None, :]) * jnp.sqrt(A)[None]  # (n, C, m)
+
+        def column(s):  # s (n, m): per-example VJPs under vmap, squared, summed over examples
+            per_ex = jax.vmap(lambda x, si: jax.vjp(lambda q: logits(q, x), p)[1](si)[0],
+                              in_axes=(1, 1))(X, s)
+            return jax.tree.map(lambda g: jnp.sum(g * g, axis=0), per_ex)
+
+        cols = jax.lax.map(column, jnp.moveaxis(S, 1, 0))
+        return jax.tree.map(lambda g: jnp.sum(g, axis=0) / m, cols)
+
+    @jax.jit
+    def hessian_diag_ad(p):
+        from jax.flatten_util import ravel_pytree
+
+        flat, unravel = ravel_pytree(p)
+        return unravel(jnp.diag(jax.hessian(lambda t: loss(unravel(t)))(flat)))
+
+    return hvp_ad, ggn_vp_ad, ggn_diag_ad, hessian_diag_ad
+
+
+def runner(fn):
+    def run(k):
+        for _ in range(k):
+            out = fn()
+        jax.block_until_ready(out)
+    return run
+
+
+def run_shape(name, reps, rng, target):
+    sizes, m = SHAPES[name]
+    net, p, X, Y, V = problem(sizes, m)
+    key = jax.random.PRNGKey(1)
+    hvp_ad, ggn_vp_ad, ggn_diag_ad, hessian_diag_ad = autodiff_routes(net, p, X, Y, V)
+    fns = {
+        "value_and_grad": lambda: jaxmlp.value_and_grad(net, p, X, Y),
+        "ggn_diag_mc1": lambda: curvature.ggn_diag(net, p, X, Y, mc_samples=1, key=key),
+        "ggn_diag_exact": lambda: curvature.ggn_diag(net, p, X, Y),
+        "kfac_factors_mc1": lambda: curvature.kfac_factors(net, p, X, Y, kind="mc", key=key),
+        "kfac_factors_exact": lambda: curvature.kfac_factors(net, p, X, Y),
+        "ggn_vp": lambda: curvature.ggn_vp(net, p, X, Y, V),
+        "hvp": lambda: curvature.hvp(net, p, X, Y, V),
+        "autodiff_hvp_jvp_of_grad": lambda: hvp_ad(p, V),
+        "autodiff_ggn_vp_jvp_vjp": lambda: ggn_vp_ad(p, V),
+        "autodiff_ggn_diag_vmap_vjp": lambda: ggn_diag_ad(p),
+    }
+    if name != "medium":  # columns grow with sum_l n[l]: meant for small and medium layers
+        fns["hessian_diag"] = lambda: curvature.hessian_diag(net, p, X, Y)
+    if name == "small":
+        fns["autodiff_hessian_diag_jax_hessian"] = lambda: hessian_diag_ad(p)
+    runners = {k: runner(f) for k, f in fns.items()}
+    for r in runners.values():  # compile
+        r(1)
+    inner = {k: calibrate(r, target) for k, r in runners.items()}
+    times = time_interleaved(runners, inner, reps, 0.0, rng)
+    ref = np.asarray(times["value_and_grad"])
+    out = {}
+    for k, ts in times.items():
+        ts = np.asarray(ts)
+        paired = ts / ref
+        out[k] = {"median_s": float(np.median(ts)), "times_s": [float(t) for t in ts],
+                  "paired_ratio_median": float(np.median(paired)),
+                  "paired_ratio_q25_q75": [float(np.percentile(paired, 25)),
+                                           float(np.percentile(paired, 75))]}
+    return {"sizes": sizes, "m": m, "activations": net.activations, "cost": net.cost,
+            "n_L": sizes[-1], "timings": out}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="medium,deep-narrow,small")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--target", type=float, default=0.1, help="seconds per timed sample")
+    ap.add_argument("--out", default="results/curvature")
+    args = ap.parse_args(argv)
+    shapes = args.shapes.split(",")
+    bad = [s for s in shapes if s not in SHAPES]
+    if bad:
+        print(f"--shapes: expected a subset of {list(SHAPES)}, got {bad}", file=sys.stderr)
+        return 2
+    rng = random.Random(0)
+    results = {"machine": machine_info(), "load_average_start": load_average(), "shapes": {}}
+    t0 = time.perf_counter()
+    for s in shapes:
+        print(f"shape {s} {SHAPES[s]} ...", flush=True)
+        results["shapes"][s] = run_shape(s, args.reps, rng, args.target)
+    results["load_average_end"] = load_average()
+    results["seconds"] = time.perf_counter() - t0
+    print(f"\n{'quantity':>36} " + " ".join(f"{s:>24}" for s in shapes))
+    names = list(dict.fromkeys(k for s in shapes for k in results["shapes"][s]["timings"]))
+    for k in names:
+        cells = []
+        for s in shapes:
+            t = results["shapes"][s]["timings"].get(k)
+            cells.append(f"{'-':>24}" if t is None else
+                         f"{t['median_s'] * 1e3:9.2f} ms {t['paired_ratio_median']:8.2f}x   ")
+        print(f"{k:>36} " + " ".join(cells))
+    print(f"(ratio: paired median of time / value_and_grad; load average "
+          f"{results['load_average_start']} -> {results['load_average_end']})")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "curvature.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
