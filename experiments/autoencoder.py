@@ -10,7 +10,7 @@ whole training set is recorded, with the step count and the wall time of the com
 epoch calls (compilation excluded: each configuration is compiled on a throw-away epoch
 first).
 
-    python experiments/autoencoder.py [--steps 3000] [--out results/autoencoder]
+    python experiments/autoencoder.py [--steps 1100] [--out results/autoencoder]
 
 Writes ``results.json`` and ``autoencoder.png`` (cost vs steps and vs seconds) and prints
 the steps and seconds K-FAC needs to reach Adam's final training cost.
@@ -43,9 +43,9 @@ GRID = {
 }
 
 
-def run(net, name, lr, X, steps, batch_size, seed, damping):
-    opt = (training.make_optimizer("kfac", lr, damping=damping) if name == "kfac"
-           else training.make_optimizer(name, lr))
+def run(net, name, lr, X, steps, batch_size, seed, damping, inverse_every):
+    opt = (training.make_optimizer("kfac", lr, damping=damping, inverse_every=inverse_every)
+           if name == "kfac" else training.make_optimizer(name, lr))
     epoch = training.make_train_epoch(net, opt, batch_size)
     params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
     key = jax.random.PRNGKey(seed + 1)
@@ -77,9 +77,10 @@ def first_reaching(hist, target):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1100)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--damping", type=float, default=1e-2)
+    ap.add_argument("--inverse-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/autoencoder")
     args = ap.parse_args(argv)
@@ -91,7 +92,8 @@ def main(argv=None):
     for name, lrs in GRID.items():
         best = None
         for lr in lrs:
-            hist = run(net, name, lr, X, args.steps, args.batch_size, args.seed, args.damping)
+            hist = run(net, name, lr, X, args.steps, args.batch_size, args.seed, args.damping,
+                       args.inverse_every)
             final = hist[-1]["cost"]
             print(f"{name:>9} lr={lr:<6g} final train cost {final:.5f} after {hist[-1]['step']} "
                   f"steps, {hist[-1]['seconds']:.2f} s", flush=True)
@@ -122,6 +124,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"network": {"sizes": SIZES, "activations": net.activations, "cost": net.cost},
                    "steps": args.steps, "batch_size": args.batch_size, "damping": args.damping,
+                   "inverse_every": args.inverse_every,
                    "grid": GRID, "summary": summary, "runs": runs,
                    "load_average": list(os.getloadavg()), "jax": jax.__version__,
                    "seconds_total": time.perf_counter() - t0}, f, indent=1)

@@ -305,8 +305,8 @@ def _ggn_diag(net, params, X, Y, key, *, mc_samples, per_example):
     _, cache = core.forward_pass(net, params, X)  # (F1), (F2)
     Qs = backpropagate_columns(net, params, cache, _mc_or_exact(net, cache, Y, mc_samples, key))
     if per_example:
-        return per_example_ggn_diag_rule(Qs, cache, X.shape[1])
-    return ggn_diag_rule(Qs, cache, None, X.shape[1])
+        return validation.like_params(params, per_example_ggn_diag_rule(Qs, cache, X.shape[1]))
+    return validation.like_params(params, ggn_diag_rule(Qs, cache, None, X.shape[1]))
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("kind", "mc_samples"))
@@ -337,7 +337,8 @@ def _ggn_vp(net, params, X, Y, V):
     A_L, cache = core.forward_pass(net, params, X)  # (F1), (F2)
     RZs, RAs = r_forward(net, params, cache, V)  # (H7)
     seed = _output_hessian_vp(net, cache.Z[-1], A_L, Y, RZs[-1], RAs[-1], m)  # (H8)
-    return gradient(core.backpropagate(net, params, cache, seed), cache)  # (B3)/(B4), (B1)/(B2)
+    grads = gradient(core.backpropagate(net, params, cache, seed), cache)  # (B3)/(B4), (B1)/(B2)
+    return validation.like_params(params, grads)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -367,7 +368,7 @@ def _hvp(net, params, X, Y, V):
     out = gradient(RdZs, cache)
     for l in range(1, L):
         out[l]["W"] = out[l]["W"] + matmul(dZs[l], RAs[l - 1], contract=(1, 1))
-    return out
+    return validation.like_params(params, out)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -397,7 +398,7 @@ def _hessian_diag(net, params, X, Y):
             dA = matmul(params[l - 1]["W"], dZs[l - 1], contract=(0, 0))  # dA[l-1] of the sweep
             cols, wts = _residual_columns(g, dA, dZs[l - 2], cache.Z[l - 2], cache.A[l - 1])
             Q, w = jnp.concatenate([Q, cols], axis=1), jnp.concatenate([w, wts], axis=0)
-    return out
+    return validation.like_params(params, out)
 
 
 # ----------------------------------------------------------------------------- public, checked

@@ -66,6 +66,16 @@ class KFAC(optax.GradientTransformationExtraArgs):
     """
 
 
+def _spd_inverse(M, d):
+    """(M + d I)^{-1} for a symmetric positive semi-definite M and d > 0, symmetrised.
+
+    LU (``jnp.linalg.inv``): on XLA's CPU backend a Cholesky solve of a 65 x 65 system
+    measured ~700 times slower (its triangular solve), for the same result here.
+    """
+    inv = jnp.linalg.inv(M + d * jnp.eye(M.shape[0], dtype=M.dtype))
+    return 0.5 * (inv + inv.T)
+
+
 def _damped_inverses(factors, damping):
     lam = jnp.sqrt(damping)
     out = []
@@ -74,10 +84,7 @@ def _damped_inverses(factors, damping):
         tA, tG = jnp.trace(A) / dA, jnp.trace(G) / dG
         tiny = jnp.finfo(A.dtype).tiny
         pi = jnp.sqrt(jnp.maximum(tA, tiny) / jnp.maximum(tG, tiny))
-        inv = lambda M, d: jax.scipy.linalg.cho_solve(  # noqa: E731
-            jax.scipy.linalg.cho_factor(M + d * jnp.eye(M.shape[0], dtype=M.dtype)),
-            jnp.eye(M.shape[0], dtype=M.dtype))
-        out.append((inv(A, pi * lam), inv(G, lam / pi)))
+        out.append((_spd_inverse(A, pi * lam), _spd_inverse(G, lam / pi)))
     return out
 
 
@@ -88,7 +95,7 @@ def precondition(grads, inverses):
         Gam = jnp.concatenate([g["W"], g["b"][:, None]], axis=1)  # (n[l], n[l-1] + 1)
         P = G_inv @ Gam @ A_inv
         out.append({"W": P[:, :-1], "b": P[:, -1]})
-    return out
+    return validation.like_params(grads, out)
 
 
 def kfac(
@@ -172,8 +179,8 @@ def kfac(
         if weight_decay > 0:
             if params is None:
                 raise ValueError("params: weight_decay > 0 needs update(..., params).")
-            grads = [{"W": g["W"] + weight_decay * p["W"], "b": g["b"]}
-                     for g, p in zip(grads, params)]
+            grads = validation.like_params(grads, [{"W": g["W"] + weight_decay * p["W"], "b": g["b"]}
+                                                   for g, p in zip(grads, params)])
         direction = precondition(grads, inverses)
         velocity = jax.tree.map(lambda v, d: momentum * v + d, state.velocity, direction)
         lr = learning_rate(c) if callable(learning_rate) else learning_rate

@@ -320,7 +320,7 @@ def _kfac_update_inputs(net: Network, optimizer, params, opt_state, X, Y, comput
     key = jax.random.fold_in(opt_state.key, opt_state.count) if optimizer.kind == "mc" else None
     mc = optimizer.mc_samples if optimizer.kind == "mc" else None
     factors = curvature.kfac_kernel(net, params, X, Y, key, optimizer.kind, mc, cache=cache)
-    return J, gradient(dZs, cache, compute_dtype), factors
+    return J, validation.like_params(params, gradient(dZs, cache, compute_dtype)), factors
 
 
 def _update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None):
@@ -362,6 +362,10 @@ def make_train_step(net: Network, optimizer: optax.GradientTransformation, *, co
     """
     net = validation.require_network(net)
     optimizer = _check_optimizer(optimizer)
+    if _needs_kfac_factors(optimizer):
+        from jaxmlp.curvature import check_supported
+
+        check_supported(net, "K-FAC", second_order=False)
     compute_dtype = validation.compute_dtype(compute_dtype)
     if not isinstance(check_data, bool):
         raise TypeError(f"check_data: expected True or False, got {check_data!r}.")
@@ -412,6 +416,10 @@ def make_train_epoch(
     """
     net = validation.require_network(net)
     optimizer = _check_optimizer(optimizer)
+    if _needs_kfac_factors(optimizer):
+        from jaxmlp.curvature import check_supported
+
+        check_supported(net, "K-FAC", second_order=False)
     batch_size = validation.positive_int("batch_size", batch_size)
     compute_dtype = validation.compute_dtype(compute_dtype)
     if permutation is not None and not callable(permutation):
