@@ -33,7 +33,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp import datasets, training  # noqa: E402
+from jaxmlp import datasets, kfac, training  # noqa: E402
 
 SIZES = (64, 32, 16, 32, 64)
 GRID = {
@@ -43,8 +43,8 @@ GRID = {
 }
 
 
-def run(net, name, lr, X, steps, batch_size, seed, damping, inverse_every):
-    opt = (training.make_optimizer("kfac", lr, damping=damping, inverse_every=inverse_every)
+def run(net, name, lr, X, steps, batch_size, seed, damping, inverse_every, kl_clip):
+    opt = (kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kl_clip=kl_clip)
            if name == "kfac" else training.make_optimizer(name, lr))
     epoch = training.make_train_epoch(net, opt, batch_size)
     params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
@@ -80,7 +80,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1100)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--damping", type=float, default=1e-2)
-    ap.add_argument("--inverse-every", type=int, default=10)
+    ap.add_argument("--inverse-every", type=int, default=5)
+    ap.add_argument("--kl-clip", type=float, default=1e-2)
+    ap.add_argument("--only", default="momentum,adam,kfac", help="optimizers to run")
+    ap.add_argument("--kfac-lrs", default="0.03,0.1,0.3")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/autoencoder")
     args = ap.parse_args(argv)
@@ -89,11 +92,14 @@ def main(argv=None):
     net = jaxmlp.Network(SIZES, ("tanh", "tanh", "tanh", "linear"), "mean_squared_error")
     runs = {}
     t0 = time.perf_counter()
+    GRID["kfac"] = [float(x) for x in args.kfac_lrs.split(",")]
     for name, lrs in GRID.items():
+        if name not in args.only.split(","):
+            continue
         best = None
         for lr in lrs:
             hist = run(net, name, lr, X, args.steps, args.batch_size, args.seed, args.damping,
-                       args.inverse_every)
+                       args.inverse_every, args.kl_clip)
             final = hist[-1]["cost"]
             print(f"{name:>9} lr={lr:<6g} final train cost {final:.5f} after {hist[-1]['step']} "
                   f"steps, {hist[-1]['seconds']:.2f} s", flush=True)
@@ -124,7 +130,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"network": {"sizes": SIZES, "activations": net.activations, "cost": net.cost},
                    "steps": args.steps, "batch_size": args.batch_size, "damping": args.damping,
-                   "inverse_every": args.inverse_every,
+                   "inverse_every": args.inverse_every, "kl_clip": args.kl_clip,
                    "grid": GRID, "summary": summary, "runs": runs,
                    "load_average": list(os.getloadavg()), "jax": jax.__version__,
                    "seconds_total": time.perf_counter() - t0}, f, indent=1)

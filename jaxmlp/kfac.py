@@ -24,7 +24,7 @@ between. The update is ``-learning_rate * v`` with v = momentum v + direction.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -109,6 +109,7 @@ def kfac(
     kind: str = "exact",
     mc_samples: int = 1,
     seed: int = 0,
+    kl_clip: Optional[float] = None,
 ) -> KFAC:
     """The K-FAC optimizer as an optax transformation taking ``kfac_factors`` as extra arg.
 
@@ -120,6 +121,9 @@ def kfac(
       momentum: in [0, 1); weight_decay: >= 0, lambda W added to the gradient of W[l].
       kind, mc_samples: how :mod:`jaxmlp.training` computes the factors ("exact" = KFLR,
         "mc" = KFAC with ``mc_samples`` draws, "empirical"); ``seed`` seeds the draws.
+      kl_clip: None, or c > 0: the update is scaled by min(1, sqrt(c / (eta^2 v.g))) (the
+        "KL clipping" of Ba, Grosse & Martens 2017), which bounds the step where the
+        curvature model is poor.
 
     Returns:
       a :class:`KFAC`; ``update(grads, state, params, *, kfac_factors)``.
@@ -134,6 +138,8 @@ def kfac(
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}.")
     mc_samples = validation.positive_int("mc_samples", mc_samples)
+    if kl_clip is not None:
+        kl_clip = validation.real_number("kl_clip", kl_clip, low=0, low_open=True)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an integer, got {seed!r}.")
 
@@ -184,6 +190,9 @@ def kfac(
         direction = precondition(grads, inverses)
         velocity = jax.tree.map(lambda v, d: momentum * v + d, state.velocity, direction)
         lr = learning_rate(c) if callable(learning_rate) else learning_rate
+        if kl_clip is not None:
+            vg = sum(jnp.vdot(v, g) for v, g in zip(jax.tree.leaves(velocity), jax.tree.leaves(grads)))
+            lr = lr * jnp.minimum(1.0, jnp.sqrt(kl_clip / jnp.maximum(lr * lr * vg, 1e-30)))
         updates = jax.tree.map(lambda v: -lr * v, velocity)
         return updates, KfacState(c + 1, factors, inverses, velocity, state.key)
 

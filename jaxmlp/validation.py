@@ -301,10 +301,10 @@ def check_params_like(name: str, value: Any, net: Network, dtype) -> list:
             if shape != want[key]:
                 raise ValueError(f"{name}[{l - 1}]['{key}'] (layer {l}): expected shape "
                                  f"{want[key]} like params, got {shape}.")
-            leaf_dtype = jnp.result_type(leaf)
+            leaf_dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
             if leaf_dtype != dtype:
                 raise TypeError(f"{name}[{l - 1}]['{key}']: expected dtype {dtype} (the dtype "
                                 f"of params), got {leaf_dtype}.")
-            entry[key] = jnp.asarray(leaf)
+            entry[key] = leaf
         out.append(entry)
     return out
