@@ -46,9 +46,10 @@ from jaxmlp.registry import register_activation, register_cost
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "accumulation", "activations", "benchmarking", "checkpoint", "core", "costs", "datasets",
-    "export", "fit", "init", "network", "outdir", "privacy", "propagation", "quantities",
-    "sharding", "shuffle", "single_column", "tabular", "training", "validation", "verification",
+    "accumulation", "activations", "benchmarking", "checkpoint", "core", "costs", "curvature",
+    "datasets", "export", "fit", "init", "kfac", "network", "outdir", "privacy", "propagation",
+    "quantities", "sharding", "shuffle", "single_column", "tabular", "training", "validation",
+    "verification",
 )
 
 __all__ = [
