@@ -38,7 +38,7 @@ from jaxmlp import datasets, kfac, training  # noqa: E402
 SIZES = (64, 32, 16, 32, 64)
 GRID = {
     "momentum": [0.01, 0.03, 0.1],
-    "adam": [1e-3, 3e-3, 1e-2],
+    "adam": [1e-3, 3e-3, 1e-2, 3e-2],
     "kfac": [0.1, 0.3, 1.0],
 }
 
@@ -79,11 +79,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1100)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--damping", type=float, default=1e-2)
+    ap.add_argument("--damping", type=float, default=1e-3)
     ap.add_argument("--inverse-every", type=int, default=5)
-    ap.add_argument("--kl-clip", type=float, default=1e-2)
+    ap.add_argument("--kl-clip", type=float, default=1.0)
     ap.add_argument("--only", default="momentum,adam,kfac", help="optimizers to run")
-    ap.add_argument("--kfac-lrs", default="0.03,0.1,0.3")
+    ap.add_argument("--kfac-lrs", default="0.1,0.3,1.0")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/autoencoder")
     args = ap.parse_args(argv)

@@ -124,3 +124,19 @@ def test_missing_factors_and_bad_options(regression):
         kfac.kfac(1.0, kind="kflr")
     with pytest.raises(ValueError, match="optimizer"):
         training.make_optimizer("kfacc", 1.0)
+
+
+def test_kl_clip_bounds_the_step(regression):
+    """With kl_clip = c the step satisfies eta_eff^2 v.g = c whenever unclipped it exceeds c."""
+    net, params, X, Y = regression
+    _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    factors = curvature.kfac_factors(net, params, X, Y)
+    free = kfac.kfac(1.0, damping=1e-3)
+    u0, _ = free.update(grads, free.init(params), params, kfac_factors=factors)
+    v_dot_g = sum(float(jnp.vdot(-a, g)) for a, g in zip(jax.tree.leaves(u0), jax.tree.leaves(grads)))
+    c = 1e-3 * v_dot_g
+    clipped = kfac.kfac(1.0, damping=1e-3, kl_clip=c)
+    u, _ = clipped.update(grads, clipped.init(params), params, kfac_factors=factors)
+    scale = np.sqrt(c / v_dot_g)
+    for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(u0)):
+        np.testing.assert_allclose(np.asarray(a), scale * np.asarray(b), rtol=1e-10)
