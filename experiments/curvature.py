@@ -13,9 +13,9 @@ would write without jaxmlp.curvature:
 * diag H (small shape only): the diagonal of ``jax.hessian`` of J.
 
 Every variant is compiled and warmed up first, then the variants run interleaved in a
-fresh random order in every repetition (``benchmark.time_interleaved``), each call ended
-by ``block_until_ready``; reported: the median of the per-repetition ratios to the
-value_and_grad of the same repetition (paired), with quartiles.
+fresh random order in every round (``jaxmlp.benchmarking.time_paired``), each sample ended
+by ``block_until_ready``; reported: the median of the per-round ratios to the
+value_and_grad of the same round (paired), with quartiles.
 
     python experiments/curvature.py [--shapes medium,deep-narrow,small] [--reps 7]
 
@@ -27,23 +27,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "experiments")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp import curvature  # noqa: E402
-from benchmark import calibrate, load_average, machine_info, time_interleaved  # noqa: E402
+from jaxmlp import benchmarking, curvature  # noqa: E402
+from jaxmlp.benchmarking import load_average, machine_info  # noqa: E402
 
 SHAPES = {
     "medium": ((784, 512, 512, 10), 256),
@@ -112,15 +109,7 @@ def autodiff_routes(net, params, X, Y, V):
     return hvp_ad, ggn_vp_ad, ggn_diag_ad, hessian_diag_ad
 
 
-def runner(fn):
-    def run(k):
-        for _ in range(k):
-            out = fn()
-        jax.block_until_ready(out)
-    return run
-
-
-def run_shape(name, reps, rng, target):
+def run_shape(name, reps, seed, target):
     sizes, m = SHAPES[name]
     net, p, X, Y, V = problem(sizes, m)
     key = jax.random.PRNGKey(1)
@@ -141,20 +130,15 @@ def run_shape(name, reps, rng, target):
         fns["hessian_diag"] = lambda: curvature.hessian_diag(net, p, X, Y)
     if name == "small":
         fns["autodiff_hessian_diag_jax_hessian"] = lambda: hessian_diag_ad(p)
-    runners = {k: runner(f) for k, f in fns.items()}
-    for r in runners.values():  # compile
-        r(1)
-    inner = {k: calibrate(r, target) for k, r in runners.items()}
-    times = time_interleaved(runners, inner, reps, 0.0, rng)
-    ref = np.asarray(times["value_and_grad"])
+    timing = benchmarking.time_paired(fns, reference="value_and_grad", rounds=reps,
+                                      target_s=target, seed=seed)
     out = {}
-    for k, ts in times.items():
-        ts = np.asarray(ts)
-        paired = ts / ref
-        out[k] = {"median_s": float(np.median(ts)), "times_s": [float(t) for t in ts],
-                  "paired_ratio_median": float(np.median(paired)),
-                  "paired_ratio_q25_q75": [float(np.percentile(paired, 25)),
-                                           float(np.percentile(paired, 75))]}
+    for k in fns:
+        r = timing.paired_ratio(k)
+        out[k] = {"median_s": timing.median(k),
+                  "times_s": [float(t) for t in timing.per_round(k)],
+                  "paired_ratio_median": r["median"],
+                  "paired_ratio_q25_q75": [r["q25"], r["q75"]]}
     return {"sizes": sizes, "m": m, "activations": net.activations, "cost": net.cost,
             "n_L": sizes[-1], "timings": out}
 
@@ -171,12 +155,11 @@ def main(argv=None):
     if bad:
         print(f"--shapes: expected a subset of {list(SHAPES)}, got {bad}", file=sys.stderr)
         return 2
-    rng = random.Random(0)
     results = {"machine": machine_info(), "load_average_start": load_average(), "shapes": {}}
     t0 = time.perf_counter()
     for s in shapes:
         print(f"shape {s} {SHAPES[s]} ...", flush=True)
-        results["shapes"][s] = run_shape(s, args.reps, rng, args.target)
+        results["shapes"][s] = run_shape(s, args.reps, 0, args.target)
     results["load_average_end"] = load_average()
     results["seconds"] = time.perf_counter() - t0
     print(f"\n{'quantity':>36} " + " ".join(f"{s:>24}" for s in shapes))
