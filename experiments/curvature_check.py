@@ -15,7 +15,6 @@ to ``check.json``. Exit code 1 if any case exceeds 1e-10.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
