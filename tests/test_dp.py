@@ -290,3 +290,72 @@ def test_dp_epoch_trains_float32():
         params, state, mt = epoch(params, state, sub, X, Y)
     assert float(jaxmlp.loss(net, params, X, Y)) < 0.8 * J0
     assert np.asarray(mt.batch_size).shape == (2,)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _fit_problem(m=60):
+    net = jaxmlp.Network((5, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, m)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[:, np.argmax(X[:3], axis=0)]
+    return net, jaxmlp.init_params(net, jax.random.PRNGKey(1)), jnp.asarray(X), jnp.asarray(Y)
+
+
+def test_fit_dp_equals_the_dp_epoch_and_reports_epsilon():
+    from jaxmlp.fit import fit
+
+    net, params, X, Y = _fit_problem()
+    opt = optax.sgd(0.5, momentum=0.9)
+    dp = DPSGD(l2_norm_clip=1.0, noise_multiplier=1.2, sampling_rate=0.25, delta=1e-3)
+    key = jax.random.PRNGKey(4)
+    fr = fit(net, params, opt, X, Y, epochs=3, key=key, dp=dp, eval_sets={"train": (X, Y)})
+    assert fr.status == "completed"
+    B = privacy.padded_batch_size(60, 0.25, 3 * 4)
+    epoch = privacy.make_dp_train_epoch(net, opt, sampling_rate=0.25, l2_norm_clip=1.0,
+                                        noise_multiplier=1.2, max_batch_size=B)
+    p, st, k = params, opt.init(params), key
+    for _ in range(3):
+        k, ek = jax.random.split(k)
+        p, st, mt = epoch(p, st, ek, X, Y)
+    for a, b in zip(jax.tree.leaves(fr.state.params), jax.tree.leaves(p)):
+        np.testing.assert_array_equal(a, b)
+    eps = [h["epsilon"] for h in fr.history]
+    assert eps == [epsilon(noise_multiplier=1.2, sampling_rate=0.25, steps=4 * e, delta=1e-3)
+                   for e in (1, 2, 3)]
+    assert [h["steps"] for h in fr.history] == [4, 8, 12]
+
+
+def test_fit_dp_stops_before_exceeding_the_target():
+    from jaxmlp.fit import fit
+
+    net, params, X, Y = _fit_problem()
+    kw = dict(noise_multiplier=1.0, sampling_rate=0.5, delta=1e-3)
+    e2 = epsilon(steps=4, **kw)
+    e3 = epsilon(steps=6, **kw)
+    target = (e2 + e3) / 2
+    fr = fit(net, params, optax.sgd(0.1), X, Y, epochs=5, key=jax.random.PRNGKey(0),
+             dp=DPSGD(l2_norm_clip=1.0, target_epsilon=target, **kw))
+    assert fr.status == "budget" and fr.state.epoch == 2
+    assert "epoch 3 would spend epsilon" in fr.message
+    assert fr.history[-1]["epsilon"] == e2 <= target
+
+
+@pytest.mark.parametrize("kw,exc,pattern", [
+    (dict(batch_size=10), ValueError, "^batch_size: expected None with dp"),
+    (dict(dp=DPSGD(1.0, 1.0, 0.5, delta=0.05)), ValueError, r"^delta: expected a value below 1/n"),
+    (dict(dp=DPSGD(1.0, 1.0, 0.0, delta=1e-3)), ValueError, "^sampling_rate"),
+    (dict(dp=DPSGD([1.0], 1.0, 0.5, delta=1e-3)), ValueError, "^l2_norm_clip: expected one threshold per layer"),
+    (dict(dp=DPSGD(INF, 0.0, 0.5, delta=1e-3)), ValueError, "^l2_norm_clip: expected a finite"),
+    (dict(dp=DPSGD(1.0, 1.0, 0.5, delta=1e-3, target_epsilon=0.0)), ValueError, "^target_epsilon"),
+    (dict(dp=(1.0, 1.0)), TypeError, "^dp: expected a jaxmlp.privacy.DPSGD"),
+])
+def test_fit_dp_bad_input(kw, exc, pattern):
+    from jaxmlp.fit import fit
+
+    net, params, X, Y = _fit_problem()
+    args = dict(dp=DPSGD(1.0, 1.0, 0.5, delta=1e-3))
+    args.update(kw)
+    with pytest.raises(exc, match=pattern):
+        fit(net, params, optax.sgd(0.1), X, Y, epochs=2, key=jax.random.PRNGKey(0), **args)
