@@ -548,9 +548,10 @@ def make_dp_train_epoch(
         overflow probability per epoch below 1e-9 (``jaxmlp.fit`` passes the run's steps).
       compute_dtype: operand dtype of the matrix products.
 
-    Metrics are :class:`DPStepMetrics`, each field of shape (steps_per_epoch,).
+    Metrics are :class:`DPStepMetrics`, each field of shape (steps_per_epoch,). Concrete
+    X, Y with NaN or infinity are refused (ValueError), once per array object.
     """
-    from jaxmlp.training import _check_optimizer
+    from jaxmlp.training import _check_optimizer, _with_data_check
 
     net = validation.require_network(net)
     optimizer = _check_optimizer(optimizer)
@@ -592,6 +593,7 @@ def make_dp_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), keys)
         return params, opt_state, metrics
 
-    epoch.max_batch_size = max_batch_size
-    epoch.steps_per_epoch = spe
-    return epoch
+    checked = _with_data_check(epoch)  # non-finite concrete X, Y refused, once per array
+    checked.max_batch_size = max_batch_size
+    checked.steps_per_epoch = spe
+    return checked

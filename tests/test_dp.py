@@ -359,3 +359,11 @@ def test_fit_dp_bad_input(kw, exc, pattern):
     args.update(kw)
     with pytest.raises(exc, match=pattern):
         fit(net, params, optax.sgd(0.1), X, Y, epochs=2, key=jax.random.PRNGKey(0), **args)
+
+
+def test_dp_epoch_refuses_nonfinite_data():
+    net, params, X, Y = _problem(dtype=jnp.float32, m=20)
+    epoch = privacy.make_dp_train_epoch(net, optax.sgd(0.1), sampling_rate=0.5,
+                                        l2_norm_clip=1.0, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="^X"):
+        epoch(params, optax.sgd(0.1).init(params), jax.random.key(0), X.at[0, 3].set(jnp.nan), Y)
