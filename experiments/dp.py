@@ -28,7 +28,9 @@ noise on, sigma = 1); the vmap route of the JAX ecosystem (``jax.vmap(jax.grad)`
 gradients, then ``optax.contrib.differentially_private_aggregate``). All compiled first,
 then timed interleaved (each round runs every function once, in a shuffled order,
 ``block_until_ready``), medians over rounds, and the DP/non-private ratio as the median of
-the per-round ratios (paired). XLA memory: ``jax.jit(f).lower(...).compile()
+the per-round ratios (paired). Two diagnostics split the DP step's extra time: the DP step
+with sigma = 0 (clipping only: no random numbers are drawn) and the noise draw alone (one
+Gaussian per parameter, JAX's default threefry generator). XLA memory: ``jax.jit(f).lower(...).compile()
 .memory_analysis()`` (temporaries + arguments + outputs), which needs no execution, so the
 vmap route's memory is reported at m = 4096 too, where running it is skipped
 (``--vmap-max-m``).
@@ -252,7 +254,7 @@ def _speed_functions(net, m, sigma=1.0, C=1.0):
         u, _ = opt.update(g, opt.init(params), params)
         return optax.apply_updates(params, u)
 
-    def dp_step(Cs, sens):
+    def dp_step(Cs, sens, sigma=sigma):
         def step(params, X, Y, key):
             out = privacy.dp_gradient_kernel(net, params, X, Y, key, Cs, None, X.shape[1],
                                              sigma=sigma, sensitivity=sens)
@@ -261,7 +263,7 @@ def _speed_functions(net, m, sigma=1.0, C=1.0):
         return step
 
     agg = optax.chain(optax.contrib.differentially_private_aggregate(
-        l2_norm_clip=C, noise_multiplier=sigma, key=jax.random.PRNGKey(0)), opt)
+        l2_norm_clip=C, noise_multiplier=sigma, key=jax.random.key(0)), opt)
 
     def vmap_route(params, X, Y, key):
         def L_i(p, x, y):  # autodiff of the one-column loss: the ecosystem's per-example route
@@ -271,7 +273,11 @@ def _speed_functions(net, m, sigma=1.0, C=1.0):
         u, _ = agg.update(G, agg.init(params), params)
         return optax.apply_updates(params, u)
 
+    def noise_only(params, X, Y, key):  # the P Gaussian draws of a DP step, alone
+        return privacy.add_noise(key, params, jnp.float32(sigma * C), jnp.float32)
+
     return {"nonprivate": nonprivate, "dp_flat": dp_step(np.float32(C), C),
+            "dp_flat_no_noise": dp_step(np.float32(C), C, sigma=0.0), "noise_only": noise_only,
             "dp_per_layer": dp_step(C_layers.astype(np.float32), C), "vmap_route": vmap_route}
 
 
@@ -334,7 +340,8 @@ def speed(sizes, rounds, vmap_max_m, seconds_cap):
 def speed_row(row) -> str:
     t, r, mem = row["median_ms"], row["paired_ratio_to_nonprivate"], row["memory_ratio_to_nonprivate"]
     parts = [f"m={row['m']:>5} ({row['rounds']} rounds)"]
-    for k in ("nonprivate", "dp_flat", "dp_per_layer", "vmap_route"):
+    for k in ("nonprivate", "dp_flat", "dp_per_layer", "dp_flat_no_noise", "noise_only",
+              "vmap_route"):
         if k in t:
             parts.append(f"{k} {t[k]:.2f} ms ({r[k]:.2f}x, mem {mem[k]:.2f}x)")
         elif mem.get(k):
@@ -344,13 +351,16 @@ def speed_row(row) -> str:
 
 def speed_table(sp) -> str:
     lines = [f"{'m':>5} {'non-private':>12} {'DP flat':>16} {'DP per-layer':>16} "
+             f"{'DP, sigma=0':>16} {'noise alone':>11} "
              f"{'vmap route':>18} {'vmap/DP':>8} {'mem DP/np':>10} {'mem vmap/np':>12}"]
     for row in sp["results"]:
         t, r, mem = row["median_ms"], row["paired_ratio_to_nonprivate"], row["memory_ratio_to_nonprivate"]
         vm = f"{t['vmap_route']:.1f} ms" if "vmap_route" in t else "not run"
         lines.append(
             f"{row['m']:>5} {t['nonprivate']:>9.2f} ms {t['dp_flat']:>7.2f} ms {r['dp_flat']:.2f}x "
-            f"{t['dp_per_layer']:>7.2f} ms {r['dp_per_layer']:.2f}x {vm:>18} "
+            f"{t['dp_per_layer']:>7.2f} ms {r['dp_per_layer']:.2f}x "
+            f"{t['dp_flat_no_noise']:>7.2f} ms {r['dp_flat_no_noise']:.2f}x "
+            f"{t['noise_only']:>8.2f} ms {vm:>18} "
             f"{row.get('vmap_over_dp_flat', float('nan')):>7.0f}x {mem['dp_flat']:>9.2f}x "
             f"{mem['vmap_route']:>11.1f}x")
     return "\n".join(lines)
@@ -390,9 +400,14 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows = accuracy(names, SEEDS[: args.seeds] if args.seeds <= 3 else range(args.seeds),
                         args.quick)
+        suffix = "_quick" if args.quick else ""
+        path = os.path.join(args.out, f"accuracy{suffix}.json")
+        if os.path.exists(path):  # datasets run before (separately) stay in the table
+            with open(path) as f:
+                rows = {**json.load(f)["datasets"], **rows}
+        rows = {n: rows[n] for n in datasets.DATASETS if n in rows}
         table = accuracy_table(rows)
         print(table)
-        suffix = "_quick" if args.quick else ""
         with open(os.path.join(args.out, f"accuracy{suffix}.json"), "w") as f:
             json.dump({"datasets": rows, "table": table, "epsilons": [None if math.isinf(e) else e
                                                                       for e in EPSILONS],
