@@ -214,6 +214,29 @@ def accuracy_table(rows) -> str:
     return "\n".join(lines)
 
 
+def accuracy_markdown(rows) -> str:
+    """The README's table: one column per dataset, the chosen point next to each mean."""
+    names = list(rows)
+    labels = ["inf" if r["epsilon"] is None else f"{r['epsilon']:g}" for r in rows[names[0]]["rows"]]
+    lines = ["| epsilon | " + " | ".join(f"{n} ({rows[n]['metric']})" for n in names) + " |",
+             "|---:|" + "---:|" * len(names)]
+    for i, label in enumerate(labels):
+        cells = []
+        for n in names:
+            r = rows[n]["rows"][i]
+            c = r["chosen"]
+            cells.append(f"{r['test_mean']:.3f} +- {r['test_std']:.3f} (lr {c['lr']:g}, E[B] "
+                         f"{r['expected_batch_size']:.0f}, {c['steps']} steps, sigma "
+                         f"{r['noise_multiplier']:.3g})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ref = [rows[n]["nonprivate_reference"] for n in names]
+    lines.append("| non-DP | " + " | ".join(f"{r['test_mean']:.3f} +- {r['test_std']:.3f}"
+                                            for r in ref) + " |")
+    nets = "; ".join(f"{n}: {'-'.join(map(str, rows[n]['network']))}, n = {rows[n]['m_train']}"
+                     for n in names)
+    return "\n".join(lines) + f"\n\nNetworks and train sizes: {nets}."
+
+
 def accuracy_plot(rows, path):
     import matplotlib
 
@@ -414,6 +437,7 @@ def main(argv=None) -> int:
         rows = {n: rows[n] for n in datasets.DATASETS if n in rows}
         table = accuracy_table(rows)
         print(table)
+        print(accuracy_markdown(rows))
         with open(os.path.join(args.out, f"accuracy{suffix}.json"), "w") as f:
             json.dump({"datasets": rows, "table": table, "epsilons": [None if math.isinf(e) else e
                                                                       for e in EPSILONS],

@@ -94,7 +94,7 @@ DATA_DEFAULTS = dict(hidden=[64], activation="relu", optimizer="adam", lr=1e-3, 
 #: Per-dataset defaults with ``--dp`` (chosen on a validation split carved from the train split,
 #: experiments/dp.py): small tanh networks, momentum, large expected batches.
 DP_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(hidden=[64], activation="tanh", optimizer="momentum", lr=0.5, epochs=40,
+    "digits": dict(hidden=[64], activation="tanh", optimizer="momentum", lr=0.25, epochs=20,
                    expected_batch_size=720, clip=[1.0]),
     "breast_cancer": dict(hidden=[32], activation="tanh", optimizer="momentum", lr=0.5, epochs=40,
                           expected_batch_size=227, clip=[1.0]),
