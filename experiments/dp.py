@@ -52,17 +52,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jaxmlp  # noqa: E402
-from jaxmlp import datasets, privacy, training  # noqa: E402
-from jaxmlp.fit import fit  # noqa: E402
+import jaxmlp
+from jaxmlp import datasets, privacy, training
+from jaxmlp.fit import fit
 
 OUT = ROOT / "results" / "dp"
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
@@ -122,8 +120,7 @@ def _split_validation(data):
 
 def _nonprivate_reference(name, data, seeds):
     """experiments/train.py's default configuration for the dataset, test metric per seed."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import train as train_cli  # the CLI's defaults, not a copy of them
+    import train as train_cli  # the CLI's defaults, not a copy of them (the script's folder)
 
     cfg = train_cli.DEFAULTS[name]
     net = jaxmlp.Network(

@@ -568,7 +568,7 @@ def make_dp_train_epoch(
     @jax.jit
     def epoch(params, opt_state, key, X, Y):
         X, Y = validation.check_problem(net, params, X, Y)
-        validation.prng_key(key)
+        key = validation.prng_key(key)
         n = X.shape[1]
         B = max_batch_size if max_batch_size is not None else padded_batch_size(n, q, spe)
         B = min(B, n)
@@ -593,7 +593,7 @@ def make_dp_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), keys)
         return params, opt_state, metrics
 
-    checked = _with_data_check(epoch)  # non-finite concrete X, Y refused, once per array
+    checked = _with_data_check(net, epoch, 3, key_pos=2)  # bad concrete X, Y refused
     checked.max_batch_size = max_batch_size
     checked.steps_per_epoch = spe
     return checked
