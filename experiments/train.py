@@ -5,6 +5,7 @@
     python experiments/train.py --dataset digits --checkpoint-every 5 --out runs/d
     python experiments/train.py --resume runs/d          # continue from the newest checkpoint
     python experiments/train.py --data shop.csv --target kind   # your own table (jaxmlp.tabular)
+    python experiments/train.py --dp --target-epsilon 2  # differentially private (DP-SGD)
 
 Every epoch is ONE compiled call (``jaxmlp.training.make_train_epoch``: shuffle, minibatches,
 ``lax.scan`` of the optax update on the hand-derived gradient). After each epoch the whole
@@ -30,6 +31,17 @@ One run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``, ``jaxmlp.o
 before anything is written, and a second run on it exits 2 naming the holder's pid; the
 folder is checked writable before training, and results.json / learning_curves.svg are
 written atomically (temporary file, then rename).
+
+``--dp`` trains with DP-SGD (``jaxmlp.fit`` with ``jaxmlp.privacy.DPSGD``): each step's batch is
+a Poisson sample (every example independently with probability q = ``--sampling-rate``, or
+``--expected-batch-size`` / n), each example's gradient is clipped to ``--clip`` (one threshold,
+or one per layer with ``--per-layer-clipping``), Gaussian noise of std sigma C is added and the
+sum is divided by q n. sigma is ``--noise-multiplier``, or calibrated so that the whole run spends
+exactly ``--target-epsilon`` at ``--delta`` (default 1e-5; it must be below 1/n). An epoch is
+round(1/q) steps. The progress bar shows the epsilon spent so far; ``results.json`` has a
+``privacy`` block (epsilon, delta, sigma, q, steps, accountant); with a target the run stops
+before an epoch that would exceed it (e.g. a resumed run given more ``--epochs``). Without
+other options ``--dp`` uses the per-dataset private defaults of ``DP_DEFAULTS``.
 
 ``--resume DIR`` (DIR is a run's ``--out`` or its ``checkpoints`` folder) continues the newest
 checkpoint: options not given take the saved run's values; given ones must agree with it
@@ -59,7 +71,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp import datasets, export, tabular, training  # noqa: E402
+from jaxmlp import datasets, export, privacy, tabular, training  # noqa: E402
 from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
 from jaxmlp import outdir  # noqa: E402
 
@@ -79,10 +91,28 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 #: Defaults for your own table (``--data FILE --target COLUMN``).
 DATA_DEFAULTS = dict(hidden=[64], activation="relu", optimizer="adam", lr=1e-3, epochs=60,
                      batch_size=32)
+#: Per-dataset defaults with ``--dp``: the points experiments/dp.py's validation split (carved
+#: from the train split) chose at epsilon 0.5-2 (digits, breast_cancer, diabetes); multilabel,
+#: not tuned, borrows digits' (same inputs and size). Small tanh networks, momentum, large
+#: expected batches, 40 steps.
+DP_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(hidden=[64], activation="tanh", optimizer="momentum", lr=0.25, epochs=20,
+                   expected_batch_size=720, clip=[1.0]),
+    "breast_cancer": dict(hidden=[32], activation="tanh", optimizer="momentum", lr=0.25,
+                          epochs=20, expected_batch_size=228, clip=[1.0]),
+    "multilabel": dict(hidden=[64], activation="tanh", optimizer="momentum", lr=0.25, epochs=20,
+                       expected_batch_size=720, clip=[1.0]),
+    "diabetes": dict(hidden=[32], activation="tanh", optimizer="momentum", lr=0.05, epochs=40,
+                     expected_batch_size=248, clip=[1.0]),
+}
 COMMON_DEFAULTS = dict(schedule="constant", weight_decay=0.0, seed=0)
 #: Options that fix the architecture, and those that fix the rest of the training run.
 ARCH_KEYS = ("dataset", "hidden", "activation")
 RUN_KEYS = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "seed")
+#: The private-training options (saved with a checkpoint; a resumed run keeps them).
+DP_KEYS = ("dp", "target_epsilon", "noise_multiplier", "delta", "clip", "expected_batch_size",
+           "sampling_rate", "per_layer_clipping", "accountant")
+DP_OPTION_DEFAULTS = dict(delta=1e-5, accountant="pld", per_layer_clipping=False)
 
 
 class UsageError(Exception):
@@ -128,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue from the newest checkpoint in DIR")
     p.add_argument("--data-parallel", action="store_true",
                    help="split minibatch columns over all devices (jaxmlp.sharding)")
+    g = p.add_argument_group("private training (DP-SGD)")
+    g.add_argument("--dp", action="store_true", default=None,
+                   help="differentially private training: Poisson sampling, clipping, noise")
+    g.add_argument("--target-epsilon", type=float, metavar="EPS",
+                   help="privacy budget of the whole run: the noise is calibrated to it")
+    g.add_argument("--noise-multiplier", type=float, metavar="SIGMA",
+                   help="noise std / clip threshold (instead of --target-epsilon)")
+    g.add_argument("--delta", type=float, help="delta of (epsilon, delta)-DP (default 1e-5; < 1/n)")
+    g.add_argument("--clip", nargs="+", type=float, metavar="C",
+                   help="per-example gradient norm bound C (default 1); with "
+                        "--per-layer-clipping one C_l per layer, or one C split as C/sqrt(L)")
+    g.add_argument("--expected-batch-size", type=int, metavar="B",
+                   help="q n, the expected Poisson batch size (default per dataset)")
+    g.add_argument("--sampling-rate", type=float, metavar="Q",
+                   help="q, each example's probability of joining a step (instead of "
+                        "--expected-batch-size)")
+    g.add_argument("--per-layer-clipping", action="store_true", default=None,
+                   help="clip each layer's part of every example's gradient separately")
+    g.add_argument("--accountant", help="pld (default, tight) or rdp")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.svg")
     return p
@@ -157,7 +206,7 @@ def _parse_hidden(values: Sequence[str]) -> list[int]:
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     """The training options given on the command line (None means not given)."""
-    out = {k: getattr(args, k) for k in ARCH_KEYS + RUN_KEYS + ("epochs",)}
+    out = {k: getattr(args, k) for k in ARCH_KEYS + RUN_KEYS + ("epochs",) + DP_KEYS}
     if out["hidden"] is not None:
         out["hidden"] = _parse_hidden(out["hidden"])
     return {k: v for k, v in out.items() if v is not None}
@@ -171,6 +220,37 @@ def run_registrations(files: Sequence[str]) -> None:
         _register.run_registrations(files)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _check_dp_options(given: dict) -> None:
+    """The option combinations of --dp that are refused before anything is loaded."""
+    if ("target_epsilon" in given) == ("noise_multiplier" in given):
+        raise UsageError("--dp: give exactly one of --target-epsilon (the noise is calibrated "
+                         "to it) and --noise-multiplier.")
+    if "expected_batch_size" in given and "sampling_rate" in given:
+        raise UsageError("--expected-batch-size: give it or --sampling-rate, not both.")
+    if "batch_size" in given:
+        raise UsageError("--batch-size: not with --dp, whose batches are Poisson samples; use "
+                         "--expected-batch-size or --sampling-rate.")
+    checks = {"target_epsilon": (0, math.inf, "a finite number > 0"),
+              "noise_multiplier": (0, math.inf, "a finite number > 0"),
+              "delta": (0, 1, "a number in (0, 1)"),
+              "sampling_rate": (0, 1, "a number in (0, 1]")}
+    for k, (lo, hi, what) in checks.items():
+        v = given.get(k)
+        if v is None:
+            continue
+        ok = math.isfinite(v) and lo < v and (v <= hi if k == "sampling_rate" else v < hi)
+        if not ok:
+            raise UsageError(f"--{k.replace('_', '-')}: expected {what}, got {v}.")
+    for c in given.get("clip") or []:
+        if not (math.isfinite(c) and c > 0):
+            raise UsageError(f"--clip: expected finite thresholds > 0, got {c}.")
+    if given.get("expected_batch_size") is not None and given["expected_batch_size"] < 1:
+        raise UsageError(f"--expected-batch-size: expected a positive integer, got "
+                         f"{given['expected_batch_size']}.")
+    if given.get("accountant") is not None and given["accountant"] not in ("pld", "rdp"):
+        raise UsageError(f"--accountant: expected one of ['pld', 'rdp'], got {given['accountant']!r}.")
 
 
 def _checkpoint_dir(path: str) -> str:
@@ -237,12 +317,14 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
                     f"--resume: the checkpoint in {cdir} (epoch {epoch}) is of another "
                     f"architecture: --{k.replace('_', '-')} {given[k]} was given, the checkpoint "
                     f"has {saved.get(k)} (network {resume_meta.get('network', {}).get('sizes')}).")
-        for k in RUN_KEYS:
+        for k in RUN_KEYS + DP_KEYS:
             if k in given and given[k] != saved.get(k):
                 raise UsageError(
                     f"--resume: --{k.replace('_', '-')} {given[k]} differs from the checkpoint's "
                     f"{saved.get(k)}; a resumed run continues the saved one (leave the option out).")
         cfg = {k: saved[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
+        cfg.update({k: saved.get(k) for k in DP_KEYS})
+        cfg["noise_calibrated"] = saved.get("noise_calibrated", False)
         if "epochs" in given:
             cfg["epochs"] = given["epochs"]
         cfg["data"] = saved.get("data")
@@ -255,11 +337,33 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         cfg = {"dataset": name, **COMMON_DEFAULTS, **DATA_DEFAULTS, **given, "total_steps": None,
                "data": {"file": os.path.abspath(args.data), "target": args.target,
                         "task": args.task, "impute": args.impute}}
+        if any(k in given for k in DP_KEYS):
+            raise UsageError("--dp: private training runs on the bundled datasets (--dataset), "
+                             "not yet on a --data table.")
+        cfg.update({k: None for k in DP_KEYS})
+        cfg["dp"], cfg["noise_calibrated"] = False, False
     else:
         dataset = given.get("dataset", "digits")
         if dataset not in datasets.DATASETS:
             raise UsageError(f"--dataset: expected one of {list(datasets.DATASETS)}, got {dataset!r}.")
-        cfg = {"dataset": dataset, **COMMON_DEFAULTS, **DEFAULTS[dataset], **given}
+        dp_given = sorted(k for k in DP_KEYS if k in given and k != "dp")
+        if not given.get("dp") and dp_given:
+            raise UsageError(f"--{dp_given[0].replace('_', '-')}: a private-training option; "
+                             "add --dp.")
+        if given.get("dp"):
+            _check_dp_options(given)
+            defaults = {**DEFAULTS[dataset], **DP_OPTION_DEFAULTS, **DP_DEFAULTS[dataset],
+                        "batch_size": None}
+            if "sampling_rate" in given:
+                defaults.pop("expected_batch_size")
+            cfg = {"dataset": dataset, **COMMON_DEFAULTS, **defaults, **given}
+            for k in DP_KEYS:
+                cfg.setdefault(k, None)
+        else:
+            cfg = {"dataset": dataset, **COMMON_DEFAULTS, **DEFAULTS[dataset], **given}
+            cfg.update({k: None for k in DP_KEYS})
+            cfg["dp"] = False
+        cfg["noise_calibrated"] = False
         cfg["total_steps"] = None
         cfg["data"] = None
     for flag in ("target", "task", "impute"):
@@ -281,13 +385,16 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         raise UsageError(f"--weight-decay: expected a finite number >= 0, got {cfg['weight_decay']}.")
     if cfg["epochs"] < 1:
         raise UsageError(f"--epochs: expected a positive integer, got {cfg['epochs']}.")
-    if cfg["batch_size"] < 1:
+    if cfg["batch_size"] is not None and cfg["batch_size"] < 1:
         raise UsageError(f"--batch-size: expected a positive integer, got {cfg['batch_size']}.")
     if cfg["seed"] < 0:
         raise UsageError(f"--seed: expected a non-negative integer, got {cfg['seed']}.")
     every = args.checkpoint_every
     if every is None:
         every = (resume_meta or {}).get("config", {}).get("checkpoint_every", 0)
+    if cfg["dp"] and args.data_parallel:
+        raise UsageError("--data-parallel: not available with --dp (private training runs on "
+                         "one device).")
     if every < 0:
         raise UsageError(f"--checkpoint-every: expected an integer >= 0, got {every}.")
     if resume_meta is not None and cfg["epochs"] < resume_meta["epoch"]:
@@ -322,6 +429,35 @@ def write_plot(path: str, history: list[dict], metric: str, title: str) -> None:
     _plotting.write_plot(path, history, metric, title)
 
 
+def _batch_words(cfg: dict) -> str:
+    if cfg.get("dp"):
+        return f"DP-SGD, expected batch {cfg['expected_batch_size']:.0f}"
+    return f"batch {cfg['batch_size']}"
+
+
+def _privacy_block(cfg: dict, dp, fr, m_train: int) -> Optional[dict]:
+    """What results.json records of a private run (None for a non-private one)."""
+    if dp is None:
+        return None
+    steps = fr.state.epoch * privacy.default_steps_per_epoch(cfg["sampling_rate"])
+    eps = privacy.epsilon(noise_multiplier=cfg["noise_multiplier"],
+                          sampling_rate=cfg["sampling_rate"], steps=steps, delta=cfg["delta"],
+                          accountant=cfg["accountant"])
+    return {"epsilon": eps, "delta": cfg["delta"], "noise_multiplier": cfg["noise_multiplier"],
+            "noise_calibrated": cfg["noise_calibrated"], "target_epsilon": cfg["target_epsilon"],
+            "sampling_rate": cfg["sampling_rate"], "expected_batch_size": cfg["sampling_rate"] * m_train,
+            "steps": steps, "steps_per_epoch": privacy.default_steps_per_epoch(cfg["sampling_rate"]),
+            "accountant": cfg["accountant"], "clip": cfg["clip_thresholds"],
+            "per_layer_clipping": bool(cfg["per_layer_clipping"]),
+            "max_batch_size": dp.max_batch_size,
+            "overflow_probability_bound": privacy.overflow_probability(
+                m_train, cfg["sampling_rate"], dp.max_batch_size, cfg["total_steps"]),
+            "overflows": int(sum(h.get("overflow", 0) for h in fr.history)),
+            "convention": "sum of clipped per-example gradients of L_i plus N(0, (sigma C)^2 I), "
+                          "divided by the expected batch size q n; Poisson sampling; "
+                          "add-or-remove-one neighbours"}
+
+
 def final_table(result: dict) -> str:
     cfg = result["config"]
     final = result["final"]
@@ -330,11 +466,18 @@ def final_table(result: dict) -> str:
         f"{cfg['dataset']}: network {'-'.join(map(str, result['network']['sizes']))} "
         f"({cfg['activation']} / {result['network']['activations'][-1]}, "
         f"{result['network']['cost']}), {cfg['optimizer']} lr={cfg['lr']:g}, "
-        f"{result['epochs_done']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}",
+        f"{result['epochs_done']} epochs, {_batch_words(cfg)}, seed {cfg['seed']}",
         "split   " + "".join(f"{c:>16}" for c in cols),
     ]
     for split in ("train", "test"):
         lines.append(f"{split:<8}" + "".join(f"{final[split][c]:>16.4f}" for c in cols))
+    pr = result.get("privacy")
+    if pr:
+        lines.append(
+            f"privacy: ({pr['epsilon']:.4g}, {pr['delta']:g})-DP by {pr['accountant'].upper()} "
+            f"over {pr['steps']} Poisson steps (q = {pr['sampling_rate']:.4g}), noise multiplier "
+            f"{pr['noise_multiplier']:.4g}{' (calibrated)' if pr['noise_calibrated'] else ''}, "
+            f"clip {pr['clip']}{' per layer' if pr['per_layer_clipping'] else ''}")
     lines.append(
         f"wall {result['wall_seconds']:.1f} s (training loop {result['train_seconds']:.1f} s), "
         f"{result['examples_per_second']:,.0f} examples/s, backend {result['jax']['backend']}")
@@ -386,10 +529,53 @@ def load_data(cfg: dict):
     return data, prep
 
 
+def _steps_per_epoch(cfg: dict, m_train: int) -> int:
+    if cfg["dp"]:
+        return privacy.default_steps_per_epoch(cfg["sampling_rate"])
+    return m_train // cfg["batch_size"]
+
+
+def _resolve_dp(cfg: dict, n: int) -> None:
+    """q, the clip thresholds and sigma (calibrated once, by the first run) of a --dp run."""
+    if cfg.get("sampling_rate") is None:
+        b = cfg["expected_batch_size"]
+        if b > n:
+            raise UsageError(f"--expected-batch-size: expected at most the {n} training examples "
+                             f"of {cfg['dataset']}, got {b}.")
+        cfg["sampling_rate"] = b / n
+    cfg["expected_batch_size"] = cfg["sampling_rate"] * n
+    if cfg["delta"] >= 1.0 / n:
+        raise UsageError(f"--delta: expected a value below 1/n = {1.0 / n:.3g} ({n} training "
+                         f"examples of {cfg['dataset']}), got {cfg['delta']:g}.")
+    L = len(cfg["hidden"]) + 1
+    clip = list(cfg["clip"])
+    if cfg["per_layer_clipping"]:
+        if len(clip) == 1:
+            clip = [clip[0] / math.sqrt(L)] * L  # the same total sensitivity C
+        elif len(clip) != L:
+            raise UsageError(f"--clip: expected 1 or {L} thresholds (one per layer of "
+                             f"{L} layers) with --per-layer-clipping, got {len(clip)}.")
+    elif len(clip) != 1:
+        raise UsageError(f"--clip: expected one threshold (or add --per-layer-clipping), got "
+                         f"{len(clip)}.")
+    cfg["clip_thresholds"] = clip
+    if cfg["target_epsilon"] is not None and not cfg["noise_calibrated"]:
+        steps = cfg["epochs"] * privacy.default_steps_per_epoch(cfg["sampling_rate"])
+        try:
+            cfg["noise_multiplier"] = privacy.calibrate_noise(
+                target_epsilon=cfg["target_epsilon"], delta=cfg["delta"],
+                sampling_rate=cfg["sampling_rate"], steps=steps, accountant=cfg["accountant"])
+        except ValueError as e:
+            raise UsageError(f"--target-epsilon: {str(e).split(': ', 1)[1]}") from None
+        cfg["noise_calibrated"] = True
+
+
 def _build(cfg: dict, data) -> tuple:
     """The network and optimizer of a resolved configuration (UsageError when impossible)."""
     m_train = data.X_train.shape[1]
-    if cfg["batch_size"] > m_train:
+    if cfg["dp"]:
+        _resolve_dp(cfg, m_train)
+    elif cfg["batch_size"] > m_train:
         raise UsageError(f"--batch-size: expected at most the {m_train} training examples of "
                          f"{cfg['dataset']}, got {cfg['batch_size']}.")
     try:
@@ -400,7 +586,7 @@ def _build(cfg: dict, data) -> tuple:
     except (TypeError, ValueError) as e:
         raise UsageError(f"network: {e}") from None
     if cfg["total_steps"] is None:  # the schedule's horizon is fixed by the first run
-        cfg["total_steps"] = cfg["epochs"] * (m_train // cfg["batch_size"])
+        cfg["total_steps"] = cfg["epochs"] * _steps_per_epoch(cfg, m_train)
     optimizer = training.make_optimizer(cfg["optimizer"], cfg["lr"], schedule=cfg["schedule"],
                                         total_steps=cfg["total_steps"],
                                         weight_decay=cfg["weight_decay"])
@@ -450,7 +636,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     data, prep = load_data(cfg)
     m_train = data.X_train.shape[1]
     net, optimizer = _build(cfg, data)
-    steps_per_epoch = m_train // cfg["batch_size"]
+    steps_per_epoch = _steps_per_epoch(cfg, m_train)
     init_key, key = _seed_keys(cfg["seed"])
     params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
     opt_state = jax.jit(optimizer.init)(params)  # zeros: one program, not one per shape
@@ -468,7 +654,17 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         state, resume_meta = _restore(resume_meta, network, state)
         history = list(resume_meta.get("history", []))[:state.epoch]
 
-    config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps", "data")}
+    config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps", "data")
+                    + DP_KEYS + ("noise_calibrated",)}
+    dp = None
+    if cfg["dp"]:
+        dp = privacy.DPSGD(l2_norm_clip=cfg["clip_thresholds"] if cfg["per_layer_clipping"]
+                           else cfg["clip_thresholds"][0],
+                           noise_multiplier=cfg["noise_multiplier"],
+                           sampling_rate=cfg["sampling_rate"], delta=cfg["delta"],
+                           accountant=cfg["accountant"], target_epsilon=cfg["target_epsilon"],
+                           max_batch_size=privacy.padded_batch_size(
+                               m_train, cfg["sampling_rate"], cfg["total_steps"]))
     cdir = os.path.join(cfg["out"], "checkpoints")
     if (resume_meta is not None and cfg["checkpoint_every"] > 0
             and os.path.abspath(resume_meta["checkpoint_dir"]) == os.path.abspath(cdir)):
@@ -495,7 +691,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     try:
         fr = jaxmlp.fit.fit(
             net, None, optimizer, X_tr, Y_tr, epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"], key=None, state=state, history=history,
+            batch_size=cfg["batch_size"], key=None, state=state, history=history, dp=dp,
             eval_sets={"train": (X_tr, Y_tr), "test": (X_te, Y_te)},
             on_epoch_end=lambda st, row: save_checkpoint(st, row) or history.append(row),
             # fit's history is the one reported; the local copy feeds the checkpoints' meta
@@ -516,7 +712,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     final = {"train": _fmt_metrics(training.evaluate(net, params, X_tr, Y_tr)),
              "test": _fmt_metrics(training.evaluate(net, params, X_te, Y_te))}
     steady = fr.epoch_seconds[1:] or fr.epoch_seconds
-    examples = steps_per_epoch * cfg["batch_size"]
+    examples = steps_per_epoch * (cfg["expected_batch_size"] if dp else cfg["batch_size"])
     result = {
         "status": fr.status,
         "message": message,
@@ -530,7 +726,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
                     "n_inputs": data.n_inputs, "n_outputs": data.n_outputs,
                     "target_names": list(data.target_names),
                     "steps_per_epoch": steps_per_epoch,
-                    "examples_skipped_per_epoch": int(m_train - examples)},
+                    "examples_skipped_per_epoch": 0 if dp else int(m_train - examples)},
+        "privacy": _privacy_block(cfg, dp, fr, m_train),
         "resumed_from_epoch": state.epoch if resume_meta is not None else None,
         "epochs_done": fr.state.epoch,
         "history": history,
@@ -547,6 +744,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         "final_params_sha256": _params_digest(params),
         "preprocessing": prep.to_dict(),
     }
+    if fr.status == "budget":
+        print(f"train.py: {message}", file=sys.stderr)
     if metric == "label_accuracy":
         ev = training.evaluate(net, params, X_te, Y_te)
         result["final_per_label_accuracy"] = dict(zip(data.target_names,
@@ -558,7 +757,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     if plot and history:
         write_plot(os.path.join(cfg["out"], "learning_curves.svg"), history, metric,
                    f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
-                   f"lr={cfg['lr']:g}, batch {cfg['batch_size']}")
+                   f"lr={cfg['lr']:g}, {_batch_words(cfg)}")
     if fr.status == "diverged":
         print(f"train.py: {message}", file=sys.stderr)
         return EXIT_DIVERGED, result

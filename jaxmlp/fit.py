@@ -15,6 +15,13 @@ damaged one; ``on_epoch_end`` (e.g. a checkpoint writer) is only ever called wit
 states. The data are checked once, before the first epoch: non-finite X or Y, and targets
 outside the cost's domain (:meth:`jaxmlp.costs.Cost.check_targets`), are refused.
 
+Private training (``dp=jaxmlp.privacy.DPSGD(...)``): each epoch is the Poisson-sampled
+DP-SGD epoch of :func:`jaxmlp.privacy.make_dp_train_epoch` (``steps_per_epoch`` steps, the
+batch size only in expectation, q n), and after every epoch the history row holds
+``epsilon``, the privacy spent so far (all completed steps, ``dp.accountant``, at
+``dp.delta``), shown on the progress bar. With ``dp.target_epsilon`` the run stops
+(status ``"budget"``) before an epoch whose steps would spend more than the target.
+
 ``experiments/train.py`` is argument parsing and file output around this function.
 """
 
@@ -29,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import training, validation
+from jaxmlp import privacy, training, validation
 from jaxmlp.network import Network
 from jaxmlp.training import TrainState
 
@@ -48,8 +55,9 @@ class FitResult(NamedTuple):
       history: one dict per completed epoch: ``epoch``, ``running_cost`` (mean minibatch
         cost), ``first_cost`` (the epoch's first minibatch cost), ``seconds`` (the epoch's
         compiled call), and ``<set>_<metric>`` for every evaluated set and metric.
-      status: ``"completed"``, ``"diverged"`` (see the module docstring) or ``"stopped"``
-        (``on_epoch_end`` returned False).
+      status: ``"completed"``, ``"diverged"`` (see the module docstring), ``"stopped"``
+        (``on_epoch_end`` returned False) or ``"budget"`` (private training: the next
+        epoch would have spent more than ``dp.target_epsilon``).
       message: None, or what went wrong, naming the epoch and step.
       epoch_seconds: the wall time of each epoch run here (compiled call only).
     """
@@ -98,7 +106,7 @@ def fit(
     Y: Any,
     *,
     epochs: int,
-    batch_size: int,
+    batch_size: Optional[int] = None,
     key: Any,
     eval_sets: Optional[Mapping[str, tuple]] = None,
     state: Optional[TrainState] = None,
@@ -110,6 +118,7 @@ def fit(
     compute_dtype=None,
     batch_sharding=None,
     permutation=None,
+    dp: Optional[privacy.DPSGD] = None,
 ) -> FitResult:
     """Trains ``params`` on X (n[0], m), Y (n[L], m) for ``epochs`` epochs.
 
@@ -119,7 +128,8 @@ def fit(
       optimizer: an optax ``GradientTransformation``.
       X, Y: the training set, columns are examples.
       epochs: the epoch to train up to (a resumed ``state`` at epoch e runs e+1..epochs).
-      batch_size: columns per minibatch (the m % batch_size left over are skipped per epoch).
+      batch_size: columns per minibatch (the m % batch_size left over are skipped per epoch);
+        None with ``dp`` (the batches are Poisson samples of expected size q m).
       key: the PRNG key of the first epoch's shuffle (ignored when ``state`` is given).
       eval_sets: ``{"train": (X, Y), "test": (X_te, Y_te)}``: evaluated after every epoch
         (:func:`jaxmlp.training.evaluate`); each scalar metric lands in the history as
@@ -131,7 +141,10 @@ def fit(
         minibatch cost; None: never.
       progress: show a tqdm bar on stderr.
       compute_dtype, batch_sharding, permutation: as for
-        :func:`jaxmlp.training.make_train_epoch`.
+        :func:`jaxmlp.training.make_train_epoch` (the last two not with ``dp``).
+      dp: None, or a :class:`jaxmlp.privacy.DPSGD`: private training (module docstring).
+        Its ``max_batch_size`` defaults to :func:`jaxmlp.privacy.padded_batch_size` for all
+        the run's steps (overflow probability below 1e-9 over the run).
 
     Returns:
       :class:`FitResult`. Nothing is raised for divergence: check ``status``.
@@ -163,8 +176,33 @@ def fit(
         validation.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
         net.cost_fn.check_targets(Ye, name=f"eval_sets[{name!r}] Y")
         eval_sets[name] = (Xe, Ye)
-    epoch_fn = training.make_train_epoch(net, optimizer, batch_size, batch_sharding=batch_sharding,
-                                         permutation=permutation, compute_dtype=compute_dtype)
+    m = X.shape[1]
+    if dp is None:
+        if batch_size is None:
+            raise TypeError("batch_size: expected a positive integer (None only with dp), got None.")
+        epoch_fn = training.make_train_epoch(net, optimizer, batch_size,
+                                             batch_sharding=batch_sharding,
+                                             permutation=permutation, compute_dtype=compute_dtype)
+    else:
+        dp = privacy.check_dpsgd(dp, net, m)
+        for name, value in (("batch_size", batch_size), ("batch_sharding", batch_sharding),
+                            ("permutation", permutation)):
+            if value is not None:
+                raise ValueError(f"{name}: expected None with dp (private training samples "
+                                 f"its batches by Poisson sampling), got {value!r}.")
+        if dp.max_batch_size is None:
+            dp = dp._replace(max_batch_size=privacy.padded_batch_size(
+                m, dp.sampling_rate, epochs * dp.steps_per_epoch))
+        epoch_fn = privacy.make_dp_train_epoch(
+            net, optimizer, sampling_rate=dp.sampling_rate, l2_norm_clip=dp.l2_norm_clip,
+            noise_multiplier=dp.noise_multiplier, steps_per_epoch=dp.steps_per_epoch,
+            max_batch_size=dp.max_batch_size, compute_dtype=compute_dtype)
+
+    def spent(epoch: int) -> float:
+        return privacy.epsilon(noise_multiplier=dp.noise_multiplier,
+                               sampling_rate=dp.sampling_rate, steps=epoch * dp.steps_per_epoch,
+                               delta=dp.delta, accountant=dp.accountant)
+
     metric = training.metric_name(net)
     baseline = history[0].get("first_cost") if history else None
 
@@ -177,6 +215,15 @@ def fit(
     status, message, seconds = "completed", None, []
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
+            eps = None
+            if dp is not None and dp.target_epsilon is not None:
+                eps = spent(epoch)
+                if eps > dp.target_epsilon:
+                    status = "budget"
+                    message = (f"privacy budget: epoch {epoch} would spend epsilon {eps:.4g} > "
+                               f"target_epsilon {dp.target_epsilon:g} (delta {dp.delta:g}); "
+                               f"stopped after epoch {epoch - 1}")
+                    break
             t0 = time.perf_counter()
             key, epoch_key = training.split_key(state.key)
             params, opt_state, mt = epoch_fn(state.params, state.opt_state, epoch_key, X, Y)
@@ -194,6 +241,11 @@ def fit(
             seconds.append(dt)
             row = {"epoch": epoch, "running_cost": float(np.mean(costs)),
                    "first_cost": float(costs[0]), "seconds": dt}
+            if dp is not None:
+                row["epsilon"] = spent(epoch) if eps is None else eps
+                row["steps"] = epoch * dp.steps_per_epoch
+                row["mean_batch_size"] = float(np.mean(np.asarray(mt.batch_size)))
+                row["overflow"] = int(np.sum(np.asarray(mt.overflow)))
             for name, (Xe, Ye) in eval_sets.items():
                 ev = _scalars(training.evaluate(net, params, Xe, Ye, check_finite=False))
                 row.update({f"{name}_{k}": v for k, v in ev.items()})
@@ -205,6 +257,8 @@ def fit(
                 shown = {"cost": f"{row['running_cost']:.4f}"}
                 shown.update({f"{n}_{metric}": f"{row[f'{n}_{metric}']:.4f}" for n in eval_sets
                               if f"{n}_{metric}" in row})
+                if "epsilon" in row:
+                    shown["eps"] = f"{row['epsilon']:.3g}"
                 shown.update(row.get("postfix", {}))
                 bar.set_postfix(shown, refresh=False)
                 bar.update(1)

@@ -1,0 +1,457 @@
+"""The cost of privacy: accuracy against epsilon, and the time and memory of a DP-SGD step.
+
+    python experiments/dp.py accuracy                 # digits (all bundled sets: --datasets all)
+    python experiments/dp.py speed                    # 784-512-512-10 at m = 256, 1024, 4096
+    python experiments/dp.py accuracy --quick         # 1 seed, smaller grid (a smoke test)
+
+**accuracy** (results/dp/accuracy.json, accuracy.png). For each dataset and each epsilon in
+{0.5, 1, 2, 4, 8, inf} (delta = 1e-5, PLD accountant, Poisson sampling; inf = the same
+pipeline with clipping and no noise) the hyper-parameters are chosen on a VALIDATION split
+carved from the train split (20 % of it, fixed seed), never on the test split: every point of
+a small grid (learning rate x sampling rate q x number of steps) is trained on the remaining
+80 % with its noise calibrated to epsilon, and the point with the best validation metric
+wins. The winner is then retrained on the whole train split (same q and steps, noise
+calibrated again for them, which gives the same sigma) with 3 seeds and evaluated once on
+the test split; the table reports the test mean and standard deviation. The non-private
+reference is ``experiments/train.py``'s default configuration for the dataset (its own
+network and Adam), trained with the same 3 seeds. Caveat: the tuning runs read the
+private training data, and their privacy cost is not counted in epsilon (as in most of
+the literature).
+
+Network: one hidden tanh layer (64 units for digits and multilabel, 32 for the two small
+sets), SGD with momentum 0.9, per-example clip C = 1 (flat).
+
+**speed** (results/dp/speed.json). One training step (gradient + SGD update) of the medium
+network 784-512-512-10 (relu, softmax + cross-entropy, float32) on a fixed batch of m
+columns, for: the non-private step; the jaxmlp DP step (flat and per-layer clipping,
+noise on, sigma = 1); the vmap route of the JAX ecosystem (``jax.vmap(jax.grad)`` per-example
+gradients, then ``optax.contrib.differentially_private_aggregate``). All compiled first,
+then timed interleaved (each round runs every function once, in a shuffled order,
+``block_until_ready``), medians over rounds, and the DP/non-private ratio as the median of
+the per-round ratios (paired). Two diagnostics split the DP step's extra time: the DP step
+with sigma = 0 (clipping only: no random numbers are drawn) and the noise draw alone (one
+Gaussian per parameter, JAX's default threefry generator). XLA memory: ``jax.jit(f).lower(...).compile()
+.memory_analysis()`` (temporaries + arguments + outputs), which needs no execution, so the
+vmap route's memory is reported at m = 4096 too, where running it is skipped
+(``--vmap-max-m``). The vmap route, 40-200x slower, is timed in the first 3 rounds only
+(paired with the same rounds of the other functions); the others run up to ``--rounds``
+rounds or ``--seconds`` more seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxmlp
+from jaxmlp import datasets, privacy, training
+from jaxmlp.fit import fit
+
+OUT = ROOT / "results" / "dp"
+EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
+DELTA = 1e-5
+SEEDS = (0, 1, 2)
+VAL_FRACTION = 0.2
+VAL_SEED = 1234
+CLIP = 1.0
+#: The grid searched on the validation split, per dataset.
+GRIDS = {
+    "digits": dict(hidden=[64], lr=(0.25, 0.5), q=(0.5, 0.7), steps=(40, 80)),
+    "breast_cancer": dict(hidden=[32], lr=(0.25, 0.5), q=(0.5, 0.7), steps=(40, 80)),
+    "multilabel": dict(hidden=[64], lr=(0.25, 0.5), q=(0.5, 0.7), steps=(40, 80)),
+    "diabetes": dict(hidden=[32], lr=(0.05, 0.2), q=(0.5, 0.7), steps=(40, 80)),
+}
+QUICK_GRID = dict(lr=(0.5,), q=(0.5,), steps=(80,))
+STEPS_PER_EPOCH = 10  # fit evaluates (and accounts) once per 10 steps
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def _network(data, hidden):
+    return jaxmlp.Network((data.n_inputs, *hidden, data.n_outputs),
+                          (*(["tanh"] * len(hidden)), data.output_activation), data.cost)
+
+
+def _dp_run(net, X, Y, Xe, Ye, *, eps, lr, q, steps, seed):
+    """Trains privately (or with sigma = 0 for eps = inf); returns (metric on (Xe, Ye), sigma, eps spent)."""
+    n = X.shape[1]
+    sigma = 0.0 if math.isinf(eps) else privacy.calibrate_noise(
+        target_epsilon=eps, delta=DELTA, sampling_rate=q, steps=steps)
+    dp = privacy.DPSGD(l2_norm_clip=CLIP, noise_multiplier=sigma, sampling_rate=q, delta=DELTA,
+                       steps_per_epoch=STEPS_PER_EPOCH,
+                       target_epsilon=None if math.isinf(eps) else eps)
+    init_key, key = jax.random.split(jax.random.PRNGKey(seed))
+    params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
+    fr = fit(net, params, optax.sgd(lr, momentum=0.9), X, Y, epochs=steps // STEPS_PER_EPOCH,
+             key=key, dp=dp)
+    if fr.status != "completed":
+        return -math.inf, sigma, None, fr.status
+    metric = training.metric_name(net)
+    value = float(training.evaluate(net, fr.state.params, Xe, Ye)[metric])
+    spent = fr.history[-1]["epsilon"] if fr.history else None
+    assert n > 0
+    return value, sigma, spent, fr.status
+
+
+def _split_validation(data):
+    n = data.X_train.shape[1]
+    perm = np.random.default_rng(VAL_SEED).permutation(n)
+    n_val = int(round(VAL_FRACTION * n))
+    val, sub = perm[:n_val], perm[n_val:]
+    return ((jnp.asarray(data.X_train[:, sub]), jnp.asarray(data.Y_train[:, sub])),
+            (jnp.asarray(data.X_train[:, val]), jnp.asarray(data.Y_train[:, val])))
+
+
+def _nonprivate_reference(name, data, seeds):
+    """experiments/train.py's default configuration for the dataset, test metric per seed."""
+    import train as train_cli  # the CLI's defaults, not a copy of them (the script's folder)
+
+    cfg = train_cli.DEFAULTS[name]
+    net = jaxmlp.Network(
+        (data.n_inputs, *cfg["hidden"], data.n_outputs),
+        (*([cfg["activation"]] * len(cfg["hidden"])), data.output_activation), data.cost)
+    X, Y = jnp.asarray(data.X_train), jnp.asarray(data.Y_train)
+    Xt, Yt = jnp.asarray(data.X_test), jnp.asarray(data.Y_test)
+    metric = training.metric_name(net)
+    out = []
+    for seed in seeds:
+        init_key, key = jax.random.split(jax.random.PRNGKey(seed))
+        params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
+        opt = training.make_optimizer(cfg["optimizer"], cfg["lr"])
+        fr = fit(net, params, opt, X, Y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], key=key)
+        out.append(float(training.evaluate(net, fr.state.params, Xt, Yt)[metric]))
+    return {"config": {k: v for k, v in cfg.items()}, "test": out}
+
+
+def accuracy(names, seeds, quick):
+    rows = {}
+    for name in names:
+        data = datasets.load(name, seed=0)
+        grid = dict(GRIDS[name])
+        if quick:
+            grid.update(QUICK_GRID)
+        net = _network(data, grid["hidden"])
+        metric = training.metric_name(net)
+        (Xs, Ys), (Xv, Yv) = _split_validation(data)
+        X, Y = jnp.asarray(data.X_train), jnp.asarray(data.Y_train)
+        Xt, Yt = jnp.asarray(data.X_test), jnp.asarray(data.Y_test)
+        per_eps = []
+        for eps in EPSILONS:
+            t0 = time.perf_counter()
+            trials = []
+            for lr in grid["lr"]:
+                for q in grid["q"]:
+                    for steps in grid["steps"]:
+                        v, sigma, _, status = _dp_run(net, Xs, Ys, Xv, Yv, eps=eps, lr=lr, q=q,
+                                                      steps=steps, seed=100)
+                        trials.append({"lr": lr, "q": q, "steps": steps, "sigma": sigma,
+                                       "validation": v, "status": status})
+            best = max(trials, key=lambda t: t["validation"])
+            tests, spent = [], []
+            for seed in seeds:
+                v, sigma, e, status = _dp_run(net, X, Y, Xt, Yt, eps=eps, lr=best["lr"],
+                                              q=best["q"], steps=best["steps"], seed=seed)
+                tests.append(v)
+                spent.append(e)
+            row = {"epsilon": None if math.isinf(eps) else eps, "delta": DELTA,
+                   "chosen": {k: best[k] for k in ("lr", "q", "steps")},
+                   "expected_batch_size": best["q"] * X.shape[1], "noise_multiplier": sigma,
+                   "epsilon_spent": spent, "validation_best": best["validation"],
+                   "test": tests, "test_mean": float(np.mean(tests)),
+                   "test_std": float(np.std(tests)), "grid": trials,
+                   "seconds": time.perf_counter() - t0}
+            per_eps.append(row)
+            print(f"{name:>13} eps={eps:<4g} {metric} {row['test_mean']:.4f} +- {row['test_std']:.4f}"
+                  f"  (lr {best['lr']}, q {best['q']}, {best['steps']} steps, sigma {sigma:.3g};"
+                  f" val {best['validation']:.4f}; {row['seconds']:.0f} s)", flush=True)
+        ref = _nonprivate_reference(name, data, seeds)
+        ref["test_mean"], ref["test_std"] = float(np.mean(ref["test"])), float(np.std(ref["test"]))
+        print(f"{name:>13} non-private reference {metric} {ref['test_mean']:.4f} +- "
+              f"{ref['test_std']:.4f}", flush=True)
+        rows[name] = {"metric": metric, "m_train": int(X.shape[1]), "network": list(net.sizes),
+                      "activations": list(net.activations), "rows": per_eps,
+                      "nonprivate_reference": ref}
+    return rows
+
+
+def accuracy_table(rows) -> str:
+    lines = []
+    for name, r in rows.items():
+        lines.append(f"{name} ({r['metric']}, test split, mean +- std over seeds; network "
+                     f"{'-'.join(map(str, r['network']))} tanh, delta {DELTA:g}, PLD)")
+        lines.append(f"{'epsilon':>8} {'test':>16} {'lr':>6} {'q':>5} {'E[B]':>6} {'steps':>6} {'sigma':>8}")
+        for row in r["rows"]:
+            e = "inf" if row["epsilon"] is None else f"{row['epsilon']:g}"
+            c = row["chosen"]
+            lines.append(f"{e:>8} {row['test_mean']:>9.4f} +- {row['test_std']:.3f} {c['lr']:>6g} "
+                         f"{c['q']:>5g} {row['expected_batch_size']:>6.0f} {c['steps']:>6} "
+                         f"{row['noise_multiplier']:>8.3g}")
+        ref = r["nonprivate_reference"]
+        lines.append(f"{'non-DP':>8} {ref['test_mean']:>9.4f} +- {ref['test_std']:.3f}  "
+                     f"(train.py defaults: {ref['config']['hidden']} {ref['config']['activation']}, "
+                     f"{ref['config']['optimizer']} lr {ref['config']['lr']:g}, batch "
+                     f"{ref['config']['batch_size']}, {ref['config']['epochs']} epochs)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def accuracy_markdown(rows) -> str:
+    """The README's table: one column per dataset, the chosen point next to each mean."""
+    names = list(rows)
+    labels = ["inf" if r["epsilon"] is None else f"{r['epsilon']:g}" for r in rows[names[0]]["rows"]]
+    lines = ["| epsilon | " + " | ".join(f"{n} ({rows[n]['metric']})" for n in names) + " |",
+             "|---:|" + "---:|" * len(names)]
+    for i, label in enumerate(labels):
+        cells = []
+        for n in names:
+            r = rows[n]["rows"][i]
+            c = r["chosen"]
+            cells.append(f"{r['test_mean']:.3f} +- {r['test_std']:.3f} (lr {c['lr']:g}, E[B] "
+                         f"{r['expected_batch_size']:.0f}, {c['steps']} steps, sigma "
+                         f"{r['noise_multiplier']:.3g})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ref = [rows[n]["nonprivate_reference"] for n in names]
+    lines.append("| non-DP | " + " | ".join(f"{r['test_mean']:.3f} +- {r['test_std']:.3f}"
+                                            for r in ref) + " |")
+    nets = "; ".join(f"{n}: {'-'.join(map(str, rows[n]['network']))}, n = {rows[n]['m_train']}"
+                     for n in names)
+    return "\n".join(lines) + f"\n\nNetworks and train sizes: {nets}."
+
+
+def accuracy_plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
+    for ax, (name, r) in zip(axes[0], rows.items()):
+        finite = [row for row in r["rows"] if row["epsilon"] is not None]
+        xs = [row["epsilon"] for row in finite]
+        ax.errorbar(xs, [row["test_mean"] for row in finite],
+                    yerr=[row["test_std"] for row in finite], marker="o", capsize=3,
+                    label="DP-SGD (Poisson, PLD)")
+        inf_row = [row for row in r["rows"] if row["epsilon"] is None]
+        if inf_row:
+            ax.axhline(inf_row[0]["test_mean"], ls=":", color="gray", label="clipped, no noise")
+        ax.axhline(r["nonprivate_reference"]["test_mean"], ls="--", color="k",
+                   label="non-private reference")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"epsilon (delta = {DELTA:g})")
+        ax.set_ylabel(f"test {r['metric']}")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def _speed_functions(net, m, sigma=1.0, C=1.0):
+    """name -> (jitted step(params, X, Y, key) -> params, extra state or None)."""
+    L = net.num_layers
+    opt = optax.sgd(0.1)
+    C_layers = np.full(L, C / math.sqrt(L))
+
+    def nonprivate(params, X, Y, key):
+        _, g = training.value_and_grad_kernel(net, params, X, Y)
+        u, _ = opt.update(g, opt.init(params), params)
+        return optax.apply_updates(params, u)
+
+    def dp_step(Cs, sens, sigma=sigma):
+        def step(params, X, Y, key):
+            out = privacy.dp_gradient_kernel(net, params, X, Y, key, Cs, None, X.shape[1],
+                                             sigma=sigma, sensitivity=sens)
+            u, _ = opt.update(out.grads, opt.init(params), params)
+            return optax.apply_updates(params, u)
+        return step
+
+    agg = optax.chain(optax.contrib.differentially_private_aggregate(
+        l2_norm_clip=C, noise_multiplier=sigma, key=jax.random.key(0)), opt)
+
+    def vmap_route(params, X, Y, key):
+        def L_i(p, x, y):  # autodiff of the one-column loss: the ecosystem's per-example route
+            return jaxmlp.loss(net, p, x[:, None], y[:, None])
+
+        G = jax.vmap(jax.grad(L_i), in_axes=(None, 1, 1))(params, X, Y)
+        u, _ = agg.update(G, agg.init(params), params)
+        return optax.apply_updates(params, u)
+
+    def noise_only(params, X, Y, key):  # the P Gaussian draws of a DP step, alone
+        return privacy.add_noise(key, params, jnp.float32(sigma * C), jnp.float32)
+
+    return {"nonprivate": nonprivate, "dp_flat": dp_step(np.float32(C), C),
+            "dp_flat_no_noise": dp_step(np.float32(C), C, sigma=0.0), "noise_only": noise_only,
+            "dp_per_layer": dp_step(C_layers.astype(np.float32), C), "vmap_route": vmap_route}
+
+
+def _memory(compiled):
+    ma = compiled.memory_analysis()
+    if ma is None:
+        return None
+    return {"temp": int(ma.temp_size_in_bytes), "argument": int(ma.argument_size_in_bytes),
+            "output": int(ma.output_size_in_bytes),
+            "total": int(ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes)}
+
+
+def speed(sizes, rounds, vmap_max_m, seconds_cap):
+    net = jaxmlp.Network((784, 512, 512, 10), ("relu", "relu", "softmax"),
+                         "categorical_cross_entropy")
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
+    results = []
+    rng = np.random.default_rng(0)
+    for m in sizes:
+        X = jnp.asarray(rng.normal(size=(784, m)).astype(np.float32))
+        Y = jnp.asarray(np.eye(10, dtype=np.float32)[:, rng.integers(0, 10, m)])
+        key = jax.random.PRNGKey(1)
+        fns = _speed_functions(net, m)
+        compiled, memory = {}, {}
+        for name, f in fns.items():
+            c = jax.jit(f).lower(params, X, Y, key).compile()
+            memory[name] = _memory(c)
+            if name == "vmap_route" and m > vmap_max_m:
+                continue  # memory only: O(m * num_params) per-example gradients
+            compiled[name] = c
+            jax.block_until_ready(c(params, X, Y, key))  # warm-up
+        times = {name: [] for name in compiled}
+        order = list(compiled)
+        t_start = time.perf_counter()
+        r = 0
+        while r < rounds and (r < 3 or time.perf_counter() - t_start < seconds_cap):
+            if r == 3:  # the slow vmap route runs in the first 3 rounds only
+                order = [k for k in order if k != "vmap_route"]
+            random.Random(r).shuffle(order)
+            for name in order:
+                t0 = time.perf_counter()
+                jax.block_until_ready(compiled[name](params, X, Y, key))
+                times[name].append(time.perf_counter() - t0)
+            r += 1
+            if r == 3:
+                t_start = time.perf_counter()  # the time cap counts from here
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratio = {k: statistics.median(a / b for a, b in zip(v, times["nonprivate"]))
+                 for k, v in times.items()}
+        row = {"m": m, "rounds": r, "median_ms": {k: 1e3 * v for k, v in med.items()},
+               "paired_ratio_to_nonprivate": ratio, "xla_memory_bytes": memory,
+               "memory_ratio_to_nonprivate": {
+                   k: (v["total"] / memory["nonprivate"]["total"] if v and memory["nonprivate"] else None)
+                   for k, v in memory.items()}}
+        if "vmap_route" in times:
+            row["vmap_over_dp_flat"] = statistics.median(
+                a / b for a, b in zip(times["vmap_route"], times["dp_flat"]))
+        results.append(row)
+        print(speed_row(row), flush=True)
+    return {"network": list(net.sizes), "dtype": "float32", "sigma": 1.0, "clip": 1.0,
+            "results": results}
+
+
+def speed_row(row) -> str:
+    t, r, mem = row["median_ms"], row["paired_ratio_to_nonprivate"], row["memory_ratio_to_nonprivate"]
+    parts = [f"m={row['m']:>5} ({row['rounds']} rounds)"]
+    for k in ("nonprivate", "dp_flat", "dp_per_layer", "dp_flat_no_noise", "noise_only",
+              "vmap_route"):
+        if k in t:
+            parts.append(f"{k} {t[k]:.2f} ms ({r[k]:.2f}x, mem {mem[k]:.2f}x)")
+        elif mem.get(k):
+            parts.append(f"{k} not run (mem {mem[k]:.1f}x)")
+    return "; ".join(parts)
+
+
+def speed_table(sp) -> str:
+    lines = [f"{'m':>5} {'non-private':>12} {'DP flat':>16} {'DP per-layer':>16} "
+             f"{'DP, sigma=0':>16} {'noise alone':>11} "
+             f"{'vmap route':>18} {'vmap/DP':>8} {'mem DP/np':>10} {'mem vmap/np':>12}"]
+    for row in sp["results"]:
+        t, r, mem = row["median_ms"], row["paired_ratio_to_nonprivate"], row["memory_ratio_to_nonprivate"]
+        vm = f"{t['vmap_route']:.1f} ms" if "vmap_route" in t else "not run"
+        lines.append(
+            f"{row['m']:>5} {t['nonprivate']:>9.2f} ms {t['dp_flat']:>7.2f} ms {r['dp_flat']:.2f}x "
+            f"{t['dp_per_layer']:>7.2f} ms {r['dp_per_layer']:.2f}x "
+            f"{t['dp_flat_no_noise']:>7.2f} ms {r['dp_flat_no_noise']:.2f}x "
+            f"{t['noise_only']:>8.2f} ms {vm:>18} "
+            f"{row.get('vmap_over_dp_flat', float('nan')):>7.0f}x {mem['dp_flat']:>9.2f}x "
+            f"{mem['vmap_route']:>11.1f}x")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _environment():
+    return {"jax": jax.__version__, "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()[:1]], "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", nargs="?", default="all", choices=("accuracy", "speed", "all"))
+    p.add_argument("--datasets", nargs="+", default=["digits"],
+                   help=f"datasets for accuracy ('all' = {', '.join(datasets.DATASETS)})")
+    p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds of the final runs (default 3)")
+    p.add_argument("--quick", action="store_true", help="one grid point, for a smoke test")
+    p.add_argument("--sizes", nargs="+", type=int, default=[256, 1024, 4096])
+    p.add_argument("--rounds", type=int, default=30, help="timing rounds (at most)")
+    p.add_argument("--seconds", type=float, default=60.0, help="time cap of one size's rounds")
+    p.add_argument("--vmap-max-m", type=int, default=1024,
+                   help="largest m at which the vmap route is run (memory is reported anyway)")
+    p.add_argument("--out", default=str(OUT))
+    args = p.parse_args(argv)
+    names = list(datasets.DATASETS) if args.datasets == ["all"] else args.datasets
+    for n in names:
+        if n not in datasets.DATASETS:
+            p.error(f"--datasets: expected names from {list(datasets.DATASETS)}, got {n!r}")
+    os.makedirs(args.out, exist_ok=True)
+    env = _environment()
+    if args.what in ("accuracy", "all"):
+        t0 = time.perf_counter()
+        rows = accuracy(names, SEEDS[: args.seeds] if args.seeds <= 3 else range(args.seeds),
+                        args.quick)
+        suffix = "_quick" if args.quick else ""
+        path = os.path.join(args.out, f"accuracy{suffix}.json")
+        if os.path.exists(path):  # datasets run before (separately) stay in the table
+            with open(path) as f:
+                rows = {**json.load(f)["datasets"], **rows}
+        rows = {n: rows[n] for n in datasets.DATASETS if n in rows}
+        table = accuracy_table(rows)
+        print(table)
+        print(accuracy_markdown(rows))
+        with open(os.path.join(args.out, f"accuracy{suffix}.json"), "w") as f:
+            json.dump({"datasets": rows, "table": table, "epsilons": [None if math.isinf(e) else e
+                                                                      for e in EPSILONS],
+                       "delta": DELTA, "accountant": "pld", "clip": CLIP,
+                       "validation": {"fraction_of_train": VAL_FRACTION, "seed": VAL_SEED},
+                       "seconds": time.perf_counter() - t0, "environment": env}, f, indent=1)
+        accuracy_plot(rows, os.path.join(args.out, f"accuracy{suffix}.png"))
+    if args.what in ("speed", "all"):
+        sp = speed(args.sizes, args.rounds, args.vmap_max_m, args.seconds)
+        sp["table"] = speed_table(sp)
+        sp["environment"] = env
+        print(sp["table"])
+        name = "speed.json" if env["backend"] == "cpu" else f"speed_{env['backend']}.json"
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump(sp, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
