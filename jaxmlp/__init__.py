@@ -20,6 +20,8 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``checkpoint``            orbax checkpoints of a run (digest-verified)
 ``outdir``                one run per output folder (lock), atomic result files
 ``sharding``              data parallelism by sharding annotations
+``ensemble``              K networks trained at once (vmap over the same step)
+``distributed``           several processes (jax.distributed); the 2-D (data, model) mesh
 ``shuffle``               the epoch permutation
 ``verification``          the autodiff / finite-difference oracle checks
 ``datasets``              bundled real datasets
@@ -47,9 +49,9 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "accumulation", "activations", "benchmarking", "checkpoint", "core", "costs", "curvature",
-    "datasets", "export", "fit", "init", "kfac", "network", "outdir", "privacy", "propagation",
-    "quantities", "sharding", "shuffle", "single_column", "tabular", "training", "validation",
-    "verification",
+    "datasets", "distributed", "ensemble", "export", "fit", "init", "kfac", "network", "outdir",
+    "privacy", "propagation", "quantities", "sharding", "shuffle", "single_column", "tabular",
+    "training", "validation", "verification",
 )
 
 __all__ = [

@@ -119,6 +119,9 @@ def fit(
     batch_sharding=None,
     permutation=None,
     dp: Optional[privacy.DPSGD] = None,
+    ensemble: Optional[int] = None,
+    learning_rates: Any = None,
+    shared_batches: bool = False,
 ) -> FitResult:
     """Trains ``params`` on X (n[0], m), Y (n[L], m) for ``epochs`` epochs.
 
@@ -145,10 +148,28 @@ def fit(
       dp: None, or a :class:`jaxmlp.privacy.DPSGD`: private training (module docstring).
         Its ``max_batch_size`` defaults to :func:`jaxmlp.privacy.padded_batch_size` for all
         the run's steps (overflow probability below 1e-9 over the run).
+      ensemble, learning_rates, shared_batches: K members trained at once, ``params``
+        stacked along a leading axis K (:func:`jaxmlp.ensemble.init_ensemble`), optionally
+        with K learning rates; runs :func:`jaxmlp.ensemble.fit_ensemble` (its docstring;
+        not with ``dp`` or ``batch_sharding``).
 
     Returns:
       :class:`FitResult`. Nothing is raised for divergence: check ``status``.
     """
+    if ensemble is not None or learning_rates is not None or shared_batches:
+        if batch_sharding is not None:
+            raise ValueError("batch_sharding: not supported with ensemble (the members are "
+                             "vmapped on one device set); got a sharding.")
+        if dp is not None:
+            raise ValueError("dp: not supported with ensemble; got a DPSGD.")
+        from jaxmlp import ensemble as ensemble_lib
+
+        return ensemble_lib.fit_ensemble(
+            net, params, optimizer, X, Y, epochs=epochs, batch_size=batch_size, key=key,
+            ensemble=ensemble, learning_rates=learning_rates, shared_batches=shared_batches,
+            eval_sets=eval_sets, state=state, history=history, on_epoch_end=on_epoch_end,
+            explode_factor=explode_factor, progress=progress, progress_desc=progress_desc,
+            compute_dtype=compute_dtype, permutation=permutation)
     net = validation.require_network(net)
     epochs = validation.positive_int("epochs", epochs)
     if explode_factor is not None:

@@ -52,6 +52,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "StepMetrics",
+    "build_optimizer",
     "TrainState",
     "check_data",
     "check_opt_state",
@@ -62,6 +63,7 @@ __all__ = [
     "make_train_epoch",
     "make_train_step",
     "metric_name",
+    "output_metrics",
     "split_key",
 ]
 
@@ -148,12 +150,23 @@ def make_optimizer(
         raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {schedule!r}.")
     weight_decay = validation.real_number("weight_decay", weight_decay, low=0)
     momentum = validation.real_number("momentum", momentum, low=0, high=1, high_open=True)
-    lr: Any = float(learning_rate)
     if schedule != "constant":
         if total_steps is None:
             raise ValueError(f"total_steps: expected a positive integer for schedule {schedule!r} "
                              "(the number of updates of the whole run), got None.")
         total_steps = validation.positive_int("total_steps", total_steps)
+    return build_optimizer(name, float(learning_rate), schedule=schedule,
+                           total_steps=None if total_steps is None else int(total_steps),
+                           weight_decay=float(weight_decay), momentum=float(momentum))
+
+
+def build_optimizer(name: str, learning_rate: Any, *, schedule: str = "constant",
+                    total_steps: Optional[int] = None, weight_decay: float = 0.0,
+                    momentum: float = 0.9) -> optax.GradientTransformation:
+    """:func:`make_optimizer` without the argument checks, for a learning rate that may be a
+    traced array (``optax.inject_hyperparams``, per-member rates of :mod:`jaxmlp.ensemble`)."""
+    lr: Any = learning_rate
+    if schedule != "constant":
         if schedule == "cosine":
             lr = optax.cosine_decay_schedule(lr, int(total_steps))
         else:
@@ -166,16 +179,16 @@ def make_optimizer(
         return kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kind=kfac_kind,
                          weight_decay=float(weight_decay))
     if name == "adamw":
-        return optax.adamw(lr, weight_decay=float(weight_decay), mask=_wd_mask)
+        return optax.adamw(lr, weight_decay=weight_decay, mask=_wd_mask)
     base = {
         "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=float(momentum)),
-        "nesterov": lambda: optax.sgd(lr, momentum=float(momentum), nesterov=True),
+        "momentum": lambda: optax.sgd(lr, momentum=momentum),
+        "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
         "adam": lambda: optax.adam(lr),
         "rmsprop": lambda: optax.rmsprop(lr),
     }[name]()
     if weight_decay > 0:
-        return optax.chain(optax.add_decayed_weights(float(weight_decay), mask=_wd_mask), base)
+        return optax.chain(optax.add_decayed_weights(weight_decay, mask=_wd_mask), base)
     return base
 
 
@@ -495,6 +508,14 @@ def metric_name(net: Network) -> str:
 def _evaluate(net: Network, params, X: Array, Y: Array) -> dict:
     A_L, cache = core.forward_pass(net, params, X)  # (F1), (F2)
     out = {"cost": core.cost(net, cache.Z[-1], A_L, Y)}  # (F3)
+    out.update(output_metrics(net, A_L, Y))
+    return out
+
+
+def output_metrics(net: Network, A_L: Array, Y: Array) -> dict:
+    """The task's metrics of an output A[L] (n[L], m) against Y (see :func:`evaluate`),
+    for any A[L]: a network's, or an ensemble's averaged prediction. Unchecked, jittable."""
+    out = {}
     dtype = A_L.dtype
     if net.cost == "categorical_cross_entropy":
         hit = jnp.argmax(A_L, axis=0) == jnp.argmax(Y, axis=0)
