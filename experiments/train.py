@@ -49,6 +49,12 @@ checkpoint: options not given take the saved run's values; given ones must agree
 uninterrupted run. ``--data-parallel`` splits each minibatch's columns over all devices of
 ``jaxmlp.sharding.make_mesh()`` (on CPU, simulate N devices with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
+
+``--ensemble K`` trains K networks at once in one compiled epoch (``jaxmlp.ensemble``): member
+k has its own initial parameters and shuffle, ``--member-lrs`` gives each its own learning
+rate, ``--shared-batches`` gives all the same minibatches. The table reports the members'
+mean ± spread and the metrics of their averaged prediction; results.json has an
+``ensemble`` section with every member's metrics.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ import jaxmlp  # noqa: E402
 from jaxmlp import datasets, export, privacy, tabular, training  # noqa: E402
 from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
 from jaxmlp import outdir  # noqa: E402
+from jaxmlp import ensemble as ensemble_lib  # noqa: E402
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
 
@@ -113,6 +120,8 @@ RUN_KEYS = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "seed")
 DP_KEYS = ("dp", "target_epsilon", "noise_multiplier", "delta", "clip", "expected_batch_size",
            "sampling_rate", "per_layer_clipping", "accountant")
 DP_OPTION_DEFAULTS = dict(delta=1e-5, accountant="pld", per_layer_clipping=False)
+#: Ensemble options (``--ensemble K``) and their values for a single network; part of a run.
+ENSEMBLE_DEFAULTS = {"ensemble": None, "member_lrs": None, "shared_batches": False}
 
 
 class UsageError(Exception):
@@ -177,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--per-layer-clipping", action="store_true", default=None,
                    help="clip each layer's part of every example's gradient separately")
     g.add_argument("--accountant", help="pld (default, tight) or rdp")
+    p.add_argument("--ensemble", type=int, metavar="K",
+                   help="train K networks at once (jaxmlp.ensemble; member k: its own init and "
+                   "shuffle key); reports the members' mean and spread and the averaged prediction")
+    p.add_argument("--member-lrs", nargs="+", metavar="LR",
+                   help="one learning rate per ensemble member (K values; implies --ensemble K)")
+    p.add_argument("--shared-batches", action="store_true",
+                   help="ensemble members draw the same minibatches (one shuffle key)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.svg")
     return p
@@ -209,6 +225,10 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: getattr(args, k) for k in ARCH_KEYS + RUN_KEYS + ("epochs",) + DP_KEYS}
     if out["hidden"] is not None:
         out["hidden"] = _parse_hidden(out["hidden"])
+    out["ensemble"] = args.ensemble
+    out["member_lrs"] = None if args.member_lrs is None else _parse_floats("--member-lrs",
+                                                                            args.member_lrs)
+    out["shared_batches"] = True if args.shared_batches else None
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -251,6 +271,20 @@ def _check_dp_options(given: dict) -> None:
                          f"{given['expected_batch_size']}.")
     if given.get("accountant") is not None and given["accountant"] not in ("pld", "rdp"):
         raise UsageError(f"--accountant: expected one of ['pld', 'rdp'], got {given['accountant']!r}.")
+
+
+def _parse_floats(flag: str, values: Sequence[str]) -> list[float]:
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            if part.strip():
+                try:
+                    out.append(float(part))
+                except ValueError:
+                    raise UsageError(f"{flag}: expected numbers, got {part.strip()!r}.") from None
+    if not out:
+        raise UsageError(f"{flag}: expected at least one number.")
+    return out
 
 
 def _checkpoint_dir(path: str) -> str:
@@ -325,6 +359,11 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         cfg = {k: saved[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps")}
         cfg.update({k: saved.get(k) for k in DP_KEYS})
         cfg["noise_calibrated"] = saved.get("noise_calibrated", False)
+        for k, default in ENSEMBLE_DEFAULTS.items():
+            cfg[k] = saved.get(k, default)
+            if k in given and given[k] != cfg[k]:
+                raise UsageError(f"--resume: --{k.replace('_', '-')} {given[k]} differs from the "
+                                 f"checkpoint's {cfg[k]}; a resumed run continues the saved one.")
         if "epochs" in given:
             cfg["epochs"] = given["epochs"]
         cfg["data"] = saved.get("data")
@@ -364,6 +403,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
             cfg.update({k: None for k in DP_KEYS})
             cfg["dp"] = False
         cfg["noise_calibrated"] = False
+        for k, v in ENSEMBLE_DEFAULTS.items():
+            cfg.setdefault(k, v)
         cfg["total_steps"] = None
         cfg["data"] = None
     for flag in ("target", "task", "impute"):
@@ -389,6 +430,26 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         raise UsageError(f"--batch-size: expected a positive integer, got {cfg['batch_size']}.")
     if cfg["seed"] < 0:
         raise UsageError(f"--seed: expected a non-negative integer, got {cfg['seed']}.")
+    if cfg["member_lrs"] is not None:
+        if cfg["ensemble"] is None:
+            cfg["ensemble"] = len(cfg["member_lrs"])
+        if len(cfg["member_lrs"]) != cfg["ensemble"]:
+            raise UsageError(f"--member-lrs: expected {cfg['ensemble']} learning rates (one per "
+                             f"member of --ensemble {cfg['ensemble']}), got "
+                             f"{len(cfg['member_lrs'])}.")
+        if not all(math.isfinite(v) and v > 0 for v in cfg["member_lrs"]):
+            raise UsageError(f"--member-lrs: expected finite learning rates > 0, got "
+                             f"{cfg['member_lrs']}.")
+    if cfg["ensemble"] is not None and cfg["ensemble"] < 1:
+        raise UsageError(f"--ensemble: expected the number of members K >= 1, got "
+                         f"{cfg['ensemble']}.")
+    if cfg["ensemble"] is not None and cfg.get("dp"):
+        raise UsageError("--ensemble: not combined with --dp.")
+    if cfg["shared_batches"] and cfg["ensemble"] is None:
+        raise UsageError("--shared-batches: only with --ensemble K.")
+    if cfg["ensemble"] is not None and args.data_parallel:
+        raise UsageError("--ensemble: not combined with --data-parallel (the members are "
+                         "vmapped; run them on one device set).")
     every = args.checkpoint_every
     if every is None:
         every = (resume_meta or {}).get("config", {}).get("checkpoint_every", 0)
@@ -469,8 +530,20 @@ def final_table(result: dict) -> str:
         f"{result['epochs_done']} epochs, {_batch_words(cfg)}, seed {cfg['seed']}",
         "split   " + "".join(f"{c:>16}" for c in cols),
     ]
-    for split in ("train", "test"):
-        lines.append(f"{split:<8}" + "".join(f"{final[split][c]:>16.4f}" for c in cols))
+    ens = result.get("ensemble")
+    if ens is None:
+        for split in ("train", "test"):
+            lines.append(f"{split:<8}" + "".join(f"{final[split][c]:>16.4f}" for c in cols))
+    else:
+        lines[0] += f", ensemble of K = {ens['K']}" + (
+            f" (lrs {', '.join(f'{v:g}' for v in ens['member_lrs'])})" if ens["member_lrs"] else "")
+        for split in ("train", "test"):
+            lines.append(f"{split:<8}" + "".join(
+                f"{final[split][c]:>9.4f} ±{ens['std'][split][c]:<6.4f}" for c in cols)
+                + "   (members: mean ± std)")
+            avg = ens["averaged_prediction"][split]
+            lines.append(f"{'':<8}" + "".join(f"{avg[c]:>16.4f}" for c in cols)
+                         + "   (averaged prediction)")
     pr = result.get("privacy")
     if pr:
         lines.append(
@@ -480,7 +553,8 @@ def final_table(result: dict) -> str:
             f"clip {pr['clip']}{' per layer' if pr['per_layer_clipping'] else ''}")
     lines.append(
         f"wall {result['wall_seconds']:.1f} s (training loop {result['train_seconds']:.1f} s), "
-        f"{result['examples_per_second']:,.0f} examples/s, backend {result['jax']['backend']}")
+        f"{result['examples_per_second']:,.0f} {'member-' if result.get('ensemble') else ''}"
+        f"examples/s, backend {result['jax']['backend']}")
     return "\n".join(lines)
 
 
@@ -587,9 +661,9 @@ def _build(cfg: dict, data) -> tuple:
         raise UsageError(f"network: {e}") from None
     if cfg["total_steps"] is None:  # the schedule's horizon is fixed by the first run
         cfg["total_steps"] = cfg["epochs"] * _steps_per_epoch(cfg, m_train)
-    optimizer = training.make_optimizer(cfg["optimizer"], cfg["lr"], schedule=cfg["schedule"],
-                                        total_steps=cfg["total_steps"],
-                                        weight_decay=cfg["weight_decay"])
+    make = training.make_optimizer if cfg.get("ensemble") is None else ensemble_lib.make_optimizer
+    optimizer = make(cfg["optimizer"], cfg["lr"], schedule=cfg["schedule"],
+                     total_steps=cfg["total_steps"], weight_decay=cfg["weight_decay"])
     return net, optimizer
 
 
@@ -638,8 +712,15 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     net, optimizer = _build(cfg, data)
     steps_per_epoch = _steps_per_epoch(cfg, m_train)
     init_key, key = _seed_keys(cfg["seed"])
-    params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
-    opt_state = jax.jit(optimizer.init)(params)  # zeros: one program, not one per shape
+    K = cfg.get("ensemble")
+    if K is None:
+        params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
+        opt_state = jax.jit(optimizer.init)(params)  # zeros: one program, not one per shape
+    else:  # member k: init key member_keys(init_key, K)[k], shuffle key member_keys(key, K)[k]
+        params = ensemble_lib.init_ensemble(net, init_key, K, dtype=jnp.float32)
+        opt_state = ensemble_lib.init_opt_state(optimizer, params, cfg["member_lrs"])
+        if not cfg["shared_batches"]:
+            key = ensemble_lib.member_keys(key, K)
     X_tr, Y_tr, X_te, Y_te = (jax.device_put(a) for a in  # no program (jnp.asarray: one per shape)
                               (data.X_train, data.Y_train, data.X_test, data.Y_test))
     batch_sharding, mesh = None, None
@@ -656,6 +737,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
 
     config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps", "data")
                     + DP_KEYS + ("noise_calibrated",)}
+    if K is not None:
+        config_saved.update({k: cfg[k] for k in ENSEMBLE_DEFAULTS})
     dp = None
     if cfg["dp"]:
         dp = privacy.DPSGD(l2_norm_clip=cfg["clip_thresholds"] if cfg["per_layer_clipping"]
@@ -695,7 +778,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             eval_sets={"train": (X_tr, Y_tr), "test": (X_te, Y_te)},
             on_epoch_end=lambda st, row: save_checkpoint(st, row) or history.append(row),
             # fit's history is the one reported; the local copy feeds the checkpoints' meta
-            progress=progress, progress_desc=cfg["dataset"], batch_sharding=batch_sharding)
+            progress=progress, progress_desc=cfg["dataset"], batch_sharding=batch_sharding,
+            ensemble=K, shared_batches=bool(cfg["shared_batches"]))
     finally:
         if store is not None:
             store.close()
@@ -709,10 +793,15 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         message = f"{fr.message}; {kept}. Try a smaller --lr (now {cfg['lr']:g})."
 
     metric = training.metric_name(net)
-    final = {"train": _fmt_metrics(training.evaluate(net, params, X_tr, Y_tr)),
-             "test": _fmt_metrics(training.evaluate(net, params, X_te, Y_te))}
+    ensemble_result = None
+    if K is None:
+        final = {"train": _fmt_metrics(training.evaluate(net, params, X_tr, Y_tr)),
+                 "test": _fmt_metrics(training.evaluate(net, params, X_te, Y_te))}
+    else:
+        final, ensemble_result = _ensemble_final(net, params, cfg, (X_tr, Y_tr), (X_te, Y_te))
     steady = fr.epoch_seconds[1:] or fr.epoch_seconds
-    examples = steps_per_epoch * (cfg["expected_batch_size"] if dp else cfg["batch_size"])
+    examples = (steps_per_epoch * (cfg["expected_batch_size"] if dp else cfg["batch_size"])
+                * (K or 1))  # member-examples per epoch for an ensemble
     result = {
         "status": fr.status,
         "message": message,
@@ -733,6 +822,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         "history": history,
         "final": final,
         "final_per_label_accuracy": None,
+        "ensemble": ensemble_result,
         "wall_seconds": time.perf_counter() - t_start,
         "train_seconds": train_seconds,
         "first_epoch_seconds": fr.epoch_seconds[0] if fr.epoch_seconds else None,
@@ -747,7 +837,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     if fr.status == "budget":
         print(f"train.py: {message}", file=sys.stderr)
     if metric == "label_accuracy":
-        ev = training.evaluate(net, params, X_te, Y_te)
+        ev = (training.evaluate(net, params, X_te, Y_te) if K is None
+              else ensemble_lib.evaluate(net, params, X_te, Y_te)["ensemble"])
         result["final_per_label_accuracy"] = dict(zip(data.target_names,
                                                       np.asarray(ev["per_label_accuracy"]).tolist()))
     outdir.write_json_atomic(os.path.join(cfg["out"], "results.json"), result, indent=1)
@@ -764,6 +855,24 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     print(final_table(result))
     print(f"wrote {os.path.join(cfg['out'], 'results.json')}")
     return EXIT_OK, result
+
+
+def _ensemble_final(net, params, cfg, train, test) -> tuple[dict, dict]:
+    """Members' mean metrics (the ``final`` table) and the ensemble section of results.json."""
+    final, out = {}, {"K": cfg["ensemble"], "member_lrs": cfg["member_lrs"],
+                      "shared_batches": cfg["shared_batches"], "members": {}, "std": {},
+                      "min": {}, "max": {}, "averaged_prediction": {}}
+    for split, (Xs, Ys) in (("train", train), ("test", test)):
+        ev = ensemble_lib.evaluate(net, params, Xs, Ys)
+        members = {k: np.asarray(v, np.float64) for k, v in ev["members"].items()
+                   if np.ndim(v) == 1}
+        final[split] = {k: float(v.mean()) for k, v in members.items()}
+        out["members"][split] = {k: v.tolist() for k, v in members.items()}
+        out["std"][split] = {k: float(v.std()) for k, v in members.items()}
+        out["min"][split] = {k: float(v.min()) for k, v in members.items()}
+        out["max"][split] = {k: float(v.max()) for k, v in members.items()}
+        out["averaged_prediction"][split] = _fmt_metrics(ev["ensemble"])
+    return final, out
 
 
 def _display_path(path: str) -> str:

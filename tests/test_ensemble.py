@@ -111,3 +111,47 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"^params: one member"):
         E.ensemble_size(NET, E.init_ensemble(jaxmlp.Network((6, 5, 3), ("tanh", "softmax"),
                                                             "categorical_cross_entropy"), KEY, 2))
+
+
+# ----------------------------------------------------------------------------- train.py --ensemble
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("train_cli_ens",
+                                               os.path.join(_ROOT, "experiments", "train.py"))
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)
+SMALL = ["--dataset", "breast_cancer", "--hidden", "8", "--batch-size", "64", "--no-progress",
+         "--no-plot", "--member-lrs", "1e-3", "1e-2", "3e-2"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ensemble", "0"], "--ensemble: expected the number of members K >= 1, got 0."),
+    (["--ensemble", "2", "--member-lrs", "1", "2", "3"],
+     "--member-lrs: expected 2 learning rates (one per member of --ensemble 2), got 3."),
+    (["--member-lrs", "0.1", "-1"], "--member-lrs: expected finite learning rates > 0, got [0.1, -1.0]."),
+    (["--member-lrs", "fast"], "--member-lrs: expected numbers, got 'fast'."),
+    (["--shared-batches"], "--shared-batches: only with --ensemble K."),
+])
+def test_cli_bad_ensemble_input(argv, message, capsys):
+    assert cli.main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
+
+
+def test_cli_ensemble_reports_and_resumes_bit_for_bit(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main([*SMALL, "--epochs", "2", "--checkpoint-every", "2", "--out", a]) == 0
+    assert cli.main(["--resume", a, "--epochs", "3", "--no-progress", "--no-plot"]) == 0
+    assert cli.main([*SMALL, "--epochs", "3", "--out", b]) == 0
+    ra, rb = (json.load(open(os.path.join(d, "results.json"))) for d in (a, b))
+    assert ra["final_params_sha256"] == rb["final_params_sha256"]
+    ens = rb["ensemble"]
+    assert ens["K"] == 3 and ens["member_lrs"] == [1e-3, 1e-2, 3e-2]
+    acc = ens["members"]["test"]["accuracy"]
+    assert len(acc) == 3 and rb["final"]["test"]["accuracy"] == pytest.approx(np.mean(acc))
+    assert ens["std"]["test"]["accuracy"] == pytest.approx(np.std(acc))
+    assert 0.5 < ens["averaged_prediction"]["test"]["accuracy"] <= 1.0
+    assert rb["history"][-1]["test_accuracy_members"] == pytest.approx(acc)
