@@ -1,0 +1,273 @@
+"""Ensembles: member-examples/s and % of the matmul peak of K networks trained in one call.
+
+    python experiments/ensemble_speed.py [--ks 1,4,16,64,256] [--reps 7] [--quick]
+
+Shapes (relu hidden layers, softmax output, categorical cross-entropy, float32, plain SGD):
+``tiny`` 64-128-10, minibatch 128, and ``deep-narrow`` 100-(100 x 8)-10, minibatch 64 (the
+shapes of ``experiments/benchmark.py``). One epoch = 8 minibatches (m = 8 b), shuffled.
+
+Variants, for every K:
+
+* ``vmap``: ``jaxmlp.ensemble.make_ensemble_epoch`` -- one compiled call trains K members,
+  each with its own shuffle (its minibatch X_s is (K, n[0], b): every product is a
+  K-batched matmul);
+* ``vmap shared``: the same with ``shared_batches=True`` (one minibatch for all members:
+  X_s is (n[0], b), and vmap makes layer 1's (F1) ONE dense product (K n[1], n[0]) x (n[0], b)
+  and its (B1) (K n[1], b) x (b, n[0]); the script prints the dots of the compiled HLO);
+* ``separate``: K calls of the single network's compiled epoch
+  (``jaxmlp.training.make_train_epoch``), one per member, dispatched back to back;
+* ``torch.func`` (when torch imports): ``torch.func.stack_module_state`` + ``vmap`` of
+  ``grad(functional_call)`` over K ``nn.Sequential`` members, one shared minibatch, SGD
+  update on the stacked tensors, 8 steps per epoch (rows as examples, torch's layout), one
+  intra-op thread.
+
+plus the peak: a float32 N x N matmul (XLA), timed in the same repetitions. FLOPs count the
+matrix products only (``benchmark.step_flops``: (F1), (B1), (B3)), so % of peak is a lower
+bound. Every variant is compiled and warmed up first, then the variants run interleaved
+(``benchmark.time_interleaved``: order shuffled every repetition, block_until_ready); %
+of peak and the ratio to ``separate`` are medians of per-repetition (paired) ratios.
+
+Writes ``results/ensemble/ensemble_speed.json`` (or ``--out``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (str(ROOT), str(ROOT / "experiments")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import benchmark as bm  # noqa: E402  (experiments/benchmark.py: FLOPs, timing, machine info)
+import jaxmlp  # noqa: E402
+from jaxmlp import ensemble as E  # noqa: E402
+from jaxmlp import training  # noqa: E402
+
+SHAPES = {"tiny": bm.SHAPES["tiny"], "deep-narrow": bm.SHAPES["deep-narrow"]}
+STEPS = 8
+LR = 0.1
+
+
+def _problem(sizes, b):
+    X, Y, _ = bm._data(sizes, STEPS * b)
+    return jnp.asarray(X), jnp.asarray(Y)
+
+
+def _chain(fn, state):
+    """run(k): k chained epochs ``state = fn(state)``, blocking at the end."""
+    box = {"s": state}
+
+    def run(k):
+        s = box["s"]
+        for _ in range(k):
+            s = fn(s)
+        jax.block_until_ready(s)
+        box["s"] = s
+
+    return run
+
+
+def make_vmap(net, K, b, X, Y, shared):
+    opt = optax.sgd(LR)
+    params = E.init_ensemble(net, jax.random.PRNGKey(0), K)
+    opt_state = E.init_opt_state(opt, params)
+    epoch = E.make_ensemble_epoch(net, opt, b, shared_batches=shared)
+    key0 = jax.random.PRNGKey(1)
+    keys = key0 if shared else E.member_keys(key0, K)
+    split = training.split_key if shared else E._split_keys
+
+    def one(s):
+        p, o, k = s
+        k, ek = split(k)
+        p, o, _ = epoch(p, o, ek, X, Y)
+        return p, o, k
+
+    hlo = epoch.lower(params, opt_state, keys, X, Y).compile().as_text()
+    return _chain(one, (params, opt_state, keys)), hlo
+
+
+def make_separate(net, K, b, X, Y):
+    opt = optax.sgd(LR)
+    params = E.init_ensemble(net, jax.random.PRNGKey(0), K)
+    members = [E.member(params, k) for k in range(K)]
+    states = [(p, opt.init(p), k) for p, k in zip(members, E.member_keys(jax.random.PRNGKey(1), K))]
+    epoch = training.make_train_epoch(net, opt, b)
+
+    def one(ss):
+        out = []
+        for p, o, k in ss:
+            k, ek = training.split_key(k)
+            p, o, _ = epoch(p, o, ek, X, Y)
+            out.append((p, o, k))
+        return out
+
+    return _chain(one, states)
+
+
+def make_torch_func(sizes, K, b, X, Y):
+    import torch
+    from torch import nn
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # intra-op threads spin and lose on a shared, loaded machine
+    L = len(sizes) - 1
+
+    def mlp():
+        layers = []
+        for l in range(L):
+            layers.append(nn.Linear(sizes[l], sizes[l + 1]))
+            if l < L - 1:
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+    models = [mlp() for _ in range(K)]
+    params, _ = stack_module_state(models)
+    params = {k: v.detach() for k, v in params.items()}
+    base = mlp().to("meta")
+    Xr = torch.from_numpy(np.asarray(X).T.copy())  # (m, n[0]): rows are examples
+    yr = torch.from_numpy(np.argmax(np.asarray(Y), axis=0))
+    m = Xr.shape[0]
+
+    def loss(p, x, y):
+        return nn.functional.cross_entropy(functional_call(base, p, (x,)), y)
+
+    g = vmap(grad(loss), in_dims=(0, None, None))
+    box = {"p": params}
+
+    def run(k):
+        p = box["p"]
+        for _ in range(k):
+            perm = torch.randperm(m)
+            for s in range(STEPS):
+                idx = perm[s * b:(s + 1) * b]
+                grads = g(p, Xr[idx], yr[idx])
+                p = {n: p[n] - LR * grads[n] for n in p}
+        box["p"] = p
+
+    return run
+
+
+def dots(hlo: str) -> list[str]:
+    """The dot instructions of a compiled HLO text: output shape and dimension numbers."""
+    out = []
+    for line in hlo.splitlines():
+        if " dot(" in line:
+            lhs = line.split("=", 1)[1].strip()
+            shape = lhs.split(" ", 1)[0]
+            dims = [t for t in line.split(", ") if "dims=" in t]
+            out.append(f"{shape} {' '.join(d.split('metadata')[0] for d in dims)}".strip())
+    return out
+
+
+def run(args):
+    rng = random.Random(0)
+    Ks = [int(k) for k in args.ks.split(",")]
+    torch_ok = bm.available("torch") and not args.no_torch
+    N = 1024 if args.quick else args.n
+    mm = bm.make_matmul_xla(N)
+    mm_flops = 2 * N ** 3
+    result = {"protocol": __doc__.split("\n\n")[1], "steps_per_epoch": STEPS, "matmul_N": N,
+              "machine": bm.machine_info(), "load_average_start": bm.load_average(),
+              "shapes": {}}
+    for shape in args.shapes.split(","):
+        sizes, b = SHAPES[shape]
+        net = bm._network(sizes)
+        X, Y = _problem(sizes, b)
+        epoch_flops = STEPS * bm.step_flops(sizes, b)
+        result["shapes"][shape] = {"sizes": list(sizes), "batch_size": b, "Ks": {}}
+        for K in Ks:
+            runners, hlos = {"matmul": mm}, {}
+            runners["vmap"], hlos["vmap"] = make_vmap(net, K, b, X, Y, shared=False)
+            runners["vmap shared"], hlos["vmap shared"] = make_vmap(net, K, b, X, Y, shared=True)
+            runners["separate"] = make_separate(net, K, b, X, Y)
+            if torch_ok:
+                runners["torch.func"] = make_torch_func(sizes, K, b, X, Y)
+            inner = {n: bm.calibrate(r, args.target) for n, r in runners.items()}
+            times = bm.time_interleaved(runners, inner, args.reps, args.pause, rng)
+            t_mm = np.asarray(times["matmul"])
+            t_sep = np.asarray(times["separate"])
+            rows = {}
+            for name, ts in times.items():
+                ts = np.asarray(ts)
+                if name == "matmul":
+                    rows[name] = {"median_s": float(np.median(ts)),
+                                  "gflops": mm_flops / float(np.median(ts)) / 1e9}
+                    continue
+                flops = K * epoch_flops
+                rows[name] = {
+                    "median_s_per_epoch": float(np.median(ts)),
+                    "member_examples_per_s": K * STEPS * b / float(np.median(ts)),
+                    "gflops": flops / float(np.median(ts)) / 1e9,
+                    "fraction_of_peak_paired": float(np.median((flops / ts) / (mm_flops / t_mm))),
+                    "speedup_vs_separate_paired": float(np.median(t_sep / ts)),
+                    "times_s": ts.tolist(),
+                }
+            rows["dots"] = {n: dots(h) for n, h in hlos.items()}
+            result["shapes"][shape]["Ks"][str(K)] = rows
+            _print_row(shape, K, rows)
+    result["load_average_end"] = bm.load_average()
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "ensemble_speed.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"peak: float32 {N}x{N} matmul, {rows['matmul']['gflops']:.1f} GFLOP/s in the last "
+          f"block; load average {result['load_average_start']} -> {result['load_average_end']}")
+    print(f"wrote {path}")
+    return result
+
+
+_HEADER = False
+
+
+def _print_row(shape, K, rows):
+    global _HEADER
+    if not _HEADER:
+        print(f"{'shape':12s} {'K':>4s} {'variant':12s} {'member-ex/s':>12s} {'GFLOP/s':>8s} "
+              f"{'%peak':>6s} {'x separate':>10s}")
+        _HEADER = True
+    for name, row in rows.items():
+        if name in ("matmul", "dots"):
+            continue
+        print(f"{shape:12s} {K:4d} {name:12s} {row['member_examples_per_s']:12,.0f} "
+              f"{row['gflops']:8.1f} {100 * row['fraction_of_peak_paired']:6.1f} "
+              f"{row['speedup_vs_separate_paired']:10.2f}")
+    print(f"{'':12s} {'':4s} peak {rows['matmul']['gflops']:.1f} GFLOP/s; layer-1 dots "
+          f"(vmap shared): {[d for d in rows['dots']['vmap shared'] if ' lhs_batch' not in d][:2]}")
+    sys.stdout.flush()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default="tiny,deep-narrow")
+    p.add_argument("--ks", default="1,4,16,64,256")
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--target", type=float, default=0.1, help="seconds per timed sample")
+    p.add_argument("--pause", type=float, default=0.02)
+    p.add_argument("--n", type=int, default=2048, help="N of the peak matmul")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--quick", action="store_true", help="a smoke run: N = 1024")
+    p.add_argument("--out", default=str(ROOT / "results" / "ensemble"))
+    args = p.parse_args(argv)
+    for s in args.shapes.split(","):
+        if s not in SHAPES:
+            p.error(f"--shapes: expected names from {list(SHAPES)}, got {s!r}")
+    t0 = time.perf_counter()
+    run(args)
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
