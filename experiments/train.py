@@ -60,6 +60,7 @@ mean ± spread and the metrics of their averaged prediction; results.json has an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -80,6 +81,7 @@ import jaxmlp  # noqa: E402
 from jaxmlp import datasets, export, privacy, tabular, training  # noqa: E402
 from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
 from jaxmlp import outdir  # noqa: E402
+from jaxmlp import distributed  # noqa: E402
 from jaxmlp import ensemble as ensemble_lib  # noqa: E402
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
@@ -193,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one learning rate per ensemble member (K values; implies --ensemble K)")
     p.add_argument("--shared-batches", action="store_true",
                    help="ensemble members draw the same minibatches (one shuffle key)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="multi-process run (jax.distributed): process 0's address; with "
+                   "--num-processes and --process-id (without them, a cluster's environment "
+                   "is detected: SLURM, Open MPI, TPU pods)")
+    p.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    p.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.svg")
     return p
@@ -723,8 +731,17 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             key = ensemble_lib.member_keys(key, K)
     X_tr, Y_tr, X_te, Y_te = (jax.device_put(a) for a in  # no program (jnp.asarray: one per shape)
                               (data.X_train, data.Y_train, data.X_test, data.Y_test))
-    batch_sharding, mesh = None, None
-    if cfg["data_parallel"]:
+    batch_sharding, mesh, dropped = None, None, 0
+    multi = jax.process_count() > 1
+    lead = jax.process_index() == 0  # writes results.json and the plot, prints the table
+    if multi:
+        if K is not None:
+            raise UsageError("--ensemble: not combined with several processes.")
+        mesh, batch_sharding, (X_tr, Y_tr, X_te, Y_te), params, opt_state, key, dropped = \
+            _setup_processes(cfg, data, params, opt_state, key)
+        m_train -= dropped
+        steps_per_epoch = m_train // cfg["batch_size"]
+    elif cfg["data_parallel"]:
         mesh, batch_sharding, (X_tr, Y_tr, X_te, Y_te), params, opt_state, key = \
             _setup_data_parallel(cfg, data, params, opt_state, key)
 
@@ -778,7 +795,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             eval_sets={"train": (X_tr, Y_tr), "test": (X_te, Y_te)},
             on_epoch_end=lambda st, row: save_checkpoint(st, row) or history.append(row),
             # fit's history is the one reported; the local copy feeds the checkpoints' meta
-            progress=progress, progress_desc=cfg["dataset"], batch_sharding=batch_sharding,
+            progress=progress and lead, progress_desc=cfg["dataset"],
+            batch_sharding=batch_sharding,
             ensemble=K, shared_batches=bool(cfg["shared_batches"]))
     finally:
         if store is not None:
@@ -807,7 +825,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         "message": message,
         "config": {**config_saved, "out": _display_path(cfg["out"]),
                    "checkpoint_every": cfg["checkpoint_every"],
-                   "data_parallel": cfg["data_parallel"]},
+                   "data_parallel": cfg["data_parallel"] or multi},
         "network": network,
         "num_params": net.num_params,
         "metric": metric,
@@ -841,6 +859,10 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
               else ensemble_lib.evaluate(net, params, X_te, Y_te)["ensemble"])
         result["final_per_label_accuracy"] = dict(zip(data.target_names,
                                                       np.asarray(ev["per_label_accuracy"]).tolist()))
+    result["processes"] = {"count": jax.process_count(),
+                           "examples_dropped_to_split_over_devices": int(dropped)}
+    if not lead:  # the other processes computed the same numbers; process 0 writes them
+        return (EXIT_DIVERGED if fr.status == "diverged" else EXIT_OK), result
     outdir.write_json_atomic(os.path.join(cfg["out"], "results.json"), result, indent=1)
     if fr.status == "completed":  # what experiments/predict.py needs: params, network, preprocessing
         export.save(os.path.join(cfg["out"], "model.npz"), params, net,
@@ -918,13 +940,66 @@ def _claim_out(out: str) -> "outdir.FolderLock":
     return lock
 
 
+def _init_processes(args) -> None:
+    """Joins jax.distributed when asked (or on a detected cluster), before any device use."""
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        for name in ("coordinator", "num_processes", "process_id"):
+            if msg.startswith(name + ":"):
+                msg = "--" + name.replace("_", "-") + msg[len(name):]
+        raise UsageError(msg) from None
+    except RuntimeError as e:  # the coordinator is unreachable, or the runtime is already up
+        raise UsageError(f"--coordinator: jax.distributed.initialize failed: {e}") from None
+
+
+def _setup_processes(cfg, data, params, opt_state, key):
+    """Multi-process data parallelism: the train split's columns, process i holding block i.
+
+    Every device of every process is on the mesh axis "data"; the global batch must split
+    over all of them. The train split is cut to a multiple of the device count (the last
+    m_train % D examples are dropped, reported in results.json); the test split is sharded
+    the same way when it divides, else held whole by every process (it is only evaluated).
+    """
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from jaxmlp import sharding
+
+    mesh = sharding.make_mesh()
+    D = mesh.devices.size
+    try:
+        sharding.check_batch_size(mesh, cfg["batch_size"])
+    except ValueError as e:
+        raise UsageError(f"--batch-size: with {jax.process_count()} processes: {e}") from None
+    m_train = data.X_train.shape[1]
+    m_use = m_train - m_train % D
+    cols = distributed.process_columns(m_use, cfg["batch_size"])
+    X_tr = distributed.global_columns(mesh, data.X_train[:, :m_use][:, cols], name="X_train")
+    Y_tr = distributed.global_columns(mesh, data.Y_train[:, :m_use][:, cols], name="Y_train")
+    m_test = data.X_test.shape[1]
+    if m_test % D == 0:
+        tcols = distributed.process_columns(m_test)
+        X_te = distributed.global_columns(mesh, data.X_test[:, tcols], name="X_test")
+        Y_te = distributed.global_columns(mesh, data.Y_test[:, tcols], name="Y_test")
+    else:
+        X_te, Y_te = distributed.replicate(mesh, (data.X_test, data.Y_test))
+    params, opt_state, key = distributed.replicate(mesh, (params, opt_state, key))
+    return (mesh, NamedSharding(mesh, P(None, "data")), (X_tr, Y_tr, X_te, Y_te), params,
+            opt_state, key, m_train - m_use)
+
+
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
     try:
         args = build_parser().parse_args(argv)
+        _init_processes(args)
         run_registrations(args.register or [])
         cfg, resume_meta = resolve(args)
-        with _claim_out(cfg["out"]):  # one run per output folder, before anything is written
+        # one run per output folder, before anything is written; with several processes,
+        # process 0 holds the lock for all of them (they write into the folder together)
+        lock = _claim_out(cfg["out"]) if jax.process_index() == 0 else contextlib.nullcontext()
+        with lock:
             return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
     except (UsageError, ckpt_lib.CheckpointError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)

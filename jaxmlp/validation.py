@@ -265,7 +265,11 @@ def check_problem(net: Any, params: Any, X: Any, Y: Any = None):
 def check_finite(**arrays) -> None:
     """Raises ValueError naming the first argument that holds NaN or infinity (eager only)."""
     for name, arr in arrays.items():
-        a = np.asarray(arr)
+        if isinstance(arr, jax.Array) and not arr.is_fully_addressable:
+            # a global array of several processes: each process checks the columns it holds
+            a = np.concatenate([np.asarray(s.data).ravel() for s in arr.addressable_shards])
+        else:
+            a = np.asarray(arr)
         if not np.all(np.isfinite(a)):
             bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
             raise ValueError(
