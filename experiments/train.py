@@ -55,6 +55,15 @@ k has its own initial parameters and shuffle, ``--member-lrs`` gives each its ow
 rate, ``--shared-batches`` gives all the same minibatches. The table reports the members'
 mean ± spread and the metrics of their averaged prediction; results.json has an
 ``ensemble`` section with every member's metrics.
+
+Several processes (``jax.distributed``): run the same command in every process with
+``--coordinator HOST:PORT --num-processes N --process-id I`` (or with none of them on a
+cluster whose environment ``jax.distributed.initialize()`` detects: SLURM, Open MPI, TPU
+pods). Each process holds only its block of the training columns; the minibatches are split
+over every device of every process and XLA inserts the reductions. The train split is cut to a
+multiple of the total device count (the dropped examples are reported in results.json);
+checkpoints are written by all processes together (orbax), and results.json, the plot and
+the table by process 0 only. ``scripts/launch_local.sh N [options]`` starts N local processes.
 """
 
 from __future__ import annotations
