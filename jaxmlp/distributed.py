@@ -163,10 +163,9 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
     sharding = NamedSharding(mesh, P())
 
     def put(a):
-        a = np.asarray(a) if not jax.dtypes.issubdtype(getattr(a, "dtype", None),
-                                                       jax.dtypes.prng_key) else a
-        if not isinstance(a, np.ndarray):  # typed PRNG keys: no host form; device_put
-            return jax.device_put(a, sharding)
+        if hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return jax.device_put(a, sharding)  # typed PRNG keys have no host form
+        a = np.asarray(a)
         return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
 
     return jax.tree.map(put, tree)

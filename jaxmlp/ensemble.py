@@ -201,9 +201,8 @@ def make_ensemble_epoch(
     minibatches of ``vmap`` of the same update (F1)-(F3), (B1)-(B4), optax.
 
     Each step gathers the members' minibatches as ROWS of X^T (m, n[0]) (contiguous
-    n[0]-vectors; (K, b, n[0]), then viewed as (K, n[0], b)) rather than as columns of X:
-    with K minibatches per step this gather measured ~10 % of the epoch at K = 64 on a
-    64-128-10 network (``experiments/ensemble_speed.py``).
+    n[0]-vectors; (K, b, n[0]), then viewed as (K, n[0], b)) rather than as K strided
+    gathers of columns of X; the numbers are the same.
     """
     net = validation.require_network(net)
     optimizer = training._check_optimizer(optimizer)
@@ -398,6 +397,9 @@ def fit_ensemble(
                         f"{type(state).__name__}.")
     else:
         K = ensemble_size(net, state.params, "state.params")
+        if ensemble is not None and ensemble != K:
+            raise ValueError(f"ensemble: expected K = {K}, the leading axis of state.params, "
+                             f"got {ensemble}.")
     history = list(history or [])[: state.epoch]
     X, Y = validation.check_problem(net, member(state.params, 0), X, Y)
     validation.check_finite(X=X, Y=Y)

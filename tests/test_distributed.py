@@ -170,3 +170,26 @@ def test_train_cli_process_flags_exit_2():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("train.py: error: --coordinator: expected coordinator, "
                                           "num_processes and process_id together"), proc.stderr
+
+
+@pytest.mark.slow
+def test_train_cli_two_processes_resume_bit_for_bit(tmp_path):
+    """scripts/launch_local.sh: 2 processes x 2 devices of experiments/train.py; a run resumed
+    from the checkpoint both processes wrote reaches the uninterrupted run's parameters."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    env.update(PYTHON=sys.executable, DEVICES_PER_PROCESS="2", OUT_LOGS=str(tmp_path / "logs"))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    small = ["--dataset", "breast_cancer", "--hidden", "8", "--batch-size", "64", "--no-plot",
+             "--no-progress"]
+    launch = ["bash", os.path.join(ROOT, "scripts", "launch_local.sh"), "2"]
+    for argv in ([*small, "--epochs", "2", "--checkpoint-every", "2", "--out", a],
+                 ["--resume", a, "--epochs", "3", "--no-plot", "--no-progress"],
+                 [*small, "--epochs", "3", "--out", b]):
+        proc = subprocess.run([*launch, *argv], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    ra, rb = (json.load(open(os.path.join(d, "results.json"))) for d in (a, b))
+    assert ra["final_params_sha256"] == rb["final_params_sha256"]
+    assert rb["processes"] == {"count": 2, "examples_dropped_to_split_over_devices": 455 % 4}
+    assert len(rb["jax"]["devices"]) == 4 and rb["config"]["data_parallel"]
+    assert sorted(os.listdir(os.path.join(a, "checkpoints"))) == ["2", "3"]
