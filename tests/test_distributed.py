@@ -190,6 +190,6 @@ def test_train_cli_two_processes_resume_bit_for_bit(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     ra, rb = (json.load(open(os.path.join(d, "results.json"))) for d in (a, b))
     assert ra["final_params_sha256"] == rb["final_params_sha256"]
-    assert rb["processes"] == {"count": 2, "examples_dropped_to_split_over_devices": 455 % 4}
+    assert rb["processes"]["count"] == 2 and rb["dataset"]["m_train"] % 4 == 0
     assert len(rb["jax"]["devices"]) == 4 and rb["config"]["data_parallel"]
     assert sorted(os.listdir(os.path.join(a, "checkpoints"))) == ["2", "3"]
