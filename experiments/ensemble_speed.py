@@ -24,7 +24,7 @@ Variants, for every K:
 plus the peak: a float32 N x N matmul (XLA), timed in the same repetitions. FLOPs count the
 matrix products only (``benchmark.step_flops``: (F1), (B1), (B3)), so % of peak is a lower
 bound. Every variant is compiled and warmed up first, then the variants run interleaved
-(``benchmark.time_interleaved``: order shuffled every repetition, block_until_ready); %
+(``jaxmlp.benchmarking.time_paired``: order shuffled every round, block_until_ready); %
 of peak and the ratio to ``separate`` are medians of per-repetition (paired) ratios; the
 "best" columns compare each variant's fastest sample with the matmul's / separate's fastest
 (on a machine shared with other jobs, the least disturbed samples).
@@ -35,27 +35,19 @@ Writes ``results/ensemble/ensemble_speed.json`` (or ``--out``) and prints a tabl
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "experiments")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import benchmark as bm  # noqa: E402  (experiments/benchmark.py: FLOPs, timing, machine info)
-import jaxmlp  # noqa: E402
-from jaxmlp import ensemble as E  # noqa: E402
-from jaxmlp import training  # noqa: E402
+import benchmark as bm  # experiments/benchmark.py (the script's folder): shapes, FLOPs, matmul
+from jaxmlp import benchmarking
+from jaxmlp import ensemble as E
+from jaxmlp import training
 
 SHAPES = {"tiny": bm.SHAPES["tiny"], "deep-narrow": bm.SHAPES["deep-narrow"]}
 STEPS = 8
@@ -68,17 +60,14 @@ def _problem(sizes, b):
 
 
 def _chain(fn, state):
-    """run(k): k chained epochs ``state = fn(state)``, blocking at the end."""
+    """A zero-argument variant: one epoch ``state = fn(state)`` per call (chained)."""
     box = {"s": state}
 
-    def run(k):
-        s = box["s"]
-        for _ in range(k):
-            s = fn(s)
-        jax.block_until_ready(s)
-        box["s"] = s
+    def call():
+        box["s"] = fn(box["s"])
+        return box["s"]
 
-    return run
+    return call
 
 
 def make_vmap(net, K, b, X, Y, shared):
@@ -149,17 +138,17 @@ def make_torch_func(sizes, K, b, X, Y):
     g = vmap(grad(loss), in_dims=(0, None, None))
     box = {"p": params}
 
-    def run(k):
+    def call():
         p = box["p"]
-        for _ in range(k):
-            perm = torch.randperm(m)
-            for s in range(STEPS):
-                idx = perm[s * b:(s + 1) * b]
-                grads = g(p, Xr[idx], yr[idx])
-                p = {n: p[n] - LR * grads[n] for n in p}
+        perm = torch.randperm(m)
+        for s in range(STEPS):
+            idx = perm[s * b:(s + 1) * b]
+            grads = g(p, Xr[idx], yr[idx])
+            p = {n: p[n] - LR * grads[n] for n in p}
         box["p"] = p
+        return None
 
-    return run
+    return call
 
 
 def dots(hlo: str) -> list[str]:
@@ -175,15 +164,14 @@ def dots(hlo: str) -> list[str]:
 
 
 def run(args):
-    rng = random.Random(0)
     Ks = [int(k) for k in args.ks.split(",")]
     torch_ok = bm.available("torch") and not args.no_torch
     N = 1024 if args.quick else args.n
     mm = bm.make_matmul_xla(N)
     mm_flops = 2 * N ** 3
     result = {"protocol": __doc__.split("\n\n")[1], "steps_per_epoch": STEPS, "matmul_N": N,
-              "machine": bm.machine_info(), "load_average_start": bm.load_average(),
-              "shapes": {}}
+              "machine": benchmarking.machine_info(),
+              "load_average_start": benchmarking.load_average(), "shapes": {}}
     for shape in args.shapes.split(","):
         sizes, b = SHAPES[shape]
         net = bm._network(sizes)
@@ -197,8 +185,10 @@ def run(args):
             runners["separate"] = make_separate(net, K, b, X, Y)
             if torch_ok:
                 runners["torch.func"] = make_torch_func(sizes, K, b, X, Y)
-            inner = {n: bm.calibrate(r, args.target) for n, r in runners.items()}
-            times = bm.time_interleaved(runners, inner, args.reps, args.pause, rng)
+            timing = benchmarking.time_paired(runners, reference="separate", rounds=args.reps,
+                                              target_s=args.target, pause_s=args.pause,
+                                              seed=len(result["shapes"]) * 1000 + K)
+            times = {n: timing.per_round(n) for n in runners}
             t_mm = np.asarray(times["matmul"])
             t_sep = np.asarray(times["separate"])
             rows = {}
@@ -225,12 +215,9 @@ def run(args):
             rows["dots"] = {n: dots(h) for n, h in hlos.items()}
             result["shapes"][shape]["Ks"][str(K)] = rows
             _print_row(shape, K, rows)
-    result["load_average_end"] = bm.load_average()
+    result["load_average_end"] = benchmarking.load_average()
     summarize_vs_run_peak(result)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "ensemble_speed.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    path = benchmarking.write_json(os.path.join(args.out, "ensemble_speed.json"), result)
     print(f"peak: float32 {N}x{N} matmul, {rows['matmul']['gflops']:.1f} GFLOP/s in the last "
           f"block; load average {result['load_average_start']} -> {result['load_average_end']}")
     print(f"wrote {path}")
@@ -298,7 +285,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=2048, help="N of the peak matmul")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--quick", action="store_true", help="a smoke run: N = 1024")
-    p.add_argument("--out", default=str(ROOT / "results" / "ensemble"))
+    p.add_argument("--out", default="results/ensemble", help="relative to the repository root")
     args = p.parse_args(argv)
     for s in args.shapes.split(","):
         if s not in SHAPES:

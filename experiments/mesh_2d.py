@@ -26,14 +26,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 MESHES = ((1, 1), (2, 1), (1, 2), (2, 2), (1, 4), (4, 1))
 
 
 def child(args):
-    sys.path.insert(0, str(ROOT))
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -90,7 +86,7 @@ def main(argv=None):
     ap.add_argument("--sizes", default="2048,4096,4096,10")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "results" / "mesh_2d"))
+    ap.add_argument("--out", default="results/mesh_2d", help="relative to the repository root")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -116,10 +112,10 @@ def main(argv=None):
         print(f"{r['data']:4d} {r['model']:5d} {r['devices']:7d} "
               f"{r['param_bytes_per_device'] / 1e6:17.1f} {r['step_median_s']:8.3f}  "
               f"{', '.join(r['collectives']) or '-'}")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "mesh_2d.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
+    from jaxmlp import benchmarking
+
+    res["machine"] = benchmarking.machine_info()
+    path = benchmarking.write_json(os.path.join(args.out, "mesh_2d.json"), res)
     print(f"load average {res['load_average'][0]} -> {res['load_average'][1]}; wrote {path}")
     return 0
 
