@@ -873,7 +873,9 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     if not lead:  # the other processes computed the same numbers; process 0 writes them
         return (EXIT_DIVERGED if fr.status == "diverged" else EXIT_OK), result
     outdir.write_json_atomic(os.path.join(cfg["out"], "results.json"), result, indent=1)
-    if fr.status == "completed":  # what experiments/predict.py needs: params, network, preprocessing
+    # what experiments/predict.py needs: params, network, preprocessing (one network: an
+    # ensemble's stacked members are in its checkpoints and results.json, not in model.npz)
+    if fr.status == "completed" and K is None:
         export.save(os.path.join(cfg["out"], "model.npz"), params, net,
                     metadata={"preprocessing": prep.to_dict(), "dataset": data.name})
     if plot and history:

@@ -78,7 +78,9 @@ class Cost(NamedTuple):
         """
         if isinstance(Y, jax.core.Tracer):
             return
-        _check_domain(self, np.asarray(Y), name, atol)
+        from jaxmlp.validation import local_values  # (validation imports this module)
+
+        _check_domain(self, local_values(Y), name, atol)
 
 
 def _bce_loss(Z, A, Y, g: Activation):

@@ -262,14 +262,21 @@ def check_problem(net: Any, params: Any, X: Any, Y: Any = None):
     return X, check_Y(net, Y, X.shape[1], dtype)
 
 
+def local_values(arr: Any) -> np.ndarray:
+    """``np.asarray(arr)``; for a global array of several processes (``jax.distributed``)
+    split by columns, the columns THIS process holds (n, m_local), in shard order: what an
+    eager check of the data (finite values, the targets' domain) can inspect per process."""
+    if (isinstance(arr, jax.Array) and not arr.is_fully_addressable
+            and not arr.is_fully_replicated):
+        shards = [np.asarray(s.data) for s in arr.addressable_shards]
+        return np.concatenate(shards, axis=-1) if shards[0].ndim else np.stack(shards)
+    return np.asarray(arr)
+
+
 def check_finite(**arrays) -> None:
     """Raises ValueError naming the first argument that holds NaN or infinity (eager only)."""
     for name, arr in arrays.items():
-        if isinstance(arr, jax.Array) and not arr.is_fully_addressable:
-            # a global array of several processes: each process checks the columns it holds
-            a = np.concatenate([np.asarray(s.data).ravel() for s in arr.addressable_shards])
-        else:
-            a = np.asarray(arr)
+        a = local_values(arr)
         if not np.all(np.isfinite(a)):
             bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
             raise ValueError(

@@ -105,7 +105,7 @@ def two_processes(tmp_path_factory):
             for q in procs:
                 q.kill()
             raise
-        errs.append((p.returncode, err[-3000:]))
+        errs.append((p.returncode, err[-6000:]))
     assert all(rc == 0 for rc, _ in errs), errs
     return [json.load(open(os.path.join(out, f"result-{i}.json"))) for i in range(2)]
 
