@@ -390,7 +390,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         if "dataset" in given:
             raise UsageError("--data: give either --dataset or --data, not both.")
         name = os.path.splitext(os.path.basename(args.data))[0]
-        cfg = {"dataset": name, **COMMON_DEFAULTS, **DATA_DEFAULTS, **given, "total_steps": None,
+        cfg = {"dataset": name, **COMMON_DEFAULTS, **DATA_DEFAULTS, **ENSEMBLE_DEFAULTS, **given,
+               "total_steps": None,
                "data": {"file": os.path.abspath(args.data), "target": args.target,
                         "task": args.task, "impute": args.impute}}
         if any(k in given for k in DP_KEYS):
