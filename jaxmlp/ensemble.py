@@ -133,6 +133,9 @@ def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant
     """
     training.make_optimizer(name, learning_rate, schedule=schedule, total_steps=total_steps,
                             weight_decay=weight_decay, momentum=momentum)  # the checks
+    if name == "kfac":
+        raise ValueError("optimizer: 'kfac' is not available for ensembles (its Kronecker "
+                         "factors come from the single network's train step); got 'kfac'.")
 
     def factory(learning_rate):
         return training.build_optimizer(

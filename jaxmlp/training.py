@@ -157,12 +157,14 @@ def make_optimizer(
         total_steps = validation.positive_int("total_steps", total_steps)
     return build_optimizer(name, float(learning_rate), schedule=schedule,
                            total_steps=None if total_steps is None else int(total_steps),
-                           weight_decay=float(weight_decay), momentum=float(momentum))
+                           weight_decay=float(weight_decay), momentum=float(momentum),
+                           damping=damping, inverse_every=inverse_every, kfac_kind=kfac_kind)
 
 
 def build_optimizer(name: str, learning_rate: Any, *, schedule: str = "constant",
                     total_steps: Optional[int] = None, weight_decay: float = 0.0,
-                    momentum: float = 0.9) -> optax.GradientTransformation:
+                    momentum: float = 0.9, damping: float = 1e-3, inverse_every: int = 1,
+                    kfac_kind: str = "exact") -> optax.GradientTransformation:
     """:func:`make_optimizer` without the argument checks, for a learning rate that may be a
     traced array (``optax.inject_hyperparams``, per-member rates of :mod:`jaxmlp.ensemble`)."""
     lr: Any = learning_rate
