@@ -46,7 +46,7 @@ def run_dir(tmp_path_factory):
     "argv, message",
     [
         (["--dataset", "mnist"], "--dataset: expected one of ['digits', 'breast_cancer', 'multilabel', 'diabetes'], got 'mnist'"),
-        (["--optimizer", "adagrad"], "--optimizer: expected one of ['sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop'], got 'adagrad'"),
+        (["--optimizer", "adagrad"], "--optimizer: expected one of ['sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop', 'kfac'], got 'adagrad'"),
         (["--lr", "0"], "--lr: expected a finite learning rate > 0, got 0.0"),
         (["--lr", "-0.1"], "--lr: expected a finite learning rate > 0, got -0.1"),
         (["--lr", "nan"], "--lr: expected a finite learning rate > 0, got nan"),
