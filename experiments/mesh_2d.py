@@ -31,7 +31,6 @@ MESHES = ((1, 1), (2, 1), (1, 2), (2, 2), (1, 4), (4, 1))
 
 def child(args):
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
 
