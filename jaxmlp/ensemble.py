@@ -34,7 +34,6 @@ call, and the averaged prediction (1/K) sum_k A[L]_k (:func:`ensemble_predict`).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Any, Callable, Mapping, Optional
 
@@ -404,27 +403,13 @@ def fit_ensemble(
             raise ValueError(f"ensemble: expected K = {K}, the leading axis of state.params, "
                              f"got {ensemble}.")
     history = list(history or [])[: state.epoch]
-    X, Y = validation.check_problem(net, member(state.params, 0), X, Y)
-    validation.check_finite(X=X, Y=Y)
-    eval_sets = dict(eval_sets or {})
-    for name, pair in eval_sets.items():
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise TypeError(f"eval_sets[{name!r}]: expected a pair (X, Y), got "
-                            f"{type(pair).__name__}.")
-        Xe, Ye = validation.check_problem(net, member(state.params, 0), *pair)
-        validation.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
-        eval_sets[name] = (Xe, Ye)
+    X, Y, eval_sets = fit_lib.check_run_data(net, member(state.params, 0), X, Y, eval_sets)
     epoch_fn = make_ensemble_epoch(net, optimizer, batch_size, shared_batches=shared_batches,
                                    permutation=permutation, compute_dtype=compute_dtype)
     split = training.split_key if shared_batches else _split_keys
     baselines = history[0].get("first_cost_members") if history else None
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=epochs, initial=state.epoch, desc=progress_desc, unit="epoch",
-                   file=sys.stderr, dynamic_ncols=True)
+    bar = fit_lib.progress_bar(epochs, state.epoch, progress_desc) if progress else None
     status, message, seconds = "completed", None, []
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -439,7 +424,7 @@ def fit_ensemble(
             ok = np.asarray(_members_finite(params))
             problem = None
             for k in range(K):
-                p = fit_lib._diagnose(epoch, costs[k], gnorms[k], bool(ok[k]), baselines[k],
+                p = fit_lib.diagnose(epoch, costs[k], gnorms[k], bool(ok[k]), baselines[k],
                                       explode_factor)
                 if p is not None:
                     problem = f"member {k} of {K}: {p}"

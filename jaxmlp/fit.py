@@ -40,7 +40,8 @@ from jaxmlp import privacy, training, validation
 from jaxmlp.network import Network
 from jaxmlp.training import TrainState
 
-__all__ = ["DEFAULT_EXPLODE_FACTOR", "FitResult", "fit"]
+__all__ = ["DEFAULT_EXPLODE_FACTOR", "FitResult", "check_run_data", "diagnose", "fit",
+           "progress_bar"]
 
 #: A minibatch cost above this multiple of the run's first minibatch cost stops the run.
 DEFAULT_EXPLODE_FACTOR = 1e6
@@ -78,7 +79,35 @@ def _scalars(ev: dict) -> dict[str, float]:
     return {k: float(v) for k, v in ev.items() if np.ndim(v) == 0}
 
 
-def _diagnose(epoch: int, costs: np.ndarray, gnorms: np.ndarray, params_ok: bool,
+def check_run_data(net: Network, params: Any, X: Any, Y: Any,
+                   eval_sets: Optional[Mapping[str, tuple]] = None) -> tuple:
+    """The checks of a training run's data, once, before the first epoch: shapes and dtypes
+    against ``params``, finite values, targets inside the cost's domain, for the training set
+    and every ``eval_sets`` pair. Returns ``(X, Y, eval_sets)`` as arrays."""
+    X, Y = validation.check_problem(net, params, X, Y)
+    validation.check_finite(X=X, Y=Y)
+    net.cost_fn.check_targets(Y)  # inside the cost's domain (jaxmlp.costs)
+    checked = {}
+    for name, pair in dict(eval_sets or {}).items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"eval_sets[{name!r}]: expected a pair (X, Y), got "
+                            f"{type(pair).__name__}.")
+        Xe, Ye = validation.check_problem(net, params, *pair)
+        validation.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
+        net.cost_fn.check_targets(Ye, name=f"eval_sets[{name!r}] Y")
+        checked[name] = (Xe, Ye)
+    return X, Y, checked
+
+
+def progress_bar(total: int, initial: int, desc: str):
+    """A tqdm bar over epochs on stderr (tqdm is imported only when a bar is asked for)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def diagnose(epoch: int, costs: np.ndarray, gnorms: np.ndarray, params_ok: bool,
               baseline: float, explode_factor: Optional[float]) -> Optional[str]:
     """The first thing wrong with an epoch's metrics, as a sentence; None when it is good."""
     n = len(costs)
@@ -185,18 +214,7 @@ def fit(
         raise TypeError(f"state: expected a jaxmlp.training.TrainState or None, got "
                         f"{type(state).__name__}.")
     history = list(history or [])[: state.epoch]
-    X, Y = validation.check_problem(net, state.params, X, Y)
-    validation.check_finite(X=X, Y=Y)
-    net.cost_fn.check_targets(Y)  # inside the cost's domain (jaxmlp.costs)
-    eval_sets = dict(eval_sets or {})
-    for name, pair in eval_sets.items():
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise TypeError(f"eval_sets[{name!r}]: expected a pair (X, Y), got "
-                            f"{type(pair).__name__}.")
-        Xe, Ye = validation.check_problem(net, state.params, *pair)
-        validation.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
-        net.cost_fn.check_targets(Ye, name=f"eval_sets[{name!r}] Y")
-        eval_sets[name] = (Xe, Ye)
+    X, Y, eval_sets = check_run_data(net, state.params, X, Y, eval_sets)
     m = X.shape[1]
     if dp is None:
         if batch_size is None:
@@ -227,12 +245,7 @@ def fit(
     metric = training.metric_name(net)
     baseline = history[0].get("first_cost") if history else None
 
-    bar = None
-    if progress:
-        from tqdm import tqdm  # only when asked: tqdm is an optional dependency
-
-        bar = tqdm(total=epochs, initial=state.epoch, desc=progress_desc, unit="epoch",
-                   file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(epochs, state.epoch, progress_desc) if progress else None
     status, message, seconds = "completed", None, []
     try:
         for epoch in range(state.epoch + 1, epochs + 1):
@@ -253,7 +266,7 @@ def fit(
             gnorms = np.asarray(mt.grad_norm)
             if baseline is None:
                 baseline = abs(float(costs[0])) if math.isfinite(costs[0]) else math.inf
-            problem = _diagnose(epoch, costs, gnorms, bool(_all_finite(params)), baseline,
+            problem = diagnose(epoch, costs, gnorms, bool(_all_finite(params)), baseline,
                                 explode_factor)
             if problem is not None:
                 status, message = "diverged", f"training stopped: {problem}"

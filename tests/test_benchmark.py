@@ -1,6 +1,5 @@
 """Fast checks of experiments/benchmark.py (FLOP counting, CLI errors, output format)"""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,16 +12,10 @@ import pytest
 
 import jaxmlp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, load_script  # noqa: E402
 
 
-def _load_script(name):
-    """experiments/NAME.py as a module (the folder is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+_load_script = load_script
 
 
 benchmark = _load_script("benchmark")

@@ -23,14 +23,12 @@ import jaxmlp
 from jaxmlp import curvature
 from jaxmlp.verification import check_curvature, curvature_oracles, random_problem
 
+from helpers import rel  # noqa: E402
+
 ACTS = sorted(jaxmlp.ACTIVATIONS)
 COSTS = sorted(jaxmlp.COSTS)
 
 
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    den = max(np.linalg.norm(a), np.linalg.norm(b))
-    return 0.0 if den == 0 else float(np.linalg.norm(a - b) / den)
 
 
 def output_pairs():

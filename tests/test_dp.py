@@ -13,20 +13,13 @@ from jaxmlp import privacy
 from jaxmlp.privacy import DPSGD, calibrate_noise, dp_value_and_grad, epsilon
 
 dp_accounting = pytest.importorskip("dp_accounting")
+from helpers import dense_problem  # noqa: E402
+
 INF = float("inf")
 
 
 def _problem(dtype=jnp.float64, sizes=(4, 6, 5, 3), m=9, seed=0):
-    net = jaxmlp.Network(sizes, ("tanh", "relu", "softmax"), "categorical_cross_entropy")
-    rng = np.random.default_rng(seed)
-    params = [
-        {"W": jnp.asarray(rng.normal(size=s["W"]) / np.sqrt(s["W"][1]), dtype),
-         "b": jnp.asarray(0.1 * rng.normal(size=s["b"]), dtype)}
-        for s in net.param_shapes()
-    ]
-    X = jnp.asarray(rng.normal(size=(sizes[0], m)), dtype)
-    Y = jnp.asarray(np.eye(sizes[-1])[:, rng.integers(0, sizes[-1], m)], dtype)
-    return net, params, X, Y
+    return dense_problem(("tanh", "relu", "softmax"), dtype, sizes, m, seed)
 
 
 def _oracle_grads(net, params, X, Y):

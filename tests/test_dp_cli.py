@@ -1,6 +1,5 @@
 """experiments/train.py --dp: inconsistent options exit 2 before training; results; budget."""
 
-import importlib.util
 import json
 import os
 
@@ -10,11 +9,9 @@ from jaxmlp import privacy
 
 pytest.importorskip("dp_accounting")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "train.py")
-_spec = importlib.util.spec_from_file_location("train_cli_dp", SCRIPT)
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
+from helpers import load_script  # noqa: E402
+
+cli = load_script("train", "train_cli_dp")
 
 # breast cancer: 456 train examples; expected batch 228 (q = 0.5, 2 steps per epoch)
 SMALL = ["--dataset", "breast_cancer", "--hidden", "8", "--no-progress", "--no-plot", "--dp",

@@ -115,15 +115,12 @@ def test_bad_input():
 
 # ----------------------------------------------------------------------------- train.py --ensemble
 
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("train_cli_ens",
-                                               os.path.join(_ROOT, "experiments", "train.py"))
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
+from helpers import load_script  # noqa: E402
+
+cli = load_script("train", "train_cli_ens")
 SMALL = ["--dataset", "breast_cancer", "--hidden", "8", "--batch-size", "64", "--no-progress",
          "--no-plot", "--member-lrs", "1e-3", "1e-2", "3e-2"]
 

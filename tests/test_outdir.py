@@ -1,7 +1,6 @@
 """One run per output folder (lock), unusable --out exits 2 before training, atomic results,
 run.sh takes experiment names only."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,12 +11,10 @@ import pytest
 
 from jaxmlp import outdir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "train.py")
+from helpers import ROOT, load_script  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("train_cli_outdir", SCRIPT)
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
+SCRIPT = os.path.join(ROOT, "experiments", "train.py")
+cli = load_script("train", "train_cli_outdir")
 
 SMALL = ["--dataset", "breast_cancer", "--hidden", "8", "--batch-size", "64", "--no-progress",
          "--no-plot"]

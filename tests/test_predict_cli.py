@@ -1,6 +1,5 @@
 """train.py --data and experiments/predict.py: own tables in, predictions out, bad input exit 2."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,14 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, load_script  # noqa: E402
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(ROOT, "experiments", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name, f"{name}_cli")
 
 
 train_cli, predict_cli = _load("train"), _load("predict")

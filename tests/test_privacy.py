@@ -14,21 +14,14 @@ from jaxmlp.quantities import per_example_grads
 from jaxmlp.quantities import per_example_norms
 from jaxmlp.privacy import dp_value_and_grad, make_dp_grad_fn
 
+from helpers import dense_problem  # noqa: E402
+
 INF = float("inf")
 
 
 def _problem(dtype=jnp.float64, sizes=(4, 6, 5, 3), m=9, seed=0):
     """Network, parameters and one-hot data, drawn with numpy (no per-shape compiles)."""
-    net = jaxmlp.Network(sizes, ("relu", "tanh", "softmax"), "categorical_cross_entropy")
-    rng = np.random.default_rng(seed)
-    params = [
-        {"W": jnp.asarray(rng.normal(size=s["W"]) / np.sqrt(s["W"][1]), dtype),
-         "b": jnp.asarray(0.1 * rng.normal(size=s["b"]), dtype)}
-        for s in net.param_shapes()
-    ]
-    X = jnp.asarray(rng.normal(size=(sizes[0], m)), dtype)
-    Y = jnp.asarray(np.eye(sizes[-1])[:, rng.integers(0, sizes[-1], m)], dtype)
-    return net, params, X, Y
+    return dense_problem(("relu", "tanh", "softmax"), dtype, sizes, m, seed)
 
 
 def _np(tree):

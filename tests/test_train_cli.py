@@ -1,6 +1,5 @@
 """experiments/train.py: bad input exits 2 before training, outputs, NaN stop, resume bit for bit."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,12 +14,11 @@ import jaxmlp
 from jaxmlp import training
 from jaxmlp.checkpoint import Checkpoints, latest_epoch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, load_script  # noqa: E402
+
 SCRIPT = os.path.join(ROOT, "experiments", "train.py")
 
-_spec = importlib.util.spec_from_file_location("train_cli", SCRIPT)
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
+cli = load_script("train", "train_cli")
 
 # a small, fast configuration (breast cancer: 455 train examples, 7 minibatches of 64)
 SMALL = ["--dataset", "breast_cancer", "--hidden", "8", "--batch-size", "64", "--no-progress"]
@@ -323,15 +321,7 @@ def test_killed_run_resumes_to_the_same_parameters_bit_for_bit(tmp_path):
 # ----------------------------------------------------------------------------- slow: targets
 
 
-def _load_script(name):
-    sys.path.insert(0, os.path.join(ROOT, "experiments"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.pop(0)
+_load_script = load_script
 
 
 @pytest.mark.slow

@@ -1,0 +1,50 @@
+"""What several test files share: the repository root, loading an experiment script as a
+module, the norm-wise relative error, and a small dense check problem drawn with NumPy."""
+
+import importlib.util
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+
+import jaxmlp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name: str, module_name: str | None = None):
+    """experiments/NAME.py as a module (the folder holds scripts, not a package).
+
+    ``module_name`` (default NAME) keys it in ``sys.modules``, where dataclasses look their
+    module up; give different names to load one script into independent modules.
+    """
+    module_name = module_name or name
+    spec = importlib.util.spec_from_file_location(
+        module_name, os.path.join(ROOT, "experiments", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rel(a, b) -> float:
+    """||a - b|| / max(||a||, ||b||) in float64 (0 when both are 0)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    den = max(np.linalg.norm(a), np.linalg.norm(b))
+    return 0.0 if den == 0 else float(np.linalg.norm(a - b) / den)
+
+
+def dense_problem(activations, dtype=jnp.float64, sizes=(4, 6, 5, 3), m=9, seed=0):
+    """A categorical network with ``activations`` and its params, X, one-hot Y, drawn with
+    NumPy (no per-shape compiles): weights N(0, 1/n[l-1]), biases N(0, 0.01)."""
+    net = jaxmlp.Network(sizes, activations, "categorical_cross_entropy")
+    rng = np.random.default_rng(seed)
+    params = [
+        {"W": jnp.asarray(rng.normal(size=s["W"]) / np.sqrt(s["W"][1]), dtype),
+         "b": jnp.asarray(0.1 * rng.normal(size=s["b"]), dtype)}
+        for s in net.param_shapes()
+    ]
+    X = jnp.asarray(rng.normal(size=(sizes[0], m)), dtype)
+    Y = jnp.asarray(np.eye(sizes[-1])[:, rng.integers(0, sizes[-1], m)], dtype)
+    return net, params, X, Y
