@@ -190,8 +190,12 @@ def hlo_summary(text: str) -> dict:
                 dims = re.findall(r"(lhs_contracting_dims=\{\d*\}, rhs_contracting_dims=\{\d*\})", line)
                 dots.append({"result": shape, "dims": dims[0] if dims else "", "runs_in": where})
     entry = comps.get("ENTRY", [])
+    # a reduction inside the same fusion as a dot: the slow YNNPACK dot + reduce pattern
+    # (docs/performance.md, "Softmax output"); 0 for both variants on every shape
+    dot_reduce = sorted(c for c, lines in comps.items()
+                        if any(" dot(" in l for l in lines) and any(" reduce(" in l for l in lines))
     return {"entry_instructions": len(entry), "fusions": sum(" fusion(" in l for l in entry),
-            "dots": dots}
+            "dots": dots, "dot_reduce_fusions": dot_reduce}
 
 
 def dump_hlo(shapes, out):

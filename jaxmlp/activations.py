@@ -169,9 +169,23 @@ def _gelu_second(Z):
     return 2.0 * P * (2.0 * dU - 2.0 * (Z * dU) * (dU * jnp.tanh(U)) + Z * (6.0 * _GELU_C * _GELU_K * Z))
 
 
+def _column_shift(Z):
+    """The shift of each column of Z before exponentiating: its maximum, or 0 where that
+    maximum is not finite (the convention of ``jax.nn.logsumexp``), as a constant.
+
+    Softmax and log-softmax are invariant to the shift, so the guard changes no value;
+    it also keeps the column reduction a kernel of its own: XLA:CPU otherwise fuses
+    a bare maximum over Z[L] into the YNNPACK matrix product (F1) that produces Z[L],
+    and that fused product is slower than the product plus a separate reduction
+    (docs/performance.md, "Softmax output").
+    """
+    M = jnp.max(Z, axis=0, keepdims=True)
+    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(M), M, jnp.zeros_like(M)))
+
+
 def _softmax_forward(Z):
     """A = exp(Z) / broadcast(sum_rows exp(Z)), column-wise, max-shifted."""
-    Zs = Z - jax.lax.stop_gradient(jnp.max(Z, axis=0, keepdims=True))
+    Zs = Z - _column_shift(Z)
     E = jnp.exp(Zs)
     return E / jnp.sum(E, axis=0, keepdims=True)
 
@@ -182,7 +196,7 @@ def _softmax_backward(dA, Z, A):
 
 
 def _log_softmax(Z):
-    Zs = Z - jnp.max(Z, axis=0, keepdims=True)
+    Zs = Z - _column_shift(Z)
     return Zs - jnp.log(jnp.sum(jnp.exp(Zs), axis=0, keepdims=True))
 
 

@@ -119,3 +119,27 @@ def test_hlo_summary_lists_every_product_of_both_steps():
         assert len(dots[v]) == len(benchmark.matrix_products(sizes, m)) == 3 * L - 1
     # the hand-derived and the autodiff step compile to the same products
     assert dots["jaxmlp"] == dots["autodiff"]
+
+
+def test_softmax_output_keeps_its_column_reduction_out_of_the_product():
+    """The softmax shift is guarded (activations._column_shift), so XLA:CPU does not fuse
+    the column maximum of Z[L] into the (F1) product, a pattern that is slower than the
+    product plus a separate reduction (docs/performance.md, "Softmax output")."""
+    import jax
+    import jax.numpy as jnp
+
+    W = jnp.ones((256, 512)) / 512
+    A = jnp.ones((512, 256))
+
+    def bare(W, A):  # the unguarded shift: the pattern the guard avoids
+        Z = W @ A
+        return Z - jnp.max(Z, axis=0, keepdims=True)
+
+    found = benchmark.hlo_summary(jax.jit(bare).lower(W, A).compile().as_text())
+    if not found["dot_reduce_fusions"]:
+        pytest.skip("this XLA does not fuse a reduction into a dot; nothing to guard against")
+    for shape in ("medium", "large"):
+        sizes, m = benchmark.SHAPES[shape]
+        step, params, X, Y = benchmark.jax_step("jaxmlp", sizes, m)
+        h = benchmark.hlo_summary(step.lower(params, X, Y).compile().as_text())
+        assert h["dot_reduce_fusions"] == [], shape
