@@ -23,17 +23,12 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-import jaxmlp  # noqa: E402
-from jaxmlp import datasets, kfac, training  # noqa: E402
+import jaxmlp
+from jaxmlp import datasets, kfac, training
 
 SIZES = (64, 32, 16, 32, 64)
 GRID = {

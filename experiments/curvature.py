@@ -29,18 +29,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import jaxmlp  # noqa: E402
-from jaxmlp import benchmarking, curvature  # noqa: E402
-from jaxmlp.benchmarking import load_average, machine_info  # noqa: E402
+import jaxmlp
+from jaxmlp import benchmarking, curvature
+from jaxmlp.benchmarking import load_average, machine_info
 
 SHAPES = {
     "medium": ((784, 512, 512, 10), 256),

@@ -19,18 +19,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import jaxmlp  # noqa: E402
-from jaxmlp.verification import CURVATURE_QUANTITIES, check_curvature, random_problem  # noqa: E402
+import jaxmlp
+from jaxmlp.verification import CURVATURE_QUANTITIES, check_curvature, random_problem
 
 QUICK_HIDDEN = ("tanh", "softmax", "gelu")
 

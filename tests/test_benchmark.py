@@ -143,3 +143,16 @@ def test_softmax_output_keeps_its_column_reduction_out_of_the_product():
         step, params, X, Y = benchmark.jax_step("jaxmlp", sizes, m)
         h = benchmark.hlo_summary(step.lower(params, X, Y).compile().as_text())
         assert h["dot_reduce_fusions"] == [], shape
+
+
+def test_softmax_epilogue_script(tmp_path):
+    import json
+
+    import softmax_epilogue
+
+    assert softmax_epilogue.main(["--sizes", "32,64,16", "--reps", "2", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "softmax_epilogue.json").read_text())
+    assert doc["dot_reduce_fusions"]["guarded shift"] == []
+    assert doc["max_abs_diff_dZ"] < 1e-6 and doc["abs_diff_J"] < 1e-5  # the shift changes nothing
+    assert set(doc["timing"]["variants"]) == {"bare shift", "guarded shift", "product only"}
+    assert softmax_epilogue.main(["--sizes", "32,0,16"]) == 2
