@@ -3,6 +3,7 @@
     python experiments/dp.py accuracy                 # digits (all bundled sets: --datasets all)
     python experiments/dp.py speed                    # 784-512-512-10 at m = 256, 1024, 4096
     python experiments/dp.py accuracy --quick         # 1 seed, smaller grid (a smoke test)
+    python experiments/dp.py noise                    # JAX's generators for the P noise draws
 
 **accuracy** (results/dp/accuracy.json, accuracy.png). For each dataset and each epsilon in
 {0.5, 1, 2, 4, 8, inf} (delta = 1e-5, PLD accountant, Poisson sampling; inf = the same
@@ -25,17 +26,17 @@ sets), SGD with momentum 0.9, per-example clip C = 1 (flat).
 network 784-512-512-10 (relu, softmax + cross-entropy, float32) on a fixed batch of m
 columns, for: the non-private step; the jaxmlp DP step (flat and per-layer clipping,
 noise on, sigma = 1); the vmap route of the JAX ecosystem (``jax.vmap(jax.grad)`` per-example
-gradients, then ``optax.contrib.differentially_private_aggregate``). All compiled first,
-then timed interleaved (each round runs every function once, in a shuffled order,
-``block_until_ready``), medians over rounds, and the DP/non-private ratio as the median of
-the per-round ratios (paired). Two diagnostics split the DP step's extra time: the DP step
-with sigma = 0 (clipping only: no random numbers are drawn) and the noise draw alone (one
-Gaussian per parameter, JAX's default threefry generator). XLA memory: ``jax.jit(f).lower(...).compile()
-.memory_analysis()`` (temporaries + arguments + outputs), which needs no execution, so the
-vmap route's memory is reported at m = 4096 too, where running it is skipped
-(``--vmap-max-m``). The vmap route, 40-200x slower, is timed in the first 3 rounds only
-(paired with the same rounds of the other functions); the others run up to ``--rounds``
-rounds or ``--seconds`` more seconds.
+gradients, then ``optax.contrib.differentially_private_aggregate``); and, when torch and
+opacus import (the ``compare`` extra), Opacus's ghost clipping and per-sample (hooks) steps
+of the same network on the same batch. Two diagnostics split the DP step's extra time: the
+DP step with sigma = 0 (clipping only: no random numbers are drawn) and the noise draw alone
+(one Gaussian per parameter, JAX's default threefry generator). Timing: the repository's
+protocol, ``jaxmlp.benchmarking.time_paired`` (compiled and warmed up first, rounds in a
+shuffled order, ``block_until_ready``, ratios as medians of per-round ratios, paired); the
+slow vmap route and Opacus per-sample steps run in the first 3 rounds only. XLA memory:
+``jax.jit(f).lower(...).compile().memory_analysis()`` (temporaries + arguments + outputs),
+which needs no execution, so the vmap route's memory is reported at m = 4096 too, where
+running it is skipped (``--vmap-max-m``).
 """
 
 from __future__ import annotations
@@ -44,25 +45,20 @@ import argparse
 import json
 import math
 import os
-import platform
-import random
-import statistics
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+import benchmark as bm  # experiments/benchmark.py: torch import with passive OpenMP waiters
 import jaxmlp
-from jaxmlp import datasets, privacy, training
+from jaxmlp import benchmarking, datasets, privacy, training
 from jaxmlp.fit import fit
 
-OUT = ROOT / "results" / "dp"
+OUT = "results/dp"  # relative to the repository root (benchmarking.output_path)
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
 DELTA = 1e-5
 SEEDS = (0, 1, 2)
@@ -266,7 +262,7 @@ def accuracy_plot(rows, path):
 
 
 def _speed_functions(net, m, sigma=1.0, C=1.0):
-    """name -> (jitted step(params, X, Y, key) -> params, extra state or None)."""
+    """name -> step(params, X, Y, key) -> params (to be jitted); jax-privacy's when installed."""
     L = net.num_layers
     opt = optax.sgd(0.1)
     C_layers = np.full(L, C / math.sqrt(L))
@@ -298,9 +294,27 @@ def _speed_functions(net, m, sigma=1.0, C=1.0):
     def noise_only(params, X, Y, key):  # the P Gaussian draws of a DP step, alone
         return privacy.add_noise(key, params, jnp.float32(sigma * C), jnp.float32)
 
+    fns = {}
+    if jax_privacy_available():
+        from jax_privacy import clipped_grad, noise_addition
+
+        def loss_rows(p, x, y):  # x (b, n[0]), y (b, n[L]): jax-privacy slices the first axis
+            return jaxmlp.loss(net, p, x.T, y.T)
+
+        clipped = clipped_grad(loss_rows, l2_clip_norm=C, batch_argnums=(1, 2))
+        privatizer = noise_addition.gaussian_privatizer(stddev=sigma * C, prng_key=0)
+
+        def jax_privacy_step(params, X, Y, key):
+            G = clipped(params, X.T, Y.T)  # sum of the clipped per-example gradients
+            noisy, _ = privatizer.update(G, privatizer.init(G))
+            g = jax.tree.map(lambda x: x / X.shape[1], noisy)
+            u, _ = opt.update(g, opt.init(params), params)
+            return optax.apply_updates(params, u)
+
+        fns["jax_privacy"] = jax_privacy_step
     return {"nonprivate": nonprivate, "dp_flat": dp_step(np.float32(C), C),
             "dp_flat_no_noise": dp_step(np.float32(C), C, sigma=0.0), "noise_only": noise_only,
-            "dp_per_layer": dp_step(C_layers.astype(np.float32), C), "vmap_route": vmap_route}
+            "dp_per_layer": dp_step(C_layers.astype(np.float32), C), "vmap_route": vmap_route} | fns
 
 
 def _memory(compiled):
@@ -312,7 +326,96 @@ def _memory(compiled):
             "total": int(ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes)}
 
 
-def speed(sizes, rounds, vmap_max_m, seconds_cap):
+def jax_privacy_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jax_privacy") is not None
+
+
+def opacus_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "opacus"))
+
+
+def _opacus_step(X, Y, mode, sigma=1.0, C=1.0):
+    """One Opacus DP-SGD step of the same network (rows as examples, torch's layout) on the
+    same batch: ``grad_sample_mode`` "hooks" (per-sample gradients) or "ghost" (ghost
+    clipping, no per-sample gradients stored). A zero-argument callable."""
+    import warnings
+
+    torch = bm._import_torch()
+    from opacus import PrivacyEngine
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    Xr = torch.from_numpy(np.ascontiguousarray(np.asarray(X).T))
+    y = torch.from_numpy(np.asarray(Y).argmax(axis=0).astype(np.int64))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(Xr, y),
+                                         batch_size=Xr.shape[0])
+    with warnings.catch_warnings():  # opacus warns about secure RNG and the accountant
+        warnings.simplefilter("ignore")
+        engine = PrivacyEngine()
+        if mode == "ghost":
+            model, opt, criterion, _ = engine.make_private(
+                module=model, optimizer=opt, data_loader=loader, criterion=nn.CrossEntropyLoss(),
+                noise_multiplier=sigma, max_grad_norm=C, grad_sample_mode="ghost",
+                poisson_sampling=False)
+        else:
+            model, opt, _ = engine.make_private(
+                module=model, optimizer=opt, data_loader=loader, noise_multiplier=sigma,
+                max_grad_norm=C, grad_sample_mode="hooks", poisson_sampling=False)
+            criterion = nn.CrossEntropyLoss()
+
+    def call():  # eager: done when it returns
+        opt.zero_grad(set_to_none=True)
+        criterion(model(Xr), y).backward()
+        opt.step()
+
+    return call
+
+
+def noise_generators(rounds):
+    """P = 669,706 standard normals (the medium network's parameter count) by each generator
+    JAX offers: ``privacy.add_noise`` (one threefry draw of all P, cut into the leaves), one
+    threefry draw per leaf (6 keys), the "rbg" and "unsafe_rbg" key implementations (XLA's
+    RngBitGenerator), and threefry's raw bits alone (the floor of any transform of them)."""
+    net = jaxmlp.Network((784, 512, 512, 10), ("relu", "relu", "softmax"),
+                         "categorical_cross_entropy")
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
+    P = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    key = jax.random.PRNGKey(3)
+    zero = jax.tree.map(jnp.zeros_like, params)
+
+    def per_leaf(k, grads, impl=None):
+        leaves, treedef = jax.tree.flatten(grads)
+        ks = jax.random.split(k, len(leaves))
+        if impl is not None:  # the same 2 x 32 bits, re-keyed for the other generator
+            ks = [jax.random.wrap_key_data(jax.random.bits(kk, (4,), jnp.uint32), impl=impl)
+                  for kk in ks]
+        return jax.tree.unflatten(treedef, [g + jax.random.normal(kk, g.shape, g.dtype)
+                                            for g, kk in zip(leaves, ks)])
+
+    fns = {"add_noise (one threefry draw)": lambda k, g: privacy.add_noise(k, g, 1.0, jnp.float32),
+           "threefry per leaf": per_leaf,
+           "rbg per leaf": lambda k, g: per_leaf(k, g, "rbg"),
+           "unsafe_rbg per leaf": lambda k, g: per_leaf(k, g, "unsafe_rbg"),
+           "threefry bits only": lambda k, g: jax.random.bits(k, (P,), jnp.uint32)}
+    calls = {}
+    for name, f in fns.items():
+        c = jax.jit(f).lower(key, zero).compile()
+        calls[name] = (lambda c=c: c(key, zero))
+    timing = benchmarking.time_paired(calls, reference="add_noise (one threefry draw)",
+                                      rounds=rounds, target_s=0.02)
+    print(timing.table())
+    return {"num_params": P, "timing": timing.to_json()}
+
+
+def speed(sizes, rounds, vmap_max_m, opacus=True):
+    """Paired timings (``jaxmlp.benchmarking.time_paired``) and XLA memory per batch size."""
     net = jaxmlp.Network((784, 512, 512, 10), ("relu", "relu", "softmax"),
                          "categorical_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
@@ -322,96 +425,87 @@ def speed(sizes, rounds, vmap_max_m, seconds_cap):
         X = jnp.asarray(rng.normal(size=(784, m)).astype(np.float32))
         Y = jnp.asarray(np.eye(10, dtype=np.float32)[:, rng.integers(0, 10, m)])
         key = jax.random.PRNGKey(1)
-        fns = _speed_functions(net, m)
-        compiled, memory = {}, {}
-        for name, f in fns.items():
+        calls, memory = {}, {}
+        for name, f in _speed_functions(net, m).items():
             c = jax.jit(f).lower(params, X, Y, key).compile()
             memory[name] = _memory(c)
-            if name == "vmap_route" and m > vmap_max_m:
+            if name in ("vmap_route", "jax_privacy") and m > vmap_max_m:
                 continue  # memory only: O(m * num_params) per-example gradients
-            compiled[name] = c
-            jax.block_until_ready(c(params, X, Y, key))  # warm-up
-        times = {name: [] for name in compiled}
-        order = list(compiled)
-        t_start = time.perf_counter()
-        r = 0
-        while r < rounds and (r < 3 or time.perf_counter() - t_start < seconds_cap):
-            if r == 3:  # the slow vmap route runs in the first 3 rounds only
-                order = [k for k in order if k != "vmap_route"]
-            random.Random(r).shuffle(order)
-            for name in order:
-                t0 = time.perf_counter()
-                jax.block_until_ready(compiled[name](params, X, Y, key))
-                times[name].append(time.perf_counter() - t0)
-            r += 1
-            if r == 3:
-                t_start = time.perf_counter()  # the time cap counts from here
-        med = {k: statistics.median(v) for k, v in times.items()}
-        ratio = {k: statistics.median(a / b for a, b in zip(v, times["nonprivate"]))
-                 for k, v in times.items()}
-        row = {"m": m, "rounds": r, "median_ms": {k: 1e3 * v for k, v in med.items()},
-               "paired_ratio_to_nonprivate": ratio, "xla_memory_bytes": memory,
+            calls[name] = (lambda c=c: c(params, X, Y, key))
+        if opacus:  # per-sample gradients: m * P floats, skipped with the vmap route
+            for mode in ("ghost", "hooks") if m <= vmap_max_m else ("ghost",):
+                calls[f"opacus_{mode}"] = _opacus_step(X, Y, mode)
+        slow = {k: 3 for k in calls if k in ("vmap_route", "opacus_hooks", "jax_privacy")}
+        timing = benchmarking.time_paired(
+            calls, reference="nonprivate", rounds=rounds, max_samples=slow,
+            warmup={k: 1 for k in slow} or 2, target_s=0.02, seed=m)
+        med = {k: 1e3 * timing.median(k) for k in calls}
+        ratio = {k: timing.paired_ratio(k) for k in calls}
+        row = {"m": m, "rounds": timing.rounds, "median_ms": med,
+               "paired_ratio_to_nonprivate": {k: v["median"] for k, v in ratio.items()},
+               "paired_ratio_iqr": {k: [v["q25"], v["q75"]] for k, v in ratio.items()},
+               "xla_memory_bytes": memory,
                "memory_ratio_to_nonprivate": {
                    k: (v["total"] / memory["nonprivate"]["total"] if v and memory["nonprivate"] else None)
-                   for k, v in memory.items()}}
-        if "vmap_route" in times:
-            row["vmap_over_dp_flat"] = statistics.median(
-                a / b for a, b in zip(times["vmap_route"], times["dp_flat"]))
+                   for k, v in memory.items()},
+               "timing": timing.to_json()}
+        for other in ("vmap_route", "jax_privacy", "opacus_ghost", "opacus_hooks"):
+            if other in calls:  # paired, in the rounds where both ran
+                row[f"{other}_over_dp_flat"] = timing.paired_ratio(other, "dp_flat")["median"]
         results.append(row)
-        print(speed_row(row), flush=True)
+        print(timing.table(), flush=True)
     return {"network": list(net.sizes), "dtype": "float32", "sigma": 1.0, "clip": 1.0,
             "results": results}
 
 
-def speed_row(row) -> str:
-    t, r, mem = row["median_ms"], row["paired_ratio_to_nonprivate"], row["memory_ratio_to_nonprivate"]
-    parts = [f"m={row['m']:>5} ({row['rounds']} rounds)"]
-    for k in ("nonprivate", "dp_flat", "dp_per_layer", "dp_flat_no_noise", "noise_only",
-              "vmap_route"):
-        if k in t:
-            parts.append(f"{k} {t[k]:.2f} ms ({r[k]:.2f}x, mem {mem[k]:.2f}x)")
-        elif mem.get(k):
-            parts.append(f"{k} not run (mem {mem[k]:.1f}x)")
-    return "; ".join(parts)
-
-
 def speed_table(sp) -> str:
-    lines = [f"{'m':>5} {'non-private':>12} {'DP flat':>16} {'DP per-layer':>16} "
-             f"{'DP, sigma=0':>16} {'noise alone':>11} "
-             f"{'vmap route':>18} {'vmap/DP':>8} {'mem DP/np':>10} {'mem vmap/np':>12}"]
+    """Markdown: time of each variant / the non-private step's (paired medians)."""
+    cols = [("nonprivate", "non-private"), ("dp_flat", "DP flat"),
+            ("dp_per_layer", "DP per-layer"), ("dp_flat_no_noise", "DP, sigma = 0"),
+            ("noise_only", "noise alone"), ("vmap_route", "vmap route"), ("jax_privacy", "jax-privacy"),
+            ("opacus_ghost", "Opacus ghost"), ("opacus_hooks", "Opacus per-sample")]
+    lines = ["| m | " + " | ".join(c[1] for c in cols) + " | vmap / DP flat | Opacus ghost / DP flat"
+             " | memory DP / non-private |",
+             "|---:|" + "---:|" * (len(cols) + 3)]
+    cols = [c for c in cols if any(c[0] in row["median_ms"] or c[0] in row["xla_memory_bytes"]
+                                   for row in sp["results"])]
+    lines[0] = ("| m | " + " | ".join(c[1] for c in cols) + " | vmap / DP flat | Opacus ghost / DP flat"
+                " | memory DP / non-private |")
+    lines[1] = "|---:|" + "---:|" * (len(cols) + 3)
     for row in sp["results"]:
         t, r, mem = row["median_ms"], row["paired_ratio_to_nonprivate"], row["memory_ratio_to_nonprivate"]
-        vm = f"{t['vmap_route']:.1f} ms" if "vmap_route" in t else "not run"
-        lines.append(
-            f"{row['m']:>5} {t['nonprivate']:>9.2f} ms {t['dp_flat']:>7.2f} ms {r['dp_flat']:.2f}x "
-            f"{t['dp_per_layer']:>7.2f} ms {r['dp_per_layer']:.2f}x "
-            f"{t['dp_flat_no_noise']:>7.2f} ms {r['dp_flat_no_noise']:.2f}x "
-            f"{t['noise_only']:>8.2f} ms {vm:>18} "
-            f"{row.get('vmap_over_dp_flat', float('nan')):>7.0f}x {mem['dp_flat']:>9.2f}x "
-            f"{mem['vmap_route']:>11.1f}x")
+        cells = []
+        for k, _ in cols:
+            if k == "nonprivate":
+                cells.append(f"{t[k]:.2f} ms")
+            elif k == "noise_only":
+                cells.append(f"{t[k]:.2f} ms")
+            elif k in t:
+                cells.append(f"{r[k]:.2f}x")
+            else:
+                cells.append("not run")
+        def fmt(key):
+            return f"{row[key]:.1f}x" if key in row else "-"
+        lines.append(f"| {row['m']} | " + " | ".join(cells) +
+                     f" | {fmt('vmap_route_over_dp_flat')} | {fmt('opacus_ghost_over_dp_flat')}"
+                     f" | {mem['dp_flat']:.2f}x |")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def _environment():
-    return {"jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()[:1]], "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="?", default="all", choices=("accuracy", "speed", "all"))
+    p.add_argument("what", nargs="?", default="all", choices=("accuracy", "speed", "noise", "all"))
     p.add_argument("--datasets", nargs="+", default=["digits"],
                    help=f"datasets for accuracy ('all' = {', '.join(datasets.DATASETS)})")
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds of the final runs (default 3)")
     p.add_argument("--quick", action="store_true", help="one grid point, for a smoke test")
     p.add_argument("--sizes", nargs="+", type=int, default=[256, 1024, 4096])
-    p.add_argument("--rounds", type=int, default=30, help="timing rounds (at most)")
-    p.add_argument("--seconds", type=float, default=60.0, help="time cap of one size's rounds")
+    p.add_argument("--rounds", type=int, default=20, help="timing rounds")
+    p.add_argument("--no-opacus", action="store_true",
+                   help="skip Opacus even when torch and opacus import")
     p.add_argument("--vmap-max-m", type=int, default=1024,
                    help="largest m at which the vmap route is run (memory is reported anyway)")
     p.add_argument("--out", default=str(OUT))
@@ -420,8 +514,9 @@ def main(argv=None) -> int:
     for n in names:
         if n not in datasets.DATASETS:
             p.error(f"--datasets: expected names from {list(datasets.DATASETS)}, got {n!r}")
+    args.out = str(benchmarking.output_path(args.out))
     os.makedirs(args.out, exist_ok=True)
-    env = _environment()
+    env = benchmarking.machine_info()
     if args.what in ("accuracy", "all"):
         t0 = time.perf_counter()
         rows = accuracy(names, SEEDS[: args.seeds] if args.seeds <= 3 else range(args.seeds),
@@ -442,14 +537,20 @@ def main(argv=None) -> int:
                        "validation": {"fraction_of_train": VAL_FRACTION, "seed": VAL_SEED},
                        "seconds": time.perf_counter() - t0, "environment": env}, f, indent=1)
         accuracy_plot(rows, os.path.join(args.out, f"accuracy{suffix}.png"))
+    if args.what == "noise":
+        doc = noise_generators(args.rounds) | {"environment": env}
+        print(f"wrote {benchmarking.write_json(os.path.join(args.out, 'noise.json'), doc)}")
     if args.what in ("speed", "all"):
-        sp = speed(args.sizes, args.rounds, args.vmap_max_m, args.seconds)
+        use_opacus = opacus_available() and not args.no_opacus
+        if not use_opacus and not args.no_opacus:
+            print("Opacus not measured: torch and opacus do not import (the compare extra: "
+                  "pip install -e '.[compare]')", file=sys.stderr)
+        sp = speed(args.sizes, args.rounds, args.vmap_max_m, use_opacus)
         sp["table"] = speed_table(sp)
         sp["environment"] = env
         print(sp["table"])
         name = "speed.json" if env["backend"] == "cpu" else f"speed_{env['backend']}.json"
-        with open(os.path.join(args.out, name), "w") as f:
-            json.dump(sp, f, indent=1)
+        print(f"wrote {benchmarking.write_json(os.path.join(args.out, name), sp)}")
     return 0
 
 

@@ -344,10 +344,19 @@ def poisson_batch(key, num_examples: int, sampling_rate: float, max_batch_size: 
 
 
 def add_noise(key, grads: Params, std, dtype) -> Params:
-    """grads + N(0, std^2 I), one independent draw per parameter (leaf keys from ``key``)."""
+    """grads + N(0, std^2 I), one independent draw per parameter.
+
+    ONE ``jax.random.normal`` of all P parameters (P = the total size of ``grads``), cut
+    into the leaves in tree order: one key and one generator call instead of one per leaf
+    (a split per leaf and a call per leaf cost more: docs/privacy.md, "Noise").
+    """
     leaves, treedef = jax.tree.flatten(grads)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [g + std * jax.random.normal(k, g.shape, dtype) for g, k in zip(leaves, keys)]
+    sizes = [g.size for g in leaves]
+    noise = jax.random.normal(key, (sum(sizes),), dtype)  # (P,)
+    noisy, start = [], 0
+    for g, n in zip(leaves, sizes):
+        noisy.append(g + std * noise[start:start + n].reshape(g.shape))
+        start += n
     return jax.tree.unflatten(treedef, noisy)
 
 

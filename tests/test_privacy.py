@@ -169,3 +169,18 @@ def test_mismatched_columns_named():
     with pytest.raises(ValueError, match=r"^Y: expected shape \(n\[L\], m\) = \(3, 9\)"):
         dp_value_and_grad(net, params, X, Y[:, :5], jax.random.key(0), l2_norm_clip=1.0,
                           noise_multiplier=1.0)
+
+
+def test_add_noise_draws_every_leaf_from_its_own_part_of_one_stream():
+    # Two leaves of the same shape must not get the same (or overlapping) noise.
+    from jaxmlp.privacy import add_noise
+
+    zeros = [{"W": jnp.zeros((30, 20)), "b": jnp.zeros((30,))},
+             {"W": jnp.zeros((30, 20)), "b": jnp.zeros((30,))}]
+    out = add_noise(jax.random.key(5), zeros, jnp.float32(2.0), jnp.float32)
+    W1, W2 = np.asarray(out[0]["W"]).ravel(), np.asarray(out[1]["W"]).ravel()
+    assert out[0]["W"].shape == (30, 20) and out[1]["b"].shape == (30,)
+    assert not np.any(np.isin(W1, W2))  # no shared draws
+    flat = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(out)]) / 2.0
+    assert np.unique(flat).size == flat.size
+    assert abs(np.std(flat) - 1) < 6 / math.sqrt(2 * flat.size)
