@@ -222,14 +222,17 @@ ACTIVATIONS: dict[str, Activation] = {
         _elementwise(
             "relu",
             lambda Z: jnp.where(Z <= 0, 0, Z).astype(Z.dtype),  # NaN stays NaN
-            lambda Z, A: _nan_where_z_is(Z, jnp.where(Z > 0, 1.0, 0.0)),  # I(Z > 0); g'(0) := 0
+            # I(Z > 0), g'(0) := 0, read off A = relu(Z) (A > 0 exactly where Z > 0, NaN
+            # exactly where Z is NaN): the backward pass then needs no Z[l] of a hidden
+            # relu layer, so XLA can fuse (F1)'s "+ b" and relu into the product's fusion.
+            lambda Z, A: _nan_where_z_is(A, jnp.where(A > 0, 1.0, 0.0)),
             "he",
             _zero,
         ),
         _elementwise(
             "leaky_relu",
             lambda Z: jnp.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z),
-            lambda Z, A: _nan_where_z_is(Z, jnp.where(Z > 0, 1.0, LEAKY_RELU_SLOPE)),
+            lambda Z, A: _nan_where_z_is(A, jnp.where(A > 0, 1.0, LEAKY_RELU_SLOPE)),  # as relu
             "he",
             _zero,
         ),

@@ -156,3 +156,18 @@ def test_softmax_epilogue_script(tmp_path):
     assert doc["max_abs_diff_dZ"] < 1e-6 and doc["abs_diff_J"] < 1e-5  # the shift changes nothing
     assert set(doc["timing"]["variants"]) == {"bare shift", "guarded shift", "product only"}
     assert softmax_epilogue.main(["--sizes", "32,0,16"]) == 2
+
+
+def test_relu_backward_needs_no_Z_so_the_step_keeps_less_than_autodiff():
+    """relu's (B4) mask is read off A (A > 0 exactly where Z > 0), so the hand-derived step
+    keeps no Z[l] of a hidden layer; autodiff's keeps them for the mask (docs/performance.md)."""
+    sizes, m = benchmark.SHAPES["large"]
+    temp = {}
+    for v in ("jaxmlp", "autodiff"):
+        step, params, X, Y = benchmark.jax_step(v, sizes, m)
+        mem = step.lower(params, X, Y).compile().memory_analysis()
+        if mem is None:
+            pytest.skip("no memory analysis on this backend")
+        temp[v] = mem.temp_size_in_bytes
+    # large (jax 0.10.2): 16 MiB against 28 MiB; at least one 2048 x 1024 float32 Z fewer
+    assert temp["jaxmlp"] <= temp["autodiff"] - 2048 * 1024 * 4, temp
