@@ -382,10 +382,12 @@ def _opacus_step(X, Y, mode, sigma=1.0, C=1.0):
 
 
 def noise_generators(rounds):
-    """P = 669,706 standard normals (the medium network's parameter count) by each generator
-    JAX offers: ``privacy.add_noise`` (one threefry draw of all P, cut into the leaves), one
-    threefry draw per leaf (6 keys), the "rbg" and "unsafe_rbg" key implementations (XLA's
-    RngBitGenerator), and threefry's raw bits alone (the floor of any transform of them)."""
+    """P = 669,706 normals (the medium network's parameter count) added to a zero gradient,
+    by each way JAX offers: ``privacy.add_noise`` (``jaxmlp.noise.normal``: JAX's threefry
+    normals, the hash unrolled and fused; a key per leaf), ``jax.random.normal`` per leaf
+    and in one draw of all P (JAX's CPU lowering: the hash in a 5-iteration loop), the
+    "rbg" and "unsafe_rbg" key implementations (XLA's RngBitGenerator), and threefry's raw
+    bits alone. Times (paired) and XLA temporaries."""
     net = jaxmlp.Network((784, 512, 512, 10), ("relu", "relu", "softmax"),
                          "categorical_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
@@ -402,19 +404,31 @@ def noise_generators(rounds):
         return jax.tree.unflatten(treedef, [g + jax.random.normal(kk, g.shape, g.dtype)
                                             for g, kk in zip(leaves, ks)])
 
-    fns = {"add_noise (one threefry draw)": lambda k, g: privacy.add_noise(k, g, 1.0, jnp.float32),
-           "threefry per leaf": per_leaf,
-           "rbg per leaf": lambda k, g: per_leaf(k, g, "rbg"),
-           "unsafe_rbg per leaf": lambda k, g: per_leaf(k, g, "unsafe_rbg"),
-           "threefry bits only": lambda k, g: jax.random.bits(k, (P,), jnp.uint32)}
-    calls = {}
+    def one_draw(k, grads):
+        leaves, treedef = jax.tree.flatten(grads)
+        z, out, start = jax.random.normal(k, (P,), jnp.float32), [], 0
+        for g in leaves:
+            out.append(g + z[start:start + g.size].reshape(g.shape))
+            start += g.size
+        return jax.tree.unflatten(treedef, out)
+
+    fns = {"privacy.add_noise (unrolled, fused)": lambda k, g: privacy.add_noise(k, g, 1.0, jnp.float32),
+           "jax.random.normal per leaf": per_leaf,
+           "jax.random.normal, one draw of P": one_draw,
+           "rbg keys per leaf": lambda k, g: per_leaf(k, g, "rbg"),
+           "unsafe_rbg keys per leaf": lambda k, g: per_leaf(k, g, "unsafe_rbg"),
+           "threefry bits only (JAX)": lambda k, g: jax.random.bits(k, (P,), jnp.uint32)}
+    calls, temp = {}, {}
     for name, f in fns.items():
         c = jax.jit(f).lower(key, zero).compile()
+        temp[name] = _memory(c)["temp"]
         calls[name] = (lambda c=c: c(key, zero))
-    timing = benchmarking.time_paired(calls, reference="add_noise (one threefry draw)",
+    timing = benchmarking.time_paired(calls, reference="jax.random.normal per leaf",
                                       rounds=rounds, target_s=0.02)
     print(timing.table())
-    return {"num_params": P, "timing": timing.to_json()}
+    for name, t in temp.items():
+        print(f"{name:>40}: XLA temporaries {t / 2**20:.1f} MiB")
+    return {"num_params": P, "temp_bytes": temp, "timing": timing.to_json()}
 
 
 def speed(sizes, rounds, vmap_max_m, opacus=True):

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmlp import core, validation
+from jaxmlp import core, noise, validation
 from jaxmlp.network import Network
 from jaxmlp.quantities import clipped_gradient, norms_from_sq, sq_norms
 
@@ -344,19 +344,12 @@ def poisson_batch(key, num_examples: int, sampling_rate: float, max_batch_size: 
 
 
 def add_noise(key, grads: Params, std, dtype) -> Params:
-    """grads + N(0, std^2 I), one independent draw per parameter.
-
-    ONE ``jax.random.normal`` of all P parameters (P = the total size of ``grads``), cut
-    into the leaves in tree order: one key and one generator call instead of one per leaf
-    (a split per leaf and a call per leaf cost more: docs/privacy.md, "Noise").
-    """
+    """grads + N(0, std^2 I), one independent draw per parameter (a key per leaf from
+    ``key``). The draws are ``jax.random.normal``'s, in one fused kernel per leaf with the
+    addition (:func:`jaxmlp.noise.normal`): no buffer of the P noise numbers is kept."""
     leaves, treedef = jax.tree.flatten(grads)
-    sizes = [g.size for g in leaves]
-    noise = jax.random.normal(key, (sum(sizes),), dtype)  # (P,)
-    noisy, start = [], 0
-    for g, n in zip(leaves, sizes):
-        noisy.append(g + std * noise[start:start + n].reshape(g.shape))
-        start += n
+    keys = jax.random.split(key, len(leaves))
+    noisy = [g + std * noise.normal(k, g.shape, dtype) for g, k in zip(leaves, keys)]
     return jax.tree.unflatten(treedef, noisy)
 
 

@@ -1,0 +1,57 @@
+"""jaxmlp.noise.normal is jax.random.normal, bit for bit, in one fused kernel."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmlp import noise
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (5,), (3, 4), (7, 5, 3), (401_920,)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_same_numbers_as_jax_random_normal(shape, dtype):
+    for key in (jax.random.PRNGKey(0), jax.random.PRNGKey(2**31 + 5), jax.random.key(7),
+                jax.random.split(jax.random.PRNGKey(3))[1]):
+        ours = jax.jit(lambda k: noise.normal(k, shape, dtype))(key)
+        theirs = jax.random.normal(key, shape, dtype)
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        np.testing.assert_array_equal(np.asarray(ours, np.float32), np.asarray(theirs, np.float32))
+
+
+def test_under_vmap_and_eagerly():
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    ours = jax.vmap(lambda k: noise.normal(k, (6,)))(keys)
+    theirs = jax.vmap(lambda k: jax.random.normal(k, (6,)))(keys)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    np.testing.assert_array_equal(np.asarray(noise.normal(keys[0], (6,))),
+                                  np.asarray(jax.random.normal(keys[0], (6,))))
+
+
+def test_hash_against_jax_threefry():
+    # the unrolled hash equals JAX's (rolled) threefry_2x32 on arbitrary words
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 2**32, 2, dtype=np.uint32)
+    x = rng.integers(0, 2**32, (2, 1000), dtype=np.uint32)
+    from jax.extend.random import threefry_2x32
+
+    ref = np.asarray(threefry_2x32(jnp.asarray(k), jnp.asarray(x.ravel())))
+    y1, y2 = noise.threefry2x32(jnp.uint32(k[0]), jnp.uint32(k[1]), jnp.asarray(x[0]), jnp.asarray(x[1]))
+    np.testing.assert_array_equal(np.concatenate([np.asarray(y1), np.asarray(y2)]), ref)
+
+
+def test_other_key_kinds_go_to_jax():
+    key = jax.random.key(0, impl="rbg")
+    np.testing.assert_array_equal(np.asarray(noise.normal(key, (8,))),
+                                  np.asarray(jax.random.normal(key, (8,))))
+
+
+def test_the_draw_is_one_fused_kernel_without_a_loop():
+    f = jax.jit(lambda k, g: g + noise.normal(k, g.shape, g.dtype))
+    compiled = f.lower(jax.random.PRNGKey(0), jnp.zeros(100_000, jnp.float32)).compile()
+    assert " while(" not in compiled.as_text()  # JAX's CPU lowering of the hash is a loop
+    looped = jax.jit(lambda k, g: g + jax.random.normal(k, g.shape, g.dtype))
+    mem, ref = (c.lower(jax.random.PRNGKey(0), jnp.zeros(100_000, jnp.float32)).compile().memory_analysis()
+                for c in (f, looped))
+    if mem is not None and ref is not None:
+        assert mem.temp_size_in_bytes < ref.temp_size_in_bytes
