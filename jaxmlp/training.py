@@ -120,6 +120,7 @@ def make_optimizer(
     damping: float = 1e-3,
     inverse_every: int = 1,
     kfac_kind: str = "exact",
+    kfac_kl_clip: Optional[float] = None,
 ) -> optax.GradientTransformation:
     """The usual optax optimizers by name.
 
@@ -137,8 +138,9 @@ def make_optimizer(
         ``adamw``, and for the other optimizers added to the gradient (lambda W, the gradient
         of the L2 penalty (lambda/2) ||W||^2) before the optimizer sees it.
       momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1).
-      damping, inverse_every, kfac_kind: ``"kfac"`` only: Tikhonov damping, refresh of the
-        factors' inverses every k steps, and the factors' kind ("exact", "mc", "empirical").
+      damping, inverse_every, kfac_kind, kfac_kl_clip: ``"kfac"`` only: Tikhonov damping,
+        refresh of the factors' inverses every k steps, the factors' kind ("exact", "mc",
+        "empirical"), and the KL clip c of :func:`jaxmlp.kfac.kfac` (None: no clipping).
 
     Returns:
       an ``optax.GradientTransformation``.
@@ -158,13 +160,15 @@ def make_optimizer(
     return build_optimizer(name, float(learning_rate), schedule=schedule,
                            total_steps=None if total_steps is None else int(total_steps),
                            weight_decay=float(weight_decay), momentum=float(momentum),
-                           damping=damping, inverse_every=inverse_every, kfac_kind=kfac_kind)
+                           damping=damping, inverse_every=inverse_every, kfac_kind=kfac_kind,
+                           kfac_kl_clip=kfac_kl_clip)
 
 
 def build_optimizer(name: str, learning_rate: Any, *, schedule: str = "constant",
                     total_steps: Optional[int] = None, weight_decay: float = 0.0,
                     momentum: float = 0.9, damping: float = 1e-3, inverse_every: int = 1,
-                    kfac_kind: str = "exact") -> optax.GradientTransformation:
+                    kfac_kind: str = "exact",
+                    kfac_kl_clip: Optional[float] = None) -> optax.GradientTransformation:
     """:func:`make_optimizer` without the argument checks, for a learning rate that may be a
     traced array (``optax.inject_hyperparams``, per-member rates of :mod:`jaxmlp.ensemble`)."""
     lr: Any = learning_rate
@@ -179,7 +183,7 @@ def build_optimizer(name: str, learning_rate: Any, *, schedule: str = "constant"
         from jaxmlp import kfac
 
         return kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kind=kfac_kind,
-                         weight_decay=float(weight_decay))
+                         weight_decay=float(weight_decay), kl_clip=kfac_kl_clip)
     if name == "adamw":
         return optax.adamw(lr, weight_decay=weight_decay, mask=_wd_mask)
     base = {

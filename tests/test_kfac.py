@@ -140,3 +140,22 @@ def test_kl_clip_bounds_the_step(regression):
     scale = np.sqrt(c / v_dot_g)
     for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(u0)):
         np.testing.assert_allclose(np.asarray(a), scale * np.asarray(b), rtol=1e-10)
+
+
+def test_make_optimizer_passes_the_kl_clip(regression):
+    """training.make_optimizer("kfac", kfac_kl_clip=c) is kfac.kfac(..., kl_clip=c) in the step."""
+    net, params, X, Y = regression
+    _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    factors = curvature.kfac_factors(net, params, X, Y)
+    ref = kfac.kfac(0.5, damping=1e-3, kl_clip=1e-6)
+    u_ref, _ = ref.update(grads, ref.init(params), params, kfac_factors=factors)
+    step = training.make_train_step(net, training.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6))
+    opt = training.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6)
+    new, _, _ = step(params, opt.init(params), X, Y)
+    for p, n, u in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(u_ref)):
+        np.testing.assert_allclose(np.asarray(n) - np.asarray(p), np.asarray(u), rtol=1e-9, atol=1e-15)
+    free = kfac.kfac(0.5, damping=1e-3)  # the clip is active here: the free step is longer
+    u_free, _ = free.update(grads, free.init(params), params, kfac_factors=factors)
+    assert optax.global_norm(u_free) > 10 * optax.global_norm(u_ref)
+    with pytest.raises(ValueError, match="^kl_clip"):
+        training.make_optimizer("kfac", 0.5, kfac_kl_clip=0.0)
