@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -458,6 +459,10 @@ def parse_args(argv=None):
                         "and print how each product is lowered")
     p.add_argument("--out", default="results/benchmark",
                    help="output folder, relative to the repository root (default results/benchmark)")
+    p.add_argument("--summarize", nargs="+", metavar="DIR",
+                   help="no timing: the table of paired ratios of earlier runs (their "
+                        "benchmark.json, e.g. results/benchmark/quiet1 quiet2 quiet3), one row per "
+                        "shape and run")
     args = p.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     bad = [s for s in shapes if s not in SHAPES]
@@ -476,8 +481,43 @@ def parse_args(argv=None):
     return args
 
 
+def summarize(dirs) -> str:
+    """Markdown: per shape and run, (b)/(a), (d)/(a), (c)/(a) (paired medians and IQRs; (c)
+    from the mixed pass) and (a)'s paired fraction of the matmul peak."""
+    runs = []
+    for d in dirs:
+        path = benchmarking.output_path(d) / "benchmark.json"
+        if not path.is_file():
+            raise SystemExit(f"--summarize: no benchmark.json in {d!r} ({path})")
+        runs.append((d, json.loads(path.read_text())))
+
+    def cell(row, key="paired_ratio", scale=1.0, digits=3):
+        if row is None:
+            return "-"
+        r = row[key]
+        return f"{scale * r['median']:.{digits}f} ({scale * r['q25']:.{digits}f}-{scale * r['q75']:.{digits}f})"
+
+    lines = ["| shape | run | (b)/(a) autodiff | (d)/(a) Equinox | (c)/(a) torch | (a) % of peak |",
+             "|---|---|---:|---:|---:|---:|"]
+    for shape in SHAPES:
+        for d, doc in runs:
+            r = doc["shapes"].get(shape)
+            if r is None:
+                continue
+            jp = r["passes"]["jax"]["variants"]
+            mixed = r["passes"].get("mixed", {}).get("variants", {})
+            lines.append(f"| {shape} | {d} | {cell(jp.get('autodiff'))} | {cell(jp.get('equinox'))} | "
+                         f"{cell(mixed.get('torch'))} | "
+                         f"{cell(jp['jaxmlp'], 'paired_fraction_of_peak', 100, 1)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.summarize:
+        table = summarize(args.summarize)
+        print(table)
+        return table
     skipped = [v for v in args.variants if not available(v)]
     variants = [v for v in args.variants if available(v)]
     for v in skipped:

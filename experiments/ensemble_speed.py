@@ -1,6 +1,7 @@
 """Ensembles: member-examples/s and % of the matmul peak of K networks trained in one call.
 
     python experiments/ensemble_speed.py [--ks 1,4,16,64,256] [--reps 7] [--quick]
+    python experiments/ensemble_speed.py --breakdown 64   # each product of one K = 64 step, alone
 
 Shapes (relu hidden layers, softmax output, categorical cross-entropy, float32, plain SGD):
 ``tiny`` 64-128-10, minibatch 128, and ``deep-narrow`` 100-(100 x 8)-10, minibatch 64 (the
@@ -224,6 +225,65 @@ def run(args):
     return result
 
 
+def breakdown(shape, K, reps, N=2048):
+    """Where one step of K members with shared minibatches spends its time: each matrix
+    product of the step, timed alone with the operand shapes of the compiled step (layer 1's
+    (F1) and (B1) as ONE dense product over the K members, the other layers' products
+    K-batched), against the whole step (an epoch / STEPS) and the N^3 matmul peak, in one
+    paired run. The products' summed time bounds the step from below: its % of peak is the
+    most the step could reach if everything else (bias, activations, seed, sums, update,
+    minibatch gather) were free."""
+    sizes, b = SHAPES[shape]
+    net = bm._network(sizes)
+    X, Y = _problem(sizes, b)
+    runner, _ = make_vmap(net, K, b, X, Y, shared=True)
+    r = np.random.default_rng(0)
+
+    def arr(*shape):
+        return jnp.asarray(r.normal(size=shape).astype(np.float32))
+
+    dn = lambda lc, rc, batch=False: (((lc,), (rc,)), (((0,), (0,)) if batch else ((), ())))
+    dot = jax.jit(lambda a, c, dims: jax.lax.dot_general(a, c, dims), static_argnums=2)
+    n = sizes
+    products = {  # name -> (operands, dimension numbers, flops)
+        "(F1) layer 1, dense over K": ((arr(K * n[1], n[0]), arr(b, n[0])), dn(1, 1), 2 * K * n[1] * n[0] * b),
+        "(B1) layer 1, dense over K": ((arr(K * n[1], b), arr(b, n[0])), dn(1, 0), 2 * K * n[1] * n[0] * b)}
+    for l in range(2, len(n)):
+        f = 2 * K * n[l] * n[l - 1] * b
+        products[f"(F1) layer {l}, K-batched"] = ((arr(K, n[l], n[l - 1]), arr(K, n[l - 1], b)), dn(2, 1, True), f)
+        products[f"(B1) layer {l}, K-batched"] = ((arr(K, n[l], b), arr(K, n[l - 1], b)), dn(2, 2, True), f)
+        products[f"(B3) layer {l}, K-batched"] = ((arr(K, n[l], n[l - 1]), arr(K, n[l], b)), dn(1, 1, True), f)
+    calls = {"step (epoch / %d)" % STEPS: runner, "matmul": bm.make_matmul_xla(N)}
+    for name, (ops, dims, _) in products.items():
+        calls[name] = (lambda ops=ops, dims=dims: dot(*ops, dims))
+    timing = benchmarking.time_paired(calls, reference="matmul", rounds=reps, target_s=0.05)
+    peak = 2 * N ** 3 / timing.median("matmul")
+    step_s = timing.median("step (epoch / %d)" % STEPS) / STEPS
+    step_flops = K * bm.step_flops(sizes, b)
+    rows = {}
+    print(f"{shape}, K = {K}, shared minibatches of {b}: one step = {step_flops / 1e6:.0f} MFLOP "
+          f"of products; peak {peak / 1e9:.1f} GFLOP/s ({N}^3 matmul, same run)")
+    print(f"{'':34s} {'ms':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
+    total = 0.0
+    for name, (_, _, f) in products.items():
+        t = timing.median(name)
+        total += t
+        rows[name] = {"median_s": t, "flops": f, "fraction_of_peak": f / t / peak}
+        print(f"{name:34s} {1e3 * t:8.3f} {f / t / 1e9:8.1f} {100 * f / t / peak:7.1f}")
+    rows["products, summed"] = {"median_s": total, "flops": step_flops,
+                                "fraction_of_peak": step_flops / total / peak}
+    rows["step"] = {"median_s": step_s, "flops": step_flops,
+                    "fraction_of_peak": step_flops / step_s / peak}
+    for name in ("products, summed", "step"):
+        row = rows[name]
+        print(f"{name:34s} {1e3 * row['median_s']:8.3f} {step_flops / row['median_s'] / 1e9:8.1f} "
+              f"{100 * row['fraction_of_peak']:7.1f}")
+    print(f"the step outside its products: {1e3 * (step_s - total):.3f} ms "
+          f"({100 * (step_s - total) / step_s:.0f} % of the step)")
+    return {"shape": shape, "K": K, "batch_size": b, "peak_gflops": peak / 1e9, "rows": rows,
+            "timing": timing.to_json(), "machine": benchmarking.machine_info()}
+
+
 _HEADER = False
 
 
@@ -286,12 +346,23 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--quick", action="store_true", help="a smoke run: N = 1024")
     p.add_argument("--out", default="results/ensemble", help="relative to the repository root")
+    p.add_argument("--breakdown", metavar="K", type=int,
+                   help="instead of the table: the products of one shared-minibatch step of K "
+                        "members of each shape, timed alone, against the step")
     args = p.parse_args(argv)
     for s in args.shapes.split(","):
         if s not in SHAPES:
             p.error(f"--shapes: expected names from {list(SHAPES)}, got {s!r}")
     t0 = time.perf_counter()
-    run(args)
+    if args.breakdown is not None:
+        if args.breakdown < 1:
+            p.error(f"--breakdown: expected K >= 1, got {args.breakdown}")
+        doc = {s: breakdown(s, args.breakdown, args.reps) for s in args.shapes.split(",")}
+        path = benchmarking.write_json(
+            os.path.join(args.out, f"breakdown_K{args.breakdown}.json"), doc)
+        print(f"wrote {path}")
+    else:
+        run(args)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

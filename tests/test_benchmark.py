@@ -171,3 +171,16 @@ def test_relu_backward_needs_no_Z_so_the_step_keeps_less_than_autodiff():
         temp[v] = mem.temp_size_in_bytes
     # large (jax 0.10.2): 16 MiB against 28 MiB; at least one 2048 x 1024 float32 Z fewer
     assert temp["jaxmlp"] <= temp["autodiff"] - 2048 * 1024 * 4, temp
+
+
+def test_summarize_reads_earlier_runs(tmp_path):
+    doc = {"shapes": {"tiny": {"passes": {"jax": {"variants": {
+        "jaxmlp": {"paired_ratio": {"median": 1.0, "q25": 1.0, "q75": 1.0},
+                   "paired_fraction_of_peak": {"median": 0.14, "q25": 0.12, "q75": 0.15}},
+        "autodiff": {"paired_ratio": {"median": 1.091, "q25": 0.914, "q75": 1.206}}}}}}}}
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "benchmark.json").write_text(json.dumps(doc))
+    table = benchmark.main(["--summarize", str(tmp_path / "r1")])
+    assert "| tiny |" in table and "1.091 (0.914-1.206)" in table and "14.0 (12.0-15.0)" in table
+    with pytest.raises(SystemExit):
+        benchmark.main(["--summarize", str(tmp_path / "missing")])
