@@ -383,7 +383,7 @@ def _opacus_step(X, Y, mode, sigma=1.0, C=1.0):
 
 def noise_generators(rounds):
     """P = 669,706 normals (the medium network's parameter count) added to a zero gradient,
-    by each way JAX offers: ``privacy.add_noise`` (``jaxmlp.noise.normal``: JAX's threefry
+    by each way JAX offers: ``privacy.add_noise`` (``jaxmlp.threefry.normal``: JAX's threefry
     normals, the hash unrolled and fused; a key per leaf), ``jax.random.normal`` per leaf
     and in one draw of all P (JAX's CPU lowering: the hash in a 5-iteration loop), the
     "rbg" and "unsafe_rbg" key implementations (XLA's RngBitGenerator), and threefry's raw

@@ -15,7 +15,7 @@ Everything else is a submodule, imported on first use (``jaxmlp.training`` and s
 ``core``                  unchecked kernels: forward_pass, cost, output_seed, backward_sweep
 ``quantities``            gradient, per-example gradients/norms, variance, clipping (rules)
 ``privacy``               DP-SGD gradients (clipping + noise) from the same sweep
-``noise``                 jax.random.normal's numbers in one fused kernel (the DP noise)
+``threefry``              JAX's threefry numbers by an unrolled, fused hash (noise, shuffle)
 ``single_column``         the seeds' per-example (one column) forms, to contrast with vmap
 ``training``, ``fit``     optax step, scanned epoch, evaluation; the training loop
 ``checkpoint``            orbax checkpoints of a run (digest-verified)
@@ -50,9 +50,9 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "accumulation", "activations", "benchmarking", "checkpoint", "core", "costs", "curvature",
-    "datasets", "distributed", "ensemble", "export", "fit", "init", "kfac", "network", "noise", "outdir",
+    "datasets", "distributed", "ensemble", "export", "fit", "init", "kfac", "network", "outdir",
     "privacy", "propagation", "quantities", "sharding", "shuffle", "single_column", "tabular",
-    "training", "validation", "verification",
+    "threefry", "training", "validation", "verification",
 )
 
 __all__ = [

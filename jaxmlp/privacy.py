@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmlp import core, noise, validation
+from jaxmlp import core, threefry, validation
 from jaxmlp.network import Network
 from jaxmlp.quantities import clipped_gradient, norms_from_sq, sq_norms
 
@@ -346,10 +346,10 @@ def poisson_batch(key, num_examples: int, sampling_rate: float, max_batch_size: 
 def add_noise(key, grads: Params, std, dtype) -> Params:
     """grads + N(0, std^2 I), one independent draw per parameter (a key per leaf from
     ``key``). The draws are ``jax.random.normal``'s, in one fused kernel per leaf with the
-    addition (:func:`jaxmlp.noise.normal`): no buffer of the P noise numbers is kept."""
+    addition (:func:`jaxmlp.threefry.normal`): no buffer of the P noise numbers is kept."""
     leaves, treedef = jax.tree.flatten(grads)
     keys = jax.random.split(key, len(leaves))
-    noisy = [g + std * noise.normal(k, g.shape, dtype) for g, k in zip(leaves, keys)]
+    noisy = [g + std * threefry.normal(k, g.shape, dtype) for g, k in zip(leaves, keys)]
     return jax.tree.unflatten(treedef, noisy)
 
 

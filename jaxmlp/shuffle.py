@@ -16,9 +16,9 @@ order). :func:`permutation` does the same rounds, with two changes of implementa
   sorted positions, where JAX sorts (32-bit key, value) pairs with a comparator; narrower
   keys take more rounds (:func:`rounds`: 2 at m = 1,438, 3 at m = 60,000);
 * round j's words are ``jax.random.bits(jax.random.fold_in(key, j), (m,), jnp.uint32)``; for
-  a threefry key they are computed by an unrolled threefry-2x32 (:func:`words`), equal bit for
-  bit to JAX's (partitionable threefry, JAX's default), that XLA fuses into one elementwise
-  kernel, where JAX's own lowers to a rolled loop of small kernels on CPU.
+  a threefry key they are computed by :mod:`jaxmlp.threefry`'s unrolled hash, equal bit for
+  bit to JAX's, that XLA fuses into one elementwise kernel, where JAX's own lowers to a
+  rolled loop of small kernels on CPU.
 
 Uniformity is JAX's argument: the final order is lexicographic in (round R-1 bits, ...,
 round 0 bits, index), the words are i.i.d. uniform, so it is a uniform random order unless two
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmlp import validation
+from jaxmlp import threefry, validation
 
 Array = jax.Array
 
@@ -59,44 +59,14 @@ def rounds(m: int) -> int:
     return max(1, math.ceil(3 * math.log2(m) / bits))
 
 
-def _rotl(x: Array, d: int) -> Array:
-    return (x << jnp.uint32(d)) | (x >> jnp.uint32(32 - d))
-
-
-def _threefry_block(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
-    """Threefry-2x32 (20 rounds) of the counter pairs (x0, x1) under the key (k0, k1)."""
-    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
-    x0, x1 = x0 + ks[0], x1 + ks[1]
-    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
-    for i in range(5):
-        for d in rotations[i % 2]:
-            x0 = x0 + x1
-            x1 = _rotl(x1, d) ^ x0
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
-    return x0, x1
-
-
-def _is_threefry(key: Array) -> bool:
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(0))
-    return True  # a raw uint32 (2,) key (validation.prng_key checked it)
-
-
 def words(key: Any, j: int, m: int) -> Array:
-    """Round j's words: ``jax.random.bits(jax.random.fold_in(key, j), (m,), jnp.uint32)``.
-
-    For a threefry key, computed by the unrolled threefry: fold_in(key, j) is threefry of the
-    counter pair (0, j), and the bits are y0 ^ y1 of threefry of the pairs (0, i), i < m.
-    """
+    """Round j's words: ``jax.random.bits(jax.random.fold_in(key, j), (m,), jnp.uint32)``,
+    for a threefry key through :func:`jaxmlp.threefry.unrolled_key` (the same bits, one
+    fused kernel)."""
     key = validation.prng_key(key)
-    if not _is_threefry(key):
-        return jax.random.bits(jax.random.fold_in(key, j), (m,), jnp.uint32)
-    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    zero = jnp.uint32(0)
-    k0, k1 = _threefry_block(data[0], data[1], zero, jnp.uint32(j))  # fold_in(key, j)
-    y0, y1 = _threefry_block(k0, k1, jnp.zeros((m,), jnp.uint32), lax.iota(jnp.uint32, m))
-    return y0 ^ y1
+    unrolled = threefry.unrolled_key(key)
+    return jax.random.bits(jax.random.fold_in(key if unrolled is None else unrolled, j), (m,),
+                           jnp.uint32)
 
 
 def permutation(key: Any, m: int) -> Array:
