@@ -65,7 +65,7 @@ _THREEFRY = jex_random.threefry_prng_impl
 
 def _random_bits(key, bit_width, shape):
     size = math.prod(shape)
-    if bit_width != 32 or size >= 2**32 or not jax.config.jax_threefry_partitionable:
+    if bit_width != 32 or size >= 2**32 or not getattr(jax.config, "jax_threefry_partitionable", True):
         return _THREEFRY.random_bits(key, bit_width, shape)
     lo = lax.iota(np.uint32, size).reshape(shape)  # counter i = (0, i), row-major
     b1, b2 = threefry2x32(key[0], key[1], jnp.zeros(shape, np.uint32), lo)
