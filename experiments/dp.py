@@ -476,37 +476,31 @@ def speed(sizes, rounds, vmap_max_m, opacus=True):
             "results": results}
 
 
+#: Columns of :func:`speed_table`: (variant, heading); a variant no row measured is left out.
+SPEED_COLUMNS = (("nonprivate", "non-private"), ("dp_flat", "DP flat"),
+                 ("dp_per_layer", "DP per-layer"), ("dp_flat_no_noise", "DP, sigma = 0"),
+                 ("noise_only", "noise alone"), ("vmap_route", "vmap route"),
+                 ("jax_privacy", "jax-privacy"), ("opacus_ghost", "Opacus ghost"),
+                 ("opacus_hooks", "Opacus per-sample"))
+
+
 def speed_table(sp) -> str:
-    """Markdown: time of each variant / the non-private step's (paired medians)."""
-    cols = [("nonprivate", "non-private"), ("dp_flat", "DP flat"),
-            ("dp_per_layer", "DP per-layer"), ("dp_flat_no_noise", "DP, sigma = 0"),
-            ("noise_only", "noise alone"), ("vmap_route", "vmap route"), ("jax_privacy", "jax-privacy"),
-            ("opacus_ghost", "Opacus ghost"), ("opacus_hooks", "Opacus per-sample")]
-    lines = ["| m | " + " | ".join(c[1] for c in cols) + " | vmap / DP flat | Opacus ghost / DP flat"
-             " | memory DP / non-private |",
+    """Markdown: absolute times of the non-private step and of the noise alone, every other
+    variant as its time / the non-private step's (paired median); then the paired ratios to
+    the DP flat step and the memory ratio."""
+    cols = [(k, h) for k, h in SPEED_COLUMNS
+            if any(k in row["median_ms"] or k in row["xla_memory_bytes"] for row in sp["results"])]
+    lines = ["| m | " + " | ".join(h for _, h in cols) +
+             " | vmap / DP flat | Opacus ghost / DP flat | memory DP / non-private |",
              "|---:|" + "---:|" * (len(cols) + 3)]
-    cols = [c for c in cols if any(c[0] in row["median_ms"] or c[0] in row["xla_memory_bytes"]
-                                   for row in sp["results"])]
-    lines[0] = ("| m | " + " | ".join(c[1] for c in cols) + " | vmap / DP flat | Opacus ghost / DP flat"
-                " | memory DP / non-private |")
-    lines[1] = "|---:|" + "---:|" * (len(cols) + 3)
     for row in sp["results"]:
-        t, r, mem = row["median_ms"], row["paired_ratio_to_nonprivate"], row["memory_ratio_to_nonprivate"]
-        cells = []
-        for k, _ in cols:
-            if k == "nonprivate":
-                cells.append(f"{t[k]:.2f} ms")
-            elif k == "noise_only":
-                cells.append(f"{t[k]:.2f} ms")
-            elif k in t:
-                cells.append(f"{r[k]:.2f}x")
-            else:
-                cells.append("not run")
-        def fmt(key):
-            return f"{row[key]:.1f}x" if key in row else "-"
-        lines.append(f"| {row['m']} | " + " | ".join(cells) +
-                     f" | {fmt('vmap_route_over_dp_flat')} | {fmt('opacus_ghost_over_dp_flat')}"
-                     f" | {mem['dp_flat']:.2f}x |")
+        t, r = row["median_ms"], row["paired_ratio_to_nonprivate"]
+        cells = [f"{t[k]:.2f} ms" if k in ("nonprivate", "noise_only") else
+                 f"{r[k]:.2f}x" if k in t else "not run" for k, _ in cols]
+        over = [f"{row[key]:.1f}x" if key in row else "-"
+                for key in ("vmap_route_over_dp_flat", "opacus_ghost_over_dp_flat")]
+        lines.append(f"| {row['m']} | " + " | ".join(cells + over) +
+                     f" | {row['memory_ratio_to_nonprivate']['dp_flat']:.2f}x |")
     return "\n".join(lines)
 
 
