@@ -224,7 +224,7 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda Z: jnp.where(Z <= 0, 0, Z).astype(Z.dtype),  # NaN stays NaN
             # I(Z > 0), g'(0) := 0, read off A = relu(Z) (A > 0 exactly where Z > 0, NaN
             # exactly where Z is NaN): the backward pass then needs no Z[l] of a hidden
-            # relu layer, so XLA can fuse (F1)'s "+ b" and relu into the product's fusion.
+            # relu layer, and XLA keeps one (n[l], m) array per layer instead of two.
             lambda Z, A: _nan_where_z_is(A, jnp.where(A > 0, 1.0, 0.0)),
             "he",
             _zero,
