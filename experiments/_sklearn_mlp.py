@@ -3,7 +3,7 @@
 
     python experiments/_sklearn_mlp.py [--dataset digits] [--epochs 60] [--seed 0]
 
-Digits, seed 0: the same train/test split and standardisation as jaxmlp (``jaxmlp/datasets.py``
+Digits, seed 0: the same train/test split and standardisation as jaxmlp (``jaxmlp/data/datasets.py``
 is executed on its own, NumPy only, so JAX is not imported), one hidden layer of 128 ReLU
 units, softmax output with cross-entropy, Adam lr 1e-3, minibatches of 64, 60 epochs, no L2
 term and no early stopping. Prints one JSON line: test accuracy and the in-process seconds.

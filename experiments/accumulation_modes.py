@@ -4,7 +4,7 @@ The 2021-10-12 seed post (docs/seeds/002_878ef2f648d696d9.txt) argues that for f
 needs n sweeps and reverse accumulation m sweeps, so for a cost (m = 1) of P parameters
 (n = P) reverse mode, i.e. backpropagation, wins. This script makes that executable:
 
-1. The worked example y1 = x1 (x2 - x3), y2 = x3 log(1 - x1) (``jaxmlp.accumulation``):
+1. The worked example y1 = x1 (x2 - x3), y2 = x3 log(1 - x1) (``jaxmlp.forward_reverse_modes``):
    the seed's iteration tables at one point, the sweep counts (3 and 2), and a check against
    ``jax.jacfwd`` / ``jax.jacrev``.
 2. A network cost J(theta), theta in R^P: time to the full gradient by (a) jaxmlp's
@@ -15,7 +15,7 @@ needs n sweeps and reverse accumulation m sweeps, so for a cost (m = 1) of P par
 3. A network map R^n -> R^k with its full Jacobian: ``jax.jacfwd`` against ``jax.jacrev``
    over a grid of (n, k), and the crossover against n/k.
 
-Timing: :func:`jaxmlp.benchmarking.time_paired` per configuration (compiled first; rounds in
+Timing: :func:`_common.benchmarking.time_paired` per configuration (compiled first; rounds in
 which every variant runs once in a shuffled order, ``block_until_ready``); medians reported.
 
 Usage (from the repository root):
@@ -43,8 +43,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import jaxmlp
-from jaxmlp import accumulation as acc
-from jaxmlp import benchmarking
+from jaxmlp import forward_reverse_modes as acc
+from _common import benchmarking
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -55,7 +55,7 @@ def block(tree):
 
 def time_interleaved(fns: dict, rounds: int, *, max_rounds: dict | None = None,
                      warm: dict | None = None) -> dict:
-    """Seconds per call of each ``fns[name]()`` by :func:`jaxmlp.benchmarking.time_paired`.
+    """Seconds per call of each ``fns[name]()`` by :func:`_common.benchmarking.time_paired`.
 
     Samples of about 20 ms (inner repeats chosen per function); ``max_rounds[name]`` caps the
     samples of a slow function (forward mode), ``warm`` lists functions the caller has

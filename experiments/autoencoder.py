@@ -2,9 +2,9 @@
 
 The network is 64-32-16-32-64, tanh hidden layers, linear output, mean squared error,
 reconstructing the standardised digits images (X -> X). Every optimizer runs in the
-one-call scanned epoch of ``jaxmlp.training.make_train_epoch`` (minibatches of
+one-call scanned epoch of ``jaxmlp.train.step.make_train_epoch`` (minibatches of
 ``--batch-size``); K-FAC's Kronecker factors (H6) come from the same forward pass as the
-gradient (``training.make_optimizer("kfac", ...)``). A small learning-rate grid is run for
+gradient (``train.make_optimizer("kfac", ...)``). A small learning-rate grid is run for
 each optimizer and the best final training cost is kept. After every epoch the cost on the
 whole training set is recorded, with the step count and the wall time of the compiled
 epoch calls (compilation excluded: each configuration is compiled on a throw-away epoch
@@ -28,7 +28,9 @@ import jax
 import numpy as np
 
 import jaxmlp
-from jaxmlp import datasets, kfac, training
+from jaxmlp.data import datasets
+from jaxmlp.train import kfac
+from jaxmlp import train
 
 SIZES = (64, 32, 16, 32, 64)
 GRID = {
@@ -40,23 +42,23 @@ GRID = {
 
 def run(net, name, lr, X, steps, batch_size, seed, damping, inverse_every, kl_clip):
     opt = (kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kl_clip=kl_clip)
-           if name == "kfac" else training.make_optimizer(name, lr))
-    epoch = training.make_train_epoch(net, opt, batch_size)
+           if name == "kfac" else train.make_optimizer(name, lr))
+    epoch = train.make_train_epoch(net, opt, batch_size)
     params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
     key = jax.random.PRNGKey(seed + 1)
     jax.block_until_ready(epoch(params0, opt.init(params0), key, X, X))  # compile
     per_epoch = X.shape[1] // batch_size
     params, state = params0, opt.init(params0)
     hist = [{"step": 0, "seconds": 0.0,
-             "cost": float(training.evaluate(net, params, X, X, check_finite=False)["cost"])}]
+             "cost": float(train.evaluate(net, params, X, X, check_finite=False)["cost"])}]
     seconds = 0.0
     for e in range(int(np.ceil(steps / per_epoch))):
-        key, k = training.split_key(key)
+        key, k = train.split_key(key)
         t0 = time.perf_counter()
         params, state, mt = epoch(params, state, k, X, X)
         jax.block_until_ready(params)
         seconds += time.perf_counter() - t0
-        cost = float(training.evaluate(net, params, X, X, check_finite=False)["cost"])
+        cost = float(train.evaluate(net, params, X, X, check_finite=False)["cost"])
         hist.append({"step": (e + 1) * per_epoch, "seconds": seconds, "cost": cost})
         if not np.isfinite(cost):
             break

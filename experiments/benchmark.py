@@ -19,7 +19,7 @@ FLOPs are counted per matrix product only, 2 * rows * inner * cols each:
 (bias, activations, softmax, update) is not counted, so "fraction of peak" is a
 lower bound of how busy the matrix units are.
 
-Protocol: :func:`jaxmlp.benchmarking.time_paired` (compile first, then ``--reps``
+Protocol: :func:`_common.benchmarking.time_paired` (compile first, then ``--reps``
 rounds in which every variant runs once in a shuffled order, each sample after a short
 pause (and, for the steps, one untimed hand-over step), ``block_until_ready``, per-round
 ratios to (a)).
@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 
-from jaxmlp import benchmarking
+from _common import benchmarking
 
 SHAPES = {
     "tiny": ((64, 128, 10), 128),
@@ -523,9 +523,9 @@ def main(argv=None):
     for v in skipped:
         print(f"note: variant {v!r} skipped: its framework is not installed", file=sys.stderr)
     if args.compute_dtype is not None:
-        from jaxmlp import validation
+        from jaxmlp.nn import checks
 
-        validation.compute_dtype(args.compute_dtype)  # before compiling
+        checks.compute_dtype(args.compute_dtype)  # before compiling
     if args.hlo:
         out = benchmarking.output_path(args.out)
         out.mkdir(parents=True, exist_ok=True)

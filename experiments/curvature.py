@@ -3,7 +3,7 @@
 Shapes (float32, tanh hidden layers, softmax + categorical cross-entropy):
 medium 784-512-512-10 with m = 256, deep-narrow 100-(100 x 8)-10 with m = 64, and a small
 20-16-16-4 (m = 32) for the Hessian diagonal against ``jax.hessian``. Routes a JAX user
-would write without jaxmlp.curvature:
+would write without jaxmlp.quantities.curvature:
 
 * H V: ``jax.jvp(jax.grad(J), (params,), (V,))``;
 * G V: ``jax.jvp`` of the split output, the output Hessian, then ``jax.vjp``;
@@ -13,7 +13,7 @@ would write without jaxmlp.curvature:
 * diag H (small shape only): the diagonal of ``jax.hessian`` of J.
 
 Every variant is compiled and warmed up first, then the variants run interleaved in a
-fresh random order in every round (``jaxmlp.benchmarking.time_paired``), each sample ended
+fresh random order in every round (``_common.benchmarking.time_paired``), each sample ended
 by ``block_until_ready``; reported: the median of the per-round ratios to the
 value_and_grad of the same round (paired), with quartiles.
 
@@ -34,8 +34,9 @@ import jax
 import jax.numpy as jnp
 
 import jaxmlp
-from jaxmlp import benchmarking, curvature
-from jaxmlp.benchmarking import load_average, machine_info
+from _common import benchmarking
+from jaxmlp.quantities import curvature
+from _common.benchmarking import load_average, machine_info
 
 SHAPES = {
     "medium": ((784, 512, 512, 10), 256),

@@ -2,7 +2,7 @@
 
 For each valid (output activation, cost) pair and each hidden activation, a random network
 (depth cycling 1-4, widths 3) and batch (m cycling 1-3) are drawn and
-``jaxmlp.verification.check_curvature`` compares, in float64, ggn_diag,
+``jaxmlp.oracle.verification.check_curvature`` compares, in float64, ggn_diag,
 per_example_ggn_diag, the exact K-FAC factors, ggn_vp, hvp and hessian_diag with their
 autodiff definitions (jax.jacobian, jax.hessian, jax.jvp of jax.grad).
 
@@ -25,7 +25,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jaxmlp
-from jaxmlp.verification import CURVATURE_QUANTITIES, check_curvature, random_problem
+from jaxmlp.oracle.verification import CURVATURE_QUANTITIES, check_curvature, random_problem
 
 QUICK_HIDDEN = ("tanh", "softmax", "gelu")
 
@@ -34,10 +34,10 @@ def cases(quick: bool):
     acts = sorted(jaxmlp.ACTIVATIONS)
     i = 0
     for cost in sorted(jaxmlp.COSTS):
-        c = jaxmlp.costs.get_cost(cost)
+        c = jaxmlp.nn.costs.get_cost(cost)
         nL = 1 if c.max_outputs == 1 else 3
         for out in acts:
-            g = jaxmlp.activations.get_activation(out)
+            g = jaxmlp.nn.activations.get_activation(out)
             if (c.needs_unit_range and not g.unit_range) or (out == "softmax" and nL == 1):
                 continue
             for hidden in (QUICK_HIDDEN if quick else acts):

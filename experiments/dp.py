@@ -31,7 +31,7 @@ opacus import (the ``compare`` extra), Opacus's ghost clipping and per-sample (h
 of the same network on the same batch. Two diagnostics split the DP step's extra time: the
 DP step with sigma = 0 (clipping only: no random numbers are drawn) and the noise draw alone
 (one Gaussian per parameter, JAX's default threefry generator). Timing: the repository's
-protocol, ``jaxmlp.benchmarking.time_paired`` (compiled and warmed up first, rounds in a
+protocol, ``_common.benchmarking.time_paired`` (compiled and warmed up first, rounds in a
 shuffled order, ``block_until_ready``, ratios as medians of per-round ratios, paired); the
 slow vmap route and Opacus per-sample steps run in the first 3 rounds only. XLA memory:
 ``jax.jit(f).lower(...).compile().memory_analysis()`` (temporaries + arguments + outputs),
@@ -55,8 +55,11 @@ import optax
 
 import benchmark as bm  # experiments/benchmark.py: torch import with passive OpenMP waiters
 import jaxmlp
-from jaxmlp import benchmarking, datasets, privacy, training
-from jaxmlp.fit import fit
+from _common import benchmarking
+from jaxmlp.data import datasets
+from jaxmlp import privacy
+from jaxmlp import train
+from jaxmlp.train.loop import fit
 
 OUT = "results/dp"  # relative to the repository root (benchmarking.output_path)
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
@@ -101,8 +104,8 @@ def _dp_run(net, X, Y, Xe, Ye, *, eps, lr, q, steps, seed):
              key=key, dp=dp)
     if fr.status != "completed":
         return -math.inf, sigma, None, fr.status
-    metric = training.metric_name(net)
-    value = float(training.evaluate(net, fr.state.params, Xe, Ye)[metric])
+    metric = train.metric_name(net)
+    value = float(train.evaluate(net, fr.state.params, Xe, Ye)[metric])
     spent = fr.history[-1]["epsilon"] if fr.history else None
     assert n > 0
     return value, sigma, spent, fr.status
@@ -127,14 +130,14 @@ def _nonprivate_reference(name, data, seeds):
         (*([cfg["activation"]] * len(cfg["hidden"])), data.output_activation), data.cost)
     X, Y = jnp.asarray(data.X_train), jnp.asarray(data.Y_train)
     Xt, Yt = jnp.asarray(data.X_test), jnp.asarray(data.Y_test)
-    metric = training.metric_name(net)
+    metric = train.metric_name(net)
     out = []
     for seed in seeds:
         init_key, key = jax.random.split(jax.random.PRNGKey(seed))
         params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
-        opt = training.make_optimizer(cfg["optimizer"], cfg["lr"])
+        opt = train.make_optimizer(cfg["optimizer"], cfg["lr"])
         fr = fit(net, params, opt, X, Y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], key=key)
-        out.append(float(training.evaluate(net, fr.state.params, Xt, Yt)[metric]))
+        out.append(float(train.evaluate(net, fr.state.params, Xt, Yt)[metric]))
     return {"config": {k: v for k, v in cfg.items()}, "test": out}
 
 
@@ -146,7 +149,7 @@ def accuracy(names, seeds, quick):
         if quick:
             grid.update(QUICK_GRID)
         net = _network(data, grid["hidden"])
-        metric = training.metric_name(net)
+        metric = train.metric_name(net)
         (Xs, Ys), (Xv, Yv) = _split_validation(data)
         X, Y = jnp.asarray(data.X_train), jnp.asarray(data.Y_train)
         Xt, Yt = jnp.asarray(data.X_test), jnp.asarray(data.Y_test)
@@ -271,7 +274,7 @@ def _speed_functions(net, m, sigma=1.0, C=1.0):
     C_layers = np.full(L, C / math.sqrt(L))
 
     def nonprivate(params, X, Y, key):
-        _, g = training.value_and_grad_kernel(net, params, X, Y)
+        _, g = train.step.value_and_grad_kernel(net, params, X, Y)
         u, _ = opt.update(g, opt.init(params), params)
         return optax.apply_updates(params, u)
 
@@ -383,7 +386,7 @@ def _opacus_step(X, Y, mode, sigma=1.0, C=1.0):
 
 def noise_generators(rounds):
     """P = 669,706 normals (the medium network's parameter count) added to a zero gradient,
-    by each way JAX offers: ``privacy.add_noise`` (``jaxmlp.threefry.normal``: JAX's threefry
+    by each way JAX offers: ``privacy.add_noise`` (``jaxmlp.privacy.threefry.normal``: JAX's threefry
     normals, the hash unrolled and fused; a key per leaf), ``jax.random.normal`` per leaf
     and in one draw of all P (JAX's CPU lowering: the hash in a 5-iteration loop), the
     "rbg" and "unsafe_rbg" key implementations (XLA's RngBitGenerator), and threefry's raw
@@ -432,7 +435,7 @@ def noise_generators(rounds):
 
 
 def speed(sizes, rounds, vmap_max_m, opacus=True):
-    """Paired timings (``jaxmlp.benchmarking.time_paired``) and XLA memory per batch size."""
+    """Paired timings (``_common.benchmarking.time_paired``) and XLA memory per batch size."""
     net = jaxmlp.Network((784, 512, 512, 10), ("relu", "relu", "softmax"),
                          "categorical_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)

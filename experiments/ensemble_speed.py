@@ -9,14 +9,14 @@ shapes of ``experiments/benchmark.py``). One epoch = 8 minibatches (m = 8 b), sh
 
 Variants, for every K:
 
-* ``vmap``: ``jaxmlp.ensemble.make_ensemble_epoch`` -- one compiled call trains K members,
+* ``vmap``: ``jaxmlp.train.ensemble.make_ensemble_epoch`` -- one compiled call trains K members,
   each with its own shuffle (its minibatch X_s is (K, n[0], b): every product is a
   K-batched matmul);
 * ``vmap shared``: the same with ``shared_batches=True`` (one minibatch for all members:
   X_s is (n[0], b), and vmap makes layer 1's (F1) ONE dense product (K n[1], n[0]) x (n[0], b)
   and its (B1) (K n[1], b) x (b, n[0]); the script prints the dots of the compiled HLO);
 * ``separate``: K calls of the single network's compiled epoch
-  (``jaxmlp.training.make_train_epoch``), one per member, dispatched back to back;
+  (``jaxmlp.train.step.make_train_epoch``), one per member, dispatched back to back;
 * ``torch.func`` (when torch imports): ``torch.func.stack_module_state`` + ``vmap`` of
   ``grad(functional_call)`` over K ``nn.Sequential`` members, one shared minibatch, SGD
   update on the stacked tensors, 8 steps per epoch (rows as examples, torch's layout), one
@@ -25,7 +25,7 @@ Variants, for every K:
 plus the peak: a float32 N x N matmul (XLA), timed in the same repetitions. FLOPs count the
 matrix products only (``benchmark.step_flops``: (F1), (B1), (B3)), so % of peak is a lower
 bound. Every variant is compiled and warmed up first, then the variants run interleaved
-(``jaxmlp.benchmarking.time_paired``: order shuffled every round, block_until_ready); %
+(``_common.benchmarking.time_paired``: order shuffled every round, block_until_ready); %
 of peak and the ratio to ``separate`` are medians of per-repetition (paired) ratios; the
 "best" columns compare each variant's fastest sample with the matmul's / separate's fastest
 (on a machine shared with other jobs, the least disturbed samples).
@@ -46,9 +46,9 @@ import numpy as np
 import optax
 
 import benchmark as bm  # experiments/benchmark.py (the script's folder): shapes, FLOPs, matmul
-from jaxmlp import benchmarking
-from jaxmlp import ensemble as E
-from jaxmlp import training
+from _common import benchmarking
+from jaxmlp.train import ensemble as E
+from jaxmlp import train
 
 SHAPES = {"tiny": bm.SHAPES["tiny"], "deep-narrow": bm.SHAPES["deep-narrow"]}
 STEPS = 8
@@ -78,7 +78,7 @@ def make_vmap(net, K, b, X, Y, shared):
     epoch = E.make_ensemble_epoch(net, opt, b, shared_batches=shared)
     key0 = jax.random.PRNGKey(1)
     keys = key0 if shared else E.member_keys(key0, K)
-    split = training.split_key if shared else E._split_keys
+    split = train.split_key if shared else E._split_keys
 
     def one(s):
         p, o, k = s
@@ -95,12 +95,12 @@ def make_separate(net, K, b, X, Y):
     params = E.init_ensemble(net, jax.random.PRNGKey(0), K)
     members = [E.member(params, k) for k in range(K)]
     states = [(p, opt.init(p), k) for p, k in zip(members, E.member_keys(jax.random.PRNGKey(1), K))]
-    epoch = training.make_train_epoch(net, opt, b)
+    epoch = train.make_train_epoch(net, opt, b)
 
     def one(ss):
         out = []
         for p, o, k in ss:
-            k, ek = training.split_key(k)
+            k, ek = train.split_key(k)
             p, o, _ = epoch(p, o, ek, X, Y)
             out.append((p, o, k))
         return out

@@ -6,10 +6,10 @@ Network 64-128-10 (relu, softmax, categorical cross-entropy), float32, plain SGD
 minibatch 128, on the digits train split (1438 examples: 11 minibatches, 1408 examples per
 epoch). Each variant shuffles, cuts the minibatches and runs 11 updates per epoch:
 
-* ``jax scan``: ``jaxmlp.training.make_train_epoch``, the whole epoch ONE compiled call,
-  shuffled by ``jaxmlp.shuffle.permutation`` (the default);
+* ``jax scan``: ``jaxmlp.train.step.make_train_epoch``, the whole epoch ONE compiled call,
+  shuffled by ``jaxmlp.train.shuffle.permutation`` (the default);
 * ``jax scan with jax.random.permutation``: the same with ``permutation=jax.random.permutation``
-  (what the library used before ``jaxmlp.shuffle``; shows what the shuffle costs);
+  (what the library used before ``jaxmlp.train.shuffle``; shows what the shuffle costs);
 * ``jax loop``: one jitted call draws the permutation and gathers the minibatches
   (``epoch_batches``), then a Python loop calls the jitted ``make_train_step`` 11 times
   (``check_data=False``: the set is checked once before, not every minibatch);
@@ -19,9 +19,9 @@ epoch). Each variant shuffles, cuts the minibatches and runs 11 updates per epoc
   loop, rows as examples (torch's layout); with torch's default thread count N and, when
   N > 1, also with 1 thread (intra-op threads spin and lose badly on a shared, loaded machine).
 
-The JAX variants draw each epoch's key with ``training.split_key`` (the split in one compiled
+The JAX variants draw each epoch's key with ``train.split_key`` (the split in one compiled
 call; the eager ``key, k = jax.random.split(key)`` costs ~0.2 ms of Python per epoch).
-Timing: :func:`jaxmlp.benchmarking.time_paired` (compiled first; ``--samples`` rounds, each
+Timing: :func:`_common.benchmarking.time_paired` (compiled first; ``--samples`` rounds, each
 variant once per round in a shuffled order; a sample is ``--epochs-per-sample`` epochs ended by
 ``block_until_ready``). Reports the median ms per epoch, examples/s and the paired ratio to
 the scan (median and IQR of the per-round ratios), and writes ``results/train/epoch_speed.json``
@@ -40,7 +40,9 @@ import numpy as np
 import optax
 
 import jaxmlp
-from jaxmlp import benchmarking, datasets, training
+from _common import benchmarking
+from jaxmlp.data import datasets
+from jaxmlp import train
 
 SIZES = (64, 128, 10)
 BATCH = 128
@@ -53,14 +55,14 @@ def jax_variants(X, Y, seed):
                          cost="categorical_cross_entropy")
     opt = optax.sgd(LR)
     m = X.shape[1]
-    epoch = training.make_train_epoch(net, opt, BATCH)
-    epoch_jaxperm = training.make_train_epoch(net, opt, BATCH, permutation=jax.random.permutation)
-    training.check_data(net, X, Y)  # once, for the whole set: the timed loop does not rescan
-    step = training.make_train_step(net, opt, check_data=False)  # its minibatches every step
+    epoch = train.make_train_epoch(net, opt, BATCH)
+    epoch_jaxperm = train.make_train_epoch(net, opt, BATCH, permutation=jax.random.permutation)
+    train.check_data(net, X, Y)  # once, for the whole set: the timed loop does not rescan
+    step = train.make_train_step(net, opt, check_data=False)  # its minibatches every step
 
     @jax.jit
     def batches(key, X, Y):
-        idx = training.epoch_batches(key, m, BATCH)
+        idx = train.epoch_batches(key, m, BATCH)
         return jnp.moveaxis(X[:, idx], 1, 0), jnp.moveaxis(Y[:, idx], 1, 0)
 
     def init():
@@ -70,7 +72,7 @@ def jax_variants(X, Y, seed):
     def make_run_scan(epoch_fn):
         def run_scan(state):
             params, opt_state, key = state
-            key, k = training.split_key(key)
+            key, k = train.split_key(key)
             params, opt_state, _ = epoch_fn(params, opt_state, k, X, Y)
             state[:] = [params, opt_state, key]
             return params
@@ -78,7 +80,7 @@ def jax_variants(X, Y, seed):
 
     def run_loop(state):
         params, opt_state, key = state
-        key, k = training.split_key(key)
+        key, k = train.split_key(key)
         Xb, Yb = batches(k, X, Y)
         for s in range(Xb.shape[0]):
             params, opt_state, _ = step(params, opt_state, Xb[s], Yb[s])

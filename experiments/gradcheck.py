@@ -4,7 +4,7 @@ For each cost, each output activation the cost accepts (the canonical one uses t
 fused seed dZ[L] = (1/m)(A - Y); any other goes through dA[L] and (B4)), each hidden
 activation and each depth L = 1..4, a random network and batch are drawn and the
 manual gradient is compared with jax.grad (float64 and float32) and with central
-finite differences in float64 (jaxmlp.verification.check_gradients).
+finite differences in float64 (jaxmlp.oracle.verification.check_gradients).
 
     python experiments/gradcheck.py [--quick] [--out results/gradcheck]
 
@@ -27,8 +27,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp import benchmarking  # noqa: E402
-from jaxmlp.verification import check_gradients, random_problem, relative_error  # noqa: E402
+from _common import benchmarking  # noqa: E402
+from jaxmlp.oracle.verification import check_gradients, random_problem, relative_error  # noqa: E402
 
 
 QUICK_HIDDEN = ("relu", "sigmoid", "tanh", "softmax", "gelu")
@@ -46,8 +46,8 @@ def combinations(quick: bool):
     hidden = QUICK_HIDDEN if quick else acts
     depths = (2, 4) if quick else (2, 3, 4)
     for cost in sorted(jaxmlp.COSTS):
-        c = jaxmlp.costs.get_cost(cost)
-        outputs = [a for a in acts if not c.needs_unit_range or jaxmlp.activations.get_activation(a).unit_range]
+        c = jaxmlp.nn.costs.get_cost(cost)
+        outputs = [a for a in acts if not c.needs_unit_range or jaxmlp.nn.activations.get_activation(a).unit_range]
         if c.max_outputs == 1:  # binary: n[L] = 1, softmax impossible
             outputs = [a for a in outputs if a != "softmax"]
         outputs.sort(key=lambda a: a != c.canonical)  # canonical first
@@ -58,7 +58,7 @@ def combinations(quick: bool):
 
 
 def build(cost, out, hidden, depth, rng):
-    c = jaxmlp.costs.get_cost(cost)
+    c = jaxmlp.nn.costs.get_cost(cost)
     nL = 1 if c.max_outputs == 1 else int(rng.integers(max(2, c.min_outputs), 5))
     widths = [int(rng.integers(1, 6)) for _ in range(depth - 1)]
     if hidden == "softmax":

@@ -6,7 +6,7 @@ Runs itself in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_co
 (forced CPU devices) and times one training step (``jaxmlp.value_and_grad``, plain SGD,
 jitted) on meshes of 1, 2 and 4 devices: (data, model) = (1, 1), (2, 1), (1, 2), (2, 2),
 (1, 4), (4, 1). The hidden layers' W[l] rows and b[l] are split over "model"
-(``jaxmlp.distributed.shard_params_2d``), X's columns over "data"; the output layer is
+(``jaxmlp.parallel.distributed.shard_params_2d``), X's columns over "data"; the output layer is
 replicated. Reported per mesh: parameter bytes held by one device, the step's median
 seconds, and the collectives in the compiled HLO.
 
@@ -35,7 +35,7 @@ def child(args):
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     import jaxmlp
-    from jaxmlp import distributed as D
+    from jaxmlp.parallel import distributed as D
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     L = len(sizes) - 1
@@ -111,7 +111,7 @@ def main(argv=None):
         print(f"{r['data']:4d} {r['model']:5d} {r['devices']:7d} "
               f"{r['param_bytes_per_device'] / 1e6:17.1f} {r['step_median_s']:8.3f}  "
               f"{', '.join(r['collectives']) or '-'}")
-    from jaxmlp import benchmarking
+    from _common import benchmarking
 
     res["machine"] = benchmarking.machine_info()
     path = benchmarking.write_json(os.path.join(args.out, "mesh_2d.json"), res)

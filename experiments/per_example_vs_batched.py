@@ -1,12 +1,12 @@
 """Per-example versus batched columns: time and memory, m = 1 ... 4096.
 
-Two groups of variants, timed together at each m by :func:`jaxmlp.benchmarking.time_paired`
+Two groups of variants, timed together at each m by :func:`_common.benchmarking.time_paired`
 (compiled first; ``--reps`` rounds, each variant once per round in a shuffled order,
 ``block_until_ready``); medians, and paired ratios to ``batched`` and ``pe_outer``.
 
 Gradient of J (the sum over the batch):
   batched        jaxmlp.value_and_grad: (F1)-(F3), (B1)-(B4) on the (n, m) matrices
-  vmap_columns   jax.vmap of the single-column forms (jaxmlp.single_column), summed
+  vmap_columns   jax.vmap of the single-column forms (jaxmlp.nn.single_column), summed
   python_loop    a Python loop over the m columns calling the jitted single-column
                  value_and_grad and accumulating (one dispatch per column)
 
@@ -44,8 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmlp
-from jaxmlp import benchmarking
-from jaxmlp.single_column import value_and_grad_col
+from _common import benchmarking
+from jaxmlp.nn.single_column import value_and_grad_col
 from jaxmlp.quantities import per_example_grads
 from jaxmlp.quantities import per_example_norms
 

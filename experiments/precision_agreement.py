@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxmlp
-from jaxmlp import benchmarking
+from _common import benchmarking
 
 
 def main():

@@ -4,7 +4,7 @@
 
 ``--checkpoint`` is a run's ``--out`` folder (its ``model.npz``, written by train.py at the end
 of a completed run), a folder of orbax checkpoints (``DIR`` or ``DIR/checkpoints``: the newest
-one), or an exported ``.npz``/``.safetensors`` file (``jaxmlp.export``) whose metadata holds
+one), or an exported ``.npz``/``.safetensors`` file (``jaxmlp.data.export``) whose metadata holds
 the preprocessing. The preprocessing saved with the network (feature columns, one-hot
 categories, imputation, standardisation, class names) is applied to ``--data`` (CSV, Parquet or
 .npz, as in training); its columns must be the training features (any order; target columns
@@ -62,7 +62,8 @@ def _from_orbax(cdir: str):
     import jax
 
     import jaxmlp
-    from jaxmlp import checkpoint as ckpt_lib, training
+    from jaxmlp.train import checkpoint as ckpt_lib
+    from jaxmlp import train
 
     epoch = ckpt_lib.latest_epoch(cdir)
     with ckpt_lib.Checkpoints(cdir) as store:
@@ -75,13 +76,13 @@ def _from_orbax(cdir: str):
             d = meta["network"]
             net = jaxmlp.Network(tuple(d["sizes"]), tuple(d["activations"]), d["cost"])
             c = meta["config"]
-            opt = training.make_optimizer(c["optimizer"], c["lr"], schedule=c["schedule"],
+            opt = train.make_optimizer(c["optimizer"], c["lr"], schedule=c["schedule"],
                                           total_steps=c["total_steps"],
                                           weight_decay=c["weight_decay"])
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"--checkpoint: {cdir}/{epoch}: unusable metadata ({e}).") from None
         params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
-        like = training.TrainState(params, opt.init(params), jax.random.PRNGKey(0), 0)
+        like = train.TrainState(params, opt.init(params), jax.random.PRNGKey(0), 0)
         try:
             state = store.restore(like, epoch=epoch)
         except ValueError as e:
@@ -91,7 +92,9 @@ def _from_orbax(cdir: str):
 
 def load_model(path: str):
     """(net, params, Preprocessing) from ``--checkpoint``; UsageError when unusable."""
-    from jaxmlp import checkpoint as ckpt_lib, export, tabular
+    from jaxmlp.train import checkpoint as ckpt_lib
+    from jaxmlp.data import export
+    from jaxmlp.data import tabular
 
     if os.path.isfile(path):
         model_file = path
@@ -131,7 +134,7 @@ def predictions_frame(net, params, prep, X: np.ndarray):
     import pandas as pd
 
     import jaxmlp
-    from jaxmlp import tabular
+    from jaxmlp.data import tabular
 
     dtype = params[0]["W"].dtype
     A = np.asarray(jaxmlp.predict(net, params, jnp.asarray(X, dtype=dtype)), dtype=np.float64)
@@ -160,7 +163,7 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UsageError(f"--out: the folder {out_dir!r} does not exist.")
-    from jaxmlp import tabular
+    from jaxmlp.data import tabular
 
     import _register  # experiments/, the script's folder
 

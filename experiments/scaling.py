@@ -4,7 +4,7 @@ Each device count runs in its own subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (the flag must be set before
 jax starts); on a machine with accelerators pass ``--real-devices`` to use the first
 N real devices instead. The global batch is fixed (strong scaling): X and Y are
-split by columns over the mesh (``jaxmlp.sharding.shard_columns``), the parameters
+split by columns over the mesh (``jaxmlp.parallel.sharding.shard_columns``), the parameters
 are replicated, and the same jitted step is called; XLA's SPMD partitioner inserts
 the all-reduce of (B1), (B2) and J. Each run also checks that its gradient equals
 the one-device gradient (max relative error) and that the compiled step contains
@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 from benchmark import SHAPES, step_flops  # experiments/benchmark.py: the same shape suite
-from jaxmlp import benchmarking
+from _common import benchmarking
 
 
 def worker(args):
@@ -35,7 +35,7 @@ def worker(args):
     import numpy as np
 
     import jaxmlp
-    from jaxmlp import sharding
+    from jaxmlp.parallel import sharding
 
     sizes, m = SHAPES[args.shape]
     m = args.batch or m

@@ -1,9 +1,9 @@
-"""Time of one epoch shuffle: jaxmlp.shuffle.permutation vs jax.random.permutation.
+"""Time of one epoch shuffle: jaxmlp.train.shuffle.permutation vs jax.random.permutation.
 
     python experiments/shuffle_speed.py [--samples 40] [--target-ms 10]
 
 For m in 128, 512, 1438 (the digits train split), 4096, 10,000 and 60,000, both variants
-are jitted and timed by :func:`jaxmlp.benchmarking.time_paired` (compiled first; every round
+are jitted and timed by :func:`_common.benchmarking.time_paired` (compiled first; every round
 runs each variant once, in a shuffled order, ``block_until_ready``), one run per m, with a
 jitted no-op alongside (the dispatch floor). Reports the median microseconds per call and the
 paired ratio jax.random.permutation / jaxmlp (median and IQR of the per-round ratios), and
@@ -17,7 +17,8 @@ import sys
 
 import jax
 
-from jaxmlp import benchmarking, shuffle
+from _common import benchmarking
+from jaxmlp.train import shuffle
 
 SIZES = (128, 512, 1438, 4096, 10_000, 60_000)
 

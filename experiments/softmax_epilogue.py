@@ -9,10 +9,10 @@ the convention of ``jax.nn.logsumexp``: M where finite, else 0) keeps it a fusio
 Variants, each jitted and fed W (n[L], n[L-1]), A (n[L-1], m), b, one-hot Y, all float32:
 
 * ``bare shift``: Z - max(Z), then exp, the column sums, the cost and the seed (A[L] - Y)/m;
-* ``guarded shift``: the same with the guard (what :mod:`jaxmlp.activations` does);
+* ``guarded shift``: the same with the guard (what :mod:`jaxmlp.nn.activations` does);
 * ``product only``: W A, the floor.
 
-Timed with ``jaxmlp.benchmarking.time_paired`` (compiled first, interleaved, paired ratios
+Timed with ``_common.benchmarking.time_paired`` (compiled first, interleaved, paired ratios
 to ``bare shift``); the compiled HLO of each variant is checked for a fusion that holds both
 a dot and a reduce. Writes ``results/softmax_epilogue/softmax_epilogue.json``.
 """
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import benchmark as bm  # experiments/benchmark.py: hlo_summary
-from jaxmlp import benchmarking
-from jaxmlp.activations import _column_shift
+from _common import benchmarking
+from jaxmlp.nn.activations import _column_shift
 
 
 def _seed_and_cost(Z, M, Y):

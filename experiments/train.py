@@ -4,10 +4,10 @@
     python experiments/train.py --dataset diabetes --epochs 100 --lr 3e-3
     python experiments/train.py --dataset digits --checkpoint-every 5 --out runs/d
     python experiments/train.py --resume runs/d          # continue from the newest checkpoint
-    python experiments/train.py --data shop.csv --target kind   # your own table (jaxmlp.tabular)
+    python experiments/train.py --data shop.csv --target kind   # your own table (jaxmlp.data.tabular)
     python experiments/train.py --dp --target-epsilon 2  # differentially private (DP-SGD)
 
-Every epoch is ONE compiled call (``jaxmlp.training.make_train_epoch``: shuffle, minibatches,
+Every epoch is ONE compiled call (``jaxmlp.train.step.make_train_epoch``: shuffle, minibatches,
 ``lax.scan`` of the optax update on the hand-derived gradient). After each epoch the whole
 train and test splits are evaluated. Written to ``--out`` (default ``results/train/<dataset>``):
 
@@ -15,7 +15,7 @@ train and test splits are evaluated. Written to ``--out`` (default ``results/tra
   wall time, examples/s, JAX version, backend and devices;
 * ``learning_curves.svg``: cost and metric per epoch, train and test;
 * ``checkpoints/<epoch>/`` every ``--checkpoint-every`` epochs and after the last (orbax);
-* ``model.npz`` (``jaxmlp.export``) when the run completes: params, network and the
+* ``model.npz`` (``jaxmlp.data.export``) when the run completes: params, network and the
   preprocessing that ``experiments/predict.py`` applies to new rows (also in results.json and
   the checkpoints' metadata).
 
@@ -27,12 +27,12 @@ Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing t
 the cost became NaN or infinite (message names the epoch and step; the checkpoints written
 before are kept).
 
-One run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``, ``jaxmlp.outdir``)
+One run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``, ``jaxmlp.train.outdir``)
 before anything is written, and a second run on it exits 2 naming the holder's pid; the
 folder is checked writable before training, and results.json / learning_curves.svg are
 written atomically (temporary file, then rename).
 
-``--dp`` trains with DP-SGD (``jaxmlp.fit`` with ``jaxmlp.privacy.DPSGD``): each step's batch is
+``--dp`` trains with DP-SGD (``jaxmlp.train.loop`` with ``jaxmlp.privacy.DPSGD``): each step's batch is
 a Poisson sample (every example independently with probability q = ``--sampling-rate``, or
 ``--expected-batch-size`` / n), each example's gradient is clipped to ``--clip`` (one threshold,
 or one per layer with ``--per-layer-clipping``), Gaussian noise of std sigma C is added and the
@@ -47,10 +47,10 @@ other options ``--dp`` uses the per-dataset private defaults of ``DP_DEFAULTS``.
 checkpoint: options not given take the saved run's values; given ones must agree with it
 (``--epochs`` may be raised to train longer). It reaches bit for bit the parameters of an
 uninterrupted run. ``--data-parallel`` splits each minibatch's columns over all devices of
-``jaxmlp.sharding.make_mesh()`` (on CPU, simulate N devices with
+``jaxmlp.parallel.sharding.make_mesh()`` (on CPU, simulate N devices with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
 
-``--ensemble K`` trains K networks at once in one compiled epoch (``jaxmlp.ensemble``): member
+``--ensemble K`` trains K networks at once in one compiled epoch (``jaxmlp.train.ensemble``): member
 k has its own initial parameters and shuffle, ``--member-lrs`` gives each its own learning
 rate, ``--shared-batches`` gives all the same minibatches. The table reports the members'
 mean ± spread and the metrics of their averaged prediction; results.json has an
@@ -87,11 +87,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
-from jaxmlp import datasets, export, privacy, tabular, training  # noqa: E402
-from jaxmlp import checkpoint as ckpt_lib  # noqa: E402
-from jaxmlp import outdir  # noqa: E402
-from jaxmlp import distributed  # noqa: E402
-from jaxmlp import ensemble as ensemble_lib  # noqa: E402
+from jaxmlp import train as train_lib  # noqa: E402
+from jaxmlp.data import datasets
+from jaxmlp.data import export
+from jaxmlp import privacy
+from jaxmlp.data import tabular
+from jaxmlp.train import checkpoint as ckpt_lib  # noqa: E402
+from jaxmlp.train import outdir  # noqa: E402
+from jaxmlp.parallel import distributed  # noqa: E402
+from jaxmlp.train import ensemble as ensemble_lib  # noqa: E402
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
 
@@ -151,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "NaN or infinite (the checkpoints written before are kept)")
     p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
     p.add_argument("--data", metavar="FILE", help="your own table instead of --dataset: .csv, "
-                   ".parquet or .npz (jaxmlp.tabular); needs --target")
+                   ".parquet or .npz (jaxmlp.data.tabular); needs --target")
     p.add_argument("--target", metavar="COLUMN[,COLUMN...]", help="with --data: the target column(s)")
     p.add_argument("--task", choices=tabular.TASKS, help="with --data: the task (default: "
                    "inferred from the target, and printed)")
@@ -164,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(jaxmlp.register_activation) before anything else; repeatable")
     p.add_argument("--activation", help="hidden activation (default relu); output and cost "
                    "follow the dataset")
-    p.add_argument("--optimizer", help=f"one of {', '.join(training.OPTIMIZERS)} (default adam)")
+    p.add_argument("--optimizer", help=f"one of {', '.join(train_lib.OPTIMIZERS)} (default adam)")
     p.add_argument("--lr", type=float, help="learning rate > 0 (peak value with a schedule)")
-    p.add_argument("--schedule", help=f"one of {', '.join(training.SCHEDULES)} (default constant)")
+    p.add_argument("--schedule", help=f"one of {', '.join(train_lib.SCHEDULES)} (default constant)")
     p.add_argument("--weight-decay", type=float, help="weight decay on W[l] (default 0)")
     p.add_argument("--epochs", type=int, help="number of epochs (passes over the train split)")
     p.add_argument("--batch-size", type=int, help="examples per minibatch, 1..m_train")
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a resumed run keeps the saved run's N)")
     p.add_argument("--resume", metavar="DIR", help="continue from the newest checkpoint in DIR")
     p.add_argument("--data-parallel", action="store_true",
-                   help="split minibatch columns over all devices (jaxmlp.sharding)")
+                   help="split minibatch columns over all devices (jaxmlp.parallel.sharding)")
     g = p.add_argument_group("private training (DP-SGD)")
     g.add_argument("--dp", action="store_true", default=None,
                    help="differentially private training: Poisson sampling, clipping, noise")
@@ -198,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clip each layer's part of every example's gradient separately")
     g.add_argument("--accountant", help="pld (default, tight) or rdp")
     p.add_argument("--ensemble", type=int, metavar="K",
-                   help="train K networks at once (jaxmlp.ensemble; member k: its own init and "
+                   help="train K networks at once (jaxmlp.train.ensemble; member k: its own init and "
                    "shuffle key); reports the members' mean and spread and the averaged prediction")
     p.add_argument("--member-lrs", nargs="+", metavar="LR",
                    help="one learning rate per ensemble member (K values; implies --ensemble K)")
@@ -429,11 +433,11 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         if getattr(args, flag) is not None and args.data is None:
             raise UsageError(f"--{flag}: only with --data FILE.")
 
-    if cfg["optimizer"] not in training.OPTIMIZERS:
-        raise UsageError(f"--optimizer: expected one of {list(training.OPTIMIZERS)}, "
+    if cfg["optimizer"] not in train_lib.OPTIMIZERS:
+        raise UsageError(f"--optimizer: expected one of {list(train_lib.OPTIMIZERS)}, "
                          f"got {cfg['optimizer']!r}.")
-    if cfg["schedule"] not in training.SCHEDULES:
-        raise UsageError(f"--schedule: expected one of {list(training.SCHEDULES)}, "
+    if cfg["schedule"] not in train_lib.SCHEDULES:
+        raise UsageError(f"--schedule: expected one of {list(train_lib.SCHEDULES)}, "
                          f"got {cfg['schedule']!r}.")
     if cfg["activation"] not in jaxmlp.ACTIVATIONS:
         raise UsageError(f"--activation: expected one of {sorted(jaxmlp.ACTIVATIONS)}, "
@@ -581,9 +585,9 @@ def final_table(result: dict) -> str:
 
 def _setup_data_parallel(cfg, data, params, opt_state, key):
     try:
-        from jaxmlp import sharding
+        from jaxmlp.parallel import sharding
     except ImportError as e:
-        raise UsageError(f"--data-parallel: needs jaxmlp.sharding ({e}).") from None
+        raise UsageError(f"--data-parallel: needs jaxmlp.parallel.sharding ({e}).") from None
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     mesh = sharding.make_mesh()
@@ -604,7 +608,7 @@ def _setup_data_parallel(cfg, data, params, opt_state, key):
 
 
 def load_data(cfg: dict):
-    """(Dataset, jaxmlp.tabular.Preprocessing) of a bundled dataset or of ``--data FILE``."""
+    """(Dataset, jaxmlp.data.tabular.Preprocessing) of a bundled dataset or of ``--data FILE``."""
     if not cfg.get("data"):
         return (datasets.load(cfg["dataset"], seed=cfg["seed"]),
                 tabular.bundled_preprocessing(cfg["dataset"], seed=cfg["seed"]))
@@ -679,14 +683,14 @@ def _build(cfg: dict, data) -> tuple:
         raise UsageError(f"network: {e}") from None
     if cfg["total_steps"] is None:  # the schedule's horizon is fixed by the first run
         cfg["total_steps"] = cfg["epochs"] * _steps_per_epoch(cfg, m_train)
-    make = training.make_optimizer if cfg.get("ensemble") is None else ensemble_lib.make_optimizer
+    make = train_lib.make_optimizer if cfg.get("ensemble") is None else ensemble_lib.make_optimizer
     optimizer = make(cfg["optimizer"], cfg["lr"], schedule=cfg["schedule"],
                      total_steps=cfg["total_steps"], weight_decay=cfg["weight_decay"])
     return net, optimizer
 
 
 def _restore(resume_meta: dict, network: dict,
-             like: training.TrainState) -> tuple[training.TrainState, dict]:
+             like: train_lib.TrainState) -> tuple[train_lib.TrainState, dict]:
     """The newest checkpoint that verifies (digest of its arrays, epoch and meta), at most
     the one ``resume_meta`` describes, and its metadata; the skipped ones are reported on
     stderr. UsageError when none is intact."""
@@ -723,7 +727,7 @@ def _seed_keys(seed):
 
 def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         plot: bool = True) -> tuple[int, dict]:
-    """Trains with a resolved configuration (``jaxmlp.fit``); returns (exit status, results)."""
+    """Trains with a resolved configuration (``jaxmlp.train.loop``); returns (exit status, results)."""
     t_start = time.perf_counter()
     data, prep = load_data(cfg)
     m_train = data.X_train.shape[1]
@@ -756,7 +760,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             _setup_data_parallel(cfg, data, params, opt_state, key)
 
     network = {"sizes": list(net.sizes), "activations": list(net.activations), "cost": net.cost}
-    state = training.TrainState(params, opt_state, key, 0)
+    state = train_lib.TrainState(params, opt_state, key, 0)
     history: list[dict] = []
     if resume_meta is not None:
         state, resume_meta = _restore(resume_meta, network, state)
@@ -788,7 +792,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     store = ckpt_lib.Checkpoints(cdir) if cfg["checkpoint_every"] > 0 else None
     last_ckpt = [ckpt_lib.latest_epoch(cdir) if store is not None else None]
 
-    def save_checkpoint(st: training.TrainState, row: dict) -> None:
+    def save_checkpoint(st: train_lib.TrainState, row: dict) -> None:
         if store is not None and (st.epoch % cfg["checkpoint_every"] == 0
                                   or st.epoch == cfg["epochs"]):
             store.save(st, {"network": network, "history": history + [row],
@@ -799,7 +803,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
 
     t_train = time.perf_counter()
     try:
-        fr = jaxmlp.fit.fit(
+        fr = jaxmlp.train.loop.fit(
             net, None, optimizer, X_tr, Y_tr, epochs=cfg["epochs"],
             batch_size=cfg["batch_size"], key=None, state=state, history=history, dp=dp,
             eval_sets={"train": (X_tr, Y_tr), "test": (X_te, Y_te)},
@@ -820,11 +824,11 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
                 if last_ckpt[0] is not None else "no checkpoint was written")
         message = f"{fr.message}; {kept}. Try a smaller --lr (now {cfg['lr']:g})."
 
-    metric = training.metric_name(net)
+    metric = train_lib.metric_name(net)
     ensemble_result = None
     if K is None:
-        final = {"train": _fmt_metrics(training.evaluate(net, params, X_tr, Y_tr)),
-                 "test": _fmt_metrics(training.evaluate(net, params, X_te, Y_te))}
+        final = {"train": _fmt_metrics(train_lib.evaluate(net, params, X_tr, Y_tr)),
+                 "test": _fmt_metrics(train_lib.evaluate(net, params, X_te, Y_te))}
     else:
         final, ensemble_result = _ensemble_final(net, params, cfg, (X_tr, Y_tr), (X_te, Y_te))
     steady = fr.epoch_seconds[1:] or fr.epoch_seconds
@@ -865,7 +869,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     if fr.status == "budget":
         print(f"train.py: {message}", file=sys.stderr)
     if metric == "label_accuracy":
-        ev = (training.evaluate(net, params, X_te, Y_te) if K is None
+        ev = (train_lib.evaluate(net, params, X_te, Y_te) if K is None
               else ensemble_lib.evaluate(net, params, X_te, Y_te)["ensemble"])
         result["final_per_label_accuracy"] = dict(zip(data.target_names,
                                                       np.asarray(ev["per_label_accuracy"]).tolist()))
@@ -976,7 +980,7 @@ def _setup_processes(cfg, data, params, opt_state, key):
     """
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from jaxmlp import sharding
+    from jaxmlp.parallel import sharding
 
     mesh = sharding.make_mesh()
     D = mesh.devices.size

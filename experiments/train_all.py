@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import train as train_cli  # experiments/train.py, next to this script
 
-from jaxmlp import benchmarking
+from _common import benchmarking
 
 #: The issue's targets on the test split: (metric, threshold).
 TARGETS = {

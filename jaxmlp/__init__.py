@@ -1,84 +1,82 @@
-"""jaxmlp: feedforward networks with hand-derived forward and backward propagation in JAX.
+"""jaxmlp: feedforward networks whose forward and backward propagation are the hand-derived
+recurrences of docs/derivations.md, as pure jitted JAX functions over parameter pytrees.
 
-The top level holds the network description and the core functions (pure, jitted,
-column-major: X is (n[0], m), W[l] is (n[l], n[l-1])):
+Column-major, as in the derivations: X is (n[0], m) (features by examples), W[l] is
+(n[l], n[l-1]), b[l] is (n[l],). No autodiff transform in any path you train with.
 
-* :class:`Network`, :func:`init_params`;
-* :func:`forward`, :func:`loss`, :func:`predict` -- (F1)-(F3);
-* :func:`backward`, :func:`value_and_grad` -- one backward sweep (B3)-(B4), then (B1)-(B2);
-* :func:`per_example_grads`, :func:`per_example_norms`, :func:`per_example_stats` --
-  first-order quantities of the same sweep.
+    The network      Network, init_params, ACTIVATIONS, COSTS
+    Propagation      forward, loss, predict                  (F1)-(F3)
+                     backward, value_and_grad                one sweep (B3)-(B4), (B1)-(B2)
+    Quantities       per_example_grads, per_example_norms, per_example_stats   (Q1)-(Q4)
+    Training         fit -> FitResult                        optax, one scanned call/epoch
+    Your own rules   register_activation, register_cost      verified against autodiff
 
-Everything else is a submodule, imported on first use (``jaxmlp.training`` and so on):
+The subpackages, one concept each (imported on first use):
 
-========================  ==============================================================
-``core``                  unchecked kernels: forward_pass, cost, output_seed, backward_sweep
-``quantities``            gradient, per-example gradients/norms, variance, clipping (rules)
-``privacy``               DP-SGD gradients (clipping + noise) from the same sweep
-``threefry``              JAX's threefry numbers by an unrolled, fused hash (noise, shuffle)
-``single_column``         the seeds' per-example (one column) forms, to contrast with vmap
-``training``, ``fit``     optax step, scanned epoch, evaluation; the training loop
-``checkpoint``            orbax checkpoints of a run (digest-verified)
-``outdir``                one run per output folder (lock), atomic result files
-``sharding``              data parallelism by sharding annotations
-``ensemble``              K networks trained at once (vmap over the same step)
-``distributed``           several processes (jax.distributed); the 2-D (data, model) mesh
-``shuffle``               the epoch permutation
-``verification``          the autodiff / finite-difference oracle checks
-``datasets``              bundled real datasets
-``tabular``               your own CSV / Parquet / .npz tables, with their preprocessing
-``export``                params + network description to .npz / .safetensors and back
-``validation``            the argument checks every entry point shares
-``activations``, ``costs``  the registries of g[l] and costs
-``registry``              register_activation / register_cost: your own rules, verified
-``accumulation``          the forward/reverse accumulation worked example
-``benchmarking``          the paired timing protocol and output files of experiments/
-========================  ==============================================================
+    jaxmlp.nn           network, activations, costs, init, the recurrences, sweep()
+    jaxmlp.quantities   first-order rules and curvature read off the sweep
+    jaxmlp.privacy      the DP-SGD gradient, Poisson sampling, accounting
+    jaxmlp.train        step, optimizers (K-FAC), fit, ensembles, checkpoints
+    jaxmlp.data         bundled datasets, your own tables, export
+    jaxmlp.parallel     sharding, several processes, the 2-D mesh
+    jaxmlp.oracle       checks against autodiff and finite differences
+    jaxmlp.forward_reverse_modes   the seed post's forward/reverse-mode worked example
+
+docs/architecture.md draws how they depend on each other.
 """
 
 import importlib as _importlib
 
-from jaxmlp.activations import ACTIVATIONS
-from jaxmlp.costs import COSTS
-from jaxmlp.init import init_params
-from jaxmlp.network import Network
-from jaxmlp.propagation import backward, forward, loss, predict, value_and_grad
-from jaxmlp.quantities import per_example_grads, per_example_norms, per_example_stats
-from jaxmlp.registry import register_activation, register_cost
+from jaxmlp.nn.activations import ACTIVATIONS
+from jaxmlp.nn.costs import COSTS
+from jaxmlp.nn.init import init_params
+from jaxmlp.nn.network import Network
+from jaxmlp.nn.propagation import backward, forward, loss, predict, value_and_grad
+from jaxmlp.oracle.registry import register_activation, register_cost
+from jaxmlp.quantities.first_order import per_example_grads, per_example_norms, per_example_stats
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "accumulation", "activations", "benchmarking", "checkpoint", "core", "costs", "curvature",
-    "datasets", "distributed", "ensemble", "export", "fit", "init", "kfac", "network", "outdir",
-    "privacy", "propagation", "quantities", "sharding", "shuffle", "single_column", "tabular",
-    "threefry", "training", "validation", "verification",
-)
+_SUBPACKAGES = ("data", "forward_reverse_modes", "nn", "oracle", "parallel", "privacy",
+                "quantities", "train")
+_LAZY = {"fit": "jaxmlp.train.loop", "FitResult": "jaxmlp.train.loop"}  # optax on first use
+# Where the names of the flat layout went (a pointer, not an alias).
+_MOVED = {
+    "core": "jaxmlp.nn.recurrences", "propagation": "jaxmlp.nn.propagation",
+    "network": "jaxmlp.nn.network", "activations": "jaxmlp.nn.activations",
+    "costs": "jaxmlp.nn.costs", "init": "jaxmlp.nn.init", "validation": "jaxmlp.nn.checks",
+    "single_column": "jaxmlp.nn.single_column", "curvature": "jaxmlp.quantities.curvature",
+    "threefry": "jaxmlp.privacy.threefry", "training": "jaxmlp.train",
+    "ensemble": "jaxmlp.train.ensemble", "kfac": "jaxmlp.train.kfac",
+    "checkpoint": "jaxmlp.train.checkpoint", "outdir": "jaxmlp.train.outdir",
+    "shuffle": "jaxmlp.train.shuffle", "datasets": "jaxmlp.data.datasets",
+    "tabular": "jaxmlp.data.tabular", "export": "jaxmlp.data.export",
+    "sharding": "jaxmlp.parallel.sharding", "distributed": "jaxmlp.parallel.distributed",
+    "verification": "jaxmlp.oracle.verification", "registry": "jaxmlp.oracle.registry",
+    "accumulation": "jaxmlp.forward_reverse_modes",
+    "make_train_epoch": "jaxmlp.train.make_train_epoch",
+    "make_train_step": "jaxmlp.train.make_train_step",
+    "make_dp_train_epoch": "jaxmlp.train.make_dp_train_epoch",
+    "make_dp_grad_fn": "jaxmlp.privacy.make_dp_grad_fn",
+}
 
 __all__ = [
-    "ACTIVATIONS",
-    "COSTS",
-    "Network",
-    "backward",
-    "forward",
-    "init_params",
-    "loss",
-    "per_example_grads",
-    "per_example_norms",
-    "per_example_stats",
-    "predict",
-    "register_activation",
-    "register_cost",
-    "value_and_grad",
-    *_SUBMODULES,
+    "ACTIVATIONS", "COSTS", "FitResult", "Network", "backward", "fit", "forward",
+    "init_params", "loss", "per_example_grads", "per_example_norms", "per_example_stats",
+    "predict", "register_activation", "register_cost", "value_and_grad",
 ]
 
 
-def __getattr__(name):  # PEP 562: submodules load on first use (orbax, tqdm... only when needed)
-    if name in _SUBMODULES:
+def __getattr__(name):  # PEP 562: subpackages and fit load on first use
+    if name in _SUBPACKAGES:
         return _importlib.import_module(f"jaxmlp.{name}")
+    if name in _LAZY:
+        return getattr(_importlib.import_module(_LAZY[name]), name)
+    if name in _MOVED:
+        raise AttributeError(f"module 'jaxmlp' has no attribute {name!r}: it is now "
+                             f"{_MOVED[name]} (see docs/architecture.md).")
     raise AttributeError(f"module 'jaxmlp' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_SUBPACKAGES) | set(_LAZY))

@@ -1,4 +1,4 @@
-"""Tests of jaxmlp.accumulation: the seed's worked example (002_*.txt, 2021-10-12 post).
+"""Tests of jaxmlp.forward_reverse_modes: the seed's worked example (002_*.txt, 2021-10-12 post).
 
 y1 = x1 (x2 - x3), y2 = x3 log(1 - x1). Hand-coded sweeps are checked against the seed's
 closed forms (docs/derivations.md), against its iteration tables entry by entry, and against
@@ -18,7 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxmlp import accumulation as acc  # noqa: E402
+from jaxmlp import forward_reverse_modes as acc  # noqa: E402
 
 POINTS = [
     (0.5, 1.5, -2.0),

@@ -53,7 +53,7 @@ def _Z(key, shape, dtype):
 
 @pytest.mark.parametrize("name", ACTS)
 def test_forward_matches_numpy(name):
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     Z = _Z(jax.random.PRNGKey(0), (4, 6), jnp.float64)
     np.testing.assert_allclose(np.asarray(g.forward(Z)), _np_forward(name, Z), rtol=1e-13,
                                atol=1e-15)
@@ -62,7 +62,7 @@ def test_forward_matches_numpy(name):
 @pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-12), (jnp.float32, 1e-5)])
 @pytest.mark.parametrize("name", ACTS)
 def test_backward_rule_matches_autodiff_vjp(name, dtype, tol):
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     kz, ka = jax.random.split(jax.random.PRNGKey(1))
     Z = _Z(kz, (5, 7), dtype)
     dA = jax.random.normal(ka, (5, 7), dtype=dtype)
@@ -76,7 +76,7 @@ def test_backward_rule_matches_autodiff_vjp(name, dtype, tol):
 @pytest.mark.parametrize("name", ACTS)
 def test_backward_rule_single_column(name):
     """The same rule applies to one column z of shape (n,)."""
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     z = _Z(jax.random.PRNGKey(2), (5,), jnp.float64)
     da = jnp.linspace(-1.0, 1.0, 5)
     a, vjp = jax.vjp(g.forward, z)
@@ -85,7 +85,7 @@ def test_backward_rule_single_column(name):
 
 def test_softmax_backward_is_full_jacobian_product():
     """(B4-softmax): dz[:,i] = J_i^T da[:,i] with J_i[j, p] = d a[p,i] / d z[j,i] (DERIVATIONS)."""
-    g = jaxmlp.activations.get_activation("softmax")
+    g = jaxmlp.nn.activations.get_activation("softmax")
     Z = jax.random.normal(jax.random.PRNGKey(3), (4, 3), dtype=jnp.float64)
     dA = jax.random.normal(jax.random.PRNGKey(4), (4, 3), dtype=jnp.float64)
     A = g.forward(Z)
@@ -103,7 +103,7 @@ def test_softmax_backward_is_full_jacobian_product():
 
 def test_sigmoid_derivative_has_no_cancellation():
     """sigmoid'(40) = 4.25e-18; A (1 - A) would give exactly 0 in float64 (jax PR #40825)."""
-    g = jaxmlp.activations.get_activation("sigmoid")
+    g = jaxmlp.nn.activations.get_activation("sigmoid")
     z = jnp.array([40.0, -40.0, 0.0], dtype=jnp.float64)
     dz = g.backward(jnp.ones(3), z, g.forward(z))
     exact = np.exp(-40.0) / (1 + np.exp(-40.0)) ** 2
@@ -112,7 +112,7 @@ def test_sigmoid_derivative_has_no_cancellation():
 
 
 def test_tanh_derivative_has_no_cancellation():
-    g = jaxmlp.activations.get_activation("tanh")
+    g = jaxmlp.nn.activations.get_activation("tanh")
     z = jnp.array([12.0, -20.0], dtype=jnp.float64)
     dz = g.backward(jnp.ones(2), z, g.forward(z))
     exact = 1.0 / np.cosh(np.array([12.0, -20.0])) ** 2
@@ -123,7 +123,7 @@ def test_tanh_derivative_has_no_cancellation():
 @pytest.mark.parametrize("name", ACTS)
 def test_finite_for_large_inputs(name, dtype):
     """Forward and backward stay finite for |z| up to 1e4 (jax #777: NaN at -200)."""
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     Z = jnp.array([[-1e4, -200.0, -40.0, 0.0, 40.0, 200.0, 1e4]], dtype=dtype).T
     if name == "softmax":
         Z = jnp.concatenate([Z, -Z, jnp.zeros_like(Z)], axis=1).T  # (3, 7) columns
@@ -135,9 +135,9 @@ def test_finite_for_large_inputs(name, dtype):
 
 def test_exact_values_at_large_inputs():
     z = jnp.array([-1e4, 1e4], dtype=jnp.float64)
-    np.testing.assert_array_equal(np.asarray(jaxmlp.activations.get_activation("sigmoid").forward(z)), [0.0, 1.0])
-    np.testing.assert_array_equal(np.asarray(jaxmlp.activations.get_activation("softplus").forward(z)), [0.0, 1e4])
-    s = jaxmlp.activations.get_activation("softmax").forward(jnp.array([[1e4, -1e4], [1e4 - 1.0, 0.0]]))
+    np.testing.assert_array_equal(np.asarray(jaxmlp.nn.activations.get_activation("sigmoid").forward(z)), [0.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(jaxmlp.nn.activations.get_activation("softplus").forward(z)), [0.0, 1e4])
+    s = jaxmlp.nn.activations.get_activation("softmax").forward(jnp.array([[1e4, -1e4], [1e4 - 1.0, 0.0]]))
     np.testing.assert_allclose(np.asarray(s[:, 0]), [1 / (1 + np.exp(-1)), 1 / (1 + np.e)], rtol=1e-14)
     np.testing.assert_array_equal(np.asarray(s[:, 1]), [0.0, 1.0])
 
@@ -145,7 +145,7 @@ def test_exact_values_at_large_inputs():
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu"])
 def test_kink_conventions(name):
     """Derivatives at z = 0 are conventions (documented): ReLU 0, leaky ReLU 0.01, ELU 1."""
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     z = jnp.zeros(1)
     want = {"relu": 0.0, "leaky_relu": 0.01, "elu": 1.0}[name]
     assert float(g.backward(jnp.ones(1), z, g.forward(z))[0]) == pytest.approx(want)
@@ -156,7 +156,7 @@ def test_kink_conventions(name):
 
 def test_unknown_activation_name():
     with pytest.raises(ValueError, match=r"activation: expected one of .* got 'relu6'"):
-        jaxmlp.activations.get_activation("relu6")
+        jaxmlp.nn.activations.get_activation("relu6")
 
 
 @pytest.mark.parametrize("name", sorted(jaxmlp.ACTIVATIONS))
@@ -164,7 +164,7 @@ def test_nan_propagates_through_forward_and_backward(name):
     """g(NaN) = NaN and g'(NaN) = NaN (dZ = NaN even where dA is finite), and the other
     entries of the column are untouched (element-wise) -- ReLU's where(Z > 0, Z, 0) used
     to map NaN to 0, which hid NaN weights behind a finite cost."""
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     Z = jnp.array([[np.nan, 0.5], [0.0, -0.5], [2.0, 1.5]], jnp.float32)  # (3 units, 2 columns)
     A = g.forward(Z)
     dZ = g.backward(jnp.ones_like(Z), Z, A)
@@ -181,7 +181,7 @@ def test_nan_propagates_through_forward_and_backward(name):
 @pytest.mark.parametrize("name", ["linear", "relu", "leaky_relu"])
 def test_piecewise_constant_derivatives_keep_their_values(name):
     """The NaN guard changes nothing at numbers, infinities included: g'(+-inf) are the limits."""
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     z = jnp.array([-np.inf, -2.0, 0.0, 3.0, np.inf], jnp.float32)
     a = {"linear": 1.0, "relu": 0.0, "leaky_relu": 0.01}[name]
     want = np.array([a, a, a, 1.0, 1.0], np.float32)

@@ -1,4 +1,4 @@
-"""jaxmlp.benchmarking: the paired protocol's bookkeeping, statistics and output files.
+"""_common.benchmarking: the paired protocol's bookkeeping, statistics and output files.
 
 No timing assertions: the variants here are counters, and the clock is replaced where a
 test needs known durations.
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp import benchmarking
+from _common import benchmarking
 
 
 def _counters(names):

@@ -1,4 +1,4 @@
-"""jaxmlp.checkpoint: bit-exact save/restore of a TrainState, atomic writes, mismatches refused,
+"""jaxmlp.train.checkpoint: bit-exact save/restore of a TrainState, atomic writes, mismatches refused,
 damaged checkpoints reported (never restored silently), fallback to the newest intact one."""
 
 import json
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import training
-from jaxmlp.checkpoint import CheckpointError, Checkpoints, latest_epoch, newest_intact, state_digest
+from jaxmlp import train
+from jaxmlp.train.checkpoint import CheckpointError, Checkpoints, latest_epoch, newest_intact, state_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = jaxmlp.Network((6, 5, 3), ("relu", "softmax"), "categorical_cross_entropy")
@@ -23,31 +23,31 @@ NET = jaxmlp.Network((6, 5, 3), ("relu", "softmax"), "categorical_cross_entropy"
 
 def _state(net=NET, optimizer="adam", seed=0, epoch=1, steps=2):
     """A TrainState after a few real Adam steps (non-trivial opt_state)."""
-    opt = training.make_optimizer(optimizer, 1e-2)
+    opt = train.make_optimizer(optimizer, 1e-2)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=jnp.float32)
     opt_state = opt.init(params)
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(net.sizes[0], 8)).astype(np.float32)
     Y = np.eye(net.sizes[-1], dtype=np.float32)[:, rng.integers(0, net.sizes[-1], 8)]
-    step = training.make_train_step(net, opt)
+    step = train.make_train_step(net, opt)
     for _ in range(steps):
         params, opt_state, _ = step(params, opt_state, X, Y)
-    return training.TrainState(params, opt_state, jax.random.PRNGKey(seed + 100), epoch)
+    return train.TrainState(params, opt_state, jax.random.PRNGKey(seed + 100), epoch)
 
 
 def _np_state(seed, epoch):
     """A TrainState built in NumPy only: the same bits with or without jax_enable_x64."""
     rng = np.random.default_rng(seed)
-    opt = training.make_optimizer("adam", 1e-2)
+    opt = train.make_optimizer("adam", 1e-2)
     params = [{"W": rng.normal(size=s["W"]).astype(np.float32),
                "b": rng.normal(size=s["b"]).astype(np.float32)} for s in NET.param_shapes()]
-    return training.TrainState(params, opt.init(params), np.array([seed, 7], np.uint32), epoch)
+    return train.TrainState(params, opt.init(params), np.array([seed, 7], np.uint32), epoch)
 
 
 def _like(net=NET, optimizer="adam"):
-    opt = training.make_optimizer(optimizer, 1e-2)
+    opt = train.make_optimizer(optimizer, 1e-2)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(99), dtype=jnp.float32)
-    return training.TrainState(params, opt.init(params), jax.random.PRNGKey(0), 0)
+    return train.TrainState(params, opt.init(params), jax.random.PRNGKey(0), 0)
 
 
 def _assert_bitwise_equal(a, b):
@@ -110,7 +110,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="max_to_keep"):
         Checkpoints(tmp_path, max_to_keep=0)
     with Checkpoints(tmp_path / "ck") as ck:
-        with pytest.raises(TypeError, match="state: expected a jaxmlp.training.TrainState"):
+        with pytest.raises(TypeError, match="state: expected a jaxmlp.train.step.TrainState"):
             ck.save({"params": 1})
         with pytest.raises(ValueError, match="state.epoch"):
             ck.save(_state(epoch=-1))
@@ -129,7 +129,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path):
         sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
         from orbax.checkpoint._src.path import atomicity
         from test_checkpoint import _np_state
-        from jaxmlp.checkpoint import Checkpoints
+        from jaxmlp.train.checkpoint import Checkpoints
         ck = Checkpoints({d!r})
         ck.save(_np_state(1, epoch=1))
         def die(self, *a, **k):
@@ -166,12 +166,12 @@ BIG = jaxmlp.Network((64, 128, 10), ("relu", "softmax"), "categorical_cross_entr
 def _np_state_of(net, seed, epoch):
     """A TrainState of ``net`` built in NumPy (Adam state with non-zero moments)."""
     rng = np.random.default_rng(seed)
-    opt = training.make_optimizer("adam", 1e-2)
+    opt = train.make_optimizer("adam", 1e-2)
     params = [{"W": rng.normal(size=s["W"]).astype(np.float32),
                "b": rng.normal(size=s["b"]).astype(np.float32)} for s in net.param_shapes()]
     opt_state = jax.tree.map(lambda a: np.asarray(a) + np.float32(rng.normal()) if np.ndim(a) else a,
                              opt.init(params))
-    return training.TrainState(params, opt_state, np.array([seed, 7], np.uint32), epoch)
+    return train.TrainState(params, opt_state, np.array([seed, 7], np.uint32), epoch)
 
 
 def _bitwise_same(a, b) -> bool:
@@ -336,7 +336,7 @@ def test_orbax_failures_are_one_quiet_error(tmp_path):
         import sys, gc
         sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
         from test_checkpoint import _like
-        from jaxmlp.checkpoint import Checkpoints, CheckpointError
+        from jaxmlp.train.checkpoint import Checkpoints, CheckpointError
         try:
             with Checkpoints({str(d)!r}) as ck:
                 ck.restore(_like())

@@ -1,7 +1,7 @@
 """Curvature quantities (H1)-(H12) against their autodiff definitions, in float64.
 
-* every quantity of jaxmlp.curvature vs jax.hessian / jax.jacobian / jvp of grad, through
-  jaxmlp.verification.check_curvature and directly: a fast default set covering softmax in a
+* every quantity of jaxmlp.quantities.curvature vs jax.hessian / jax.jacobian / jvp of grad, through
+  jaxmlp.oracle.verification.check_curvature and directly: a fast default set covering softmax in a
   hidden layer, every kind of output split, depths 1-4 and m = 1; the sweep over every
   activation x every (output, cost) pair is marked slow;
 * g'' of every element-wise activation vs autodiff, finite at saturation;
@@ -20,8 +20,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import jaxmlp
-from jaxmlp import curvature
-from jaxmlp.verification import check_curvature, curvature_oracles, random_problem
+from jaxmlp.quantities import curvature
+from jaxmlp.oracle.verification import check_curvature, curvature_oracles, random_problem
 
 from helpers import rel  # noqa: E402
 
@@ -35,8 +35,8 @@ def output_pairs():
     """Every valid (output activation, cost) pair with its n[L]."""
     pairs = []
     for cost, out in itertools.product(COSTS, ACTS):
-        c = jaxmlp.costs.get_cost(cost)
-        g = jaxmlp.activations.get_activation(out)
+        c = jaxmlp.nn.costs.get_cost(cost)
+        g = jaxmlp.nn.activations.get_activation(out)
         if c.needs_unit_range and not g.unit_range:
             continue
         nL = 1 if c.max_outputs == 1 else 3
@@ -142,7 +142,7 @@ def test_per_example_sums_to_ggn_diag_and_is_nonnegative():
 
 @pytest.mark.parametrize("name", [a for a in ACTS if a != "softmax"])
 def test_second_derivative_matches_autodiff(name):
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     Z = jnp.linspace(-8.0, 8.0, 2001) + 1e-3  # off the kinks
     d2 = jax.vmap(jax.grad(jax.grad(g.forward)))(Z)
     assert rel(g.second_derivative(Z), d2) <= 1e-12
@@ -151,7 +151,7 @@ def test_second_derivative_matches_autodiff(name):
 @pytest.mark.parametrize("name", [a for a in ACTS if a != "softmax"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_second_derivative_finite_and_vanishing_at_saturation(name, dtype):
-    g = jaxmlp.activations.get_activation(name)
+    g = jaxmlp.nn.activations.get_activation(name)
     Z = jnp.array([-1e4, -1e3, -100.0, 100.0, 1e3, 1e4], dtype)
     d2 = g.second_derivative(Z)
     assert d2.dtype == dtype
@@ -160,7 +160,7 @@ def test_second_derivative_finite_and_vanishing_at_saturation(name, dtype):
 
 
 def test_softmax_has_no_elementwise_second():
-    assert jaxmlp.activations.get_activation("softmax").second_derivative is None
+    assert jaxmlp.nn.activations.get_activation("softmax").second_derivative is None
 
 
 # ----------------------------------------------------------------------------- Kronecker factors
@@ -191,12 +191,12 @@ def test_empirical_factor_is_mean_outer_product_of_loss_gradients():
     net = jaxmlp.Network((3, 4, 2), ("tanh", "sigmoid"), "multilabel_cross_entropy")
     p, X, Y = random_problem(net, jax.random.PRNGKey(8), 4)
     factors = curvature.kfac_factors(net, p, X, Y, kind="empirical")
-    _, cache = jaxmlp.core.forward_pass(net, p, X)
+    _, cache = jaxmlp.nn.recurrences.forward_pass(net, p, X)
 
     def loss_i(z1, i):  # L_i as a function of z[1] of example i
         a1 = jnp.tanh(z1)
         z2 = p[1]["W"] @ a1 + p[1]["b"]
-        return jaxmlp.core.losses(net, z2, jax.nn.sigmoid(z2), Y[:, i])
+        return jaxmlp.nn.recurrences.losses(net, z2, jax.nn.sigmoid(z2), Y[:, i])
 
     grads = np.stack([np.asarray(jax.grad(loss_i)(cache.Z[0][:, i], i)) for i in range(4)])
     assert rel(factors[0][1], grads.T @ grads / 4) <= 1e-12

@@ -1,10 +1,10 @@
-"""jaxmlp.datasets: layout, split, standardisation fitted on train only, labels."""
+"""jaxmlp.data.datasets: layout, split, standardisation fitted on train only, labels."""
 
 import numpy as np
 import pytest
 from sklearn import datasets as skd
 
-from jaxmlp import datasets
+from jaxmlp.data import datasets
 
 SHAPES = {  # name: (n[0], n[L], m total)
     "digits": (64, 10, 1797),

@@ -1,4 +1,4 @@
-"""jaxmlp.distributed: 2 processes on jax.distributed (CPU, gloo, 2 forced devices each) train
+"""jaxmlp.parallel.distributed: 2 processes on jax.distributed (CPU, gloo, 2 forced devices each) train
 to the parameters of a single-process run; checkpoints written by both resume; bad input."""
 
 import json
@@ -14,8 +14,8 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp import distributed as D
-from jaxmlp import fit as F
+from jaxmlp.parallel import distributed as D
+from jaxmlp.train import loop as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = jaxmlp.Network((6, 12, 3), ("tanh", "softmax"), "categorical_cross_entropy")
@@ -34,14 +34,16 @@ _CHILD = textwrap.dedent(
     import json, os, sys
     import numpy as np
     sys.path.insert(0, os.environ["JAXMLP_ROOT"])
-    from jaxmlp import distributed as D
+    from jaxmlp.parallel import distributed as D
     pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     assert D.initialize(f"127.0.0.1:{port}", 2, pid)
     import jax, optax
     from jax.sharding import NamedSharding, PartitionSpec as P
     import jaxmlp
-    from jaxmlp import fit as F, sharding, training
-    from jaxmlp.checkpoint import Checkpoints
+    from jaxmlp.train import loop as F
+    from jaxmlp.parallel import sharding
+    from jaxmlp import train
+    from jaxmlp.train.checkpoint import Checkpoints
     net = jaxmlp.Network((6, 12, 3), ("tanh", "softmax"), "categorical_cross_entropy")
     rng = np.random.default_rng(0)
     M, BATCH, EPOCHS = 96, 16, 3
@@ -53,7 +55,7 @@ _CHILD = textwrap.dedent(
     Yg = D.global_columns(mesh, Y[:, cols], name="Y")
     opt = optax.adam(1e-2)
     p0 = jaxmlp.init_params(net, jax.random.PRNGKey(0))
-    state = training.TrainState(*D.replicate(mesh, (p0, opt.init(p0), jax.random.PRNGKey(1))), 0)
+    state = train.TrainState(*D.replicate(mesh, (p0, opt.init(p0), jax.random.PRNGKey(1))), 0)
     bs = NamedSharding(mesh, P(None, "data"))
     kw = dict(batch_size=BATCH, key=None, batch_sharding=bs)
     ck = os.path.join(out, "ckpt")

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp import privacy
+from jaxmlp import privacy, train
 from jaxmlp.privacy import DPSGD, calibrate_noise, dp_value_and_grad, epsilon
 
 dp_accounting = pytest.importorskip("dp_accounting")
@@ -253,7 +253,7 @@ def test_dp_epoch_is_the_steps_it_draws():
     net, params, X, Y = _problem(dtype=jnp.float64, m=40, seed=1)
     opt = optax.sgd(0.3, momentum=0.9)
     kw = dict(sampling_rate=0.25, l2_norm_clip=[0.5, 0.5, 0.5], noise_multiplier=0.7)
-    epoch = privacy.make_dp_train_epoch(net, opt, steps_per_epoch=3, max_batch_size=25, **kw)
+    epoch = train.make_dp_train_epoch(net, opt, steps_per_epoch=3, max_batch_size=25, **kw)
     key = jax.random.key(3)
     p1, s1, mt = epoch(params, opt.init(params), key, X, Y)
     p, s = params, opt.init(params)
@@ -274,7 +274,7 @@ def test_dp_epoch_trains_float32():
     net, params, X, _ = _problem(dtype=jnp.float32, m=200, seed=2)
     Y = jax.nn.one_hot(jnp.argmax(X[:3], axis=0), 3, dtype=jnp.float32).T  # learnable labels
     opt = optax.sgd(0.5, momentum=0.9)
-    epoch = privacy.make_dp_train_epoch(net, opt, sampling_rate=0.5, l2_norm_clip=1.0,
+    epoch = train.make_dp_train_epoch(net, opt, sampling_rate=0.5, l2_norm_clip=1.0,
                                         noise_multiplier=0.5)
     J0 = float(jaxmlp.loss(net, params, X, Y))
     state, key = opt.init(params), jax.random.key(0)
@@ -297,7 +297,7 @@ def _fit_problem(m=60):
 
 
 def test_fit_dp_equals_the_dp_epoch_and_reports_epsilon():
-    from jaxmlp.fit import fit
+    from jaxmlp.train.loop import fit
 
     net, params, X, Y = _fit_problem()
     opt = optax.sgd(0.5, momentum=0.9)
@@ -306,7 +306,7 @@ def test_fit_dp_equals_the_dp_epoch_and_reports_epsilon():
     fr = fit(net, params, opt, X, Y, epochs=3, key=key, dp=dp, eval_sets={"train": (X, Y)})
     assert fr.status == "completed"
     B = privacy.padded_batch_size(60, 0.25, 3 * 4)
-    epoch = privacy.make_dp_train_epoch(net, opt, sampling_rate=0.25, l2_norm_clip=1.0,
+    epoch = train.make_dp_train_epoch(net, opt, sampling_rate=0.25, l2_norm_clip=1.0,
                                         noise_multiplier=1.2, max_batch_size=B)
     p, st, k = params, opt.init(params), key
     for _ in range(3):
@@ -321,7 +321,7 @@ def test_fit_dp_equals_the_dp_epoch_and_reports_epsilon():
 
 
 def test_fit_dp_stops_before_exceeding_the_target():
-    from jaxmlp.fit import fit
+    from jaxmlp.train.loop import fit
 
     net, params, X, Y = _fit_problem()
     kw = dict(noise_multiplier=1.0, sampling_rate=0.5, delta=1e-3)
@@ -345,7 +345,7 @@ def test_fit_dp_stops_before_exceeding_the_target():
     (dict(dp=(1.0, 1.0)), TypeError, "^dp: expected a jaxmlp.privacy.DPSGD"),
 ])
 def test_fit_dp_bad_input(kw, exc, pattern):
-    from jaxmlp.fit import fit
+    from jaxmlp.train.loop import fit
 
     net, params, X, Y = _fit_problem()
     args = dict(dp=DPSGD(1.0, 1.0, 0.5, delta=1e-3))
@@ -356,7 +356,7 @@ def test_fit_dp_bad_input(kw, exc, pattern):
 
 def test_dp_epoch_refuses_nonfinite_data():
     net, params, X, Y = _problem(dtype=jnp.float32, m=20)
-    epoch = privacy.make_dp_train_epoch(net, optax.sgd(0.1), sampling_rate=0.5,
+    epoch = train.make_dp_train_epoch(net, optax.sgd(0.1), sampling_rate=0.5,
                                         l2_norm_clip=1.0, noise_multiplier=1.0)
     with pytest.raises(ValueError, match="^X"):
         epoch(params, optax.sgd(0.1).init(params), jax.random.key(0), X.at[0, 3].set(jnp.nan), Y)

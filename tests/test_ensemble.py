@@ -1,4 +1,4 @@
-"""jaxmlp.ensemble: member k of a K-member run equals the independent single run of member k."""
+"""jaxmlp.train.ensemble: member k of a K-member run equals the independent single run of member k."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +7,9 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp import ensemble as E
-from jaxmlp import fit as F
-from jaxmlp import training
+from jaxmlp.train import ensemble as E
+from jaxmlp.train import loop as F
+from jaxmlp import train
 
 NET = jaxmlp.Network((6, 12, 3), ("tanh", "softmax"), "categorical_cross_entropy")
 RNG = np.random.default_rng(0)
@@ -42,7 +42,7 @@ def test_members_equal_independent_runs(name, shared):
     keys = E.member_keys(KEY, K)
     skeys = [SKEY] * K if shared else E.member_keys(SKEY, K)
     for k in range(K):
-        r = F.fit(NET, jaxmlp.init_params(NET, keys[k]), training.make_optimizer(name, lrs[k]),
+        r = F.fit(NET, jaxmlp.init_params(NET, keys[k]), train.make_optimizer(name, lrs[k]),
                   X, Y, epochs=3, batch_size=16, key=skeys[k])
         assert _maxdiff(r.state.params, E.member(fr.state.params, k)) < 2e-6, k
         np.testing.assert_allclose(fr.history[-1]["running_cost_members"][k],
@@ -73,7 +73,7 @@ def test_predict_and_evaluate_average_the_members():
     np.testing.assert_allclose(float(ev["ensemble"]["cost"]),
                                np.mean(-np.sum(Y * np.log(want), axis=0)), rtol=1e-5)
     for k in range(3):
-        single = training.evaluate(NET, E.member(P, k), X, Y)
+        single = train.evaluate(NET, E.member(P, k), X, Y)
         np.testing.assert_allclose(float(ev["members"]["cost"][k]), float(single["cost"]), rtol=1e-5)
     row = E.summary_row("train", ev)
     assert row["train_accuracy_ensemble"] == pytest.approx(acc)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp.verification import check_gradients, check_rule
+from jaxmlp.oracle.verification import check_gradients, check_rule
 
 NET = jaxmlp.Network((3, 4, 2), ("relu", "softmax"), "categorical_cross_entropy")
 PARAMS = jaxmlp.init_params(NET, jax.random.PRNGKey(0))

@@ -1,4 +1,4 @@
-"""jaxmlp.export: .npz and .safetensors round trips, and files that are not exports."""
+"""jaxmlp.data.export: .npz and .safetensors round trips, and files that are not exports."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import export
+from jaxmlp.data import export
 
 NET = jaxmlp.Network((5, 7, 3), ("tanh", "softmax"), "categorical_cross_entropy")
 

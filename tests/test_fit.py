@@ -1,4 +1,4 @@
-"""jaxmlp.fit.fit: the training loop: epochs, evaluation, divergence, callbacks, resume."""
+"""jaxmlp.train.loop.fit: the training loop: epochs, evaluation, divergence, callbacks, resume."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,8 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp import training
-from jaxmlp.fit import fit
+from jaxmlp import train
+from jaxmlp.train.loop import fit
 
 NET = jaxmlp.Network((5, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
 
@@ -33,14 +33,14 @@ def test_fit_equals_the_epoch_function_called_by_hand():
     assert fr.status == "completed" and fr.message is None
     assert [h["epoch"] for h in fr.history] == [1, 2, 3] and fr.state.epoch == 3
     # the same epochs by hand: split the key, run the compiled epoch
-    epoch = training.make_train_epoch(NET, opt, 16)
+    epoch = train.make_train_epoch(NET, opt, 16)
     params, st, k = _params(), opt.init(_params()), key
     for _ in range(3):
         k, ek = jax.random.split(k)
         params, st, mt = epoch(params, st, ek, X, Y)
     for a, b in zip(jax.tree.leaves(fr.state.params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
-    ev = training.evaluate(NET, params, X, Y)
+    ev = train.evaluate(NET, params, X, Y)
     assert fr.history[-1]["train_accuracy"] == pytest.approx(float(ev["accuracy"]))
     assert fr.history[-1]["train_cost"] == pytest.approx(float(ev["cost"]))
     assert fr.history[-1]["running_cost"] == pytest.approx(float(np.mean(mt.cost)))
@@ -142,8 +142,8 @@ def test_epoch_and_step_functions_refuse_nonfinite_data():
     X, Y = _data()
     opt = optax.sgd(0.1)
     params = _params()
-    epoch = training.make_train_epoch(NET, opt, 16)
-    step = training.make_train_step(NET, opt)
+    epoch = train.make_train_epoch(NET, opt, 16)
+    step = train.make_train_step(NET, opt)
     with pytest.raises(ValueError, match="^X: expected finite values, found 1 NaN"):
         epoch(params, opt.init(params), jax.random.PRNGKey(0), X.at[0, 0].set(jnp.nan), Y)
     with pytest.raises(ValueError, match="^Y: expected finite values"):

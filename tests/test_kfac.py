@@ -1,9 +1,9 @@
-"""K-FAC as an optax transformation (jaxmlp.kfac) and inside the scanned training epoch.
+"""K-FAC as an optax transformation (jaxmlp.train.kfac) and inside the scanned training epoch.
 
 * on one linear layer with mean squared error, kron(G, A) is the exact Hessian, so one
   undamped K-FAC step with learning rate 1 is the Newton step: it lands on the
   least-squares solution (checked against NumPy's lstsq), from the optax API and from
-  jaxmlp.training's step;
+  jaxmlp.train.step's step;
 * inverses are refreshed every k steps and kept in between;
 * the one-call epoch runs K-FAC (exact and Monte Carlo factors) and lowers the cost;
 * bad input.
@@ -16,8 +16,10 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp import curvature, kfac, training
-from jaxmlp.verification import random_problem
+from jaxmlp.quantities import curvature
+from jaxmlp.train import kfac
+from jaxmlp import train
+from jaxmlp.oracle.verification import random_problem
 
 
 def lstsq_solution(X, Y):
@@ -51,8 +53,8 @@ def test_kfac_step_is_newton_step_on_linear_regression(regression):
 
 def test_training_step_computes_factors_and_takes_newton_step(regression):
     net, params, X, Y = regression
-    opt = training.make_optimizer("kfac", 1.0, damping=1e-24)
-    step = training.make_train_step(net, opt)
+    opt = train.make_optimizer("kfac", 1.0, damping=1e-24)
+    step = train.make_train_step(net, opt)
     new, state, metrics = step(params, opt.init(params), X, Y)
     got = np.hstack([np.asarray(new[0]["W"]), np.asarray(new[0]["b"])[:, None]])
     np.testing.assert_allclose(got, lstsq_solution(X, Y), rtol=1e-8, atol=1e-10)
@@ -94,13 +96,13 @@ def test_kfac_in_the_scanned_epoch(kind):
     params, X, _ = random_problem(net, jax.random.PRNGKey(2), 64, jnp.float32)
     T = jax.random.normal(jax.random.PRNGKey(4), (3, 4), jnp.float32)  # learnable labels
     Y = jax.nn.one_hot(jnp.argmax(T @ X, axis=0), 3, dtype=jnp.float32).T
-    opt = training.make_optimizer("kfac", 0.5, damping=1e-2, kfac_kind=kind)
-    epoch = training.make_train_epoch(net, opt, batch_size=16)
+    opt = train.make_optimizer("kfac", 0.5, damping=1e-2, kfac_kind=kind)
+    epoch = train.make_train_epoch(net, opt, batch_size=16)
     state = opt.init(params)
     J0 = float(jaxmlp.loss(net, params, X, Y))
     key = jax.random.PRNGKey(3)
     for _ in range(5):
-        key, k = training.split_key(key)
+        key, k = train.split_key(key)
         params, state, metrics = epoch(params, state, k, X, Y)
     assert metrics.cost.shape == (4,)
     assert int(state.count) == 20
@@ -123,7 +125,7 @@ def test_missing_factors_and_bad_options(regression):
     with pytest.raises(ValueError, match="kind"):
         kfac.kfac(1.0, kind="kflr")
     with pytest.raises(ValueError, match="optimizer"):
-        training.make_optimizer("kfacc", 1.0)
+        train.make_optimizer("kfacc", 1.0)
 
 
 def test_kl_clip_bounds_the_step(regression):
@@ -143,14 +145,14 @@ def test_kl_clip_bounds_the_step(regression):
 
 
 def test_make_optimizer_passes_the_kl_clip(regression):
-    """training.make_optimizer("kfac", kfac_kl_clip=c) is kfac.kfac(..., kl_clip=c) in the step."""
+    """train.make_optimizer("kfac", kfac_kl_clip=c) is kfac.kfac(..., kl_clip=c) in the step."""
     net, params, X, Y = regression
     _, grads = jaxmlp.value_and_grad(net, params, X, Y)
     factors = curvature.kfac_factors(net, params, X, Y)
     ref = kfac.kfac(0.5, damping=1e-3, kl_clip=1e-6)
     u_ref, _ = ref.update(grads, ref.init(params), params, kfac_factors=factors)
-    step = training.make_train_step(net, training.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6))
-    opt = training.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6)
+    step = train.make_train_step(net, train.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6))
+    opt = train.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6)
     new, _, _ = step(params, opt.init(params), X, Y)
     for p, n, u in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(u_ref)):
         np.testing.assert_allclose(np.asarray(n) - np.asarray(p), np.asarray(u), rtol=1e-9, atol=1e-15)
@@ -158,4 +160,4 @@ def test_make_optimizer_passes_the_kl_clip(regression):
     u_free, _ = free.update(grads, free.init(params), params, kfac_factors=factors)
     assert optax.global_norm(u_free) > 10 * optax.global_norm(u_ref)
     with pytest.raises(ValueError, match="^kl_clip"):
-        training.make_optimizer("kfac", 0.5, kfac_kl_clip=0.0)
+        train.make_optimizer("kfac", 0.5, kfac_kl_clip=0.0)

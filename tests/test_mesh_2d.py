@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import distributed as D
+from jaxmlp.parallel import distributed as D
 
 _CHILD = textwrap.dedent(
     r"""
     import json, jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import NamedSharding, PartitionSpec as P
     import jaxmlp
-    from jaxmlp import distributed as D, fit as F, training
+    from jaxmlp.parallel import distributed as D
+    from jaxmlp.train import loop as F
+    from jaxmlp import train
     net = jaxmlp.Network((8, 16, 12, 4), ("relu", "tanh", "softmax"), "categorical_cross_entropy")
     rng = np.random.default_rng(0)
     m = 64
@@ -111,4 +113,4 @@ def test_2d_errors_in_process():
     net = jaxmlp.Network((3, 5, 2), ("relu", "softmax"), "categorical_cross_entropy")
     D.check_model_axis(net, mesh)  # a model axis of 1 divides every width
     with pytest.raises(ValueError, match=r"^mesh: expected a jax.sharding.Mesh with an axis 'model'"):
-        D.check_model_axis(net, jaxmlp.sharding.make_mesh(1))
+        D.check_model_axis(net, jaxmlp.parallel.sharding.make_mesh(1))

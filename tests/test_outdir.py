@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from jaxmlp import outdir
+from jaxmlp.train import outdir
 
 from helpers import ROOT, load_script  # noqa: E402
 
@@ -37,7 +37,7 @@ def test_lock_excludes_a_second_holder_and_names_the_first(tmp_path):
 def test_lock_of_a_killed_holder_is_free(tmp_path):
     """The lock belongs to the open file: a SIGKILLed holder leaves the file, not the lock."""
     d = tmp_path / "run"
-    code = (f"import sys, time; sys.path.insert(0, {ROOT!r}); from jaxmlp import outdir; "
+    code = (f"import sys, time; sys.path.insert(0, {ROOT!r}); from jaxmlp.train import outdir; "
             f"l = outdir.FolderLock({str(d)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp.single_column import backward_col, forward_col, loss_col, value_and_grad_col
+from jaxmlp.nn.single_column import backward_col, forward_col, loss_col, value_and_grad_col
 from jaxmlp.quantities import per_example_grads
 from jaxmlp.quantities import per_example_norms, per_example_stats
 

@@ -8,7 +8,8 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp import privacy, training
+from jaxmlp import privacy
+from jaxmlp import train
 
 
 def _problem():
@@ -70,7 +71,7 @@ def test_bfloat16_reaches_every_path(path):
             return privacy.dp_value_and_grad(net, params, X, Y, key, l2_norm_clip=0.5,
                                              noise_multiplier=0.0, compute_dtype=cd).grads
         opt = optax.sgd(0.1)
-        step = training.make_train_step(net, opt, compute_dtype=cd)
+        step = train.make_train_step(net, opt, compute_dtype=cd)
         return step(params, opt.init(params), X, Y)[0]
 
     full, low = run(None), run("bfloat16")

@@ -55,7 +55,8 @@ def test_train_on_a_csv_infers_the_task_and_saves_what_predicting_needs(shop, ca
 
 def test_predict_classification_probabilities_match_the_network(shop, tmp_path):
     import jaxmlp
-    from jaxmlp import export, tabular
+    from jaxmlp.data import export
+    from jaxmlp.data import tabular
 
     d, f, runs = shop
     new = f.drop(columns=["kind"]).iloc[:20]
@@ -86,7 +87,7 @@ def test_predict_regression_in_target_units_and_from_orbax_checkpoints(shop, tmp
 
 
 def test_predict_bundled_dataset_run_with_named_columns(tmp_path):
-    from jaxmlp import datasets
+    from jaxmlp.data import datasets
 
     out = tmp_path / "bc"
     assert train_cli.main(["--dataset", "breast_cancer", *FAST, "--out", str(out)]) == 0
@@ -128,7 +129,7 @@ def test_train_bad_data_exits_2_with_one_message(shop, capsys, argv, match):
 
 
 def test_predict_bad_input_exits_2_with_one_message(shop, tmp_path, capsys):
-    from jaxmlp import export
+    from jaxmlp.data import export
 
     d, f, runs = shop
     ok = ["--data", str(d / "shop.csv"), "--out", str(tmp_path / "p.csv")]

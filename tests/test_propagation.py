@@ -18,7 +18,7 @@ import pytest
 from scipy.special import expit, log_expit, log_softmax
 
 import jaxmlp
-from jaxmlp.verification import check_gradients, random_problem
+from jaxmlp.oracle.verification import check_gradients, random_problem
 
 from helpers import rel  # noqa: E402
 
@@ -34,15 +34,15 @@ def problem(net, seed, m, dtype=jnp.float64):
 
 
 def valid_outputs(cost):
-    c = jaxmlp.costs.get_cost(cost)
-    outs = [a for a in ACTS if not c.needs_unit_range or jaxmlp.activations.get_activation(a).unit_range]
+    c = jaxmlp.nn.costs.get_cost(cost)
+    outs = [a for a in ACTS if not c.needs_unit_range or jaxmlp.nn.activations.get_activation(a).unit_range]
     return [a for a in outs if not (c.max_outputs == 1 and a == "softmax")]
 
 
 def make_net(hidden, out, cost, depth, seed):
     """Random widths in 1..4 (softmax layers >= 2), n[0] in 1..4, output size valid for cost."""
     rng = np.random.default_rng(seed)
-    c = jaxmlp.costs.get_cost(cost)
+    c = jaxmlp.nn.costs.get_cost(cost)
     nL = 1 if c.max_outputs == 1 else int(rng.integers(2, 5))
     lo = 2 if hidden == "softmax" else 1
     widths = [int(rng.integers(lo, 5)) for _ in range(depth - 1)]
@@ -59,7 +59,7 @@ CANONICAL_CASES = [
     for i, (h, c) in enumerate(itertools.product(ACTS, COSTS))
 ]
 # Every non-canonical output pair: the general path dA[L] -> (B4).
-GENERAL_CASES = [(o, c) for c in COSTS for o in valid_outputs(c) if o != jaxmlp.costs.get_cost(c).canonical]
+GENERAL_CASES = [(o, c) for c in COSTS for o in valid_outputs(c) if o != jaxmlp.nn.costs.get_cost(c).canonical]
 
 
 def _grad_checks(net, seed, m):
@@ -83,7 +83,7 @@ def _grad_checks(net, seed, m):
 
 @pytest.mark.parametrize("hidden,cost,depth,m", CANONICAL_CASES)
 def test_manual_grad_matches_autodiff_canonical_output(hidden, cost, depth, m):
-    c = jaxmlp.costs.get_cost(cost)
+    c = jaxmlp.nn.costs.get_cost(cost)
     # zlib.crc32, not hash(): str hashes are salted per process (PYTHONHASHSEED).
     net = make_net(hidden, c.canonical, cost, depth, seed=zlib.crc32(f"{hidden}/{cost}".encode()) % 1000)
     assert net.fused
@@ -168,7 +168,7 @@ def test_forward_cache_holds_what_backward_needs():
     net = jaxmlp.Network((3, 4, 2), ("tanh", "softmax"), "categorical_cross_entropy")
     params, X, Y = problem(net, 0, 5)
     AL, cache = jaxmlp.forward(net, params, X)
-    assert isinstance(cache, jaxmlp.core.Cache)
+    assert isinstance(cache, jaxmlp.nn.recurrences.Cache)
     assert [a.shape for a in cache.A] == [(3, 5), (4, 5), (2, 5)]
     assert [z.shape for z in cache.Z] == [(4, 5), (2, 5)]
     chex.assert_trees_all_close(cache.A[0], X)

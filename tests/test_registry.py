@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import registry, verification
+from jaxmlp.oracle import registry
+from jaxmlp.oracle import verification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MISH = runpy.run_path(os.path.join(ROOT, "examples", "mish.py"))  # registers "mish"
@@ -35,7 +36,7 @@ def fresh():
 def test_registered_activation_is_used_by_name_everywhere(fresh):
     """mish from examples/mish.py: Network, init scheme, the batched recurrences against
     jax.grad, single-column and per-example gradients."""
-    assert "mish" in jaxmlp.ACTIVATIONS and jaxmlp.activations.get_activation("mish").init == "he"
+    assert "mish" in jaxmlp.ACTIVATIONS and jaxmlp.nn.activations.get_activation("mish").init == "he"
     net = jaxmlp.Network((4, 6, 5, 3), ("mish", "mish", "softmax"), "categorical_cross_entropy")
     params, X, Y = verification.random_problem(net, jax.random.PRNGKey(1), 9, jnp.float64)
     report = verification.check_gradients(net, params, X, Y)
@@ -48,7 +49,7 @@ def test_registered_activation_is_used_by_name_everywhere(fresh):
     per = jaxmlp.per_example_grads(net, params, X, Y)
     _, g = jaxmlp.value_and_grad(net, params, X, Y)
     np.testing.assert_allclose(per[0]["W"].sum(0), g[0]["W"], rtol=1e-10, atol=1e-13)
-    _, gcol = jaxmlp.single_column.value_and_grad_col(net, params, X[:, 0], Y[:, 0])
+    _, gcol = jaxmlp.nn.single_column.value_and_grad_col(net, params, X[:, 0], Y[:, 0])
     _, g1 = jaxmlp.value_and_grad(net, params, X[:, :1], Y[:, :1])
     np.testing.assert_allclose(gcol[1]["W"], g1[1]["W"], rtol=1e-10)
 
@@ -58,7 +59,7 @@ def test_scaled_elu_with_second_derivative_and_both_derivative_signatures(fresh)
     d2 = lambda Z: 1.05 * jnp.where(Z > 0, 0.0, 1.7 * jnp.exp(jnp.where(Z > 0, 0.0, Z)))  # noqa: E731
     act = jaxmlp.register_activation("t_selu", fwd, d1, second_derivative=d2, init="lecun")
     fresh.append("t_selu")
-    assert act.second_derivative is d2 and jaxmlp.activations.get_activation("t_selu").init == "lecun"
+    assert act.second_derivative is d2 and jaxmlp.nn.activations.get_activation("t_selu").init == "lecun"
     act2 = jaxmlp.register_activation("t_selu_za", fwd, lambda Z, A: d1(Z))
     fresh.append("t_selu_za")
     Z = jnp.linspace(-3, 3, 7)

@@ -12,8 +12,9 @@ import optax
 import pytest
 
 import jaxmlp
-from jaxmlp import training, verification
-from jaxmlp.costs import COSTS, categorical_sum_tolerance, check_target_domain
+from jaxmlp import train
+from jaxmlp.oracle import verification
+from jaxmlp.nn.costs import COSTS, categorical_sum_tolerance, check_target_domain
 
 NET = jaxmlp.Network((4, 6, 4), ("relu", "softmax"), "categorical_cross_entropy")
 BIN = jaxmlp.Network((4, 5, 1), ("relu", "sigmoid"), "binary_cross_entropy")
@@ -44,8 +45,8 @@ def test_one_nan_in_X_is_rejected_by_the_epoch_and_step_functions():
     X, Y = _data()
     X[1, 5] = np.nan
     opt, params, state = _setup()
-    epoch = training.make_train_epoch(NET, opt, 8)
-    step = training.make_train_step(NET, opt)
+    epoch = train.make_train_epoch(NET, opt, 8)
+    step = train.make_train_step(NET, opt)
     for call in (lambda: epoch(params, state, jax.random.PRNGKey(1), X, Y),
                  lambda: epoch(params, state, jax.random.PRNGKey(1), jnp.asarray(X), Y),
                  lambda: step(params, state, X, Y)):
@@ -63,13 +64,13 @@ def test_nan_inside_jit_is_never_hidden_behind_a_finite_cost():
     X, Y = _data()
     X[1, 9] = np.nan
     opt, params, state = _setup()
-    epoch = training.make_train_epoch(NET, opt, 8, permutation=lambda key, m: jnp.arange(m))
+    epoch = train.make_train_epoch(NET, opt, 8, permutation=lambda key, m: jnp.arange(m))
     new_params, _, metrics = jax.jit(epoch)(params, state, jax.random.PRNGKey(1), X, Y)
     costs = np.asarray(metrics.cost)
     assert np.isfinite(costs[0]) and np.isnan(costs[1])  # column 9 is in the second minibatch
-    assert training.first_nonfinite(costs) == 1
+    assert train.first_nonfinite(costs) == 1
     assert all(np.isnan(np.asarray(leaf)).any() for leaf in jax.tree.leaves(new_params))
-    assert np.isnan(float(training.evaluate(NET, new_params, *_data())["cost"]))
+    assert np.isnan(float(train.evaluate(NET, new_params, *_data())["cost"]))
 
 
 def test_checked_once_per_dataset():
@@ -77,11 +78,11 @@ def test_checked_once_per_dataset():
     epoch); a new array is."""
     X, Y = (jnp.asarray(a) for a in _data())
     opt, params, state = _setup()
-    epoch = training.make_train_epoch(NET, opt, 8)
-    assert not training._seen(X, "finite")
+    epoch = train.make_train_epoch(NET, opt, 8)
+    assert not train.step._seen(X, "finite")
     epoch(params, state, jax.random.PRNGKey(1), X, Y)
-    assert training._seen(X, "finite") and training._seen(Y, NET.cost)
-    assert not training._seen(X + 0, "finite")
+    assert train.step._seen(X, "finite") and train.step._seen(Y, NET.cost)
+    assert not train.step._seen(X + 0, "finite")
 
 
 # ----------------------------------------------------------------------------- target domains
@@ -104,11 +105,11 @@ def test_binary_labels_outside_0_1_are_rejected_everywhere():
     opt, params, state = _setup(BIN)
     msg = r"Y: binary_cross_entropy is defined for targets with entries in \[0, 1\].* 1 entry outside \[0, 1\], first Y\[0, 3\] = 2"
     with pytest.raises(ValueError, match=msg):
-        training.make_train_epoch(BIN, opt, 8)(params, state, jax.random.PRNGKey(0), X, Y)
+        train.make_train_epoch(BIN, opt, 8)(params, state, jax.random.PRNGKey(0), X, Y)
     with pytest.raises(ValueError, match=msg):
-        training.make_train_step(BIN, opt)(params, state, X, Y)
+        train.make_train_step(BIN, opt)(params, state, X, Y)
     with pytest.raises(ValueError, match=msg):
-        training.evaluate(BIN, params, X, Y)
+        train.evaluate(BIN, params, X, Y)
     with pytest.raises(ValueError, match=msg):
         verification.check_gradients(BIN, params, X, Y)
     Y[0, 3] = -0.5
@@ -124,7 +125,7 @@ def test_categorical_columns_must_be_distributions():
     opt, params, state = _setup()
     bad = 3.0 * Y
     with pytest.raises(ValueError, match=r"24 of 24 columns do not sum to 1 within 7.6\d*e-06, first column 0 sums to 3"):
-        training.make_train_epoch(NET, opt, 8)(params, state, jax.random.PRNGKey(0), X, bad)
+        train.make_train_epoch(NET, opt, 8)(params, state, jax.random.PRNGKey(0), X, bad)
     neg = Y.copy()
     neg[:, 0] = [1.5, -0.5, 0.0, 0.0]
     with pytest.raises(ValueError, match=r"1 negative entry, first Y\[1, 0\] = -0.5"):
@@ -167,15 +168,15 @@ def test_optimizer_state_of_another_optimizer_is_reported():
     msg = (r"opt_state: expected the state of this optimizer for these params, optimizer.init\(params\) = "
            r"\(ScaleByAdamState\(count, mu, nu\), EmptyState\(\)\), got \(TraceState\(trace\), EmptyState\(\)\)")
     with pytest.raises(ValueError, match=msg):
-        training.make_train_step(NET, adam)(params, momentum_state, X, Y)
+        train.make_train_step(NET, adam)(params, momentum_state, X, Y)
     with pytest.raises(ValueError, match=msg):
-        training.make_train_epoch(NET, adam, 8)(params, momentum_state, jax.random.PRNGKey(0), X, Y)
+        train.make_train_epoch(NET, adam, 8)(params, momentum_state, jax.random.PRNGKey(0), X, Y)
     other = jaxmlp.init_params(jaxmlp.Network((4, 7, 4), ("relu", "softmax"), "categorical_cross_entropy"),
                                jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"opt_state\[0\]\.mu\[0\]\['W'\]: expected shape \(6, 4\) float32 as "
                        r"in optimizer.init\(params\), got shape \(7, 4\) float32"):
-        training.check_opt_state(adam, params, adam.init(other))
-    training.check_opt_state(adam, params, adam.init(params))
+        train.check_opt_state(adam, params, adam.init(other))
+    train.check_opt_state(adam, params, adam.init(params))
 
 
 # ----------------------------------------------------------------------------- pytrees
@@ -200,7 +201,7 @@ def test_tuple_params_give_tuple_gradients_everywhere():
                  jaxmlp.per_example_stats(NET, tp, X, Y).variance,
                  jaxmlp.privacy.make_dp_grad_fn(NET, l2_norm_clip=1.0, noise_multiplier=0.5)(
                      tp, X, Y, jax.random.PRNGKey(1))[1],
-                 jaxmlp.single_column.value_and_grad_col(NET, tp, X[:, 0], Y[:, 0])[1]):
+                 jaxmlp.nn.single_column.value_and_grad_col(NET, tp, X[:, 0], Y[:, 0])[1]):
         assert type(tree) is tuple, type(tree)
     # the README's optax step, on tuple params
     opt = optax.adam(1e-2)
@@ -209,8 +210,8 @@ def test_tuple_params_give_tuple_gradients_everywhere():
     new = optax.apply_updates(tp, updates)
     assert type(new) is tuple
     # and the library's own step and epoch keep the container
-    p2, _, _ = training.make_train_step(NET, opt)(tp, opt.init(tp), X, Y)
-    p3, _, _ = training.make_train_epoch(NET, opt, 3)(tp, opt.init(tp), jax.random.PRNGKey(0), X, Y)
+    p2, _, _ = train.make_train_step(NET, opt)(tp, opt.init(tp), X, Y)
+    p3, _, _ = train.make_train_epoch(NET, opt, 3)(tp, opt.init(tp), jax.random.PRNGKey(0), X, Y)
     assert type(p2) is tuple and type(p3) is tuple
     # the numbers do not depend on the container
     _, g_list = jaxmlp.value_and_grad(NET, params, X, Y)
@@ -243,15 +244,15 @@ def test_one_key_helper_for_every_function_taking_a_key():
     params, X, Y = _problem()
     opt = optax.sgd(0.1)
     grad_fn = jaxmlp.privacy.make_dp_grad_fn(NET, l2_norm_clip=1.0, noise_multiplier=1.0)
-    epoch = training.make_train_epoch(NET, opt, 3)
+    epoch = train.make_train_epoch(NET, opt, 3)
     calls = {
         "init_params": lambda k: jaxmlp.init_params(NET, k),
         "dp grad_fn": lambda k: grad_fn(params, X, Y, k),
         "dp_value_and_grad": lambda k: jaxmlp.privacy.dp_value_and_grad(
             NET, params, X, Y, k, l2_norm_clip=1.0, noise_multiplier=1.0),
         "epoch": lambda k: epoch(params, opt.init(params), k, X, Y),
-        "split_key": training.split_key,
-        "permutation": lambda k: jaxmlp.shuffle.permutation(k, 6),
+        "split_key": train.split_key,
+        "permutation": lambda k: jaxmlp.train.shuffle.permutation(k, 6),
     }
     how = r"key: expected a PRNG key \(jax.random.key\(seed\): .* or an integer seed, got "
     for name, call in calls.items():
@@ -280,8 +281,8 @@ def test_step_data_check_can_be_left_to_the_caller():
     X[0, 0] = np.nan
     opt, params, state = _setup()
     with pytest.raises(ValueError, match="X: expected finite values"):
-        training.check_data(NET, X, Y)
-    _, _, m = training.make_train_step(NET, opt, check_data=False)(params, state, X, Y)
+        train.check_data(NET, X, Y)
+    _, _, m = train.make_train_step(NET, opt, check_data=False)(params, state, X, Y)
     assert np.isnan(float(m.cost))
     with pytest.raises(TypeError, match="check_data: expected True or False, got 1"):
-        training.make_train_step(NET, opt, check_data=1)
+        train.make_train_step(NET, opt, check_data=1)

@@ -1,4 +1,4 @@
-"""Data-parallel step on a device mesh (jaxmlp.sharding) equals the one-device step.
+"""Data-parallel step on a device mesh (jaxmlp.parallel.sharding) equals the one-device step.
 
 The multi-device checks run in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4``: the flag must be set before
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import sharding
+from jaxmlp.parallel import sharding
 
 _CHILD = textwrap.dedent(
     r"""
     import json, jax, jax.numpy as jnp, numpy as np
     import jaxmlp
-    from jaxmlp import sharding
+    from jaxmlp.parallel import sharding
 
     out = {"devices": len(jax.devices())}
     mesh = sharding.make_mesh(4)

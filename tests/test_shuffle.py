@@ -1,4 +1,4 @@
-"""The epoch shuffle (jaxmlp.shuffle): the documented order, uniformity, bad input.
+"""The epoch shuffle (jaxmlp.train.shuffle): the documented order, uniformity, bad input.
 
 The reference is NumPy: JAX's rounds of stable sorts by random keys, on the words of
 ``jax.random.bits(jax.random.fold_in(key, j))``, ordered by ``np.lexsort``.
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp import shuffle
+from jaxmlp.train import shuffle
 
 _perm = jax.jit(shuffle.permutation, static_argnums=1)
 

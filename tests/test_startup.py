@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxmlp import datasets
+from jaxmlp.data import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("sklearn", "scipy", "orbax", "matplotlib", "tqdm", "pandas", "pyarrow")
@@ -36,7 +36,7 @@ def test_import_and_loading_every_dataset_import_no_heavy_library():
     tqdm, pandas and pyarrow unimported (measured in a fresh interpreter)."""
     code = ("import sys, json, jaxmlp\n"
             "before = [m for m in %r if m in sys.modules]\n"
-            "from jaxmlp import datasets\n"
+            "from jaxmlp.data import datasets\n"
             "shapes = [datasets.load(n).X_train.shape for n in datasets.DATASETS]\n"
             "after = [m for m in %r if m in sys.modules]\n"
             "print(json.dumps([before, after, shapes]))" % (HEAVY, HEAVY))
@@ -61,7 +61,7 @@ def test_the_library_sets_no_global_jax_configuration():
     defaults: only the scripts' environment (scripts/run.sh) turns the cache on."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     code = ("import jax, jaxmlp\n"
-            "from jaxmlp import datasets; datasets.load('breast_cancer')\n"
+            "from jaxmlp.data import datasets; datasets.load('breast_cancer')\n"
             "c = jax.config\n"
             "print(c.jax_compilation_cache_dir, c.jax_persistent_cache_min_compile_time_secs,"
             " c.jax_persistent_cache_min_entry_size_bytes)")

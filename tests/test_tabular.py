@@ -1,10 +1,11 @@
-"""jaxmlp.tabular: CSV / Parquet / .npz tables, task inference, one-hot, missing values, errors."""
+"""jaxmlp.data.tabular: CSV / Parquet / .npz tables, task inference, one-hot, missing values, errors."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from jaxmlp import datasets, tabular
+from jaxmlp.data import datasets
+from jaxmlp.data import tabular
 
 
 def _digits_frame():

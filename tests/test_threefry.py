@@ -1,11 +1,11 @@
-"""jaxmlp.threefry: JAX's threefry numbers, bit for bit, by an unrolled hash in one fused kernel."""
+"""jaxmlp.privacy.threefry: JAX's threefry numbers, bit for bit, by an unrolled hash in one fused kernel."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmlp import threefry
+from jaxmlp.privacy import threefry
 
 
 @pytest.mark.parametrize("shape", [(), (1,), (5,), (3, 4), (7, 5, 3), (401_920,)])

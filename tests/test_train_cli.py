@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jaxmlp
-from jaxmlp import training
-from jaxmlp.checkpoint import Checkpoints, latest_epoch
+from jaxmlp import train
+from jaxmlp.train.checkpoint import Checkpoints, latest_epoch
 
 from helpers import ROOT, load_script  # noqa: E402
 
@@ -104,7 +104,7 @@ def test_resume_refuses_arrays_of_another_architecture(run_dir, tmp_path, capsys
     """The saved arrays themselves are checked, not only the saved configuration (the meta
     is rewritten WITH a valid digest, as another writer would; an edit without one is
     refused as damage, below)."""
-    from jaxmlp.checkpoint import _meta_digest
+    from jaxmlp.train.checkpoint import _meta_digest
 
     bad = str(tmp_path / "bad")
     shutil.copytree(run_dir, bad)
@@ -172,9 +172,9 @@ def test_resume_refuses_an_edited_meta_and_exits_2_when_nothing_is_intact(run_di
 
 def _like_small():
     net = jaxmlp.Network((30, 8, 1), ("relu", "sigmoid"), "binary_cross_entropy")
-    opt = training.make_optimizer("adam", 1e-3)
+    opt = train.make_optimizer("adam", 1e-3)
     params = jaxmlp.init_params(net, np.array([0, 0], np.uint32))
-    return training.TrainState(params, opt.init(params), np.zeros(2, np.uint32), 0)
+    return train.TrainState(params, opt.init(params), np.zeros(2, np.uint32), 0)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -243,7 +243,7 @@ def test_divergence_stops_with_epoch_and_step(tmp_path, capsys):
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     """The epoch function is wrapped so that epoch 3 turns NaN at its second step."""
-    real = training.make_train_epoch
+    real = train.step.make_train_epoch
 
     def poisoned(net, optimizer, batch_size, **kw):
         epoch_fn = real(net, optimizer, batch_size, **kw)
@@ -259,7 +259,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch
 
         return wrapped
 
-    monkeypatch.setattr(training, "make_train_epoch", poisoned)
+    monkeypatch.setattr(train.step, "make_train_epoch", poisoned)
     out = str(tmp_path / "run")
     assert cli.main([*SMALL, "--epochs", "6", "--checkpoint-every", "1", "--out", out, "--no-plot"]) == 3
     err = capsys.readouterr().err
@@ -269,9 +269,9 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch
     with Checkpoints(cdir) as ck:
         assert ck.epochs() == [1, 2]
         net = jaxmlp.Network((30, 8, 1), ("relu", "sigmoid"), "binary_cross_entropy")
-        opt = training.make_optimizer("adam", 1e-3)
+        opt = train.make_optimizer("adam", 1e-3)
         params = jaxmlp.init_params(net, np.array([0, 0], np.uint32))
-        state = ck.restore(training.TrainState(params, opt.init(params), np.zeros(2, np.uint32), 0))
+        state = ck.restore(train.TrainState(params, opt.init(params), np.zeros(2, np.uint32), 0))
         assert state.epoch == 2 and all(np.all(np.isfinite(x)) for x in jaxmlp_leaves(state.params))
     res = _results(out)
     assert res["status"] == "diverged" and res["epochs_done"] == 2

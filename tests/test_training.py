@@ -1,4 +1,4 @@
-"""jaxmlp.training: the optax step on the hand-derived gradient, the scanned epoch, metrics."""
+"""jaxmlp.train.step: the optax step on the hand-derived gradient, the scanned epoch, metrics."""
 
 import os
 import subprocess
@@ -14,7 +14,8 @@ import pytest
 from sklearn.metrics import r2_score
 
 import jaxmlp
-from jaxmlp import shuffle, training
+from jaxmlp.train import shuffle
+from jaxmlp import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +59,7 @@ def test_sgd_step_is_params_minus_lr_times_gradient(kind):
     params = _params(net)
     lr = 0.3
     opt = optax.sgd(lr)
-    step = training.make_train_step(net, opt)
+    step = train.make_train_step(net, opt)
     new, _, metrics = step(params, opt.init(params), X, Y)
     g = _oracle_grad(net, params, X, Y)
     manual = jax.tree.map(lambda p, g: p - lr * g, params, g)
@@ -73,7 +74,7 @@ def test_step_with_adam_matches_optax_on_the_oracle_gradient():
     X, Y = _data(net, 12)
     params = _params(net)
     opt = optax.adam(1e-2)
-    step = training.make_train_step(net, opt)
+    step = train.make_train_step(net, opt)
     p1, s1, _ = step(params, opt.init(params), X, Y)
     p1, s1, _ = step(p1, s1, X, Y)
     p2, s2 = params, opt.init(params)
@@ -89,7 +90,7 @@ def test_step_float32_and_dtype_mismatch():
     X, Y = _data(net, 10, dtype=np.float32)
     params = _params(net, dtype=jnp.float32)
     opt = optax.sgd(0.1)
-    step = training.make_train_step(net, opt)
+    step = train.make_train_step(net, opt)
     new, state, m = step(params, opt.init(params), X, Y)
     assert new[0]["W"].dtype == jnp.float32 and m.cost.dtype == jnp.float32
     with pytest.raises(TypeError, match="X: expected dtype float32"):
@@ -99,11 +100,11 @@ def test_step_float32_and_dtype_mismatch():
 def test_step_bad_input():
     net = NETS["binary"]
     with pytest.raises(TypeError, match="optimizer: expected an optax.GradientTransformation"):
-        training.make_train_step(net, "adam")
+        train.make_train_step(net, "adam")
     with pytest.raises(TypeError, match="net: expected a jaxmlp.Network"):
-        training.make_train_step((5, 6, 1), optax.sgd(0.1))
+        train.make_train_step((5, 6, 1), optax.sgd(0.1))
     opt = optax.sgd(0.1)
-    step = training.make_train_step(net, opt)
+    step = train.make_train_step(net, opt)
     params = _params(net)
     X, Y = _data(net, 10)
     with pytest.raises(ValueError, match=r"X: expected shape \(n\[0\], m\) = \(5, m\)"):
@@ -118,22 +119,22 @@ def test_step_bad_input():
 @pytest.mark.parametrize(
     "kind, opt",
     [("categorical", optax.sgd(0.2)), ("regression", optax.adam(3e-3)),
-     ("multilabel", training.make_optimizer("nesterov", 0.1, weight_decay=1e-3))],
+     ("multilabel", train.make_optimizer("nesterov", 0.1, weight_decay=1e-3))],
 )
 def test_scan_epoch_equals_python_loop_of_steps(kind, opt):
     net = NETS[kind]
     m, bs = 50, 8  # 6 minibatches, 2 columns skipped per epoch
     X, Y = _data(net, m, seed=2)
     params = _params(net)
-    epoch = training.make_train_epoch(net, opt, bs)
-    step = training.make_train_step(net, opt)
+    epoch = train.make_train_epoch(net, opt, bs)
+    step = train.make_train_step(net, opt)
     key = jax.random.PRNGKey(7)
     p_scan, s_scan = params, opt.init(params)
     p_loop, s_loop = params, opt.init(params)
     for e in range(3):
         key, k = jax.random.split(key)
         p_scan, s_scan, ms = epoch(p_scan, s_scan, k, X, Y)
-        idx = np.asarray(training.epoch_batches(k, m, bs))
+        idx = np.asarray(train.epoch_batches(k, m, bs))
         costs = []
         for s in range(idx.shape[0]):
             p_loop, s_loop, ml = step(p_loop, s_loop, X[:, idx[s]], Y[:, idx[s]])
@@ -147,37 +148,37 @@ def test_scan_epoch_equals_python_loop_of_steps(kind, opt):
 def test_epoch_batches_is_a_fresh_permutation_with_the_remainder_skipped():
     m, bs = 23, 5
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    idx = np.asarray(training.epoch_batches(k1, m, bs))
+    idx = np.asarray(train.epoch_batches(k1, m, bs))
     assert idx.shape == (4, 5)
     assert len(set(idx.ravel())) == 20 and set(idx.ravel()) <= set(range(m))
     np.testing.assert_array_equal(idx.ravel(), np.asarray(shuffle.permutation(k1, m))[:20])
-    assert not np.array_equal(idx, np.asarray(training.epoch_batches(k2, m, bs)))
-    assert training.epoch_batches(k1, m, m).shape == (1, m)  # full batch
+    assert not np.array_equal(idx, np.asarray(train.epoch_batches(k2, m, bs)))
+    assert train.epoch_batches(k1, m, m).shape == (1, m)  # full batch
     with pytest.raises(ValueError, match="batch_size: expected at most the number of training examples m = 23, got 24"):
-        training.epoch_batches(k1, m, 24)
+        train.epoch_batches(k1, m, 24)
 
 
 def test_epoch_bad_input():
     net = NETS["binary"]
     opt = optax.sgd(0.1)
     with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
-        training.make_train_epoch(net, opt, 0)
+        train.make_train_epoch(net, opt, 0)
     with pytest.raises(TypeError, match="batch_size"):
-        training.make_train_epoch(net, opt, 2.5)
-    epoch = training.make_train_epoch(net, opt, 16)
+        train.make_train_epoch(net, opt, 2.5)
+    epoch = train.make_train_epoch(net, opt, 16)
     params = _params(net)
     X, Y = _data(net, 10)
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="batch_size: expected at most the number of training examples m = 10, got 16"):
         epoch(params, opt.init(params), key, X, Y)
-    epoch = training.make_train_epoch(net, opt, 4)
+    epoch = train.make_train_epoch(net, opt, 4)
     with pytest.raises(TypeError, match="key: expected a PRNG key"):
         epoch(params, opt.init(params), jnp.zeros(3), X, Y)
     new, _, m = epoch(params, opt.init(params), jax.random.key(0), X, Y)  # typed keys work too
     assert m.cost.shape == (2,)
     with pytest.raises(TypeError, match="permutation: expected a function .*got str"):
-        training.make_train_epoch(net, opt, 4, permutation="random")
-    bad = training.make_train_epoch(net, opt, 4, permutation=lambda key, m: jnp.arange(m - 1))
+        train.make_train_epoch(net, opt, 4, permutation="random")
+    bad = train.make_train_epoch(net, opt, 4, permutation=lambda key, m: jnp.arange(m - 1))
     with pytest.raises(ValueError, match=r"permutation: expected the shuffle to return shape \(10,\), got \(9,\)"):
         bad(params, opt.init(params), key, X, Y)
 
@@ -190,11 +191,11 @@ def test_epoch_with_another_permutation_is_the_loop_over_its_batches():
     X, Y = _data(net, m, seed=3)
     params = _params(net)
     key = jax.random.PRNGKey(5)
-    step = training.make_train_step(net, opt)
+    step = train.make_train_step(net, opt)
     for perm in (jax.random.permutation, lambda k, m: jnp.arange(m)):
-        p_scan, s_scan, _ = training.make_train_epoch(net, opt, bs, permutation=perm)(
+        p_scan, s_scan, _ = train.make_train_epoch(net, opt, bs, permutation=perm)(
             params, opt.init(params), key, X, Y)
-        idx = np.asarray(training.epoch_batches(key, m, bs, perm))
+        idx = np.asarray(train.epoch_batches(key, m, bs, perm))
         np.testing.assert_array_equal(idx.ravel(), np.asarray(perm(key, m))[: 4 * bs])
         p_loop, s_loop = params, opt.init(params)
         for row in idx:
@@ -207,12 +208,12 @@ def test_nonfinite_cost_is_reported():
     X, Y = _data(net, 32, dtype=np.float32)
     params = _params(net, dtype=jnp.float32)
     opt = optax.sgd(1e4)  # b <- b - 1e4 (b - mean y): |b| grows 1e4-fold per step
-    epoch = training.make_train_epoch(net, opt, 4)
+    epoch = train.make_train_epoch(net, opt, 4)
     _, _, m = epoch(params, opt.init(params), jax.random.PRNGKey(0), X, Y)
-    bad = training.first_nonfinite(m.cost)
+    bad = train.first_nonfinite(m.cost)
     assert bad is not None and bad >= 1 and not np.isfinite(np.asarray(m.cost)[bad])
     assert np.all(np.isfinite(np.asarray(m.cost)[:bad]))
-    assert training.first_nonfinite(np.array([1.0, 2.0])) is None
+    assert train.first_nonfinite(np.array([1.0, 2.0])) is None
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -223,8 +224,8 @@ def test_make_optimizer_weight_decay_only_on_weights():
     X, Y = _data(net, 10)
     params = _params(net)
     lr, wd = 0.1, 0.5
-    opt = training.make_optimizer("sgd", lr, weight_decay=wd)
-    new, _, _ = training.make_train_step(net, opt)(params, opt.init(params), X, Y)
+    opt = train.make_optimizer("sgd", lr, weight_decay=wd)
+    new, _, _ = train.make_train_step(net, opt)(params, opt.init(params), X, Y)
     g = _oracle_grad(net, params, X, Y)
     for p, q, gl in zip(params, new, g):
         np.testing.assert_allclose(q["W"], p["W"] - lr * (gl["W"] + wd * p["W"]), rtol=1e-12)
@@ -232,13 +233,13 @@ def test_make_optimizer_weight_decay_only_on_weights():
 
 
 def test_make_optimizer_schedules_and_names():
-    for name in training.OPTIMIZERS:
-        assert callable(training.make_optimizer(name, 1e-3).update)
+    for name in train.OPTIMIZERS:
+        assert callable(train.make_optimizer(name, 1e-3).update)
     net = NETS["binary"]
     X, Y = _data(net, 10)
     params = _params(net)
-    opt = training.make_optimizer("sgd", 1.0, schedule="cosine", total_steps=4)
-    step = training.make_train_step(net, opt)
+    opt = train.make_optimizer("sgd", 1.0, schedule="cosine", total_steps=4)
+    step = train.make_train_step(net, opt)
     p, s = params, opt.init(params)
     for _ in range(4):
         p, s, _ = step(p, s, X, Y)
@@ -261,7 +262,7 @@ def test_make_optimizer_schedules_and_names():
 )
 def test_make_optimizer_bad_input(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        training.make_optimizer(*args, **kwargs)
+        train.make_optimizer(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -272,10 +273,10 @@ def test_evaluate_metrics_against_numpy_and_sklearn():
     for kind, net in NETS.items():
         X, Y = _data(net, 40, seed=4)
         params = params_by[kind]
-        ev = training.evaluate(net, params, X, Y)
+        ev = train.evaluate(net, params, X, Y)
         A = np.asarray(jaxmlp.predict(net, params, X))
         np.testing.assert_allclose(ev["cost"], jaxmlp.loss(net, params, X, Y), rtol=1e-14)
-        name = training.metric_name(net)
+        name = train.metric_name(net)
         if kind == "categorical":
             want = np.mean(A.argmax(0) == Y.argmax(0))
         elif kind == "binary":
@@ -288,14 +289,14 @@ def test_evaluate_metrics_against_numpy_and_sklearn():
         else:
             want = r2_score(Y.T, A.T)
         np.testing.assert_allclose(ev[name], want, rtol=1e-12)
-    assert [training.metric_name(n) for n in NETS.values()] == ["accuracy", "accuracy", "label_accuracy", "r2"]
+    assert [train.metric_name(n) for n in NETS.values()] == ["accuracy", "accuracy", "label_accuracy", "r2"]
 
 
 def test_evaluate_bad_input():
     net = NETS["binary"]
     X, Y = _data(net, 10)
     with pytest.raises(ValueError, match="Y: expected shape"):
-        training.evaluate(net, _params(net), X, Y[:, :3])
+        train.evaluate(net, _params(net), X, Y[:, :3])
 
 
 # ----------------------------------------------------------------------------- data parallel
@@ -306,24 +307,25 @@ def test_data_parallel_epoch_on_two_cpu_devices():
     """The same epoch with minibatch columns split over 2 (simulated) devices: XLA inserts
     the all-reduce of (B1), (B2), (F3) and the result matches the single-device epoch."""
     if not os.path.exists(os.path.join(ROOT, "jaxmlp", "sharding.py")):
-        pytest.skip("jaxmlp.sharding not available")
+        pytest.skip("jaxmlp.parallel.sharding not available")
     code = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np, jaxmlp
-        from jaxmlp import training, sharding
+        from jaxmlp import train
+        from jaxmlp.parallel import sharding
         from jax.sharding import NamedSharding, PartitionSpec as P
         mesh = sharding.make_mesh()
         assert mesh.devices.size == 2
         net = jaxmlp.Network((8, 16, 3), ("relu", "softmax"), "categorical_cross_entropy")
-        opt = training.make_optimizer("adam", 1e-2)
+        opt = train.make_optimizer("adam", 1e-2)
         p = jaxmlp.init_params(net, jax.random.PRNGKey(0)); s = opt.init(p)
         X = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
         Y = np.eye(3, dtype=np.float32)[:, np.arange(64) % 3]
-        ep = training.make_train_epoch(net, opt, 16, batch_sharding=NamedSharding(mesh, P(None, "data")))
+        ep = train.make_train_epoch(net, opt, 16, batch_sharding=NamedSharding(mesh, P(None, "data")))
         ps, ss, k = sharding.replicate(mesh, (p, s, jax.random.PRNGKey(1)))
         Xs, Ys = sharding.shard_columns(mesh, X), sharding.shard_columns(mesh, Y, name="Y")
         assert "all-reduce" in ep.lower(ps, ss, k, Xs, Ys).compile().as_text()
         r1 = ep(ps, ss, k, Xs, Ys)
-        r2 = training.make_train_epoch(net, opt, 16)(p, s, jax.random.PRNGKey(1), X, Y)
+        r2 = train.make_train_epoch(net, opt, 16)(p, s, jax.random.PRNGKey(1), X, Y)
         err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(r1), jax.tree.leaves(r2)))
         assert err < 1e-5, err
         print("OK", err)
@@ -342,7 +344,7 @@ def test_evaluate_rejects_non_finite_data():
     X = np.ones((2, 4), np.float32)
     X[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"X: expected finite values, found 1 NaN"):
-        jaxmlp.training.evaluate(net, params, X, np.zeros((1, 4), np.float32))
+        jaxmlp.train.step.evaluate(net, params, X, np.zeros((1, 4), np.float32))
 
 
 def test_split_key_is_jax_random_split():
@@ -351,7 +353,7 @@ def test_split_key_is_jax_random_split():
 
     for key in (jax.random.PRNGKey(3), jax.random.key(3)):
         ref = jax.random.split(key)
-        for got, want in zip(training.split_key(key), ref):
+        for got, want in zip(train.split_key(key), ref):
             np.testing.assert_array_equal(data(got), data(want))
     with pytest.raises(TypeError, match="key: expected a PRNG key"):
-        training.split_key(jnp.zeros(3))
+        train.split_key(jnp.zeros(3))

@@ -1,0 +1,523 @@
+"""Your own data: a CSV, Parquet or .npz table as a column-major :class:`~jaxmlp.data.datasets.Dataset`.
+
+::
+
+    data, prep = jaxmlp.data.tabular.load_table("houses.csv", target="price")   # task inferred
+    data, prep = jaxmlp.data.tabular.load_table("cells.parquet", target="kind", task="classification",
+                                           impute="median")
+    X = jaxmlp.data.tabular.transform(prep, new_frame)                          # (n[0], m) for predict
+
+A table is a set of named columns of one length m (rows are examples). ``target`` names the
+target column(s); every other column is a feature. Formats (by extension): ``.csv``
+(``pandas.read_csv``), ``.parquet`` / ``.pq`` (pandas with pyarrow), ``.npz`` (each array is a
+column; a 2-D array ``a`` of shape (m, k) gives the columns ``a[0]`` ... ``a[k-1]``).
+
+Tasks and what they need from the target:
+
+=============  ========================================  ===================================
+task           target                                    output / cost
+=============  ========================================  ===================================
+classification one column, >= 2 distinct values          2 classes: sigmoid / binary (C1)
+                                                          more: softmax / categorical (C2)
+multilabel     >= 1 columns of 0/1 or booleans            sigmoid / multilabel (C3)
+regression     numeric columns                            linear / mean squared error
+=============  ========================================  ===================================
+
+Inference (``task=None``), printed by the scripts: a text or boolean target is
+classification; several 0/1 columns are multilabel; numbers that are not all integers, or
+several numeric columns, are regression; one integer column with exactly two values is
+(binary) classification. Anything else (one integer column with more values, e.g. counts or
+digit labels) is ambiguous and must be given.
+
+Preprocessing, with everything learned from the TRAIN split only and kept in the returned
+:class:`Preprocessing` (JSON-able, saved with checkpoints so new rows get the same treatment):
+
+1. missing values (NaN, empty cells) are refused, naming the column, unless ``impute`` is
+   ``"mean"`` or ``"median"``: numeric feature columns are then filled with that statistic of
+   the train split, categorical ones with their most frequent train value; a missing target
+   is always refused;
+2. categorical feature columns (text, pandas categories, booleans are 0/1) are one-hot
+   encoded, one column per category seen in the file (sorted), named ``column=value``;
+3. the same split and standardisation as the bundled datasets (:func:`jaxmlp.data.datasets.load`):
+   stratified by class for classification, then every feature column standardised with the
+   train split's mean and standard deviation; regression targets are standardised too
+   (``target_mean``/``target_std`` undo it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from jaxmlp.data import datasets
+from jaxmlp.data.datasets import Dataset, split_indices, standardise
+
+__all__ = ["TASKS", "FORMATS", "Preprocessing", "load_table", "read_table", "infer_task",
+           "transform", "inverse_target", "bundled_preprocessing"]
+
+TASKS = ("classification", "multilabel", "regression")
+FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet", ".npz": "NumPy .npz"}
+IMPUTE = ("mean", "median")
+
+
+class Preprocessing(NamedTuple):
+    """What turns a table's rows into the network's X, and its outputs back into labels.
+
+    Attributes:
+      task: one of :data:`TASKS`.
+      feature_columns: the table's feature columns, in order.
+      categories: ``{column: [category, ...]}`` of the one-hot encoded columns.
+      feature_names: the n[0] names of the rows of X (``column`` or ``column=category``).
+      feature_mean, feature_std: (n[0],) train-split statistics of the standardisation.
+      target_columns: the target column(s).
+      class_names: classification: the classes (in output order: for two classes A[L] is the
+        probability of ``class_names[1]``); multilabel: the target columns; regression: ().
+      target_mean, target_std: regression only, the targets' train statistics (else None).
+      impute: None, ``"mean"`` or ``"median"``; impute_values: ``{column: fill value}``.
+      task_reason: why the task was inferred (None when it was given).
+    """
+
+    task: str
+    feature_columns: tuple[str, ...]
+    categories: dict
+    feature_names: tuple[str, ...]
+    feature_mean: tuple[float, ...]
+    feature_std: tuple[float, ...]
+    target_columns: tuple[str, ...]
+    class_names: tuple[str, ...]
+    target_mean: Optional[tuple[float, ...]] = None
+    target_std: Optional[tuple[float, ...]] = None
+    impute: Optional[str] = None
+    impute_values: Optional[dict] = None
+    task_reason: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (for checkpoints and results.json)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._asdict().items()}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Preprocessing":
+        """The inverse of :meth:`to_dict`; ValueError naming what is missing or wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocessing: expected a dict, got {type(d).__name__}.")
+        required = [f for f in cls._fields if f not in cls._field_defaults]
+        missing = [f for f in required if f not in d]
+        if missing:
+            raise ValueError(f"preprocessing: missing {missing}.")
+        if d["task"] not in TASKS:
+            raise ValueError(f"preprocessing.task: expected one of {list(TASKS)}, got {d['task']!r}.")
+        kw = {f: (tuple(d[f]) if isinstance(d.get(f), list) else d.get(f, cls._field_defaults.get(f)))
+              for f in cls._fields}
+        kw["categories"] = {str(k): [str(c) for c in v] for k, v in (d["categories"] or {}).items()}
+        n0 = len(kw["feature_names"])
+        if len(kw["feature_mean"]) != n0 or len(kw["feature_std"]) != n0:
+            raise ValueError(f"preprocessing: {n0} feature names but {len(kw['feature_mean'])} "
+                             f"means and {len(kw['feature_std'])} standard deviations.")
+        return cls(**kw)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.feature_names)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _pandas():
+    try:
+        import pandas as pd  # imported lazily: only tables need it
+    except ImportError:
+        raise ValueError("data: reading tables needs pandas (pip install 'jaxmlp[experiments]').") from None
+    return pd
+
+
+def read_table(path: Union[str, os.PathLike]):
+    """Reads ``path`` (CSV, Parquet or .npz, by extension) into a pandas DataFrame.
+
+    Raises ValueError naming the file when it does not exist, has another extension, cannot
+    be parsed, or holds no rows or no columns.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"data: expected a file path, got {type(path).__name__}.")
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ValueError(f"data: expected a file ending in one of {sorted(FORMATS)}, got {path!r}.")
+    if not os.path.isfile(path):
+        raise ValueError(f"data: file {path!r} does not exist.")
+    pd = _pandas()
+    try:
+        if ext == ".csv":
+            frame = pd.read_csv(path)
+        elif ext in (".parquet", ".pq"):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise ValueError("data: reading Parquet needs pyarrow (pip install "
+                                 "'jaxmlp[experiments]').") from None
+            frame = pd.read_parquet(path)
+        else:
+            frame = _read_npz(path, pd)
+    except ValueError as e:
+        if str(e).startswith("data:"):
+            raise
+        raise ValueError(f"data: cannot parse {path!r} as {FORMATS[ext]}: {e}") from None
+    except Exception as e:  # the readers' own parse errors (pandas, pyarrow, zipfile)
+        raise ValueError(f"data: cannot parse {path!r} as {FORMATS[ext]}: "
+                         f"{type(e).__name__}: {e}") from None
+    if frame.shape[1] == 0 or frame.shape[0] == 0:
+        raise ValueError(f"data: {path!r} holds {frame.shape[0]} rows and {frame.shape[1]} "
+                         "columns; expected a table with a header and at least one row.")
+    frame.columns = [str(c) for c in frame.columns]
+    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if dupes:
+        raise ValueError(f"data: {path!r} has duplicate column names {dupes}.")
+    return frame
+
+
+def _read_npz(path: str, pd):
+    with np.load(path, allow_pickle=False) as z:
+        columns = {}
+        for name in z.files:
+            a = z[name]
+            if a.ndim == 1:
+                columns[name] = a
+            elif a.ndim == 2:
+                columns.update({f"{name}[{j}]": a[:, j] for j in range(a.shape[1])})
+            else:
+                raise ValueError(f"data: array {name!r} of {path!r} has shape {a.shape}; expected "
+                                 "1-D columns or 2-D (rows, columns) arrays.")
+    lengths = {k: len(v) for k, v in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"data: the arrays of {path!r} have different numbers of rows: {lengths}.")
+    return pd.DataFrame(columns)
+
+
+# ----------------------------------------------------------------------------- columns
+
+
+def _is_numeric(pd, s) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _is_bool(pd, s) -> bool:
+    if pd.api.types.is_bool_dtype(s):
+        return True
+    vals = s.dropna().unique()
+    return s.dtype == object and len(vals) > 0 and all(isinstance(v, (bool, np.bool_)) for v in vals)
+
+
+def _is_binary01(pd, s) -> bool:
+    if _is_bool(pd, s):
+        return True
+    return _is_numeric(pd, s) and set(np.unique(s.dropna().to_numpy())) <= {0, 1}
+
+
+def _parse_targets(target, columns) -> tuple[str, ...]:
+    if isinstance(target, str):
+        names = [t.strip() for t in target.split(",")]
+    elif isinstance(target, Sequence) and all(isinstance(t, str) for t in target):
+        names = [t.strip() for t in target]
+    else:
+        raise TypeError(f"target: expected a column name or a list of names, got {target!r}.")
+    if not names or any(not t for t in names):
+        raise ValueError(f"target: expected column names separated by commas, got {target!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"target: a column is named twice in {names}.")
+    unknown = [t for t in names if t not in columns]
+    if unknown:
+        raise ValueError(f"target: column {unknown[0]!r} is not in the table; its columns are "
+                         f"{_names(columns)}.")
+    if len(names) == len(columns):
+        raise ValueError(f"target: {names} are all the table's columns; no feature is left.")
+    return tuple(names)
+
+
+def infer_task(frame, target_columns: Sequence[str]) -> tuple[str, str]:
+    """(task, reason) inferred from the target column(s); ValueError when ambiguous."""
+    pd = _pandas()
+    cols = [frame[c] for c in target_columns]
+    if len(cols) > 1:
+        if all(_is_binary01(pd, s) for s in cols):
+            return "multilabel", f"{len(cols)} target columns of 0/1 values"
+        if all(_is_numeric(pd, s) for s in cols):
+            return "regression", f"{len(cols)} numeric target columns, not all 0/1"
+        bad = next(c for c, s in zip(target_columns, cols) if not _is_numeric(pd, s))
+        raise ValueError(f"task: cannot infer it: several target columns need numbers (regression) "
+                         f"or 0/1 values (multilabel), but {bad!r} holds {frame[bad].dtype} "
+                         "values; pass task='classification' with one target column.")
+    (name,), (s,) = target_columns, cols
+    if not _is_numeric(pd, s):
+        return "classification", f"target {name!r} holds {'booleans' if _is_bool(pd, s) else 'text'}"
+    v = s.dropna().to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(v)) or np.any(v != np.round(v)):
+        return "regression", f"target {name!r} holds non-integer numbers"
+    n = len(np.unique(v))
+    if n == 2:
+        return "classification", f"target {name!r} holds two integer values"
+    raise ValueError(f"task: cannot infer it: target {name!r} holds {n} distinct integer values, "
+                     "which may be classes or quantities; pass task='classification' or "
+                     "task='regression' (--task).")
+
+
+def _check_task(frame, target_columns, task) -> None:
+    pd = _pandas()
+    if task == "classification":
+        if len(target_columns) != 1:
+            raise ValueError(f"task: classification takes one target column (its values are the "
+                             f"classes), got {list(target_columns)}; use task='multilabel' for "
+                             "several 0/1 columns.")
+        n = frame[target_columns[0]].nunique(dropna=True)
+        if n < 2:
+            raise ValueError(f"task: classification needs at least 2 classes, but target "
+                             f"{target_columns[0]!r} holds {n} distinct value(s).")
+    elif task == "multilabel":
+        for c in target_columns:
+            if not _is_binary01(pd, frame[c]):
+                vals = frame[c].dropna().unique()[:5].tolist()
+                raise ValueError(f"task: multilabel needs target columns of 0/1 or booleans, but "
+                                 f"{c!r} holds {frame[c].dtype} values such as {vals}.")
+    else:
+        for c in target_columns:
+            if not _is_numeric(pd, frame[c]):
+                vals = frame[c].dropna().unique()[:3].tolist()
+                raise ValueError(f"task: regression needs numeric targets, but {c!r} holds "
+                                 f"{frame[c].dtype} values such as {vals}.")
+
+
+def _names(names, limit: int = 10) -> str:
+    names = list(names)
+    shown = repr(names[:limit])
+    return shown if len(names) <= limit else shown[:-1] + f", ... ({len(names) - limit} more)]"
+
+
+def _missing_error(frame, column: str, what: str, hint: str) -> ValueError:
+    rows = np.flatnonzero(frame[column].isna().to_numpy())
+    shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+    return ValueError(f"data: {what} column {column!r} has {rows.size} missing value(s) (rows "
+                      f"{shown}, counting from 0){hint}.")
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _feature_matrix(pd, frame, feature_columns, categories, impute_values) -> np.ndarray:
+    """(m, n[0]) float64: numeric columns as they are, booleans 0/1, categories one-hot."""
+    blocks = []
+    for c in feature_columns:
+        s = frame[c]
+        if impute_values and c in impute_values and s.isna().any():
+            s = s.fillna(impute_values[c])
+        if c in categories:
+            vals = s.astype(object).map(lambda v: None if v is None else str(v)).to_numpy()
+            cats = categories[c]
+            unseen = sorted({v for v in vals if v is not None} - set(cats))
+            if unseen:
+                raise ValueError(f"data: column {c!r} holds {unseen[:5]}, categories that the "
+                                 f"training data did not have (it had {cats}).")
+            blocks.append((vals[:, None] == np.asarray(cats, dtype=object)[None, :]).astype(np.float64))
+        elif _is_bool(pd, s):
+            blocks.append(s.astype(np.float64).to_numpy()[:, None])
+        else:
+            blocks.append(s.to_numpy(dtype=np.float64)[:, None])
+    return np.concatenate(blocks, axis=1)
+
+
+def _is_categorical(pd, s) -> bool:
+    return not _is_numeric(pd, s) and not _is_bool(pd, s)
+
+
+def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
+               task: Optional[str] = None, *, impute: Optional[str] = None, seed: int = 0,
+               test_fraction: float = 0.2, dtype=np.float32) -> tuple[Dataset, Preprocessing]:
+    """Reads a table, encodes, splits and standardises it like the bundled datasets.
+
+    Arguments:
+      path: a ``.csv``, ``.parquet``/``.pq`` or ``.npz`` file.
+      target: the target column, or several (a list, or names separated by commas).
+      task: one of :data:`TASKS`, or None to infer it (see the module docstring).
+      impute: None (missing feature values are refused), ``"mean"`` or ``"median"``.
+      seed, test_fraction, dtype: as for :func:`jaxmlp.data.datasets.load`.
+
+    Returns:
+      (a :class:`~jaxmlp.data.datasets.Dataset` named after the file, X (n[0], m) and Y (n[L], m);
+      the :class:`Preprocessing` that :func:`transform` applies to new rows).
+
+    Raises:
+      ValueError naming the argument (``data``, ``target``, ``task``, ``impute``) for a file
+      that does not exist or cannot be parsed, an unknown target column, a task that does not
+      fit the target, missing values without ``impute``; TypeError for wrong types.
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task: expected one of {list(TASKS)} or None, got {task!r}.")
+    if impute is not None and impute not in IMPUTE:
+        raise ValueError(f"impute: expected one of {list(IMPUTE)} or None, got {impute!r}.")
+    datasets.check_split_args(seed, test_fraction, dtype)
+    frame = read_table(path)
+    pd = _pandas()
+    targets = _parse_targets(target, frame.columns)
+    for c in targets:
+        if frame[c].isna().any():
+            raise _missing_error(frame, c, "target", "; drop those rows: a missing target is "
+                                 "never imputed")
+    reason = None
+    if task is None:
+        task, reason = infer_task(frame, targets)
+    _check_task(frame, targets, task)
+    features = tuple(c for c in frame.columns if c not in targets)
+    categories = {c: sorted({str(v) for v in frame[c].dropna()}) for c in features
+                  if _is_categorical(pd, frame[c])}
+    if impute is None:
+        for c in features:
+            if frame[c].isna().any():
+                raise _missing_error(frame, c, "feature",
+                                     "; pass impute='mean' or 'median' (--impute) to fill them")
+    m = len(frame)
+
+    # targets and strata
+    if task == "classification":
+        col = frame[targets[0]]
+        raw = col.astype(object).map(str).to_numpy() if not _is_numeric(pd, col) else col.to_numpy()
+        classes = np.unique(raw)
+        labels = np.searchsorted(classes, raw)
+        class_names = tuple(str(c.item() if hasattr(c, "item") else c) for c in classes)
+        if len(classes) == 2:
+            Y = labels[:, None].astype(np.float64)
+            cost, g_L, target_names = "binary_cross_entropy", "sigmoid", (class_names[1],)
+        else:
+            Y = np.eye(len(classes))[labels]
+            cost, g_L, target_names = "categorical_cross_entropy", "softmax", class_names
+        strata = labels
+    elif task == "multilabel":
+        Y = np.stack([frame[c].astype(np.float64).to_numpy() for c in targets], axis=1)
+        cost, g_L, target_names, class_names, strata = (
+            "multilabel_cross_entropy", "sigmoid", targets, targets, None)
+    else:
+        Y = np.stack([frame[c].to_numpy(dtype=np.float64) for c in targets], axis=1)
+        cost, g_L, target_names, class_names, strata = (
+            "mean_squared_error", "linear", targets, (), None)
+    if m < 2:
+        raise ValueError(f"data: {os.fspath(path)!r} has {m} row(s); a train/test split needs at least 2.")
+    train, test = split_indices(strata, m, float(test_fraction), int(seed))
+    if train.size == 0 or test.size == 0:
+        raise ValueError(f"data: {m} rows leave an empty train or test split with "
+                         f"test_fraction={test_fraction}.")
+
+    impute_values = None
+    if impute is not None:
+        impute_values = {}
+        tr = frame.iloc[train]
+        for c in features:
+            if c in categories:
+                mode = tr[c].dropna().astype(object).map(str).mode()
+                impute_values[c] = str(mode.iloc[0]) if len(mode) else categories[c][0]
+            elif _is_bool(pd, frame[c]):
+                impute_values[c] = bool(tr[c].dropna().astype(float).mean() >= 0.5)
+            else:
+                v = tr[c].to_numpy(dtype=np.float64)
+                v = v[~np.isnan(v)]
+                if v.size == 0:
+                    raise ValueError(f"impute: feature column {c!r} has no value in the train "
+                                     f"split to compute its {impute} from.")
+                impute_values[c] = float(np.mean(v) if impute == "mean" else np.median(v))
+    F = _feature_matrix(pd, frame, features, categories, impute_values)
+    for j, c in enumerate(features):
+        if c not in categories and not np.all(np.isfinite(F[:, j])):
+            raise ValueError(f"data: feature column {c!r} holds infinite values.")
+    X_tr, X_te, mean, std = standardise(F[train], F[test])
+    Y_tr, Y_te = Y[train], Y[test]
+    t_mean = t_std = None
+    if task == "regression":
+        Y_tr, Y_te, tm, ts = standardise(Y_tr, Y_te)
+        t_mean, t_std = tuple(float(v) for v in tm), tuple(float(v) for v in ts)
+    names = tuple(n for c in features
+                  for n in ([f"{c}={v}" for v in categories[c]] if c in categories else [c]))
+    dt = np.dtype(dtype)
+    data = Dataset(
+        name=os.path.splitext(os.path.basename(os.fspath(path)))[0],
+        X_train=np.ascontiguousarray(X_tr.T, dtype=dt), Y_train=np.ascontiguousarray(Y_tr.T, dtype=dt),
+        X_test=np.ascontiguousarray(X_te.T, dtype=dt), Y_test=np.ascontiguousarray(Y_te.T, dtype=dt),
+        output_activation=g_L, cost=cost, target_names=tuple(target_names),
+        feature_mean=mean.astype(dt), feature_std=std.astype(dt))
+    prep = Preprocessing(
+        task=task, feature_columns=features, categories=categories, feature_names=names,
+        feature_mean=tuple(float(v) for v in mean), feature_std=tuple(float(v) for v in std),
+        target_columns=targets, class_names=tuple(class_names), target_mean=t_mean,
+        target_std=t_std, impute=impute, impute_values=impute_values, task_reason=reason)
+    return data, prep
+
+
+def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
+    """New rows (a DataFrame) as the network's standardised X, shape (n[0], m).
+
+    The frame must have exactly the training feature columns (in any order; the target
+    columns may be present and are ignored); ValueError naming the missing or unexpected
+    columns, missing values (when training did not impute), or unseen categories.
+    """
+    if not isinstance(prep, Preprocessing):
+        raise TypeError(f"prep: expected a jaxmlp.data.tabular.Preprocessing, got {type(prep).__name__}.")
+    pd = _pandas()
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}.")
+    cols = [str(c) for c in frame.columns]
+    missing = [c for c in prep.feature_columns if c not in cols]
+    extra = [c for c in cols if c not in prep.feature_columns and c not in prep.target_columns]
+    if missing or extra:
+        parts = (([f"missing {_names(missing)}"] if missing else [])
+                 + ([f"unexpected {_names(extra)}"] if extra else []))
+        raise ValueError(f"data: its columns differ from the training data's: {'; '.join(parts)} "
+                         f"(training features: {_names(prep.feature_columns)}).")
+    frame = frame.rename(columns=str)
+    if prep.impute is None:
+        for c in prep.feature_columns:
+            if frame[c].isna().any():
+                raise _missing_error(frame, c, "feature", "; the model was trained without "
+                                     "impute, so it cannot fill them")
+    for c in prep.feature_columns:  # a column numeric in training must be numeric here
+        if c not in prep.categories and not (_is_numeric(pd, frame[c]) or _is_bool(pd, frame[c])
+                                             or frame[c].isna().all()):
+            vals = frame[c].dropna().unique()[:3].tolist()
+            raise ValueError(f"data: feature column {c!r} was numeric in training but holds "
+                             f"{frame[c].dtype} values such as {vals}.")
+    F = _feature_matrix(pd, frame, prep.feature_columns, prep.categories, prep.impute_values)
+    if F.shape[1] != prep.n_inputs:
+        raise AssertionError((F.shape, prep.n_inputs))
+    X = (F - np.asarray(prep.feature_mean)) / np.asarray(prep.feature_std)
+    return np.ascontiguousarray(X.T, dtype=np.dtype(dtype))
+
+
+def inverse_target(prep: Preprocessing, Y: np.ndarray) -> np.ndarray:
+    """Regression outputs (n[L], m) back in the targets' units (the identity for other tasks)."""
+    Y = np.asarray(Y, dtype=np.float64)
+    if prep.task != "regression" or prep.target_mean is None:
+        return Y
+    return Y * np.asarray(prep.target_std)[:, None] + np.asarray(prep.target_mean)[:, None]
+
+
+def bundled_preprocessing(name: str, seed: int = 0, test_fraction: float = 0.2) -> Preprocessing:
+    """The :class:`Preprocessing` of bundled dataset ``name`` as :func:`jaxmlp.data.datasets.load`
+    splits and standardises it: columns named as in scikit-learn, so that new rows of the
+    same features (a CSV with those column names) can be predicted."""
+    from jaxmlp.data import datasets
+
+    if name not in datasets.DATASETS:
+        raise ValueError(f"name: expected one of {list(datasets.DATASETS)}, got {name!r}.")
+    features, targets, strata, (_, cost, target_names) = datasets.raw_arrays(name)
+    train, test = split_indices(strata, features.shape[0], float(test_fraction), int(seed))
+    _, _, mean, std = standardise(features[train], features[test])
+    names = datasets.feature_names(name)
+    task = {"categorical_cross_entropy": "classification", "binary_cross_entropy": "classification",
+            "multilabel_cross_entropy": "multilabel", "mean_squared_error": "regression"}[cost]
+    t_mean = t_std = None
+    if task == "regression":
+        _, _, tm, ts = standardise(targets[train], targets[test])
+        t_mean, t_std = tuple(float(v) for v in tm), tuple(float(v) for v in ts)
+    classes = {"digits": target_names, "breast_cancer": ("malignant", "benign")}.get(name, target_names)
+    target_columns = ("target",) if task != "multilabel" else tuple(target_names)
+    return Preprocessing(
+        task=task, feature_columns=names, categories={}, feature_names=names,
+        feature_mean=tuple(float(v) for v in mean), feature_std=tuple(float(v) for v in std),
+        target_columns=target_columns, class_names=tuple(classes) if task != "regression" else (),
+        target_mean=t_mean, target_std=t_std)

@@ -1,0 +1,226 @@
+"""Several processes on ``jax.distributed``: data parallelism over hosts, and a 2-D mesh.
+
+Multi-process data parallelism (JAX's multi-controller runtime): the SAME program runs in
+every process (one per host, or several on one machine); after :func:`initialize`,
+``jax.devices()`` lists the devices of all processes and a mesh spans them. Each process
+holds only its own block of the examples, columns ``[i m/P, (i+1) m/P)`` of X (n[0], m) for
+process i of P (:func:`process_columns`), and :func:`global_columns` assembles the global
+array (``jax.make_array_from_process_local_data``) whose columns are split over the mesh
+axis "data". The training code does not change: ``jaxmlp.train.loop.fit`` jits the same epoch
+on the global arrays, and XLA's SPMD partitioner inserts the all-reduces of (B1), (B2) and
+(F3) (the sums over examples) across processes; nothing here is a hand-written collective.
+Parameters, optimizer state and key are replicated (:func:`replicate`).
+
+The 2-D mesh ("data", "model") (:func:`make_mesh_2d`, :func:`shard_params_2d`): W[l]'s
+rows (the units of layer l) and b[l] are split over "model" and X's columns over "data",
+by sharding annotations only, so (F1) Z[l] = W[l] A[l-1] + b[l], (B3) dA[l-1] = W[l]^T dZ[l]
+and (B1) dW[l] = dZ[l] A[l-1]^T become sharded products; XLA inserts the collectives.
+
+On CPU, the processes talk over gloo (:func:`initialize` selects it); several CPU devices
+per process are simulated with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+``scripts/launch_local.sh N`` starts N local processes of ``experiments/train.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxmlp.nn import checks
+
+__all__ = [
+    "check_model_axis",
+    "cluster_detected",
+    "global_columns",
+    "initialize",
+    "make_mesh_2d",
+    "param_specs_2d",
+    "process_columns",
+    "replicate",
+    "shard_params_2d",
+]
+
+#: Environment variables by which ``jax.distributed.initialize()`` finds a cluster
+#: (SLURM, Open MPI, Cloud TPU / GKE, and JAX's own).
+CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+               "JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def cluster_detected() -> bool:
+    """True when the environment names a cluster that ``jax.distributed.initialize()``
+    can configure itself from (see :data:`CLUSTER_ENV`)."""
+    return any(os.environ.get(v) for v in CLUSTER_ENV)
+
+
+def _check_coordinator(coordinator: Any) -> str:
+    if not isinstance(coordinator, str) or ":" not in coordinator:
+        raise ValueError(f"coordinator: expected 'host:port' (process 0's address), got "
+                         f"{coordinator!r}.")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"coordinator: expected 'host:port' with a port in 1..65535, got "
+                         f"{coordinator!r}.")
+    return coordinator
+
+
+def check_process_args(coordinator: Any, num_processes: Any, process_id: Any) -> tuple:
+    """Validated (coordinator, num_processes, process_id): all three given, or none."""
+    given = [a is not None for a in (coordinator, num_processes, process_id)]
+    if not any(given):
+        return None, None, None
+    if not all(given):
+        missing = [n for n, g in zip(("coordinator", "num_processes", "process_id"), given) if not g]
+        raise ValueError(f"{missing[0]}: expected coordinator, num_processes and process_id "
+                         f"together (or none, to detect a cluster), missing {missing}.")
+    coordinator = _check_coordinator(coordinator)
+    num_processes = checks.positive_int("num_processes", num_processes)
+    if isinstance(process_id, bool) or not isinstance(process_id, (int, np.integer)):
+        raise TypeError(f"process_id: expected an integer, got {type(process_id).__name__}.")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process_id: expected 0 <= process_id < num_processes = "
+                         f"{num_processes}, got {process_id}.")
+    return coordinator, int(num_processes), int(process_id)
+
+
+def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None, *, initialization_timeout: int = 300) -> bool:
+    """Joins the multi-process runtime; returns True when several processes take part.
+
+    Arguments:
+      coordinator, num_processes, process_id: process 0's ``"host:port"``, the number of
+        processes P and this one's index i; all three, or none: then
+        ``jax.distributed.initialize()`` configures itself when :func:`cluster_detected`
+        (SLURM, Open MPI, TPU pods), else the run is a single process (returns False).
+
+    Must be called before anything touches a JAX device. On CPU it selects gloo for the
+    cross-process collectives.
+    """
+    coordinator, num_processes, process_id = check_process_args(coordinator, num_processes,
+                                                                process_id)
+    if coordinator is None and not cluster_detected():
+        return False
+    if num_processes == 1:
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator is None:
+        jax.distributed.initialize(initialization_timeout=initialization_timeout)
+    else:
+        jax.distributed.initialize(coordinator, num_processes, process_id,
+                                   initialization_timeout=initialization_timeout)
+    return jax.process_count() > 1
+
+
+def process_columns(m: int, batch_size: Optional[int] = None, *, name: str = "X",
+                    num_processes: Optional[int] = None, process_id: Optional[int] = None) -> slice:
+    """The columns of an m-example set that this process holds: ``slice(i m/P, (i+1) m/P)``.
+
+    ValueError naming ``name`` unless P divides m, and naming ``batch_size`` unless the
+    global batch splits evenly over the processes (P divides batch_size).
+    """
+    P_ = jax.process_count() if num_processes is None else num_processes
+    i = jax.process_index() if process_id is None else process_id
+    m = checks.positive_int("m", m)
+    if m % P_:
+        raise ValueError(f"{name}: expected the number of examples m to be a multiple of the "
+                         f"{P_} processes, got m = {m}; drop {m % P_} example(s) or pad to "
+                         f"{m + P_ - m % P_}.")
+    if batch_size is not None and checks.positive_int("batch_size", batch_size) % P_:
+        raise ValueError(f"batch_size: expected a multiple of the {P_} processes (each takes "
+                         f"batch_size / {P_} columns), got {batch_size}.")
+    k = m // P_
+    return slice(i * k, (i + 1) * k)
+
+
+def global_columns(mesh: Mesh, X_local: Any, axis_name: str = "data", *,
+                   name: str = "X") -> jax.Array:
+    """The global (n, P m_local) array of the processes' blocks (n, m_local) of columns,
+    split over ``axis_name``: ``jax.make_array_from_process_local_data``. Process i's block
+    is global columns [i m_local, (i+1) m_local) (devices are ordered by process)."""
+    X_local = np.asarray(X_local)
+    if X_local.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D block (n, m_local) of columns, got shape "
+                         f"{X_local.shape}.")
+    k = int(mesh.shape[axis_name])
+    per_process = k // jax.process_count() if k >= jax.process_count() else 1
+    if X_local.shape[1] % per_process:
+        raise ValueError(f"{name}: expected this process's m_local = {X_local.shape[1]} columns "
+                         f"to split over its {per_process} devices of mesh axis {axis_name!r}.")
+    global_shape = (X_local.shape[0], X_local.shape[1] * jax.process_count())
+    return jax.make_array_from_process_local_data(
+        NamedSharding(mesh, P(None, axis_name)), X_local, global_shape)
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+    """Every leaf whole on every device of ``mesh`` (all processes must pass equal values).
+
+    Works for a mesh that spans several processes (``jax.make_array_from_callback``), where
+    ``jax.device_put`` of host data to non-addressable devices is not available."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(a):
+        if hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return jax.device_put(a, sharding)  # typed PRNG keys have no host form
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(put, tree)
+
+
+# ----------------------------------------------------------------------------- 2-D mesh
+
+
+def make_mesh_2d(data: int, model: int, devices: Optional[list] = None) -> Mesh:
+    """A ("data", "model") mesh of ``data * model`` devices (default ``jax.devices()``).
+
+    ValueError naming ``mesh_shape`` unless data * model equals the number of devices.
+    """
+    data = checks.positive_int("data", data)
+    model = checks.positive_int("model", model)
+    devices = list(jax.devices() if devices is None else devices)
+    if data * model != len(devices):
+        raise ValueError(f"mesh_shape: expected data x model = the {len(devices)} devices, got "
+                         f"({data}, {model}) = {data * model} devices. On CPU, simulate devices "
+                         "with XLA_FLAGS=--xla_force_host_platform_device_count=N.")
+    return Mesh(np.asarray(devices).reshape(data, model), ("data", "model"))
+
+
+def check_model_axis(net, mesh: Mesh, axis_name: str = "model", *,
+                     shard_output: bool = False) -> None:
+    """ValueError naming the layer unless the ``axis_name`` size divides n[l] of every layer
+    whose rows are split (the hidden layers; the output layer too with ``shard_output``)."""
+    checks.require_network(net)
+    if not isinstance(mesh, Mesh) or axis_name not in mesh.axis_names:
+        raise ValueError(f"mesh: expected a jax.sharding.Mesh with an axis {axis_name!r} "
+                         f"(make_mesh_2d), got {mesh!r}.")
+    k = int(mesh.shape[axis_name])
+    L = net.num_layers
+    for l, n in enumerate(net.sizes[1:], start=1):
+        if (l < L or shard_output) and n % k:
+            raise ValueError(f"net.sizes[{l}]: expected layer {l}'s width n[{l}] = {n} to be a "
+                             f"multiple of the {k} devices of mesh axis {axis_name!r} (the rows "
+                             f"of W[{l}] are split over them), got {n}.")
+
+
+def param_specs_2d(net, model_axis: str = "model", *, shard_output: bool = False) -> list:
+    """PartitionSpecs of the params: W[l] (n[l], n[l-1]) split by rows over ``model_axis``
+    and b[l] (n[l],) likewise, for the hidden layers; the output layer (n[L] is small, and
+    its softmax runs over the units) is replicated unless ``shard_output``."""
+    L = net.num_layers
+    return [{"W": P(model_axis, None), "b": P(model_axis)} if (l < L or shard_output)
+            else {"W": P(), "b": P()} for l in range(1, L + 1)]
+
+
+def shard_params_2d(net, mesh: Mesh, params: Any, model_axis: str = "model", *,
+                    shard_output: bool = False) -> Any:
+    """``params`` placed by :func:`param_specs_2d` on ``mesh`` (replicated over its other
+    axes); checks the widths first (:func:`check_model_axis`)."""
+    check_model_axis(net, mesh, model_axis, shard_output=shard_output)
+    checks.check_params(net, params)
+    specs = param_specs_2d(net, model_axis, shard_output=shard_output)
+    return [{k: jax.device_put(layer[k], NamedSharding(mesh, spec[k])) for k in ("W", "b")}
+            for layer, spec in zip(params, specs)]

@@ -1,0 +1,147 @@
+"""Data-parallel training on a device mesh through the XLA SPMD partitioner.
+
+The examples axis (columns, m) of X and Y is split over one mesh axis; the parameters
+are replicated on every device. Nothing else changes: the SAME jitted function
+(``jaxmlp.value_and_grad``, a train step, a ``lax.scan`` epoch) is called on the
+sharded arrays, ``jax.jit`` reads the input shardings, and XLA's SPMD partitioner
+compiles one program per device. Every column-local operation -- (F1) Z = W A + b,
+(F2), (B4), the seed dZ[L] -- runs on the device's own columns; the products that
+sum over the examples axis, (B1) dW[l] = dZ[l] A[l-1]^T and (B2) db[l] = sum_cols
+dZ[l], and the cost J = (1/m) sum_i L_i (F3), become a per-device partial sum
+followed by an all-reduce that XLA inserts. There is no hand-written collective.
+
+Usage::
+
+    mesh = jaxmlp.parallel.sharding.make_mesh()                  # all devices, axis "data"
+    params = jaxmlp.parallel.sharding.replicate(mesh, params)
+    X = jaxmlp.parallel.sharding.shard_columns(mesh, X, name="X")  # (n[0], m), m % devices == 0
+    Y = jaxmlp.parallel.sharding.shard_columns(mesh, Y, name="Y")
+    J, grads = jaxmlp.value_and_grad(net, params, X, Y)   # unchanged call
+
+On CPU, several devices are simulated by setting
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before jax is imported. On
+several hosts, call ``jax.distributed.initialize()`` first on every process;
+``jax.devices()`` then lists the devices of all hosts and :func:`make_mesh` spans
+them (each process must then pass only its addressable shards, e.g. with
+``jax.make_array_from_process_local_data``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxmlp.nn import checks
+
+
+def make_mesh(num_devices: int | None = None, axis_name: str = "data") -> Mesh:
+    """A one-axis mesh over the first ``num_devices`` devices of ``jax.devices()``.
+
+    Arguments:
+      num_devices: how many devices; ``None`` uses all of them.
+      axis_name: the name of the mesh axis the examples are split over.
+
+    Returns:
+      ``jax.sharding.Mesh`` of shape ``{axis_name: num_devices}``.
+    """
+    devices = jax.devices()
+    if not isinstance(axis_name, str) or not axis_name:
+        raise TypeError(f"axis_name: expected a non-empty string, got {axis_name!r}.")
+    if num_devices is None:
+        num_devices = len(devices)
+    num_devices = checks.positive_int("num_devices", num_devices)
+    if not 1 <= num_devices <= len(devices):
+        raise ValueError(
+            f"num_devices: expected 1 <= num_devices <= {len(devices)} (the devices of "
+            f"backend {jax.default_backend()!r}), got {num_devices}. On CPU, more devices "
+            "are simulated with XLA_FLAGS=--xla_force_host_platform_device_count=N set "
+            "before jax is imported."
+        )
+    return Mesh(np.asarray(devices[: int(num_devices)]), (axis_name,))
+
+
+def _require_mesh(mesh: Any) -> None:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"mesh: expected a jax.sharding.Mesh (from make_mesh), got {type(mesh).__name__}."
+        )
+
+
+def _axis_size(mesh: Mesh, axis_name: str) -> int:
+    _require_mesh(mesh)
+    if axis_name not in mesh.axis_names:
+        raise ValueError(
+            f"axis_name: expected one of the mesh axes {tuple(mesh.axis_names)}, "
+            f"got {axis_name!r}."
+        )
+    return int(mesh.shape[axis_name])
+
+
+def check_batch_size(mesh: Mesh, batch_size: int, axis_name: str = "data") -> None:
+    """Raises ValueError unless ``batch_size`` splits evenly over the mesh axis.
+
+    Call it before compiling a data-parallel step: every device gets
+    ``batch_size // mesh.shape[axis_name]`` columns.
+    """
+    k = _axis_size(mesh, axis_name)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    if batch_size % k:
+        raise ValueError(
+            f"batch_size: expected a multiple of the {k} devices on mesh axis {axis_name!r}, "
+            f"got {batch_size}; use {max(k, batch_size - batch_size % k)} or "
+            f"{batch_size + k - batch_size % k}."
+        )
+
+
+def shard_columns(mesh: Mesh, X: Any, axis_name: str = "data", *, name: str = "X") -> jax.Array:
+    """Places a column-major batch with its examples axis split over ``axis_name``.
+
+    Arguments:
+      mesh: from :func:`make_mesh`.
+      X: array of shape (n, m), columns are examples (X or Y of the recurrences).
+      axis_name: the mesh axis to split the m columns over.
+      name: the argument name used in error messages (e.g. ``"Y"``).
+
+    Returns:
+      ``X`` as a global ``jax.Array`` with ``NamedSharding(mesh, P(None, axis_name))``:
+      each device holds (n, m / k) columns, k = ``mesh.shape[axis_name]``.
+    """
+    k = _axis_size(mesh, axis_name)
+    shape = tuple(np.shape(X))
+    if len(shape) != 2:
+        raise ValueError(
+            f"{name}: expected a 2-D array (n, m) with examples as columns, got shape {shape}."
+        )
+    m = shape[1]
+    if m % k:
+        raise ValueError(
+            f"{name}: expected the number of columns m to be a multiple of the {k} devices on "
+            f"mesh axis {axis_name!r}, got shape {shape} (m = {m}); choose a batch size "
+            f"divisible by {k}."
+        )
+    return jax.device_put(X, NamedSharding(mesh, P(None, axis_name)))
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+    """Places every leaf of ``tree`` (parameters, optimizer state) whole on every device."""
+    _require_mesh(mesh)
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(
+    mesh: Mesh, X: Any, Y: Any, axis_name: str = "data"
+) -> tuple[jax.Array, jax.Array]:
+    """``(shard_columns(X), shard_columns(Y))`` after checking they have the same m."""
+    mX, mY = np.shape(X)[-1], np.shape(Y)[-1]
+    if np.ndim(Y) != 2 or mY != mX:
+        raise ValueError(
+            f"Y: expected shape (n[L], {mX}) to match X's m = {mX}, got {tuple(np.shape(Y))}."
+        )
+    return (
+        shard_columns(mesh, X, axis_name, name="X"),
+        shard_columns(mesh, Y, axis_name, name="Y"),
+    )

@@ -1,0 +1,527 @@
+"""Differentially private training: DP-SGD gradients from one sweep, Poisson sampling, accounting.
+
+DP-SGD (Abadi et al. 2016) replaces the batch gradient by
+
+    g~ = (1/D) ( sum_{i in B} clip(grad L_i) + N(0, sigma^2 C^2 I) ),
+
+with C = ``l2_norm_clip``, sigma = ``noise_multiplier`` and D the divisor: the batch
+size m for a fixed batch, the EXPECTED batch size q n for a Poisson-sampled one (each of
+the n examples joins the batch B independently with probability q), as Opacus does, so
+that the divisor does not depend on the sample. The clipping is of the gradient of each
+example's own loss L_i (not of its 1/m-scaled term of J), so C is in the units of one
+example's gradient. Two clippings:
+
+* flat: clip(g) = c_i g, c_i = min(1, C / ||g||) over the whole gradient;
+* per layer (Opacus's option): a threshold C_l per layer, layer l of g scaled by
+  c_{l,i} = min(1, C_l / ||g^l||), where g^l = (dW[l]_i, db[l]_i). The clipped gradient
+  then has norm <= C = sqrt(sum_l C_l^2), the sensitivity the noise is scaled by.
+
+The trick: no per-example gradient is formed. Example i's gradient of layer l is the
+outer product dz[l][:,i] a[l-1][:,i]^T (B1) and its bias gradient dz[l][:,i] (B2). So
+
+1. one batched forward pass (F1)-(F2) and one batched backward sweep keeping every
+   dZ[l] (seed of sum_i L_i: column i of dZ[l] is dL_i/dz[l][:,i]);
+2. the norms ||g^l_i||^2 = ||dz[l][:,i]||^2 (||a[l-1][:,i]||^2 + 1) (rule (Q2),
+   :func:`jaxmlp.quantities.sq_norms`), summed over l for the flat norm; then the
+   factors c (m,) or (L, m), multiplied by the sampling mask (a column that is not in the
+   batch weighs 0: the same column scaling);
+3. rule (Q5), :func:`jaxmlp.quantities.clipped_gradient`: rescale the columns of each
+   dZ[l], then (B1)/(B2) on them: the sum of the clipped gradients;
+4. add the noise (only when sigma > 0: sigma = 0 draws no random numbers), divide by D.
+
+Memory O(m * units + num_params): the same order as an ordinary backward pass.
+
+Poisson sampling with fixed shapes (:func:`make_dp_train_epoch`): every step draws n
+Bernoulli(q) bits, gathers the selected columns into a padded batch of B_max columns
+(:func:`padded_batch_size`: the smallest B_max whose overflow probability
+P(Binomial(n, q) > B_max), summed over the run's steps, is below 1e-9, computed exactly
+from the binomial tail) and masks the padding. An overflow (more than B_max selected)
+is counted in the step metrics (``overflow``), never hidden.
+
+Accounting (:func:`epsilon`, :func:`calibrate_noise`) is Google's ``dp-accounting``:
+the Poisson-subsampled Gaussian mechanism composed over the steps, add-or-remove-one
+neighbours, by privacy loss distributions (``"pld"``, default; pessimistic estimate on a
+grid of 1e-3, an upper bound on epsilon) or Renyi DP (``"rdp"``, integer orders 2..256).
+
+With C = inf and sigma = 0 the gradient is exactly ``jaxmlp.value_and_grad``'s.
+The returned gradients have the params' structure, so they feed ``optax`` directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmlp.nn import recurrences
+from jaxmlp.privacy import threefry
+from jaxmlp.nn import checks
+from jaxmlp.nn.network import Network
+from jaxmlp.quantities.first_order import clipped_gradient, norms_from_sq, sq_norms
+
+Array = jax.Array
+Params = list
+Clip = Union[float, Sequence[float]]
+
+__all__ = [
+    "ACCOUNTANTS",
+    "DPGradient",
+    "DPSGD",
+    "DPStepMetrics",
+    "calibrate_noise",
+    "check_dp_args",
+    "dp_value_and_grad",
+    "epsilon",
+    "make_dp_grad_fn",
+    "overflow_probability",
+    "padded_batch_size",
+    "poisson_batch",
+    "check_sampling_rate",
+    "check_dpsgd",
+    "default_steps_per_epoch",
+    "dp_gradient_kernel",
+    "total_clip",
+]
+
+#: Accountants of :func:`epsilon`: privacy loss distributions, Renyi DP.
+ACCOUNTANTS = ("pld", "rdp")
+#: The grid of the PLD accountant's privacy losses (pessimistic: epsilon is an upper bound).
+PLD_GRID = 1e-3
+#: The Renyi orders of the RDP accountant (integer orders: exact, no series to converge).
+RDP_ORDERS = tuple(range(2, 65)) + (72, 80, 96, 128, 160, 192, 256)
+#: The overflow probability :func:`padded_batch_size` keeps the padded batch under.
+OVERFLOW_PROBABILITY = 1e-9
+
+
+class DPGradient(NamedTuple):
+    """The result of :func:`dp_value_and_grad`.
+
+    Attributes:
+      loss: the mean loss of the batch's examples at params (before any clipping; not
+        privatised). With a mask: the mean over the selected examples.
+      grads: the DP-SGD gradient g~, mirroring params.
+      norms: (m,), ||grad L_i|| before clipping.
+      clip_factors: (m,) flat or (L, m) per layer: c_i = min(1, C / ||grad L_i||) (or
+        min(1, C_l / ||grad^l L_i||)) times the mask.
+      layer_norms: (L, m), ||grad^l L_i|| of each layer's (dW[l]_i, db[l]_i).
+    """
+
+    loss: Array
+    grads: Params
+    norms: Array
+    clip_factors: Array
+    layer_norms: Array
+
+
+class DPStepMetrics(NamedTuple):
+    """What one step of :func:`make_dp_train_epoch` reports (stacked over an epoch's steps).
+
+    Attributes:
+      cost: mean loss of the sampled examples at the parameters before the update (not
+        privatised; for monitoring).
+      grad_norm: the global L2 norm of the noisy gradient g~ the optimizer received.
+      batch_size: the number of examples Poisson sampling selected.
+      overflow: how many selected examples did not fit the padded batch (0 but with
+        probability below the bound of :func:`padded_batch_size`).
+    """
+
+    cost: Array
+    grad_norm: Array
+    batch_size: Array
+    overflow: Array
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def check_clip(l2_norm_clip: Any, num_layers: Optional[int] = None):
+    """C > 0 (inf allowed), or a sequence of one C_l > 0 (finite) per layer; returns a
+    float or a tuple of floats."""
+    if isinstance(l2_norm_clip, (list, tuple, np.ndarray)) or (
+            isinstance(l2_norm_clip, jax.Array) and l2_norm_clip.ndim == 1):
+        values = list(np.asarray(l2_norm_clip).tolist()) if not isinstance(
+            l2_norm_clip, (list, tuple)) else list(l2_norm_clip)
+        if num_layers is not None and len(values) != num_layers:
+            raise ValueError(
+                f"l2_norm_clip: expected one threshold per layer ({num_layers} for this "
+                f"network) or a single number, got {len(values)}: {values!r}.")
+        if not values:
+            raise ValueError("l2_norm_clip: expected a number > 0 or a non-empty list, got [].")
+        return tuple(
+            checks.real_number(f"l2_norm_clip[{l}]", v, low=0, low_open=True)
+            for l, v in enumerate(values))
+    return checks.real_number("l2_norm_clip", l2_norm_clip, low=0, low_open=True,
+                                  allow_inf=True)
+
+
+def total_clip(C) -> float:
+    """The sensitivity of the clipped sum: C (flat) or sqrt(sum_l C_l^2) (per layer)."""
+    return math.sqrt(sum(c * c for c in C)) if isinstance(C, tuple) else C
+
+
+def check_dp_args(l2_norm_clip, noise_multiplier, num_layers: Optional[int] = None):
+    """C > 0 (inf allowed: no clipping) or one C_l per layer, sigma >= 0 finite, and not
+    (C = inf with sigma > 0). Returns (C, sigma)."""
+    C = check_clip(l2_norm_clip, num_layers)
+    sigma = checks.real_number("noise_multiplier", noise_multiplier, low=0)
+    if math.isinf(total_clip(C)) and sigma > 0:
+        raise ValueError(
+            f"noise_multiplier: the noise std is noise_multiplier * l2_norm_clip, infinite "
+            f"for l2_norm_clip = inf; got noise_multiplier = {noise_multiplier!r}. Use a "
+            f"finite l2_norm_clip, or noise_multiplier = 0 for clipping-free gradients."
+        )
+    return C, sigma
+
+
+def check_sampling_rate(q) -> float:
+    return checks.real_number("sampling_rate", q, low=0, low_open=True, high=1)
+
+
+def _delta(delta) -> float:
+    return checks.real_number("delta", delta, low=0, low_open=True, high=1, high_open=True)
+
+
+def _accountant(name) -> str:
+    if not isinstance(name, str) or name not in ACCOUNTANTS:
+        raise ValueError(f"accountant: expected one of {list(ACCOUNTANTS)}, got {name!r}.")
+    return name
+
+
+def _steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"steps: expected a non-negative integer, got {steps!r} "
+                        f"({type(steps).__name__}).")
+    if steps < 0:
+        raise ValueError(f"steps: expected a non-negative integer, got {steps!r}.")
+    return int(steps)
+
+
+# ----------------------------------------------------------------------------- accounting
+
+
+@functools.lru_cache(maxsize=32)
+def _pld(sigma: float, q: float):
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    return pld.from_gaussian_mechanism(sigma, sampling_prob=q,
+                                       value_discretization_interval=PLD_GRID)
+
+
+@functools.lru_cache(maxsize=1024)
+def _epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
+    if steps == 0:
+        return 0.0
+    if sigma == 0:
+        return math.inf
+    if accountant == "pld":
+        return float(_pld(sigma, q).self_compose(steps).get_epsilon_for_delta(delta))
+    import dp_accounting
+    from dp_accounting import rdp
+
+    acc = rdp.RdpAccountant(list(RDP_ORDERS))
+    acc.compose(dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps))
+    return float(acc.get_epsilon(delta))
+
+
+def epsilon(*, noise_multiplier: float, sampling_rate: float, steps: int, delta: float,
+            accountant: str = "pld") -> float:
+    """The epsilon of ``steps`` DP-SGD steps at (sigma, q), for the given delta.
+
+    The mechanism is the Poisson-subsampled Gaussian (each example in a step's batch
+    with probability q = ``sampling_rate``, noise std sigma times the sensitivity),
+    composed ``steps`` times, add-or-remove-one neighbours. ``accountant``: ``"pld"``
+    (privacy loss distributions, tight; pessimistic grid :data:`PLD_GRID`) or ``"rdp"``
+    (Renyi DP, looser). noise_multiplier 0 gives inf; steps 0 gives 0. Computed by
+    Google's ``dp-accounting`` (results are cached per argument tuple).
+    """
+    sigma = checks.real_number("noise_multiplier", noise_multiplier, low=0)
+    q = check_sampling_rate(sampling_rate)
+    steps = _steps(steps)
+    delta = _delta(delta)
+    return _epsilon(sigma, q, steps, delta, _accountant(accountant))
+
+
+#: The noise multipliers :func:`calibrate_noise` searches.
+SIGMA_RANGE = (0.3, 1000.0)
+
+
+def calibrate_noise(*, target_epsilon: float, delta: float, sampling_rate: float, steps: int,
+                    accountant: str = "pld", rtol: float = 1e-3) -> float:
+    """The smallest noise multiplier sigma (to relative ``rtol``) whose :func:`epsilon`
+    over ``steps`` steps is <= ``target_epsilon``.
+
+    Bisection on log sigma in :data:`SIGMA_RANGE`; the returned sigma always satisfies
+    ``epsilon(...) <= target_epsilon``. A target so loose that sigma = 0.3 already meets it
+    returns 0.3. ValueError naming ``target_epsilon`` when even sigma = 1000 does not.
+    """
+    target = checks.real_number("target_epsilon", target_epsilon, low=0, low_open=True)
+    delta = _delta(delta)
+    q = check_sampling_rate(sampling_rate)
+    steps = checks.positive_int("steps", steps)
+    accountant = _accountant(accountant)
+    rtol = checks.real_number("rtol", rtol, low=0, low_open=True, high=1, high_open=True)
+    lo_bound, hi_bound = SIGMA_RANGE
+
+    def eps(s):
+        return _epsilon(s, q, steps, delta, accountant)
+
+    e_hi = eps(hi_bound)
+    if e_hi > target:
+        raise ValueError(
+            f"target_epsilon: {target:g} cannot be reached in {steps} steps at sampling rate "
+            f"{q:g} and delta {delta:g}: even noise_multiplier {hi_bound:g} spends epsilon "
+            f"{e_hi:.4g}. Use fewer steps, a smaller sampling rate or a larger target.")
+    # bracket: eps(lo) > target >= eps(hi), by doubling from sigma = 1
+    hi = 1.0
+    if eps(hi) > target:
+        lo = hi
+        while eps(hi) > target:
+            lo, hi = hi, min(2 * hi, hi_bound)
+    else:
+        lo = hi / 2
+        while eps(lo) <= target:
+            if lo <= lo_bound:
+                return lo_bound
+            hi, lo = lo, max(lo / 2, lo_bound)
+    while hi / lo > 1 + rtol:
+        mid = math.sqrt(lo * hi)
+        if eps(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+# ----------------------------------------------------------------------------- Poisson sampling
+
+
+def overflow_probability(num_examples: int, sampling_rate: float, max_batch_size: int,
+                         steps: int = 1) -> float:
+    """Union bound on the probability that some of ``steps`` Poisson batches (n examples,
+    rate q) selects more than ``max_batch_size`` examples: steps * P(Binomial(n, q) > B).
+    The binomial tail is computed exactly (``scipy.stats.binom.sf``)."""
+    from scipy.stats import binom
+
+    return min(1.0, steps * float(binom.sf(max_batch_size, num_examples, sampling_rate)))
+
+
+def padded_batch_size(num_examples: int, sampling_rate: float, steps: int = 1,
+                      overflow: float = OVERFLOW_PROBABILITY) -> int:
+    """The smallest B_max with :func:`overflow_probability` (n, q, B_max, steps) <= ``overflow``.
+
+    For digits (n = 1438, q = 0.5, 100 steps) B_max is 719 + 6.9 sqrt(n q (1 - q)),
+    about 852; the padding is compute spent on masked columns.
+    """
+    n = checks.positive_int("num_examples", num_examples)
+    q = check_sampling_rate(sampling_rate)
+    steps = checks.positive_int("steps", steps)
+    overflow = checks.real_number("overflow", overflow, low=0, low_open=True, high=1)
+    lo, hi = max(0, math.floor(q * n) - 1), n  # P(X > n) = 0
+    while hi - lo > 1:  # invariant: bound(lo) > overflow >= bound(hi)
+        mid = (lo + hi) // 2
+        if overflow_probability(n, q, mid, steps) <= overflow:
+            hi = mid
+        else:
+            lo = mid
+    return max(hi, 1)
+
+
+def poisson_batch(key, num_examples: int, sampling_rate: float, max_batch_size: int):
+    """One Poisson sample of the n columns, padded: ``(idx (B,), valid (B,), count)``.
+
+    Each column joins independently with probability q; the selected indices come first
+    in ``idx`` (in increasing order), the rest of ``idx`` is padding (index 0) with
+    ``valid`` False. ``count`` is the number selected (it may exceed B: overflow).
+    """
+    selected = jax.random.bernoulli(key, sampling_rate, (num_examples,))
+    count = jnp.sum(selected, dtype=jnp.int32)
+    idx = jnp.nonzero(selected, size=max_batch_size, fill_value=0)[0]
+    valid = jnp.arange(max_batch_size) < count
+    return idx, valid, count
+
+
+# ----------------------------------------------------------------------------- the gradient
+
+
+def add_noise(key, grads: Params, std, dtype) -> Params:
+    """grads + N(0, std^2 I), one independent draw per parameter (a key per leaf from
+    ``key``). The draws are ``jax.random.normal``'s, in one fused kernel per leaf with the
+    addition (:func:`jaxmlp.privacy.threefry.normal`): no buffer of the P noise numbers is kept."""
+    leaves, treedef = jax.tree.flatten(grads)
+    keys = jax.random.split(key, len(leaves))
+    noisy = [g + std * threefry.normal(k, g.shape, dtype) for g, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, noisy)
+
+
+def dp_gradient_kernel(net, params, X, Y, key, C, mask, divisor, *, sigma, sensitivity,
+                       compute_dtype=None) -> DPGradient:
+    """Unchecked DP-SGD gradient (steps 1-4 of the module docstring).
+
+    C: a scalar (flat) or an (L,) array (per layer); mask: None or (m,) 0/1 weights;
+    divisor: D; sigma, sensitivity: static Python floats (noise std sigma * sensitivity).
+    """
+    dtype = X.dtype
+    _, A_L, cache, dZs = recurrences.sweep(net, params, X, Y, 1, compute_dtype)  # dZ[l][:,i] = dL_i/dz
+    nrm = norms_from_sq(sq_norms(dZs, cache))  # (Q2): layer norms (L, m), norms (m,)
+    C = jnp.asarray(C, dtype)
+    # c = min(1, C/||g||); a zero gradient (C/0 = inf) or C = inf gives 1.
+    if C.ndim == 0:
+        c = jnp.minimum(1.0, C / nrm.norms)  # (m,)
+    else:
+        c = jnp.minimum(1.0, C[:, None] / nrm.layer_norms)  # (L, m)
+    losses = recurrences.losses(net, cache.Z[-1], A_L, Y)
+    if mask is None:
+        loss = jnp.mean(losses)
+    else:
+        w = mask.astype(dtype)
+        c = c * w  # a masked column weighs 0
+        loss = jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1)
+    c = c.astype(dtype)
+    grads = clipped_gradient(dZs, cache, c, compute_dtype)  # (Q5): sum_i c_i grad L_i
+    if sigma > 0:  # static: a noise-free step draws nothing
+        grads = add_noise(key, grads, jnp.asarray(sigma * sensitivity, dtype), dtype)
+    grads = checks.like_params(params, jax.tree.map(lambda g: g / jnp.asarray(divisor, dtype), grads))
+    return DPGradient(loss, grads, nrm.norms, c, nrm.layer_norms)
+
+
+@functools.partial(jax.jit, static_argnums=0,
+                   static_argnames=("sigma", "sensitivity", "compute_dtype"))
+def _dp_value_and_grad(net, params, X, Y, key, C, mask, divisor, *, sigma, sensitivity,
+                       compute_dtype=None):
+    X, Y = checks.check_problem(net, params, X, Y)
+    if mask is not None and tuple(mask.shape) != (X.shape[1],):
+        raise ValueError(f"mask: expected shape (m,) = ({X.shape[1]},), got {tuple(mask.shape)}.")
+    if divisor is None:
+        divisor = X.shape[1]
+    return dp_gradient_kernel(net, params, X, Y, key, C, mask, divisor, sigma=sigma,
+                              sensitivity=sensitivity, compute_dtype=compute_dtype)
+
+
+def dp_value_and_grad(
+    net: Network, params: Params, X: Array, Y: Array, key: Array, *,
+    l2_norm_clip: Clip, noise_multiplier: float, mask: Optional[Array] = None,
+    divisor: Optional[float] = None, compute_dtype=None,
+) -> DPGradient:
+    """The DP-SGD gradient (1/D)(sum_i mask_i clip(grad L_i) + N(0, (sigma C)^2 I)).
+
+    Arguments:
+      net: the network.
+      params: ``[{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]``.
+      X: inputs (n[0], m); Y: targets (n[L], m).
+      key: a ``jax.random`` key for the noise (one draw per parameter).
+      l2_norm_clip: C > 0, the bound on each example's gradient norm ||grad L_i||
+        (``float("inf")`` disables clipping); or a list of one C_l > 0 per layer
+        (per-layer clipping, sensitivity sqrt(sum_l C_l^2)).
+      noise_multiplier: sigma >= 0; the noise added to the sum has std sigma times the
+        sensitivity.
+      mask: None (every column), or (m,) booleans / 0-1 weights: the examples in the batch.
+      divisor: D, the number the noisy sum is divided by (None: m). Poisson sampling
+        divides by the expected batch size q n.
+      compute_dtype: operand dtype of the sweep's matrix products (None: the params').
+
+    Returns:
+      :class:`DPGradient`. Each example's contribution has norm <= the sensitivity.
+      No per-example gradient is stored: memory O(m * units).
+    """
+    net = checks.require_network(net)
+    C, sigma = check_dp_args(l2_norm_clip, noise_multiplier, net.num_layers)
+    key = checks.prng_key(key)
+    if divisor is not None:
+        divisor = checks.real_number("divisor", divisor, low=0, low_open=True)
+    if mask is not None:
+        if not hasattr(mask, "shape"):
+            mask = np.asarray(mask)
+        if not (jnp.issubdtype(mask.dtype, jnp.bool_) or jnp.issubdtype(mask.dtype, jnp.number)):
+            raise TypeError(f"mask: expected booleans or 0/1 numbers, got dtype {mask.dtype}.")
+        mask = jnp.asarray(mask)
+    Carr = np.asarray(C, dtype=np.float64)
+    return _dp_value_and_grad(net, params, X, Y, key, Carr, mask, divisor, sigma=sigma,
+                              sensitivity=total_clip(C),
+                              compute_dtype=checks.compute_dtype(compute_dtype))
+
+
+def make_dp_grad_fn(net: Network, *, l2_norm_clip: Clip, noise_multiplier: float,
+                    compute_dtype=None):
+    """An optax-ready gradient function ``(params, X, Y, key) -> (J, grads)`` for DP-SGD
+    on a fixed batch (divided by its size m).
+
+    The arguments are checked once, here. ``grads`` mirrors params, so a training step is
+    ``J, g = grad_fn(params, X, Y, key); updates, state = opt.update(g, state, params);
+    params = optax.apply_updates(params, updates)``. Use a fresh key every step.
+    """
+    net = checks.require_network(net)
+    C, sigma = check_dp_args(l2_norm_clip, noise_multiplier, net.num_layers)
+    compute_dtype = checks.compute_dtype(compute_dtype)
+    Carr = np.asarray(C, dtype=np.float64)
+
+    def grad_fn(params, X, Y, key):
+        key = checks.prng_key(key)  # a bad key is named here, not deep inside jax.random
+        out = _dp_value_and_grad(net, params, X, Y, key, Carr, None, None, sigma=sigma,
+                                 sensitivity=total_clip(C), compute_dtype=compute_dtype)
+        return out.loss, out.grads
+
+    return grad_fn
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class DPSGD(NamedTuple):
+    """The privacy settings of a DP training run (:func:`jaxmlp.train.loop.fit`'s ``dp``).
+
+    Attributes:
+      l2_norm_clip: C (flat) or one C_l per layer.
+      noise_multiplier: sigma.
+      sampling_rate: q, each example's probability of joining a step's batch.
+      delta: the delta epsilon is reported for, in (0, 1); should be below 1/n.
+      accountant: ``"pld"`` or ``"rdp"``.
+      steps_per_epoch: Poisson steps per epoch (None: round(1/q), one expected pass).
+      target_epsilon: None, or the budget: training stops before an epoch that would
+        spend more.
+      max_batch_size: the padded batch B_max (None: :func:`padded_batch_size` for the run).
+    """
+
+    l2_norm_clip: Clip
+    noise_multiplier: float
+    sampling_rate: float
+    delta: float
+    accountant: str = "pld"
+    steps_per_epoch: Optional[int] = None
+    target_epsilon: Optional[float] = None
+    max_batch_size: Optional[int] = None
+
+
+def default_steps_per_epoch(sampling_rate: float) -> int:
+    """round(1/q), at least 1: one expected pass over the data per epoch."""
+    return max(1, round(1.0 / check_sampling_rate(sampling_rate)))
+
+
+def check_dpsgd(dp: Any, net: Network, num_examples: int) -> DPSGD:
+    """Checks a :class:`DPSGD` against the network and n; fills in its defaults."""
+    if not isinstance(dp, DPSGD):
+        raise TypeError(f"dp: expected a jaxmlp.privacy.DPSGD or None, got {type(dp).__name__}.")
+    C, sigma = check_dp_args(dp.l2_norm_clip, dp.noise_multiplier, net.num_layers)
+    if math.isinf(total_clip(C)):
+        raise ValueError("l2_norm_clip: expected a finite threshold for private training, got inf.")
+    q = check_sampling_rate(dp.sampling_rate)
+    delta = _delta(dp.delta)
+    if delta >= 1.0 / num_examples:
+        raise ValueError(f"delta: expected a value below 1/n = {1.0 / num_examples:.3g} for "
+                         f"n = {num_examples} examples (delta >= 1/n allows releasing an "
+                         f"example), got {delta:g}.")
+    spe = (default_steps_per_epoch(q) if dp.steps_per_epoch is None
+           else checks.positive_int("steps_per_epoch", dp.steps_per_epoch))
+    target = (None if dp.target_epsilon is None else checks.real_number(
+        "target_epsilon", dp.target_epsilon, low=0, low_open=True))
+    bmax = (None if dp.max_batch_size is None
+            else checks.positive_int("max_batch_size", dp.max_batch_size))
+    if bmax is not None and bmax > num_examples:
+        raise ValueError(f"max_batch_size: expected at most n = {num_examples}, got {bmax}.")
+    return DPSGD(C, sigma, q, delta, _accountant(dp.accountant), spe, target, bmax)

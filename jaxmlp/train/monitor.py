@@ -1,0 +1,101 @@
+"""What a training loop checks and reports, shared by :func:`jaxmlp.train.fit` and the
+ensembles' loop: the run's data checked once, each epoch's diagnosis, the progress bar and
+:class:`FitResult`."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Mapping, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp.nn import checks
+from jaxmlp.nn.network import Network
+from jaxmlp.train.step import TrainState
+
+__all__ = ["FitResult", "all_finite", "check_run_data", "diagnose", "progress_bar", "scalars"]
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      state: the last good :class:`~jaxmlp.train.step.TrainState` (params, opt_state, the key
+        of the next epoch, epochs completed).
+      history: one dict per completed epoch: ``epoch``, ``running_cost`` (mean minibatch
+        cost), ``first_cost`` (the epoch's first minibatch cost), ``seconds`` (the epoch's
+        compiled call), and ``<set>_<metric>`` for every evaluated set and metric.
+      status: ``"completed"``, ``"diverged"`` (see the module docstring), ``"stopped"``
+        (``on_epoch_end`` returned False) or ``"budget"`` (private training: the next
+        epoch would have spent more than ``dp.target_epsilon``).
+      message: None, or what went wrong, naming the epoch and step.
+      epoch_seconds: the wall time of each epoch run here (compiled call only).
+    """
+
+    state: TrainState
+    history: list
+    status: str
+    message: Optional[str]
+    epoch_seconds: list
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """True when every leaf of ``tree`` holds only finite numbers (one compiled reduction)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def scalars(ev: dict) -> dict[str, float]:
+    """The 0-d entries of an evaluation as Python floats (a history row)."""
+    return {k: float(v) for k, v in ev.items() if np.ndim(v) == 0}
+
+
+def check_run_data(net: Network, params: Any, X: Any, Y: Any,
+                   eval_sets: Optional[Mapping[str, tuple]] = None) -> tuple:
+    """The checks of a training run's data, once, before the first epoch: shapes and dtypes
+    against ``params``, finite values, targets inside the cost's domain, for the training set
+    and every ``eval_sets`` pair. Returns ``(X, Y, eval_sets)`` as arrays."""
+    X, Y = checks.check_problem(net, params, X, Y)
+    checks.check_finite(X=X, Y=Y)
+    net.cost_fn.check_targets(Y)  # inside the cost's domain (jaxmlp.nn.costs)
+    checked = {}
+    for name, pair in dict(eval_sets or {}).items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"eval_sets[{name!r}]: expected a pair (X, Y), got "
+                            f"{type(pair).__name__}.")
+        Xe, Ye = checks.check_problem(net, params, *pair)
+        checks.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
+        net.cost_fn.check_targets(Ye, name=f"eval_sets[{name!r}] Y")
+        checked[name] = (Xe, Ye)
+    return X, Y, checked
+
+
+def progress_bar(total: int, initial: int, desc: str):
+    """A tqdm bar over epochs on stderr (tqdm is imported only when a bar is asked for)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def diagnose(epoch: int, costs: np.ndarray, gnorms: np.ndarray, params_ok: bool,
+              baseline: float, explode_factor: Optional[float]) -> Optional[str]:
+    """The first thing wrong with an epoch's metrics, as a sentence; None when it is good."""
+    n = len(costs)
+    for s in range(n):
+        if not math.isfinite(costs[s]):
+            return (f"the minibatch cost became {'NaN' if math.isnan(costs[s]) else 'infinite'} "
+                    f"at epoch {epoch}, step {s + 1} of {n}")
+        if not math.isfinite(gnorms[s]):
+            return (f"the gradient became non-finite at epoch {epoch}, step {s + 1} of {n} "
+                    f"(cost {costs[s]:.4g})")
+        if explode_factor is not None and costs[s] > explode_factor * baseline:
+            return (f"the minibatch cost exploded to {costs[s]:.4g} at epoch {epoch}, step "
+                    f"{s + 1} of {n}, more than {explode_factor:g} times the first cost "
+                    f"{baseline:.4g} (explode_factor)")
+    if not params_ok:
+        return f"the parameters became non-finite at epoch {epoch}, step {n} of {n} (the last update)"
+    return None

@@ -1,0 +1,105 @@
+"""The DP-SGD epoch: Poisson-sampled steps of the private gradient in one ``lax.scan``.
+
+Each step draws its batch by Poisson sampling with a fixed padded shape
+(:func:`jaxmlp.privacy.poisson_batch`, :func:`jaxmlp.privacy.padded_batch_size`), computes
+the DP-SGD gradient of :func:`jaxmlp.privacy.dp_value_and_grad` from one sweep, and applies
+the optax update. The privacy pieces live in :mod:`jaxmlp.privacy`; this module is where
+they meet the training step.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmlp.nn import checks
+from jaxmlp.nn.network import Network
+from jaxmlp.privacy.dpsgd import (
+    Clip, DPStepMetrics, check_dp_args, check_sampling_rate, default_steps_per_epoch,
+    dp_gradient_kernel, padded_batch_size, poisson_batch, total_clip,
+)
+from jaxmlp.train.step import check_optimizer, with_data_check
+
+__all__ = ["make_dp_train_epoch"]
+
+
+def make_dp_train_epoch(
+    net: Network,
+    optimizer: optax.GradientTransformation,
+    *,
+    sampling_rate: float,
+    l2_norm_clip: Clip,
+    noise_multiplier: float,
+    steps_per_epoch: Optional[int] = None,
+    max_batch_size: Optional[int] = None,
+    compute_dtype=None,
+):
+    """A jitted DP-SGD ``epoch(params, opt_state, key, X, Y) -> (params, opt_state,
+    DPStepMetrics)``: ``steps_per_epoch`` Poisson-sampled steps in ONE ``lax.scan``.
+
+    Each step draws its batch (every column of X (n[0], n) independently with probability
+    q), gathers it into a padded (n[0], B_max) block with a mask, computes the DP-SGD
+    gradient of :func:`dp_value_and_grad` divided by the expected batch size q n (masked
+    columns weigh 0), and applies the optax update.
+
+    Arguments:
+      net, optimizer: the network and any optax ``GradientTransformation``.
+      sampling_rate: q in (0, 1].
+      l2_norm_clip: C, or one C_l per layer.
+      noise_multiplier: sigma >= 0 (0 draws no noise).
+      steps_per_epoch: None (round(1/q)) or a positive int.
+      max_batch_size: B_max, or None: :func:`padded_batch_size` (n, q, steps_per_epoch),
+        overflow probability per epoch below 1e-9 (``jaxmlp.train.loop`` passes the run's steps).
+      compute_dtype: operand dtype of the matrix products.
+
+    Metrics are :class:`DPStepMetrics`, each field of shape (steps_per_epoch,). Concrete
+    X, Y with NaN or infinity are refused (ValueError), once per array object.
+    """
+    net = checks.require_network(net)
+    optimizer = check_optimizer(optimizer)
+    q = check_sampling_rate(sampling_rate)
+    C, sigma = check_dp_args(l2_norm_clip, noise_multiplier, net.num_layers)
+    spe = (default_steps_per_epoch(q) if steps_per_epoch is None
+           else checks.positive_int("steps_per_epoch", steps_per_epoch))
+    if max_batch_size is not None:
+        max_batch_size = checks.positive_int("max_batch_size", max_batch_size)
+    compute_dtype = checks.compute_dtype(compute_dtype)
+    Carr = np.asarray(C, dtype=np.float64)
+    sensitivity = total_clip(C)
+
+    @jax.jit
+    def epoch(params, opt_state, key, X, Y):
+        X, Y = checks.check_problem(net, params, X, Y)
+        key = checks.prng_key(key)
+        n = X.shape[1]
+        B = max_batch_size if max_batch_size is not None else padded_batch_size(n, q, spe)
+        B = min(B, n)
+        divisor = q * n  # the expected batch size (Opacus's convention)
+
+        def body(carry, step_key):
+            params, opt_state = carry
+            k_sample, k_noise = jax.random.split(step_key)
+            idx, valid, count = poisson_batch(k_sample, n, q, B)
+            X_s = jnp.take(X, idx, axis=1)  # (n[0], B)
+            Y_s = jnp.take(Y, idx, axis=1)  # (n[L], B)
+            out = dp_gradient_kernel(net, params, X_s, Y_s, k_noise, Carr, valid, divisor,
+                                     sigma=sigma, sensitivity=sensitivity,
+                                     compute_dtype=compute_dtype)
+            updates, opt_state = optimizer.update(out.grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            metrics = DPStepMetrics(out.loss, optax.tree.norm(out.grads), count,
+                                    jnp.maximum(count - B, 0))
+            return (params, opt_state), metrics
+
+        keys = jax.random.split(key, spe)
+        (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), keys)
+        return params, opt_state, metrics
+
+    checked = with_data_check(net, epoch, 3, key_pos=2)  # bad concrete X, Y refused
+    checked.max_batch_size = max_batch_size
+    checked.steps_per_epoch = spe
+    return checked
