@@ -9,11 +9,11 @@ or closed over. It holds no arrays: the parameters are a separate pytree
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Sequence
 
 from jaxmlp.nn.activations import ACTIVATIONS, Activation, get_activation
 from jaxmlp.nn.costs import Cost, get_cost
+from jaxmlp.nn.scalars import positive_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +50,7 @@ class Network:
                 f"sizes: expected at least two entries (n[0], n[1]) for one weighted layer, "
                 f"got {sizes!r}."
             )
-        for l, n in enumerate(sizes):
-            if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-                raise TypeError(f"sizes[{l}]: expected a positive integer, got {n!r}.")
-            if n <= 0:
-                raise ValueError(f"sizes[{l}]: expected a positive integer, got {n!r}.")
-        sizes = tuple(int(n) for n in sizes)
+        sizes = tuple(positive_int(f"sizes[{l}]", n) for l, n in enumerate(sizes))
         L = len(sizes) - 1
 
         activations = self.activations
