@@ -36,7 +36,7 @@ def test_init_ensemble_members_are_init_params_of_member_keys():
 def test_members_equal_independent_runs(name, shared):
     K, lrs = 3, [3e-3, 1e-2, 3e-2]
     P = E.init_ensemble(NET, KEY, K)
-    fr = F.fit(NET, P, E.make_optimizer(name, 1e-3), X, Y, epochs=3, batch_size=16, key=SKEY,
+    fr = F.fit(NET, P, E.make_ensemble_optimizer(name, 1e-3), X, Y, epochs=3, batch_size=16, key=SKEY,
                ensemble=K, learning_rates=lrs, shared_batches=shared)
     assert fr.status == "completed" and fr.state.epoch == 3
     keys = E.member_keys(KEY, K)
@@ -67,13 +67,13 @@ def test_predict_and_evaluate_average_the_members():
     A = E.ensemble_predict(NET, P, X)
     want = np.mean([np.asarray(jaxmlp.predict(NET, E.member(P, k), X)) for k in range(3)], axis=0)
     np.testing.assert_allclose(np.asarray(A), want, rtol=1e-5, atol=1e-7)
-    ev = E.evaluate(NET, P, X, Y)
+    ev = E.ensemble_cost_and_metrics(NET, P, X, Y)
     acc = np.mean(np.argmax(want, 0) == np.argmax(Y, 0))
     np.testing.assert_allclose(float(ev["ensemble"]["accuracy"]), acc, rtol=1e-6)
     np.testing.assert_allclose(float(ev["ensemble"]["cost"]),
                                np.mean(-np.sum(Y * np.log(want), axis=0)), rtol=1e-5)
     for k in range(3):
-        single = train.evaluate(NET, E.member(P, k), X, Y)
+        single = train.cost_and_metrics(NET, E.member(P, k), X, Y)
         np.testing.assert_allclose(float(ev["members"]["cost"][k]), float(single["cost"]), rtol=1e-5)
     row = E.summary_row("train", ev)
     assert row["train_accuracy_ensemble"] == pytest.approx(acc)
@@ -82,7 +82,7 @@ def test_predict_and_evaluate_average_the_members():
 
 def test_divergent_member_is_named():
     P = E.init_ensemble(NET, KEY, 2)
-    fr = F.fit(NET, P, E.make_optimizer("sgd", 0.1), X, Y, epochs=3, batch_size=30, key=SKEY,
+    fr = F.fit(NET, P, E.make_ensemble_optimizer("sgd", 0.1), X, Y, epochs=3, batch_size=30, key=SKEY,
                ensemble=2, learning_rates=[0.1, 1e30])
     assert fr.status == "diverged" and "member 1 of 2" in fr.message
     assert fr.state.epoch == 0
@@ -99,10 +99,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"^ensemble: expected K = 2"):
         F.fit(NET, P, optax.sgd(0.1), X, Y, epochs=1, batch_size=30, key=SKEY, ensemble=3)
     with pytest.raises(ValueError, match=r"^learning_rates: expected one rate per member, shape \(2,\)"):
-        F.fit(NET, P, E.make_optimizer("sgd", 0.1), X, Y, epochs=1, batch_size=30, key=SKEY,
+        F.fit(NET, P, E.make_ensemble_optimizer("sgd", 0.1), X, Y, epochs=1, batch_size=30, key=SKEY,
               ensemble=2, learning_rates=[0.1])
     with pytest.raises(ValueError, match=r"^learning_rates: expected finite rates > 0"):
-        E.init_opt_state(E.make_optimizer("sgd", 0.1), P, [0.1, -1.0])
+        E.init_opt_state(E.make_ensemble_optimizer("sgd", 0.1), P, [0.1, -1.0])
     with pytest.raises(TypeError, match=r"^optimizer: per-member learning_rates need"):
         E.init_opt_state(optax.sgd(0.1), P, [0.1, 0.2])
     with pytest.raises(ValueError, match=r"^params: expected ensemble parameters stacked"):

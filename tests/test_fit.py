@@ -40,7 +40,7 @@ def test_fit_equals_the_epoch_function_called_by_hand():
         params, st, mt = epoch(params, st, ek, X, Y)
     for a, b in zip(jax.tree.leaves(fr.state.params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
-    ev = train.evaluate(NET, params, X, Y)
+    ev = train.cost_and_metrics(NET, params, X, Y)
     assert fr.history[-1]["train_accuracy"] == pytest.approx(float(ev["accuracy"]))
     assert fr.history[-1]["train_cost"] == pytest.approx(float(ev["cost"]))
     assert fr.history[-1]["running_cost"] == pytest.approx(float(np.mean(mt.cost)))

@@ -70,7 +70,7 @@ def test_nan_inside_jit_is_never_hidden_behind_a_finite_cost():
     assert np.isfinite(costs[0]) and np.isnan(costs[1])  # column 9 is in the second minibatch
     assert train.first_nonfinite(costs) == 1
     assert all(np.isnan(np.asarray(leaf)).any() for leaf in jax.tree.leaves(new_params))
-    assert np.isnan(float(train.evaluate(NET, new_params, *_data())["cost"]))
+    assert np.isnan(float(train.cost_and_metrics(NET, new_params, *_data())["cost"]))
 
 
 def test_checked_once_per_dataset():
@@ -109,7 +109,7 @@ def test_binary_labels_outside_0_1_are_rejected_everywhere():
     with pytest.raises(ValueError, match=msg):
         train.make_train_step(BIN, opt)(params, state, X, Y)
     with pytest.raises(ValueError, match=msg):
-        train.evaluate(BIN, params, X, Y)
+        train.cost_and_metrics(BIN, params, X, Y)
     with pytest.raises(ValueError, match=msg):
         verification.check_gradients(BIN, params, X, Y)
     Y[0, 3] = -0.5

@@ -265,15 +265,15 @@ def test_make_optimizer_bad_input(args, kwargs, match):
         train.make_optimizer(*args, **kwargs)
 
 
-# ----------------------------------------------------------------------------- evaluate
+# ----------------------------------------------------------------------------- cost_and_metrics
 
 
-def test_evaluate_metrics_against_numpy_and_sklearn():
+def test_cost_and_metrics_metrics_against_numpy_and_sklearn():
     params_by = {k: _params(net, seed=3) for k, net in NETS.items()}
     for kind, net in NETS.items():
         X, Y = _data(net, 40, seed=4)
         params = params_by[kind]
-        ev = train.evaluate(net, params, X, Y)
+        ev = train.cost_and_metrics(net, params, X, Y)
         A = np.asarray(jaxmlp.predict(net, params, X))
         np.testing.assert_allclose(ev["cost"], jaxmlp.loss(net, params, X, Y), rtol=1e-14)
         name = train.metric_name(net)
@@ -292,11 +292,11 @@ def test_evaluate_metrics_against_numpy_and_sklearn():
     assert [train.metric_name(n) for n in NETS.values()] == ["accuracy", "accuracy", "label_accuracy", "r2"]
 
 
-def test_evaluate_bad_input():
+def test_cost_and_metrics_bad_input():
     net = NETS["binary"]
     X, Y = _data(net, 10)
     with pytest.raises(ValueError, match="Y: expected shape"):
-        train.evaluate(net, _params(net), X, Y[:, :3])
+        train.cost_and_metrics(net, _params(net), X, Y[:, :3])
 
 
 # ----------------------------------------------------------------------------- data parallel
@@ -338,13 +338,13 @@ def test_data_parallel_epoch_on_two_cpu_devices():
     assert "OK" in out.stdout
 
 
-def test_evaluate_rejects_non_finite_data():
+def test_cost_and_metrics_rejects_non_finite_data():
     net = jaxmlp.Network((2, 3, 1), ("relu", "sigmoid"), "binary_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
     X = np.ones((2, 4), np.float32)
     X[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"X: expected finite values, found 1 NaN"):
-        jaxmlp.train.step.evaluate(net, params, X, np.zeros((1, 4), np.float32))
+        jaxmlp.train.cost_and_metrics(net, params, X, np.zeros((1, 4), np.float32))
 
 
 def test_split_key_is_jax_random_split():

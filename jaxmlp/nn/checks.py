@@ -16,7 +16,7 @@ kernels of :mod:`jaxmlp.nn.recurrences` and :mod:`jaxmlp.quantities.first_order`
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp

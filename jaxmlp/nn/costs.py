@@ -81,6 +81,21 @@ class Cost(NamedTuple):
             return
         _check_domain(self, local_values(Y), name, atol)
 
+    def loss_from_output(self, A: Array, Y: Array) -> Array:
+        """Per-example losses L_i, (m,), of an output A (n[L], m) known without its Z[L]
+        (an ensemble's averaged prediction): :attr:`loss` itself, with log A and log(1 - A)
+        read off A, clamped at the dtype's smallest normal number (so A = 0 or 1 gives a
+        large finite loss, not infinity). Unchecked, jittable."""
+        return self.loss(A, A, Y, _logs_of_output(A.dtype))
+
+
+def _logs_of_output(dtype) -> Activation:
+    """The logs :attr:`Cost.loss` reads, taken from the output itself (passed as its Z)."""
+    tiny = jnp.finfo(dtype).tiny
+    return Activation(name="output", forward=None, backward=None, init="", unit_range=True,
+                      log_output=lambda A: jnp.log(jnp.maximum(A, tiny)),
+                      log1m_output=lambda A, _: jnp.log(jnp.maximum(1 - A, tiny)))
+
 
 def _bce_loss(Z, A, Y, g: Activation):
     """(C1)/(C3) per example: -sum_rows(Y log A + (1 - Y) log(1 - A)), logs from Z."""

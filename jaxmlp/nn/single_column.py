@@ -47,8 +47,8 @@ from jaxmlp.nn.network import Network
 Array = jax.Array
 Params = list  # [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]
 
-__all__ = ["backward_col", "forward_col", "grad_col", "linear_backward_col", "loss_col",
-           "value_and_grad_col"]
+__all__ = ["backward_col", "forward_col", "grad_col_kernel", "gradient_col",
+           "linear_backward_col", "loss_col", "value_and_grad_col"]
 
 
 def linear_backward_col(dz: Array, a_prev: Array) -> tuple[Array, Array]:
@@ -59,8 +59,10 @@ def linear_backward_col(dz: Array, a_prev: Array) -> tuple[Array, Array]:
     return jnp.outer(dz, a_prev), dz
 
 
-def grads_col(dzs: tuple, cache: Cache) -> Params:
-    """(B1), (B2) of one column for every layer, from the sweep's dz[l] and the cache's a[l-1]."""
+def gradient_col(dzs: tuple, cache: Cache) -> Params:
+    """(B1), (B2) of one column for every layer, read off a column sweep: from the sweep's
+    dz[l] (n[l],) and the cache's a[l-1] (n[l-1],), ``[{"W": dz[l] a[l-1]^T, "b": dz[l]}]``
+    (the column form of :func:`jaxmlp.nn.recurrences.gradient`)."""
     out = []
     for dz, a_prev in zip(dzs, cache.A[:-1]):
         dW, db = linear_backward_col(dz, a_prev)
@@ -68,10 +70,11 @@ def grads_col(dzs: tuple, cache: Cache) -> Params:
     return out
 
 
-def grad_col(net: Network, params: Params, x: Array, y: Array, m: int) -> Params:
-    """Unchecked kernel: the gradient of (1/m) L_i for one column (forward, sweep, (B1)/(B2))."""
+def grad_col_kernel(net: Network, params: Params, x: Array, y: Array, m: int) -> Params:
+    """Unchecked kernel: the gradient of (1/m) L_i for one column x (n[0],), y (n[L],):
+    forward (F1)-(F2), the sweep (B3)-(B4), then :func:`gradient_col` (B1)/(B2)."""
     s = recurrences.sweep(net, params, x, y, m)
-    return grads_col(s.dZs, s.cache)
+    return gradient_col(s.dZs, s.cache)
 
 
 def _prepare_col(net, params, x, y=None):
@@ -143,7 +146,7 @@ def backward_col(net: Network, params: Params, cache: Cache, y: Array, m: int = 
                 f"{tuple(a.shape)}; use jaxmlp.backward for a batched cache."
             )
     y = checks.check_y(net, y, dtype)
-    return checks.like_params(params, grads_col(recurrences.backward_sweep(net, params, cache, y, m), cache))
+    return checks.like_params(params, gradient_col(recurrences.backward_sweep(net, params, cache, y, m), cache))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -160,4 +163,4 @@ def value_and_grad_col(
     a_L, cache = recurrences.forward_pass(net, params, x)
     L_i = recurrences.losses(net, cache.Z[-1], a_L, y)
     return L_i / m, checks.like_params(
-        params, grads_col(recurrences.backward_sweep(net, params, cache, y, m), cache))
+        params, gradient_col(recurrences.backward_sweep(net, params, cache, y, m), cache))

@@ -9,7 +9,8 @@ array (``jax.make_array_from_process_local_data``) whose columns are split over 
 axis "data". The training code does not change: ``jaxmlp.train.loop.fit`` jits the same epoch
 on the global arrays, and XLA's SPMD partitioner inserts the all-reduces of (B1), (B2) and
 (F3) (the sums over examples) across processes; nothing here is a hand-written collective.
-Parameters, optimizer state and key are replicated (:func:`replicate`).
+Parameters, optimizer state and key are replicated (:func:`replicate`, the same function as
+:func:`jaxmlp.parallel.sharding.replicate`).
 
 The 2-D mesh ("data", "model") (:func:`make_mesh_2d`, :func:`shard_params_2d`): W[l]'s
 rows (the units of layer l) and b[l] are split over "model" and X's columns over "data",
@@ -32,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxmlp.nn import checks
+from jaxmlp.parallel.sharding import replicate  # the one replicate, re-exported here
 
 __all__ = [
     "check_model_axis",
@@ -153,22 +155,6 @@ def global_columns(mesh: Mesh, X_local: Any, axis_name: str = "data", *,
     global_shape = (X_local.shape[0], X_local.shape[1] * jax.process_count())
     return jax.make_array_from_process_local_data(
         NamedSharding(mesh, P(None, axis_name)), X_local, global_shape)
-
-
-def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Every leaf whole on every device of ``mesh`` (all processes must pass equal values).
-
-    Works for a mesh that spans several processes (``jax.make_array_from_callback``), where
-    ``jax.device_put`` of host data to non-addressable devices is not available."""
-    sharding = NamedSharding(mesh, P())
-
-    def put(a):
-        if hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            return jax.device_put(a, sharding)  # typed PRNG keys have no host form
-        a = np.asarray(a)
-        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
-
-    return jax.tree.map(put, tree)
 
 
 # ----------------------------------------------------------------------------- 2-D mesh

@@ -127,9 +127,26 @@ def shard_columns(mesh: Mesh, X: Any, axis_name: str = "data", *, name: str = "X
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Places every leaf of ``tree`` (parameters, optimizer state) whole on every device."""
+    """Places every leaf of ``tree`` (parameters, optimizer state, key) whole on every device
+    of ``mesh``: the one replicate, for one process and several.
+
+    On a mesh of this process's devices it is ``jax.device_put``. On a mesh that spans
+    several processes (:mod:`jaxmlp.parallel.distributed`; all processes must pass equal
+    values) host data cannot be put on the other processes' devices, so each leaf is
+    assembled with ``jax.make_array_from_callback`` (typed PRNG keys, which have no host
+    form, are put as they are)."""
     _require_mesh(mesh)
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    sharding = NamedSharding(mesh, P())
+    if not mesh.is_multi_process:
+        return jax.device_put(tree, sharding)
+
+    def put(a):
+        if hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return jax.device_put(a, sharding)
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(put, tree)
 
 
 def shard_batch(

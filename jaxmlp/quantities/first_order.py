@@ -195,7 +195,7 @@ def _block_vmap(net, params, X, Y, m, compute_dtype):
     from jaxmlp.nn import single_column
 
     def one(x, y):
-        return single_column.grad_col(net, params, x, y, m)
+        return single_column.grad_col_kernel(net, params, x, y, m)
 
     return jax.vmap(one, in_axes=(1, 1), out_axes=0)(X, Y)
 

@@ -1,12 +1,15 @@
-"""Training: the optax step and scanned epoch, the loop, ensembles, K-FAC, checkpoints.
+"""Training: optimizers, the optax step and scanned epoch, the one loop, ensembles, K-FAC,
+checkpoints.
 
 =====================  ==================================================================
 module                 what lives there
 =====================  ==================================================================
-``step``               optimizers, :class:`TrainState`, the step and the scanned epoch,
-                       evaluation
-``loop``               :func:`fit`: epochs, evaluation, divergence, budget, callbacks
-``monitor``            what the loops check and report (:class:`FitResult`)
+``optimizers``         optimizers by name (:func:`make_optimizer`), optimizer/state checks
+``step``               :class:`TrainState`, the data checks, the step and the scanned epoch
+``metrics``            :func:`cost_and_metrics` of a set, the task's metrics of an output
+``loop``               :func:`fit`: the public entry; checks once, picks the epoch
+``epoch_loop``         :func:`run_epochs`, the one loop every run goes through
+``monitor``            what the loop checks and reports (:class:`FitResult`)
 ``private_epoch``      the Poisson-sampled DP-SGD epoch
 ``ensemble``           K networks trained at once (vmap over the same step)
 ``kfac``               K-FAC as an optax transformation (factors from the sweep)
@@ -16,21 +19,27 @@ module                 what lives there
 =====================  ==================================================================
 """
 
-from jaxmlp.train import checkpoint, ensemble, kfac, outdir, shuffle, step
+from jaxmlp.train import (
+    checkpoint, ensemble, epoch_loop, kfac, metrics, optimizers, outdir, shuffle, step,
+)
 from jaxmlp.train.loop import DEFAULT_EXPLODE_FACTOR, FitResult, fit
+from jaxmlp.train.metrics import (
+    cost_and_metrics, cost_and_metrics_kernel, metric_name, output_metrics,
+)
+from jaxmlp.train.optimizers import (
+    OPTIMIZERS, SCHEDULES, check_opt_state, check_optimizer, make_optimizer,
+)
 from jaxmlp.train.private_epoch import make_dp_train_epoch
 from jaxmlp.train.step import (
-    OPTIMIZERS, SCHEDULES, StepMetrics, TrainState, apply_update, build_optimizer,
-    check_data, check_opt_state, check_optimizer, epoch_batches, evaluate, evaluate_kernel,
-    first_nonfinite, make_optimizer, make_train_epoch, make_train_step, metric_name,
-    output_metrics, split_key, with_data_check,
+    StepMetrics, TrainState, apply_update, check_data, epoch_batches, first_nonfinite,
+    make_train_epoch, make_train_step, split_key, with_data_check,
 )
 
 __all__ = [
     "DEFAULT_EXPLODE_FACTOR", "FitResult", "OPTIMIZERS", "SCHEDULES", "StepMetrics",
-    "TrainState", "apply_update", "build_optimizer", "check_data", "check_opt_state",
-    "check_optimizer", "checkpoint", "ensemble", "epoch_batches", "evaluate",
-    "evaluate_kernel", "first_nonfinite", "fit", "kfac", "make_dp_train_epoch",
-    "make_optimizer", "make_train_epoch", "make_train_step", "metric_name", "outdir",
+    "TrainState", "apply_update", "check_data", "check_opt_state", "check_optimizer",
+    "checkpoint", "cost_and_metrics", "cost_and_metrics_kernel", "ensemble", "epoch_batches",
+    "epoch_loop", "first_nonfinite", "fit", "kfac", "make_dp_train_epoch", "make_optimizer",
+    "make_train_epoch", "make_train_step", "metric_name", "metrics", "optimizers", "outdir",
     "output_metrics", "shuffle", "split_key", "step", "with_data_check",
 ]

@@ -24,17 +24,17 @@ Uses: seeds (the spread of a metric over initialisations), learning-rate sweeps 
 call, and the averaged prediction (1/K) sum_k A[L]_k (:func:`ensemble_predict`).
 
 * :func:`init_ensemble`, :func:`member_keys`, :func:`member`, :func:`ensemble_size`;
-* :func:`make_optimizer` (per-member learning rates via ``optax.inject_hyperparams``),
-  :func:`init_opt_state`;
+* :func:`make_ensemble_optimizer` (per-member learning rates via
+  ``optax.inject_hyperparams``), :func:`init_opt_state`;
 * :func:`make_ensemble_epoch`;
-* :func:`ensemble_predict`, :func:`evaluate`;
-* :func:`fit_ensemble` (what ``jaxmlp.train.loop.fit(..., ensemble=K)`` runs).
+* :func:`ensemble_predict`, :func:`ensemble_cost_and_metrics`;
+* :func:`fit_ensemble` (what ``jaxmlp.train.loop.fit(..., ensemble=K)`` runs): the one loop
+  of :func:`jaxmlp.train.epoch_loop.run_epochs`, diagnosing each member.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Mapping, Optional
 
 import jax
@@ -42,43 +42,39 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmlp.nn import recurrences
-from jaxmlp.train import monitor, step
-from jaxmlp.nn import checks
+from jaxmlp.nn import checks, recurrences
 from jaxmlp.nn.init import init_params
 from jaxmlp.nn.network import Network
+from jaxmlp.train import monitor, step
+from jaxmlp.train.epoch_loop import EpochPlan, run_epochs
+from jaxmlp.train.metrics import cost_and_metrics_kernel, output_metrics
+from jaxmlp.train.optimizers import check_optimizer, make_optimizer
 from jaxmlp.train.shuffle import epoch_batches
 from jaxmlp.train.step import TrainState
 
 Array = jax.Array
 
 __all__ = [
+    "ensemble_cost_and_metrics",
     "ensemble_predict",
     "ensemble_size",
-    "evaluate",
     "fit_ensemble",
     "init_ensemble",
     "init_opt_state",
     "make_ensemble_epoch",
-    "make_optimizer",
+    "make_ensemble_optimizer",
     "member",
     "member_keys",
+    "summary_row",
 ]
 
-
-def check_size(K: Any, name: str = "ensemble") -> int:
-    """K as an int; ValueError/TypeError naming ``name`` unless K is an integer >= 1."""
-    if isinstance(K, bool) or not isinstance(K, (int, np.integer)):
-        raise TypeError(f"{name}: expected the number of members K, an integer >= 1, got "
-                        f"{type(K).__name__} {K!r}.")
-    if K < 1:
-        raise ValueError(f"{name}: expected the number of members K >= 1, got {K}.")
-    return int(K)
+#: How a number of members is described in error messages.
+_MEMBERS = "the number of members K >= 1"
 
 
 def member_keys(key: Any, K: int) -> Array:
     """The K member keys of ``key``: ``jax.random.split(key, K)``, (K, 2) for a raw key."""
-    K = check_size(K, "K")
+    K = checks.positive_int("K", K, _MEMBERS)
     return jax.random.split(checks.prng_key(key), K)
 
 
@@ -123,25 +119,24 @@ def ensemble_size(net: Network, params: Any, name: str = "params") -> int:
 # ----------------------------------------------------------------------------- optimizers
 
 
-def make_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
-                   total_steps: Optional[int] = None, weight_decay: float = 0.0,
-                   momentum: float = 0.9) -> optax.GradientTransformation:
-    """:func:`jaxmlp.train.step.make_optimizer` with the learning rate held in the optimizer
-    state (``optax.inject_hyperparams``), so that each member can have its own
+def make_ensemble_optimizer(name: str, learning_rate: float, *, schedule: str = "constant",
+                            total_steps: Optional[int] = None, weight_decay: float = 0.0,
+                            momentum: float = 0.9) -> optax.GradientTransformation:
+    """:func:`jaxmlp.train.optimizers.make_optimizer` with the learning rate held in the
+    optimizer state (``optax.inject_hyperparams``), so that each member can have its own
     (:func:`init_opt_state` with ``learning_rates``). ``learning_rate`` is the default rate.
 
-    Member k with rate lr_k updates as ``step.make_optimizer(name, lr_k, ...)`` does.
+    Member k with rate lr_k updates as ``make_optimizer(name, lr_k, ...)`` does.
     """
-    step.make_optimizer(name, learning_rate, schedule=schedule, total_steps=total_steps,
-                            weight_decay=weight_decay, momentum=momentum)  # the checks
+    make_optimizer(name, learning_rate, schedule=schedule, total_steps=total_steps,
+                   weight_decay=weight_decay, momentum=momentum)  # the checks, on numbers
     if name == "kfac":
         raise ValueError("optimizer: 'kfac' is not available for ensembles (its Kronecker "
                          "factors come from the single network's train step); got 'kfac'.")
 
-    def factory(learning_rate):
-        return step.build_optimizer(
-            name, learning_rate, schedule=schedule, total_steps=total_steps,
-            weight_decay=float(weight_decay), momentum=float(momentum))
+    def factory(learning_rate):  # a 0-d array: the rate held in the state
+        return make_optimizer(name, learning_rate, schedule=schedule, total_steps=total_steps,
+                              weight_decay=float(weight_decay), momentum=float(momentum))
 
     return optax.inject_hyperparams(factory)(learning_rate=float(learning_rate))
 
@@ -160,10 +155,10 @@ def init_opt_state(optimizer: Any, params: Any, learning_rates: Any = None) -> A
     """The stacked optimizer state of K members: ``vmap(optimizer.init)(params)``.
 
     ``learning_rates`` (K,): member k's rate; needs an optimizer whose state holds its
-    ``learning_rate`` hyperparameter (:func:`make_optimizer`, or any
+    ``learning_rate`` hyperparameter (:func:`make_ensemble_optimizer`, or any
     ``optax.inject_hyperparams(...)(learning_rate=...)``).
     """
-    optimizer = step.check_optimizer(optimizer)
+    optimizer = check_optimizer(optimizer)
     leaves = jax.tree.leaves(params)
     K = int(np.shape(leaves[0])[0])
     opt_state = jax.vmap(optimizer.init)(params)
@@ -174,7 +169,7 @@ def init_opt_state(optimizer: Any, params: Any, learning_rates: Any = None) -> A
     if not isinstance(hp, dict) or "learning_rate" not in hp:
         raise TypeError(
             "optimizer: per-member learning_rates need an optimizer that holds its learning "
-            "rate in its state, e.g. jaxmlp.train.ensemble.make_optimizer('adam', 1e-3) or "
+            "rate in its state, e.g. jaxmlp.train.ensemble.make_ensemble_optimizer('adam', 1e-3) or "
             "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3); got a state of type "
             f"{type(opt_state).__name__}.")
     lr = jnp.asarray(lrs, dtype=jnp.result_type(hp["learning_rate"]))
@@ -209,7 +204,7 @@ def make_ensemble_epoch(
     gathers of columns of X; the numbers are the same.
     """
     net = checks.require_network(net)
-    optimizer = step.check_optimizer(optimizer)
+    optimizer = check_optimizer(optimizer)
     batch_size = checks.positive_int("batch_size", batch_size)
     compute_dtype = checks.compute_dtype(compute_dtype)
     if permutation is not None and not callable(permutation):
@@ -257,19 +252,6 @@ def _member_outputs(net: Network, params, X: Array) -> Array:
     return jax.vmap(lambda p: recurrences.forward_pass(net, p, X)[0])(params)  # (K, n[L], m)
 
 
-def _ensemble_cost(net: Network, A: Array, Y: Array) -> Array:
-    """(F3) of the averaged prediction A (n[L], m): the cost's own loss written on A."""
-    tiny = jnp.finfo(A.dtype).tiny
-    if net.cost == "categorical_cross_entropy":
-        L = -jnp.sum(Y * jnp.log(jnp.maximum(A, tiny)), axis=0)
-    elif net.cost in ("binary_cross_entropy", "multilabel_cross_entropy"):
-        L = -jnp.sum(Y * jnp.log(jnp.maximum(A, tiny))
-                     + (1 - Y) * jnp.log(jnp.maximum(1 - A, tiny)), axis=0)
-    else:
-        L = 0.5 * jnp.sum(jnp.square(A - Y), axis=0)
-    return jnp.mean(L)
-
-
 @jax.jit
 def _mean0(A):
     return jnp.mean(A, axis=0)
@@ -285,28 +267,30 @@ def ensemble_predict(net: Network, params: Any, X: Any) -> Array:
     return _mean0(_outputs_jit(net, params, X))
 
 
-def _evaluate(net: Network, params, X: Array, Y: Array) -> tuple[dict, dict]:
-    members = jax.vmap(lambda p: step.evaluate_kernel(net, p, X, Y))(params)
+def _cost_and_metrics(net: Network, params, X: Array, Y: Array) -> tuple[dict, dict]:
+    members = jax.vmap(lambda p: cost_and_metrics_kernel(net, p, X, Y))(params)
     A = jnp.mean(_member_outputs(net, params, X), axis=0)
-    ens = {"cost": _ensemble_cost(net, A, Y), **step.output_metrics(net, A, Y)}
+    ens = {"cost": jnp.mean(net.cost_fn.loss_from_output(A, Y)), **output_metrics(net, A, Y)}
     return members, ens
 
 
-_evaluate_jit = jax.jit(_evaluate, static_argnums=0)
+_cost_and_metrics_jit = jax.jit(_cost_and_metrics, static_argnums=0)
 
 
-def evaluate(net: Network, params: Any, X: Any, Y: Any, *, check_finite: bool = True) -> dict:
+def ensemble_cost_and_metrics(net: Network, params: Any, X: Any, Y: Any, *,
+                              check_finite: bool = True) -> dict:
     """Members' and ensemble's cost and metrics on a set X (n[0], m), Y (n[L], m).
 
     Returns ``{"members": {name: (K,) or (K, ...)}, "ensemble": {name: ...}}``: the metrics
-    of :func:`jaxmlp.train.step.evaluate` for every member, and for the averaged prediction
-    A = (1/K) sum_k A[L]_k (its cost is the network's cost function evaluated on A).
+    of :func:`jaxmlp.train.metrics.cost_and_metrics` for every member, and for the averaged
+    prediction A = (1/K) sum_k A[L]_k (its cost (F3) is the network's cost on A,
+    :meth:`jaxmlp.nn.costs.Cost.loss_from_output`).
     """
     ensemble_size(net, params)
     X, Y = checks.check_problem(net, member(params, 0), X, Y)
     if check_finite:
         checks.check_finite(X=X, Y=Y)
-    members, ens = _evaluate_jit(net, params, X, Y)
+    members, ens = _cost_and_metrics_jit(net, params, X, Y)
     return {"members": members, "ensemble": ens}
 
 
@@ -354,38 +338,34 @@ def fit_ensemble(
     state: Optional[TrainState] = None,
     history: Optional[list] = None,
     on_epoch_end: Optional[Callable[[TrainState, dict], Optional[bool]]] = None,
-    explode_factor: Optional[float] = 1e6,
+    explode_factor: Optional[float] = monitor.DEFAULT_EXPLODE_FACTOR,
     progress: bool = False,
     progress_desc: str = "ensemble",
     compute_dtype=None,
     permutation=None,
-):
+) -> monitor.FitResult:
     """:func:`jaxmlp.train.loop.fit` for K stacked members (``params`` from :func:`init_ensemble`).
 
     Arguments as :func:`jaxmlp.train.loop.fit`, plus:
       ensemble: K (checked against the parameters' leading axis), or None to read it there.
-      learning_rates: None, or K rates (needs :func:`make_optimizer`-style state).
+      learning_rates: None, or K rates (needs :func:`make_ensemble_optimizer`-style state).
       shared_batches: all members draw the same minibatches from ``key``; otherwise member
         k's shuffle key is ``member_keys(key, K)[k]`` (``key`` a single key), or ``key[k]``
         when ``key`` is already K keys.
 
-    One compiled call per epoch trains all members. The run stops (status ``"diverged"``,
+    One compiled call per epoch trains all members, in the loop every run goes through
+    (:func:`jaxmlp.train.epoch_loop.run_epochs`). The run stops (status ``"diverged"``,
     last good state kept) as soon as ANY member's minibatch cost or gradient becomes
     non-finite or explodes; the message names the member. History rows hold
     ``running_cost`` (mean over members), ``running_cost_members``, and for every set the
     entries of :func:`summary_row`.
     """
-    net = checks.require_network(net)
-    epochs = checks.positive_int("epochs", epochs)
+    net, epochs, explode_factor = monitor.check_loop_args(net, epochs, explode_factor,
+                                                          on_epoch_end)
     batch_size = checks.positive_int("batch_size", batch_size)
-    if explode_factor is not None:
-        explode_factor = checks.real_number("explode_factor", explode_factor, low=1,
-                                                low_open=True)
-    if on_epoch_end is not None and not callable(on_epoch_end):
-        raise TypeError(f"on_epoch_end: expected a function (state, row) or None, got "
-                        f"{type(on_epoch_end).__name__}.")
     if ensemble is not None:
-        ensemble = check_size(ensemble)
+        ensemble = checks.positive_int("ensemble", ensemble, _MEMBERS)
+    shared_batches = bool(shared_batches)
     if state is None:
         K = ensemble_size(net, params)
         if ensemble is not None and ensemble != K:
@@ -402,56 +382,42 @@ def fit_ensemble(
         if ensemble is not None and ensemble != K:
             raise ValueError(f"ensemble: expected K = {K}, the leading axis of state.params, "
                              f"got {ensemble}.")
+        if shared_batches:
+            state = state._replace(key=checks.prng_key(state.key, "state.key"))
     history = list(history or [])[: state.epoch]
     X, Y, eval_sets = monitor.check_run_data(net, member(state.params, 0), X, Y, eval_sets)
     epoch_fn = make_ensemble_epoch(net, optimizer, batch_size, shared_batches=shared_batches,
                                    permutation=permutation, compute_dtype=compute_dtype)
-    split = step.split_key if shared_batches else _split_keys
-    baselines = history[0].get("first_cost_members") if history else None
 
-    bar = monitor.progress_bar(epochs, state.epoch, progress_desc) if progress else None
-    status, message, seconds = "completed", None, []
-    try:
-        for epoch in range(state.epoch + 1, epochs + 1):
-            t0 = time.perf_counter()
-            key, epoch_key = split(state.key)
-            params, opt_state, mt = epoch_fn(state.params, state.opt_state, epoch_key, X, Y)
-            costs = np.asarray(mt.cost)  # (K, steps); waits for the epoch
-            dt = time.perf_counter() - t0
-            gnorms = np.asarray(mt.grad_norm)
-            if baselines is None:
-                baselines = [abs(float(c[0])) if math.isfinite(c[0]) else math.inf for c in costs]
-            ok = np.asarray(_members_finite(params))
-            problem = None
-            for k in range(K):
-                p = monitor.diagnose(epoch, costs[k], gnorms[k], bool(ok[k]), baselines[k],
-                                      explode_factor)
-                if p is not None:
-                    problem = f"member {k} of {K}: {p}"
-                    break
+    def diagnose_members(epoch, costs, gnorms, params, baselines):
+        ok = np.asarray(_members_finite(params))
+        for k in range(K):
+            problem = monitor.diagnose(epoch, costs[k], gnorms[k], bool(ok[k]), baselines[k],
+                                       explode_factor)
             if problem is not None:
-                status, message = "diverged", f"training stopped: {problem}"
-                break
-            state = TrainState(params, opt_state, key, epoch)
-            seconds.append(dt)
-            member_costs = costs.mean(axis=1)
-            row = {"epoch": epoch, "running_cost": float(np.mean(member_costs)),
-                   "running_cost_members": member_costs.tolist(),
-                   "first_cost": float(np.mean(costs[:, 0])),
-                   "first_cost_members": costs[:, 0].tolist(), "seconds": dt}
-            for name, (Xe, Ye) in eval_sets.items():
-                row.update(summary_row(name, evaluate(net, params, Xe, Ye, check_finite=False)))
-            history.append(row)
-            if on_epoch_end is not None and on_epoch_end(state, row) is False:
-                status, message = "stopped", f"stopped by on_epoch_end after epoch {epoch}"
-                break
-            if bar is not None:
-                bar.set_postfix({"cost": f"{row['running_cost']:.4f}"}, refresh=False)
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return monitor.FitResult(state, history, status, message, seconds)
+                return f"member {k} of {K}: {problem}"
+        return None
+
+    def cost_entries(costs):  # costs (K, steps)
+        member_costs = costs.mean(axis=1)
+        return {"running_cost": float(np.mean(member_costs)),
+                "running_cost_members": member_costs.tolist(),
+                "first_cost": float(np.mean(costs[:, 0])),
+                "first_cost_members": costs[:, 0].tolist()}
+
+    def set_entries(name, params, Xe, Ye):
+        members, ens = _cost_and_metrics_jit(net, params, Xe, Ye)
+        return summary_row(name, {"members": members, "ensemble": ens})
+
+    plan = EpochPlan(
+        epoch_fn=epoch_fn,
+        split_key=step.split_key_kernel if shared_batches else _split_keys,
+        baseline=lambda costs: [abs(float(c[0])) if math.isfinite(c[0]) else math.inf
+                                for c in costs],
+        baseline_entry="first_cost_members", diagnose=diagnose_members,
+        cost_entries=cost_entries, set_entries=set_entries)
+    return run_epochs(plan, state, X, Y, epochs=epochs, eval_sets=eval_sets, history=history,
+                      on_epoch_end=on_epoch_end, progress=progress, progress_desc=progress_desc)
 
 
 def _member_shuffle_keys(key: Any, K: int, shared: bool) -> Array:

@@ -22,32 +22,37 @@ batch size only in expectation, q n), and after every epoch the history row hold
 ``dp.delta``), shown on the progress bar. With ``dp.target_epsilon`` the run stops
 (status ``"budget"``) before an epoch whose steps would spend more than the target.
 
+Ensembles (``ensemble=K``) are the same loop over K stacked members
+(:func:`jaxmlp.train.ensemble.fit_ensemble`): every run goes through
+:func:`jaxmlp.train.epoch_loop.run_epochs`, which this module hands an
+:class:`~jaxmlp.train.epoch_loop.EpochPlan` and the arguments it checked once.
+
 ``experiments/train.py`` is argument parsing and file output around this function.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import sys
-import time
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp.privacy import dpsgd
-from jaxmlp.train import step
 from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
-from jaxmlp.train.monitor import FitResult, all_finite, check_run_data, diagnose, progress_bar, scalars
-from jaxmlp.train.private_epoch import make_dp_train_epoch
+from jaxmlp.privacy import dpsgd
+from jaxmlp.train import ensemble as ensemble_lib
+from jaxmlp.train import step
+from jaxmlp.train.epoch_loop import EpochPlan, run_epochs
+from jaxmlp.train.metrics import cost_and_metrics_kernel, metric_name
+from jaxmlp.train.monitor import (
+    DEFAULT_EXPLODE_FACTOR, FitResult, all_finite, check_loop_args, check_run_data, diagnose,
+    scalars,
+)
+from jaxmlp.train.private_epoch import dp_max_batch_size, make_dp_train_epoch_from_settings
 from jaxmlp.train.step import TrainState
 
 __all__ = ["DEFAULT_EXPLODE_FACTOR", "FitResult", "fit"]
-
-#: A minibatch cost above this multiple of the run's first minibatch cost stops the run.
-DEFAULT_EXPLODE_FACTOR = 1e6
 
 
 def fit(
@@ -87,7 +92,7 @@ def fit(
         None with ``dp`` (the batches are Poisson samples of expected size q m).
       key: the PRNG key of the first epoch's shuffle (ignored when ``state`` is given).
       eval_sets: ``{"train": (X, Y), "test": (X_te, Y_te)}``: evaluated after every epoch
-        (:func:`jaxmlp.train.step.evaluate`); each scalar metric lands in the history as
+        (:func:`jaxmlp.train.metrics.cost_and_metrics`); each scalar metric lands in the history as
         ``<name>_<metric>``.
       state: a :class:`TrainState` to resume (from a checkpoint); ``history`` its epochs.
       on_epoch_end: ``f(state, row)`` after every good epoch (checkpoints, logging);
@@ -98,8 +103,8 @@ def fit(
       compute_dtype, batch_sharding, permutation: as for
         :func:`jaxmlp.train.step.make_train_epoch` (the last two not with ``dp``).
       dp: None, or a :class:`jaxmlp.privacy.DPSGD`: private training (module docstring).
-        Its ``max_batch_size`` defaults to :func:`jaxmlp.privacy.padded_batch_size` for all
-        the run's steps (overflow probability below 1e-9 over the run).
+        Its ``max_batch_size`` defaults to :func:`jaxmlp.train.private_epoch.dp_max_batch_size`
+        for all the run's steps (overflow probability below 1e-9 over the run).
       ensemble, learning_rates, shared_batches: K members trained at once, ``params``
         stacked along a leading axis K (:func:`jaxmlp.train.ensemble.init_ensemble`), optionally
         with K learning rates; runs :func:`jaxmlp.train.ensemble.fit_ensemble` (its docstring;
@@ -114,112 +119,82 @@ def fit(
                              "vmapped on one device set); got a sharding.")
         if dp is not None:
             raise ValueError("dp: not supported with ensemble; got a DPSGD.")
-        from jaxmlp.train import ensemble as ensemble_lib
-
         return ensemble_lib.fit_ensemble(
             net, params, optimizer, X, Y, epochs=epochs, batch_size=batch_size, key=key,
             ensemble=ensemble, learning_rates=learning_rates, shared_batches=shared_batches,
             eval_sets=eval_sets, state=state, history=history, on_epoch_end=on_epoch_end,
             explode_factor=explode_factor, progress=progress, progress_desc=progress_desc,
             compute_dtype=compute_dtype, permutation=permutation)
-    net = checks.require_network(net)
-    epochs = checks.positive_int("epochs", epochs)
-    if explode_factor is not None:
-        explode_factor = checks.real_number("explode_factor", explode_factor, low=1,
-                                                low_open=True)
-    if on_epoch_end is not None and not callable(on_epoch_end):
-        raise TypeError(f"on_epoch_end: expected a function (state, row) or None, got "
-                        f"{type(on_epoch_end).__name__}.")
+    net, epochs, explode_factor = check_loop_args(net, epochs, explode_factor, on_epoch_end)
     if state is None:
         opt_state = optimizer.init(params) if hasattr(optimizer, "init") else None
         state = TrainState(params, opt_state, checks.prng_key(key), 0)
     elif not isinstance(state, TrainState):
         raise TypeError(f"state: expected a jaxmlp.train.step.TrainState or None, got "
                         f"{type(state).__name__}.")
+    else:
+        state = state._replace(key=checks.prng_key(state.key, "state.key"))
     history = list(history or [])[: state.epoch]
     X, Y, eval_sets = check_run_data(net, state.params, X, Y, eval_sets)
-    m = X.shape[1]
     if dp is None:
         if batch_size is None:
             raise TypeError("batch_size: expected a positive integer (None only with dp), got None.")
         epoch_fn = step.make_train_epoch(net, optimizer, batch_size,
-                                             batch_sharding=batch_sharding,
-                                             permutation=permutation, compute_dtype=compute_dtype)
+                                         batch_sharding=batch_sharding, permutation=permutation,
+                                         compute_dtype=compute_dtype, check_data=False)
+        metric_entries = budget = None
     else:
-        dp = dpsgd.check_dpsgd(dp, net, m)
-        for name, value in (("batch_size", batch_size), ("batch_sharding", batch_sharding),
-                            ("permutation", permutation)):
-            if value is not None:
-                raise ValueError(f"{name}: expected None with dp (private training samples "
-                                 f"its batches by Poisson sampling), got {value!r}.")
-        if dp.max_batch_size is None:
-            dp = dp._replace(max_batch_size=dpsgd.padded_batch_size(
-                m, dp.sampling_rate, epochs * dp.steps_per_epoch))
-        epoch_fn = make_dp_train_epoch(
-            net, optimizer, sampling_rate=dp.sampling_rate, l2_norm_clip=dp.l2_norm_clip,
-            noise_multiplier=dp.noise_multiplier, steps_per_epoch=dp.steps_per_epoch,
-            max_batch_size=dp.max_batch_size, compute_dtype=compute_dtype)
+        epoch_fn, metric_entries, budget = _private_epoch(
+            net, optimizer, dp, X.shape[1], epochs, compute_dtype,
+            batch_size=batch_size, batch_sharding=batch_sharding, permutation=permutation)
 
+    def set_entries(name, params, Xe, Ye):
+        return {f"{name}_{k}": v for k, v in
+                scalars(cost_and_metrics_kernel(net, params, Xe, Ye)).items()}
+
+    def diagnose_epoch(epoch, costs, gnorms, params, baseline):
+        return diagnose(epoch, costs, gnorms, bool(all_finite(params)), baseline, explode_factor)
+
+    plan = EpochPlan(
+        epoch_fn=epoch_fn, split_key=step.split_key_kernel,
+        baseline=lambda costs: abs(float(costs[0])) if math.isfinite(costs[0]) else math.inf,
+        baseline_entry="first_cost", diagnose=diagnose_epoch,
+        cost_entries=lambda costs: {"running_cost": float(np.mean(costs)),
+                                    "first_cost": float(costs[0])},
+        set_entries=set_entries, metric_entries=metric_entries, budget=budget,
+        bar_metric=metric_name(net))
+    return run_epochs(plan, state, X, Y, epochs=epochs, eval_sets=eval_sets, history=history,
+                      on_epoch_end=on_epoch_end, progress=progress, progress_desc=progress_desc)
+
+
+def _private_epoch(net: Network, optimizer, dp, m: int, epochs: int, compute_dtype, **single):
+    """The DP-SGD epoch of a run of ``epochs`` epochs on m examples, the history entries it
+    adds (privacy spent, steps, batch sizes, overflows) and the budget check."""
+    dp = dpsgd.check_dpsgd(dp, net, m)
+    for name, value in single.items():
+        if value is not None:
+            raise ValueError(f"{name}: expected None with dp (private training samples "
+                             f"its batches by Poisson sampling), got {value!r}.")
+    dp = dp._replace(max_batch_size=dp_max_batch_size(
+        m, dp.sampling_rate, epochs * dp.steps_per_epoch, dp.max_batch_size))
+    epoch_fn = make_dp_train_epoch_from_settings(net, optimizer, dp, compute_dtype=compute_dtype)
+
+    @functools.lru_cache(maxsize=None)
     def spent(epoch: int) -> float:
         return dpsgd.epsilon(noise_multiplier=dp.noise_multiplier,
-                               sampling_rate=dp.sampling_rate, steps=epoch * dp.steps_per_epoch,
-                               delta=dp.delta, accountant=dp.accountant)
+                             sampling_rate=dp.sampling_rate, steps=epoch * dp.steps_per_epoch,
+                             delta=dp.delta, accountant=dp.accountant)
 
-    metric = step.metric_name(net)
-    baseline = history[0].get("first_cost") if history else None
+    def metric_entries(epoch, mt):
+        return {"epsilon": spent(epoch), "steps": epoch * dp.steps_per_epoch,
+                "mean_batch_size": float(np.mean(np.asarray(mt.batch_size))),
+                "overflow": int(np.sum(np.asarray(mt.overflow)))}
 
-    bar = progress_bar(epochs, state.epoch, progress_desc) if progress else None
-    status, message, seconds = "completed", None, []
-    try:
-        for epoch in range(state.epoch + 1, epochs + 1):
-            eps = None
-            if dp is not None and dp.target_epsilon is not None:
-                eps = spent(epoch)
-                if eps > dp.target_epsilon:
-                    status = "budget"
-                    message = (f"privacy budget: epoch {epoch} would spend epsilon {eps:.4g} > "
-                               f"target_epsilon {dp.target_epsilon:g} (delta {dp.delta:g}); "
-                               f"stopped after epoch {epoch - 1}")
-                    break
-            t0 = time.perf_counter()
-            key, epoch_key = step.split_key(state.key)
-            params, opt_state, mt = epoch_fn(state.params, state.opt_state, epoch_key, X, Y)
-            costs = np.asarray(mt.cost)  # waits for the epoch
-            dt = time.perf_counter() - t0
-            gnorms = np.asarray(mt.grad_norm)
-            if baseline is None:
-                baseline = abs(float(costs[0])) if math.isfinite(costs[0]) else math.inf
-            problem = diagnose(epoch, costs, gnorms, bool(all_finite(params)), baseline,
-                                explode_factor)
-            if problem is not None:
-                status, message = "diverged", f"training stopped: {problem}"
-                break
-            state = TrainState(params, opt_state, key, epoch)
-            seconds.append(dt)
-            row = {"epoch": epoch, "running_cost": float(np.mean(costs)),
-                   "first_cost": float(costs[0]), "seconds": dt}
-            if dp is not None:
-                row["epsilon"] = spent(epoch) if eps is None else eps
-                row["steps"] = epoch * dp.steps_per_epoch
-                row["mean_batch_size"] = float(np.mean(np.asarray(mt.batch_size)))
-                row["overflow"] = int(np.sum(np.asarray(mt.overflow)))
-            for name, (Xe, Ye) in eval_sets.items():
-                ev = scalars(step.evaluate(net, params, Xe, Ye, check_finite=False))
-                row.update({f"{name}_{k}": v for k, v in ev.items()})
-            history.append(row)
-            if on_epoch_end is not None and on_epoch_end(state, row) is False:
-                status, message = "stopped", f"stopped by on_epoch_end after epoch {epoch}"
-                break
-            if bar is not None:
-                shown = {"cost": f"{row['running_cost']:.4f}"}
-                shown.update({f"{n}_{metric}": f"{row[f'{n}_{metric}']:.4f}" for n in eval_sets
-                              if f"{n}_{metric}" in row})
-                if "epsilon" in row:
-                    shown["eps"] = f"{row['epsilon']:.3g}"
-                shown.update(row.get("postfix", {}))
-                bar.set_postfix(shown, refresh=False)
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return FitResult(state, history, status, message, seconds)
+    def budget(epoch):
+        if dp.target_epsilon is None or spent(epoch) <= dp.target_epsilon:
+            return None
+        return (f"privacy budget: epoch {epoch} would spend epsilon {spent(epoch):.4g} > "
+                f"target_epsilon {dp.target_epsilon:g} (delta {dp.delta:g}); "
+                f"stopped after epoch {epoch - 1}")
+
+    return epoch_fn, metric_entries, budget

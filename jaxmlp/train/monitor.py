@@ -1,5 +1,6 @@
-"""What a training loop checks and reports, shared by :func:`jaxmlp.train.fit` and the
-ensembles' loop: the run's data checked once, each epoch's diagnosis, the progress bar and
+"""What the training loop checks and reports (:func:`jaxmlp.train.epoch_loop.run_epochs`,
+for :func:`jaxmlp.train.fit` and the ensembles): the loop's arguments and the run's data,
+checked once at the public boundary, each epoch's diagnosis, the progress bar and
 :class:`FitResult`."""
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
 from jaxmlp.train.step import TrainState
 
-__all__ = ["FitResult", "all_finite", "check_run_data", "diagnose", "progress_bar", "scalars"]
+__all__ = ["DEFAULT_EXPLODE_FACTOR", "FitResult", "all_finite", "check_loop_args",
+           "check_run_data", "diagnose", "progress_bar", "scalars"]
+
+#: A minibatch cost above this multiple of the run's first minibatch cost stops the run.
+DEFAULT_EXPLODE_FACTOR = 1e6
 
 
 class FitResult(NamedTuple):
@@ -51,6 +56,21 @@ def all_finite(tree) -> jax.Array:
 def scalars(ev: dict) -> dict[str, float]:
     """The 0-d entries of an evaluation as Python floats (a history row)."""
     return {k: float(v) for k, v in ev.items() if np.ndim(v) == 0}
+
+
+def check_loop_args(net: Any, epochs: Any, explode_factor: Any, on_epoch_end: Any) -> tuple:
+    """The checks of the loop's own arguments: ``(net, epochs, explode_factor)`` checked
+    (a Network, an int >= 1, None or a number > 1); TypeError unless ``on_epoch_end`` is
+    None or a function."""
+    net = checks.require_network(net)
+    epochs = checks.positive_int("epochs", epochs)
+    if explode_factor is not None:
+        explode_factor = checks.real_number("explode_factor", explode_factor, low=1,
+                                            low_open=True)
+    if on_epoch_end is not None and not callable(on_epoch_end):
+        raise TypeError(f"on_epoch_end: expected a function (state, row) or None, got "
+                        f"{type(on_epoch_end).__name__}.")
+    return net, epochs, explode_factor
 
 
 def check_run_data(net: Network, params: Any, X: Any, Y: Any,

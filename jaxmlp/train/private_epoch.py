@@ -19,12 +19,23 @@ import optax
 from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
 from jaxmlp.privacy.dpsgd import (
-    Clip, DPStepMetrics, check_dp_args, check_sampling_rate, default_steps_per_epoch,
+    DPSGD, Clip, DPStepMetrics, check_dp_args, check_sampling_rate, default_steps_per_epoch,
     dp_gradient_kernel, padded_batch_size, poisson_batch, total_clip,
 )
-from jaxmlp.train.step import check_optimizer, with_data_check
+from jaxmlp.train.optimizers import check_optimizer
+from jaxmlp.train.step import with_data_check
 
-__all__ = ["make_dp_train_epoch"]
+__all__ = ["dp_max_batch_size", "make_dp_train_epoch", "make_dp_train_epoch_from_settings"]
+
+
+def dp_max_batch_size(num_examples: int, sampling_rate: float, steps: int,
+                      max_batch_size: Optional[int] = None) -> int:
+    """B_max, the padded batch of the Poisson-sampled steps: ``max_batch_size`` when given,
+    else :func:`jaxmlp.privacy.padded_batch_size` (n, q, steps) (overflow probability over
+    ``steps`` steps below 1e-9); at most n. The one place a DP run's B_max is decided."""
+    B = (padded_batch_size(num_examples, sampling_rate, steps) if max_batch_size is None
+         else max_batch_size)
+    return min(B, num_examples)
 
 
 def make_dp_train_epoch(
@@ -37,6 +48,7 @@ def make_dp_train_epoch(
     steps_per_epoch: Optional[int] = None,
     max_batch_size: Optional[int] = None,
     compute_dtype=None,
+    check_data: bool = True,
 ):
     """A jitted DP-SGD ``epoch(params, opt_state, key, X, Y) -> (params, opt_state,
     DPStepMetrics)``: ``steps_per_epoch`` Poisson-sampled steps in ONE ``lax.scan``.
@@ -52,12 +64,14 @@ def make_dp_train_epoch(
       l2_norm_clip: C, or one C_l per layer.
       noise_multiplier: sigma >= 0 (0 draws no noise).
       steps_per_epoch: None (round(1/q)) or a positive int.
-      max_batch_size: B_max, or None: :func:`padded_batch_size` (n, q, steps_per_epoch),
+      max_batch_size: B_max, or None: :func:`dp_max_batch_size` (n, q, steps_per_epoch),
         overflow probability per epoch below 1e-9 (``jaxmlp.train.loop`` passes the run's steps).
       compute_dtype: operand dtype of the matrix products.
+      check_data: True (default): concrete X, Y with NaN or infinity are refused
+        (ValueError), once per array object, and an integer seed becomes a key; False: the
+        jitted epoch alone (as :func:`jaxmlp.train.step.make_train_epoch`).
 
-    Metrics are :class:`DPStepMetrics`, each field of shape (steps_per_epoch,). Concrete
-    X, Y with NaN or infinity are refused (ValueError), once per array object.
+    Metrics are :class:`DPStepMetrics`, each field of shape (steps_per_epoch,).
     """
     net = checks.require_network(net)
     optimizer = check_optimizer(optimizer)
@@ -67,7 +81,33 @@ def make_dp_train_epoch(
            else checks.positive_int("steps_per_epoch", steps_per_epoch))
     if max_batch_size is not None:
         max_batch_size = checks.positive_int("max_batch_size", max_batch_size)
-    compute_dtype = checks.compute_dtype(compute_dtype)
+    if not isinstance(check_data, bool):
+        raise TypeError(f"check_data: expected True or False, got {check_data!r}.")
+    epoch = _dp_epoch(net, optimizer, q, C, sigma, spe, max_batch_size,
+                      checks.compute_dtype(compute_dtype))
+    checked = with_data_check(net, epoch, 3, key_pos=2) if check_data else epoch
+    checked.max_batch_size = max_batch_size
+    checked.steps_per_epoch = spe
+    return checked
+
+
+def make_dp_train_epoch_from_settings(net: Network, optimizer: optax.GradientTransformation,
+                                      dp: DPSGD, *, compute_dtype=None):
+    """:func:`make_dp_train_epoch` for a :class:`jaxmlp.privacy.DPSGD` that
+    :func:`jaxmlp.privacy.check_dpsgd` returned (checked, defaults filled in): its settings
+    are not checked again, and the epoch expects checked X, Y and a PRNG key (no host-side
+    checks; :func:`jaxmlp.train.loop.fit` checks them once per run)."""
+    epoch = _dp_epoch(checks.require_network(net), check_optimizer(optimizer), dp.sampling_rate,
+                      dp.l2_norm_clip, dp.noise_multiplier, dp.steps_per_epoch,
+                      dp.max_batch_size, checks.compute_dtype(compute_dtype))
+    epoch.max_batch_size = dp.max_batch_size
+    epoch.steps_per_epoch = dp.steps_per_epoch
+    return epoch
+
+
+def _dp_epoch(net, optimizer, q: float, C, sigma: float, spe: int,
+              max_batch_size: Optional[int], compute_dtype):
+    """The jitted epoch of checked settings (see :func:`make_dp_train_epoch`)."""
     Carr = np.asarray(C, dtype=np.float64)
     sensitivity = total_clip(C)
 
@@ -76,8 +116,7 @@ def make_dp_train_epoch(
         X, Y = checks.check_problem(net, params, X, Y)
         key = checks.prng_key(key)
         n = X.shape[1]
-        B = max_batch_size if max_batch_size is not None else padded_batch_size(n, q, spe)
-        B = min(B, n)
+        B = dp_max_batch_size(n, q, spe, max_batch_size)
         divisor = q * n  # the expected batch size (Opacus's convention)
 
         def body(carry, step_key):
@@ -99,7 +138,4 @@ def make_dp_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), keys)
         return params, opt_state, metrics
 
-    checked = with_data_check(net, epoch, 3, key_pos=2)  # bad concrete X, Y refused
-    checked.max_batch_size = max_batch_size
-    checked.steps_per_epoch = spe
-    return checked
+    return epoch

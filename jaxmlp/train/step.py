@@ -3,7 +3,8 @@
 The gradient is the hand-derived one, ``jaxmlp.value_and_grad`` (forward (F1)-(F3), then
 backward (B1)-(B4)); optax only turns it into an update, so any ``GradientTransformation``
 works: plain gradient descent theta <- theta - eta dJ/dtheta as in the seeds (``optax.sgd``),
-momentum, Adam, with schedules and weight decay (:func:`make_optimizer` builds the usual ones).
+momentum, Adam, with schedules and weight decay (:func:`jaxmlp.train.optimizers.make_optimizer`
+builds the usual ones).
 
 * :func:`make_train_step` -- ``step(params, opt_state, X, Y) -> (params, opt_state, metrics)``,
   one update on one minibatch, jitted.
@@ -14,7 +15,10 @@ momentum, Adam, with schedules and weight decay (:func:`make_optimizer` builds t
   shuffle are skipped for that epoch (like ``drop_last``); the next epoch draws a new
   permutation, so a different remainder is skipped and every example keeps being used.
   :func:`epoch_batches` returns the column indices an epoch uses.
-* :func:`evaluate` -- cost and the task's metric on a whole set, jitted.
+* :func:`split_key` -- ``key, epoch_key = jax.random.split(key)`` in one dispatch.
+
+The cost and metrics of a whole set are :func:`jaxmlp.train.metrics.cost_and_metrics`; the
+optimizers by name are :mod:`jaxmlp.train.optimizers`.
 
 Metrics cross the boundary as :class:`StepMetrics` (per step; stacked along a leading
 axis of length ``m // batch_size`` for an epoch). The state a training run carries from one
@@ -40,40 +44,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmlp.nn import recurrences
-from jaxmlp.nn import checks
+from jaxmlp.nn import checks, recurrences
 from jaxmlp.nn.costs import COSTS
 from jaxmlp.nn.network import Network
 from jaxmlp.nn.propagation import value_and_grad_kernel
 from jaxmlp.nn.recurrences import gradient
+from jaxmlp.train.optimizers import check_opt_state, check_optimizer
 from jaxmlp.train.shuffle import epoch_batches
 
 Array = jax.Array
 
 __all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "StepMetrics",
-    "build_optimizer",
-    "TrainState",
-    "check_data",
-    "check_opt_state",
-    "epoch_batches",
-    "evaluate",
-    "first_nonfinite",
-    "make_optimizer",
-    "make_train_epoch",
-    "make_train_step",
-    "metric_name",
-    "output_metrics",
-    "split_key",
-    "apply_update", "check_optimizer", "evaluate_kernel", "with_data_check",
+    "StepMetrics", "TrainState", "apply_update", "check_data", "epoch_batches",
+    "first_nonfinite", "make_train_epoch", "make_train_step", "split_key", "split_key_kernel",
+    "with_data_check",
 ]
-
-#: Optimizer names accepted by :func:`make_optimizer`.
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "kfac")
-#: Learning-rate schedules accepted by :func:`make_optimizer`.
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
 class StepMetrics(NamedTuple):
@@ -102,153 +87,6 @@ class TrainState(NamedTuple):
     opt_state: Any
     key: Any
     epoch: int
-
-
-# ----------------------------------------------------------------------------- optimizers
-
-
-def _wd_mask(params):
-    """Weight decay on the weights W[l] only, never on the biases b[l]."""
-    return checks.like_params(params, [{"W": True, "b": False} for _ in params])
-
-
-def make_optimizer(
-    name: str,
-    learning_rate: float,
-    *,
-    schedule: str = "constant",
-    total_steps: Optional[int] = None,
-    weight_decay: float = 0.0,
-    momentum: float = 0.9,
-    damping: float = 1e-3,
-    inverse_every: int = 1,
-    kfac_kind: str = "exact",
-    kfac_kl_clip: Optional[float] = None,
-) -> optax.GradientTransformation:
-    """The usual optax optimizers by name.
-
-    Arguments:
-      name: one of :data:`OPTIMIZERS`: ``"sgd"`` (theta <- theta - eta g, the seeds' rule),
-        ``"momentum"`` / ``"nesterov"`` (heavy-ball / Nesterov with ``momentum``), ``"adam"``,
-        ``"adamw"`` (Adam with decoupled weight decay), ``"rmsprop"``, ``"kfac"``
-        (:func:`jaxmlp.train.kfac.kfac`, no momentum; the train step and epoch compute its
-        Kronecker factors (H6) from the same forward pass as the gradient).
-      learning_rate: eta > 0, the peak value when a schedule is used.
-      schedule: one of :data:`SCHEDULES`: constant eta; cosine decay from eta to 0 over
-        ``total_steps``; linear warm-up over the first 5 % of ``total_steps`` then cosine.
-      total_steps: number of updates of the whole run (needed by the schedules).
-      weight_decay: lambda >= 0, applied to the weights W[l] only (not b[l]): decoupled for
-        ``adamw``, and for the other optimizers added to the gradient (lambda W, the gradient
-        of the L2 penalty (lambda/2) ||W||^2) before the optimizer sees it.
-      momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1).
-      damping, inverse_every, kfac_kind, kfac_kl_clip: ``"kfac"`` only: Tikhonov damping,
-        refresh of the factors' inverses every k steps, the factors' kind ("exact", "mc",
-        "empirical"), and the KL clip c of :func:`jaxmlp.train.kfac.kfac` (None: no clipping).
-
-    Returns:
-      an ``optax.GradientTransformation``.
-    """
-    if not isinstance(name, str) or name not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {name!r}.")
-    learning_rate = checks.real_number("learning_rate", learning_rate, low=0, low_open=True)
-    if not isinstance(schedule, str) or schedule not in SCHEDULES:
-        raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {schedule!r}.")
-    weight_decay = checks.real_number("weight_decay", weight_decay, low=0)
-    momentum = checks.real_number("momentum", momentum, low=0, high=1, high_open=True)
-    if schedule != "constant":
-        if total_steps is None:
-            raise ValueError(f"total_steps: expected a positive integer for schedule {schedule!r} "
-                             "(the number of updates of the whole run), got None.")
-        total_steps = checks.positive_int("total_steps", total_steps)
-    return build_optimizer(name, float(learning_rate), schedule=schedule,
-                           total_steps=None if total_steps is None else int(total_steps),
-                           weight_decay=float(weight_decay), momentum=float(momentum),
-                           damping=damping, inverse_every=inverse_every, kfac_kind=kfac_kind,
-                           kfac_kl_clip=kfac_kl_clip)
-
-
-def build_optimizer(name: str, learning_rate: Any, *, schedule: str = "constant",
-                    total_steps: Optional[int] = None, weight_decay: float = 0.0,
-                    momentum: float = 0.9, damping: float = 1e-3, inverse_every: int = 1,
-                    kfac_kind: str = "exact",
-                    kfac_kl_clip: Optional[float] = None) -> optax.GradientTransformation:
-    """:func:`make_optimizer` without the argument checks, for a learning rate that may be a
-    traced array (``optax.inject_hyperparams``, per-member rates of :mod:`jaxmlp.train.ensemble`)."""
-    lr: Any = learning_rate
-    if schedule != "constant":
-        if schedule == "cosine":
-            lr = optax.cosine_decay_schedule(lr, int(total_steps))
-        else:
-            warmup = max(1, int(total_steps) // 20)
-            lr = optax.warmup_cosine_decay_schedule(
-                0.0, lr, warmup_steps=warmup, decay_steps=max(int(total_steps), warmup + 1))
-    if name == "kfac":
-        from jaxmlp.train import kfac
-
-        return kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kind=kfac_kind,
-                         weight_decay=float(weight_decay), kl_clip=kfac_kl_clip)
-    if name == "adamw":
-        return optax.adamw(lr, weight_decay=weight_decay, mask=_wd_mask)
-    base = {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=momentum),
-        "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
-        "adam": lambda: optax.adam(lr),
-        "rmsprop": lambda: optax.rmsprop(lr),
-    }[name]()
-    if weight_decay > 0:
-        return optax.chain(optax.add_decayed_weights(weight_decay, mask=_wd_mask), base)
-    return base
-
-
-def check_optimizer(optimizer: Any) -> optax.GradientTransformation:
-    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
-        raise TypeError(
-            "optimizer: expected an optax.GradientTransformation (with .init and .update), "
-            f"got {type(optimizer).__name__}; e.g. optax.sgd(0.1) or jaxmlp.train.step."
-            "make_optimizer('adam', 1e-3)."
-        )
-    return optimizer
-
-
-def _outline(tree: Any, depth: int = 2) -> str:
-    """A short picture of a pytree's containers, e.g. ``(ScaleByAdamState(count, mu, nu),
-    EmptyState())``, for error messages."""
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return f"{type(tree).__name__}({', '.join(tree._fields)})"
-    if isinstance(tree, tuple):
-        return "(" + ", ".join(_outline(t, depth - 1) for t in tree) + ")" if depth > 0 else "(...)"
-    if isinstance(tree, list):
-        return f"[{len(tree)} items]"
-    if isinstance(tree, dict):
-        return "{" + ", ".join(map(str, tree)) + "}"
-    if hasattr(tree, "shape"):
-        return f"array{tuple(tree.shape)}"
-    return type(tree).__name__
-
-
-def check_opt_state(optimizer: optax.GradientTransformation, params: Any, opt_state: Any) -> None:
-    """Raises ValueError if ``opt_state`` is not a state of ``optimizer`` for ``params``.
-
-    Compares the tree structure, shapes and dtypes with ``optimizer.init(params)`` (evaluated
-    abstractly, nothing is computed); works on concrete and traced values alike (the step
-    and epoch functions call it at trace time, so it costs nothing per call).
-    """
-    want = jax.eval_shape(optimizer.init, params)
-    if jax.tree.structure(want) != jax.tree.structure(opt_state):
-        raise ValueError(
-            f"opt_state: expected the state of this optimizer for these params, "
-            f"optimizer.init(params) = {_outline(want)}, got {_outline(opt_state)}; was it made "
-            "by another optimizer (or for other params)? Use opt_state = optimizer.init(params)."
-        )
-    got_leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
-    for (path, w), (_, g) in zip(jax.tree_util.tree_flatten_with_path(want)[0], got_leaves):
-        g_shape, g_dtype = tuple(getattr(g, "shape", ())), jnp.result_type(g)
-        if g_shape != tuple(w.shape) or g_dtype != w.dtype:
-            raise ValueError(
-                f"opt_state{jax.tree_util.keystr(path)}: expected shape {tuple(w.shape)} "
-                f"{w.dtype} as in optimizer.init(params), got shape {g_shape} {g_dtype}."
-            )
 
 
 _CHECKED: dict = {}  # (id(array), what) -> weakref: jax.Arrays already checked (immutable)
@@ -399,6 +237,7 @@ def make_train_epoch(
     batch_sharding: Optional[jax.sharding.Sharding] = None,
     permutation: Optional[Callable[[Any, int], Array]] = None,
     compute_dtype=None,
+    check_data: bool = True,
 ):
     """A jitted ``epoch(params, opt_state, key, X, Y) -> (params, opt_state, StepMetrics)``.
 
@@ -414,8 +253,12 @@ def make_train_epoch(
         random keys, one packed uint32 operand per sort). Pass ``jax.random.permutation`` to
         reproduce runs made with it, or ``lambda key, m: jnp.arange(m)`` for no shuffle.
 
-    Concrete X and Y holding NaN or infinity are refused (ValueError naming them) before the
-    epoch runs, once per array object (the dataset is scanned once, not every epoch).
+      check_data: True (default): concrete X and Y holding NaN or infinity, or Y outside the
+        cost's domain, are refused (ValueError naming them) before the epoch runs, once per
+        array object (the dataset is scanned once, not every epoch), and an integer seed
+        becomes ``jax.random.key(seed)`` (:func:`with_data_check`). False: the jitted epoch
+        alone, for a caller that checked its data and key once (:func:`jaxmlp.train.loop.fit`);
+        shapes and dtypes are still checked when it is traced.
 
     The epoch takes X (n[0], m), Y (n[L], m) and a PRNG key; it draws the permutation of
     :func:`epoch_batches` (:mod:`jaxmlp.train.shuffle`) and ``lax.scan``s over its rows: each
@@ -461,11 +304,15 @@ def make_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), idx)
         return params, opt_state, metrics
 
-    return with_data_check(net, epoch, 3, key_pos=2)
+    if not isinstance(check_data, bool):
+        raise TypeError(f"check_data: expected True or False, got {check_data!r}.")
+    return with_data_check(net, epoch, 3, key_pos=2) if check_data else epoch
 
 
 @jax.jit
-def _split(key):
+def split_key_kernel(key: Array) -> tuple[Array, Array]:
+    """Unchecked :func:`split_key`: ``key`` must already be one PRNG key (typed, shape (), or
+    raw uint32 (2,)), as :func:`jaxmlp.nn.checks.prng_key` returns it."""
     return tuple(jax.random.split(key))
 
 
@@ -476,7 +323,7 @@ def split_key(key: Any) -> tuple[Array, Array]:
     dispatches per epoch (docs/training.md gives their cost). Use this (or draw all epoch
     keys at once with ``jax.random.split(key, epochs)``) in epoch loops.
     """
-    return _split(checks.prng_key(key))
+    return split_key_kernel(checks.prng_key(key))
 
 
 def first_nonfinite(costs: Any) -> Optional[int]:
@@ -484,79 +331,3 @@ def first_nonfinite(costs: Any) -> Optional[int]:
     c = np.atleast_1d(np.asarray(costs))
     bad = np.flatnonzero(~np.isfinite(c))
     return int(bad[0]) if bad.size else None
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def metric_name(net: Network) -> str:
-    """The headline metric :func:`evaluate` reports for the network's cost.
-
-    ``"accuracy"`` (categorical and binary cross-entropy), ``"label_accuracy"`` (multi-label:
-    the mean over labels of the per-label accuracy) or ``"r2"`` (mean squared error).
-    """
-    net = checks.require_network(net)
-    return {
-        "categorical_cross_entropy": "accuracy",
-        "binary_cross_entropy": "accuracy",
-        "multilabel_cross_entropy": "label_accuracy",
-        "mean_squared_error": "r2",
-    }[net.cost]
-
-
-def evaluate_kernel(net: Network, params, X: Array, Y: Array) -> dict:
-    A_L, cache = recurrences.forward_pass(net, params, X)  # (F1), (F2)
-    out = {"cost": recurrences.cost(net, cache.Z[-1], A_L, Y)}  # (F3)
-    out.update(output_metrics(net, A_L, Y))
-    return out
-
-
-def output_metrics(net: Network, A_L: Array, Y: Array) -> dict:
-    """The task's metrics of an output A[L] (n[L], m) against Y (see :func:`evaluate`),
-    for any A[L]: a network's, or an ensemble's averaged prediction. Unchecked, jittable."""
-    out = {}
-    dtype = A_L.dtype
-    if net.cost == "categorical_cross_entropy":
-        hit = jnp.argmax(A_L, axis=0) == jnp.argmax(Y, axis=0)
-        out["accuracy"] = jnp.mean(hit.astype(dtype))
-    elif net.cost == "binary_cross_entropy":
-        out["accuracy"] = jnp.mean(((A_L > 0.5) == (Y > 0.5)).astype(dtype))
-    elif net.cost == "multilabel_cross_entropy":
-        hit = (A_L > 0.5) == (Y > 0.5)  # (n[L], m)
-        per_label = jnp.mean(hit.astype(dtype), axis=1)
-        out["label_accuracy"] = jnp.mean(per_label)
-        out["per_label_accuracy"] = per_label
-        out["exact_match"] = jnp.mean(jnp.all(hit, axis=0).astype(dtype))
-    else:  # mean squared error: coefficient of determination, averaged over outputs
-        ss_res = jnp.sum(jnp.square(Y - A_L), axis=1)
-        ss_tot = jnp.sum(jnp.square(Y - jnp.mean(Y, axis=1, keepdims=True)), axis=1)
-        out["r2"] = jnp.mean(1.0 - ss_res / ss_tot)
-    return out
-
-
-_evaluate_jit = jax.jit(evaluate_kernel, static_argnums=0)
-
-
-def evaluate(net: Network, params, X: Any, Y: Any, *, check_finite: bool = True) -> dict:
-    """Cost and task metric of ``params`` on a whole set X (n[0], m), Y (n[L], m); jitted.
-
-    Returns a dict of arrays:
-
-    * ``"cost"``: J (F3), as ``jaxmlp.loss``;
-    * softmax / categorical: ``"accuracy"``, share of columns whose argmax of A[L] is the
-      argmax of Y;
-    * binary: ``"accuracy"``, share of columns with (A[L] > 1/2) == Y;
-    * multi-label: ``"label_accuracy"`` (mean of ``"per_label_accuracy"``, shape (n[L],)) and
-      ``"exact_match"`` (share of columns with every label right);
-    * mean squared error: ``"r2"``, 1 - sum (Y - A[L])^2 / sum (Y - mean Y)^2 per output row,
-      averaged over rows (scikit-learn's ``r2_score``); NaN when a row of Y is constant on the
-      set (R^2 is undefined there).
-
-    ``check_finite=False`` skips the (host-side) scan of X and Y for NaN and infinity, for
-    callers that checked the set once already (:func:`jaxmlp.train.loop.fit`).
-    """
-    X, Y = checks.check_problem(net, params, X, Y)
-    if check_finite and not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):
-        checks.check_finite(X=X, Y=Y)  # a clear error rather than a NaN cost
-        COSTS[net.cost].check_targets(Y)
-    return _evaluate_jit(net, params, X, Y)

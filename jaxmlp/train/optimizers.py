@@ -1,0 +1,176 @@
+"""Optimizers by name: the usual optax transformations, schedules, K-FAC, and the checks of
+an optimizer and of its state.
+
+* :func:`make_optimizer` -- ``"sgd"`` (theta <- theta - eta dJ/dtheta, the seeds' rule),
+  momentum, Nesterov, Adam, AdamW, RMSprop, K-FAC, with a schedule and weight decay on the
+  W[l] only;
+* :func:`check_optimizer`, :func:`check_opt_state` -- an optax ``GradientTransformation``,
+  and a state that has the structure of ``optimizer.init(params)``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxmlp.nn import checks
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "check_opt_state", "check_optimizer", "make_optimizer"]
+
+#: Optimizer names accepted by :func:`make_optimizer`.
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "kfac")
+#: Learning-rate schedules accepted by :func:`make_optimizer`.
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def _wd_mask(params):
+    """Weight decay on the weights W[l] only, never on the biases b[l]."""
+    return checks.like_params(params, [{"W": True, "b": False} for _ in params])
+
+
+def _learning_rate(learning_rate: Any) -> Any:
+    """eta > 0 as a float; a 0-d floating array (a rate held in an optimizer state, possibly
+    traced) unchanged."""
+    if isinstance(learning_rate, (jax.Array, jax.core.Tracer)) and not isinstance(
+            learning_rate, numbers.Real):
+        if learning_rate.ndim != 0 or not jnp.issubdtype(learning_rate.dtype, jnp.floating):
+            raise TypeError(f"learning_rate: expected a number > 0 or a 0-d floating array, got "
+                            f"an array of shape {tuple(learning_rate.shape)} and dtype "
+                            f"{learning_rate.dtype}.")
+        return learning_rate
+    return checks.real_number("learning_rate", learning_rate, low=0, low_open=True)
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    *,
+    schedule: str = "constant",
+    total_steps: Optional[int] = None,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    damping: float = 1e-3,
+    inverse_every: int = 1,
+    kfac_kind: str = "exact",
+    kfac_kl_clip: Optional[float] = None,
+) -> optax.GradientTransformation:
+    """The usual optax optimizers by name.
+
+    Arguments:
+      name: one of :data:`OPTIMIZERS`: ``"sgd"`` (theta <- theta - eta g, the seeds' rule),
+        ``"momentum"`` / ``"nesterov"`` (heavy-ball / Nesterov with ``momentum``), ``"adam"``,
+        ``"adamw"`` (Adam with decoupled weight decay), ``"rmsprop"``, ``"kfac"``
+        (:func:`jaxmlp.train.kfac.kfac`, no momentum; the train step and epoch compute its
+        Kronecker factors (H6) from the same forward pass as the gradient).
+      learning_rate: eta > 0, the peak value when a schedule is used; or a 0-d floating
+        array, possibly traced, for a rate held in the optimizer's state
+        (``optax.inject_hyperparams(make_optimizer)``, as
+        :func:`jaxmlp.train.ensemble.make_ensemble_optimizer` does): its value is then the
+        caller's to check.
+      schedule: one of :data:`SCHEDULES`: constant eta; cosine decay from eta to 0 over
+        ``total_steps``; linear warm-up over the first 5 % of ``total_steps`` then cosine.
+      total_steps: number of updates of the whole run (needed by the schedules).
+      weight_decay: lambda >= 0, applied to the weights W[l] only (not b[l]): decoupled for
+        ``adamw``, and for the other optimizers added to the gradient (lambda W, the gradient
+        of the L2 penalty (lambda/2) ||W||^2) before the optimizer sees it.
+      momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1).
+      damping, inverse_every, kfac_kind, kfac_kl_clip: ``"kfac"`` only: Tikhonov damping,
+        refresh of the factors' inverses every k steps, the factors' kind ("exact", "mc",
+        "empirical"), and the KL clip c of :func:`jaxmlp.train.kfac.kfac` (None: no clipping).
+
+    Returns:
+      an ``optax.GradientTransformation``.
+    """
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {name!r}.")
+    learning_rate = _learning_rate(learning_rate)
+    if not isinstance(schedule, str) or schedule not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {schedule!r}.")
+    weight_decay = checks.real_number("weight_decay", weight_decay, low=0)
+    momentum = checks.real_number("momentum", momentum, low=0, high=1, high_open=True)
+    if schedule != "constant":
+        if total_steps is None:
+            raise ValueError(f"total_steps: expected a positive integer for schedule {schedule!r} "
+                             "(the number of updates of the whole run), got None.")
+        total_steps = checks.positive_int("total_steps", total_steps)
+    lr: Any = learning_rate
+    if schedule != "constant":
+        if schedule == "cosine":
+            lr = optax.cosine_decay_schedule(lr, int(total_steps))
+        else:
+            warmup = max(1, int(total_steps) // 20)
+            lr = optax.warmup_cosine_decay_schedule(
+                0.0, lr, warmup_steps=warmup, decay_steps=max(int(total_steps), warmup + 1))
+    if name == "kfac":
+        from jaxmlp.train import kfac
+
+        return kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kind=kfac_kind,
+                         weight_decay=float(weight_decay), kl_clip=kfac_kl_clip)
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay, mask=_wd_mask)
+    base = {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=momentum),
+        "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
+        "adam": lambda: optax.adam(lr),
+        "rmsprop": lambda: optax.rmsprop(lr),
+    }[name]()
+    if weight_decay > 0:
+        return optax.chain(optax.add_decayed_weights(weight_decay, mask=_wd_mask), base)
+    return base
+
+
+def check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+    """``optimizer`` unchanged when it has ``.init`` and ``.update`` (an optax
+    ``GradientTransformation``); TypeError naming ``optimizer`` otherwise."""
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(
+            "optimizer: expected an optax.GradientTransformation (with .init and .update), "
+            f"got {type(optimizer).__name__}; e.g. optax.sgd(0.1) or jaxmlp.train."
+            "make_optimizer('adam', 1e-3)."
+        )
+    return optimizer
+
+
+def _outline(tree: Any, depth: int = 2) -> str:
+    """A short picture of a pytree's containers, e.g. ``(ScaleByAdamState(count, mu, nu),
+    EmptyState())``, for error messages."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return f"{type(tree).__name__}({', '.join(tree._fields)})"
+    if isinstance(tree, tuple):
+        return "(" + ", ".join(_outline(t, depth - 1) for t in tree) + ")" if depth > 0 else "(...)"
+    if isinstance(tree, list):
+        return f"[{len(tree)} items]"
+    if isinstance(tree, dict):
+        return "{" + ", ".join(map(str, tree)) + "}"
+    if hasattr(tree, "shape"):
+        return f"array{tuple(tree.shape)}"
+    return type(tree).__name__
+
+
+def check_opt_state(optimizer: optax.GradientTransformation, params: Any, opt_state: Any) -> None:
+    """Raises ValueError if ``opt_state`` is not a state of ``optimizer`` for ``params``.
+
+    Compares the tree structure, shapes and dtypes with ``optimizer.init(params)`` (evaluated
+    abstractly, nothing is computed); works on concrete and traced values alike (the step
+    and epoch functions call it at trace time, so it costs nothing per call).
+    """
+    want = jax.eval_shape(optimizer.init, params)
+    if jax.tree.structure(want) != jax.tree.structure(opt_state):
+        raise ValueError(
+            f"opt_state: expected the state of this optimizer for these params, "
+            f"optimizer.init(params) = {_outline(want)}, got {_outline(opt_state)}; was it made "
+            "by another optimizer (or for other params)? Use opt_state = optimizer.init(params)."
+        )
+    got_leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    for (path, w), (_, g) in zip(jax.tree_util.tree_flatten_with_path(want)[0], got_leaves):
+        g_shape, g_dtype = tuple(getattr(g, "shape", ())), jnp.result_type(g)
+        if g_shape != tuple(w.shape) or g_dtype != w.dtype:
+            raise ValueError(
+                f"opt_state{jax.tree_util.keystr(path)}: expected shape {tuple(w.shape)} "
+                f"{w.dtype} as in optimizer.init(params), got shape {g_shape} {g_dtype}."
+            )
