@@ -46,72 +46,16 @@ import time
 import numpy as np
 
 from _common import benchmarking
+from _common.networks import (  # noqa: F401  (names the tests and other code read here)
+    SHAPES, Product, available, hlo_summary, import_torch, make_matmul_xla, matrix_products, mlp,
+    step_flops, synthetic_data)
 
-SHAPES = {
-    "tiny": ((64, 128, 10), 128),
-    "medium": ((784, 512, 512, 10), 256),
-    "large": ((1024, 2048, 2048, 1024), 1024),
-    "deep-narrow": ((100,) + (100,) * 8 + (10,), 64),
-}
 VARIANTS = ("jaxmlp", "autodiff", "torch", "equinox")
 F32_MATMULS = ("matmul_xla", "matmul_torch")  # the peak is a float32 matmul
 LR = 1e-3
 
 
-@dataclasses.dataclass(frozen=True)
-class Product:
-    """One matrix product of a training step: ``rows x inner`` times ``inner x cols``."""
-
-    equation: str
-    layer: int
-    rows: int
-    inner: int
-    cols: int
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.rows * self.inner * self.cols
-
-
-def matrix_products(sizes: tuple[int, ...], m: int) -> list[Product]:
-    """Every matrix product of one step of an MLP with layer sizes ``sizes`` on m columns.
-
-    (F1) Z[l] = W[l] A[l-1]:       (n[l] x n[l-1]) (n[l-1] x m), l = 1..L
-    (B1) dW[l] = dZ[l] A[l-1]^T:   (n[l] x m) (m x n[l-1]),       l = 1..L
-    (B3) dA[l-1] = W[l]^T dZ[l]:   (n[l-1] x n[l]) (n[l] x m),    l = 2..L
-    """
-    L = len(sizes) - 1
-    out = []
-    for l in range(1, L + 1):
-        out.append(Product("F1", l, sizes[l], sizes[l - 1], m))
-    for l in range(L, 0, -1):
-        out.append(Product("B1", l, sizes[l], m, sizes[l - 1]))
-        if l > 1:
-            out.append(Product("B3", l, sizes[l - 1], sizes[l], m))
-    return out
-
-
-def step_flops(sizes: tuple[int, ...], m: int) -> int:
-    """Total matrix-product FLOPs of one training step."""
-    return sum(p.flops for p in matrix_products(sizes, m))
-
-
 # ----------------------------------------------------------------------------- variants
-def _data(sizes, m, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((sizes[0], m)).astype(np.float32)  # (n[0], m)
-    labels = rng.integers(0, sizes[-1], m)
-    Y = np.eye(sizes[-1], dtype=np.float32)[:, labels]  # (n[L], m) one-hot columns
-    return X, Y, labels
-
-
-def _network(sizes):
-    import jaxmlp
-
-    L = len(sizes) - 1
-    return jaxmlp.Network(sizes, ("relu",) * (L - 1) + ("softmax",), "categorical_cross_entropy")
-
-
 def _jax_step_runner(step, params, X, Y):
     """One chained step per call: p <- step(p, X, Y); returns (J, p) for blocking."""
     state = {"p": params}
@@ -134,8 +78,8 @@ def jax_step(variant, sizes, m, compute_dtype=None):
 
     import jaxmlp
 
-    net = _network(sizes)
-    X, Y, _ = _data(sizes, m)
+    net = mlp(sizes)
+    X, Y, _ = synthetic_data(sizes, m)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
     if variant == "jaxmlp":
         def value_and_grad(p, X, Y):
@@ -160,43 +104,6 @@ def make_jaxmlp(sizes, m, compute_dtype=None):
 def make_autodiff(sizes, m):
     """(b) SGD on jax.value_and_grad of jaxmlp.loss (the oracle, as a compared variant)."""
     return _jax_step_runner(*jax_step("autodiff", sizes, m))
-
-
-def hlo_summary(text: str) -> dict:
-    """What the compiled HLO of a step does with its matrix products.
-
-    From ``compiled.as_text()``: the entry computation's instructions, and every dot with
-    its dimension numbers and where it runs: inside a YNNPACK fusion (``__ynn_fusion``) or as
-    a plain ``dot`` instruction (XLA's Eigen dot runtime).
-    """
-    import re
-
-    comps, name = {}, None
-    for line in text.splitlines():
-        head = re.match(r"^(ENTRY )?%(\S+) ", line)
-        if head and line.rstrip().endswith("{"):
-            name = "ENTRY" if head.group(1) else head.group(2)
-            comps[name] = []
-        elif name and line.startswith("  "):
-            comps[name].append(line.strip())
-    ynn = {m.group(1) for line in comps.get("ENTRY", []) if "__ynn_fusion" in line
-           for m in [re.search(r"calls=%([\w.\-]+)", line)] if m}
-    dots = []
-    for comp, lines in comps.items():
-        for line in lines:
-            if " dot(" in line:
-                where = ("YNNPACK fusion" if comp in ynn else
-                         "plain dot (Eigen)" if comp == "ENTRY" else f"fusion {comp}")
-                shape = line.split(" = ", 1)[1].split(" dot(")[0].strip()
-                dims = re.findall(r"(lhs_contracting_dims=\{\d*\}, rhs_contracting_dims=\{\d*\})", line)
-                dots.append({"result": shape, "dims": dims[0] if dims else "", "runs_in": where})
-    entry = comps.get("ENTRY", [])
-    # a reduction inside the same fusion as a dot: the slow YNNPACK dot + reduce pattern
-    # (docs/performance.md, "Softmax output"); 0 for both variants on every shape
-    dot_reduce = sorted(c for c, lines in comps.items()
-                        if any(" dot(" in l for l in lines) and any(" reduce(" in l for l in lines))
-    return {"entry_instructions": len(entry), "fusions": sum(" fusion(" in l for l in entry),
-            "dots": dots, "dot_reduce_fusions": dot_reduce}
 
 
 def dump_hlo(shapes, out):
@@ -228,7 +135,7 @@ def make_equinox(sizes, m):
     model = eqx.nn.MLP(sizes[0], sizes[-1], sizes[1], len(sizes) - 2,
                        activation=jax.nn.relu, key=jax.random.PRNGKey(0))
     opt = optax.sgd(LR)
-    X, _, labels = _data(sizes, m)
+    X, _, labels = synthetic_data(sizes, m)
     Xr = jnp.asarray(X.T)  # (m, n[0]): equinox batches rows with vmap
     y = jnp.asarray(labels)
 
@@ -247,19 +154,9 @@ def make_equinox(sizes, m):
     return _jax_step_runner(step, carry, Xr, y)
 
 
-def _import_torch():
-    """torch, its OpenMP threads waiting passively (OMP_WAIT_POLICY=PASSIVE unless set): on a
-    shared, oversubscribed machine spinning waiters starve the working threads and a tiny
-    step took 250 ms instead of 0.5 ms. Must run before torch's first import."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
-    return torch
-
-
 def make_torch(sizes, m):
     """(c) PyTorch eager: nn.Linear stack on rows (m, n[0]), autograd, torch.optim.SGD."""
-    torch = _import_torch()
+    torch = import_torch()
     import torch.nn.functional as F
     from torch import nn
 
@@ -271,7 +168,7 @@ def make_torch(sizes, m):
             layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    X, _, labels = _data(sizes, m)
+    X, _, labels = synthetic_data(sizes, m)
     Xr = torch.from_numpy(np.ascontiguousarray(X.T))
     y = torch.from_numpy(labels.astype(np.int64))
 
@@ -284,33 +181,12 @@ def make_torch(sizes, m):
     return call
 
 
-def make_matmul_xla(N, dtype="float32"):
-    """N x N matmul; for a low-precision dtype, operands in dtype and float32 result."""
-    import jax
-    import jax.numpy as jnp
-
-    A = jax.random.normal(jax.random.PRNGKey(1), (N, N), jnp.float32).astype(dtype)
-    B = jax.random.normal(jax.random.PRNGKey(2), (N, N), jnp.float32).astype(dtype)
-    f = jax.jit(lambda A, B: jnp.matmul(A, B, preferred_element_type=jnp.float32))
-    return lambda: f(A, B)
-
-
 def make_matmul_torch(N):
-    torch = _import_torch()
+    torch = import_torch()
 
     g = torch.Generator().manual_seed(1)
     A, B = torch.randn(N, N, generator=g), torch.randn(N, N, generator=g)
     return lambda: torch.matmul(A, B)
-
-
-def available(variant: str) -> bool:
-    """Whether the optional framework of ``variant`` can be imported."""
-    mod = {"torch": "torch", "equinox": "equinox"}.get(variant)
-    if mod is None:
-        return True
-    import importlib.util
-
-    return importlib.util.find_spec(mod) is not None
 
 
 # ----------------------------------------------------------------------------- timing

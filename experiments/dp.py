@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import benchmark as bm  # experiments/benchmark.py: torch import with passive OpenMP waiters
+from _common import networks
 import jaxmlp
 from _common import benchmarking
 from jaxmlp.data import datasets
@@ -350,7 +350,7 @@ def _opacus_step(X, Y, mode, sigma=1.0, C=1.0):
     clipping, no per-sample gradients stored). A zero-argument callable."""
     import warnings
 
-    torch = bm._import_torch()
+    torch = networks.import_torch()
     from opacus import PrivacyEngine
     from torch import nn
 

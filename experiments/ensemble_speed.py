@@ -45,18 +45,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import benchmark as bm  # experiments/benchmark.py (the script's folder): shapes, FLOPs, matmul
+from _common import networks
 from _common import benchmarking
 from jaxmlp.train import ensemble as E
 from jaxmlp import train
 
-SHAPES = {"tiny": bm.SHAPES["tiny"], "deep-narrow": bm.SHAPES["deep-narrow"]}
+SHAPES = {"tiny": networks.SHAPES["tiny"], "deep-narrow": networks.SHAPES["deep-narrow"]}
 STEPS = 8
 LR = 0.1
 
 
 def _problem(sizes, b):
-    X, Y, _ = bm._data(sizes, STEPS * b)
+    X, Y, _ = networks.synthetic_data(sizes, STEPS * b)
     return jnp.asarray(X), jnp.asarray(Y)
 
 
@@ -166,18 +166,18 @@ def dots(hlo: str) -> list[str]:
 
 def run(args):
     Ks = [int(k) for k in args.ks.split(",")]
-    torch_ok = bm.available("torch") and not args.no_torch
+    torch_ok = networks.available("torch") and not args.no_torch
     N = 1024 if args.quick else args.n
-    mm = bm.make_matmul_xla(N)
+    mm = networks.make_matmul_xla(N)
     mm_flops = 2 * N ** 3
     result = {"protocol": __doc__.split("\n\n")[1], "steps_per_epoch": STEPS, "matmul_N": N,
               "machine": benchmarking.machine_info(),
               "load_average_start": benchmarking.load_average(), "shapes": {}}
     for shape in args.shapes.split(","):
         sizes, b = SHAPES[shape]
-        net = bm._network(sizes)
+        net = networks.mlp(sizes)
         X, Y = _problem(sizes, b)
-        epoch_flops = STEPS * bm.step_flops(sizes, b)
+        epoch_flops = STEPS * networks.step_flops(sizes, b)
         result["shapes"][shape] = {"sizes": list(sizes), "batch_size": b, "Ks": {}}
         for K in Ks:
             runners, hlos = {"matmul": mm}, {}
@@ -234,7 +234,7 @@ def breakdown(shape, K, reps, N=2048):
     most the step could reach if everything else (bias, activations, seed, sums, update,
     minibatch gather) were free."""
     sizes, b = SHAPES[shape]
-    net = bm._network(sizes)
+    net = networks.mlp(sizes)
     X, Y = _problem(sizes, b)
     runner, _ = make_vmap(net, K, b, X, Y, shared=True)
     r = np.random.default_rng(0)
@@ -253,13 +253,13 @@ def breakdown(shape, K, reps, N=2048):
         products[f"(F1) layer {l}, K-batched"] = ((arr(K, n[l], n[l - 1]), arr(K, n[l - 1], b)), dn(2, 1, True), f)
         products[f"(B1) layer {l}, K-batched"] = ((arr(K, n[l], b), arr(K, n[l - 1], b)), dn(2, 2, True), f)
         products[f"(B3) layer {l}, K-batched"] = ((arr(K, n[l], n[l - 1]), arr(K, n[l], b)), dn(1, 1, True), f)
-    calls = {"step (epoch / %d)" % STEPS: runner, "matmul": bm.make_matmul_xla(N)}
+    calls = {"step (epoch / %d)" % STEPS: runner, "matmul": networks.make_matmul_xla(N)}
     for name, (ops, dims, _) in products.items():
         calls[name] = (lambda ops=ops, dims=dims: dot(*ops, dims))
     timing = benchmarking.time_paired(calls, reference="matmul", rounds=reps, target_s=0.05)
     peak = 2 * N ** 3 / timing.median("matmul")
     step_s = timing.median("step (epoch / %d)" % STEPS) / STEPS
-    step_flops = K * bm.step_flops(sizes, b)
+    step_flops = K * networks.step_flops(sizes, b)
     rows = {}
     print(f"{shape}, K = {K}, shared minibatches of {b}: one step = {step_flops / 1e6:.0f} MFLOP "
           f"of products; peak {peak / 1e9:.1f} GFLOP/s ({N}^3 matmul, same run)")
@@ -301,7 +301,7 @@ def summarize_vs_run_peak(result):
     print(f"{'shape':12s} {'K':>4s} " + " ".join(f"{v:>24s}" for v in
                                                 ("vmap", "vmap shared", "separate", "torch.func")))
     for shape, sh in result["shapes"].items():
-        flops_epoch = STEPS * bm.step_flops(tuple(sh["sizes"]), sh["batch_size"])
+        flops_epoch = STEPS * networks.step_flops(tuple(sh["sizes"]), sh["batch_size"])
         for K, rows in sh["Ks"].items():
             cells = []
             for v in ("vmap", "vmap shared", "separate", "torch.func"):

@@ -32,22 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np  # noqa: E402
 
-EXIT_OK, EXIT_USAGE = 0, 2
-
-
-class UsageError(Exception):
-    """Bad input: one message on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+from _common import cli  # noqa: E402
+from _common.cli import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="predict.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-                epilog="exit status: 0 done; 2 bad input (nothing written)")
+    p = cli.Parser(prog="predict.py", description=__doc__.split("\n\n")[0],
+                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                   epilog="exit status: 0 done; 2 bad input (nothing written)")
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="a train.py output folder, a checkpoints folder, or an exported model file")
     p.add_argument("--data", required=True, metavar="FILE", help="new rows: .csv, .parquet or .npz")
@@ -108,8 +100,7 @@ def load_model(path: str):
         except (TypeError, ValueError) as e:
             raise UsageError(f"--checkpoint: {str(e).partition(': ')[2] or e}") from None
     else:
-        cdir = os.path.join(path, "checkpoints")
-        cdir = cdir if os.path.isdir(cdir) else path
+        cdir = ckpt_lib.checkpoint_dir(path)
         if ckpt_lib.latest_epoch(cdir) is None:
             raise UsageError(f"--checkpoint: {path!r} holds neither model.npz (written by "
                              "train.py when a run completes) nor orbax checkpoints.")
@@ -165,12 +156,7 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError(f"--out: the folder {out_dir!r} does not exist.")
     from jaxmlp.data import tabular
 
-    import _register  # experiments/, the script's folder
-
-    try:
-        _register.run_registrations(args.register or [])
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    cli.run_registrations(args.register or [])
     net, params, prep = load_model(args.checkpoint)
     try:
         frame = tabular.read_table(args.data)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import benchmark as bm  # experiments/benchmark.py: hlo_summary
+from _common import networks
 from _common import benchmarking
 from jaxmlp.nn.activations import _column_shift
 
@@ -77,7 +77,7 @@ def main(argv=None):
     b = jnp.zeros((nL,), jnp.float32)
     Y = jnp.asarray(np.eye(nL, dtype=np.float32)[:, rng.integers(0, nL, m)])
     fns = variants()
-    fused = {k: bm.hlo_summary(f.lower(W, A, b, Y).compile().as_text())["dot_reduce_fusions"]
+    fused = {k: networks.hlo_summary(f.lower(W, A, b, Y).compile().as_text())["dot_reduce_fusions"]
              for k, f in fns.items()}
     J0, d0 = fns["bare shift"](W, A, b, Y)
     J1, d1 = fns["guarded shift"](W, A, b, Y)

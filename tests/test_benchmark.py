@@ -13,6 +13,7 @@ import pytest
 import jaxmlp
 
 from helpers import ROOT, load_script  # noqa: E402
+from _common import networks  # noqa: E402
 
 
 _load_script = load_script
@@ -52,7 +53,7 @@ def test_flops_by_hand_tiny():
 @pytest.mark.parametrize("shape", ["tiny", "medium", "deep-narrow"])
 def test_flops_match_the_traced_products(shape):
     sizes, m = benchmark.SHAPES[shape]
-    net = benchmark._network(sizes)
+    net = networks.mlp(sizes)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
     X = jnp.zeros((sizes[0], m), jnp.float32)
     Y = jnp.zeros((sizes[-1], m), jnp.float32)

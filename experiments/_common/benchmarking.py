@@ -333,38 +333,5 @@ def describe(info: Mapping) -> str:
 
 
 # ----------------------------------------------------------------------------- files
-def repo_root() -> Path:
-    """The repository root: the folder holding ``pyproject.toml`` two folders above this file (a
-    editable install or a checkout); the working directory when the package was installed
-    elsewhere."""
-    here = Path(__file__).resolve().parents[2]
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
-
-
-def output_path(path: Union[str, os.PathLike]) -> Path:
-    """``path`` if absolute, else ``repo_root() / path``."""
-    p = Path(path)
-    return p if p.is_absolute() else repo_root() / p
-
-
-def _plain(x):
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-def write_json(path: Union[str, os.PathLike], doc: Any) -> Path:
-    """Write ``doc`` as indented JSON to :func:`output_path` ``(path)``, creating folders;
-    NumPy arrays and scalars become lists and numbers. Returns the absolute path."""
-    p = output_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(_plain(doc), indent=1) + "\n")
-    return p
+# One implementation for every script: _common/output.py (re-exported here).
+from _common.output import output_path, repo_root, write_json  # noqa: E402

@@ -75,6 +75,7 @@ __all__ = [
     "DPSGD",
     "DPStepMetrics",
     "calibrate_noise",
+    "calibrate_run",
     "check_dp_args",
     "dp_value_and_grad",
     "epsilon",
@@ -82,6 +83,7 @@ __all__ = [
     "overflow_probability",
     "padded_batch_size",
     "poisson_batch",
+    "privacy_report",
     "check_sampling_rate",
     "check_dpsgd",
     "default_steps_per_epoch",
@@ -525,3 +527,125 @@ def check_dpsgd(dp: Any, net: Network, num_examples: int) -> DPSGD:
     if bmax is not None and bmax > num_examples:
         raise ValueError(f"max_batch_size: expected at most n = {num_examples}, got {bmax}.")
     return DPSGD(C, sigma, q, delta, _accountant(dp.accountant), spe, target, bmax)
+
+
+# ----------------------------------------------------------------------------- a run's settings
+
+
+def calibrate_run(*, num_examples: int, clip: Sequence[float], num_layers: int,
+                  per_layer_clipping: bool = False, sampling_rate: Optional[float] = None,
+                  expected_batch_size: Optional[float] = None,
+                  noise_multiplier: Optional[float] = None,
+                  target_epsilon: Optional[float] = None, delta: float = 1e-5,
+                  accountant: str = "pld", epochs: Optional[int] = None,
+                  steps: Optional[int] = None, data_name: Optional[str] = None) -> DPSGD:
+    """The :class:`DPSGD` of a private run on n = ``num_examples`` examples.
+
+    * q: ``sampling_rate``, or ``expected_batch_size`` / n (at most n);
+    * the clip: exactly one C (flat), or with ``per_layer_clipping`` one C_l per layer
+      (``num_layers`` of them) or one C split as C_l = C / sqrt(L), which keeps the
+      sensitivity sqrt(sum_l C_l^2) = C;
+    * the run's steps T: ``steps``, or ``epochs`` * round(1/q) (:func:`default_steps_per_epoch`);
+      a resumed run passes the first run's T so that nothing below changes;
+    * sigma: ``noise_multiplier`` when given (e.g. one calibrated by an earlier run), else
+      :func:`calibrate_noise` so that T steps spend exactly ``target_epsilon`` at ``delta``;
+    * B_max = :func:`padded_batch_size` (n, q, T).
+
+    ``delta`` must be below 1/n. ``data_name`` is only named in the messages ("the 455
+    training examples of breast_cancer").
+
+    Returns:
+      ``DPSGD(l2_norm_clip, noise_multiplier, sampling_rate, delta, accountant,
+      steps_per_epoch, target_epsilon, max_batch_size)``; l2_norm_clip is a float (flat) or
+      a tuple of L floats (per layer).
+
+    Raises:
+      ValueError naming the argument (``expected_batch_size``, ``delta``, ``clip``,
+      ``target_epsilon``, ...): out of range, the wrong number of thresholds, neither or
+      both of sampling_rate / expected_batch_size, neither noise_multiplier nor
+      target_epsilon, or a target that even sigma = 1000 cannot meet in T steps.
+    """
+    n = checks.positive_int("num_examples", num_examples)
+    L = checks.positive_int("num_layers", num_layers)
+    of = f" of {data_name}" if data_name else ""
+    if (sampling_rate is None) == (expected_batch_size is None):
+        raise ValueError(f"sampling_rate: give it or expected_batch_size, exactly one; got "
+                         f"sampling_rate={sampling_rate!r}, expected_batch_size="
+                         f"{expected_batch_size!r}.")
+    if sampling_rate is None:
+        b = checks.real_number("expected_batch_size", expected_batch_size, low=0, low_open=True)
+        if b > n:
+            raise ValueError(f"expected_batch_size: expected at most the {n} training examples"
+                             f"{of}, got {expected_batch_size}.")
+        sampling_rate = b / n
+    q = check_sampling_rate(sampling_rate)
+    delta = _delta(delta)
+    if delta >= 1.0 / n:
+        raise ValueError(f"delta: expected a value below 1/n = {1.0 / n:.3g} ({n} training "
+                         f"examples{of}), got {delta:g}.")
+    clip = [checks.real_number(f"clip[{i}]", c, low=0, low_open=True)
+            for i, c in enumerate(clip)]
+    if per_layer_clipping:
+        if len(clip) == 1:
+            clip = [clip[0] / math.sqrt(L)] * L  # the same total sensitivity C
+        elif len(clip) != L:
+            raise ValueError(f"clip: expected 1 or {L} thresholds (one per layer of {L} layers) "
+                             f"with per-layer clipping, got {len(clip)}.")
+        C = tuple(clip)
+    elif len(clip) != 1:
+        raise ValueError(f"clip: expected one threshold (or per-layer clipping), got {len(clip)}.")
+    else:
+        C = clip[0]
+    spe = default_steps_per_epoch(q)
+    if steps is None:
+        if epochs is None:
+            raise TypeError("epochs: expected the run's number of epochs (or steps), got None.")
+        steps = checks.positive_int("epochs", epochs) * spe
+    steps = checks.positive_int("steps", steps)
+    accountant = _accountant(accountant)
+    if target_epsilon is not None:
+        target_epsilon = checks.real_number("target_epsilon", target_epsilon, low=0,
+                                            low_open=True)
+    if noise_multiplier is None:
+        if target_epsilon is None:
+            raise ValueError("target_epsilon: give it (the noise is calibrated to it) or "
+                             "noise_multiplier; got neither.")
+        noise_multiplier = calibrate_noise(target_epsilon=target_epsilon, delta=delta,
+                                           sampling_rate=q, steps=steps, accountant=accountant)
+    sigma = checks.real_number("noise_multiplier", noise_multiplier, low=0)
+    return DPSGD(C, sigma, q, delta, accountant, spe, target_epsilon,
+                 padded_batch_size(n, q, steps))
+
+
+def privacy_report(dp: DPSGD, num_examples: int, epochs_done: int, *, steps: int,
+                   overflows: int = 0) -> dict:
+    """What a run records of its privacy after ``epochs_done`` epochs (a JSON-ready dict).
+
+    ``epsilon`` is :func:`epsilon` of the epochs_done * ``dp.steps_per_epoch`` steps taken
+    at ``dp.delta``; ``overflow_probability_bound`` is :func:`overflow_probability` of
+    ``dp.max_batch_size`` over the run's planned ``steps``; ``overflows`` the steps whose
+    Poisson batch overflowed (counted by the epoch, given here). ``clip`` is the list of
+    thresholds (one, or one per layer with ``per_layer_clipping``). ``dp`` is a checked
+    record (:func:`calibrate_run`, :func:`check_dpsgd`) with its defaults filled in.
+    """
+    if not isinstance(dp, DPSGD) or dp.steps_per_epoch is None or dp.max_batch_size is None:
+        raise TypeError(f"dp: expected a DPSGD with steps_per_epoch and max_batch_size (from "
+                        f"calibrate_run or check_dpsgd), got {dp!r}.")
+    done = _steps(epochs_done) * dp.steps_per_epoch
+    per_layer = isinstance(dp.l2_norm_clip, tuple)
+    return {"epsilon": epsilon(noise_multiplier=dp.noise_multiplier,
+                               sampling_rate=dp.sampling_rate, steps=done, delta=dp.delta,
+                               accountant=dp.accountant),
+            "delta": dp.delta, "noise_multiplier": dp.noise_multiplier,
+            "target_epsilon": dp.target_epsilon, "sampling_rate": dp.sampling_rate,
+            "expected_batch_size": dp.sampling_rate * num_examples, "steps": done,
+            "steps_per_epoch": dp.steps_per_epoch, "accountant": dp.accountant,
+            "clip": list(dp.l2_norm_clip) if per_layer else [dp.l2_norm_clip],
+            "per_layer_clipping": per_layer, "max_batch_size": dp.max_batch_size,
+            "overflow_probability_bound": overflow_probability(
+                num_examples, dp.sampling_rate, dp.max_batch_size, checks.positive_int(
+                    "steps", steps)),
+            "overflows": int(overflows),
+            "convention": "sum of clipped per-example gradients of L_i plus N(0, (sigma C)^2 I), "
+                          "divided by the expected batch size q n; Poisson sampling; "
+                          "add-or-remove-one neighbours"}

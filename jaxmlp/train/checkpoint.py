@@ -45,7 +45,7 @@ import os
 import re
 import sys
 import warnings
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -55,9 +55,16 @@ from jaxmlp.train.step import TrainState
 __all__ = [
     "CheckpointError",
     "Checkpoints",
+    "EpochWriter",
     "Intact",
+    "Readable",
+    "checkpoint_dir",
     "latest_epoch",
     "newest_intact",
+    "newest_readable_meta",
+    "params_digest",
+    "resume",
+    "set_aside_damaged",
     "state_digest",
 ]
 
@@ -586,3 +593,154 @@ def newest_intact(directory: str | os.PathLike, like: TrainState, *,
     """:meth:`Checkpoints.newest_intact` on ``directory`` (opened and closed here)."""
     with Checkpoints(directory) as store:
         return store.newest_intact(like, at_most=at_most)
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+
+class Readable(NamedTuple):
+    """What :func:`newest_readable_meta` returns.
+
+    Attributes:
+      epoch: the epoch of the newest checkpoint whose metadata verifies.
+      meta: that metadata (the JSON the run saved, integrity record removed).
+      skipped: ``[(epoch, reason), ...]`` for each newer checkpoint whose metadata was
+        refused, newest first.
+    """
+
+    epoch: int
+    meta: dict
+    skipped: list
+
+
+def checkpoint_dir(path: str | os.PathLike) -> str:
+    """``path/checkpoints`` when ``path`` is a run's output folder (it holds such a folder),
+    else ``path`` itself: where a run given either writes or finds its checkpoints."""
+    path = os.fspath(path)
+    sub = os.path.join(path, "checkpoints")
+    return sub if os.path.isdir(sub) else path
+
+
+def newest_readable_meta(directory: str | os.PathLike) -> Readable:
+    """The newest checkpoint in ``directory`` whose metadata verifies (digest of its JSON).
+
+    Only the metadata is read (no arrays), so a run can check its configuration against the
+    saved one before building anything; :func:`resume` then restores the arrays.
+
+    Returns:
+      :class:`Readable` ``(epoch, meta, skipped)``.
+
+    Raises:
+      FileNotFoundError: no checkpoint at all in ``directory``.
+      CheckpointError: the directory cannot be read, or every checkpoint's metadata is
+        damaged (``skipped`` lists them, newest first).
+    """
+    directory = os.fspath(directory)
+    skipped = []
+    with Checkpoints(directory) as store:
+        epochs = store.epochs()
+        if not epochs:
+            raise FileNotFoundError(f"directory: no checkpoint in {directory}.")
+        for epoch in reversed(epochs):
+            try:
+                return Readable(epoch, store.meta(epoch), skipped)
+            except CheckpointError as e:
+                skipped.append((epoch, str(e)))
+    lines = "\n".join(f"  epoch {e}: {why}" for e, why in skipped)
+    raise CheckpointError(f"no intact checkpoint in {directory}; every one was refused:\n"
+                          f"{lines}", directory, skipped)
+
+
+def resume(directory: str | os.PathLike, like: TrainState, *, at_most: Optional[int] = None,
+           skipped: Sequence = ()) -> Intact:
+    """:func:`newest_intact` (epoch <= ``at_most``) with the checkpoints refused earlier
+    (``skipped``, e.g. :func:`newest_readable_meta`'s) listed first in its ``skipped``.
+
+    Returns :class:`Intact` ``(state, meta, skipped)``: the restored state (arrays and meta
+    verified against their digests) and every refused checkpoint, newest first.
+
+    Raises:
+      FileNotFoundError: no checkpoint of epoch <= ``at_most``.
+      CheckpointError: none is intact; its ``skipped`` holds ``skipped`` and the new ones.
+    """
+    try:
+        intact = newest_intact(directory, like, at_most=at_most)
+    except CheckpointError as e:
+        if e.skipped is None:
+            raise
+        every = list(skipped) + list(e.skipped)
+        lines = "\n".join(f"  epoch {ep}: {why}" for ep, why in every)
+        raise CheckpointError(f"no intact checkpoint in {os.fspath(directory)}; every one was "
+                              f"refused:\n{lines}", os.fspath(directory), every) from None
+    return intact._replace(skipped=list(skipped) + list(intact.skipped))
+
+
+def set_aside_damaged(directory: str | os.PathLike, epochs: Sequence[int]) -> list[tuple[int, str]]:
+    """Renames each damaged checkpoint ``directory/<epoch>`` to ``<epoch>.damaged`` (or
+    ``<epoch>.damaged2``, ... when that name is taken): kept for inspection, ignored by orbax
+    and :func:`latest_epoch`, so that a resumed run can write those epochs again.
+
+    Epochs without a folder are passed over. Returns ``[(epoch, new_path), ...]`` of the
+    folders moved, in the order given.
+    """
+    moved = []
+    for epoch in epochs:
+        src = os.path.join(os.fspath(directory), str(_epoch(epoch)))
+        if os.path.isdir(src):
+            dst, n = src + ".damaged", 1
+            while os.path.exists(dst):
+                n += 1
+                dst = f"{src}.damaged{n}"
+            os.rename(src, dst)
+            moved.append((int(epoch), dst))
+    return moved
+
+
+def _epoch(epoch: Any) -> int:
+    """``epoch`` as an int; TypeError/ValueError naming ``epoch`` unless it is an integer >= 0."""
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
+        raise TypeError(f"epoch: expected an integer >= 0, got {type(epoch).__name__} {epoch!r}.")
+    if epoch < 0:
+        raise ValueError(f"epoch: expected an integer >= 0, got {epoch}.")
+    return int(epoch)
+
+
+def params_digest(params: Any) -> str:
+    """sha256 (hex) of a parameter pytree: for every leaf in ``jax.tree.leaves`` order, its
+    ``(shape, dtype)`` and its bytes (C order). Equal digests mean bit-identical parameters
+    (how a resumed run is compared with an uninterrupted one)."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        a = np.asarray(leaf)
+        h.update(str((a.shape, a.dtype.name)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+class EpochWriter:
+    """An ``on_epoch_end`` callback for :func:`jaxmlp.fit` that checkpoints a run.
+
+    Saves the state into ``store`` (a :class:`Checkpoints`) after every epoch that is a
+    multiple of ``every`` and after ``last_epoch``, with the metadata ``{**meta, "history":
+    rows}``: ``rows`` are ``history`` (a resumed run's earlier epochs) followed by the row of
+    every epoch seen so far, so that each checkpoint carries the history up to its own epoch.
+    ``last_saved`` is the newest epoch on disk (``latest_epoch`` of the store at the start).
+    Returns None (never stops the run).
+    """
+
+    def __init__(self, store: Checkpoints, every: int, last_epoch: int, meta: dict,
+                 history: Sequence[dict] = ()):
+        if not isinstance(store, Checkpoints):
+            raise TypeError(f"store: expected a jaxmlp.train.checkpoint.Checkpoints, got "
+                            f"{type(store).__name__}.")
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"every: expected a positive integer, got {every!r}.")
+        self.store, self.every, self.last_epoch = store, int(every), _epoch(last_epoch)
+        self.meta, self.rows = dict(meta), list(history)
+        self.last_saved = store.latest_epoch()
+
+    def __call__(self, state: TrainState, row: dict) -> None:
+        self.rows.append(row)
+        if state.epoch % self.every == 0 or state.epoch == self.last_epoch:
+            self.store.save(state, {**self.meta, "history": list(self.rows)})
+            self.last_saved = int(state.epoch)

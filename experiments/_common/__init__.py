@@ -1,0 +1,21 @@
+"""What the scripts in ``experiments/`` share (a script never imports another script).
+
+=================  ======================================================================
+module             what lives there
+=================  ======================================================================
+``cli``            :class:`~cli.UsageError` (exit status 2) and the argparse parser that
+                   raises it, flag-named errors, the output-folder lock, ``--register``
+``output``         the repository root, output paths and :func:`~output.write_json` (the
+                   one JSON writer: atomic, NumPy numbers as plain numbers)
+``networks``       the benchmark networks and data, their matrix products and FLOPs,
+                   compiled-HLO summaries, optional frameworks (torch) and the matmul peak
+``train_config``   ``train.py``'s defaults and option resolution (new run, ``--data``,
+                   ``--dp``, ``--resume``): a checked configuration dict
+``benchmarking``   the paired timing protocol and machine information
+``plotting``       learning curves as a small SVG (no matplotlib)
+``register``       running ``--register FILE.py`` files
+=================  ======================================================================
+
+Scripts run as ``python experiments/NAME.py`` find this package on ``sys.path`` (the
+script's folder); tests get the same folder from ``tests/conftest.py``.
+"""

@@ -1,0 +1,103 @@
+"""Command-line errors shared by the scripts: exit status 2 with one message, before any work.
+
+A script raises :class:`UsageError` for bad input; its ``main`` prints
+``"<prog>: error: <message>"`` on stderr and returns :data:`EXIT_USAGE` (2).
+:class:`Parser` turns argparse's own errors (unknown flag, a value that is not a number)
+into the same exception, so that nothing exits from inside argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Optional, Sequence
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+__all__ = ["EXIT_OK", "EXIT_USAGE", "Parser", "UsageError", "claim_output_folder", "flag_error",
+           "parse_floats",
+           "run_registrations"]
+
+
+class UsageError(Exception):
+    """Bad input: reported on stderr with exit status 2, before any work or file is written."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose errors raise :class:`UsageError` (exit 2 by the
+    script's ``main``) instead of printing usage and calling ``sys.exit``."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def flag_error(e: Exception, flags: Sequence[str] = (),
+               fallback: Optional[str] = None) -> UsageError:
+    """A library error ``"name: message"`` as the UsageError ``"--name: message"``.
+
+    The library names its arguments with underscores (``expected_batch_size``); a CLI names
+    them as flags (``--expected-batch-size``). With ``flags``, only those names are turned
+    into flags. Any other message is kept whole, after ``--<fallback>: `` when given.
+    """
+    text = str(e)
+    name, sep, rest = text.partition(": ")
+    if sep and name.isidentifier() and (not flags or name in flags):
+        return UsageError(f"--{name.replace('_', '-')}: {rest}")
+    return UsageError(f"--{fallback.replace('_', '-')}: {text}" if fallback else text)
+
+
+def parse_floats(flag: str, values: Sequence[str]) -> list[float]:
+    """Numbers from ``values`` (separate words or comma-separated); UsageError naming ``flag``
+    on a word that is not a number, or when there is none."""
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            if part.strip():
+                try:
+                    out.append(float(part))
+                except ValueError:
+                    raise UsageError(f"{flag}: expected numbers, got {part.strip()!r}.") from None
+    if not out:
+        raise UsageError(f"{flag}: expected at least one number.")
+    return out
+
+
+def run_registrations(files: Sequence[str]) -> None:
+    """Runs each ``--register FILE.py`` (files that call ``jaxmlp.register_activation`` or
+    ``register_cost``); UsageError naming the file when it is missing or fails."""
+    from _common import register
+
+    try:
+        register.run_registrations(files)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def claim_output_folder(out: str):
+    """Locks ``out`` for this run (:class:`jaxmlp.train.outdir.FolderLock`), then checks that
+    the folder is writable and that ``out/results.json`` can be written; returns the held lock
+    (a context manager that releases it). UsageError naming ``--out`` otherwise: the holder's
+    pid when another run has the folder, the OS error when it cannot be used."""
+    from jaxmlp.train import outdir
+
+    lock = outdir.FolderLock(out)
+    try:
+        lock.acquire()
+    except outdir.FolderInUse as e:
+        raise UsageError(f"--out: {e}") from None
+    except OSError as e:
+        raise UsageError(f"--out: cannot use {out!r} as the output folder: "
+                         f"{e.strerror or e}.") from None
+    try:
+        outdir.check_writable(out)
+        results = os.path.join(out, "results.json")
+        if os.path.exists(results) and not os.path.isfile(results):
+            raise UsageError(f"--out: {results!r} exists and is not a file; results.json could "
+                             "not be written (remove it or choose another --out).")
+    except OSError as e:
+        lock.release()
+        raise UsageError(f"--out: {out!r} is not writable: {e.strerror or e}.") from None
+    except UsageError:
+        lock.release()
+        raise
+    return lock
