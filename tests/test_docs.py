@@ -18,7 +18,9 @@ meant to run (shell commands, output, pseudo-code) goes in ```bash / ```text fen
 **Links.** Every relative link of these pages points at a file that exists, and an anchor
 ``#...`` at a heading of that page.
 
-**Architecture.** docs/architecture.md lists the arrows between jaxmlp's subpackages, one
+**Architecture.** docs/architecture.md draws the layout, a ```text block starting with the line
+``jaxmlp/``, one module or folder per line, indented by two spaces per level: it must name
+every module of jaxmlp/ (the subpackages' ``__init__.py`` aside) and no other. It lists the arrows between jaxmlp's subpackages, one
 line per subpackage (``train -> nn, privacy, quantities``), in a ```text block that starts with
 the line ``# arrows``; they must equal the arrows of the code, read from its imports by
 tests/test_architecture.py.
@@ -161,4 +163,29 @@ def test_architecture_draws_the_arrows_of_the_code():
     drawn, actual = drawn_arrows(), code_arrows()
     assert drawn == actual, f"docs/architecture.md draws {drawn}, the code has {actual}"
     for src, targets in drawn.items():
-        assert targets <= ALLOWED[src], f"{src} -> {targets - ALLOWED[src]} is not allowed"
+        allowed = ALLOWED.get(src, set())
+        assert targets <= allowed, f"{src} -> {targets - allowed} is not in ALLOWED"
+
+
+def drawn_modules() -> set[str]:
+    blocks = [code for info, code, _ in fences(ROOT / "docs" / "architecture.md")
+              if info == "text" and code.startswith("jaxmlp/\n")]
+    assert len(blocks) == 1, "docs/architecture.md needs one ```text block starting 'jaxmlp/'"
+    names, stack = set(), []
+    for line in blocks[0].splitlines():
+        m = re.match(r"( *)(\S+)", line)
+        if not m or not re.fullmatch(r"[\w.]+(/|\.py)", m.group(2)):
+            continue  # a continued description
+        depth = len(m.group(1)) // 2
+        stack[depth:] = [m.group(2)]
+        if m.group(2).endswith(".py"):
+            names.add("".join(stack))
+    return names
+
+
+def test_architecture_names_every_module():
+    actual = {p.relative_to(ROOT).as_posix() for p in (ROOT / "jaxmlp").rglob("*.py")
+              if p.name != "__init__.py" or p.parent == ROOT / "jaxmlp"}
+    drawn = drawn_modules()
+    assert drawn == actual, (f"docs/architecture.md's layout lacks {sorted(actual - drawn)} "
+                             f"and names {sorted(drawn - actual)}, which do not exist")
