@@ -20,6 +20,7 @@ The subpackages, one concept each (imported on first use):
     jaxmlp.data         bundled datasets, your own tables, export
     jaxmlp.parallel     sharding, several processes, the 2-D mesh
     jaxmlp.oracle       checks against autodiff and finite differences
+    jaxmlp.sklearn      MLPClassifier, MLPRegressor: batch-first scikit-learn estimators
     jaxmlp.forward_reverse_modes   the seed post's forward/reverse-mode worked example
 
 docs/architecture.md draws how they depend on each other.
@@ -38,7 +39,7 @@ from jaxmlp.quantities.first_order import per_example_grads, per_example_norms, 
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("data", "forward_reverse_modes", "nn", "oracle", "parallel", "privacy",
-                "quantities", "train")
+                "quantities", "sklearn", "train")
 _LAZY = {"fit": "jaxmlp.train.loop", "FitResult": "jaxmlp.train.loop"}  # optax on first use
 # Where the names of the flat layout went (a pointer, not an alias).
 _MOVED = {

@@ -1,0 +1,182 @@
+"""jaxmlp.sklearn: scikit-learn's estimator contract, pipelines and searches, and the numbers
+the estimators give against an independent NumPy forward pass and scikit-learn's own MLP."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.datasets import load_breast_cancer, load_digits, make_regression  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from jaxmlp import privacy  # noqa: E402
+from jaxmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+#: The instances scikit-learn's checks run on: small and quick, defaults otherwise.
+CHECKED = [MLPClassifier((16,), learning_rate_init=0.01, max_iter=50, random_state=0),
+           MLPRegressor((16,), learning_rate_init=0.01, max_iter=100, random_state=0)]
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
+        yield
+
+
+@pytest.mark.slow
+@parametrize_with_checks(CHECKED)
+def test_every_check_of_scikit_learns_estimator_contract(estimator, check):
+    check(estimator)
+
+
+def digits(n=600):
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X[:n] / 16.0, y[:n], random_state=0)
+
+
+def numpy_forward(est, X):
+    """A[L]^T from coefs_ / intercepts_ with NumPy: relu hidden layers, softmax output."""
+    A = X
+    for l, (W, b) in enumerate(zip(est.coefs_, est.intercepts_)):
+        Z = A @ W + b
+        if l < len(est.coefs_) - 1:
+            A = np.maximum(Z, 0)
+        else:
+            E = np.exp(Z - Z.max(axis=1, keepdims=True))
+            A = E / E.sum(axis=1, keepdims=True)
+    return A
+
+
+def test_classifier_is_batch_first_and_matches_a_numpy_forward_pass():
+    Xtr, Xte, ytr, yte = digits()
+    clf = MLPClassifier((32,), learning_rate_init=0.01, max_iter=30, random_state=0)
+    assert clf.fit(Xtr, ytr) is clf
+    P = clf.predict_proba(Xte)
+    assert P.shape == (len(Xte), 10) and list(clf.classes_) == list(range(10))
+    np.testing.assert_allclose(P, numpy_forward(clf, Xte), rtol=2e-4, atol=1e-6)
+    np.testing.assert_array_equal(clf.predict(Xte), clf.classes_[np.argmax(P, axis=1)])
+    assert [W.shape for W in clf.coefs_] == [(64, 32), (32, 10)]
+    assert clf.n_iter_ == 30 and len(clf.loss_curve_) == 30
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0] / 5
+    assert clf.score(Xte, yte) > 0.9
+
+
+def test_string_labels_and_two_classes():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    labels = np.where(y == 1, "benign", "malignant")
+    clf = MLPClassifier((8,), learning_rate_init=0.01, max_iter=20, random_state=1).fit(X, labels)
+    assert list(clf.classes_) == ["benign", "malignant"]
+    assert clf.predict_proba(X).shape == (len(X), 2)
+    assert set(clf.predict(X)) <= {"benign", "malignant"} and clf.score(X, labels) > 0.9
+
+
+def test_the_same_random_state_gives_the_same_model_and_another_does_not():
+    Xtr, Xte, ytr, _ = digits(300)
+    a = MLPClassifier((8,), max_iter=3, random_state=5).fit(Xtr, ytr).predict_proba(Xte)
+    b = MLPClassifier((8,), max_iter=3, random_state=5).fit(Xtr, ytr).predict_proba(Xte)
+    c = MLPClassifier((8,), max_iter=3, random_state=6).fit(Xtr, ytr).predict_proba(Xte)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_pipeline_grid_search_cross_validation_and_pickle():
+    Xtr, Xte, ytr, yte = digits(400)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=10, random_state=0,
+                                                         learning_rate_init=0.01))
+    search = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(4,), (32,)]}, cv=2)
+    search.fit(Xtr, ytr)
+    assert search.best_params_["mlpclassifier__hidden_layer_sizes"] == (32,)
+    scores = cross_val_score(MLPClassifier((16,), max_iter=10, learning_rate_init=0.01,
+                                           random_state=0), Xtr, ytr, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.6
+    clone = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(clone.predict_proba(Xte), search.predict_proba(Xte))
+
+
+def test_regressor_one_and_several_targets():
+    X, y = make_regression(n_samples=200, n_features=5, n_targets=2, noise=0.1, random_state=0)
+    y = (y - y.mean(0)) / y.std(0)
+    two = MLPRegressor((32,), learning_rate_init=0.01, max_iter=200, random_state=0).fit(X, y)
+    assert two.predict(X).shape == (200, 2) and two.score(X, y) > 0.95
+    one = MLPRegressor((32,), learning_rate_init=0.01, max_iter=50, random_state=0).fit(X, y[:, 0])
+    assert one.predict(X).shape == (200,)
+    W, b = one.coefs_, one.intercepts_
+    expected = (np.maximum(X @ W[0] + b[0], 0) @ W[1] + b[1])[:, 0]
+    np.testing.assert_allclose(one.predict(X), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_multilabel_indicator_targets_give_sigmoid_outputs():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    Y = np.stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0, X[:, 3] < 0.5], axis=1).astype(int)
+    clf = MLPClassifier((16,), learning_rate_init=0.02, max_iter=100, random_state=0).fit(X, Y)
+    P = clf.predict_proba(X)
+    assert P.shape == (200, 3) and not np.allclose(P.sum(1), 1)  # independent sigmoids
+    assert clf.predict(X).shape == (200, 3) and clf.score(X, Y) > 0.8
+
+
+def test_early_stopping_stops_and_keeps_the_best_validation_model():
+    Xtr, _, ytr, _ = digits()
+    clf = MLPClassifier((32,), learning_rate_init=0.05, max_iter=500, early_stopping=True,
+                        n_iter_no_change=3, random_state=0).fit(Xtr, ytr)
+    assert clf.n_iter_ < 500
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert len(clf.validation_scores_) == clf.n_iter_
+
+
+def test_partial_fit_adds_one_epoch_each_call_and_needs_the_classes_first():
+    Xtr, _, ytr, _ = digits(300)
+    clf = MLPClassifier((8,), random_state=0)
+    with pytest.raises(ValueError, match="classes: expected every label"):
+        clf.partial_fit(Xtr, ytr)
+    clf.partial_fit(Xtr[:100], ytr[:100], classes=np.arange(10))
+    clf.partial_fit(Xtr[100:], ytr[100:])
+    assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2 and len(clf.classes_) == 10
+    with pytest.raises(ValueError, match="not among classes_"):
+        clf.partial_fit(Xtr[:5], np.full(5, 11))
+
+
+def test_private_training_spends_at_most_the_target_epsilon():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    clf = MLPClassifier((8,), learning_rate_init=0.05, batch_size=64, max_iter=4,
+                        target_epsilon=2.0, delta=1e-4, random_state=0).fit(X, y)
+    q = 64 / len(X)
+    spent = privacy.epsilon(noise_multiplier=clf.noise_multiplier_, sampling_rate=q,
+                            steps=clf.n_iter_ * privacy.default_steps_per_epoch(q), delta=1e-4)
+    assert clf.n_iter_ == 4 and 1.5 < spent <= 2.0 == clf.target_epsilon
+    assert clf.epsilon_ == pytest.approx(spent)
+    assert clf.score(X, y) > 0.7
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"hidden_layer_sizes": (8, 0)}, r"hidden_layer_sizes\[1\]: expected a positive integer, got 0"),
+    ({"hidden_layer_sizes": "wide"}, r"hidden_layer_sizes\[0\]: expected a positive integer"),
+    ({"activation": "swish"}, "activation: expected one of"),
+    ({"optimizer": "lbfgs"}, "optimizer: expected one of"),
+    ({"learning_rate_init": -1.0}, "learning_rate"),
+    ({"max_iter": 0}, "max_iter: expected a positive integer, got 0"),
+    ({"batch_size": 0}, "batch_size: expected a positive integer, got 0"),
+    ({"validation_fraction": 1.5, "early_stopping": True}, r"validation_fraction: expected a number in \(0, 1\)"),
+    ({"target_epsilon": 1.0, "early_stopping": True}, "early_stopping: not with target_epsilon"),
+])
+def test_bad_settings_name_the_parameter(params, message):
+    Xtr, _, ytr, _ = digits(100)
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(**{"max_iter": 2, **params}).fit(Xtr, ytr)
+
+
+def test_one_class_and_non_finite_inputs_are_refused():
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        MLPClassifier(max_iter=2).fit(X, np.zeros(20))
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MLPRegressor(max_iter=2).fit(X, np.zeros(20))
