@@ -19,7 +19,6 @@ the steps and seconds K-FAC needs to reach Adam's final training cost.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,6 +30,8 @@ import jaxmlp
 from jaxmlp.data import datasets
 from jaxmlp.train import kfac
 from jaxmlp import train
+
+from _common import output
 
 SIZES = (64, 32, 16, 32, 64)
 GRID = {
@@ -123,14 +124,13 @@ def main(argv=None):
                  f"{s['steps_to_adam_final']} steps ({s['fraction_of_adam_steps']:.3f} of Adam's), "
                  f"{s['seconds_to_adam_final']:.2f} s ({s['fraction_of_adam_seconds']:.2f} of Adam's)")
         print(f"{name:>9} lr={s['lr']:<6g} final {s['final_cost']:.5f}; reaches Adam's final: {reach}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"network": {"sizes": SIZES, "activations": net.activations, "cost": net.cost},
-                   "steps": args.steps, "batch_size": args.batch_size, "damping": args.damping,
-                   "inverse_every": args.inverse_every, "kl_clip": args.kl_clip,
-                   "grid": GRID, "summary": summary, "runs": runs,
-                   "load_average": list(os.getloadavg()), "jax": jax.__version__,
-                   "seconds_total": time.perf_counter() - t0}, f, indent=1)
+    output.write_json(os.path.abspath(os.path.join(args.out, "results.json")), {
+        "network": {"sizes": SIZES, "activations": net.activations, "cost": net.cost},
+        "steps": args.steps, "batch_size": args.batch_size, "damping": args.damping,
+        "inverse_every": args.inverse_every, "kl_clip": args.kl_clip,
+        "grid": GRID, "summary": summary, "runs": runs,
+        "load_average": list(os.getloadavg()), "jax": jax.__version__,
+        "seconds_total": time.perf_counter() - t0})
     try:
         import matplotlib
 

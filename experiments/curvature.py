@@ -25,7 +25,6 @@ Writes ``results/curvature/curvature.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 
 import jaxmlp
 from _common import benchmarking
+from _common import output
 from jaxmlp.quantities import curvature
 from _common.benchmarking import load_average, machine_info
 
@@ -169,9 +169,7 @@ def main(argv=None):
         print(f"{k:>36} " + " ".join(cells))
     print(f"(ratio: paired median of time / value_and_grad; load average "
           f"{results['load_average_start']} -> {results['load_average_end']})")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "curvature.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    output.write_json(os.path.abspath(os.path.join(args.out, "curvature.json")), results)
     return 0
 
 

@@ -15,12 +15,13 @@ to ``check.json``. Exit code 1 if any case exceeds 1e-10.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import jax
+
+from _common import output
 
 jax.config.update("jax_enable_x64", True)
 
@@ -68,10 +69,9 @@ def main(argv=None) -> int:
     worst = max(r["max_error"] for r in rows)
     print(f"{len(rows) - len(failed)}/{len(rows)} cases within 1e-10 (largest error {worst:.1e}), "
           f"{time.perf_counter() - t0:.0f} s")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "check.json"), "w") as f:
-        json.dump({"quick": args.quick, "jax": jax.__version__, "tolerance": 1e-10,
-                   "cases": rows}, f, indent=1)
+    output.write_json(os.path.abspath(os.path.join(args.out, "check.json")),
+                      {"quick": args.quick, "jax": jax.__version__, "tolerance": 1e-10,
+                       "cases": rows})
     return 1 if failed else 0
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import optax
 
 from _common import networks
+from _common import output
 import jaxmlp
 from _common import benchmarking
 from jaxmlp.data import datasets
@@ -122,9 +123,9 @@ def _split_validation(data):
 
 def _nonprivate_reference(name, data, seeds):
     """experiments/train.py's default configuration for the dataset, test metric per seed."""
-    import train as train_cli  # the CLI's defaults, not a copy of them (the script's folder)
+    from _common import train_config  # train.py's defaults, not a copy of them
 
-    cfg = train_cli.DEFAULTS[name]
+    cfg = train_config.DEFAULTS[name]
     net = jaxmlp.Network(
         (data.n_inputs, *cfg["hidden"], data.n_outputs),
         (*([cfg["activation"]] * len(cfg["hidden"])), data.output_activation), data.cost)
@@ -545,12 +546,12 @@ def main(argv=None) -> int:
         table = accuracy_table(rows)
         print(table)
         print(accuracy_markdown(rows))
-        with open(os.path.join(args.out, f"accuracy{suffix}.json"), "w") as f:
-            json.dump({"datasets": rows, "table": table, "epsilons": [None if math.isinf(e) else e
-                                                                      for e in EPSILONS],
-                       "delta": DELTA, "accountant": "pld", "clip": CLIP,
-                       "validation": {"fraction_of_train": VAL_FRACTION, "seed": VAL_SEED},
-                       "seconds": time.perf_counter() - t0, "environment": env}, f, indent=1)
+        output.write_json(os.path.abspath(os.path.join(args.out, f"accuracy{suffix}.json")), {
+            "datasets": rows, "table": table,
+            "epsilons": [None if math.isinf(e) else e for e in EPSILONS],
+            "delta": DELTA, "accountant": "pld", "clip": CLIP,
+            "validation": {"fraction_of_train": VAL_FRACTION, "seed": VAL_SEED},
+            "seconds": time.perf_counter() - t0, "environment": env})
         accuracy_plot(rows, os.path.join(args.out, f"accuracy{suffix}.png"))
     if args.what == "noise":
         doc = noise_generators(args.rounds) | {"environment": env}

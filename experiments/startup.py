@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import output
+
 ROOT = Path(__file__).resolve().parents[1]
 COLD_TARGET_S = 3.5
 
@@ -104,9 +106,7 @@ def main(argv=None) -> int:
               "test_accuracy": accuracy, "samples": args.samples, "cpu_count": os.cpu_count(),
               "machine": platform.machine(), "python": platform.python_version(),
               "load_average": list(load)}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    output.write_json(os.path.abspath(args.out), result)
     print(f"wrote {args.out}")
     return 0
 

@@ -21,31 +21,23 @@ and test splits evaluated after each) -> report from its ``FitResult``. Written 
   preprocessing that ``experiments/predict.py`` applies to new rows.
 
 Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
-the cost became NaN or infinite (message names the epoch and step; the checkpoints written
-before are kept). One run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``)
-and checked writable before training; results.json is written atomically. Run as a script
-the process ends with ``os._exit`` once every file is written (skipping ~0.3 s of teardown).
+the cost became NaN or infinite (the epoch and step named; earlier checkpoints kept). One
+run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``) and checked writable
+before training. Run as a script the process ends with ``os._exit`` once every file is
+written (skipping ~0.3 s of JAX teardown).
 
-``--dp``: DP-SGD (``jaxmlp.privacy.DPSGD``): Poisson batches (q = ``--sampling-rate`` or
-``--expected-batch-size`` / n), per-example clipping to ``--clip`` (per layer with
-``--per-layer-clipping``), Gaussian noise sigma C; sigma is ``--noise-multiplier`` or
-calibrated so that the run spends exactly ``--target-epsilon`` at ``--delta``
-(``jaxmlp.privacy.calibrate_run``). An epoch is round(1/q) steps; results.json has a
-``privacy`` block; with a target the run stops before an epoch that would exceed it.
-Without other options ``--dp`` uses ``DP_DEFAULTS`` of ``_common/train_config.py``.
-
-``--resume DIR`` continues the newest intact checkpoint (``jaxmlp.train.checkpoint``: damaged
-ones are skipped and moved aside): options not given take the saved run's values, given
-ones must agree (``--epochs`` may be raised); it reaches bit for bit the parameters of an
-uninterrupted run. ``--data-parallel`` splits each minibatch's columns over all devices
-(``jaxmlp.parallel.placement``; on CPU simulate N devices with
+``--dp``: DP-SGD with Poisson batches (q = ``--sampling-rate`` or ``--expected-batch-size``
+/ n), clipping to ``--clip`` (``--per-layer-clipping``) and noise sigma C; sigma is
+``--noise-multiplier`` or calibrated to spend exactly ``--target-epsilon`` at ``--delta``
+(``jaxmlp.privacy.calibrate_run``); results.json has a ``privacy`` block; with a target the
+run stops before an epoch that would exceed it. ``--resume DIR`` continues the newest intact
+checkpoint (damaged ones skipped and moved aside; given options must agree with the saved
+ones, ``--epochs`` may grow) bit for bit. ``--data-parallel`` splits minibatch columns over
+all devices (``jaxmlp.parallel.placement``; on CPU
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``). ``--ensemble K`` trains K networks
-in one compiled epoch (``--member-lrs``, ``--shared-batches``); the table reports their
-mean ± spread and the averaged prediction. Several processes: the same command in every
-process with ``--coordinator HOST:PORT --num-processes N --process-id I`` (or none on a
-detected cluster); each holds its block of the train columns, the split cut to a multiple
-of the device count; process 0 writes results.json and the plot
-(``scripts/launch_local.sh N [options]``).
+in one compiled epoch (``--member-lrs``, ``--shared-batches``). Several processes: the same
+command with ``--coordinator HOST:PORT --num-processes N --process-id I`` in each (or none
+on a detected cluster; ``scripts/launch_local.sh N``); process 0 writes the files.
 """
 
 from __future__ import annotations
@@ -71,7 +63,7 @@ from jaxmlp.parallel import distributed, placement
 from jaxmlp.train import checkpoint as ckpt_lib
 from jaxmlp.train import ensemble as ensemble_lib
 
-from _common import cli, output, plotting, train_config
+from _common import cli, output, plotting, train_config, train_report
 from _common.cli import EXIT_OK, EXIT_USAGE, UsageError
 from _common.train_config import ARCH_KEYS, DP_KEYS, ENSEMBLE_DEFAULTS, RUN_KEYS
 
@@ -290,7 +282,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     steady = fr.epoch_seconds[1:] or fr.epoch_seconds
     result.update({
         "status": fr.status, "message": message,
-        "config": {**config_saved, "out": _display_path(cfg["out"]),
+        "config": {**config_saved, "out": train_report.display_path(cfg["out"]),
                    "checkpoint_every": cfg["checkpoint_every"],
                    "data_parallel": cfg["data_parallel"] or jax.process_count() > 1},
         "network": network,
@@ -315,11 +307,11 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         plotting.write_plot(os.path.join(cfg["out"], "learning_curves.svg"), fr.history,
                             result["metric"],
                             f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
-                            f"lr={cfg['lr']:g}, {_batch_words(cfg)}")
+                            f"lr={cfg['lr']:g}, {train_report.batch_words(cfg)}")
     if fr.status == "diverged":
         print(f"train.py: {message}", file=sys.stderr)
         return EXIT_DIVERGED, result
-    print(final_table(result))
+    print(train_report.final_table(result))
     print(f"wrote {os.path.join(cfg['out'], 'results.json')}")
     return EXIT_OK, result
 
@@ -330,7 +322,7 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
     per-label accuracies (a vector, not in the history)."""
     X_tr, Y_tr, X_te, Y_te = sets
     K, params = cfg["ensemble"], fr.state.params
-    row = fr.history[-1] if fr.history else _evaluated_row(net, params, sets, K)
+    row = fr.history[-1] if fr.history else train_report.evaluated_row(net, params, sets, K)
     metric = train_lib.metric_name(net)
     ensemble = None
     if K is None:
@@ -369,70 +361,6 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
             "processes": {"count": jax.process_count(),
                           "examples_dropped_to_split_over_devices":
                               0 if pl is None else int(pl.dropped)}}
-
-
-def _evaluated_row(net, params, sets, K) -> dict:
-    """A history row's metrics of ``params`` (when the run trained no epoch)."""
-    X_tr, Y_tr, X_te, Y_te = sets
-    row = {}
-    for s, (X, Y) in (("train", (X_tr, Y_tr)), ("test", (X_te, Y_te))):
-        if K is None:
-            ev = train_lib.cost_and_metrics(net, params, X, Y)
-            row.update({f"{s}_{k}": float(v) for k, v in ev.items() if np.ndim(v) == 0})
-        else:
-            row.update(ensemble_lib.summary_row(s, ensemble_lib.ensemble_cost_and_metrics(net, params, X, Y)))
-    return row
-
-
-def _display_path(path: str) -> str:
-    """``path`` relative to the repository when inside it (results.json stays portable)."""
-    full, root = os.path.abspath(path), str(output.repo_root())
-    return os.path.relpath(full, root) if full.startswith(root + os.sep) else full
-
-
-def _batch_words(cfg: dict) -> str:
-    if cfg.get("dp"):
-        return f"DP-SGD, expected batch {cfg['expected_batch_size']:.0f}"
-    return f"batch {cfg['batch_size']}"
-
-
-def final_table(result: dict) -> str:
-    cfg = result["config"]
-    final = result["final"]
-    cols = list(final["train"])
-    lines = [
-        f"{cfg['dataset']}: network {'-'.join(map(str, result['network']['sizes']))} "
-        f"({cfg['activation']} / {result['network']['activations'][-1]}, "
-        f"{result['network']['cost']}), {cfg['optimizer']} lr={cfg['lr']:g}, "
-        f"{result['epochs_done']} epochs, {_batch_words(cfg)}, seed {cfg['seed']}",
-        "split   " + "".join(f"{c:>16}" for c in cols),
-    ]
-    ens = result.get("ensemble")
-    if ens is None:
-        for split in ("train", "test"):
-            lines.append(f"{split:<8}" + "".join(f"{final[split][c]:>16.4f}" for c in cols))
-    else:
-        lines[0] += f", ensemble of K = {ens['K']}" + (
-            f" (lrs {', '.join(f'{v:g}' for v in ens['member_lrs'])})" if ens["member_lrs"] else "")
-        for split in ("train", "test"):
-            lines.append(f"{split:<8}" + "".join(
-                f"{final[split][c]:>9.4f} ±{ens['std'][split][c]:<6.4f}" for c in cols)
-                + "   (members: mean ± std)")
-            avg = ens["averaged_prediction"][split]
-            lines.append(f"{'':<8}" + "".join(f"{avg[c]:>16.4f}" for c in cols)
-                         + "   (averaged prediction)")
-    pr = result.get("privacy")
-    if pr:
-        lines.append(
-            f"privacy: ({pr['epsilon']:.4g}, {pr['delta']:g})-DP by {pr['accountant'].upper()} "
-            f"over {pr['steps']} Poisson steps (q = {pr['sampling_rate']:.4g}), noise multiplier "
-            f"{pr['noise_multiplier']:.4g}{' (calibrated)' if pr['noise_calibrated'] else ''}, "
-            f"clip {pr['clip']}{' per layer' if pr['per_layer_clipping'] else ''}")
-    lines.append(
-        f"wall {result['wall_seconds']:.1f} s (training loop {result['train_seconds']:.1f} s), "
-        f"{result['examples_per_second']:,.0f} {'member-' if result.get('ensemble') else ''}"
-        f"examples/s, backend {result['jax']['backend']}")
-    return "\n".join(lines)
 
 
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:

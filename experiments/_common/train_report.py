@@ -1,0 +1,90 @@
+"""What ``experiments/train.py`` prints and records about a finished run.
+
+:func:`final_table` formats the results dict (the content of results.json);
+:func:`display_path` keeps paths inside the repository relative, so results.json stays
+portable; :func:`batch_words` says how the run batched.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from jaxmlp import train as train_lib
+from jaxmlp.train import ensemble as ensemble_lib
+
+from _common import output
+
+__all__ = ["batch_words", "display_path", "evaluated_row", "final_table"]
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the repository when inside it (results.json stays portable)."""
+    full, root = os.path.abspath(path), str(output.repo_root())
+    return os.path.relpath(full, root) if full.startswith(root + os.sep) else full
+
+
+def batch_words(cfg: dict) -> str:
+    """How the run batches: ``"batch 64"``, or the expected Poisson batch of a --dp run."""
+    if cfg.get("dp"):
+        return f"DP-SGD, expected batch {cfg['expected_batch_size']:.0f}"
+    return f"batch {cfg['batch_size']}"
+
+
+def final_table(result: dict) -> str:
+    """The table printed at the end of a run, from its results.json dict: configuration,
+    final train/test metrics (an ensemble's members' mean ± std and its averaged
+    prediction), the privacy spent, wall time and throughput."""
+    cfg = result["config"]
+    final = result["final"]
+    cols = list(final["train"])
+    lines = [
+        f"{cfg['dataset']}: network {'-'.join(map(str, result['network']['sizes']))} "
+        f"({cfg['activation']} / {result['network']['activations'][-1]}, "
+        f"{result['network']['cost']}), {cfg['optimizer']} lr={cfg['lr']:g}, "
+        f"{result['epochs_done']} epochs, {batch_words(cfg)}, seed {cfg['seed']}",
+        "split   " + "".join(f"{c:>16}" for c in cols),
+    ]
+    ens = result.get("ensemble")
+    if ens is None:
+        for split in ("train", "test"):
+            lines.append(f"{split:<8}" + "".join(f"{final[split][c]:>16.4f}" for c in cols))
+    else:
+        lines[0] += f", ensemble of K = {ens['K']}" + (
+            f" (lrs {', '.join(f'{v:g}' for v in ens['member_lrs'])})" if ens["member_lrs"] else "")
+        for split in ("train", "test"):
+            lines.append(f"{split:<8}" + "".join(
+                f"{final[split][c]:>9.4f} ±{ens['std'][split][c]:<6.4f}" for c in cols)
+                + "   (members: mean ± std)")
+            avg = ens["averaged_prediction"][split]
+            lines.append(f"{'':<8}" + "".join(f"{avg[c]:>16.4f}" for c in cols)
+                         + "   (averaged prediction)")
+    pr = result.get("privacy")
+    if pr:
+        lines.append(
+            f"privacy: ({pr['epsilon']:.4g}, {pr['delta']:g})-DP by {pr['accountant'].upper()} "
+            f"over {pr['steps']} Poisson steps (q = {pr['sampling_rate']:.4g}), noise multiplier "
+            f"{pr['noise_multiplier']:.4g}{' (calibrated)' if pr['noise_calibrated'] else ''}, "
+            f"clip {pr['clip']}{' per layer' if pr['per_layer_clipping'] else ''}")
+    lines.append(
+        f"wall {result['wall_seconds']:.1f} s (training loop {result['train_seconds']:.1f} s), "
+        f"{result['examples_per_second']:,.0f} {'member-' if result.get('ensemble') else ''}"
+        f"examples/s, backend {result['jax']['backend']}")
+    return "\n".join(lines)
+
+
+def evaluated_row(net, params, sets, K: Optional[int]) -> dict:
+    """The ``train_<metric>`` / ``test_<metric>`` entries that :func:`jaxmlp.fit` writes into a
+    history row, for ``params`` on ``sets`` = (X_train, Y_train, X_test, Y_test): what the
+    report reads when the run trained no epoch (K: an ensemble's size, or None)."""
+    X_tr, Y_tr, X_te, Y_te = sets
+    row = {}
+    for s, (X, Y) in (("train", (X_tr, Y_tr)), ("test", (X_te, Y_te))):
+        if K is None:
+            ev = train_lib.cost_and_metrics(net, params, X, Y)
+            row.update({f"{s}_{k}": float(v) for k, v in ev.items() if np.ndim(v) == 0})
+        else:
+            row.update(ensemble_lib.summary_row(s, ensemble_lib.ensemble_cost_and_metrics(net, params, X, Y)))
+    return row
