@@ -51,7 +51,7 @@ def run(net, name, lr, X, steps, batch_size, seed, damping, inverse_every, kl_cl
     per_epoch = X.shape[1] // batch_size
     params, state = params0, opt.init(params0)
     hist = [{"step": 0, "seconds": 0.0,
-             "cost": float(train.evaluate(net, params, X, X, check_finite=False)["cost"])}]
+             "cost": float(train.cost_and_metrics(net, params, X, X, check_finite=False)["cost"])}]
     seconds = 0.0
     for e in range(int(np.ceil(steps / per_epoch))):
         key, k = train.split_key(key)
@@ -59,7 +59,7 @@ def run(net, name, lr, X, steps, batch_size, seed, damping, inverse_every, kl_cl
         params, state, mt = epoch(params, state, k, X, X)
         jax.block_until_ready(params)
         seconds += time.perf_counter() - t0
-        cost = float(train.evaluate(net, params, X, X, check_finite=False)["cost"])
+        cost = float(train.cost_and_metrics(net, params, X, X, check_finite=False)["cost"])
         hist.append({"step": (e + 1) * per_epoch, "seconds": seconds, "cost": cost})
         if not np.isfinite(cost):
             break

@@ -106,7 +106,7 @@ def _dp_run(net, X, Y, Xe, Ye, *, eps, lr, q, steps, seed):
     if fr.status != "completed":
         return -math.inf, sigma, None, fr.status
     metric = train.metric_name(net)
-    value = float(train.evaluate(net, fr.state.params, Xe, Ye)[metric])
+    value = float(train.cost_and_metrics(net, fr.state.params, Xe, Ye)[metric])
     spent = fr.history[-1]["epsilon"] if fr.history else None
     assert n > 0
     return value, sigma, spent, fr.status
@@ -138,7 +138,7 @@ def _nonprivate_reference(name, data, seeds):
         params = jaxmlp.init_params(net, init_key, dtype=jnp.float32)
         opt = train.make_optimizer(cfg["optimizer"], cfg["lr"])
         fr = fit(net, params, opt, X, Y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], key=key)
-        out.append(float(train.evaluate(net, fr.state.params, Xt, Yt)[metric]))
+        out.append(float(train.cost_and_metrics(net, fr.state.params, Xt, Yt)[metric]))
     return {"config": {k: v for k, v in cfg.items()}, "test": out}
 
 
