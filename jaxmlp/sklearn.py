@@ -31,6 +31,7 @@ Names follow :class:`sklearn.neural_network.MLPClassifier` where the meaning is 
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 from typing import Any, Optional
@@ -50,6 +51,15 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}.")
     return int(value)
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(name, learning_rate, weight_decay):
+    """One optax optimizer object per setting: fits with the same setting reuse the compiled
+    epoch of :func:`jaxmlp.train.make_train_epoch` (a grid search compiles once per point)."""
+    from jaxmlp import train
+
+    return train.make_optimizer(name, learning_rate, weight_decay=weight_decay)
 
 
 def _hidden_sizes(value: Any) -> tuple:
@@ -141,10 +151,13 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ training
 
     def _optimizer(self):
-        from jaxmlp import train
+        try:
+            return _optimizer(self.optimizer, self.learning_rate_init, self.weight_decay)
+        except TypeError:  # an unhashable setting: make_optimizer says what is wrong with it
+            from jaxmlp import train
 
-        return train.make_optimizer(self.optimizer, self.learning_rate_init,
-                                    weight_decay=self.weight_decay)
+            return train.make_optimizer(self.optimizer, self.learning_rate_init,
+                                        weight_decay=self.weight_decay)
 
     def _dp(self, n: int, batch: int):
         """The DP-SGD settings of a run of ``max_iter`` epochs at rate batch / n."""

@@ -246,3 +246,28 @@ def test_column_gradient_names_against_the_batched_gradient():
     for g in (got, read, checked):
         for u, v in zip(jax.tree.leaves(g), jax.tree.leaves(want)):
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-7)
+
+
+def test_the_same_epoch_settings_reuse_one_compiled_epoch():
+    """make_train_epoch returns the same jitted epoch for the same (net, optimizer object,
+    batch size, ...): refitting traces and compiles nothing new; other settings get their own."""
+    import optax
+
+    from jaxmlp import train
+
+    net = jaxmlp.Network((3, 4, 2), ("tanh", "softmax"), "categorical_cross_entropy")
+    opt = optax.sgd(0.1)
+    a = train.make_train_epoch(net, opt, 4, check_data=False)
+    assert train.make_train_epoch(net, opt, 4, check_data=False) is a
+    assert train.make_train_epoch(net, opt, 2, check_data=False) is not a
+    assert train.make_train_epoch(net, optax.sgd(0.1), 4, check_data=False) is not a
+    params = jaxmlp.init_params(net, 0)
+    X = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    Y = np.eye(2, dtype=np.float32)[:, np.arange(8) % 2]
+    out1 = a(params, opt.init(params), jax.random.key(1), X, Y)
+    n_compiled = a._cache_size()
+    out2 = train.make_train_epoch(net, opt, 4, check_data=False)(params, opt.init(params),
+                                                                  jax.random.key(1), X, Y)
+    assert a._cache_size() == n_compiled == 1
+    for u, v in zip(jax.tree.leaves(out1), jax.tree.leaves(out2)):
+        np.testing.assert_array_equal(u, v)

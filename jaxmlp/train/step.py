@@ -282,6 +282,18 @@ def make_train_epoch(
             "permutation: expected a function (key, m) -> int array (m,), e.g. "
             f"jax.random.permutation, got {type(permutation).__name__}."
         )
+    if not isinstance(check_data, bool):
+        raise TypeError(f"check_data: expected True or False, got {check_data!r}.")
+    args = (net, optimizer, batch_size, batch_sharding, permutation, compute_dtype)
+    try:
+        epoch = _cached_epoch(*args)
+    except TypeError:  # an argument that cannot be hashed: no reuse, the same function
+        epoch = _epoch_program(*args)
+    return with_data_check(net, epoch, 3, key_pos=2) if check_data else epoch
+
+
+def _epoch_program(net, optimizer, batch_size, batch_sharding, permutation, compute_dtype):
+    """The jitted epoch of :func:`make_train_epoch` for checked arguments."""
 
     @jax.jit
     def epoch(params, opt_state, key, X, Y):
@@ -304,9 +316,13 @@ def make_train_epoch(
         (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), idx)
         return params, opt_state, metrics
 
-    if not isinstance(check_data, bool):
-        raise TypeError(f"check_data: expected True or False, got {check_data!r}.")
-    return with_data_check(net, epoch, 3, key_pos=2) if check_data else epoch
+    return epoch
+
+
+# The same (network, optimizer object, batch size, ...) gives the same jitted epoch, so its
+# compiled programs are reused: fitting again with the same optimizer (a grid search, a
+# scikit-learn estimator refitted, fit called per run) traces and compiles nothing new.
+_cached_epoch = functools.lru_cache(maxsize=64)(_epoch_program)
 
 
 @jax.jit
