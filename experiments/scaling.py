@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 
-from benchmark import SHAPES, step_flops  # experiments/benchmark.py: the same shape suite
+from _common.networks import SHAPES, step_flops  # the benchmark shape suite
 from _common import benchmarking
 
 
