@@ -107,6 +107,6 @@ def multi_process(X_train: Any, Y_train: Any, X_test: Any, Y_test: Any, replicat
         X_te = distributed.global_columns(mesh, X_test[:, tcols], name="X_test")
         Y_te = distributed.global_columns(mesh, Y_test[:, tcols], name="Y_test")
     else:
-        X_te, Y_te = distributed.replicate(mesh, (X_test, Y_test))
+        X_te, Y_te = sharding.replicate(mesh, (X_test, Y_test))
     return Placement(mesh, NamedSharding(mesh, P(None, "data")), X_tr, Y_tr, X_te, Y_te,
-                     distributed.replicate(mesh, replicated), m_train - m_use)
+                     sharding.replicate(mesh, replicated), m_train - m_use)
