@@ -19,6 +19,7 @@ The subpackages, one concept each (imported on first use):
     jaxmlp.train        step, optimizers (K-FAC), fit, ensembles, checkpoints
     jaxmlp.data         bundled datasets, your own tables, export
     jaxmlp.parallel     sharding, several processes, the 2-D mesh
+    jaxmlp.laplace      Laplace approximations: posterior, evidence, GLM predictive
     jaxmlp.oracle       checks against autodiff and finite differences
     jaxmlp.sklearn      MLPClassifier, MLPRegressor: batch-first scikit-learn estimators
     jaxmlp.forward_reverse_modes   the seed post's forward/reverse-mode worked example
@@ -38,8 +39,8 @@ from jaxmlp.quantities.first_order import per_example_grads, per_example_norms, 
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("data", "forward_reverse_modes", "nn", "oracle", "parallel", "privacy",
-                "quantities", "sklearn", "train")
+_SUBPACKAGES = ("data", "forward_reverse_modes", "laplace", "nn", "oracle", "parallel",
+                "privacy", "quantities", "sklearn", "train")
 _LAZY = {"fit": "jaxmlp.train.loop", "FitResult": "jaxmlp.train.loop"}  # optax on first use
 # Where the names of the flat layout went (a pointer, not an alias).
 _MOVED = {

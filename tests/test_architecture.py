@@ -24,6 +24,7 @@ ALLOWED = {
     "data": {"nn", "train"},
     "forward_reverse_modes": set(),
     "sklearn": {"nn", "train", "privacy"},
+    "laplace": {"nn", "quantities"},
 }
 
 
