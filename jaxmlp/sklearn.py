@@ -19,12 +19,14 @@ Names follow :class:`sklearn.neural_network.MLPClassifier` where the meaning is 
   learning rate; no ``learning_rate`` schedule string.
 * A classifier with one label column has a softmax output over ``classes_`` (also for two
   classes); a label-indicator ``y`` gives independent sigmoid outputs (multi-label).
-* An epoch is ``n_samples // batch_size`` full minibatches of a fresh permutation (the
-  remainder of a permutation is not used in that epoch).
+* An epoch is as many minibatches as scikit-learn's, ceil(n / batch_size), all of the same
+  size n // ceil(n / batch_size) (fixed shapes: one compiled epoch), drawn from a fresh
+  permutation; the at most ceil(n / batch_size) - 1 samples left over sit out that epoch.
 * ``coefs_[l]`` is W[l+1]^T, (n[l], n[l+1]), as scikit-learn stores it.
 * ``target_epsilon`` (with ``delta`` and ``l2_norm_clip``) trains with DP-SGD
   (:class:`jaxmlp.privacy.DPSGD`): the noise multiplier is calibrated so that
-  ``max_iter`` epochs spend at most ``target_epsilon``; the fitted ``noise_multiplier_`` and
+  ``max_iter`` epochs of Poisson-sampled batches (expected size ``batch_size``) spend at
+  most ``target_epsilon``; the fitted ``noise_multiplier_``, ``sampling_rate_`` and
   ``epsilon_`` (spent) report it. Early stopping is refused with it (the validation split
   would be read outside the accountant).
 """
@@ -133,9 +135,9 @@ class _BaseMLP(BaseEstimator):
         return jaxmlp.Network(sizes=sizes, activations=acts, cost=self._cost)
 
     def _batch(self, n: int) -> int:
-        if self.batch_size == "auto":
-            return min(200, n)
-        return min(_positive_int("batch_size", self.batch_size), n)
+        """Equal minibatches, as many per epoch as scikit-learn's: ceil(n / b) of n // that."""
+        b = 200 if self.batch_size == "auto" else _positive_int("batch_size", self.batch_size)
+        return n // -(-n // min(b, n))
 
     def _check_settings(self) -> None:
         _positive_int("max_iter", self.max_iter)
@@ -159,13 +161,14 @@ class _BaseMLP(BaseEstimator):
             return train.make_optimizer(self.optimizer, self.learning_rate_init,
                                         weight_decay=self.weight_decay)
 
-    def _dp(self, n: int, batch: int):
-        """The DP-SGD settings of a run of ``max_iter`` epochs at rate batch / n."""
+    def _dp(self, n: int):
+        """The DP-SGD settings of a run of ``max_iter`` epochs at rate batch_size / n."""
         if self.target_epsilon is None:
             return None
         from jaxmlp import privacy
 
-        q = batch / n
+        b = 200 if self.batch_size == "auto" else _positive_int("batch_size", self.batch_size)
+        q = min(b, n) / n  # Poisson sampling: batch_size is the expected batch
         delta = self.delta if self.delta is not None else min(1e-5, 0.1 / n)
         spe = privacy.default_steps_per_epoch(q)
         sigma = privacy.calibrate_noise(target_epsilon=self.target_epsilon, delta=delta,
@@ -240,7 +243,7 @@ class _BaseMLP(BaseEstimator):
             return incremental or best["bad"] <= self.n_iter_no_change
 
         start = self._state.epoch
-        dp = self._dp(n, batch)
+        dp = self._dp(n)
         result = jaxmlp.fit(
             self._net, None, opt, Xc, Yc, epochs=start + epochs,
             batch_size=None if self.target_epsilon is not None else batch,
@@ -260,6 +263,7 @@ class _BaseMLP(BaseEstimator):
             from jaxmlp import privacy
 
             self.noise_multiplier_ = dp.noise_multiplier
+            self.sampling_rate_ = dp.sampling_rate
             self.epsilon_ = privacy.epsilon(
                 noise_multiplier=dp.noise_multiplier, sampling_rate=dp.sampling_rate,
                 steps=self.n_iter_ * dp.steps_per_epoch, delta=dp.delta)

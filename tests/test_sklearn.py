@@ -149,6 +149,7 @@ def test_private_training_spends_at_most_the_target_epsilon():
     clf = MLPClassifier((8,), learning_rate_init=0.05, batch_size=64, max_iter=4,
                         target_epsilon=2.0, delta=1e-4, random_state=0).fit(X, y)
     q = 64 / len(X)
+    assert clf.sampling_rate_ == pytest.approx(q)
     spent = privacy.epsilon(noise_multiplier=clf.noise_multiplier_, sampling_rate=q,
                             steps=clf.n_iter_ * privacy.default_steps_per_epoch(q), delta=1e-4)
     assert clf.n_iter_ == 4 and 1.5 < spent <= 2.0 == clf.target_epsilon
