@@ -159,6 +159,8 @@ def check_params(net: Network, params: Any) -> jnp.dtype:
 
 def _as_data(name: str, value: Any, dtype) -> jax.Array:
     """Converts data to an array of ``dtype``: integers/bools are cast, floats must match."""
+    if value is None:
+        raise TypeError(f"{name}: expected an array, got None.")
     arr = value if isinstance(value, jax.Array) else jnp.asarray(value)
     if jnp.issubdtype(arr.dtype, jnp.floating):
         if arr.dtype != dtype:

@@ -20,7 +20,9 @@ DP-SGD epoch of :func:`jaxmlp.privacy.make_dp_train_epoch` (``steps_per_epoch`` 
 batch size only in expectation, q n), and after every epoch the history row holds
 ``epsilon``, the privacy spent so far (all completed steps, ``dp.accountant``, at
 ``dp.delta``), shown on the progress bar. With ``dp.target_epsilon`` the run stops
-(status ``"budget"``) before an epoch whose steps would spend more than the target.
+(status ``"budget"``) before an epoch whose steps would spend more than the target; without
+``dp.noise_multiplier`` the noise is calibrated so that the run's ``epochs`` spend the target
+(:class:`jaxmlp.privacy.DPSGD`). ``FitResult.privacy`` reports the epsilon spent and the target.
 
 Ensembles (``ensemble=K``) are the same loop over K stacked members
 (:func:`jaxmlp.train.ensemble.fit_ensemble`): every run goes through
@@ -113,6 +115,8 @@ def fit(
     Returns:
       :class:`FitResult`. Nothing is raised for divergence: check ``status``.
     """
+    _refuse_kfac_with(optimizer, dp=dp is not None,
+                      ensemble=ensemble is not None or learning_rates is not None)
     if ensemble is not None or learning_rates is not None or shared_batches:
         if batch_sharding is not None:
             raise ValueError("batch_sharding: not supported with ensemble (the members are "
@@ -144,7 +148,8 @@ def fit(
                                          compute_dtype=compute_dtype, check_data=False)
         metric_entries = budget = None
     else:
-        epoch_fn, metric_entries, budget = _private_epoch(
+        calibrated = dp.noise_multiplier is None if isinstance(dp, dpsgd.DPSGD) else False
+        dp, epoch_fn, metric_entries, budget = _private_epoch(
             net, optimizer, dp, X.shape[1], epochs, compute_dtype,
             batch_size=batch_size, batch_sharding=batch_sharding, permutation=permutation)
 
@@ -163,14 +168,42 @@ def fit(
                                     "first_cost": float(costs[0])},
         set_entries=set_entries, metric_entries=metric_entries, budget=budget,
         bar_metric=metric_name(net))
-    return run_epochs(plan, state, X, Y, epochs=epochs, eval_sets=eval_sets, history=history,
-                      on_epoch_end=on_epoch_end, progress=progress, progress_desc=progress_desc)
+    fr = run_epochs(plan, state, X, Y, epochs=epochs, eval_sets=eval_sets, history=history,
+                    on_epoch_end=on_epoch_end, progress=progress, progress_desc=progress_desc)
+    if dp is None:
+        return fr
+    steps = fr.state.epoch * dp.steps_per_epoch
+    return fr._replace(privacy={
+        "epsilon": dpsgd.epsilon(noise_multiplier=dp.noise_multiplier,
+                                 sampling_rate=dp.sampling_rate, steps=steps, delta=dp.delta,
+                                 accountant=dp.accountant),
+        "target_epsilon": dp.target_epsilon, "delta": dp.delta,
+        "noise_multiplier": dp.noise_multiplier, "noise_calibrated": calibrated,
+        "sampling_rate": dp.sampling_rate, "steps": steps, "accountant": dp.accountant})
+
+
+def _refuse_kfac_with(optimizer, *, dp: bool, ensemble: bool) -> None:
+    """K-FAC's step reads the Kronecker factors of the minibatch's own sweep; neither the
+    DP-SGD epoch (clipped, noised gradients) nor the vmapped ensemble epoch provides them:
+    refused up front, by name, before anything is built."""
+    from jaxmlp.train.kfac import KFAC
+
+    if not isinstance(optimizer, KFAC):
+        return
+    if dp:
+        raise ValueError("optimizer: K-FAC is not available with dp (the private step computes "
+                         "clipped, noised gradients, not the Kronecker factors K-FAC needs); "
+                         "use sgd, momentum or adam with dp, or K-FAC without dp.")
+    if ensemble:
+        raise ValueError("optimizer: K-FAC is not available with ensemble (its Kronecker "
+                         "factors come from the single network's train step); use another "
+                         "optimizer for the ensemble, or train the K networks one by one.")
 
 
 def _private_epoch(net: Network, optimizer, dp, m: int, epochs: int, compute_dtype, **single):
     """The DP-SGD epoch of a run of ``epochs`` epochs on m examples, the history entries it
     adds (privacy spent, steps, batch sizes, overflows) and the budget check."""
-    dp = dpsgd.check_dpsgd(dp, net, m)
+    dp = dpsgd.check_dpsgd(dp, net, m, epochs)
     for name, value in single.items():
         if value is not None:
             raise ValueError(f"{name}: expected None with dp (private training samples "
@@ -197,4 +230,4 @@ def _private_epoch(net: Network, optimizer, dp, m: int, epochs: int, compute_dty
                 f"target_epsilon {dp.target_epsilon:g} (delta {dp.delta:g}); "
                 f"stopped after epoch {epoch - 1}")
 
-    return epoch_fn, metric_entries, budget
+    return dp, epoch_fn, metric_entries, budget

@@ -70,7 +70,9 @@ def output_metrics(net: Network, A_L: Array, Y: Array) -> dict:
     else:  # mean squared error: coefficient of determination, averaged over outputs
         ss_res = jnp.sum(jnp.square(Y - A_L), axis=1)
         ss_tot = jnp.sum(jnp.square(Y - jnp.mean(Y, axis=1, keepdims=True)), axis=1)
-        out["r2"] = jnp.mean(1.0 - ss_res / ss_tot)
+        # a constant row has no R^2 (0/0, or -inf for a finite residual): NaN, as documented
+        safe = jnp.where(ss_tot > 0, ss_tot, 1.0)
+        out["r2"] = jnp.mean(jnp.where(ss_tot > 0, 1.0 - ss_res / safe, jnp.nan))
     return out
 
 
@@ -93,6 +95,8 @@ def cost_and_metrics(net: Network, params, X: Any, Y: Any, *, check_finite: bool
     callers that checked the set once already; :func:`cost_and_metrics_kernel` skips every
     check (:func:`jaxmlp.train.loop.fit` calls it on the sets it checked before the first epoch).
     """
+    if Y is None:
+        raise TypeError("Y: expected an array (n[L], m) of targets, got None.")
     X, Y = checks.check_problem(net, params, X, Y)
     if check_finite and not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):
         checks.check_finite(X=X, Y=Y)  # a clear error rather than a NaN cost

@@ -22,7 +22,7 @@ from jaxmlp.privacy.dpsgd import (
     DPSGD, Clip, DPStepMetrics, check_dp_args, check_sampling_rate, default_steps_per_epoch,
     dp_gradient_kernel, padded_batch_size, poisson_batch, total_clip,
 )
-from jaxmlp.train.optimizers import check_optimizer
+from jaxmlp.train.optimizers import check_opt_state, check_optimizer
 from jaxmlp.train.step import with_data_check
 
 __all__ = ["dp_max_batch_size", "make_dp_train_epoch", "make_dp_train_epoch_from_settings"]
@@ -114,6 +114,7 @@ def _dp_epoch(net, optimizer, q: float, C, sigma: float, spe: int,
     @jax.jit
     def epoch(params, opt_state, key, X, Y):
         X, Y = checks.check_problem(net, params, X, Y)
+        check_opt_state(optimizer, params, opt_state)  # at trace time: free
         key = checks.prng_key(key)
         n = X.shape[1]
         B = dp_max_batch_size(n, q, spe, max_batch_size)
