@@ -446,7 +446,9 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
     Element-wise rules (``elementwise=True``): ``derivative(Z)`` (or ``derivative(Z, A)``)
     must return g'(Z); the oracle is ``jax.grad`` of g on each scalar z. ``second_derivative``
     (optional) is checked against ``jax.grad(jax.grad(g))``. Points: 512 random z ~ N(0, 3^2),
-    the saturation points and both sides of the kink at 0 (:data:`ACTIVATION_REGIONS`).
+    the saturation points and both sides of the kink at 0 (:data:`ACTIVATION_REGIONS`); then
+    on columns of 6 units, where ``jax.jacobian`` of the forward map must be diagonal (zero
+    off-diagonal: g acts on each unit alone) with the rule's g'(Z) on its diagonal.
 
     Other rules (``elementwise=False``): ``derivative(dA, Z, A)`` must return dZ of (B4); the
     oracle is ``jax.vjp`` of the forward map, on (6, 9) matrices Z at the same scales.
@@ -497,6 +499,21 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
                                         tol_float32))
                 rows.append(_region_row("g(z)", region + ", float32", A32, forward(Zr), where,
                                         tol_float32))
+            # several units at once: g must act on each unit alone. The Jacobian of the
+            # forward map on columns of 6 units (jax.jacobian) must be diagonal, its diagonal
+            # the rule's g'(Z): a g that mixes units (z times the mean over units) agrees with
+            # its rule on one unit only, and is refused here.
+            Zc = 3.0 * jax.random.normal(jax.random.fold_in(key, 1), (6, 4), jnp.float64)
+            jac = jax.vmap(jax.jacobian(forward), in_axes=1)(Zc)  # (4 columns, 6, 6)
+            off = jac * (1.0 - jnp.eye(6))[None]
+            rule = _call_derivative(derivative, Zc, forward(Zc))
+            where_c = lambda i: f"column {i} of a (6, 4) Z = 3 N(0, 1)"  # noqa: E731
+            rows.append(_region_row("g'(z) on several units", "random (6, 4)",
+                                    np.asarray(rule).T, np.diagonal(jac, axis1=1, axis2=2),
+                                    where_c, tol))
+            rows.append(_region_row("Jacobian off-diagonal (must be 0)", "random (6, 4)",
+                                    np.asarray(off).reshape(4, -1), np.zeros((4, 36)), where_c,
+                                    tol))
         else:
             k1, k2 = jax.random.split(key)
             base = jax.random.normal(k1, (6, 9), jnp.float64)
