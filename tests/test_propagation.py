@@ -1,8 +1,10 @@
 """Forward (F1)-(F3) and backward (B1)-(B4) against independent computations.
 
 * the manual gradient against jax.grad of jaxmlp.loss (the oracle) for every
-  activation and cost, depths 1-4, shapes including m = 1 and layers of width 1;
-* against central finite differences in float64;
+  activation and cost, depths 1-4, shapes including m = 1 and layers of width 1 (the
+  default suite: every activation, every cost and every depth at least once; the whole
+  activation x cost sweep and every non-canonical output are marked slow);
+* against central finite differences in float64 (each network at one depth; every depth slow);
 * loss values against an independent NumPy forward pass;
 * saturated outputs, dtype preservation, jit / no-jit agreement.
 """
@@ -62,6 +64,25 @@ CANONICAL_CASES = [
 GENERAL_CASES = [(o, c) for c in COSTS for o in valid_outputs(c) if o != jaxmlp.nn.costs.get_cost(c).canonical]
 
 
+def _default_canonical(case):
+    """The default suite's share of the sweep (the rest is marked slow): every activation in
+    the hidden layers once, with a cost at depth 2-4 (the depth follows the cost, and depth 1
+    has no hidden layer), plus the one-layer binary cross-entropy net; m = 1, 3, 8 all occur."""
+    hidden, cost, depth, _ = case
+    a = ACTS.index(hidden)
+    return cost == COSTS[1 + a % 3] or (depth == 1 and a == 0)
+
+
+# The default suite's general-path cases: the sigmoid output under categorical cross-entropy,
+# the softmax output (not element-wise) under two costs, and an element-wise output under MSE.
+_DEFAULT_GENERAL = {("sigmoid", "categorical_cross_entropy"), ("softmax", "mean_squared_error"),
+                    ("softmax", "multilabel_cross_entropy"), ("relu", "mean_squared_error")}
+
+
+def _slow_unless(keep, cases):
+    return [case if keep(case) else pytest.param(*case, marks=pytest.mark.slow) for case in cases]
+
+
 def _grad_checks(net, seed, m):
     p64, X, Y = problem(net, seed, m)
     _, g = jaxmlp.value_and_grad(net, p64, X, Y)
@@ -81,7 +102,7 @@ def _grad_checks(net, seed, m):
             assert rel(a, t) <= 2 * rel(b, t), (rel(a, b), rel(a, t), rel(b, t))
 
 
-@pytest.mark.parametrize("hidden,cost,depth,m", CANONICAL_CASES)
+@pytest.mark.parametrize("hidden,cost,depth,m", _slow_unless(_default_canonical, CANONICAL_CASES))
 def test_manual_grad_matches_autodiff_canonical_output(hidden, cost, depth, m):
     c = jaxmlp.nn.costs.get_cost(cost)
     # zlib.crc32, not hash(): str hashes are salted per process (PYTHONHASHSEED).
@@ -90,20 +111,27 @@ def test_manual_grad_matches_autodiff_canonical_output(hidden, cost, depth, m):
     _grad_checks(net, seed=depth, m=m)
 
 
-@pytest.mark.parametrize("out,cost", GENERAL_CASES)
+@pytest.mark.parametrize("out,cost", _slow_unless(_DEFAULT_GENERAL.__contains__, GENERAL_CASES))
 def test_manual_grad_matches_autodiff_general_path(out, cost):
     net = make_net("tanh", out, cost, depth=3, seed=7)
     assert not net.fused
     _grad_checks(net, seed=11, m=5)
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4])
-@pytest.mark.parametrize("hidden,out,cost", [
+FD_NETS = [
     ("relu", "softmax", "categorical_cross_entropy"),
     ("tanh", "sigmoid", "binary_cross_entropy"),
     ("gelu", "tanh", "mean_squared_error"),
     ("softmax", "softmax", "multilabel_cross_entropy"),
-])
+]
+# The default suite checks each network at one depth (1-4, each once); every depth of every
+# network is marked slow.
+_FD_DEFAULT = {("gelu", 1), ("relu", 2), ("tanh", 3), ("softmax", 4)}
+
+
+@pytest.mark.parametrize("hidden,out,cost,depth", _slow_unless(
+    lambda case: (case[0], case[3]) in _FD_DEFAULT,
+    [(*n, depth) for depth in (1, 2, 3, 4) for n in FD_NETS]))
 def test_manual_grad_matches_finite_differences(hidden, out, cost, depth):
     net = make_net(hidden, out, cost, depth, seed=depth)
     params, X, Y = problem(net, seed=depth, m=1 + depth)
