@@ -188,3 +188,22 @@ def test_the_private_name_check_catches_both_forms(tmp_path, code, expected):
     f = tmp_path / "probe.py"
     f.write_text(code)
     assert private_uses({"probe": f}) == ([] if expected is None else [expected])
+
+
+@pytest.mark.parametrize("path, limit", [("experiments/train.py", 400), ("README.md", 300)])
+def test_the_cli_script_and_the_readme_stay_short(path, limit):
+    """train.py is parse -> config -> fit -> report; the README is a page, the rest is docs/."""
+    lines = (ROOT / path).read_text().count("\n")
+    assert lines <= limit, f"{path}: {lines} lines, more than {limit}; move code or text out"
+
+
+def test_the_top_level_is_the_public_surface_on_one_screen():
+    import jaxmlp
+
+    doc = jaxmlp.__doc__
+    assert doc.count("\n") <= 40
+    for name in jaxmlp.__all__:
+        assert name in doc, f"jaxmlp.{name} is public but the package docstring does not list it"
+    assert callable(jaxmlp.fit) and jaxmlp.fit.__module__ == "jaxmlp.train.loop"
+    with pytest.raises(AttributeError, match="jaxmlp.train.make_train_epoch"):
+        jaxmlp.make_train_epoch
