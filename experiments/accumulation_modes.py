@@ -45,6 +45,7 @@ from jax.flatten_util import ravel_pytree
 import jaxmlp
 from jaxmlp import forward_reverse_modes as acc
 from _common import benchmarking
+from _common import output  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -442,8 +443,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, ~30 s")
-    ap.add_argument("--out", default="results/accumulation",
-                    help="output folder, relative to the repository root")
+    output.add_out_arguments(ap, "results/accumulation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds per configuration")
     ap.add_argument("--examples", type=int, default=64, help="m, examples in the cost's batch")
@@ -453,6 +453,7 @@ def main(argv=None) -> dict:
                     help="stop forward mode when its predicted time per call exceeds this (s)")
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
+    output.resolve_out(args, "accumulation_modes")
 
     if args.quick:
         widths, dims, rounds, fm_limit, fm_total = (6, 16, 32, 64, 128, 256), (2, 16, 128), 5, 0.5, 1.0

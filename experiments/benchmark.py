@@ -46,6 +46,7 @@ import time
 import numpy as np
 
 from _common import benchmarking
+from _common import output
 from _common.networks import (  # noqa: F401  (names the tests and other code read here)
     SHAPES, Product, available, hlo_summary, import_torch, make_matmul_xla, matrix_products, mlp,
     step_flops, synthetic_data)
@@ -333,13 +334,13 @@ def parse_args(argv=None):
     p.add_argument("--hlo", action="store_true",
                    help="no timing: write the compiled HLO of (a) and (b) per shape (hlo_*.txt) "
                         "and print how each product is lowered")
-    p.add_argument("--out", default="results/benchmark",
-                   help="output folder, relative to the repository root (default results/benchmark)")
+    output.add_out_arguments(p, "results/benchmark")
     p.add_argument("--summarize", nargs="+", metavar="DIR",
                    help="no timing: the table of paired ratios of earlier runs (their "
                         "benchmark.json, e.g. results/benchmark/quiet1 quiet2 quiet3), one row per "
                         "shape and run")
     args = p.parse_args(argv)
+    output.resolve_out(args, "benchmark")
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     bad = [s for s in shapes if s not in SHAPES]
     if bad or not shapes:

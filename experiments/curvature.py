@@ -144,8 +144,9 @@ def main(argv=None):
     ap.add_argument("--shapes", default="medium,deep-narrow,small")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--target", type=float, default=0.1, help="seconds per timed sample")
-    ap.add_argument("--out", default="results/curvature")
+    output.add_out_arguments(ap, "results/curvature")
     args = ap.parse_args(argv)
+    output.resolve_out(args, "curvature")
     shapes = args.shapes.split(",")
     bad = [s for s in shapes if s not in SHAPES]
     if bad:

@@ -49,8 +49,9 @@ def cases(quick: bool):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help=f"hidden activations {QUICK_HIDDEN} only")
-    p.add_argument("--out", default="results/curvature")
+    output.add_out_arguments(p, "results/curvature")
     args = p.parse_args(argv)
+    output.resolve_out(args, "curvature_check")
     rows, t0 = [], time.perf_counter()
     cols = [q for q in CURVATURE_QUANTITIES]
     print(f"{'cost':>26} {'output':>10} {'hidden':>10} {'L':>2} {'m':>2} "

@@ -524,8 +524,9 @@ def main(argv=None) -> int:
                    help="skip Opacus even when torch and opacus import")
     p.add_argument("--vmap-max-m", type=int, default=1024,
                    help="largest m at which the vmap route is run (memory is reported anyway)")
-    p.add_argument("--out", default=str(OUT))
+    output.add_out_arguments(p, str(OUT))
     args = p.parse_args(argv)
+    output.resolve_out(args, f"dp-{args.what}")
     names = list(datasets.DATASETS) if args.datasets == ["all"] else args.datasets
     for n in names:
         if n not in datasets.DATASETS:

@@ -46,6 +46,7 @@ import numpy as np
 import optax
 
 from _common import networks
+from _common import output  # noqa: E402
 from _common import benchmarking
 from jaxmlp.train import ensemble as E
 from jaxmlp import train
@@ -345,11 +346,12 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=2048, help="N of the peak matmul")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--quick", action="store_true", help="a smoke run: N = 1024")
-    p.add_argument("--out", default="results/ensemble", help="relative to the repository root")
+    output.add_out_arguments(p, "results/ensemble")
     p.add_argument("--breakdown", metavar="K", type=int,
                    help="instead of the table: the products of one shared-minibatch step of K "
                         "members of each shape, timed alone, against the step")
     args = p.parse_args(argv)
+    output.resolve_out(args, "ensemble_speed")
     for s in args.shapes.split(","):
         if s not in SHAPES:
             p.error(f"--shapes: expected names from {list(SHAPES)}, got {s!r}")

@@ -41,6 +41,7 @@ import optax
 
 import jaxmlp
 from _common import benchmarking
+from _common import output  # noqa: E402
 from jaxmlp.data import datasets
 from jaxmlp import train
 
@@ -159,9 +160,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default=None,
                    help="comma-separated subset of the variant names (default: all)")
-    p.add_argument("--out", default="results/train/epoch_speed.json",
-                   help="JSON file, relative to the repository root")
+    output.add_out_arguments(p, "results/train/epoch_speed.json", what="JSON file")
     args = p.parse_args(argv)
+    output.resolve_out(args, "epoch_speed")
     if args.samples < 1 or args.epochs_per_sample < 1:
         p.error("--samples and --epochs-per-sample must be positive")
 

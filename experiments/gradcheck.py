@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
 from _common import benchmarking  # noqa: E402
+from _common import output  # noqa: E402
 from jaxmlp.oracle.verification import check_gradients, random_problem, relative_error  # noqa: E402
 
 
@@ -71,10 +72,10 @@ def build(cost, out, hidden, depth, rng):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="hidden activations relu/tanh/softmax only")
-    p.add_argument("--out", default="results/gradcheck",
-                   help="output directory for the JSON, relative to the repository root")
+    output.add_out_arguments(p, "results/gradcheck")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    output.resolve_out(args, "gradcheck")
     rng = np.random.default_rng(args.seed)
     key = jax.random.PRNGKey(args.seed)
     rows = []

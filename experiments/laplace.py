@@ -201,8 +201,9 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--structure", default="kron", choices=lp.STRUCTURES)
     ap.add_argument("--rounds", type=int, default=15, help="timing rounds (0: no timing)")
-    ap.add_argument("--out", default="results/laplace", help="relative to the repository root")
+    output.add_out_arguments(ap, "results/laplace")
     args = ap.parse_args(argv)
+    output.resolve_out(args, "laplace")
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:

@@ -85,12 +85,15 @@ def main(argv=None):
     ap.add_argument("--sizes", default="2048,4096,4096,10")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--out", default="results/mesh_2d", help="relative to the repository root")
+    from _common import output
+
+    output.add_out_arguments(ap, "results/mesh_2d")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print("RESULT" + json.dumps(child(args)))
         return 0
+    output.resolve_out(args, "mesh_2d")
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     env["JAX_PLATFORMS"] = "cpu"

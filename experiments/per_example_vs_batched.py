@@ -45,6 +45,7 @@ import numpy as np
 
 import jaxmlp
 from _common import benchmarking
+from _common import output  # noqa: E402
 from jaxmlp.nn.single_column import value_and_grad_col
 from jaxmlp.quantities import per_example_grads
 from jaxmlp.quantities import per_example_norms
@@ -189,8 +190,9 @@ def main():
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--loop-max-m", type=int, default=None,
                     help="largest m for the Python loop over columns")
-    ap.add_argument("--out", default=OUT_DIR)
+    output.add_out_arguments(ap, OUT_DIR)
     args = ap.parse_args()
+    output.resolve_out(args, "per_example_vs_batched")
     ms = args.ms or ([1, 64, 4096] if args.quick else [1, 4, 16, 64, 256, 1024, 4096])
     reps = args.reps or (3 if args.quick else 7)
     loop_max_m = args.loop_max_m or (256 if args.quick else 4096)

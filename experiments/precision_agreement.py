@@ -5,18 +5,26 @@
 Medium network 784-512-512-10 (relu, softmax + categorical cross-entropy), m = 256, random
 data: relative Frobenius error of each gradient leaf (W1 b1 W2 b2 W3 b3) of
 ``jaxmlp.value_and_grad(..., compute_dtype=...)`` against ``jaxmlp.value_and_grad``
-in float32, and the difference in J. Writes ``results/benchmark/precision_agreement.json``
-(relative to the repository root).
+in float32, and the difference in J. Writes ``precision_agreement.json`` into a new
+``runs/precision_agreement-<time>/`` (``--out FILE``; ``--results``: the committed
+``results/benchmark/precision_agreement.json``).
 """
+
+import argparse
 
 import jax
 import jax.numpy as jnp
 
 import jaxmlp
 from _common import benchmarking
+from _common import output
 
 
-def main():
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    output.add_out_arguments(p, "results/benchmark/precision_agreement.json", what="JSON file")
+    args = p.parse_args(argv)
+    output.resolve_out(args, "precision_agreement")
     net = jaxmlp.Network((784, 512, 512, 10), ("relu", "relu", "softmax"),
                          "categorical_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
@@ -34,7 +42,7 @@ def main():
         rows.append({"compute_dtype": cd, "relative_error": dict(zip(("W1", "b1", "W2", "b2", "W3", "b3"), errs)),
                      "abs_dJ": abs(float(Jc - J))})
         print(f"{cd:<14}" + "".join(f"{100 * e:>7.2f}%" for e in errs) + f"{abs(float(Jc - J)):>10.1e}")
-    path = benchmarking.write_json("results/benchmark/precision_agreement.json",
+    path = benchmarking.write_json(args.out,
                                    {"sizes": list(net.sizes), "m": 256, "rows": rows,
                                     "machine": benchmarking.machine_info()})
     print(f"wrote {path}")

@@ -27,6 +27,7 @@ import sys
 
 from _common.networks import SHAPES, step_flops  # the benchmark shape suite
 from _common import benchmarking
+from _common import output  # noqa: E402
 
 
 def worker(args):
@@ -91,12 +92,12 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--inner", type=int, default=3, help="steps per timed sample")
     p.add_argument("--real-devices", action="store_true", help="use real accelerators, no forced CPU devices")
-    p.add_argument("--out", default="results/scaling",
-                   help="output folder, relative to the repository root")
+    output.add_out_arguments(p, "results/scaling")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
         return worker(args)
+    output.resolve_out(args, "scaling")
     try:
         counts = [int(c) for c in args.devices.split(",") if c.strip()]
     except ValueError:

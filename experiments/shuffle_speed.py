@@ -18,6 +18,7 @@ import sys
 import jax
 
 from _common import benchmarking
+from _common import output  # noqa: E402
 from jaxmlp.train import shuffle
 
 SIZES = (128, 512, 1438, 4096, 10_000, 60_000)
@@ -28,9 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=40, help="rounds per m")
     p.add_argument("--target-ms", type=float, default=10.0, help="duration of one sample")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/train/shuffle_speed.json",
-                   help="JSON file, relative to the repository root")
+    output.add_out_arguments(p, "results/train/shuffle_speed.json", what="JSON file")
     args = p.parse_args(argv)
+    output.resolve_out(args, "shuffle_speed")
     if args.samples < 1 or args.target_ms <= 0:
         p.error("--samples and --target-ms must be positive")
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from _common import networks
+from _common import output  # noqa: E402
 from _common import benchmarking
 from jaxmlp.nn.activations import _column_shift
 
@@ -61,8 +62,9 @@ def main(argv=None):
     ap.add_argument("--sizes", default="1024,2048,1024",
                     help="n[L],n[L-1],m (default: the last layer of benchmark.py's large shape)")
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--out", default="results/softmax_epilogue")
+    output.add_out_arguments(ap, "results/softmax_epilogue")
     args = ap.parse_args(argv)
+    output.resolve_out(args, "softmax_epilogue")
     try:
         nL, nprev, m = (int(x) for x in args.sizes.split(","))
         if min(nL, nprev, m) < 1:

@@ -51,8 +51,9 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProces
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=5)
-    p.add_argument("--out", default=str(ROOT / "results" / "startup.json"))
+    output.add_out_arguments(p, "results/startup.json", what="JSON file")
     args = p.parse_args(argv)
+    output.resolve_out(args, "startup")
     if args.samples < 1:
         p.error("--samples must be positive")
 
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     for k in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
         env.pop(k, None)  # run.sh's own defaults
-    job = ["bash", "scripts/run.sh", "--out", str(tmp / "run")]
+    job = ["bash", "scripts/run.sh", "--out", str(tmp / "run"), "--overwrite"]  # the same folder
     sk = [sys.executable, "experiments/_sklearn_mlp.py"]
     runs = {"warm": [], "cold": [], "sklearn": []}
     accuracy = {}

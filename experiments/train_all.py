@@ -3,8 +3,9 @@
     python experiments/train_all.py            # ~1 s of training per dataset on a 2-core CPU
 
 Each dataset runs ``experiments/train.py --dataset NAME`` in a child process (its results.json
-and learning_curves.svg go to ``results/train/<NAME>/``, read back here); the table is printed
-and written to ``results/train/summary.json``. Exit status 0 when every target holds, 1
+and learning_curves.svg go to ``<out>/<NAME>/``, read back here); the table is printed and
+written to ``<out>/summary.json``. ``<out>``: a new ``runs/train_all-<time>/`` folder, or
+``--out DIR``, or with ``--results`` the committed ``results/train`` (its runs replaced). Exit status 0 when every target holds, 1
 otherwise (a failed run's own exit status when one fails).
 """
 
@@ -19,6 +20,7 @@ import time
 from typing import Optional, Sequence
 
 from _common import benchmarking
+from _common import output
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 
@@ -45,19 +47,19 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="results/train",
-                   help="folder for <dataset>/ and summary.json, relative to the repository root "
-                        "(default results/train)")
+    output.add_out_arguments(p, "results/train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    out = benchmarking.output_path(args.out)
+    out = benchmarking.output_path(output.resolve_out(args, "train_all"))
     t0 = time.perf_counter()
     rows = []
     for name, (metric, target) in TARGETS.items():
         argv_ds = ["--dataset", name, "--seed", str(args.seed), "--out", str(out / name)]
         if args.no_progress:
             argv_ds.append("--no-progress")
+        if args.results:  # on purpose: the committed runs are replaced
+            argv_ds.append("--overwrite")
         status = subprocess.run([sys.executable, TRAIN, *argv_ds]).returncode
         if status != 0:
             print(f"train_all.py: {name} failed with exit status {status}", file=sys.stderr)

@@ -9,6 +9,7 @@ Column-major, as in the derivations: X is (n[0], m) (features by examples), W[l]
                      backward, value_and_grad                one sweep (B3)-(B4), (B1)-(B2)
     Quantities       per_example_grads, per_example_norms, per_example_stats   (Q1)-(Q4)
     Training         fit -> FitResult                        optax, one scanned call/epoch
+    Trained models   load_model(folder) -> .predict(rows)     batch-first, preprocessing included
     Your own rules   register_activation, register_cost      verified against autodiff
 
 The subpackages, one concept each (imported on first use):
@@ -41,7 +42,8 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = ("data", "forward_reverse_modes", "laplace", "nn", "oracle", "parallel",
                 "privacy", "quantities", "sklearn", "train")
-_LAZY = {"fit": "jaxmlp.train.loop", "FitResult": "jaxmlp.train.loop"}  # optax on first use
+_LAZY = {"fit": "jaxmlp.train.loop", "FitResult": "jaxmlp.train.loop",  # optax on first use
+         "load_model": "jaxmlp.data.export"}
 # Where the names of the flat layout went (a pointer, not an alias).
 _MOVED = {
     "core": "jaxmlp.nn.recurrences", "propagation": "jaxmlp.nn.propagation",
@@ -64,7 +66,7 @@ _MOVED = {
 
 __all__ = [
     "ACTIVATIONS", "COSTS", "FitResult", "Network", "backward", "fit", "forward",
-    "init_params", "loss", "per_example_grads", "per_example_norms", "per_example_stats",
+    "init_params", "load_model", "loss", "per_example_grads", "per_example_norms", "per_example_stats",
     "predict", "register_activation", "register_cost", "value_and_grad",
 ]
 

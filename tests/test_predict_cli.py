@@ -64,7 +64,8 @@ def test_predict_classification_probabilities_match_the_network(shop, tmp_path):
     assert predict_cli.main(["--checkpoint", str(runs["kind"]), "--data", str(tmp_path / "new.parquet"),
                              "--out", str(tmp_path / "p.csv")]) == 0
     p = pd.read_csv(tmp_path / "p.csv")
-    assert list(p.columns) == ["prediction", "probability[big]", "probability[small]"]
+    assert list(p.columns) == ["row", "prediction", "probability[big]", "probability[small]"]
+    assert list(p["row"]) == list(range(20))  # no id column: the row numbers
     net, params, meta = export.load(runs["kind"] / "model.npz")
     prep = tabular.Preprocessing.from_dict(meta["preprocessing"])
     A = np.asarray(jaxmlp.predict(net, params, tabular.transform(prep, new)))[0]
@@ -80,7 +81,7 @@ def test_predict_regression_in_target_units_and_from_orbax_checkpoints(shop, tmp
         assert predict_cli.main(["--checkpoint", str(source), "--data", str(d / "shop.csv"),
                                  "--out", str(out)]) == 0
         p = pd.read_csv(out)
-        assert list(p.columns) == ["price"] and len(p) == len(f)
+        assert list(p.columns) == ["row", "price"] and len(p) == len(f)
         assert abs(p["price"].mean() - f["price"].mean()) < 0.5 * f["price"].std()
     a, b = (pd.read_csv(tmp_path / f"p{len(str(s))}.csv") for s in (runs["price"], runs["price"] / "checkpoints"))
     np.testing.assert_allclose(a["price"], b["price"], rtol=1e-6)
@@ -95,7 +96,7 @@ def test_predict_bundled_dataset_run_with_named_columns(tmp_path):
     pd.DataFrame(X[:5], columns=datasets.feature_names("breast_cancer")).to_csv(tmp_path / "x.csv", index=False)
     assert predict_cli.main(["--checkpoint", str(out), "--data", str(tmp_path / "x.csv"),
                              "--out", str(tmp_path / "p.csv")]) == 0
-    assert list(pd.read_csv(tmp_path / "p.csv").columns) == ["prediction", "probability[malignant]",
+    assert list(pd.read_csv(tmp_path / "p.csv").columns) == ["row", "prediction", "probability[malignant]",
                                                             "probability[benign]"]
 
 
@@ -115,7 +116,8 @@ def _stderr_of(fn, argv, capsys):
     (["--data", "{d}/shop.csv"], "--target: --data needs the target"),
     (["--target", "kind"], "--target: only with --data"),
     (["--data", "{d}/shop.csv", "--target", "kind", "--dataset", "digits"], "either --dataset or --data"),
-    (["--data", "{d}/holes.csv", "--target", "kind"], "--data: feature column 'w' has 1 missing"),
+    (["--data", "{d}/holes.csv", "--target", "kind"], r"--data: missing values in feature "
+     r"column, rows counted from 0: 'w' \(1: row 4\); fill them with --impute mean or --impute median"),
 ])
 def test_train_bad_data_exits_2_with_one_message(shop, capsys, argv, match):
     d, f, _ = shop

@@ -54,10 +54,23 @@ def test_task_inference_and_the_reason_given():
     assert tabular.infer_task(f, ["price"])[0] == "regression"
     assert tabular.infer_task(f, ["a", "b"])[0] == "multilabel"
     assert tabular.infer_task(f, ["price", "size"])[0] == "regression"
-    assert tabular.infer_task(f, ["a"]) == ("classification", "target 'a' holds two integer values")
-    f["count"] = np.arange(len(f)) % 7
-    with pytest.raises(ValueError, match="task: cannot infer it: target 'count' holds 7 distinct"):
-        tabular.infer_task(f, ["count"])
+    assert tabular.infer_task(f, ["a"]) == (
+        "classification", "target 'a' holds 2 distinct integer values, at most 20: classes")
+
+
+@pytest.mark.parametrize("n_values, task", [(3, "classification"), (20, "classification"),
+                                            (21, "regression"), (212, "regression")])
+def test_integer_targets_follow_the_type_of_target_rule(n_values, task):
+    """Few distinct integers are classes (scikit-learn's 'binary'/'multiclass'); many (like
+    diabetes' 212) are a quantity; the reason names the count."""
+    m = 424
+    f = pd.DataFrame({"x": np.linspace(0, 1, m), "y": np.arange(m) % n_values + 25})
+    got, why = tabular.infer_task(f, ["y"])
+    assert got == task and f"holds {n_values} distinct integer values" in why
+    if n_values <= 20:
+        from sklearn.utils.multiclass import type_of_target
+
+        assert type_of_target(f["y"].to_numpy()) in ("binary", "multiclass")
 
 
 def test_categorical_columns_are_one_hot_with_train_statistics(tmp_path):
@@ -105,8 +118,10 @@ def test_missing_values_refused_naming_the_column_or_imputed(tmp_path):
     f.loc[[3, 17], "size"] = np.nan
     f.loc[5, "colour"] = None
     f.to_csv(tmp_path / "t.csv", index=False)
-    with pytest.raises(ValueError, match=r"feature column 'size' has 2 missing value\(s\) \(rows 3, 17"):
+    with pytest.raises(tabular.MissingValuesError, match=r"missing values in feature 2 columns, "
+                       r"rows counted from 0: 'size' \(2: rows 3, 17\); 'colour' \(1: row 5\)") as e:
         tabular.load_table(tmp_path / "t.csv", "kind")
+    assert e.value.columns == {"size": [3, 17], "colour": [5]} and e.value.kind == "feature"
     data, prep = tabular.load_table(tmp_path / "t.csv", "kind", impute="median", seed=2)
     assert np.all(np.isfinite(data.X_train)) and np.all(np.isfinite(data.X_test))
     train, _ = datasets.split_indices(np.searchsorted(["cat", "dog"], f["kind"]), len(f), 0.2, 2)
@@ -115,7 +130,8 @@ def test_missing_values_refused_naming_the_column_or_imputed(tmp_path):
     g = _mixed()
     g.loc[0, "kind"] = None
     g.to_csv(tmp_path / "u.csv", index=False)
-    with pytest.raises(ValueError, match="target column 'kind' has 1 missing"):
+    with pytest.raises(ValueError, match=r"missing values in target column, rows counted from 0: "
+                       r"'kind' \(1: row 0\); drop those rows"):
         tabular.load_table(tmp_path / "u.csv", "kind", impute="mean")
 
 

@@ -92,7 +92,9 @@ def test_bad_resume_exits_2(run_dir, tmp_path, capsys):
     ]
     # a fresh run must not write over the checkpoints of another run
     assert cli.main([*SMALL, "--epochs", "4", "--checkpoint-every", "2", "--out", run_dir]) == 2
-    assert "already holds checkpoints up to epoch 4; continue them with --resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--out: {run_dir} holds an earlier run (results.json, model.npz" in err
+    assert f"continue it with --resume {run_dir}" in err
     for argv, message in cases:
         assert cli.main([*argv, "--out", out, "--no-progress"]) == 2, argv
         err = capsys.readouterr().err

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
-__all__ = ["EXIT_OK", "EXIT_USAGE", "Parser", "UsageError", "claim_output_folder", "flag_error",
+__all__ = ["EXIT_OK", "EXIT_USAGE", "HelpFormatter", "Parser", "UsageError", "claim_output_folder", "flag_error",
            "parse_floats",
            "run_registrations"]
 
@@ -23,9 +23,27 @@ class UsageError(Exception):
     """Bad input: reported on stderr with exit status 2, before any work or file is written."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The docstring kept as written, and every option's default in ``--help``: appended as
+    ``(default: X)`` unless the help already says its default (options whose default depends
+    on the dataset say so themselves)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     """An ``argparse.ArgumentParser`` whose errors raise :class:`UsageError` (exit 2 by the
-    script's ``main``) instead of printing usage and calling ``sys.exit``."""
+    script's ``main``) instead of printing usage and calling ``sys.exit``; ``--help`` shows
+    the defaults (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(message)
@@ -65,10 +83,10 @@ def parse_floats(flag: str, values: Sequence[str]) -> list[float]:
 def run_registrations(files: Sequence[str]) -> None:
     """Runs each ``--register FILE.py`` (files that call ``jaxmlp.register_activation`` or
     ``register_cost``); UsageError naming the file when it is missing or fails."""
-    from _common import register
+    from _common import output, register
 
     try:
-        register.run_registrations(files)
+        register.run_registrations([output.user_path(f) for f in files])
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -57,7 +57,12 @@ DP_DEFAULTS: dict[str, dict[str, Any]] = {
     "diabetes": dict(hidden=[32], activation="tanh", optimizer="momentum", lr=0.05, epochs=40,
                      expected_batch_size=248, clip=[1.0]),
 }
+#: ``--dp`` defaults for your own table: digits' recipe with q = 0.5 (two steps an epoch).
+DATA_DP_DEFAULTS = dict(hidden=[32], activation="tanh", optimizer="momentum", lr=0.25, epochs=20,
+                        sampling_rate=0.5, clip=[1.0])
 COMMON_DEFAULTS = dict(schedule="constant", weight_decay=0.0, seed=0)
+#: What a run writes into its --out folder: one of them there means an earlier run.
+RUN_FILES = ("results.json", "model.npz", "learning_curves.svg", "checkpoints")
 #: Options that fix the architecture, and those that fix the rest of the training run.
 ARCH_KEYS = ("dataset", "hidden", "activation")
 RUN_KEYS = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "seed")
@@ -144,6 +149,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     if args.resume is not None:
         if args.data is not None:
             raise UsageError("--data: a resumed run reads the data of the saved run; leave it out.")
+        args.resume = output.user_path(args.resume)
         cdir = ckpt_lib.checkpoint_dir(args.resume)
         if not os.path.isdir(args.resume):
             raise UsageError(f"--resume: {args.resume!r} is not a directory.")
@@ -190,40 +196,14 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         if "dataset" in given:
             raise UsageError("--data: give either --dataset or --data, not both.")
         name = os.path.splitext(os.path.basename(args.data))[0]
-        cfg = {"dataset": name, **COMMON_DEFAULTS, **DATA_DEFAULTS, **ENSEMBLE_DEFAULTS, **given,
-               "total_steps": None,
-               "data": {"file": os.path.abspath(args.data), "target": args.target,
-                        "task": args.task, "impute": args.impute}}
-        if any(k in given for k in DP_KEYS):
-            raise UsageError("--dp: private training runs on the bundled datasets (--dataset), "
-                             "not yet on a --data table.")
-        cfg.update({k: None for k in DP_KEYS})
-        cfg["dp"], cfg["noise_calibrated"] = False, False
+        cfg = _new_run(name, given, DATA_DEFAULTS, DATA_DP_DEFAULTS)
+        cfg["data"] = {"file": output.user_path(args.data), "target": args.target,
+                       "task": args.task, "impute": args.impute}
     else:
         dataset = given.get("dataset", "digits")
         if dataset not in datasets.DATASETS:
             raise UsageError(f"--dataset: expected one of {list(datasets.DATASETS)}, got {dataset!r}.")
-        dp_given = sorted(k for k in DP_KEYS if k in given and k != "dp")
-        if not given.get("dp") and dp_given:
-            raise UsageError(f"--{dp_given[0].replace('_', '-')}: a private-training option; "
-                             "add --dp.")
-        if given.get("dp"):
-            check_dp_options(given)
-            defaults = {**DEFAULTS[dataset], **DP_OPTION_DEFAULTS, **DP_DEFAULTS[dataset],
-                        "batch_size": None}
-            if "sampling_rate" in given:
-                defaults.pop("expected_batch_size")
-            cfg = {"dataset": dataset, **COMMON_DEFAULTS, **defaults, **given}
-            for k in DP_KEYS:
-                cfg.setdefault(k, None)
-        else:
-            cfg = {"dataset": dataset, **COMMON_DEFAULTS, **DEFAULTS[dataset], **given}
-            cfg.update({k: None for k in DP_KEYS})
-            cfg["dp"] = False
-        cfg["noise_calibrated"] = False
-        for k, v in ENSEMBLE_DEFAULTS.items():
-            cfg.setdefault(k, v)
-        cfg["total_steps"] = None
+        cfg = _new_run(dataset, given, DEFAULTS[dataset], DP_DEFAULTS[dataset])
         cfg["data"] = None
     for flag in ("target", "task", "impute"):
         if getattr(args, flag) is not None and args.data is None:
@@ -279,18 +259,73 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     if resume_meta is not None and cfg["epochs"] < resume_meta["epoch"]:
         raise UsageError(f"--epochs: the checkpoint is at epoch {resume_meta['epoch']}, "
                          f"more than --epochs {cfg['epochs']}.")
-    if args.out is not None:
-        out = args.out
-    elif resume_meta is not None and os.path.basename(resume_meta["checkpoint_dir"]) == "checkpoints":
-        out = os.path.dirname(resume_meta["checkpoint_dir"])
-    else:
-        out = str(output.output_path(os.path.join("results", "train", cfg["dataset"])))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out: {out!r} exists and is not a directory.")
-    cfg["out"] = out
+    cfg["out"], cfg["replace"] = _out_folder(args, cfg, resume_meta)
     cfg["checkpoint_every"] = every
     cfg["data_parallel"] = bool(args.data_parallel)
     return cfg, resume_meta
+
+
+def _new_run(name: str, given: dict, defaults: dict, dp_defaults: dict) -> dict:
+    """The configuration of a new run on ``name`` (a bundled dataset or a table): its
+    defaults, or with ``--dp`` its private-training defaults, under the given options."""
+    dp_given = sorted(k for k in DP_KEYS if k in given and k != "dp")
+    if not given.get("dp") and dp_given:
+        raise UsageError(f"--{dp_given[0].replace('_', '-')}: a private-training option; "
+                         "add --dp.")
+    if given.get("dp"):
+        check_dp_options(given)
+        defaults = {**defaults, **DP_OPTION_DEFAULTS, **dp_defaults, "batch_size": None}
+        for a, b in (("sampling_rate", "expected_batch_size"),
+                     ("expected_batch_size", "sampling_rate")):
+            if a in given:
+                defaults.pop(b, None)
+        cfg = {"dataset": name, **COMMON_DEFAULTS, **defaults, **given}
+        for k in DP_KEYS:
+            cfg.setdefault(k, None)
+    else:
+        cfg = {"dataset": name, **COMMON_DEFAULTS, **defaults, **given}
+        cfg.update({k: None for k in DP_KEYS})
+        cfg["dp"] = False
+    cfg["noise_calibrated"] = False
+    for k, v in ENSEMBLE_DEFAULTS.items():
+        cfg.setdefault(k, v)
+    cfg["total_steps"] = None
+    return cfg
+
+
+def _out_folder(args, cfg: dict, resume_meta: Optional[dict]) -> tuple[str, list]:
+    """(the run's output folder, the earlier run's files that ``--overwrite`` replaces).
+
+    No --out: a new ``runs/train-<name>-<time>/`` (a resumed run: the resumed folder);
+    ``--results``: ``results/train/<dataset>`` (bundled datasets only); relative paths from
+    the caller's folder. A folder holding an earlier run (:data:`RUN_FILES`) is refused
+    unless it is the one resumed, or ``--overwrite`` is given."""
+    if getattr(args, "results", False):
+        if args.out is not None or cfg.get("data"):
+            raise UsageError("--results: writes the committed results/train/<dataset> of a "
+                             "bundled --dataset; not with --out or --data.")
+        out = str(output.output_path(os.path.join("results", "train", cfg["dataset"])))
+    elif args.out is not None:
+        out = output.user_path(args.out)
+    elif resume_meta is not None:
+        cdir = resume_meta["checkpoint_dir"]
+        out = os.path.dirname(cdir) if os.path.basename(cdir) == "checkpoints" else cdir
+    else:
+        out = str(output.new_run_dir(f"train-{cfg['dataset']}"))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out: {out!r} exists and is not a directory.")
+    earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    resumed = resume_meta is not None and os.path.abspath(
+        ckpt_lib.checkpoint_dir(out)) == os.path.abspath(resume_meta["checkpoint_dir"])
+    if earlier and not resumed and not getattr(args, "overwrite", False):
+        raise UsageError(
+            f"--out: {out} holds an earlier run ({', '.join(earlier)}); a new run never writes "
+            "beside one. Leave --out out (a new runs/ folder), choose another --out, "
+            + (f"continue it with --resume {out}, " if "checkpoints" in earlier else "")
+            + "or add --overwrite to replace it.")
+    if resumed:  # the resumed run's model.npz is rewritten when it completes, never kept stale
+        earlier = [f for f in earlier if f == "model.npz"]
+    return out, earlier
 
 
 def load_data(cfg: dict):
@@ -302,11 +337,17 @@ def load_data(cfg: dict):
     d = cfg["data"]
     try:
         data, prep = tabular.load_table(d["file"], d["target"], d["task"], impute=d["impute"],
-                                        seed=cfg["seed"])
+                                        seed=cfg["seed"], categorical=d.get("categorical"))
+    except tabular.MissingValuesError as e:
+        advice = ("drop those rows: a missing target is never imputed" if e.kind == "target"
+                  else "fill them with --impute mean or --impute median")
+        raise UsageError(f"--data: {e.listing}; {advice}.") from None
     except (TypeError, ValueError) as e:  # "data: ...", "target: ..." -> "--data: ..."
-        raise cli.flag_error(e, ("data", "target", "task", "impute"), "data") from None
+        raise cli.flag_error(e, ("data", "target", "task", "impute", "categorical"),
+                             "data") from None
     if prep.task_reason is not None:
-        print(f"train.py: task inferred: {prep.task} ({prep.task_reason}; --task to choose)")
+        print(f"train.py: task inferred: {prep.task} ({prep.task_reason}; --task to choose "
+              "another)")
     return data, prep
 
 

@@ -8,6 +8,8 @@ portable; :func:`batch_words` says how the run batched.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from typing import Optional
 
 import numpy as np
@@ -17,7 +19,8 @@ from jaxmlp.train import ensemble as ensemble_lib
 
 from _common import output
 
-__all__ = ["batch_words", "display_path", "evaluated_row", "final_table"]
+__all__ = ["batch_words", "clear_earlier", "display_path", "evaluated_row", "final_table",
+           "where", "write_model"]
 
 
 def display_path(path: str) -> str:
@@ -64,7 +67,9 @@ def final_table(result: dict) -> str:
     pr = result.get("privacy")
     if pr:
         lines.append(
-            f"privacy: ({pr['epsilon']:.4g}, {pr['delta']:g})-DP by {pr['accountant'].upper()} "
+            f"privacy: ({pr['epsilon']:.4g}, {pr['delta']:g})-DP"
+            + (f" of target epsilon {pr['target_epsilon']:g}" if pr.get("target_epsilon") else "")
+            + f" by {pr['accountant'].upper()} "
             f"over {pr['steps']} Poisson steps (q = {pr['sampling_rate']:.4g}), noise multiplier "
             f"{pr['noise_multiplier']:.4g}{' (calibrated)' if pr['noise_calibrated'] else ''}, "
             f"clip {pr['clip']}{' per layer' if pr['per_layer_clipping'] else ''}")
@@ -88,3 +93,44 @@ def evaluated_row(net, params, sets, K: Optional[int]) -> dict:
         else:
             row.update(ensemble_lib.summary_row(s, ensemble_lib.ensemble_cost_and_metrics(net, params, X, Y)))
     return row
+
+
+def clear_earlier(cfg: dict) -> None:
+    """Removes what ``--overwrite`` replaces (an earlier run's files in ``--out``; a resumed
+    run's model.npz, rewritten when it completes), each named on stderr."""
+    for name in cfg.get("replace") or ():
+        path = os.path.join(cfg["out"], name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+        print(f"train.py: removed the earlier {path}", file=sys.stderr)
+
+
+def write_model(cfg: dict, fr, net, prep, data) -> Optional[str]:
+    """Writes ``model.npz`` (:func:`jaxmlp.data.export.save`: params, network, preprocessing;
+    an ensemble's K members) when the run ends with usable parameters (completed, or stopped
+    at its privacy budget); returns its path, or None."""
+    from jaxmlp.data import export
+
+    if fr.status not in ("completed", "budget"):
+        return None
+    path = os.path.join(cfg["out"], "model.npz")
+    export.save(path, fr.state.params, net, ensemble=cfg["ensemble"],
+                metadata={"preprocessing": prep.to_dict(), "dataset": data.name})
+    return path
+
+
+def where(cfg: dict, model: Optional[str], plot: Optional[str]) -> str:
+    """The lines that tell where a run's files are."""
+    out = cfg["out"]
+    lines = [f"results:     {os.path.join(out, 'results.json')}",
+             f"model:       {model}" if model else "model:       none (the run did not complete)"]
+    if plot:
+        lines.append(f"plot:        {plot}")
+    if cfg["checkpoint_every"] > 0:
+        lines.append(f"checkpoints: {os.path.join(out, 'checkpoints')}")
+    if model:
+        lines.append(f"predict:     bash scripts/run.sh predict --checkpoint {out} --data "
+                     "NEW.csv --out predictions.csv   (Python: jaxmlp.load_model(folder))")
+    return "\n".join(lines)

@@ -478,26 +478,37 @@ def make_dp_grad_fn(net: Network, *, l2_norm_clip: Clip, noise_multiplier: float
 class DPSGD(NamedTuple):
     """The privacy settings of a DP training run (:func:`jaxmlp.train.loop.fit`'s ``dp``).
 
+    Ask for a budget and the noise is calibrated for you::
+
+        DPSGD(l2_norm_clip=1.0, sampling_rate=0.5, delta=1e-5, target_epsilon=2.0)
+
+    ``jaxmlp.fit(..., epochs=E, dp=...)`` then picks sigma (:func:`calibrate_noise`) so that
+    the run's E * steps_per_epoch steps spend ``target_epsilon`` (to within the bisection's
+    1e-3), never more; a given ``noise_multiplier`` is used as it is (the target is then
+    only a cap). ``FitResult.privacy`` reports the epsilon spent against the target.
+
     Attributes:
       l2_norm_clip: C (flat) or one C_l per layer.
-      noise_multiplier: sigma.
-      sampling_rate: q, each example's probability of joining a step's batch.
-      delta: the delta epsilon is reported for, in (0, 1); should be below 1/n.
+      noise_multiplier: sigma; None: calibrated to ``target_epsilon`` over the run.
+      sampling_rate: q, each example's probability of joining a step's batch (required).
+      delta: the delta epsilon is reported for, in (0, 1); below 1/n (required).
       accountant: ``"pld"`` or ``"rdp"``.
       steps_per_epoch: Poisson steps per epoch (None: round(1/q), one expected pass).
       target_epsilon: None, or the budget: training stops before an epoch that would
         spend more.
       max_batch_size: the padded batch B_max (None: :func:`padded_batch_size` for the run).
+      epochs: the epochs the noise is calibrated over (None: those of the ``fit`` call).
     """
 
     l2_norm_clip: Clip
-    noise_multiplier: float
-    sampling_rate: float
-    delta: float
+    noise_multiplier: Optional[float] = None
+    sampling_rate: Optional[float] = None
+    delta: Optional[float] = None
     accountant: str = "pld"
     steps_per_epoch: Optional[int] = None
     target_epsilon: Optional[float] = None
     max_batch_size: Optional[int] = None
+    epochs: Optional[int] = None
 
 
 def default_steps_per_epoch(sampling_rate: float) -> int:
@@ -505,10 +516,20 @@ def default_steps_per_epoch(sampling_rate: float) -> int:
     return max(1, round(1.0 / check_sampling_rate(sampling_rate)))
 
 
-def check_dpsgd(dp: Any, net: Network, num_examples: int) -> DPSGD:
-    """Checks a :class:`DPSGD` against the network and n; fills in its defaults."""
+def check_dpsgd(dp: Any, net: Network, num_examples: int,
+                epochs: Optional[int] = None) -> DPSGD:
+    """Checks a :class:`DPSGD` against the network and n; fills in its defaults. Without a
+    noise multiplier, sigma is calibrated to ``dp.target_epsilon`` over ``dp.epochs`` (else
+    ``epochs``, the run's) epochs of ``steps_per_epoch`` steps; the returned record holds
+    that sigma and those epochs."""
     if not isinstance(dp, DPSGD):
         raise TypeError(f"dp: expected a jaxmlp.privacy.DPSGD or None, got {type(dp).__name__}.")
+    if dp.sampling_rate is None or dp.delta is None:
+        name = "sampling_rate" if dp.sampling_rate is None else "delta"
+        raise TypeError(f"{name}: DPSGD needs it (sampling_rate q in (0, 1], delta in (0, 1/n)); "
+                        "got None.")
+    if dp.noise_multiplier is None:
+        dp = _calibrated(dp, epochs)
     C, sigma = check_dp_args(dp.l2_norm_clip, dp.noise_multiplier, net.num_layers)
     if math.isinf(total_clip(C)):
         raise ValueError("l2_norm_clip: expected a finite threshold for private training, got inf.")
@@ -526,7 +547,27 @@ def check_dpsgd(dp: Any, net: Network, num_examples: int) -> DPSGD:
             else checks.positive_int("max_batch_size", dp.max_batch_size))
     if bmax is not None and bmax > num_examples:
         raise ValueError(f"max_batch_size: expected at most n = {num_examples}, got {bmax}.")
-    return DPSGD(C, sigma, q, delta, _accountant(dp.accountant), spe, target, bmax)
+    run_epochs = None if dp.epochs is None else checks.positive_int("epochs", dp.epochs)
+    return DPSGD(C, sigma, q, delta, _accountant(dp.accountant), spe, target, bmax, run_epochs)
+
+
+def _calibrated(dp: DPSGD, epochs: Optional[int]) -> DPSGD:
+    """``dp`` with the noise multiplier that spends ``dp.target_epsilon`` over its run."""
+    if dp.target_epsilon is None:
+        raise ValueError("noise_multiplier: give it, or target_epsilon (the noise is then "
+                         "calibrated to spend it over the run); got neither.")
+    n_epochs = dp.epochs if dp.epochs is not None else epochs
+    if n_epochs is None:
+        raise TypeError("epochs: calibrating the noise to target_epsilon needs the run's epochs "
+                        "(DPSGD(epochs=...) or fit's epochs); got None.")
+    n_epochs = checks.positive_int("epochs", n_epochs)
+    q = check_sampling_rate(dp.sampling_rate)
+    spe = (default_steps_per_epoch(q) if dp.steps_per_epoch is None
+           else checks.positive_int("steps_per_epoch", dp.steps_per_epoch))
+    sigma = calibrate_noise(target_epsilon=dp.target_epsilon, delta=_delta(dp.delta),
+                            sampling_rate=q, steps=n_epochs * spe,
+                            accountant=_accountant(dp.accountant))
+    return dp._replace(noise_multiplier=sigma, epochs=n_epochs)
 
 
 # ----------------------------------------------------------------------------- a run's settings

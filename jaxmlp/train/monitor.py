@@ -38,6 +38,9 @@ class FitResult(NamedTuple):
         epoch would have spent more than ``dp.target_epsilon``).
       message: None, or what went wrong, naming the epoch and step.
       epoch_seconds: the wall time of each epoch run here (compiled call only).
+      privacy: private training only (else None): ``epsilon`` spent by the epochs done,
+        ``target_epsilon``, ``delta``, ``noise_multiplier`` (``noise_calibrated``: chosen
+        by fit for the target), ``sampling_rate``, ``steps``, ``accountant``.
     """
 
     state: TrainState
@@ -45,6 +48,7 @@ class FitResult(NamedTuple):
     status: str
     message: Optional[str]
     epoch_seconds: list
+    privacy: Optional[dict] = None
 
 
 @jax.jit
