@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np  # noqa: E402
 
-from _common import cli  # noqa: E402
+from _common import cli, guards  # noqa: E402
 from _common.cli import EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
 
 
@@ -57,29 +57,29 @@ def _from_orbax(cdir: str):
     from jaxmlp.train import checkpoint as ckpt_lib
     from jaxmlp import train
 
-    epoch = ckpt_lib.latest_epoch(cdir)
-    with ckpt_lib.Checkpoints(cdir) as store:
-        meta = store.meta(epoch)
+    built = {}
+
+    def like(meta):  # the state the newest readable checkpoint is restored into
         if "preprocessing" not in meta:
-            raise UsageError(f"--checkpoint: the checkpoint {cdir}/{epoch} has no preprocessing "
-                             "metadata (feature names, standardisation, classes): it was written "
-                             "by an older train.py; retrain to predict with it.")
+            raise UsageError(f"--checkpoint: the checkpoints in {cdir} have no preprocessing "
+                             "metadata (feature names, standardisation, classes): written by an "
+                             "older train.py; retrain to predict with them.")
         try:
             d = meta["network"]
-            net = jaxmlp.Network(tuple(d["sizes"]), tuple(d["activations"]), d["cost"])
+            built["net"] = net = jaxmlp.Network(tuple(d["sizes"]), tuple(d["activations"]),
+                                                d["cost"])
             c = meta["config"]
             opt = train.make_optimizer(c["optimizer"], c["lr"], schedule=c["schedule"],
-                                          total_steps=c["total_steps"],
-                                          weight_decay=c["weight_decay"])
+                                       total_steps=c["total_steps"],
+                                       weight_decay=c["weight_decay"])
         except (KeyError, TypeError, ValueError) as e:
-            raise UsageError(f"--checkpoint: {cdir}/{epoch}: unusable metadata ({e}).") from None
+            raise UsageError(f"--checkpoint: {cdir}: unusable metadata ({e}).") from None
         params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
-        like = train.TrainState(params, opt.init(params), jax.random.PRNGKey(0), 0)
-        try:
-            state = store.restore(like, epoch=epoch)
-        except ValueError as e:
-            raise UsageError(f"--checkpoint: {e}") from None
-    return net, state.params, meta
+        return train.TrainState(params, opt.init(params), jax.random.PRNGKey(0), 0)
+
+    # damaged checkpoints are skipped (named on stderr), as --resume does
+    state, meta = guards.restore_newest_intact(cdir, like)
+    return built["net"], state.params, meta
 
 
 def load_model(path: str):
@@ -99,6 +99,8 @@ def load_model(path: str):
             net, params, meta = export.load(model_file)
         except (TypeError, ValueError) as e:
             raise UsageError(f"--checkpoint: {str(e).partition(': ')[2] or e}") from None
+        if os.path.isdir(path):  # a run folder: its results.json must record this model
+            guards.check_model_of_run(model_file, params)
     else:
         cdir = ckpt_lib.checkpoint_dir(path)
         if ckpt_lib.latest_epoch(cdir) is None:
@@ -154,6 +156,7 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UsageError(f"--out: the folder {out_dir!r} does not exist.")
+    guards.refuse_same_file(args.data, args.out)  # never write over the input rows
     from jaxmlp.data import tabular
 
     cli.run_registrations(args.register or [])

@@ -59,11 +59,11 @@ import jaxmlp
 from jaxmlp import privacy
 from jaxmlp import train as train_lib
 from jaxmlp.data import datasets, export, tabular
-from jaxmlp.parallel import distributed, placement
+from jaxmlp.parallel import placement
 from jaxmlp.train import checkpoint as ckpt_lib
 from jaxmlp.train import ensemble as ensemble_lib
 
-from _common import cli, output, plotting, train_config, train_report
+from _common import cli, guards, output, plotting, train_config, train_report
 from _common.cli import EXIT_OK, EXIT_USAGE, UsageError
 from _common.train_config import ARCH_KEYS, DP_KEYS, ENSEMBLE_DEFAULTS, RUN_KEYS
 
@@ -138,17 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.svg")
+    guards.add_arguments(p)  # --categorical, --init-timeout
     return p
-
-
-def _init_processes(args) -> None:
-    """Joins jax.distributed when asked (or on a detected cluster), before any device use."""
-    try:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    except (TypeError, ValueError) as e:
-        raise cli.flag_error(e, ("coordinator", "num_processes", "process_id")) from None
-    except RuntimeError as e:  # the coordinator is unreachable, or the runtime is already up
-        raise UsageError(f"--coordinator: jax.distributed.initialize failed: {e}") from None
 
 
 @jax.jit
@@ -214,7 +205,8 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         plot: bool = True) -> tuple[int, dict]:
     """Trains with a resolved configuration (``jaxmlp.fit``); returns (exit status, results)."""
     t_start = time.perf_counter()
-    data, prep = train_config.load_data(cfg)
+    data, prep = guards.load_data(cfg, resume_meta)  # a resumed run: the same file, preprocessing
+    guards.check_sizes(cfg, data)  # --sampling-rate, --ensemble K against memory
     net, optimizer, dp = train_config.build(cfg, data)
     K = cfg["ensemble"]
     init_key, key = _seed_keys(cfg["seed"])
@@ -299,6 +291,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         print(f"train.py: {message}", file=sys.stderr)
     if jax.process_index() != 0:  # the other processes computed the same numbers
         return (EXIT_DIVERGED if fr.status == "diverged" else EXIT_OK), result
+    guards.remove_stale_model(cfg["out"])  # never an earlier run's model beside these results
     output.write_json(os.path.abspath(os.path.join(cfg["out"], "results.json")), result)
     if fr.status == "completed" and K is None:  # an ensemble's members: checkpoints, results
         export.save(os.path.join(cfg["out"], "model.npz"), fr.state.params, net,
@@ -365,11 +358,13 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
 
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
+    cfg = None
     try:
         args = build_parser().parse_args(argv)
-        _init_processes(args)
+        guards.init_processes(args)  # within --init-timeout, or exit 2 naming the coordinator
         cli.run_registrations(args.register or [])
         cfg, resume_meta = train_config.resolve(args)
+        guards.check_config(cfg, args)
         # one run per output folder, before anything is written; with several processes,
         # process 0 holds the lock for all of them (they write into the folder together)
         lock = (cli.claim_output_folder(cfg["out"]) if jax.process_index() == 0
@@ -379,6 +374,10 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     except (UsageError, ckpt_lib.CheckpointError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
+    except Exception as e:  # several processes: a peer lost in a collective
+        if not guards.peer_lost(e, cfg):
+            raise
+        return guards.EXIT_PEER_LOST, None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

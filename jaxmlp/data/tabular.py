@@ -150,6 +150,7 @@ def read_table(path: Union[str, os.PathLike]):
     pd = _pandas()
     try:
         if ext == ".csv":
+            _check_header(path, _csv_header(path))  # before pandas renames a to a.1
             frame = pd.read_csv(path)
         elif ext in (".parquet", ".pq"):
             try:
@@ -157,6 +158,9 @@ def read_table(path: Union[str, os.PathLike]):
             except ImportError:
                 raise ValueError("data: reading Parquet needs pyarrow (pip install "
                                  "'jaxmlp[experiments]').") from None
+            import pyarrow.parquet as pq
+
+            _check_header(path, pq.read_schema(path).names)  # before pyarrow's FieldRef error
             frame = pd.read_parquet(path)
         else:
             frame = _read_npz(path, pd)
@@ -171,21 +175,50 @@ def read_table(path: Union[str, os.PathLike]):
         raise ValueError(f"data: {path!r} holds {frame.shape[0]} rows and {frame.shape[1]} "
                          "columns; expected a table with a header and at least one row.")
     frame.columns = [str(c) for c in frame.columns]
-    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-    if dupes:
-        raise ValueError(f"data: {path!r} has duplicate column names {dupes}.")
+    _check_header(path, frame.columns)
     return frame
+
+
+def _csv_header(path: str) -> list:
+    """The names of a CSV file's header row as written (pandas would rename a repeated
+    ``a`` to ``a.1``): the first non-blank row, read with Python's csv module."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        for row in csv.reader(f):
+            if any(cell.strip() for cell in row):
+                return row
+    return []
+
+
+def _check_header(path: str, names) -> None:
+    """ValueError naming ``path`` and the names that appear more than once (empty names,
+    which pandas numbers ``Unnamed: i``, excepted)."""
+    names = [str(c) for c in names]
+    dupes = sorted({c for c in names if c and names.count(c) > 1})
+    if dupes:
+        raise ValueError(f"data: {path!r} has duplicate column names {dupes}; rename them so "
+                         "that every column has its own name.")
 
 
 def _read_npz(path: str, pd):
     with np.load(path, allow_pickle=False) as z:
-        columns = {}
+        columns, source = {}, {}
+
+        def add(column, values, array):
+            if column in columns:
+                raise ValueError(f"data: {path!r}: column {column!r} would come from array "
+                                 f"{source[column]!r} and from array {array!r}; rename one of "
+                                 "the arrays (a 2-D array a gives the columns a[0], a[1], ...).")
+            columns[column], source[column] = values, array
+
         for name in z.files:
             a = z[name]
             if a.ndim == 1:
-                columns[name] = a
+                add(name, a, name)
             elif a.ndim == 2:
-                columns.update({f"{name}[{j}]": a[:, j] for j in range(a.shape[1])})
+                for j in range(a.shape[1]):
+                    add(f"{name}[{j}]", a[:, j], name)
             else:
                 raise ValueError(f"data: array {name!r} of {path!r} has shape {a.shape}; expected "
                                  "1-D columns or 2-D (rows, columns) arrays.")
@@ -329,9 +362,78 @@ def _is_categorical(pd, s) -> bool:
     return not _is_numeric(pd, s) and not _is_bool(pd, s)
 
 
+def _parse_categorical(categorical, features, targets) -> frozenset:
+    """The feature columns named by ``categorical`` (None, names, or names separated by
+    commas); ValueError naming ``categorical`` for a target or an unknown column."""
+    if categorical is None:
+        return frozenset()
+    names = ([t.strip() for t in categorical.split(",")] if isinstance(categorical, str)
+             else list(categorical))
+    if not all(isinstance(n, str) and n for n in names):
+        raise TypeError(f"categorical: expected feature column names, got {categorical!r}.")
+    for n in names:
+        if n in targets:
+            raise ValueError(f"categorical: {n!r} is a target column; name feature columns.")
+        if n not in features:
+            raise ValueError(f"categorical: column {n!r} is not in the table; its feature "
+                             f"columns are {_names(features)}.")
+    return frozenset(names)
+
+
+def _refuse_stray_text(pd, frame, column: str) -> None:
+    """ValueError naming the column, rows and values when a column of numbers holds a few
+    text cells (``?``, ``n/a``): read as text, it would become one category per number."""
+    s = frame[column]
+    if _is_numeric(pd, s) or _is_bool(pd, s) or isinstance(s.dtype, pd.CategoricalDtype):
+        return
+    present = s.dropna()
+    as_number = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    numbers = int(as_number.notna().sum())
+    if numbers == 0 or numbers * 2 < len(present):  # mostly text: a categorical column
+        return
+    rows = np.flatnonzero(s.notna().to_numpy())[as_number.isna().to_numpy()]
+    shown = ", ".join(f"row {r} holds {s.iloc[r]!r}" for r in rows[:5])
+    more = f" and {rows.size - 5} more" if rows.size > 5 else ""
+    raise ValueError(
+        f"data: column {column!r} holds numbers ({numbers} cells) and {rows.size} text cell(s): "
+        f"{shown}{more} (rows counted from 0). Fix or remove those cells, leave them empty "
+        f"(missing, see impute), or if the column is categorical say so: "
+        f"categorical=[{column!r}] (train.py --categorical {column}).")
+
+
+def _largest_value(dtype, m: int) -> float:
+    """The largest |value| a column may hold: representable in ``dtype``, and small enough
+    that m squares sum without overflow in float64 (the standard deviation)."""
+    return float(min(np.finfo(np.dtype(dtype)).max,
+                     np.sqrt(np.finfo(np.float64).max / max(int(m), 1))))
+
+
+def _refuse_nonfinite(values: np.ndarray, what: str, column: str, limit: Optional[float] = None,
+                      dtype=None) -> None:
+    """ValueError naming the column and rows of infinite (or NaN) values, or of values
+    beyond ``limit`` (too large to standardise in ``dtype``)."""
+    v = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        shown = ", ".join(str(r) for r in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise ValueError(f"data: {what} column {column!r} holds infinite values "
+                         f"(row{'s' if bad.size > 1 else ''} {shown}, counting from 0); expected "
+                         "finite numbers.")
+    if limit is not None:
+        big = np.flatnonzero(np.abs(v) > limit)
+        if big.size:
+            r = int(big[0])
+            raise ValueError(
+                f"data: {what} column {column!r} holds {v[r]:g} (row {r}, counting from 0"
+                f"{f', and {big.size - 1} more' if big.size > 1 else ''}), too large to "
+                f"standardise: expected |values| <= {limit:.3g} ({np.dtype(dtype).name} "
+                "network, and a standard deviation that does not overflow).")
+
+
 def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
                task: Optional[str] = None, *, impute: Optional[str] = None, seed: int = 0,
-               test_fraction: float = 0.2, dtype=np.float32) -> tuple[Dataset, Preprocessing]:
+               test_fraction: float = 0.2, dtype=np.float32,
+               categorical: Optional[Sequence[str]] = None) -> tuple[Dataset, Preprocessing]:
     """Reads a table, encodes, splits and standardises it like the bundled datasets.
 
     Arguments:
@@ -340,6 +442,10 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
       task: one of :data:`TASKS`, or None to infer it (see the module docstring).
       impute: None (missing feature values are refused), ``"mean"`` or ``"median"``.
       seed, test_fraction, dtype: as for :func:`jaxmlp.data.datasets.load`.
+      categorical: feature columns to one-hot encode even though they hold numbers (codes,
+        or a column of numbers and text). Without it, a column of numbers with a few text
+        cells (``?``, ``n/a``) is refused, naming the cells, rather than silently becoming
+        one category per distinct number.
 
     Returns:
       (a :class:`~jaxmlp.data.datasets.Dataset` named after the file, X (n[0], m) and Y (n[L], m);
@@ -348,7 +454,9 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
     Raises:
       ValueError naming the argument (``data``, ``target``, ``task``, ``impute``) for a file
       that does not exist or cannot be parsed, an unknown target column, a task that does not
-      fit the target, missing values without ``impute``; TypeError for wrong types.
+      fit the target, missing values without ``impute``, text cells in a column of numbers,
+      infinite values or values too large to standardise in ``dtype`` (column and rows
+      named); TypeError for wrong types.
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task: expected one of {list(TASKS)} or None, got {task!r}.")
@@ -367,8 +475,15 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         task, reason = infer_task(frame, targets)
     _check_task(frame, targets, task)
     features = tuple(c for c in frame.columns if c not in targets)
+    forced = _parse_categorical(categorical, features, targets)
+    for c in features:
+        if c not in forced:
+            _refuse_stray_text(pd, frame, c)
     categories = {c: sorted({str(v) for v in frame[c].dropna()}) for c in features
-                  if _is_categorical(pd, frame[c])}
+                  if c in forced or _is_categorical(pd, frame[c])}
+    if task == "regression":
+        for c in targets:
+            _refuse_nonfinite(frame[c].to_numpy(dtype=np.float64), "target", c)
     if impute is None:
         for c in features:
             if frame[c].isna().any():
@@ -423,9 +538,17 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
                                      f"split to compute its {impute} from.")
                 impute_values[c] = float(np.mean(v) if impute == "mean" else np.median(v))
     F = _feature_matrix(pd, frame, features, categories, impute_values)
-    for j, c in enumerate(features):
-        if c not in categories and not np.all(np.isfinite(F[:, j])):
-            raise ValueError(f"data: feature column {c!r} holds infinite values.")
+    limit = _largest_value(dtype, m)
+    j = 0
+    for c in features:
+        if c in categories:
+            j += len(categories[c])
+            continue
+        _refuse_nonfinite(F[:, j], "feature", c, limit, dtype)
+        j += 1
+    if task == "regression":
+        for k, c in enumerate(targets):
+            _refuse_nonfinite(Y[:, k], "target", c, limit, dtype)
     X_tr, X_te, mean, std = standardise(F[train], F[test])
     Y_tr, Y_te = Y[train], Y[test]
     t_mean = t_std = None
@@ -484,6 +607,13 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
     F = _feature_matrix(pd, frame, prep.feature_columns, prep.categories, prep.impute_values)
     if F.shape[1] != prep.n_inputs:
         raise AssertionError((F.shape, prep.n_inputs))
+    j = 0
+    for c in prep.feature_columns:  # infinite, or beyond the network's dtype: named
+        if c in prep.categories:
+            j += len(prep.categories[c])
+            continue
+        _refuse_nonfinite(F[:, j], "feature", c, float(np.finfo(np.dtype(dtype)).max), dtype)
+        j += 1
     X = (F - np.asarray(prep.feature_mean)) / np.asarray(prep.feature_std)
     return np.ascontiguousarray(X.T, dtype=np.dtype(dtype))
 

@@ -25,6 +25,8 @@ per process are simulated with ``XLA_FLAGS=--xla_force_host_platform_device_coun
 from __future__ import annotations
 
 import os
+import socket
+import time
 from typing import Any, Optional
 
 import jax
@@ -43,6 +45,7 @@ __all__ = [
     "make_mesh_2d",
     "param_specs_2d",
     "process_columns",
+    "rendezvous",
     "replicate",
     "shard_params_2d",
 ]
@@ -89,8 +92,129 @@ def check_process_args(coordinator: Any, num_processes: Any, process_id: Any) ->
     return coordinator, int(num_processes), int(process_id)
 
 
+#: Seconds :func:`initialize` waits for the coordinator and the peers (``train.py
+#: --init-timeout``), and after which a silent peer is declared lost.
+DEFAULT_INIT_TIMEOUT = 30
+DEFAULT_HEARTBEAT_TIMEOUT = 20
+_HELLO = b"jaxmlp-rendezvous"
+
+
+def _recv_line(conn: socket.socket, deadline: float) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        conn.settimeout(max(deadline - time.monotonic(), 0.01))
+        chunk = conn.recv(256)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > 1024:
+            break
+    return data.strip()
+
+
+def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout: float) -> None:
+    """Waits, at most ``timeout`` seconds, until all ``num_processes`` processes have reached
+    process 0 at ``coordinator`` ("host:port"), over a plain TCP socket on that port, BEFORE
+    ``jax.distributed.initialize`` binds it: XLA's coordination client aborts the process
+    (SIGABRT) when the coordinator or a peer is missing, which no ``except`` can catch.
+
+    Process 0 listens on the port; every other process connects (retrying until the
+    deadline) and says hello with its id and P; process 0 answers "go" once all have come,
+    and the peers close first (so the port is free again for JAX's coordination service).
+
+    Raises TimeoutError naming ``coordinator``: unreachable (a peer), or the processes that
+    did not come (process 0); ValueError for a peer that gives another number of processes
+    or an id already taken; OSError naming the port when process 0 cannot listen on it.
+    """
+    host, _, port = _check_coordinator(coordinator).rpartition(":")
+    port, deadline = int(port), time.monotonic() + float(timeout)
+    if process_id == 0:
+        _serve_rendezvous(coordinator, port, num_processes, deadline, timeout)
+        return
+    last = None
+    while True:
+        try:
+            conn = socket.create_connection(
+                (host.strip("[]"), port), timeout=max(min(1.0, deadline - time.monotonic()), 0.01))
+            break
+        except OSError as e:
+            last = e
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"coordinator: {coordinator} is unreachable: process 0 did not answer within "
+                    f"{timeout:g} s ({type(last).__name__}: {last}); start process 0 there, or "
+                    "check the address and the port.") from None
+            time.sleep(0.2)
+    with conn:
+        conn.sendall(_HELLO + f" {process_id} {num_processes}\n".encode())
+        try:
+            answer = _recv_line(conn, deadline)
+        except OSError:
+            answer = b""
+        if answer != b"go":
+            why = answer.decode(errors="replace") or (
+                f"not every one of the {num_processes} processes reached it within {timeout:g} s")
+            raise TimeoutError(f"coordinator: {coordinator} answered, but: {why}.")
+
+
+def _serve_rendezvous(coordinator: str, port: int, P: int, deadline: float, timeout: float):
+    try:
+        if socket.has_dualstack_ipv6():
+            srv = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
+        else:
+            srv = socket.create_server(("", port))
+    except OSError as e:
+        raise OSError(f"coordinator: process 0 cannot listen on port {port} of {coordinator}: "
+                      f"{e.strerror or e}; choose a free port.") from None
+    joined: dict[int, socket.socket] = {}
+    try:
+        while len(joined) < P - 1:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = [i for i in range(1, P) if i not in joined]
+                raise TimeoutError(
+                    f"coordinator: {coordinator}: process(es) {missing} of {P} did not reach "
+                    f"process 0 within {timeout:g} s; start them with the same --coordinator, "
+                    "or check --num-processes.")
+            srv.settimeout(remaining)
+            try:
+                conn, _ = srv.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            try:
+                words = _recv_line(conn, min(deadline, time.monotonic() + 5)).split()
+            except OSError:
+                conn.close()
+                continue
+            if len(words) != 3 or words[0] != _HELLO:
+                conn.close()  # not one of ours
+                continue
+            pid, n = int(words[1]), int(words[2])
+            problem = (f"process {pid} was started with {n} processes, process 0 with {P}"
+                       if n != P else f"process id {pid} is taken twice" if pid in joined
+                       else None)
+            if problem:
+                conn.sendall(problem.encode() + b"\n")
+                conn.close()
+                raise ValueError(f"coordinator: {coordinator}: {problem}.")
+            joined[pid] = conn
+        for conn in joined.values():
+            conn.sendall(b"go\n")
+        for conn in joined.values():  # the peers close first: no TIME_WAIT on the port here
+            try:
+                _recv_line(conn, time.monotonic() + 5)
+            except OSError:
+                pass
+    finally:
+        for conn in joined.values():
+            conn.close()
+        srv.close()
+
+
 def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, *, initialization_timeout: int = 300) -> bool:
+               process_id: Optional[int] = None, *,
+               initialization_timeout: float = DEFAULT_INIT_TIMEOUT,
+               heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT) -> bool:
     """Joins the multi-process runtime; returns True when several processes take part.
 
     Arguments:
@@ -100,7 +224,10 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
         (SLURM, Open MPI, TPU pods), else the run is a single process (returns False).
 
     Must be called before anything touches a JAX device. On CPU it selects gloo for the
-    cross-process collectives.
+    cross-process collectives. With a ``coordinator``, :func:`rendezvous` first waits at
+    most ``initialization_timeout`` seconds for every process (TimeoutError naming the
+    coordinator, or the processes missing, instead of XLA's abort); a peer silent for
+    ``heartbeat_timeout`` seconds afterwards is declared lost by JAX's coordination service.
     """
     coordinator, num_processes, process_id = check_process_args(coordinator, num_processes,
                                                                 process_id)
@@ -108,12 +235,18 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
         return False
     if num_processes == 1:
         return False
+    if not (isinstance(initialization_timeout, (int, float)) and initialization_timeout > 0):
+        raise ValueError(f"initialization_timeout: expected seconds > 0, got "
+                         f"{initialization_timeout!r}.")
+    if coordinator is not None:
+        rendezvous(coordinator, num_processes, process_id, initialization_timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kw = dict(initialization_timeout=max(1, int(round(initialization_timeout))),
+              heartbeat_timeout_seconds=int(heartbeat_timeout))
     if coordinator is None:
-        jax.distributed.initialize(initialization_timeout=initialization_timeout)
+        jax.distributed.initialize(**kw)
     else:
-        jax.distributed.initialize(coordinator, num_processes, process_id,
-                                   initialization_timeout=initialization_timeout)
+        jax.distributed.initialize(coordinator, num_processes, process_id, **kw)
     return jax.process_count() > 1
 
 

@@ -1,0 +1,271 @@
+"""What ``train.py`` and ``predict.py`` check so that nothing is lost and nothing is silent.
+
+* :func:`load_data` -- a resumed ``--data`` run reads the same bytes (sha256 of the file,
+  stored with the configuration in every checkpoint) and refits the same preprocessing
+  (compared with the checkpoint's) as the run it continues; otherwise exit 2 naming what
+  differs;
+* :func:`remove_stale_model` -- an earlier run's ``model.npz`` never stays beside a new
+  ``results.json`` (whatever the output-folder policy): removed before the new results
+  are written, and written again only when this run completes;
+* :func:`init_processes` -- several processes meet within ``--init-timeout`` seconds or stop
+  with exit 2 naming the coordinator (:func:`jaxmlp.parallel.distributed.rendezvous`);
+  :func:`peer_lost` turns a peer's loss during training into one message and exit 4;
+* :func:`refuse_same_file`, :func:`check_model_of_run`, :func:`restore_newest_intact` --
+  ``predict.py`` never writes over its input, never reads a model.npz that is not its
+  folder's run, and falls back to the newest intact orbax checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from typing import Optional
+
+from _common import cli
+from _common.cli import UsageError
+
+__all__ = ["EXIT_PEER_LOST", "add_arguments", "check_config", "check_model_of_run", "check_sizes",
+           "file_sha256", "init_processes", "load_data", "peer_lost", "refuse_same_file",
+           "remove_stale_model", "restore_newest_intact"]
+
+#: Exit status of a multi-process run whose peer was lost during training.
+EXIT_PEER_LOST = 4
+
+
+def add_arguments(p) -> None:
+    """train.py's ``--categorical`` and ``--init-timeout``."""
+    from jaxmlp.parallel.distributed import DEFAULT_INIT_TIMEOUT
+
+    p.add_argument("--categorical", metavar="COLUMN[,COLUMN...]", help="with --data: feature "
+                   "columns to one-hot encode although they hold numbers (default: none; a "
+                   "column of numbers with stray text cells is refused)")
+    p.add_argument("--init-timeout", type=float, metavar="SECONDS", default=DEFAULT_INIT_TIMEOUT,
+                   help="several processes: how long to wait for the coordinator and every "
+                   f"peer before exit 2 (default {DEFAULT_INIT_TIMEOUT})")
+
+
+def check_config(cfg: dict, args) -> None:
+    """Refuses K-FAC with ``--dp`` or ``--ensemble`` (UsageError naming ``--optimizer``), and
+    records ``--categorical`` in ``cfg["data"]`` (a new --data run; a resumed one keeps the
+    saved value). Before the output folder is claimed: nothing is written."""
+    if cfg.get("optimizer") == "kfac" and (cfg.get("dp") or cfg.get("ensemble") is not None):
+        other = "--dp" if cfg.get("dp") else f"--ensemble {cfg['ensemble']}"
+        raise UsageError(f"--optimizer: kfac is not combined with {other}: its step reads the "
+                         "Kronecker factors of one network's own minibatch sweep, which the "
+                         f"{'private (clipped, noised)' if cfg.get('dp') else 'vmapped ensemble'}"
+                         " step does not compute; choose sgd, momentum or adam.")
+    if args.categorical is None:
+        return
+    if args.resume is not None or not cfg.get("data"):
+        raise UsageError("--categorical: only with --data FILE (a resumed run keeps the "
+                         "saved run's).")
+    cfg["data"]["categorical"] = [c.strip() for c in args.categorical.split(",") if c.strip()]
+
+
+#: Optimizer state per parameter (slots) of the optimizers by name, for the memory bound.
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+
+
+def available_memory() -> tuple[int, str]:
+    """(bytes, where): the default device's memory limit on an accelerator; on CPU the
+    host's available memory (``MemAvailable``, else free pages)."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        try:
+            stats = jax.local_devices()[0].memory_stats() or {}
+            if stats.get("bytes_limit"):
+                return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), \
+                    f"{jax.default_backend()} device"
+        except Exception:  # a backend without memory statistics
+            pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "host"
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "host"
+
+
+def check_sizes(cfg: dict, data) -> None:
+    """Refuses, before anything is built, a ``--dp`` sampling rate whose expected batch q n
+    is below one example, and an ``--ensemble K`` whose parameters and optimizer state
+    (K x P x 4 bytes x (1 + optimizer slots)) exceed the memory available."""
+    m = data.X_train.shape[1]
+    q = cfg.get("sampling_rate")
+    if cfg.get("dp") and q is not None and q * m < 1:
+        raise UsageError(
+            f"--sampling-rate: expected q n >= 1 (at least one expected example per batch; "
+            f"n = {m} training examples of {cfg['dataset']}), got q = {q:g}: {q * m:.3g} "
+            f"expected examples per batch, {round(1 / q)} steps per epoch.")
+    K = cfg.get("ensemble")
+    if K is None:
+        return
+    sizes = (data.n_inputs, *cfg["hidden"], data.n_outputs)
+    P = sum(a * b + a for b, a in zip(sizes[:-1], sizes[1:]))
+    slots = OPTIMIZER_SLOTS.get(cfg["optimizer"], 2)
+    need = K * P * 4 * (1 + slots)
+    avail, where = available_memory()
+    if need > avail:
+        raise UsageError(
+            f"--ensemble: {K} members of {P} parameters need about {need / 2**30:.3g} GiB "
+            f"(K x P x 4 bytes x (1 + {slots} {cfg['optimizer']} slots)), more than the "
+            f"{avail / 2**30:.3g} GiB of {where} memory available; at most "
+            f"{max(avail // (P * 4 * (1 + slots)), 0)} members fit.")
+
+
+# ----------------------------------------------------------------------------- several processes
+
+
+def init_processes(args) -> None:
+    """Joins jax.distributed when asked (or on a detected cluster), before any device use;
+    UsageError naming the flag (the coordinator unreachable, a peer missing, within
+    ``--init-timeout`` seconds)."""
+    from jaxmlp.parallel import distributed
+
+    t = args.init_timeout
+    if not (math.isfinite(t) and t > 0):
+        raise UsageError(f"--init-timeout: expected seconds > 0, got {t:g}.")
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                               initialization_timeout=t)
+    except TimeoutError as e:
+        raise UsageError(f"{cli.flag_error(e, ('coordinator',))} (--init-timeout {t:g} s)") from None
+    except (TypeError, ValueError, OSError) as e:
+        raise cli.flag_error(e, ("coordinator", "num_processes", "process_id")) from None
+    except RuntimeError as e:  # the runtime is already up, or JAX's own initialisation failed
+        raise UsageError(f"--coordinator: jax.distributed.initialize failed: {e}") from None
+
+
+def peer_lost(e: BaseException, cfg: Optional[dict]) -> bool:
+    """True (and the message printed) when ``e`` is the runtime error of a collective whose
+    peer process is gone: the run ends at once with :data:`EXIT_PEER_LOST` instead of a raw
+    traceback and XLA's abort at shutdown; the checkpoints written before are intact."""
+    import jax
+
+    if jax.process_count() < 2 or not isinstance(e, jax.errors.JaxRuntimeError):
+        return False
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    out = (cfg or {}).get("out", "--out")
+    print(f"train.py: error: process {jax.process_index()} lost a peer process during training "
+          f"({first}); the checkpoints written before are intact in "
+          f"{os.path.join(out, 'checkpoints')}; restart every process with --resume {out}.",
+          file=sys.stderr)
+    return True
+
+
+# ----------------------------------------------------------------------------- data and model
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_data(cfg: dict, resume_meta: Optional[dict]):
+    """:func:`_common.train_config.load_data`, guarded: a new ``--data`` run records the
+    file's sha256 in ``cfg["data"]`` (saved with every checkpoint); a resumed run refuses a
+    file whose bytes changed, and preprocessing (columns, categories, means, standard
+    deviations, classes, ...) that differs from the checkpoint's, naming what differs."""
+    from _common import train_config
+
+    d = cfg.get("data")
+    digest = None
+    if d:
+        try:
+            digest = file_sha256(d["file"])
+        except OSError:
+            digest = None  # load_data names the file
+        if resume_meta is not None and d.get("sha256") and digest != d["sha256"]:
+            now = f"{digest[:16]}..." if digest else "no file"
+            raise UsageError(
+                f"--resume: the data file {d['file']} changed since the checkpoint was written "
+                f"(sha256 {d['sha256'][:16]}... then, {now} now): its rows, split and "
+                "standardisation would not be those the saved parameters were trained on. "
+                "Restore the file, or start a new run without --resume.")
+    data, prep = train_config.load_data(cfg)
+    if d and resume_meta is None:
+        d["sha256"] = digest
+    saved = (resume_meta or {}).get("preprocessing")
+    if saved is not None:
+        now = json.loads(json.dumps(prep.to_dict()))
+        differ = sorted(k for k in set(now) | set(saved)
+                        if k != "task_reason" and now.get(k) != saved.get(k))
+        if differ:
+            raise UsageError(
+                f"--resume: the preprocessing fitted to the data now differs from the "
+                f"checkpoint's in {differ}: the saved parameters expect other inputs. Restore "
+                "the data the run was started on, or start a new run without --resume.")
+    return data, prep
+
+
+def remove_stale_model(out: str) -> None:
+    """Removes ``out/model.npz`` before a run writes its results.json: a model.npz there is
+    an earlier run's (this run's is written after its results, and only when it completes)."""
+    path = os.path.join(out, "model.npz")
+    if os.path.isfile(path) or os.path.islink(path):
+        os.remove(path)
+
+
+def refuse_same_file(data: str, out: str) -> None:
+    """UsageError naming ``--out`` when it is the ``--data`` file (any spelling, a link)."""
+    same = os.path.realpath(data) == os.path.realpath(out)
+    if not same and os.path.exists(data) and os.path.exists(out):
+        same = os.path.samefile(data, out)
+    if same:
+        raise UsageError(f"--out: {out!r} is the --data file {data!r}; the predictions would "
+                         "replace the rows they are made from. Choose another --out.")
+
+
+def check_model_of_run(model_file: str, params) -> None:
+    """UsageError when the run folder's results.json records other parameters than
+    ``model_file`` holds (its final_params_sha256): a model left by an earlier run."""
+    from jaxmlp.train import checkpoint as ckpt_lib
+
+    results = os.path.join(os.path.dirname(os.path.abspath(model_file)), "results.json")
+    try:
+        with open(results) as f:
+            res = json.load(f)
+        want = res["final_params_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a run folder (an exported file somewhere)
+    got = ckpt_lib.params_digest(params)
+    if got != want:
+        raise UsageError(
+            f"--checkpoint: {model_file} is not the model of the run whose results.json is "
+            f"beside it (status {res.get('status')!r}; params sha256 {got[:16]}... in the "
+            f"model, {str(want)[:16]}... in results.json): it was left by an earlier run. "
+            "Retrain, or pass an exported model file that is not in a run folder.")
+
+
+def restore_newest_intact(cdir: str, like_from_meta):
+    """(state, meta) of the newest orbax checkpoint in ``cdir`` whose metadata and arrays
+    verify; the damaged ones are named on stderr. ``like_from_meta(meta)`` builds the state
+    to restore into. UsageError when none is intact."""
+    from jaxmlp.train import checkpoint as ckpt_lib
+
+    try:
+        found = ckpt_lib.newest_readable_meta(cdir)
+        intact = ckpt_lib.resume(cdir, like_from_meta(found.meta), at_most=found.epoch,
+                                 skipped=found.skipped)
+    except ckpt_lib.CheckpointError as e:
+        if e.skipped is None:
+            raise UsageError(f"--checkpoint: {e}") from None
+        lines = "".join(f"\n  epoch {ep}: {why}" for ep, why in e.skipped)
+        raise UsageError(f"--checkpoint: no intact checkpoint in {cdir}:{lines}") from None
+    except FileNotFoundError as e:
+        raise UsageError(f"--checkpoint: {e}") from None
+    for epoch, why in intact.skipped:
+        print(f"predict.py: skipped checkpoint of epoch {epoch}: {why}", file=sys.stderr)
+    if intact.skipped:
+        print(f"predict.py: predicting with epoch {intact.state.epoch}, the newest intact "
+              "checkpoint", file=sys.stderr)
+    return intact.state, intact.meta
