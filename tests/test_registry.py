@@ -12,11 +12,21 @@ import numpy as np
 import pytest
 
 import jaxmlp
+import jaxmlp.nn.single_column  # noqa: F401  (used as jaxmlp.nn.single_column below)
 from jaxmlp.oracle import registry
 from jaxmlp.oracle import verification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MISH = runpy.run_path(os.path.join(ROOT, "examples", "mish.py"))  # registers "mish"
+
+
+@pytest.fixture(scope="module")
+def mish():
+    """examples/mish.py run once (it registers "mish", verified against autodiff): at the first
+    test that needs it, not when the module is collected, so a worker that runs none of
+    these tests does not pay for the verification."""
+    if "mish" not in jaxmlp.ACTIVATIONS:
+        runpy.run_path(os.path.join(ROOT, "examples", "mish.py"))
+    return "mish"
 
 
 def _selu_like(alpha=1.7, lam=1.05):
@@ -33,7 +43,7 @@ def fresh():
         registry._unregister(n)
 
 
-def test_registered_activation_is_used_by_name_everywhere(fresh):
+def test_registered_activation_is_used_by_name_everywhere(fresh, mish):
     """mish from examples/mish.py: Network, init scheme, the batched recurrences against
     jax.grad, single-column and per-example gradients."""
     assert "mish" in jaxmlp.ACTIVATIONS and jaxmlp.nn.activations.get_activation("mish").init == "he"
@@ -111,7 +121,7 @@ def test_non_elementwise_rule_checked_by_vjp(fresh):
         jaxmlp.register_activation("t_softmax_bad", fwd, lambda dA, Z, A: A * dA, elementwise=False)
 
 
-def test_taken_names_and_bad_arguments_refused():
+def test_taken_names_and_bad_arguments_refused(mish):
     fwd, d1 = _selu_like()
     for name in ("relu", "mish"):
         with pytest.raises(ValueError, match=f"name: the activation '{name}' is already registered"):
