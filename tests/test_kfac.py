@@ -6,8 +6,24 @@
   jaxmlp.train.step's step;
 * inverses are refreshed every k steps and kept in between;
 * the one-call epoch runs K-FAC (exact and Monte Carlo factors) and lowers the cost;
-* bad input.
+* bad input;
+* the quadratic model (K5): its learning rate and momentum equal the brute-force solution
+  of the 2 x 2 system with the dense GGN of autodiff (float64, <= 1e-10), and the GGN Gram
+  matrix (H13) equals <V_i, ggn_vp(V_j)>;
+* Levenberg-Marquardt damping (K6) goes down on a quadratic problem (rho = 1) and up where
+  the model overshoots;
+* amortised inverses (K2) / (K2e) equal recomputed ones on the refresh steps, statistics
+  (K1) change only every curvature_every steps, and the compiled epoch keeps the lax.cond as
+  a conditional;
+* the factors' statistics on a 4-device data mesh equal the one-device ones (a subprocess
+  with forced host devices, as tests/test_sharding.py).
 """
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +45,19 @@ def lstsq_solution(X, Y):
     return sol.T
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """LAPACK (LU, eigh) on one OpenBLAS thread: on a loaded 2-core machine its default of
+    one thread per core measured 100x slower (docs/curvature.md)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def regression():
     net = jaxmlp.Network((4, 3), ("linear",), "mean_squared_error")
@@ -38,7 +67,7 @@ def regression():
 
 def test_kfac_step_is_newton_step_on_linear_regression(regression):
     net, params, X, Y = regression
-    opt = kfac.kfac(1.0, damping=1e-24)
+    opt = kfac.kfac(1.0, damping=1e-24, inverse_every=1, kl_clip=None)
     state = opt.init(params)
     _, grads = jaxmlp.value_and_grad(net, params, X, Y)
     factors = curvature.kfac_factors(net, params, X, Y)
@@ -53,7 +82,8 @@ def test_kfac_step_is_newton_step_on_linear_regression(regression):
 
 def test_training_step_computes_factors_and_takes_newton_step(regression):
     net, params, X, Y = regression
-    opt = train.make_optimizer("kfac", 1.0, damping=1e-24)
+    opt = train.make_optimizer("kfac", 1.0, damping=1e-24, kfac_kind="exact",
+                               kfac_kl_clip=None)
     step = train.make_train_step(net, opt)
     new, state, metrics = step(params, opt.init(params), X, Y)
     got = np.hstack([np.asarray(new[0]["W"]), np.asarray(new[0]["b"])[:, None]])
@@ -65,7 +95,7 @@ def test_training_step_computes_factors_and_takes_newton_step(regression):
 def test_inverses_refreshed_every_k_steps():
     net = jaxmlp.Network((3, 4, 2), ("tanh", "linear"), "mean_squared_error")
     params, X, Y = random_problem(net, jax.random.PRNGKey(1), 8)
-    opt = kfac.kfac(0.1, damping=1e-2, inverse_every=3)
+    opt = kfac.kfac(0.1, damping=1e-2, inverse_every=3, kl_clip=None)
     state = opt.init(params)
     update = jax.jit(lambda g, s, p, f: opt.update(g, s, p, kfac_factors=f))
     inverses = []
@@ -96,7 +126,8 @@ def test_kfac_in_the_scanned_epoch(kind):
     params, X, _ = random_problem(net, jax.random.PRNGKey(2), 64, jnp.float32)
     T = jax.random.normal(jax.random.PRNGKey(4), (3, 4), jnp.float32)  # learnable labels
     Y = jax.nn.one_hot(jnp.argmax(T @ X, axis=0), 3, dtype=jnp.float32).T
-    opt = train.make_optimizer("kfac", 0.5, damping=1e-2, kfac_kind=kind)
+    opt = train.make_optimizer("kfac", 0.5, damping=1e-2, kfac_kind=kind, inverse_every=1,
+                               kfac_kl_clip=None)
     epoch = train.make_train_epoch(net, opt, batch_size=16)
     state = opt.init(params)
     J0 = float(jaxmlp.loss(net, params, X, Y))
@@ -133,11 +164,11 @@ def test_kl_clip_bounds_the_step(regression):
     net, params, X, Y = regression
     _, grads = jaxmlp.value_and_grad(net, params, X, Y)
     factors = curvature.kfac_factors(net, params, X, Y)
-    free = kfac.kfac(1.0, damping=1e-3)
+    free = kfac.kfac(1.0, damping=1e-3, inverse_every=1, kl_clip=None)
     u0, _ = free.update(grads, free.init(params), params, kfac_factors=factors)
     v_dot_g = sum(float(jnp.vdot(-a, g)) for a, g in zip(jax.tree.leaves(u0), jax.tree.leaves(grads)))
     c = 1e-3 * v_dot_g
-    clipped = kfac.kfac(1.0, damping=1e-3, kl_clip=c)
+    clipped = kfac.kfac(1.0, damping=1e-3, kl_clip=c, inverse_every=1)
     u, _ = clipped.update(grads, clipped.init(params), params, kfac_factors=factors)
     scale = np.sqrt(c / v_dot_g)
     for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(u0)):
@@ -149,15 +180,262 @@ def test_make_optimizer_passes_the_kl_clip(regression):
     net, params, X, Y = regression
     _, grads = jaxmlp.value_and_grad(net, params, X, Y)
     factors = curvature.kfac_factors(net, params, X, Y)
-    ref = kfac.kfac(0.5, damping=1e-3, kl_clip=1e-6)
+    ref = kfac.kfac(0.5, damping=1e-3, kl_clip=1e-6, kind="exact")
     u_ref, _ = ref.update(grads, ref.init(params), params, kfac_factors=factors)
-    step = train.make_train_step(net, train.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6))
-    opt = train.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6)
+    opt = train.make_optimizer("kfac", 0.5, kfac_kl_clip=1e-6, kfac_kind="exact")
+    step = train.make_train_step(net, opt)
     new, _, _ = step(params, opt.init(params), X, Y)
     for p, n, u in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(u_ref)):
         np.testing.assert_allclose(np.asarray(n) - np.asarray(p), np.asarray(u), rtol=1e-9, atol=1e-15)
-    free = kfac.kfac(0.5, damping=1e-3)  # the clip is active here: the free step is longer
+    free = kfac.kfac(0.5, damping=1e-3, kl_clip=None)  # the clip is active here: the free step is longer
     u_free, _ = free.update(grads, free.init(params), params, kfac_factors=factors)
     assert optax.global_norm(u_free) > 10 * optax.global_norm(u_ref)
     with pytest.raises(ValueError, match="^kl_clip"):
         train.make_optimizer("kfac", 0.5, kfac_kl_clip=0.0)
+
+
+# ----------------------------------------------------------------------------- quadratic model
+
+
+def _model(net, params, X, Y):
+    """The QuadraticModel of the training step, built from the public API."""
+    return kfac.QuadraticModel(
+        cost=jaxmlp.loss(net, params, X, Y),
+        loss=lambda p: jaxmlp.loss(net, p, X, Y),
+        gram=lambda Vs: curvature.ggn_gram(net, params, X, Y, list(Vs)))
+
+
+@pytest.mark.parametrize("spec", [
+    ((3, 5, 2), ("tanh", "linear"), "mean_squared_error"),
+    ((4, 6, 3), ("tanh", "softmax"), "categorical_cross_entropy"),
+])
+def test_quadratic_model_solves_the_2x2_system(spec):
+    """(K5) alpha, mu equal -C^{-1} b with C from the dense GGN of jax.jacobian/jax.hessian."""
+    from jax.flatten_util import ravel_pytree
+
+    from jaxmlp.oracle.verification import curvature_oracles
+
+    net = jaxmlp.Network(*spec)
+    params, X, Y = random_problem(net, jax.random.PRNGKey(5), 12)
+    wd, lam = 1e-2, 3e-2
+    opt = kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True, damping=lam, weight_decay=wd,
+                    kind="exact", inverse_every=1)
+    # a previous update delta_prev: a random direction, at step 1
+    prev = jax.tree.map(lambda a: 0.1 * jax.random.normal(jax.random.PRNGKey(a.size), a.shape,
+                                                          a.dtype), params)
+    state = opt.init(params)._replace(count=jnp.asarray(1, jnp.int32), velocity=prev)
+    _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    upd, state = jax.jit(lambda g, s, p: opt.update(g, s, p, kfac_factors=curvature.kfac_factors(
+        net, p, X, Y), kfac_model=_model(net, p, X, Y)))(grads, state, params)
+    # brute force at the last step's params
+    G = curvature_oracles(net, params, X, Y, params)["G"]
+    flat, unravel = ravel_pytree(params)
+    _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    g = ravel_pytree(grads)[0] + wd * ravel_pytree([{"W": p["W"], "b": 0 * p["b"]} for p in params])[0]
+    w_mask = ravel_pytree([{"W": jnp.ones_like(p["W"]), "b": jnp.zeros_like(p["b"])} for p in params])[0]
+    C = np.asarray(G) + np.diag(lam + wd * np.asarray(w_mask))
+    f = [(np.asarray(A), np.asarray(Gf)) for A, Gf in curvature.kfac_factors(net, params, X, Y)]
+    lt = np.sqrt(lam + wd)
+    Delta_layers = []  # (K3) with the first statistics (weight 1, (K1)) and (K2)
+    for (A, Gf), gl, p in zip(f, grads, params):
+        Gam = np.hstack([np.asarray(gl["W"]) + wd * np.asarray(p["W"]), np.asarray(gl["b"])[:, None]])
+        pA = np.sqrt((np.trace(A) / A.shape[0]) / (np.trace(Gf) / Gf.shape[0]))
+        P = np.linalg.solve(Gf + lt / pA * np.eye(Gf.shape[0]),
+                            Gam) @ np.linalg.inv(A + pA * lt * np.eye(A.shape[0]))
+        Delta_layers.append({"W": -P[:, :-1], "b": -P[:, -1]})
+    D = np.asarray(ravel_pytree(Delta_layers)[0])
+    d0 = np.asarray(ravel_pytree(prev)[0])
+    M = np.array([[D @ C @ D, D @ C @ d0], [d0 @ C @ D, d0 @ C @ d0]])
+    b = np.array([g @ D, g @ d0])
+    alpha, mu = -np.linalg.solve(M, b)
+    assert abs(float(state.alpha) - alpha) <= 1e-10 * abs(alpha)
+    assert abs(float(state.mu) - mu) <= 1e-10 * max(abs(mu), abs(alpha))
+    got = np.asarray(ravel_pytree(upd)[0])
+    np.testing.assert_allclose(got, alpha * D + mu * d0, rtol=1e-10, atol=1e-12 * np.abs(got).max())
+    assert abs(mu) > 1e-3 and abs(np.linalg.det(M)) > 1e-3 * M[0, 0] * M[1, 1]  # a real 2 x 2
+
+
+def test_ggn_gram_equals_ggn_vp_products():
+    """(H13) v_i^T G v_j by the R-forward sweep alone = <v_i, ggn_vp(v_j)>, both pair kinds."""
+    for spec in [((3, 5, 2), ("tanh", "linear"), "mean_squared_error"),
+                 ((3, 5, 2), ("tanh", "sigmoid"), "mean_squared_error")]:
+        net = jaxmlp.Network(*spec)
+        params, X, Y = random_problem(net, jax.random.PRNGKey(6), 9)
+        Vs = [jax.tree.map(lambda a, k=k: jax.random.normal(jax.random.PRNGKey(k), a.shape, a.dtype),
+                           params) for k in range(3)]
+        gram = np.asarray(curvature.ggn_gram(net, params, X, Y, Vs))
+        ref = np.array([[float(sum(jnp.vdot(a, b) for a, b in zip(
+            jax.tree.leaves(Vi), jax.tree.leaves(curvature.ggn_vp(net, params, X, Y, Vj)))))
+            for Vj in Vs] for Vi in Vs])
+        np.testing.assert_allclose(gram, ref, rtol=1e-12)
+    with pytest.raises(TypeError, match="^Vs"):
+        curvature.ggn_gram(net, params, X, Y, [])
+
+
+def _lm_run(net, params, X, Y, lr, steps):
+    opt = kfac.kfac(lr, adaptive_damping=True, damping=1e-2, damping_every=1, kind="exact",
+                    kl_clip=None, inverse_every=1)
+    state = opt.init(params)
+    lams, rhos = [float(state.damping)], []
+    update = jax.jit(lambda g, s, p: opt.update(g, s, p, kfac_factors=curvature.kfac_factors(
+        net, p, X, Y), kfac_model=_model(net, p, X, Y)))
+    for _ in range(steps):
+        _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+        upd, state = update(grads, state, params)
+        params = optax.apply_updates(params, upd)
+        lams.append(float(state.damping))
+        rhos.append(float(state.rho))
+    return lams, rhos
+
+
+def test_damping_adapts_in_the_right_direction(regression):
+    """(K6) on linear least squares the model is exact (rho = 1 > 3/4): lambda shrinks by
+    omega each time; with steps 30x too long on a tanh network the cost rises (rho < 1/4):
+    lambda grows by 1/omega."""
+    net, params, X, Y = regression
+    lams, rhos = _lm_run(net, params, X, Y, 0.5, 3)
+    omega = 19 / 20
+    np.testing.assert_allclose(rhos, 1.0, rtol=1e-8)
+    np.testing.assert_allclose(lams[1:], [1e-2 * omega ** k for k in (1, 2, 3)], rtol=1e-12)
+    net2 = jaxmlp.Network((3, 8, 2), ("tanh", "linear"), "mean_squared_error")
+    params2, X2, Y2 = random_problem(net2, jax.random.PRNGKey(8), 16)
+    lams, rhos = _lm_run(net2, params2, X2, Y2, 30.0, 3)
+    assert all(r < 0.25 for r in rhos), rhos
+    np.testing.assert_allclose(lams[1:], [1e-2 / omega ** k for k in (1, 2, 3)], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- amortisation
+
+
+def _same(a, b):
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_amortised_inverses_equal_recomputed_ones(adaptive):
+    """(K2)/(K2e): on refresh steps (and, adaptive, when lambda changed) the inverses are the
+    damped inverses of the current averages; in between they are kept. (K1): the averages
+    change on statistics steps only."""
+    net = jaxmlp.Network((3, 6, 2), ("tanh", "linear"), "mean_squared_error")
+    params, X, Y = random_problem(net, jax.random.PRNGKey(9), 10)
+    opt = kfac.kfac(0.1, inverse_every=3, curvature_every=2, kind="exact",
+                    adaptive_damping=adaptive, damping=1e-2, damping_every=2)
+    state = opt.init(params)
+    update = jax.jit(lambda g, s, p: opt.update(
+        g, s, p, kfac_factors=lambda: curvature.kfac_factors(net, p, X, Y),
+        **({"kfac_model": _model(net, p, X, Y)} if adaptive else {})))
+    rebuilt = 0
+    for c in range(7):
+        old = state
+        _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+        upd, state = update(grads, state, params)
+        params = optax.apply_updates(params, upd)
+        assert _same(state.factors, old.factors) == (c % 2 != 0), c
+        lam_used = float(old.damping)
+        if c % 3 == 0:
+            refreshed = state.factors  # the factors of the last factorisation
+        rebuild = adaptive and c % 3 != 0 and lam_used != float(old.inverse_damping)
+        rebuilt += rebuild
+        if c % 3 == 0 or rebuild:  # a new damping: the last factorisation, the new lambda
+            want = kfac._damped_inverses(refreshed, lam_used)
+            for (a, g), (wa, wg) in zip(state.inverses, want):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(wa), rtol=1e-9, atol=1e-10,
+                                           err_msg=f"step {c}")
+                np.testing.assert_allclose(np.asarray(g), np.asarray(wg), rtol=1e-9, atol=1e-10,
+                                           err_msg=f"step {c}")
+        else:
+            assert _same(state.inverses, old.inverses), c
+    if adaptive:
+        assert rebuilt >= 1 and float(state.damping) != 1e-2  # it moved, and the inverses followed it
+
+
+def test_epoch_keeps_the_conditionals_and_trains_with_defaults():
+    """kfac(lr) with its defaults trains in the scanned epoch; the compiled epoch holds the
+    lax.cond branches as conditionals (only the taken branch runs)."""
+    net = jaxmlp.Network((4, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+    params, X, _ = random_problem(net, jax.random.PRNGKey(2), 64, jnp.float32)
+    T = jax.random.normal(jax.random.PRNGKey(4), (3, 4), jnp.float32)
+    Y = jax.nn.one_hot(jnp.argmax(T @ X, axis=0), 3, dtype=jnp.float32).T
+    for opt in (kfac.kfac(0.3), kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True,
+                                          adaptive_damping=True)):
+        epoch = train.make_train_epoch(net, opt, batch_size=16, check_data=False)
+        state = opt.init(params)
+        text = epoch.lower(params, state, jax.random.PRNGKey(0), X, Y).compile().as_text()
+        assert text.count(" conditional(") >= 2
+        p, key = params, jax.random.PRNGKey(3)
+        for _ in range(5):
+            key, k = train.split_key(key)
+            p, state, _ = epoch(p, state, k, X, Y)
+        assert float(jaxmlp.loss(net, p, X, Y)) < 0.6 * float(jaxmlp.loss(net, params, X, Y))
+
+
+def test_bad_adaptive_options():
+    with pytest.raises(ValueError, match="^learning_rate"):
+        kfac.kfac(0.1, adaptive_lr=True)
+    with pytest.raises(ValueError, match="^learning_rate"):
+        kfac.kfac(None)
+    with pytest.raises(ValueError, match="^adaptive_momentum"):
+        kfac.kfac(0.1, adaptive_momentum=True)
+    with pytest.raises(ValueError, match="^kl_clip"):
+        kfac.kfac(None, adaptive_lr=True, kl_clip=1e-2)
+    with pytest.raises(ValueError, match="^curvature_every"):
+        kfac.kfac(0.1, curvature_every=0)
+    with pytest.raises(TypeError, match="^adaptive_damping"):
+        kfac.kfac(0.1, adaptive_damping=1)
+    net = jaxmlp.Network((3, 2), ("linear",), "mean_squared_error")
+    params, X, Y = random_problem(net, jax.random.PRNGKey(0), 4)
+    opt = kfac.kfac(None, adaptive_lr=True)
+    _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    with pytest.raises(ValueError, match="^kfac_model"):
+        opt.update(grads, opt.init(params), params,
+                   kfac_factors=curvature.kfac_factors(net, params, X, Y))
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+_CHILD = textwrap.dedent(r"""
+    import json, jax, jax.numpy as jnp, numpy as np
+    import jaxmlp
+    from jaxmlp import train
+    from jaxmlp.train import kfac
+    from jaxmlp.parallel import sharding
+    mesh = sharding.make_mesh(4)
+    net = jaxmlp.Network((5, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(5, 64)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[:, rng.integers(0, 3, 64)]
+    opt = kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True, adaptive_damping=True,
+                    kind="exact", inverse_every=2)
+    out = {}
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    for name, sh in (("one", None), ("four", NamedSharding(mesh, P(None, "data")))):
+        epoch = train.make_train_epoch(net, opt, 16, batch_sharding=sh)
+        p = params if sh is None else sharding.replicate(mesh, params)
+        s = opt.init(p)
+        p, s, mt = epoch(p, s, jax.random.PRNGKey(2), jnp.asarray(X), jnp.asarray(Y))
+        out[name] = {"params": [np.asarray(l).tolist() for l in jax.tree.leaves(p)],
+                     "factors": [np.asarray(l).tolist() for l in jax.tree.leaves(s.factors)],
+                     "damping": float(s.damping)}
+        if sh is not None:
+            hlo = epoch.lower(p, s, jax.random.PRNGKey(2), jnp.asarray(X), jnp.asarray(Y)).compile().as_text()
+            out["all_reduce"] = hlo.count("all-reduce")
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_factor_statistics_on_a_data_mesh_equal_one_device():
+    """Columns split over 4 devices: XLA sums the factors' statistics over the data axis like
+    the gradient; the K-FAC epoch (adaptive, exact factors) equals the one-device epoch."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
+    assert out["all_reduce"] > 0
+    for key in ("params", "factors"):
+        for a, b in zip(out["one"][key], out["four"][key]):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-5)
+    assert out["one"]["damping"] == pytest.approx(out["four"]["damping"], rel=1e-5)

@@ -14,6 +14,7 @@ quantity                    rule per layer                                      
 :func:`per_example_ggn_diag`  the same per column i (leading axis m)              (H5)
 :func:`kfac_factors`        A: (1/m) Abar Abar^T; G: (1/m) sum_{c,i} q q^T         (H6)
 :func:`ggn_vp`              R-forward (H7), seed (1/m) H R{f}, (B3)/(B4), (B1)/(B2) (H8)
+:func:`ggn_gram`            v_i^T G v_j = sum R_i{Z[L]} * (H8)'s seed of v_j: R-forward only  (H13)
 :func:`hvp`                 R-forward, first-order sweep, R-backward with sources  (H9)
 :func:`hessian_diag`        (H5) with signed weights and the residual columns      (H10)
 ==========================  =====================================================  =====
@@ -54,7 +55,10 @@ __all__ = [
     "check_supported",
     "ggn_diag",
     "ggn_diag_rule",
+    "ggn_gram",
+    "ggn_gram_kernel",
     "ggn_vp",
+    "ggn_vp_kernel",
     "hessian_diag",
     "hvp",
     "kfac_factors",
@@ -331,15 +335,49 @@ def kfac_kernel(net, params, X, Y, key, kind, mc_samples, cache=None):
     return kfac_rule(backpropagate_columns(net, params, cache, S), cache, m)
 
 
+def ggn_vp_kernel(net, params, cache: Cache, Y, V) -> Params:
+    """Unchecked (H7), (H8): G V on the batch of ``cache`` (a forward pass already made)."""
+    m = cache.A[0].shape[1]
+    RZs, RAs = r_forward(net, params, cache, V)  # (H7)
+    seed = _output_hessian_vp(net, cache.Z[-1], cache.A[-1], Y, RZs[-1], RAs[-1], m)  # (H8)
+    grads = gradient(recurrences.backpropagate(net, params, cache, seed), cache)  # (B3)/(B4), (B1)/(B2)
+    return checks.like_params(params, grads)
+
+
+def ggn_gram_kernel(net, params, cache: Cache, Y, Vs) -> Array:
+    """Unchecked (H13): the (K, K) matrix v_i^T G v_j of K directions on the batch of ``cache``.
+
+    v_i^T G v_j = (1/m) sum_e R_i{f_e}^T H_e R_j{f_e}: the R-forward sweep (H7) of each
+    direction (vmapped over the K stacked directions) and (H8)'s seed of each, contracted
+    with the other's R{Z[L]} (every Jacobian of g[L] is symmetric, so a pair split at A[L]
+    needs no backward step). No backward sweep: about 2/3 of a value_and_grad per direction.
+    """
+    m = cache.A[0].shape[1]
+    stacked = jax.tree.map(lambda *v: jnp.stack(v), *Vs)
+
+    def top(V):
+        RZs, RAs = r_forward(net, params, cache, V)
+        return RZs[-1], RAs[-1]
+
+    RZ, RA = jax.vmap(top)(stacked)  # (K, n[L], m)
+    seed = jax.vmap(lambda rz, ra: _output_hessian_vp(net, cache.Z[-1], cache.A[-1], Y, rz, ra,
+                                                      m))(RZ, RA)
+    gram = jnp.einsum("inm,jnm->ij", RZ, seed)
+    return 0.5 * (gram + gram.T)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _ggn_vp(net, params, X, Y, V):
     X, Y = checks.check_problem(net, params, X, Y)
-    m = X.shape[1]
-    A_L, cache = recurrences.forward_pass(net, params, X)  # (F1), (F2)
-    RZs, RAs = r_forward(net, params, cache, V)  # (H7)
-    seed = _output_hessian_vp(net, cache.Z[-1], A_L, Y, RZs[-1], RAs[-1], m)  # (H8)
-    grads = gradient(recurrences.backpropagate(net, params, cache, seed), cache)  # (B3)/(B4), (B1)/(B2)
-    return checks.like_params(params, grads)
+    _, cache = recurrences.forward_pass(net, params, X)  # (F1), (F2)
+    return ggn_vp_kernel(net, params, cache, Y, V)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ggn_gram(net, params, X, Y, Vs):
+    X, Y = checks.check_problem(net, params, X, Y)
+    _, cache = recurrences.forward_pass(net, params, X)  # (F1), (F2)
+    return ggn_gram_kernel(net, params, cache, Y, Vs)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -491,6 +529,20 @@ def ggn_vp(net: Network, params: Params, X: Array, Y: Array, V: Params) -> Param
     sweep (B3)/(B4), (B1)/(B2). Returns params-shaped ``[{"W", "b"}, ...]``."""
     net, V = _check_V(net, params, V, "ggn_vp")
     return _ggn_vp(net, params, X, Y, V)
+
+
+def ggn_gram(net: Network, params: Params, X: Array, Y: Array, Vs) -> Array:
+    """The (K, K) matrix of v_i^T G v_j for K params-shaped directions ``Vs`` (a non-empty
+    list or tuple), (H13): equal to ``vdot(Vs[i], ggn_vp(..., Vs[j]))``, by the R-forward
+    sweep (H7) and the output Hessian (H8) alone (no backward sweep). K-FAC's quadratic
+    model (:mod:`jaxmlp.train.kfac`, (K5)) reads its 2 x 2 system off it."""
+    if not isinstance(Vs, (list, tuple)) or not Vs:
+        raise TypeError(f"Vs: expected a non-empty list of params-shaped directions, got "
+                        f"{type(Vs).__name__}{'' if Vs else ' (empty)'}.")
+    net = check_supported(net, "ggn_vp", second_order=False)  # (H7) needs symmetric Jacobians
+    dtype = checks.check_params(net, params)
+    checked = [checks.check_params_like(f"Vs[{i}]", V, net, dtype) for i, V in enumerate(Vs)]
+    return _ggn_gram(net, params, X, Y, tuple(checked))
 
 
 def hvp(net: Network, params: Params, X: Array, Y: Array, V: Params) -> Params:

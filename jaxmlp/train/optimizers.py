@@ -47,16 +47,19 @@ def _learning_rate(learning_rate: Any) -> Any:
 
 def make_optimizer(
     name: str,
-    learning_rate: float,
+    learning_rate: Optional[float],
     *,
     schedule: str = "constant",
     total_steps: Optional[int] = None,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     damping: float = 1e-3,
-    inverse_every: int = 1,
-    kfac_kind: str = "exact",
-    kfac_kl_clip: Optional[float] = None,
+    inverse_every: int = 10,
+    kfac_kind: str = "mc",
+    kfac_kl_clip: Any = "auto",
+    kfac_curvature_every: int = 1,
+    kfac_adaptive: bool = False,
+    kfac_adaptive_damping: bool = False,
 ) -> optax.GradientTransformation:
     """The usual optax optimizers by name.
 
@@ -64,9 +67,11 @@ def make_optimizer(
       name: one of :data:`OPTIMIZERS`: ``"sgd"`` (theta <- theta - eta g, the seeds' rule),
         ``"momentum"`` / ``"nesterov"`` (heavy-ball / Nesterov with ``momentum``), ``"adam"``,
         ``"adamw"`` (Adam with decoupled weight decay), ``"rmsprop"``, ``"kfac"``
-        (:func:`jaxmlp.train.kfac.kfac`, no momentum; the train step and epoch compute its
-        Kronecker factors (H6) from the same forward pass as the gradient).
-      learning_rate: eta > 0, the peak value when a schedule is used; or a 0-d floating
+        (:func:`jaxmlp.train.kfac.kfac`, no momentum unless ``kfac_adaptive``; the train
+        step and epoch compute its Kronecker factors (H6) from the same forward pass as the
+        gradient).
+      learning_rate: eta > 0, the peak value when a schedule is used (None exactly for
+        ``"kfac"`` with ``kfac_adaptive``, whose quadratic model chooses it); or a 0-d floating
         array, possibly traced, for a rate held in the optimizer's state
         (``optax.inject_hyperparams(make_optimizer)``, as
         :func:`jaxmlp.train.ensemble.make_ensemble_optimizer` does): its value is then the
@@ -78,15 +83,36 @@ def make_optimizer(
         ``adamw``, and for the other optimizers added to the gradient (lambda W, the gradient
         of the L2 penalty (lambda/2) ||W||^2) before the optimizer sees it.
       momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1).
-      damping, inverse_every, kfac_kind, kfac_kl_clip: ``"kfac"`` only: Tikhonov damping,
-        refresh of the factors' inverses every k steps, the factors' kind ("exact", "mc",
-        "empirical"), and the KL clip c of :func:`jaxmlp.train.kfac.kfac` (None: no clipping).
+      damping, inverse_every, kfac_kind, kfac_kl_clip, kfac_curvature_every: ``"kfac"`` only:
+        Tikhonov damping, refresh of the factors' inverses every k steps, the factors' kind
+        ("mc", "exact", "empirical"), the KL clip c ("auto", None: no clipping) and the
+        statistics every k steps of :func:`jaxmlp.train.kfac.kfac` (same defaults).
+      kfac_adaptive: ``"kfac"``: learning rate and momentum from the quadratic model (K5)
+        (``learning_rate`` must then be None); kfac_adaptive_damping: Levenberg-Marquardt
+        damping (K6).
 
     Returns:
       an ``optax.GradientTransformation``.
     """
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {name!r}.")
+    if not isinstance(kfac_adaptive, bool):
+        raise TypeError(f"kfac_adaptive: expected True or False, got {kfac_adaptive!r}.")
+    if name == "kfac" and kfac_adaptive:
+        if learning_rate is not None:
+            raise ValueError(f"learning_rate: K-FAC's quadratic model chooses it with "
+                             f"kfac_adaptive=True; pass None, got {learning_rate!r}.")
+        if schedule != "constant":
+            raise ValueError(f"schedule: K-FAC's quadratic model chooses the learning rate with "
+                             f"kfac_adaptive=True; expected 'constant', got {schedule!r}.")
+        from jaxmlp.train import kfac
+
+        return kfac.kfac(None, damping=damping, inverse_every=inverse_every, kind=kfac_kind,
+                         weight_decay=float(checks.real_number("weight_decay", weight_decay,
+                                                               low=0)),
+                         kl_clip=None if kfac_kl_clip == "auto" else kfac_kl_clip,
+                         curvature_every=kfac_curvature_every, adaptive_lr=True,
+                         adaptive_momentum=True, adaptive_damping=kfac_adaptive_damping)
     learning_rate = _learning_rate(learning_rate)
     if not isinstance(schedule, str) or schedule not in SCHEDULES:
         raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {schedule!r}.")
@@ -109,7 +135,9 @@ def make_optimizer(
         from jaxmlp.train import kfac
 
         return kfac.kfac(lr, damping=damping, inverse_every=inverse_every, kind=kfac_kind,
-                         weight_decay=float(weight_decay), kl_clip=kfac_kl_clip)
+                         weight_decay=float(weight_decay), kl_clip=kfac_kl_clip,
+                         curvature_every=kfac_curvature_every,
+                         adaptive_damping=kfac_adaptive_damping)
     if name == "adamw":
         return optax.adamw(lr, weight_decay=weight_decay, mask=_wd_mask)
     base = {

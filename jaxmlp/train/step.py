@@ -163,23 +163,44 @@ def _needs_kfac_factors(optimizer) -> bool:
 
 
 def _kfac_update_inputs(net: Network, optimizer, params, opt_state, X, Y, compute_dtype=None):
-    """(J, grads, factors) from ONE forward pass: the gradient's sweep and the factors' (H6)."""
+    """(J, grads, extra args) from ONE forward pass: the gradient's sweep, and what K-FAC
+    reads of the same minibatch (:mod:`jaxmlp.train.kfac`):
+
+    * ``kfac_factors``: a function returning the (H6) factors of this forward pass (one more
+      backward sweep of the output factor's columns, (H12) for ``kind="mc"``), which the
+      transformation calls only on its statistics steps (``lax.cond``, (K1));
+    * ``kfac_model`` (adaptive learning rate or damping only): the
+      :class:`jaxmlp.train.kfac.QuadraticModel` of this minibatch: J, the loss at other
+      parameters (a forward pass) and the GGN Gram matrix of directions by the R-forward
+      sweep (H13) from this forward pass's cache.
+    """
     from jaxmlp.quantities import curvature
+    from jaxmlp.train.kfac import QuadraticModel
 
     J, _, cache, dZs = recurrences.sweep(net, params, X, Y, None, compute_dtype)
     key = jax.random.fold_in(opt_state.key, opt_state.count) if optimizer.kind == "mc" else None
     mc = optimizer.mc_samples if optimizer.kind == "mc" else None
-    factors = curvature.kfac_kernel(net, params, X, Y, key, optimizer.kind, mc, cache=cache)
-    return J, checks.like_params(params, gradient(dZs, cache, compute_dtype)), factors
+    extra = {"kfac_factors": lambda: curvature.kfac_kernel(net, params, X, Y, key, optimizer.kind,
+                                                           mc, cache=cache)}
+    if optimizer.needs_model:
+        def loss(p):
+            A_L, c = recurrences.forward_pass(net, p, X, compute_dtype)  # (F1), (F2)
+            return recurrences.cost(net, c.Z[-1], A_L, Y)  # (F3)
+
+        extra["kfac_model"] = QuadraticModel(
+            cost=J, loss=loss,
+            gram=lambda Vs: curvature.ggn_gram_kernel(net, params, cache, Y, Vs))  # (H13)
+    return J, checks.like_params(params, gradient(dZs, cache, compute_dtype)), extra
 
 
 def apply_update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None):
     """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation
-    (for K-FAC also the Kronecker factors of the same forward pass, passed as an extra arg)."""
+    (for K-FAC also what it reads of the same forward pass, passed as extra args:
+    ``kfac_factors`` and, when it adapts, ``kfac_model``; see :func:`_kfac_update_inputs`)."""
     if _needs_kfac_factors(optimizer):
-        J, grads, factors = _kfac_update_inputs(net, optimizer, params, opt_state, X, Y,
-                                                compute_dtype)
-        updates, opt_state = optimizer.update(grads, opt_state, params, kfac_factors=factors)
+        J, grads, extra = _kfac_update_inputs(net, optimizer, params, opt_state, X, Y,
+                                              compute_dtype)
+        updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
     else:
         J, grads = value_and_grad_kernel(net, params, X, Y, compute_dtype)
         updates, opt_state = optimizer.update(grads, opt_state, params)

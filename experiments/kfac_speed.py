@@ -1,0 +1,170 @@
+"""Where a K-FAC step's time goes, and the amortised K-FAC step against an Adam step.
+
+Two networks (float32): the deep autoencoder 64-256-128-32-128-256-64 (tanh, linear output,
+mean squared error, m = 128) and the classifier 64-512-512-10 (relu, softmax, categorical
+cross-entropy, m = 256) on the digits images (``jaxmlp.data.datasets``, the largest bundled
+set; 64 features, so the classifier's first layer is 64 wide, not 784). Every variant is ONE
+jitted call that ``lax.scan``s ``--steps`` training steps (``jaxmlp.train.step.apply_update``)
+over fixed minibatches from the same starting state, so Python dispatch is out of the
+per-step time and an amortised schedule (inverses every 10 steps) is counted exactly: the
+first step of the call refreshes, as the first step of a run does. Variants:
+
+* ``adam`` (the reference), ``sgd`` (momentum 0.9), ``value_and_grad`` alone;
+* ``kfac: precondition only``: statistics and inverses never refreshed (the state's count
+  starts at 1 with ``curvature_every = inverse_every`` larger than the call), so the step is
+  gradient + (K3) + (K4);
+* ``kfac: + MC statistics every step``: and (H6)/(H12) factors every step (K1);
+* ``kfac default``: ``kfac(lr)`` as it is (MC statistics every step, inverses every 10);
+* ``kfac: MC, inverses every step`` and ``kfac: exact factors, inverses every step`` (the
+  configuration of the old benchmark, KFLR);
+* ``kfac default, statistics every 10``; ``kfac adaptive`` (lr, momentum and damping, (K5)/(K6)).
+
+Protocol: ``_common.benchmarking.time_paired`` (compile first, interleaved rounds in a fresh
+order, paired per-round ratios to adam). Also the FLOPs of each compiled call (XLA's
+``cost_analysis``) and whether its HLO holds ``conditional`` instructions (lax.cond kept as a
+branch, not both sides computed and selected).
+
+    python experiments/kfac_speed.py [--rounds 15] [--steps 40] [--out DIR | --results]
+
+Writes ``kfac_speed.json`` (``--results``: ``results/kfac/``) and prints a table per network.
+"""
+
+from __future__ import annotations
+
+import os
+
+# LAPACK (the factors' LU and eigh) through scipy's OpenBLAS: with its default of one thread
+# per core, a factorisation on a loaded 2-core machine waits on descheduled threads and
+# measured 100-300x slower (docs/curvature.md); one thread, unless the caller chose.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxmlp
+from _common import benchmarking, output
+from jaxmlp import train
+from jaxmlp.data import datasets
+from jaxmlp.nn.propagation import value_and_grad_kernel
+from jaxmlp.train import kfac
+from jaxmlp.train.step import apply_update
+
+NETWORKS = {
+    "autoencoder": dict(sizes=(64, 256, 128, 32, 128, 256, 64), hidden="tanh", m=128),
+    "classifier": dict(sizes=(64, 512, 512, 10), hidden="relu", m=256),
+}
+
+
+def problem(name):
+    spec = NETWORKS[name]
+    d = datasets.load("digits", seed=0)
+    L = len(spec["sizes"]) - 1
+    if name == "autoencoder":
+        net = jaxmlp.Network(spec["sizes"], (spec["hidden"],) * (L - 1) + ("linear",),
+                             "mean_squared_error")
+        X = Y = jnp.asarray(d.X_train, jnp.float32)
+    else:
+        net = jaxmlp.Network(spec["sizes"], (spec["hidden"],) * (L - 1) + ("softmax",),
+                             "categorical_cross_entropy")
+        X, Y = jnp.asarray(d.X_train, jnp.float32), jnp.asarray(d.Y_train, jnp.float32)
+    return net, X, Y, spec["m"]
+
+
+def variants(net, X, Y, m, steps):
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    idx = (np.arange(steps * m) % X.shape[1]).reshape(steps, m)
+    Xs = jnp.stack([X[:, i] for i in idx])
+    Ys = jnp.stack([Y[:, i] for i in idx])
+    never = 10 ** 9
+    opts = {
+        "adam": (train.make_optimizer("adam", 1e-3), 0),
+        "sgd momentum": (train.make_optimizer("momentum", 1e-2), 0),
+        "kfac: precondition only": (kfac.kfac(0.1, kl_clip=1e-2, curvature_every=never,
+                                              inverse_every=never), 1),
+        "kfac: + MC statistics every step": (kfac.kfac(0.1, kl_clip=1e-2, inverse_every=never), 1),
+        "kfac default": (kfac.kfac(0.1), 0),
+        "kfac default, statistics every 10": (kfac.kfac(0.1, curvature_every=10), 0),
+        "kfac: MC, inverses every step": (kfac.kfac(0.1, inverse_every=1), 0),
+        "kfac: exact factors, inverses every step": (kfac.kfac(0.1, kind="exact", inverse_every=1), 0),
+        "kfac adaptive": (kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True,
+                                    adaptive_damping=True), 0),
+    }
+    out, flops, conds = {}, {}, {}
+    for name, (opt, count0) in opts.items():
+        state0 = opt.init(params)
+        if count0:
+            state0 = state0._replace(count=jnp.asarray(count0, jnp.int32))
+
+        @jax.jit
+        def run(p, s, Xs, Ys, opt=opt):
+            def body(carry, xy):
+                p, s = carry
+                p, s, mt = apply_update(net, opt, p, s, xy[0], xy[1])
+                return (p, s), mt.cost
+            (p, s), costs = jax.lax.scan(body, (p, s), (Xs, Ys))
+            return p, costs
+
+        compiled = run.lower(params, state0, Xs, Ys).compile()
+        flops[name] = _flops(compiled)
+        conds[name] = compiled.as_text().count(" conditional(")
+        out[name] = (lambda run=run, s=state0: run(params, s, Xs, Ys))
+
+    @jax.jit
+    def vag(p, Xs, Ys):
+        def body(acc, xy):
+            J, g = value_and_grad_kernel(net, p, xy[0], xy[1])
+            return acc + J + sum(jnp.sum(x) for x in jax.tree.leaves(g)), None
+        return jax.lax.scan(body, jnp.zeros(()), (Xs, Ys))[0]
+
+    flops["value_and_grad"] = _flops(vag.lower(params, Xs, Ys).compile())
+    conds["value_and_grad"] = 0
+    out["value_and_grad"] = lambda: vag(params, Xs, Ys)
+    return out, flops, conds
+
+
+def _flops(compiled):
+    try:
+        ca = compiled.cost_analysis()
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+        return float(ca.get("flops", float("nan")))
+    except Exception:  # noqa: BLE001 - a backend without cost analysis
+        return float("nan")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=40, help="steps per timed call (a multiple of 10)")
+    ap.add_argument("--networks", default="autoencoder,classifier")
+    output.add_out_arguments(ap, "results/kfac")
+    args = ap.parse_args(argv)
+    out_dir = output.resolve_out(args, "kfac_speed")
+    doc = {"machine": benchmarking.machine_info(), "steps_per_call": args.steps,
+           "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "networks": {}}
+    for name in args.networks.split(","):
+        net, X, Y, m = problem(name)
+        var, flops, conds = variants(net, X, Y, m, args.steps)
+        timing = benchmarking.time_paired(var, reference="adam", rounds=args.rounds, warmup=1)
+        print(f"\n{name}: {net.sizes}, m = {m}, {args.steps} steps per call "
+              f"(times are per call; ratios to adam, paired)")
+        print(timing.table())
+        print(f"{'variant':<45} {'GFLOP/step':>10} {'/ adam':>7} {'conditionals':>12}")
+        for v in var:
+            print(f"{v:<45} {flops[v] / args.steps / 1e9:>10.4f} "
+                  f"{flops[v] / flops['adam']:>7.2f} {conds[v]:>12}")
+        doc["networks"][name] = {
+            "sizes": net.sizes, "m": m, "timing": timing.to_json(),
+            "ratio_to_adam": {v: timing.paired_ratio(v) for v in var},
+            "flops_per_step": {v: flops[v] / args.steps for v in var},
+            "conditionals_in_hlo": conds}
+    path = output.write_json(f"{out_dir}/kfac_speed.json", doc)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
