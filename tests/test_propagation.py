@@ -335,3 +335,12 @@ def test_fused_sigmoid_seed_keeps_digits_of_saturated_correct_predictions(cost):
     _, g = jaxmlp.value_and_grad(net, params, X, Y)
     exact = -np.exp(-20.0) / (1 + np.exp(-20.0))
     assert float(g[0]["b"][0]) == pytest.approx(exact, rel=1e-6)
+
+
+def test_relative_error_of_two_zero_arrays_is_zero():
+    """The checks' norm-wise error is 0 when both sides are 0 (a dead unit's gradient); the
+    slow finite-difference sweep meets this case, the default one states it directly."""
+    from jaxmlp.oracle.verification import relative_error
+
+    assert relative_error(np.zeros((2, 3)), np.zeros((2, 3))) == 0.0
+    assert relative_error(np.zeros(2), np.array([0.0, 1e-300]), floor=1.0) == 1e-300
