@@ -10,12 +10,18 @@ categories, imputation, standardisation, class names) is applied to ``--data`` (
 .npz, as in training); its columns must be the training features (any order; target columns
 may be present and are ignored).
 
-Written to ``--out`` (.csv or .parquet), one row per input row:
+Written to ``--out`` (.csv or .parquet), one row per input row, first the row's id: the
+``--id`` column, else a column named ``id`` that is not a feature, else ``row`` (the row
+number, from 0); then
 
 * classification: ``prediction`` (the most probable class) and ``probability[<class>]`` for
   every class;
 * multilabel: ``<label>`` (0/1, probability >= 0.5) and ``probability[<label>]`` per label;
 * regression: ``<target>`` per target column, in the targets' units.
+
+Relative paths are taken from the folder you run in (``scripts/run.sh`` passes it). Missing
+feature values are refused (every such column named) unless the model was trained with
+``--impute``, which then fills them with the training split's values.
 
 Exit status: 0 done; 2 bad input (one message on stderr, nothing written).
 """
@@ -44,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a train.py output folder, a checkpoints folder, or an exported model file")
     p.add_argument("--data", required=True, metavar="FILE", help="new rows: .csv, .parquet or .npz")
     p.add_argument("--out", required=True, metavar="FILE", help="predictions: .csv or .parquet")
+    p.add_argument("--id", metavar="COLUMN", help="the column of row ids copied to the output "
+                   "(default: a column named 'id' that is not a feature, else the row number)")
     p.add_argument("--register", metavar="FILE.py", action="append",
-                   help="a Python file registering the activations/costs the network uses")
+                   help="a Python file registering the activations/costs the network uses "
+                   "(default: none)")
     return p
 
 
@@ -83,10 +92,10 @@ def _from_orbax(cdir: str):
 
 
 def load_model(path: str):
-    """(net, params, Preprocessing) from ``--checkpoint``; UsageError when unusable."""
+    """The :class:`jaxmlp.data.export.Model` of ``--checkpoint`` (preprocessing included);
+    UsageError when unusable."""
     from jaxmlp.train import checkpoint as ckpt_lib
     from jaxmlp.data import export
-    from jaxmlp.data import tabular
 
     if os.path.isfile(path):
         model_file = path
@@ -112,44 +121,60 @@ def load_model(path: str):
                          "names, standardisation, classes); export it with "
                          "metadata={'preprocessing': prep.to_dict()}.")
     try:
-        prep = tabular.Preprocessing.from_dict(meta["preprocessing"])
+        return export.Model(net, params, meta)
     except (TypeError, ValueError, KeyError) as e:
         raise UsageError(f"--checkpoint: damaged preprocessing metadata ({e}).") from None
-    if prep.n_inputs != net.sizes[0]:
-        raise UsageError(f"--checkpoint: the preprocessing gives {prep.n_inputs} inputs, the "
-                         f"network takes n[0] = {net.sizes[0]}.")
-    return net, params, prep
 
 
-def predictions_frame(net, params, prep, X: np.ndarray):
-    """The output table for X (n[0], m)."""
-    import jax.numpy as jnp
+def row_ids(frame, prep, id_column: Optional[str]):
+    """(name, values) of the output's id column: ``--id``, else a non-feature column named
+    ``id`` (any case), else ``row`` = the row numbers from 0."""
+    if id_column is not None:
+        if id_column not in frame.columns:
+            raise UsageError(f"--id: column {id_column!r} is not in --data; its columns are "
+                             f"{list(frame.columns)[:10]}.")
+        if id_column in prep.feature_columns:
+            raise UsageError(f"--id: column {id_column!r} is one of the model's features.")
+        return id_column, frame[id_column].to_numpy()
+    for c in frame.columns:
+        if c.lower() == "id" and c not in prep.feature_columns:
+            return c, frame[c].to_numpy()
+    return "row", np.arange(len(frame))
+
+
+def predictions_frame(model, frame, id_column: Optional[str] = None):
+    """The output table for the rows of ``frame`` (a DataFrame): the row ids, then the
+    predictions (the module docstring)."""
     import pandas as pd
 
-    import jaxmlp
-    from jaxmlp.data import tabular
-
-    dtype = params[0]["W"].dtype
-    A = np.asarray(jaxmlp.predict(net, params, jnp.asarray(X, dtype=dtype)), dtype=np.float64)
-    out = {}
+    prep = model.preprocessing
+    name, ids = row_ids(frame, prep, id_column)
+    rows = frame.drop(columns=[name]) if name in frame.columns else frame
+    out = {name: ids}
     if prep.task == "classification":
-        P = np.concatenate([1.0 - A, A]) if A.shape[0] == 1 else A  # (classes, m)
-        out["prediction"] = np.asarray(prep.class_names, dtype=object)[np.argmax(P, axis=0)]
-        for c, row in zip(prep.class_names, P):
-            out[f"probability[{c}]"] = row
+        P = model.predict_proba(rows)  # (m, classes)
+        out["prediction"] = model.classes_[np.argmax(P, axis=1)]
+        for c, col in zip(prep.class_names, P.T):
+            out[f"probability[{c}]"] = col
     elif prep.task == "multilabel":
-        for c, row in zip(prep.class_names, A):
-            out[c] = (row >= 0.5).astype(np.int64)
-        for c, row in zip(prep.class_names, A):
-            out[f"probability[{c}]"] = row
+        A = model.predict_proba(rows)
+        for c, col in zip(prep.class_names, A.T):
+            out[c] = (col >= 0.5).astype(np.int64)
+        for c, col in zip(prep.class_names, A.T):
+            out[f"probability[{c}]"] = col
     else:
-        for c, row in zip(prep.target_columns, tabular.inverse_target(prep, A)):
-            out[c] = row
+        Y = model.predict(rows).reshape(len(frame), -1)
+        for c, col in zip(prep.target_columns, Y.T):
+            out[c] = col
     return pd.DataFrame(out)
 
 
 def predict(argv: Optional[Sequence[str]] = None) -> int:
+    from _common import output
+
     args = build_parser().parse_args(argv)
+    args.checkpoint, args.data, args.out = (output.user_path(p) for p in
+                                            (args.checkpoint, args.data, args.out))
     out_ext = os.path.splitext(args.out)[1].lower()
     if out_ext not in (".csv", ".parquet"):
         raise UsageError(f"--out: expected a file ending in .csv or .parquet, got {args.out!r}.")
@@ -160,19 +185,24 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
     from jaxmlp.data import tabular
 
     cli.run_registrations(args.register or [])
-    net, params, prep = load_model(args.checkpoint)
+    model = load_model(args.checkpoint)
+    net, prep = model.net, model.preprocessing
     try:
         frame = tabular.read_table(args.data)
-        X = tabular.transform(prep, frame)
+        table = predictions_frame(model, frame, args.id)
+    except tabular.MissingValuesError as e:
+        raise UsageError(f"--data: {e.listing}; the model was trained without --impute, so it "
+                         "cannot fill them (fill them, or retrain with --impute mean|median)."
+                         ) from None
     except (TypeError, ValueError) as e:
         raise UsageError(f"--data: {str(e).partition(': ')[2] or e}") from None
-    table = predictions_frame(net, params, prep, X)
     if out_ext == ".csv":
         table.to_csv(args.out, index=False)
     else:
         table.to_parquet(args.out, index=False)
     print(f"wrote {len(table)} predictions ({prep.task}, network "
-          f"{'-'.join(map(str, net.sizes))}) to {args.out}")
+          f"{'-'.join(map(str, net.sizes))}{f', ensemble of {model.ensemble}' if model.ensemble else ''}"
+          f"; row ids: {table.columns[0]!r}) to {args.out}")
     return EXIT_OK
 
 

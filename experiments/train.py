@@ -2,23 +2,23 @@
 
     python experiments/train.py                          # digits, its defaults
     python experiments/train.py --dataset diabetes --epochs 100 --lr 3e-3
-    python experiments/train.py --dataset digits --checkpoint-every 5 --out runs/d
-    python experiments/train.py --resume runs/d          # continue from the newest checkpoint
+    python experiments/train.py --dataset digits --checkpoint-every 5 --out my_run
+    python experiments/train.py --resume my_run          # continue from the newest checkpoint
     python experiments/train.py --data shop.csv --target kind   # your own table (jaxmlp.data.tabular)
     python experiments/train.py --dp --target-epsilon 2  # differentially private (DP-SGD)
 
 Parse -> resolve the configuration (``_common/train_config.py``: per-dataset defaults, a
 resumed run's saved options) -> ``jaxmlp.fit`` (every epoch ONE compiled call; the train
 and test splits evaluated after each) -> report from its ``FitResult``. Written to ``--out``
-(default ``results/train/<dataset>``):
+(relative to the folder you run from; default a new ``runs/train-<dataset>-<time>/``, ignored
+by git; ``--results``: the committed ``results/train/<dataset>``; a folder holding an earlier
+run is refused unless resumed or ``--overwrite``); the paths are printed at the end:
 
 * ``results.json``: configuration, network, per-epoch history, final train/test metrics,
-  wall time, examples/s, JAX version, backend and devices;
-* ``learning_curves.svg``: cost and metric per epoch, train and test (``_common/plotting.py``,
-  no matplotlib);
+  wall time, examples/s, JAX version, backend and devices; ``learning_curves.svg``;
 * ``checkpoints/<epoch>/`` every ``--checkpoint-every`` epochs and after the last (orbax);
-* ``model.npz`` (``jaxmlp.data.export``) when the run completes: params, network and the
-  preprocessing that ``experiments/predict.py`` applies to new rows.
+* ``model.npz`` (``jaxmlp.data.export``; an ensemble's K members) when the run completes:
+  params, network and preprocessing (``experiments/predict.py``, ``jaxmlp.load_model``).
 
 Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
 the cost became NaN or infinite (the epoch and step named; earlier checkpoints kept). One
@@ -33,8 +33,7 @@ written (skipping ~0.3 s of JAX teardown).
 run stops before an epoch that would exceed it. ``--resume DIR`` continues the newest intact
 checkpoint (damaged ones skipped and moved aside; given options must agree with the saved
 ones, ``--epochs`` may grow) bit for bit. ``--data-parallel`` splits minibatch columns over
-all devices (``jaxmlp.parallel.placement``; on CPU
-``XLA_FLAGS=--xla_force_host_platform_device_count=N``). ``--ensemble K`` trains K networks
+all devices (``jaxmlp.parallel.placement``). ``--ensemble K`` trains K networks
 in one compiled epoch (``--member-lrs``, ``--shared-batches``). Several processes: the same
 command with ``--coordinator HOST:PORT --num-processes N --process-id I`` in each (or none
 on a detected cluster; ``scripts/launch_local.sh N``); process 0 writes the files.
@@ -58,7 +57,7 @@ import numpy as np
 import jaxmlp
 from jaxmlp import privacy
 from jaxmlp import train as train_lib
-from jaxmlp.data import datasets, export, tabular
+from jaxmlp.data import datasets, tabular
 from jaxmlp.parallel import placement
 from jaxmlp.train import checkpoint as ckpt_lib
 from jaxmlp.train import ensemble as ensemble_lib
@@ -72,7 +71,6 @@ EXIT_DIVERGED = 3
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(prog="train.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="exit status: 0 done; 2 bad input (nothing trained); 3 the cost became "
                        "NaN or infinite (the checkpoints written before are kept)")
     p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
@@ -84,20 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--impute", choices=("mean", "median"), help="with --data: fill missing "
                    "feature values (default: refuse them)")
     p.add_argument("--hidden", nargs="+", metavar="N",
-                   help="hidden layer sizes, e.g. --hidden 128 64 (or 128,64)")
+                   help="hidden layer sizes, e.g. --hidden 128 64 (or 128,64) (default: 128 "
+                   "digits/multilabel, 32 breast_cancer/diabetes, 64 --data; --dp: 64/32/32)")
     p.add_argument("--register", metavar="FILE.py", action="append",
                    help="run a Python file that registers activations or costs "
                    "(jaxmlp.register_activation) before anything else; repeatable")
     p.add_argument("--activation", help="hidden activation (default relu); output and cost "
                    "follow the dataset")
     p.add_argument("--optimizer", help=f"one of {', '.join(train_lib.OPTIMIZERS)} (default adam)")
-    p.add_argument("--lr", type=float, help="learning rate > 0 (peak value with a schedule)")
+    p.add_argument("--lr", type=float, help="learning rate > 0, peak value with a schedule "
+                   "(default 1e-3; --dp: 0.25, diabetes 0.05)")
     p.add_argument("--schedule", help=f"one of {', '.join(train_lib.SCHEDULES)} (default constant)")
     p.add_argument("--weight-decay", type=float, help="weight decay on W[l] (default 0)")
-    p.add_argument("--epochs", type=int, help="number of epochs (passes over the train split)")
-    p.add_argument("--batch-size", type=int, help="examples per minibatch, 1..m_train")
+    p.add_argument("--epochs", type=int, help="number of epochs (passes over the train split) "
+                   "(default 60; --dp: 20, diabetes 40)")
+    p.add_argument("--batch-size", type=int, help="examples per minibatch, 1..m_train (default "
+                   "64 digits/multilabel, 32 otherwise; --dp: Poisson batches instead)")
     p.add_argument("--seed", type=int, help="seed of the split, the init and the shuffles (default 0)")
-    p.add_argument("--out", help="output folder (default results/train/<dataset>)")
+    p.add_argument("--out", help="output folder, from the folder you run in (default: a new "
+                   "runs/train-<dataset>-<time>/, ignored by git)")
+    p.add_argument("--results", action="store_true", help="write the committed "
+                   "results/train/<dataset> (bundled datasets; replaces what is there)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out "
+                   "(default: refuse a folder that holds one)")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="save a checkpoint every N epochs and after the last (default 0: none; "
                    "a resumed run keeps the saved run's N)")
@@ -116,26 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-example gradient norm bound C (default 1); with "
                         "--per-layer-clipping one C_l per layer, or one C split as C/sqrt(L)")
     g.add_argument("--expected-batch-size", type=int, metavar="B",
-                   help="q n, the expected Poisson batch size (default per dataset)")
+                   help="q n, the expected Poisson batch size (default 720 digits/multilabel, "
+                        "228 breast_cancer, 248 diabetes; --data: q = 0.5)")
     g.add_argument("--sampling-rate", type=float, metavar="Q",
                    help="q, each example's probability of joining a step (instead of "
                         "--expected-batch-size)")
     g.add_argument("--per-layer-clipping", action="store_true", default=None,
                    help="clip each layer's part of every example's gradient separately")
-    g.add_argument("--accountant", help="pld (default, tight) or rdp")
-    p.add_argument("--ensemble", type=int, metavar="K",
-                   help="train K networks at once (jaxmlp.train.ensemble; member k: its own init and "
-                   "shuffle key); reports the members' mean and spread and the averaged prediction")
+    g.add_argument("--accountant", help="pld (tight) or rdp (default pld)")
+    p.add_argument("--ensemble", type=int, metavar="K", help="train K networks at once, each "
+                   "its own init and shuffle (default: one network; jaxmlp.train.ensemble)")
     p.add_argument("--member-lrs", nargs="+", metavar="LR",
                    help="one learning rate per ensemble member (K values; implies --ensemble K)")
     p.add_argument("--shared-batches", action="store_true",
                    help="ensemble members draw the same minibatches (one shuffle key)")
-    p.add_argument("--coordinator", metavar="HOST:PORT",
-                   help="multi-process run (jax.distributed): process 0's address; with "
-                   "--num-processes and --process-id (without them, a cluster's environment "
-                   "is detected: SLURM, Open MPI, TPU pods)")
-    p.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
-    p.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="several processes: process 0's "
+                   "address, with --num-processes, --process-id (default: a detected cluster's)")
+    p.add_argument("--num-processes", type=int, metavar="N", help="number of processes "
+                   "(default: one, or the detected cluster's)")
+    p.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.svg")
     guards.add_arguments(p)  # --categorical, --init-timeout
@@ -242,6 +248,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
             f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
             f"continue them with --resume {cfg['out']}, or choose another --out (nothing is "
             "overwritten).")
+    train_report.clear_earlier(cfg)  # --overwrite; a resumed run's stale model.npz
     os.makedirs(cfg["out"], exist_ok=True)
     store = ckpt_lib.Checkpoints(cdir) if cfg["checkpoint_every"] > 0 else None
     writer = None if store is None else ckpt_lib.EpochWriter(
@@ -293,19 +300,19 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         return (EXIT_DIVERGED if fr.status == "diverged" else EXIT_OK), result
     guards.remove_stale_model(cfg["out"])  # never an earlier run's model beside these results
     output.write_json(os.path.abspath(os.path.join(cfg["out"], "results.json")), result)
-    if fr.status == "completed" and K is None:  # an ensemble's members: checkpoints, results
-        export.save(os.path.join(cfg["out"], "model.npz"), fr.state.params, net,
-                    metadata={"preprocessing": prep.to_dict(), "dataset": data.name})
-    if plot and fr.history:
-        plotting.write_plot(os.path.join(cfg["out"], "learning_curves.svg"), fr.history,
+    model = train_report.write_model(cfg, fr, net, prep, data)
+    svg = os.path.join(cfg["out"], "learning_curves.svg") if plot and fr.history else None
+    if svg:
+        plotting.write_plot(svg, fr.history,
                             result["metric"],
                             f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
                             f"lr={cfg['lr']:g}, {train_report.batch_words(cfg)}")
     if fr.status == "diverged":
         print(f"train.py: {message}", file=sys.stderr)
+        print(train_report.where(cfg, model, svg), file=sys.stderr)
         return EXIT_DIVERGED, result
     print(train_report.final_table(result))
-    print(f"wrote {os.path.join(cfg['out'], 'results.json')}")
+    print(train_report.where(cfg, model, svg))
     return EXIT_OK, result
 
 

@@ -287,7 +287,7 @@ class Model:
             return X.T
         from jaxmlp.data import tabular
 
-        pd = tabular._pandas()
+        pd = tabular.pandas_module()
         if not isinstance(rows, pd.DataFrame):
             A = np.asarray(rows)
             n = len(prep.feature_columns)

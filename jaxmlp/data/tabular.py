@@ -23,16 +23,17 @@ multilabel     >= 1 columns of 0/1 or booleans            sigmoid / multilabel (
 regression     numeric columns                            linear / mean squared error
 =============  ========================================  ===================================
 
-Inference (``task=None``), printed by the scripts: a text or boolean target is
-classification; several 0/1 columns are multilabel; numbers that are not all integers, or
-several numeric columns, are regression; one integer column with exactly two values is
-(binary) classification. Anything else (one integer column with more values, e.g. counts or
-digit labels) is ambiguous and must be given.
+Inference (``task=None``), printed by the scripts, scikit-learn's ``type_of_target`` rule: a
+text or boolean target is classification; several 0/1 columns are multilabel; numbers that
+are not all integers, or several numeric columns, are regression; one integer column is
+classification with at most :data:`MAX_CLASSES` (20) distinct values ("binary",
+"multiclass"), regression with more (diabetes' 212 values). ``task=`` overrides it.
 
 Preprocessing, with everything learned from the TRAIN split only and kept in the returned
 :class:`Preprocessing` (JSON-able, saved with checkpoints so new rows get the same treatment):
 
-1. missing values (NaN, empty cells) are refused, naming the column, unless ``impute`` is
+1. missing values (NaN, empty cells) are refused, naming every such column in one
+   :class:`MissingValuesError`, unless ``impute`` is
    ``"mean"`` or ``"median"``: numeric feature columns are then filled with that statistic of
    the train split, categorical ones with their most frequent train value; a missing target
    is always refused;
@@ -54,12 +55,45 @@ import numpy as np
 from jaxmlp.data import datasets
 from jaxmlp.data.datasets import Dataset, split_indices, standardise
 
-__all__ = ["TASKS", "FORMATS", "Preprocessing", "load_table", "read_table", "infer_task",
+__all__ = ["TASKS", "FORMATS", "MAX_CLASSES", "MissingValuesError", "Preprocessing", "load_table", "read_table", "infer_task",
            "transform", "inverse_target", "bundled_preprocessing"]
 
 TASKS = ("classification", "multilabel", "regression")
 FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet", ".npz": "NumPy .npz"}
 IMPUTE = ("mean", "median")
+#: One integer target column with at most this many distinct values is inferred to hold classes
+#: (scikit-learn's ``type_of_target``: "binary"/"multiclass"); more is a quantity (regression).
+MAX_CLASSES = 20
+
+
+class MissingValuesError(ValueError):
+    """Missing values in a table: ``columns`` maps each column to its rows (from 0) with a
+    missing value, every such column at once; ``kind`` is ``"feature"`` or ``"target"``;
+    ``listing`` the message without the advice (the scripts add their own flags)."""
+
+    def __init__(self, listing: str, hint: str, columns: dict, kind: str):
+        super().__init__(f"data: {listing}{hint}.")
+        self.listing, self.columns, self.kind = listing, columns, kind
+
+
+def missing_values_error(frame, columns, kind: str, hint: str) -> Optional[MissingValuesError]:
+    """One :class:`MissingValuesError` naming every column of ``columns`` with missing values
+    (count and first rows of each), or None when there is none."""
+    found = {}
+    for c in columns:
+        rows = np.flatnonzero(frame[c].isna().to_numpy())
+        if rows.size:
+            found[c] = rows
+    if not found:
+        return None
+    parts = []
+    for c, rows in found.items():
+        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
+        parts.append(f"{c!r} ({rows.size}: row{'s' if rows.size > 1 else ''} {shown})")
+    cols = "column" if len(found) == 1 else f"{len(found)} columns"
+    return MissingValuesError(f"missing values in {kind} {cols}, rows counted from 0: "
+                              f"{'; '.join(parts)}", hint,
+                              {c: rows.tolist() for c, rows in found.items()}, kind)
 
 
 class Preprocessing(NamedTuple):
@@ -125,7 +159,9 @@ class Preprocessing(NamedTuple):
 # ----------------------------------------------------------------------------- reading
 
 
-def _pandas():
+def pandas_module():
+    """pandas, imported on first use (only tables need it); a ValueError saying how to
+    install it when it is missing."""
     try:
         import pandas as pd  # imported lazily: only tables need it
     except ImportError:
@@ -147,7 +183,7 @@ def read_table(path: Union[str, os.PathLike]):
         raise ValueError(f"data: expected a file ending in one of {sorted(FORMATS)}, got {path!r}.")
     if not os.path.isfile(path):
         raise ValueError(f"data: file {path!r} does not exist.")
-    pd = _pandas()
+    pd = pandas_module()
     try:
         if ext == ".csv":
             _check_header(path, _csv_header(path))  # before pandas renames a to a.1
@@ -270,7 +306,7 @@ def _parse_targets(target, columns) -> tuple[str, ...]:
 
 def infer_task(frame, target_columns: Sequence[str]) -> tuple[str, str]:
     """(task, reason) inferred from the target column(s); ValueError when ambiguous."""
-    pd = _pandas()
+    pd = pandas_module()
     cols = [frame[c] for c in target_columns]
     if len(cols) > 1:
         if all(_is_binary01(pd, s) for s in cols):
@@ -288,15 +324,15 @@ def infer_task(frame, target_columns: Sequence[str]) -> tuple[str, str]:
     if not np.all(np.isfinite(v)) or np.any(v != np.round(v)):
         return "regression", f"target {name!r} holds non-integer numbers"
     n = len(np.unique(v))
-    if n == 2:
-        return "classification", f"target {name!r} holds two integer values"
-    raise ValueError(f"task: cannot infer it: target {name!r} holds {n} distinct integer values, "
-                     "which may be classes or quantities; pass task='classification' or "
-                     "task='regression' (--task).")
+    if n <= MAX_CLASSES:
+        return "classification", (f"target {name!r} holds {n} distinct integer values, at most "
+                                  f"{MAX_CLASSES}: classes")
+    return "regression", (f"target {name!r} holds {n} distinct integer values, more than "
+                          f"{MAX_CLASSES}: a quantity")
 
 
 def _check_task(frame, target_columns, task) -> None:
-    pd = _pandas()
+    pd = pandas_module()
     if task == "classification":
         if len(target_columns) != 1:
             raise ValueError(f"task: classification takes one target column (its values are the "
@@ -324,13 +360,6 @@ def _names(names, limit: int = 10) -> str:
     names = list(names)
     shown = repr(names[:limit])
     return shown if len(names) <= limit else shown[:-1] + f", ... ({len(names) - limit} more)]"
-
-
-def _missing_error(frame, column: str, what: str, hint: str) -> ValueError:
-    rows = np.flatnonzero(frame[column].isna().to_numpy())
-    shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
-    return ValueError(f"data: {what} column {column!r} has {rows.size} missing value(s) (rows "
-                      f"{shown}, counting from 0){hint}.")
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -464,12 +493,12 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         raise ValueError(f"impute: expected one of {list(IMPUTE)} or None, got {impute!r}.")
     datasets.check_split_args(seed, test_fraction, dtype)
     frame = read_table(path)
-    pd = _pandas()
+    pd = pandas_module()
     targets = _parse_targets(target, frame.columns)
-    for c in targets:
-        if frame[c].isna().any():
-            raise _missing_error(frame, c, "target", "; drop those rows: a missing target is "
-                                 "never imputed")
+    err = missing_values_error(frame, targets, "target", "; drop those rows: a missing target "
+                               "is never imputed")
+    if err is not None:
+        raise err
     reason = None
     if task is None:
         task, reason = infer_task(frame, targets)
@@ -485,10 +514,10 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         for c in targets:
             _refuse_nonfinite(frame[c].to_numpy(dtype=np.float64), "target", c)
     if impute is None:
-        for c in features:
-            if frame[c].isna().any():
-                raise _missing_error(frame, c, "feature",
-                                     "; pass impute='mean' or 'median' (--impute) to fill them")
+        err = missing_values_error(frame, features, "feature", "; fill them with impute='mean' "
+                                   "or 'median' (train.py --impute mean|median)")
+        if err is not None:
+            raise err
     m = len(frame)
 
     # targets and strata
@@ -581,7 +610,7 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
     """
     if not isinstance(prep, Preprocessing):
         raise TypeError(f"prep: expected a jaxmlp.data.tabular.Preprocessing, got {type(prep).__name__}.")
-    pd = _pandas()
+    pd = pandas_module()
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}.")
     cols = [str(c) for c in frame.columns]
@@ -594,10 +623,11 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
                          f"(training features: {_names(prep.feature_columns)}).")
     frame = frame.rename(columns=str)
     if prep.impute is None:
-        for c in prep.feature_columns:
-            if frame[c].isna().any():
-                raise _missing_error(frame, c, "feature", "; the model was trained without "
-                                     "impute, so it cannot fill them")
+        err = missing_values_error(frame, prep.feature_columns, "feature", "; the model was "
+                                   "trained without impute (train.py --impute), so it cannot "
+                                   "fill them")
+        if err is not None:
+            raise err
     for c in prep.feature_columns:  # a column numeric in training must be numeric here
         if c not in prep.categories and not (_is_numeric(pd, frame[c]) or _is_bool(pd, frame[c])
                                              or frame[c].isna().all()):
