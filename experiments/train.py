@@ -62,7 +62,7 @@ from jaxmlp.parallel import placement
 from jaxmlp.train import checkpoint as ckpt_lib
 from jaxmlp.train import ensemble as ensemble_lib
 
-from _common import cli, guards, output, plotting, train_config, train_report
+from _common import cli, guards, kfac_flags, output, plotting, train_config, train_report
 from _common.cli import EXIT_OK, EXIT_USAGE, UsageError
 from _common.train_config import ARCH_KEYS, DP_KEYS, ENSEMBLE_DEFAULTS, RUN_KEYS
 
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.svg")
+    kfac_flags.add_arguments(p)
     guards.add_arguments(p)  # --categorical, --init-timeout
     return p
 

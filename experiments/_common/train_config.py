@@ -22,7 +22,7 @@ from jaxmlp.data import datasets, tabular
 from jaxmlp.train import checkpoint as ckpt_lib
 from jaxmlp.train import ensemble as ensemble_lib
 
-from _common import cli, output
+from _common import cli, kfac_flags, output
 from _common.cli import UsageError
 
 __all__ = ["ARCH_KEYS", "DATA_DEFAULTS", "DEFAULTS", "DP_DEFAULTS", "DP_KEYS", "ENSEMBLE_DEFAULTS",
@@ -262,6 +262,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     cfg["out"], cfg["replace"] = _out_folder(args, cfg, resume_meta)
     cfg["checkpoint_every"] = every
     cfg["data_parallel"] = bool(args.data_parallel)
+    kfac_flags.resolve(args, cfg, lr_given="lr" in given or resume_meta is not None)
     return cfg, resume_meta
 
 
@@ -399,8 +400,10 @@ def build(cfg: dict, data) -> tuple:
         cfg["total_steps"] = cfg["epochs"] * steps_per_epoch(cfg, dp, m_train)
     make = (train_lib.make_optimizer if cfg.get("ensemble") is None
             else ensemble_lib.make_ensemble_optimizer)
-    optimizer = make(cfg["optimizer"], cfg["lr"], schedule=cfg["schedule"],
-                     total_steps=cfg["total_steps"], weight_decay=cfg["weight_decay"])
+    kw = kfac_flags.optimizer_kwargs(cfg) if cfg["optimizer"] == "kfac" else {}
+    lr = None if kw.get("kfac_adaptive") else cfg["lr"]
+    optimizer = make(cfg["optimizer"], lr, schedule=cfg["schedule"],
+                     total_steps=cfg["total_steps"], weight_decay=cfg["weight_decay"], **kw)
     return net, optimizer, dp
 
 
