@@ -20,9 +20,10 @@ first step of the call refreshes, as the first step of a run does. Variants:
 * ``kfac default, statistics every 10``; ``kfac adaptive`` (lr, momentum and damping, (K5)/(K6)).
 
 Protocol: ``_common.benchmarking.time_paired`` (compile first, interleaved rounds in a fresh
-order, paired per-round ratios to adam). Also the FLOPs of each compiled call (XLA's
-``cost_analysis``) and whether its HLO holds ``conditional`` instructions (lax.cond kept as a
-branch, not both sides computed and selected).
+order, paired per-round ratios to adam). Also the FLOPs of one step (XLA's ``cost_analysis``
+of the compiled call, which counts the scan body once and both branches of a conditional,
+and no LAPACK call) and whether its HLO holds ``conditional`` instructions (lax.cond kept as
+a branch, not both sides computed and selected).
 
     python experiments/kfac_speed.py [--rounds 15] [--steps 40] [--out DIR | --results]
 
@@ -74,7 +75,7 @@ def problem(name):
     return net, X, Y, spec["m"]
 
 
-def variants(net, X, Y, m, steps):
+def variants(net, X, Y, m, steps, only=None):
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
     idx = (np.arange(steps * m) % X.shape[1]).reshape(steps, m)
     Xs = jnp.stack([X[:, i] for i in idx])
@@ -93,6 +94,12 @@ def variants(net, X, Y, m, steps):
         "kfac adaptive": (kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True,
                                     adaptive_damping=True), 0),
     }
+    if only is not None:
+        unknown = set(only) - set(opts) - {"value_and_grad"}
+        if unknown:
+            raise ValueError(f"--only: unknown variants {sorted(unknown)}; known: "
+                             f"{list(opts) + ['value_and_grad']}.")
+        opts = {k: v for k, v in opts.items() if k in only or k == "adam"}
     out, flops, conds = {}, {}, {}
     for name, (opt, count0) in opts.items():
         state0 = opt.init(params)
@@ -112,6 +119,9 @@ def variants(net, X, Y, m, steps):
         flops[name] = _flops(compiled)
         conds[name] = compiled.as_text().count(" conditional(")
         out[name] = (lambda run=run, s=state0: run(params, s, Xs, Ys))
+
+    if only is not None and "value_and_grad" not in only:
+        return out, flops, conds
 
     @jax.jit
     def vag(p, Xs, Ys):
@@ -140,6 +150,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--steps", type=int, default=40, help="steps per timed call (a multiple of 10)")
     ap.add_argument("--networks", default="autoencoder,classifier")
+    ap.add_argument("--only", default=None, help="comma-separated variants (adam always runs), "
+                    "e.g. 'kfac default' for the step-time ratio alone")
     output.add_out_arguments(ap, "results/kfac")
     args = ap.parse_args(argv)
     out_dir = output.resolve_out(args, "kfac_speed")
@@ -147,19 +159,20 @@ def main(argv=None):
            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "networks": {}}
     for name in args.networks.split(","):
         net, X, Y, m = problem(name)
-        var, flops, conds = variants(net, X, Y, m, args.steps)
+        only = None if args.only is None else [v.strip() for v in args.only.split(",")]
+        var, flops, conds = variants(net, X, Y, m, args.steps, only)
         timing = benchmarking.time_paired(var, reference="adam", rounds=args.rounds, warmup=1)
         print(f"\n{name}: {net.sizes}, m = {m}, {args.steps} steps per call "
               f"(times are per call; ratios to adam, paired)")
         print(timing.table())
         print(f"{'variant':<45} {'GFLOP/step':>10} {'/ adam':>7} {'conditionals':>12}")
-        for v in var:
-            print(f"{v:<45} {flops[v] / args.steps / 1e9:>10.4f} "
+        for v in var:  # cost_analysis counts the scan body once (one step), both cond branches
+            print(f"{v:<45} {flops[v] / 1e9:>10.4f} "
                   f"{flops[v] / flops['adam']:>7.2f} {conds[v]:>12}")
         doc["networks"][name] = {
             "sizes": net.sizes, "m": m, "timing": timing.to_json(),
             "ratio_to_adam": {v: timing.paired_ratio(v) for v in var},
-            "flops_per_step": {v: flops[v] / args.steps for v in var},
+            "flops_per_step": flops,
             "conditionals_in_hlo": conds}
     path = output.write_json(f"{out_dir}/kfac_speed.json", doc)
     print(f"\nwrote {path}")

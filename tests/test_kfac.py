@@ -248,11 +248,14 @@ def test_quadratic_model_solves_the_2x2_system(spec):
     M = np.array([[D @ C @ D, D @ C @ d0], [d0 @ C @ D, d0 @ C @ d0]])
     b = np.array([g @ D, g @ d0])
     alpha, mu = -np.linalg.solve(M, b)
+    assert abs(np.linalg.det(M)) > 1e-3 * M[0, 0] * M[1, 1]  # a real 2 x 2
+    if not 0 <= mu <= kfac.MAX_MOMENTUM:  # (K5'): mu clamped, alpha the model's best given it
+        mu = min(max(mu, 0.0), kfac.MAX_MOMENTUM)
+        alpha = -(b[0] + mu * M[0, 1]) / M[0, 0]
     assert abs(float(state.alpha) - alpha) <= 1e-10 * abs(alpha)
     assert abs(float(state.mu) - mu) <= 1e-10 * max(abs(mu), abs(alpha))
     got = np.asarray(ravel_pytree(upd)[0])
     np.testing.assert_allclose(got, alpha * D + mu * d0, rtol=1e-10, atol=1e-12 * np.abs(got).max())
-    assert abs(mu) > 1e-3 and abs(np.linalg.det(M)) > 1e-3 * M[0, 0] * M[1, 1]  # a real 2 x 2
 
 
 def test_ggn_gram_equals_ggn_vp_products():

@@ -61,6 +61,11 @@ DEFAULTS = {"kind": "mc", "mc_samples": 1, "curvature_every": 1, "inverse_every"
             "damping": 1e-3, "factor_decay": 0.95, "damping_every": 5, "kl_clip": 1e-2}
 
 
+#: (K5') the largest momentum the quadratic model may choose (its mu is clamped to
+#: [0, MAX_MOMENTUM], alpha re-solved for the clamped mu).
+MAX_MOMENTUM = 0.99
+
+
 class QuadraticModel(NamedTuple):
     """What the quadratic model (K5) and the damping rule (K6) need of the minibatch.
 
@@ -406,6 +411,12 @@ def kfac(
             b = jnp.array([_vdot(grads, Delta), _vdot(grads, prev)])
             if adaptive_momentum:
                 alpha, mu = _solve_2x2(C, b, has_prev)
+                # (K5') mu outside [0, max_momentum]: the minibatch model's extrapolation along
+                # a nearly collinear pair; clamp mu, then alpha minimises the model given mu.
+                clamped = jnp.clip(mu, 0.0, MAX_MOMENTUM)
+                alpha = jnp.where(clamped == mu, alpha, -(b[0] + clamped * C[0, 1])
+                                  / jnp.maximum(C[0, 0], jnp.finfo(dtype).tiny))
+                mu = clamped
             else:
                 mu = jnp.asarray(momentum, dtype)
                 alpha = -(b[0] + mu * C[0, 1]) / jnp.maximum(C[0, 0], jnp.finfo(dtype).tiny)

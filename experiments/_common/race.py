@@ -1,0 +1,169 @@
+"""Optimizers raced to a target training cost: a small grid each, one process, one table.
+
+Used by ``experiments/autoencoder.py`` and ``experiments/classifier_kfac.py``. Every run goes
+through the one-call scanned epoch (``jaxmlp.train.step.make_train_epoch``) from the same
+initialisation and the same shuffle keys; after each epoch the cost of the whole training
+set is recorded with the step count and the seconds of the compiled epoch calls
+(compilation excluded: each configuration runs one throw-away epoch first). The runs of a
+grid are sequential, so their seconds are comparable only on a machine whose load does not
+change much during the race: the load averages are recorded around every run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from html import escape
+
+import jax
+import numpy as np
+
+import jaxmlp
+from jaxmlp import train
+from jaxmlp.train import kfac
+
+__all__ = ["OPTIMIZERS", "first_reaching", "make", "race", "run", "summary", "write_svg"]
+
+#: Optimizer labels of a race and how each is built from one grid setting (a dict).
+OPTIMIZERS = ("momentum", "adam", "kfac", "kfac adaptive")
+
+
+def make(name: str, setting: dict):
+    """The optax transformation of ``name`` at one grid ``setting``."""
+    if name == "momentum":
+        return train.make_optimizer("momentum", setting["lr"], momentum=0.9)
+    if name == "adam":
+        return train.make_optimizer("adam", setting["lr"])
+    if name == "kfac":
+        return kfac.kfac(setting["lr"], **{k: v for k, v in setting.items() if k != "lr"})
+    if name == "kfac adaptive":
+        return kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True, adaptive_damping=True,
+                         **setting)
+    raise ValueError(f"name: expected one of {list(OPTIMIZERS)}, got {name!r}.")
+
+
+def run(net, opt, X, Y, steps: int, batch_size: int, seed: int) -> list:
+    """History of one run: ``[{"step", "seconds", "cost"}, ...]``, one entry per epoch."""
+    epoch = train.make_train_epoch(net, opt, batch_size)
+    params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
+    key = jax.random.PRNGKey(seed + 1)
+    jax.block_until_ready(epoch(params0, opt.init(params0), key, X, Y))  # compile
+    per_epoch = X.shape[1] // batch_size
+    params, state = params0, opt.init(params0)
+    cost = lambda p: float(train.cost_and_metrics(net, p, X, Y, check_finite=False)["cost"])  # noqa: E731
+    hist = [{"step": 0, "seconds": 0.0, "cost": cost(params)}]
+    seconds = 0.0
+    for e in range(int(math.ceil(steps / per_epoch))):
+        key, k = train.split_key(key)
+        t0 = time.perf_counter()
+        params, state, _ = epoch(params, state, k, X, Y)
+        jax.block_until_ready(params)
+        seconds += time.perf_counter() - t0
+        hist.append({"step": (e + 1) * per_epoch, "seconds": seconds, "cost": cost(params)})
+        if not np.isfinite(hist[-1]["cost"]):
+            break
+    return hist
+
+
+def first_reaching(hist, target):
+    """The first history entry with cost <= target (None if never)."""
+    return next((h for h in hist if h["cost"] <= target), None)
+
+
+def race(net, X, Y, grids: dict, steps: int, batch_size: int, seed: int) -> dict:
+    """Every setting of every optimizer's grid; the best (lowest final cost) kept per name.
+
+    Returns ``{name: {"setting", "final_cost", "history", "grid": [{setting, final_cost,
+    seconds, load}, ...]}}``."""
+    out = {}
+    for name, settings in grids.items():
+        best, tried = None, []
+        for setting in settings:
+            load0 = list(os.getloadavg())
+            hist = run(net, make(name, setting), X, Y, steps, batch_size, seed)
+            final = hist[-1]["cost"]
+            tried.append({"setting": setting, "final_cost": final,
+                          "seconds": hist[-1]["seconds"], "steps": hist[-1]["step"],
+                          "load_before": load0, "load_after": list(os.getloadavg())})
+            print(f"{name:>14} {setting} final train cost {final:.5f} after {hist[-1]['step']} "
+                  f"steps, {hist[-1]['seconds']:.2f} s", flush=True)
+            if np.isfinite(final) and (best is None or final < best["final_cost"]):
+                best = {"setting": setting, "final_cost": final, "history": hist}
+        if best is not None:
+            out[name] = {**best, "grid": tried}
+    return out
+
+
+def summary(runs: dict, reference: str = "adam") -> dict:
+    """Steps and seconds each best run needs to reach the reference's final cost."""
+    ref = runs[reference]
+    target = ref["final_cost"]
+    ref_steps, ref_seconds = ref["history"][-1]["step"], ref["history"][-1]["seconds"]
+    out = {"target_cost": target, "reference": reference}
+    for name, r in runs.items():
+        hit = first_reaching(r["history"], target)
+        out[name] = {
+            "setting": r["setting"], "final_cost": r["final_cost"],
+            "steps_to_target": None if hit is None else hit["step"],
+            "seconds_to_target": None if hit is None else hit["seconds"],
+            "fraction_of_reference_steps": None if hit is None else hit["step"] / ref_steps,
+            "fraction_of_reference_seconds": None if hit is None else hit["seconds"] / ref_seconds,
+            "seconds_per_step": r["history"][-1]["seconds"] / max(r["history"][-1]["step"], 1),
+        }
+    return out
+
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+def _panel(x0, series, xkey, xlabel, target, W=420, H=280, top=50):
+    pts = [(h[xkey], h["cost"]) for _, hist in series for h in hist
+           if h["cost"] > 0 and math.isfinite(h["cost"])]
+    xs = [p[0] for p in pts]
+    ys = [math.log10(p[1]) for p in pts]
+    xlo, xhi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    ylo, yhi = min(ys + [math.log10(target)]), max(ys)
+    pad = 0.05 * (yhi - ylo or 1)
+    ylo, yhi = ylo - pad, yhi + pad
+    px = lambda x: x0 + (x - xlo) / (xhi - xlo) * W  # noqa: E731
+    py = lambda v: top + H - (math.log10(v) - ylo) / (yhi - ylo) * H  # noqa: E731
+    out = [f'<rect x="{x0}" y="{top}" width="{W}" height="{H}" fill="none" stroke="#333"/>']
+    for k in range(math.ceil(ylo), math.floor(yhi) + 1):
+        y = py(10.0 ** k)
+        out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + W}" y2="{y:.1f}" stroke="#ddd"/>'
+                   f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">1e{k}</text>')
+    for v in (xlo, (xlo + xhi) / 2, xhi):
+        out.append(f'<text x="{px(v):.1f}" y="{top + H + 16}" text-anchor="middle">{v:.3g}</text>')
+    yt = py(target)
+    out.append(f'<line x1="{x0}" y1="{yt:.1f}" x2="{x0 + W}" y2="{yt:.1f}" stroke="#888" '
+               'stroke-dasharray="4,3"/>')
+    for i, (label, hist) in enumerate(series):
+        c = _COLOURS[i % len(_COLOURS)]
+        line = " ".join(f"{px(h[xkey]):.1f},{py(h['cost']):.1f}" for h in hist
+                        if h["cost"] > 0 and math.isfinite(h["cost"]))
+        out.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.6"/>')
+        ly = top + 16 + 16 * i
+        out.append(f'<line x1="{x0 + W - 200}" y1="{ly - 4}" x2="{x0 + W - 182}" y2="{ly - 4}" '
+                   f'stroke="{c}" stroke-width="2"/><text x="{x0 + W - 178}" y="{ly}">'
+                   f'{escape(label)}</text>')
+    out.append(f'<text x="{x0 + W / 2}" y="{top + H + 36}" text-anchor="middle">{xlabel}</text>')
+    return out
+
+
+def write_svg(path: str, runs: dict, target: float, title: str) -> None:
+    """Training cost (log) against steps and against seconds, one line per optimizer's best
+    run, the target cost dashed."""
+    series = [(f"{name}", r["history"]) for name, r in runs.items()]
+    body = _panel(70, series, "step", "steps", target)
+    body += _panel(570, series, "seconds", "seconds (compiled epochs)", target)
+    W, H = 1030, 380
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+           f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">'
+           f'<rect width="{W}" height="{H}" fill="white"/>'
+           f'<text x="{W / 2}" y="28" text-anchor="middle" font-size="15">{escape(title)}</text>'
+           f'<text transform="translate(20,190) rotate(-90)" text-anchor="middle">training cost J'
+           f'</text>' + "".join(body) + "</svg>\n")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(svg)
