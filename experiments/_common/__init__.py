@@ -14,6 +14,9 @@ module             what lives there
 ``benchmarking``   the paired timing protocol and machine information
 ``plotting``       learning curves as a small SVG (no matplotlib)
 ``register``       running ``--register FILE.py`` files
+``kfac_flags``     ``train.py``'s K-FAC options, their checks and defaults
+``race``           optimizers raced to a target training cost (grids, SVG of cost vs
+                   steps and seconds): ``autoencoder.py``, ``classifier_kfac.py``
 =================  ======================================================================
 
 Scripts run as ``python experiments/NAME.py`` find this package on ``sys.path`` (the
