@@ -203,6 +203,7 @@ def _damage(path, how):
         f.write(data)
 
 
+@pytest.mark.slow
 def test_every_file_damaged_in_turn_is_detected_or_harmless(tmp_path):
     """Each file of a checkpoint (orbax's JSON, its OCDBT manifests and data files, the meta
     JSON with the digest) damaged in six ways, one at a time: restore either raises a

@@ -66,9 +66,9 @@ def assert_check(net, m, seed=0):
 # g''-carrying activations in hidden layers, depths 1-4, m = 1 included.
 FAST_CASES = [
     ("softmax", "softmax", "categorical_cross_entropy", 3, 3, 1),
-    ("gelu", "sigmoid", "binary_cross_entropy", 1, 4, 3),
+    pytest.param("gelu", "sigmoid", "binary_cross_entropy", 1, 4, 3, marks=pytest.mark.slow),
     ("tanh", "softmax", "mean_squared_error", 3, 2, 2),
-    ("elu", "sigmoid", "categorical_cross_entropy", 3, 3, 1),
+    pytest.param("elu", "sigmoid", "categorical_cross_entropy", 3, 3, 1, marks=pytest.mark.slow),
     pytest.param("silu", "softmax", "multilabel_cross_entropy", 3, 2, 3, marks=pytest.mark.slow),
     pytest.param("relu", "linear", "mean_squared_error", 2, 1, 1, marks=pytest.mark.slow),
     pytest.param("softplus", "tanh", "mean_squared_error", 2, 2, 1, marks=pytest.mark.slow),

@@ -111,6 +111,7 @@ def two_processes(tmp_path_factory):
     return [json.load(open(os.path.join(out, f"result-{i}.json"))) for i in range(2)]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(two_processes):
     r0, r1 = two_processes
     assert r0["processes"] == 2 and r0["devices"] == 4 and r0["local_devices"] == 2

@@ -6,11 +6,12 @@ runs on its own, in a fresh interpreter, unless its first line is exactly
     # continues the block above
 
 in which case it is appended to the previous ```python block of the same file and the two
-(or more) run as one script: a *group*. Each group is one test (parametrized, so xdist
-spreads them), run in a subprocess with JAX's defaults (``JAX_ENABLE_X64`` removed: this
-suite's conftest turns float64 on in its own process only), ``PYTHONPATH`` = the repository
-root, and a temporary folder as the working directory, so a block that writes a file writes
-it there, never into the repository. A group passes when it exits 0 and, for every report it
+(or more) run as one script: a *group*. Groups run in a few batches (two, plus one for each
+group that registers a rule or sets a JAX flag), each batch one subprocess in which every group is executed in a
+fresh namespace, with JAX's defaults (``JAX_ENABLE_X64`` removed: this suite's conftest turns
+float64 on in its own process only), ``PYTHONPATH`` = the repository root, and a temporary
+folder as the working directory, so a block that writes a file writes it there, never into
+the repository. A group passes when it exits 0 and, for every report it
 prints with ``print(... .table())``, stdout says ``passed: True`` (as many times, and never
 ``passed: False``); ``EXPECTED`` adds what particular groups must print. Code that is not
 meant to run (shell commands, output, pseudo-code) goes in ```bash / ```text fences.
@@ -87,22 +88,74 @@ def test_the_blocks_are_found():
         assert any(rel == key[0] and key[1] in code for rel, _, code in GROUPS), key
 
 
-@pytest.mark.parametrize("rel, line, code", GROUPS,
-                         ids=[f"{rel}:{line}" for rel, line, _ in GROUPS])
-def test_python_block_runs(rel, line, code, tmp_path):
+#: Runs groups one after another in ONE interpreter (each in a fresh namespace, its stdout
+#: captured): the blocks share the interpreter's start-up and JAX import, not their names.
+RUNNER = r"""
+import contextlib, io, json, sys, traceback
+out = []
+for rel, line, code in json.load(sys.stdin):
+    buf = io.StringIO()
+    ok = True
+    with contextlib.redirect_stdout(buf):
+        try:
+            exec(compile(code, f"{rel}:{line}", "exec"), {"__name__": "__main__"})
+        except BaseException:
+            ok = False
+            err = traceback.format_exc()
+    out.append({"ok": ok, "stdout": buf.getvalue(), "error": None if ok else err[-3000:]})
+print("RESULTS" + json.dumps(out))
+"""
+
+
+def shards() -> list:
+    """The groups in a few batches: a group that changes process-wide state (registers a rule,
+    or sets a JAX configuration flag such as float64) runs in a batch of its own; the others
+    are split in two, one per xdist worker."""
+    alone = [g for g in GROUPS if "register_" in g[2] or "jax.config" in g[2]
+             or "JAX_" in g[2]]
+    rest = [g for g in GROUPS if g not in alone]
+    return [[g] for g in alone] + [rest[0::2], rest[1::2]]
+
+
+SHARDS = shards()
+
+
+@pytest.mark.parametrize("shard", SHARDS, ids=[f"{s[0][0]}:{s[0][1]}+{len(s) - 1}" for s in SHARDS])
+def test_python_blocks_run(shard, tmp_path):
+    import json
+
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=240)
-    where = f"{rel}:{line}"
-    assert proc.returncode == 0, f"{where} failed:\n{proc.stderr[-3000:]}"
-    reports = len(re.findall(r"print\([^\n]*\.table\(\)\)", code))
-    assert proc.stdout.count("passed: True") == reports, f"{where} printed:\n{proc.stdout}"
-    assert "passed: False" not in proc.stdout, f"{where} printed:\n{proc.stdout}"
-    for (page, marker), wanted in EXPECTED.items():
-        if page == rel and marker in code:
-            for w in wanted:
-                assert w in proc.stdout, f"{where} did not print {w!r}:\n{proc.stdout}"
+    proc = subprocess.run([sys.executable, "-c", RUNNER], cwd=tmp_path, env=env,
+                          input=json.dumps(shard), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "RESULTS" in proc.stdout, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.split("RESULTS", 1)[1])
+    failures = []
+    for (rel, line, code), res in zip(shard, results):
+        where, stdout = f"{rel}:{line}", res["stdout"]
+        if not res["ok"]:
+            failures.append(f"{where} failed:\n{res['error']}")
+            continue
+        reports = len(re.findall(r"print\([^\n]*\.table\(\)\)", code))
+        if stdout.count("passed: True") != reports or "passed: False" in stdout:
+            failures.append(f"{where} printed:\n{stdout}")
+        for (page, marker), wanted in EXPECTED.items():
+            if page == rel and marker in code:
+                failures += [f"{where} did not print {w!r}:\n{stdout}" for w in wanted
+                             if w not in stdout]
+    assert len(results) == len(shard) and not failures, "\n\n".join(failures)
+
+
+def test_the_runner_reports_a_failing_block(tmp_path):
+    """The batch runner isolates names and reports an exception of one block as that block's."""
+    import json
+
+    shard = [("a.md", 1, "x = 1\nprint('one')"), ("b.md", 2, "print(x)")]
+    proc = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(shard), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    res = json.loads(proc.stdout.split("RESULTS", 1)[1])
+    assert res[0] == {"ok": True, "stdout": "one\n", "error": None}
+    assert not res[1]["ok"] and "NameError" in res[1]["error"] and 'b.md:2' in res[1]["error"]
 
 
 def slug(heading: str) -> str:

@@ -26,6 +26,7 @@ def test_speed_rows_hold_every_variant_and_memory(tmp_path):
     assert "| 8 |" in dp.speed_table(sp)
 
 
+@pytest.mark.slow
 def test_noise_subcommand_writes_its_table(tmp_path):
     assert dp.main(["noise", "--rounds", "2", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "noise.json").read_text())

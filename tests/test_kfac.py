@@ -207,7 +207,8 @@ def _model(net, params, X, Y):
 
 @pytest.mark.parametrize("spec", [
     ((3, 5, 2), ("tanh", "linear"), "mean_squared_error"),
-    ((4, 6, 3), ("tanh", "softmax"), "categorical_cross_entropy"),
+    pytest.param(((4, 6, 3), ("tanh", "softmax"), "categorical_cross_entropy"),
+                 marks=pytest.mark.slow),
 ])
 def test_quadratic_model_solves_the_2x2_system(spec):
     """(K5) alpha, mu equal -C^{-1} b with C from the dense GGN of jax.jacobian/jax.hessian."""
@@ -427,6 +428,7 @@ _CHILD = textwrap.dedent(r"""
 """)
 
 
+@pytest.mark.slow
 def test_factor_statistics_on_a_data_mesh_equal_one_device():
     """Columns split over 4 devices: XLA sums the factors' statistics over the data axis like
     the gradient; the K-FAC epoch (adaptive, exact factors) equals the one-device epoch."""

@@ -62,6 +62,7 @@ def test_second_run_on_the_same_out_is_refused(tmp_path, capsys):
     assert not os.path.exists(os.path.join(out, "results.json"))
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_one_trains_one_is_refused(tmp_path):
     """Issue: two runs into one --out died with orbax tracebacks, sometimes both."""
     out = str(tmp_path / "run")

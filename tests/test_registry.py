@@ -155,6 +155,7 @@ def test_registered_cost_verified_and_trainable(fresh):
         jaxmlp.register_cost("t_shape", lambda A, Y: jnp.sum(A - Y), lambda A, Y: jnp.ones_like(A))
 
 
+@pytest.mark.slow
 def test_train_cli_with_a_registered_activation(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     script = os.path.join(ROOT, "experiments", "train.py")

@@ -77,6 +77,7 @@ def test_run_sh_exports_a_cache_folder_ignored_by_git():
     assert ignored.returncode == 0, ".cache/jax is not ignored by git"
 
 
+@pytest.mark.slow
 def test_train_script_fills_and_then_reads_the_persistent_cache(tmp_path):
     """With run.sh's variables, a first run writes the XLA programs to the cache folder and a
     second identical run adds none (every program read back), with the same parameters."""

@@ -288,6 +288,7 @@ def jaxmlp_leaves(tree):
 # ----------------------------------------------------------------------------- kill and resume
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters_bit_for_bit(tmp_path):
     """A training subprocess is SIGKILLed after its second checkpoint (possibly in the middle
     of writing the next one); resuming reaches the parameters of an uninterrupted run."""
