@@ -65,10 +65,10 @@ def resolve(args: argparse.Namespace, cfg: dict, lr_given: bool) -> None:
         cfg["kfac"] = None
         return
     if cfg.get("ensemble") is not None:
-        raise UsageError("--optimizer: 'kfac' is not available with --ensemble (the members' "
+        raise UsageError("--optimizer: kfac is not available with --ensemble (the members' "
                          "vmapped step has no Kronecker factors); use adam, momentum, ...")
     if cfg.get("dp"):
-        raise UsageError("--optimizer: 'kfac' is not available with --dp (the private step's "
+        raise UsageError("--optimizer: kfac is not available with --dp (the private step's "
                          "clipped, noised gradient has no factors of its sweep).")
     adaptive = bool(given.get("kfac_adaptive"))
     if adaptive and lr_given:
