@@ -67,7 +67,7 @@ def assert_check(net, m, seed=0):
 FAST_CASES = [
     ("softmax", "softmax", "categorical_cross_entropy", 3, 3, 1),
     pytest.param("gelu", "sigmoid", "binary_cross_entropy", 1, 4, 3, marks=pytest.mark.slow),
-    ("tanh", "softmax", "mean_squared_error", 3, 2, 2),
+    pytest.param("tanh", "softmax", "mean_squared_error", 3, 2, 2, marks=pytest.mark.slow),
     pytest.param("elu", "sigmoid", "categorical_cross_entropy", 3, 3, 1, marks=pytest.mark.slow),
     pytest.param("silu", "softmax", "multilabel_cross_entropy", 3, 2, 3, marks=pytest.mark.slow),
     pytest.param("relu", "linear", "mean_squared_error", 2, 1, 1, marks=pytest.mark.slow),

@@ -4,6 +4,7 @@ script's bookkeeping; the timings themselves are not asserted)."""
 import json
 
 import numpy as np
+import pytest
 
 from helpers import load_script
 

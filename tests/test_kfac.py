@@ -120,7 +120,8 @@ def test_inverses_refreshed_every_k_steps():
                                atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["exact", "mc", "empirical"])
+@pytest.mark.parametrize("kind", [pytest.param("exact", marks=pytest.mark.slow), "mc",
+                                  pytest.param("empirical", marks=pytest.mark.slow)])
 def test_kfac_in_the_scanned_epoch(kind):
     net = jaxmlp.Network((4, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
     params, X, _ = random_problem(net, jax.random.PRNGKey(2), 64, jnp.float32)
@@ -315,7 +316,7 @@ def _same(a, b):
     return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("adaptive", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_amortised_inverses_equal_recomputed_ones(adaptive):
     """(K2)/(K2e): on refresh steps (and, adaptive, when lambda changed) the inverses are the
     damped inverses of the current averages; in between they are kept. (K1): the averages

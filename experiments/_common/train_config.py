@@ -315,6 +315,10 @@ def _out_folder(args, cfg: dict, resume_meta: Optional[dict]) -> tuple[str, list
         out = str(output.new_run_dir(f"train-{cfg['dataset']}"))
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out: {out!r} exists and is not a directory.")
+    for f in RUN_FILES:  # a result file that is a folder can be neither kept nor replaced
+        path = os.path.join(out, f)
+        if f != "checkpoints" and os.path.isdir(path):
+            raise UsageError(f"--out: {path!r} exists and is not a file.")
     earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     resumed = resume_meta is not None and os.path.abspath(
         ckpt_lib.checkpoint_dir(out)) == os.path.abspath(resume_meta["checkpoint_dir"])
