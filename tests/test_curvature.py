@@ -167,7 +167,8 @@ def test_softmax_has_no_elementwise_second():
 
 
 @pytest.mark.parametrize("out,cost,nL", [("softmax", "categorical_cross_entropy", 3),
-                                          ("tanh", "mean_squared_error", 2),
+                                          pytest.param("tanh", "mean_squared_error", 2,
+                                                       marks=pytest.mark.slow),
                                           pytest.param("sigmoid", "binary_cross_entropy", 1,
                                                        marks=pytest.mark.slow)])
 def test_kron_factors_equal_ggn_block_for_one_example(out, cost, nL):

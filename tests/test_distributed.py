@@ -131,6 +131,7 @@ def test_two_processes_equal_one_process(two_processes):
     assert r0["params"] == r1["params"]  # replicated: both processes hold the same numbers
 
 
+@pytest.mark.slow
 def test_multiprocess_checkpoint_written_once_and_resumed(two_processes):
     r0, r1 = two_processes
     assert r0["checkpoints"] == ["1", "2"] == r1["checkpoints"]

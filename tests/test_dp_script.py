@@ -11,6 +11,7 @@ from helpers import load_script
 dp = load_script("dp")
 
 
+@pytest.mark.slow
 def test_speed_rows_hold_every_variant_and_memory(tmp_path):
     sp = dp.speed([8], rounds=2, vmap_max_m=8, opacus=False)
     (row,) = sp["results"]

@@ -32,7 +32,8 @@ def test_init_ensemble_members_are_init_params_of_member_keys():
     assert E.ensemble_size(NET, P) == 4
 
 
-@pytest.mark.parametrize("name, shared", [("adam", False), ("momentum", True)])
+@pytest.mark.parametrize("name, shared", [pytest.param("adam", False, marks=pytest.mark.slow),
+                                          ("momentum", True)])
 def test_members_equal_independent_runs(name, shared):
     K, lrs = 3, [3e-3, 1e-2, 3e-2]
     P = E.init_ensemble(NET, KEY, K)
@@ -138,6 +139,7 @@ def test_cli_bad_ensemble_input(argv, message, capsys):
     assert capsys.readouterr().err.strip() == f"train.py: error: {message}"
 
 
+@pytest.mark.slow
 def test_cli_ensemble_reports_and_resumes_bit_for_bit(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert cli.main([*SMALL, "--epochs", "2", "--checkpoint-every", "2", "--out", a]) == 0
