@@ -215,7 +215,7 @@ def accuracy_table(rows) -> str:
 
 
 def accuracy_markdown(rows) -> str:
-    """The README's table: one column per dataset, the chosen point next to each mean."""
+    """docs/privacy.md's accuracy table: one column per dataset, the chosen point next to each mean."""
     names = list(rows)
     labels = ["inf" if r["epsilon"] is None else f"{r['epsilon']:g}" for r in rows[names[0]]["rows"]]
     lines = ["| epsilon | " + " | ".join(f"{n} ({rows[n]['metric']})" for n in names) + " |",

@@ -12,7 +12,7 @@ jax.config.update("jax_enable_x64", True)
 import os  # noqa: E402
 import sys  # noqa: E402
 
-# The scripts in experiments/ import their private siblings (_plotting, _register) the way
+# The scripts in experiments/ import their shared helpers (experiments/_common) the way
 # `python experiments/NAME.py` finds them, from the script's folder; tests that load a script
 # by path get the same folder on the path.
 _EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")

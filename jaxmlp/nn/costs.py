@@ -7,7 +7,7 @@ J = (1/m) sum_i L_i. The batched seed of the recurrences is then
     dA[L] = (1/m) dL/dA          (general path, followed by (B4) of g[L])
     dZ[L] = (1/m) (A[L] - Y)     (fused path, for the canonical pairs below)
 
-Conventions (all documented in the README):
+Conventions (all documented in docs/rules.md):
 
 * (C1) binary_cross_entropy: n[L] = 1, L_i = -(y log a + (1 - y) log(1 - a)).
 * (C2) categorical_cross_entropy: n[L] >= 2, columns of Y sum to 1,
