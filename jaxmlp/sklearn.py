@@ -40,11 +40,11 @@ from typing import Any, Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -313,11 +313,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     _output_activation = "softmax"
 
     def _targets(self, y, *, first, classes=None):
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn("y: a column vector was passed where a 1-D array of labels was "
-                          "expected; it is raveled to shape (n_samples,).",
-                          DataConversionWarning, stacklevel=4)
-            y = y.ravel()
+        if y.ndim == 2 and y.shape[1] == 1:  # scikit-learn's own warning, then (n_samples,)
+            y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if first:
             self._multilabel = type_of_target(y) == "multilabel-indicator"
