@@ -85,13 +85,13 @@ def test_unreachable_coordinator_is_a_timeout_naming_it():
 
 def test_missing_processes_named_by_process_0_and_the_peers_told():
     coord = f"127.0.0.1:{_free_port()}"
-    t0, b0 = _serve(coord, 4, 1.0)  # process 3 never comes
+    t0, b0 = _serve(coord, 4, 1.5)  # process 3 never comes
     t1, b1 = _run(D.rendezvous, coord, 4, 1, 5.0)  # told by process 0 closing at its deadline
-    t2, b2 = _run(D.rendezvous, coord, 4, 2, 0.4)  # gives up first, at its own deadline
+    t2, b2 = _run(D.rendezvous, coord, 4, 2, 0.5)  # gives up first, at its own deadline
     _join(t0, t1, t2)
     assert isinstance(b0.get("error"), TimeoutError), b0
     assert f"coordinator: {coord}: process(es) [3] of 4 did not reach process 0" in str(b0["error"])
-    for box, timeout in ((b1, "5"), (b2, "0.4")):
+    for box, timeout in ((b1, "5"), (b2, "0.5")):
         assert isinstance(box.get("error"), TimeoutError), box
         assert (f"coordinator: {coord} answered, but: not every one of the 4 processes reached "
                 f"it within {timeout} s") in str(box["error"])
