@@ -77,13 +77,13 @@ def save(path: Union[str, os.PathLike], params, net: Network, *,
     if ensemble is None:
         check_params(net, params)
     else:
+        from jaxmlp.train.ensemble import ensemble_size
+
         K = positive_int("ensemble", ensemble)
-        for k in range(K):  # each member is a network's params
-            check_params(net, [{n: np.asarray(a)[k] for n, a in layer.items()}
-                               for layer in params])
-        if any(np.shape(a)[0] != K for layer in params for a in layer.values()):
+        got = ensemble_size(net, params)  # one leading axis; each member fits net
+        if got != K:
             raise ValueError(f"params: expected {K} members stacked along axis 0 "
-                             f"(ensemble={K}).")
+                             f"(ensemble={K}), got {got}.")
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata: expected a dict or None, got {type(metadata).__name__}.")
     header = {"format_version": FORMAT_VERSION,
