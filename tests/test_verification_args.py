@@ -1,0 +1,95 @@
+"""jaxmlp.oracle.verification's refusals (argument named, expected vs given), raised before
+any oracle runs, and its reports' tables read back: the gradient table in direction mode, the
+curvature table with a quantity missing for an array. Nothing is differentiated. (The shape
+checks of non-element-wise and cost rules come after their random test points are drawn,
+seconds of compilation on a cold process: not here.)"""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmlp
+from jaxmlp.oracle import verification as V
+
+
+def test_finite_difference_step_must_be_a_positive_float():
+    for eps in (0, -1e-5, 1, "1e-5"):
+        with pytest.raises(ValueError, match=rf"eps: expected a positive float, got {eps!r}"):
+            V.finite_difference_grad(lambda t: jnp.sum(t), jnp.ones(3), eps=eps)
+
+
+def test_check_rule_refusals():
+    with pytest.raises(ValueError, match="theta: expected a pytree with at least one array, got none"):
+        V.check_rule(lambda t: 0.0, lambda t: t, {})
+    with pytest.raises(TypeError, match="theta: expected floating arrays, got dtype int"):
+        V.check_rule(lambda t: jnp.sum(t), lambda t: t, jnp.arange(3))
+    with pytest.raises(ValueError, match=r"grad_f: leaf 1: expected shape \(2,\), got \(3,\)"):
+        V.check_rule(lambda t: jnp.sum(t[0]) + jnp.sum(t[1]), lambda t: [t[0], jnp.ones(3)],
+                     [jnp.ones(4), jnp.ones(2)])
+
+
+class _NoSignature:
+    """A callable whose signature cannot be read."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    @property
+    def __signature__(self):
+        raise ValueError("no signature found")
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def test_activation_rule_shapes_refused():
+    with pytest.raises(TypeError, match="forward, derivative: expected callables"):
+        V.check_activation_rule(jnp.tanh, "1 - tanh^2")
+    with pytest.raises(ValueError, match=r"forward: expected an output of the input's shape "
+                                         r"\(512,\), got \(1,\)"):
+        V.check_activation_rule(lambda Z: jnp.sum(Z, keepdims=True), lambda Z: Z)
+    # a derivative whose signature cannot be read is called with Z alone
+    with pytest.raises(ValueError, match=r"derivative: expected g'\(Z\) of Z's shape \(512,\), "
+                                         r"got \(\)"):
+        V.check_activation_rule(jnp.tanh, _NoSignature(lambda *args: (len(args) == 1) + 0.0))
+
+
+def test_cost_rule_needs_callables():
+    with pytest.raises(TypeError, match="loss, dloss_dA: expected callables"):
+        V.check_cost_rule(None, lambda A, Y: A)
+
+
+def test_curvature_oracles_refuse_large_networks():
+    net = jaxmlp.Network((5, 4, 2), ("tanh", "softmax"), "categorical_cross_entropy")
+    rng = np.random.default_rng(0)
+    params = [{"W": rng.normal(size=s["W"]), "b": rng.normal(size=s["b"])}
+              for s in net.param_shapes()]
+    X, Y = rng.normal(size=(5, 3)), np.eye(2)[:, [0, 1, 1]]
+    with pytest.raises(ValueError, match=r"net: the autodiff oracles form 34\^2 matrices; expected "
+                                         r"at most max_params=20 parameters, got 34"):
+        V.check_curvature(net, params, X, Y, max_params=20)
+
+
+def test_gradient_table_in_direction_mode():
+    errors = (V.ParamError(1, "W", (3, 2), 1e-15, math.nan), V.ParamError(1, "b", (3,), 0.0, math.nan))
+    report = V.GradCheckReport(errors, 1e-15, 2.5e-9, 1e-10, 1e-6, "float64", "directions", True)
+    lines = report.table().splitlines()
+    assert lines[1].split() == ["1", "W", "(3,", "2)", "1.00e-15", "-"]
+    assert lines[-2] == ("vs finite differences along random directions (whole gradient): "
+                         "2.50e-09")
+    assert lines[-1] == ("passed: True (tolerances 1e-10 / 1e-06, float64, finite differences: "
+                         "directions)")
+
+
+def test_curvature_table_one_column_per_quantity_dash_where_missing():
+    errors = (V.CurvatureError(1, "W", "ggn_diag", 1e-16), V.CurvatureError(1, "b", "ggn_diag", 0.0),
+              V.CurvatureError(1, "W", "hvp", 3e-15), V.CurvatureError(1, "A", "kfac_A", 5e-17))
+    report = V.CurvatureReport(errors, 3e-15, 1e-10, "float64", True)
+    header, *rows, last = report.table().splitlines()
+    assert header.split() == ["layer", "param", "ggn_diag", "kfac_A", "hvp"]  # CURVATURE_QUANTITIES order
+    assert [r.split() for r in rows] == [["1", "A", "-", "5.00e-17", "-"],
+                                         ["1", "W", "1.00e-16", "-", "3.00e-15"],
+                                         ["1", "b", "0.00e+00", "-", "-"]]
+    assert last == "max 3.00e-15, passed: True (tolerance 1e-10, float64)"
