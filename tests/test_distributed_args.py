@@ -157,7 +157,9 @@ def fake_cluster(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     for v in D.CLUSTER_ENV:
         monkeypatch.delenv(v, raising=False)
-    return calls
+    collectives = jax.config.jax_cpu_collectives_implementation  # initialize selects gloo
+    yield calls
+    jax.config.update("jax_cpu_collectives_implementation", collectives)
 
 
 def test_initialize_with_a_coordinator_meets_then_joins(fake_cluster):
