@@ -3,7 +3,8 @@ and what was given: register_activation / register_cost's arguments (refused bef
 verification runs), a derivative without an inspectable signature, the one-process mesh and
 batch checks, the range sentences of real_number, FolderLock held twice, released twice, on a
 file system without flock, on a folder removed under it, and a holder whose lock file is not
-JSON. Nothing is compiled."""
+JSON; the curvature quantities' refusal of registered rules they have no second order for.
+Nothing is compiled."""
 
 import errno
 import math
@@ -171,3 +172,42 @@ def test_holder_whose_lock_file_is_not_json(tmp_path):
     finally:
         first.release()
     assert os.path.isdir(tmp_path)
+
+
+# ----------------------------------------------------------------------------- curvature
+
+
+def test_curvature_refuses_registered_rules_it_has_no_second_order_for():
+    from jaxmlp.quantities import curvature
+
+    costs, acts = jaxmlp.COSTS, ACTIVATIONS
+    try:
+        jaxmlp.register_cost("cov_half_sq", lambda A, Y: 0.5 * jax.numpy.sum((A - Y) ** 2, axis=0),
+                             lambda A, Y: A - Y, check=False)
+        jaxmlp.register_activation("cov_cube", lambda Z: Z ** 3, lambda Z: 3 * Z ** 2, check=False)
+        jaxmlp.register_activation("cov_mix", lambda Z: Z * Z.mean(axis=0),
+                                   lambda dA, Z, A: dA, elementwise=False, check=False)
+        net = jaxmlp.Network((2, 3, 1), ("tanh", "linear"), "cov_half_sq")
+        with pytest.raises(ValueError, match=r"net: ggn_diag has output-Hessian rules \(H1\)-\(H3\) "
+                                             r"for the costs \[.*\], not for the registered cost "
+                                             r"'cov_half_sq'"):
+            curvature.check_supported(net, "ggn_diag", second_order=False)
+        params = [{"W": np.ones((3, 2)), "b": np.zeros(3)}, {"W": np.ones((1, 3)), "b": np.zeros(1)}]
+        with pytest.raises(ValueError, match="not for the registered cost 'cov_half_sq'"):
+            curvature.hessian_diag(net, params, np.ones((2, 4)), np.ones((1, 4)))
+        cube = jaxmlp.Network((2, 3, 1), ("cov_cube", "linear"), "mean_squared_error")
+        with pytest.raises(ValueError, match=r"net: hvp needs g'' of every element-wise activation; "
+                                             r"layer 1's 'cov_cube' was registered without "
+                                             r"second_derivative="):
+            curvature.check_supported(cube, "hvp", second_order=True)
+        assert curvature.check_supported(cube, "ggn_diag", second_order=False) is cube
+        mix = jaxmlp.Network((2, 3, 1), ("cov_mix", "linear"), "mean_squared_error")
+        with pytest.raises(ValueError, match=r"net: ggn_vp needs the second-order rule of every "
+                                             r"activation; layer 1's 'cov_mix' is a registered "
+                                             r"non-element-wise rule without one"):
+            curvature.check_supported(mix, "ggn_vp", second_order=False)
+        assert curvature.check_supported(mix, "ggn_diag", second_order=False) is mix
+    finally:
+        costs.pop("cov_half_sq", None)
+        acts.pop("cov_cube", None)
+        acts.pop("cov_mix", None)
