@@ -55,13 +55,25 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _weights_only(params):
+    """The L2 term's mask: the weights W[l], never the biases b[l]."""
+    return [{"W": True, "b": False} for _ in params]
+
+
 @functools.lru_cache(maxsize=32)
-def _optimizer(name, learning_rate, weight_decay):
-    """One optax optimizer object per setting: fits with the same setting reuse the compiled
-    epoch of :func:`jaxmlp.train.make_train_epoch` (a grid search compiles once per point)."""
+def _optimizer(name, learning_rate, weight_decay, l2):
+    """One optax optimizer object per setting, so that fits with the same setting reuse one
+    compiled program (:func:`_fit_program` is cached on it): a grid search compiles once per
+    point. ``l2`` = alpha / batch: the gradient alpha W[l] / b of scikit-learn's penalty
+    (alpha / 2) ||W||^2 / b on a minibatch of b samples, added before the optimizer sees it."""
+    import optax
+
     from jaxmlp import train
 
-    return train.make_optimizer(name, learning_rate, weight_decay=weight_decay)
+    base = train.make_optimizer(name, learning_rate, weight_decay=weight_decay)
+    if l2 > 0:
+        return optax.chain(optax.add_decayed_weights(l2, mask=_weights_only), base)
+    return base
 
 
 def _hidden_sizes(value: Any) -> tuple:
@@ -80,6 +92,8 @@ class _BaseMLP(BaseEstimator):
 
     _output_activation: str
     _cost: str
+    #: The early-stopping score on the validation split (:func:`_validation_score`).
+    _validation: str
 
     def __init__(
         self,
@@ -88,6 +102,7 @@ class _BaseMLP(BaseEstimator):
         *,
         optimizer: str = "adam",
         learning_rate_init: float = 1e-3,
+        alpha: float = 1e-4,
         batch_size="auto",
         max_iter: int = 200,
         weight_decay: float = 0.0,
@@ -105,6 +120,7 @@ class _BaseMLP(BaseEstimator):
         self.activation = activation
         self.optimizer = optimizer
         self.learning_rate_init = learning_rate_init
+        self.alpha = alpha
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.weight_decay = weight_decay
@@ -134,14 +150,21 @@ class _BaseMLP(BaseEstimator):
         acts = (self.activation,) * (len(sizes) - 2) + (self._output_activation,)
         return jaxmlp.Network(sizes=sizes, activations=acts, cost=self._cost)
 
-    def _batch(self, n: int) -> int:
-        """Equal minibatches, as many per epoch as scikit-learn's: ceil(n / b) of n // that."""
+    def _batch(self, n: int) -> tuple[int, int]:
+        """(batch, minibatches per epoch): as many minibatches as scikit-learn's,
+        ceil(n / b), all of n // that many samples."""
         b = 200 if self.batch_size == "auto" else _positive_int("batch_size", self.batch_size)
-        return n // -(-n // min(b, n))
+        num = -(-n // min(b, n))
+        return n // num, num
 
     def _check_settings(self) -> None:
         _positive_int("max_iter", self.max_iter)
         _positive_int("n_iter_no_change", self.n_iter_no_change)
+        for name in ("alpha", "tol"):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not value >= 0 or not np.isfinite(value)):
+                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}.")
         if not (isinstance(self.validation_fraction, numbers.Real)
                 and 0 < self.validation_fraction < 1):
             raise ValueError(f"validation_fraction: expected a number in (0, 1), got "
@@ -152,14 +175,13 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ training
 
-    def _optimizer(self):
+    def _optimizer(self, batch: int):
+        l2 = float(self.alpha) / batch
         try:
-            return _optimizer(self.optimizer, self.learning_rate_init, self.weight_decay)
+            return _optimizer(self.optimizer, self.learning_rate_init, self.weight_decay, l2)
         except TypeError:  # an unhashable setting: make_optimizer says what is wrong with it
-            from jaxmlp import train
-
-            return train.make_optimizer(self.optimizer, self.learning_rate_init,
-                                        weight_decay=self.weight_decay)
+            return _optimizer.__wrapped__(self.optimizer, self.learning_rate_init,
+                                          self.weight_decay, l2)
 
     def _dp(self, n: int):
         """The DP-SGD settings of a run of ``max_iter`` epochs at rate batch_size / n."""
@@ -178,25 +200,31 @@ class _BaseMLP(BaseEstimator):
                              target_epsilon=self.target_epsilon)
 
     def _fit(self, X, y, *, incremental: bool, classes=None):
-        import jax
-        import jax.numpy as jnp
-
-        import jaxmlp
-        from jaxmlp.train import TrainState
-
         self._check_settings()
         first = not (incremental and hasattr(self, "_state"))
         if incremental and self.target_epsilon is not None:
             raise ValueError("partial_fit: not with target_epsilon (the accountant needs the "
                              "whole run's steps); use fit.")
+        if incremental and self.early_stopping:
+            raise ValueError("early_stopping: not with partial_fit (one epoch per call, no "
+                             "validation split), as in scikit-learn; got True.")
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=np.float64,
                              y_numeric=isinstance(self, RegressorMixin))
         if X.shape[0] < 2:
             raise ValueError(f"X: expected at least 2 samples, got n_samples = {X.shape[0]}.")
         Y = self._targets(y, first=first, classes=classes)
         rng = check_random_state(self.random_state)
+        initial = None
+        if first:  # scikit-learn's order of draws: the weights, the validation split, shuffles
+            self._net = self._network(X.shape[1], Y.shape[1])
+            initial = _initial_params(self._net, rng, self._init_factor())
+            self.loss_curve_ = []
+            self.validation_scores_ = [] if self.early_stopping else None
+            self.best_validation_score_ = None
+            self.best_loss_ = None if self.early_stopping else np.inf
+            self.n_iter_ = 0
         X_val = Y_val = None
-        if self.early_stopping and not incremental:
+        if self.early_stopping:
             n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
             if X.shape[0] - n_val < 1:
                 raise ValueError(f"validation_fraction: leaves no training sample of "
@@ -204,79 +232,143 @@ class _BaseMLP(BaseEstimator):
             order = rng.permutation(X.shape[0])
             X_val, Y_val = X[order[:n_val]], Y[order[:n_val]]
             X, Y = X[order[n_val:]], Y[order[n_val:]]
-        n = X.shape[0]
-        batch = self._batch(n)
-        # Column-major from here on: (n[0], m) and (n[L], m), transposed once.
-        Xc = jnp.asarray(X.T, jnp.float32)
-        Yc = jnp.asarray(Y.T, jnp.float32)
-        if first:
-            self._net = self._network(X.shape[1], Y.shape[1])
-            seed = int(rng.randint(np.iinfo(np.int32).max))
-            k_init, k_run = jax.random.split(jax.random.key(seed))
-            params = jaxmlp.init_params(self._net, k_init)
-            opt = self._optimizer()
-            self._state = TrainState(params, opt.init(params), k_run, 0)
-            self.loss_curve_ = []
-            self.validation_scores_ = [] if self.early_stopping else None
-            self.best_validation_score_ = None
-            self.best_loss_ = np.inf
+        if self.target_epsilon is not None:
+            self._fit_private(X, Y, rng, initial)
         else:
-            opt = self._optimizer()
-        epochs = 1 if incremental else _positive_int("max_iter", self.max_iter)
-        best = {"score": -np.inf, "params": None, "bad": 0, "loss": np.inf}
-
-        def on_epoch_end(state, row) -> bool:
-            loss = float(row["running_cost"])
-            self.loss_curve_.append(loss)
-            if self.verbose:
-                print(f"Iteration {len(self.loss_curve_)}, loss = {loss:.8f}")
-            if X_val is None:
-                improved = loss < best["loss"] - self.tol
-                best["loss"] = min(best["loss"], loss)
-            else:
-                score = self._score_columns(state.params, X_val, Y_val)
-                self.validation_scores_.append(score)
-                improved = score > best["score"] + self.tol
-                if score > best["score"]:
-                    best["score"], best["params"] = score, state.params
-            best["bad"] = 0 if improved else best["bad"] + 1
-            return incremental or best["bad"] <= self.n_iter_no_change
-
-        start = self._state.epoch
-        dp = self._dp(n)
-        result = jaxmlp.fit(
-            self._net, None, opt, Xc, Yc, epochs=start + epochs,
-            batch_size=None if self.target_epsilon is not None else batch,
-            key=None, state=self._state, on_epoch_end=on_epoch_end,
-            dp=dp,
-        )
-        if result.status == "diverged":
-            raise FloatingPointError(f"training diverged: {result.message}; lower "
-                                     f"learning_rate_init (got {self.learning_rate_init}).")
-        self._state = result.state
-        if best["params"] is not None:
-            self._state = self._state._replace(params=best["params"])
-            self.best_validation_score_ = best["score"]
-        self.best_loss_ = min(self.best_loss_, best["loss"])
-        self.n_iter_ = self._state.epoch
-        if dp is not None:
-            from jaxmlp import privacy
-
-            self.noise_multiplier_ = dp.noise_multiplier
-            self.sampling_rate_ = dp.sampling_rate
-            self.epsilon_ = privacy.epsilon(
-                noise_multiplier=dp.noise_multiplier, sampling_rate=dp.sampling_rate,
-                steps=self.n_iter_ * dp.steps_per_epoch, delta=dp.delta)
-        if not incremental and result.status == "completed":
-            warnings.warn(f"{type(self).__name__}: max_iter = {self.max_iter} epochs reached "
-                          "and the optimisation has not converged yet.", ConvergenceWarning)
-        params = self._state.params
+            self._fit_epochs(X, Y, X_val, Y_val, rng, initial if first else None,
+                             incremental=incremental)
+        params = self._params()
         self.coefs_ = [np.asarray(p["W"]).T for p in params]
         self.intercepts_ = [np.asarray(p["b"]) for p in params]
         self.n_layers_ = len(params) + 1
         self.n_outputs_ = self._net.sizes[-1]
         self.out_activation_ = self._output_activation
         return self
+
+    def _params(self):
+        """The current parameters [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]."""
+        state = self._state
+        return state["params"] if isinstance(state, dict) else state.params
+
+    def _fit_epochs(self, X, Y, X_val, Y_val, rng, initial, *, incremental: bool) -> None:
+        """Epochs of :func:`_fit_program`, up to ``chunk`` per compiled call (the stop test
+        runs inside it, after every epoch), from the parameters ``initial`` unless None
+        (then from the fitted state); ``rng`` draws the shuffles."""
+        import jax
+
+        n = X.shape[0]
+        batch, num = self._batch(n)
+        opt = self._optimizer(batch)
+        validation = None if X_val is None else self._validation
+        chunk = _chunk(num * batch)
+        program = _fit_program(self._net, opt, batch, num, chunk, validation)
+        # Column-major from here on, (n[0], m) and (n[L], m), transposed once; the columns
+        # padded to a multiple of _PAD (never drawn), so folds of a cross-validation that
+        # differ by a few samples share one compiled program.
+        Xc, Yc = _columns(X, _PAD), _columns(Y, _PAD)
+        if X_val is None:
+            Xv, Yv, n_val = (np.zeros((X.shape[1], 1), np.float32),
+                             np.zeros((Y.shape[1], 1), np.float32), 1)
+        else:
+            Xv, Yv, n_val = _columns(X_val, _PAD), _columns(Y_val, _PAD), X_val.shape[0]
+        fresh = initial is not None
+        carry = _first_carry(initial, opt) if fresh else self._state
+        remaining = 1 if incremental else self.max_iter
+        stopped = False
+        data = jax.device_put((Xc, Yc, Xv, Yv))
+        settings = (np.int32(n_val), np.float32(self.tol),
+                    np.int32(min(self.n_iter_no_change, np.iinfo(np.int32).max - 1)),
+                    np.float32(0.5 * self.alpha / batch))
+        while remaining > 0:
+            limit = min(remaining, chunk)
+            # Each epoch's order: a fresh permutation of the n samples (scikit-learn's
+            # shuffle), its first num * batch cut into the minibatches.
+            idx = np.zeros((chunk, num * batch), np.int32)
+            for e in range(limit):
+                idx[e] = rng.permutation(n)[: num * batch]
+            carry, losses, scores, count, stop, diverged = program(
+                carry, np.bool_(fresh), idx.reshape(chunk, num, batch), *data,
+                np.int32(limit), *settings)
+            count = int(count)
+            fresh = False
+            new = np.asarray(losses, np.float64)[:count].tolist()
+            self.loss_curve_.extend(new)
+            if self.verbose:
+                for i, loss in enumerate(new):
+                    print(f"Iteration {self.n_iter_ + i + 1}, loss = {loss:.8f}")
+            if validation is not None:
+                self.validation_scores_.extend(np.asarray(scores, np.float64)[:count].tolist())
+            self.n_iter_ += count
+            self._state = carry
+            if bool(diverged):
+                raise FloatingPointError(
+                    f"training diverged: a non-finite cost or parameter in epoch "
+                    f"{self.n_iter_ + 1}; lower learning_rate_init (got "
+                    f"{self.learning_rate_init}).")
+            remaining -= count
+            stopped = bool(stop)
+            if stopped:
+                break
+        if validation is not None:
+            self.best_validation_score_ = float(carry["best_score"])
+            self._state = dict(carry, params=carry["best_params"])
+        else:
+            self.best_loss_ = float(carry["best_loss"])
+        if not incremental and not stopped:
+            warnings.warn(f"{type(self).__name__}: max_iter = {self.max_iter} epochs reached "
+                          "and the optimisation has not converged yet.", ConvergenceWarning)
+
+    def _fit_private(self, X, Y, rng, initial) -> None:
+        """DP-SGD (:func:`jaxmlp.fit` with :class:`jaxmlp.privacy.DPSGD`): Poisson-sampled
+        epochs, one compiled call each, the training-loss stop tested between them."""
+        import jax
+        import jax.numpy as jnp
+
+        import jaxmlp
+        from jaxmlp import privacy
+        from jaxmlp.train import TrainState
+
+        n = X.shape[0]
+        batch, _ = self._batch(n)
+        opt = self._optimizer(batch)
+        params = jax.device_put(initial)
+        key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
+        state = TrainState(params, opt.init(params), key, 0)
+        best = {"bad": 0, "loss": np.inf}
+
+        def on_epoch_end(state, row) -> bool:
+            loss = float(row["running_cost"])
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                print(f"Iteration {len(self.loss_curve_)}, loss = {loss:.8f}")
+            best["bad"] = 0 if loss <= best["loss"] - self.tol else best["bad"] + 1
+            best["loss"] = min(best["loss"], loss)
+            return best["bad"] <= self.n_iter_no_change
+
+        dp = self._dp(n)
+        result = jaxmlp.fit(self._net, None, opt, jnp.asarray(X.T, jnp.float32),
+                            jnp.asarray(Y.T, jnp.float32), epochs=self.max_iter,
+                            batch_size=None, key=None, state=state, on_epoch_end=on_epoch_end,
+                            dp=dp)
+        if result.status == "diverged":
+            raise FloatingPointError(f"training diverged: {result.message}; lower "
+                                     f"learning_rate_init (got {self.learning_rate_init}).")
+        self._state = result.state
+        self.best_loss_ = best["loss"]
+        self.n_iter_ = result.state.epoch
+        self.noise_multiplier_ = dp.noise_multiplier
+        self.sampling_rate_ = dp.sampling_rate
+        self.epsilon_ = privacy.epsilon(
+            noise_multiplier=dp.noise_multiplier, sampling_rate=dp.sampling_rate,
+            steps=self.n_iter_ * dp.steps_per_epoch, delta=dp.delta)
+        if result.status == "completed":
+            warnings.warn(f"{type(self).__name__}: max_iter = {self.max_iter} epochs reached "
+                          "and the optimisation has not converged yet.", ConvergenceWarning)
+
+    def _init_factor(self) -> float:
+        """scikit-learn's initialisation (:func:`_initial_params`): factor 6 (Glorot and
+        Bengio's uniform), 2 for sigmoid hidden units."""
+        return 2.0 if self.activation == "sigmoid" else 6.0
 
     def fit(self, X, y):
         """Trains from a new initialisation for up to ``max_iter`` epochs. Returns self."""
@@ -286,18 +378,17 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ prediction
 
     def _outputs(self, X) -> np.ndarray:
-        """A[L]^T, (n_samples, n[L]): the network's outputs for batch-first X."""
-        import jax.numpy as jnp
+        """A[L]^T, (n_samples, n[L]): the network's outputs for batch-first X.
 
+        The columns are padded to the next power of two (at least 16), so predictions on
+        sets of different sizes share a few compiled programs."""
         import jaxmlp
 
         check_is_fitted(self, "_state")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        A_L = jaxmlp.predict(self._net, self._state.params, jnp.asarray(X.T, jnp.float32))
-        return np.asarray(A_L, dtype=np.float64).T
-
-    def _score_columns(self, params, X, Y) -> float:
-        raise NotImplementedError
+        m = X.shape[0]
+        A_L = jaxmlp.predict(self._net, self._params(), _columns(X, None))
+        return np.asarray(A_L, dtype=np.float64)[:, :m].T
 
 
 
@@ -311,6 +402,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     _cost = "categorical_cross_entropy"
     _output_activation = "softmax"
+    _validation = "accuracy"
 
     def _targets(self, y, *, first, classes=None):
         if y.ndim == 2 and y.shape[1] == 1:  # scikit-learn's own warning, then (n_samples,)
@@ -326,6 +418,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._cost = ("multilabel_cross_entropy" if self._multilabel
                           else "categorical_cross_entropy")
             self._output_activation = "sigmoid" if self._multilabel else "softmax"
+            self._validation = "exact_match" if self._multilabel else "accuracy"
         if not self._multilabel:
             unseen = np.setdiff1d(np.unique(y), self.classes_)
             if unseen.size:
@@ -359,16 +452,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return self._binarizer.inverse_transform((P > 0.5).astype(int))
         return self.classes_[np.argmax(P, axis=1)]
 
-    def _score_columns(self, params, X, Y) -> float:
-        import jax.numpy as jnp
-
-        import jaxmlp
-
-        P = np.asarray(jaxmlp.predict(self._net, params, jnp.asarray(X.T, jnp.float32))).T
-        if self._multilabel:
-            return float(np.mean(np.all((P > 0.5) == (Y > 0.5), axis=1)))
-        return float(np.mean(np.argmax(P, 1) == np.argmax(Y, 1)))
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
@@ -382,6 +465,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _cost = "mean_squared_error"
     _output_activation = "linear"
+    _validation = "r2"
 
     def partial_fit(self, X, y):
         """One more epoch on (X, y), continuing the optimizer's state. Returns self."""
@@ -407,11 +491,149 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
-    def _score_columns(self, params, X, Y) -> float:
-        import jax.numpy as jnp
 
-        import jaxmlp
-        from sklearn.metrics import r2_score
+_PAD = 64  # training columns are padded to a multiple of this
 
-        P = np.asarray(jaxmlp.predict(self._net, params, jnp.asarray(X.T, jnp.float32))).T
-        return float(r2_score(Y, P))
+
+def _chunk(epoch_columns: int) -> int:
+    """Epochs per compiled call: 256, fewer (a power of two) when the chunk's minibatch
+    indices, (chunk, num_batches, batch) int32, would pass 8 MiB."""
+    return max(1, min(256, 1 << ((1 << 21) // epoch_columns).bit_length() - 1))
+
+
+def _columns(A: np.ndarray, multiple: Optional[int]) -> np.ndarray:
+    """A^T as float32 (n, m'), zero columns appended: m' a multiple of ``multiple``, or the
+    next power of two >= max(m, 16) for None."""
+    m = A.shape[0]
+    width = (-(-m // multiple) * multiple if multiple is not None
+             else 1 << (max(m, 16) - 1).bit_length())
+    out = np.zeros((A.shape[1], width), np.float32)
+    out[:, :m] = A.T
+    return out
+
+
+def _initial_params(net, rng, factor: float) -> list:
+    """scikit-learn's initialisation, drawn as it draws it (NumPy, layer by layer, from the
+    estimator's ``random_state``): W[l] and b[l] uniform on [-r, r], r = sqrt(factor /
+    (n[l-1] + n[l])). Returns ``[{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]`` as float32."""
+    params = []
+    for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:]):
+        r = np.sqrt(factor / (n_in + n_out))
+        W = rng.uniform(-r, r, (n_in, n_out))  # scikit-learn's coefs_[l]: W[l]^T
+        b = rng.uniform(-r, r, n_out)
+        params.append({"W": np.ascontiguousarray(W.T, np.float32), "b": b.astype(np.float32)})
+    return params
+
+
+def _first_carry(params, opt) -> dict:
+    """The carry of :func:`_fit_program`'s first call: the initial parameters, and zeros
+    where ``fresh`` puts ``opt.init(params)`` (built on the host: nothing to compile)."""
+    import jax
+
+    opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                             jax.eval_shape(opt.init, params))
+    return {"params": params, "opt_state": opt_state, "best_loss": np.float32(np.inf),
+            "bad": np.int32(0), "best_score": np.float32(-np.inf), "best_params": params}
+
+
+def _validation_score(net, kind: str, params, X, Y, n):
+    """The early-stopping score on the first n columns of X (n[0], m'), Y (n[L], m'):
+    ``"accuracy"`` (argmax of A[L] against Y's), ``"exact_match"`` (every label's A[L] > 0.5
+    as Y's) or ``"r2"`` (scikit-learn's R^2, averaged over the outputs)."""
+    import jax.numpy as jnp
+
+    import jaxmlp
+
+    P = jaxmlp.predict(net, params, X)  # (F1), (F2): (n[L], m')
+    mask = jnp.arange(X.shape[1]) < n
+    if kind == "accuracy":
+        hit = jnp.argmax(P, axis=0) == jnp.argmax(Y, axis=0)
+    elif kind == "exact_match":
+        hit = jnp.all((P > 0.5) == (Y > 0.5), axis=0)
+    else:
+        w = mask.astype(P.dtype)
+        mean = jnp.sum(Y * w, axis=1, keepdims=True) / n
+        ss_res = jnp.sum(w * (Y - P) ** 2, axis=1)
+        ss_tot = jnp.sum(w * (Y - mean) ** 2, axis=1)
+        r2 = jnp.where(ss_tot > 0, 1.0 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0),
+                       jnp.where(ss_res > 0, 0.0, 1.0))  # scikit-learn's force_finite
+        return jnp.mean(r2).astype(jnp.float32)
+    return (jnp.sum(hit & mask, dtype=jnp.float32) / n).astype(jnp.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
+                 validation: Optional[str]):
+    """ONE jitted function that runs up to ``chunk`` epochs of a fit, with the stop test:
+
+    ``run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty)
+    -> (carry, losses (chunk,), scores (chunk,), epochs run, stopped, diverged)``.
+
+    * ``fresh``: a new optimizer state, ``optimizer.init(params)``; else ``carry``'s.
+    * epoch e < ``limit``: ``lax.scan`` of the update (:func:`jaxmlp.train.apply_update`:
+      (F1)-(F3), (B1)-(B4), the optax update) over the minibatches ``idx[e]``
+      (num_batches, batch), column indices into X (n[0], m'), Y (n[L], m');
+    * its loss: the mean minibatch cost (F3) plus ``penalty`` ||W||^2 (penalty =
+      alpha / (2 batch), scikit-learn's L2 term, at the epoch's final weights);
+    * the stop test after every epoch, scikit-learn's: without validation, a loss above
+      best_loss - tol counts a bad epoch; with it, a score (:func:`_validation_score` on
+      the first n_val columns of X_val, Y_val) below best_score + tol, and the
+      best-scoring parameters are kept; more than ``patience`` bad epochs in a row stop;
+    * an epoch with a non-finite cost or parameter is not kept: the loop stops with
+      ``diverged`` set and the carry of the epoch before.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from jaxmlp.train import apply_update
+
+    def where(c, a, b):
+        return jax.tree.map(lambda x, y: jnp.where(c, x, y), a, b)
+
+    def epoch(params, opt_state, idx, X, Y):
+        def body(carry, idx_s):
+            params, opt_state, metrics = apply_update(
+                net, optimizer, *carry, jnp.take(X, idx_s, axis=1), jnp.take(Y, idx_s, axis=1))
+            return (params, opt_state), metrics.cost
+
+        (params, opt_state), costs = lax.scan(body, (params, opt_state), idx)
+        return params, opt_state, costs
+
+    @jax.jit
+    def run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty):
+        carry = dict(carry, opt_state=where(fresh, optimizer.init(carry["params"]),
+                                            carry["opt_state"]))
+        nan = jnp.full((chunk,), jnp.nan, jnp.float32)
+        loop = (carry, nan, nan, jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
+
+        def cond(loop):
+            _, _, _, i, stop, diverged = loop
+            return (i < limit) & ~stop & ~diverged
+
+        def body(loop):
+            c, losses, scores, i, _, _ = loop
+            params, opt_state, costs = epoch(c["params"], c["opt_state"], idx[i], X, Y)
+            loss = (jnp.mean(costs) + penalty * sum(jnp.sum(p["W"] ** 2) for p in params)
+                    ).astype(jnp.float32)
+            finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
+                [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)]))
+            new = dict(c, params=params, opt_state=opt_state)
+            if validation is None:
+                bad = jnp.where(loss > c["best_loss"] - tol, c["bad"] + 1, 0)
+                new.update(best_loss=jnp.minimum(loss, c["best_loss"]), bad=bad)
+                score = jnp.float32(jnp.nan)
+            else:
+                score = _validation_score(net, validation, params, X_val, Y_val, n_val)
+                bad = jnp.where(score < c["best_score"] + tol, c["bad"] + 1, 0)
+                better = score > c["best_score"]
+                new.update(best_score=jnp.maximum(score, c["best_score"]), bad=bad,
+                           best_params=where(better, params, c["best_params"]))
+            c = where(finite, new, c)
+            return (c, losses.at[i].set(loss), scores.at[i].set(score),
+                    i + finite.astype(jnp.int32), bad > patience, ~finite)
+
+        carry, losses, scores, i, stop, diverged = lax.while_loop(cond, body, loop)
+        return carry, losses, scores, i, stop, diverged
+
+    return run
