@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _datasets():
     spec = importlib.util.spec_from_file_location(
-        "jaxmlp_datasets", os.path.join(ROOT, "jaxmlp", "datasets.py"))
+        "jaxmlp_datasets", os.path.join(ROOT, "jaxmlp", "data", "datasets.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

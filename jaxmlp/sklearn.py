@@ -4,31 +4,48 @@ Batch-first at the boundary, as scikit-learn, optax and Equinox users hold their
 ``X`` is (n_samples, n_features) and ``y`` is what scikit-learn gives (a label vector, a
 label-indicator matrix, or a target vector or matrix). Inside it is the same library:
 X is transposed ONCE to the column-major (n[0], m) of the derivations, the network is a
-:class:`jaxmlp.Network`, and training is :func:`jaxmlp.fit` (one compiled call per epoch,
-the hand-derived gradient (B1)-(B4) of every minibatch, an optax update).
+:class:`jaxmlp.Network`, and every minibatch update is :func:`jaxmlp.train.apply_update`
+(the hand-derived gradient (F1)-(F3), (B1)-(B4), an optax update).
 
-Names follow :class:`sklearn.neural_network.MLPClassifier` where the meaning is the same
-(``hidden_layer_sizes``, ``activation``, ``batch_size``, ``max_iter``, ``random_state``,
-``early_stopping``, ``validation_fraction``, ``n_iter_no_change``, ``tol``,
-``learning_rate_init``; fitted ``classes_``, ``n_iter_``, ``loss_curve_``,
-``best_validation_score_``, ``coefs_``, ``intercepts_``). Where ours differ:
+A fit is ONE compiled program per shape (:func:`_fit_program`): up to 256 epochs in a
+``lax.while_loop``, each a ``lax.scan`` over its minibatches, with scikit-learn's stop
+test after every epoch inside the loop; the host draws each epoch's shuffle (NumPy, from
+``random_state``, as scikit-learn does) and reads the losses once per call. Fits with the
+same network, optimizer setting and minibatch shape reuse it (a grid search compiles once
+per point; the folds of a cross-validation share it, the training columns being padded to a
+multiple of 64); predictions pad the rows to a power of two.
+
+Names and defaults follow :class:`sklearn.neural_network.MLPClassifier` where the meaning
+is the same (``hidden_layer_sizes``, ``activation``, ``alpha``, ``batch_size``,
+``max_iter``, ``random_state``, ``early_stopping``, ``validation_fraction``,
+``n_iter_no_change``, ``tol``, ``learning_rate_init``; fitted ``classes_`` (with y's
+dtype), ``n_iter_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+``best_validation_score_``, ``coefs_``, ``intercepts_``), and so does the initialisation:
+W[l] and b[l] uniform on [-r, r], r = sqrt(6 / (n[l-1] + n[l])) (factor 2 instead of 6 for
+sigmoid hidden units), drawn by NumPy from ``random_state`` in scikit-learn's order, so the
+same ``random_state`` starts from scikit-learn's weights. Where ours differ:
 
 * ``optimizer`` is one of :data:`jaxmlp.train.OPTIMIZERS` (scikit-learn's ``solver``);
-  ``weight_decay`` is the L2 strength on the weights W[l] only (decoupled for ``"adamw"``),
-  while scikit-learn's ``alpha`` penalises the loss. ``learning_rate_init`` is the optax
-  learning rate; no ``learning_rate`` schedule string.
+  ``learning_rate_init`` is the optax learning rate; no ``learning_rate`` schedule string.
+  ``alpha`` is scikit-learn's L2 term, (alpha / 2) ||W||^2 / b added to the mean cost of a
+  minibatch of b samples (its gradient alpha W[l] / b, on the weights only);
+  ``weight_decay`` is further L2 strength of :func:`jaxmlp.train.make_optimizer`
+  (decoupled for ``"adamw"``), 0 by default.
 * A classifier with one label column has a softmax output over ``classes_`` (also for two
-  classes); a label-indicator ``y`` gives independent sigmoid outputs (multi-label).
+  classes, where scikit-learn has one sigmoid unit); a label-indicator ``y`` gives
+  independent sigmoid outputs (multi-label).
 * An epoch is as many minibatches as scikit-learn's, ceil(n / batch_size), all of the same
-  size n // ceil(n / batch_size) (fixed shapes: one compiled epoch), drawn from a fresh
-  permutation; the at most ceil(n / batch_size) - 1 samples left over sit out that epoch.
+  size n // ceil(n / batch_size) (fixed shapes), drawn from a fresh permutation; the at most
+  ceil(n / batch_size) - 1 samples left over sit out that epoch. An epoch's loss is the mean
+  minibatch cost plus the L2 term at the epoch's final weights.
 * ``coefs_[l]`` is W[l+1]^T, (n[l], n[l+1]), as scikit-learn stores it.
 * ``target_epsilon`` (with ``delta`` and ``l2_norm_clip``) trains with DP-SGD
-  (:class:`jaxmlp.privacy.DPSGD`): the noise multiplier is calibrated so that
-  ``max_iter`` epochs of Poisson-sampled batches (expected size ``batch_size``) spend at
-  most ``target_epsilon``; the fitted ``noise_multiplier_``, ``sampling_rate_`` and
-  ``epsilon_`` (spent) report it. Early stopping is refused with it (the validation split
-  would be read outside the accountant).
+  (:class:`jaxmlp.privacy.DPSGD`, through :func:`jaxmlp.fit`, one compiled call per
+  epoch): the noise multiplier is calibrated so that ``max_iter`` epochs of
+  Poisson-sampled batches (expected size ``batch_size``) spend at most ``target_epsilon``;
+  the fitted ``noise_multiplier_``, ``sampling_rate_`` and ``epsilon_`` (spent) report it.
+  Early stopping is refused with it (the validation split would be read outside the
+  accountant).
 """
 
 from __future__ import annotations
