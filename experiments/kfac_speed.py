@@ -12,12 +12,16 @@ first step of the call refreshes, as the first step of a run does. Variants:
 * ``adam`` (the reference), ``sgd`` (momentum 0.9), ``value_and_grad`` alone;
 * ``kfac: precondition only``: statistics and inverses never refreshed (the state's count
   starts at 1 with ``curvature_every = inverse_every`` larger than the call), so the step is
-  gradient + (K3) + (K4);
+  gradient + (K3) + (K4) + (K7), with both ``lax.cond``s present and not taken;
+* ``kfac: precondition by hand (no lax.cond)``: the same arithmetic written without the
+  transformation (fixed inverses, no conditionals): the cost of the untaken conditionals is
+  the difference;
 * ``kfac: + MC statistics every step``: and (H6)/(H12) factors every step (K1);
-* ``kfac default``: ``kfac(lr)`` as it is (MC statistics every step, inverses every 10);
-* ``kfac: MC, inverses every step`` and ``kfac: exact factors, inverses every step`` (the
-  configuration of the old benchmark, KFLR);
-* ``kfac default, statistics every 10``; ``kfac adaptive`` (lr, momentum and damping, (K5)/(K6)).
+* ``kfac default``: ``kfac(lr)`` as it is (MC statistics and inverses every 10 steps);
+* ``kfac: statistics every step (old default)``, ``kfac: statistics and inverses every 20``;
+* ``kfac: MC, inverses every step`` and ``kfac: exact factors, inverses every step`` (KFLR):
+  against the default they show that the untaken inverse branch costs nothing;
+* ``kfac adaptive`` (lr, momentum and damping, (K5)/(K6)).
 
 Protocol: ``_common.benchmarking.time_paired`` (compile first, interleaved rounds in a fresh
 order, paired per-round ratios to adam). Also the FLOPs of one step (XLA's ``cost_analysis``
@@ -25,7 +29,8 @@ of the compiled call, which counts the scan body once and both branches of a con
 and no LAPACK call) and whether its HLO holds ``conditional`` instructions (lax.cond kept as
 a branch, not both sides computed and selected).
 
-    python experiments/kfac_speed.py [--rounds 15] [--steps 40] [--out DIR | --results]
+    python experiments/kfac_speed.py [--rounds 15] [--steps 40] [--batch-size M]
+                                     [--only V1,V2] [--out DIR | --results]
 
 Writes ``kfac_speed.json`` (``--results``: ``results/kfac/``) and prints a table per network.
 """
@@ -86,16 +91,21 @@ def variants(net, X, Y, m, steps, only=None):
         "sgd momentum": (train.make_optimizer("momentum", 1e-2), 0),
         "kfac: precondition only": (kfac.kfac(0.1, kl_clip=1e-2, curvature_every=never,
                                               inverse_every=never), 1),
-        "kfac: + MC statistics every step": (kfac.kfac(0.1, kl_clip=1e-2, inverse_every=never), 1),
+        "kfac: + MC statistics every step": (kfac.kfac(0.1, kl_clip=1e-2, curvature_every=1,
+                                                       inverse_every=never), 1),
         "kfac default": (kfac.kfac(0.1), 0),
-        "kfac default, statistics every 10": (kfac.kfac(0.1, curvature_every=10), 0),
-        "kfac: MC, inverses every step": (kfac.kfac(0.1, inverse_every=1), 0),
-        "kfac: exact factors, inverses every step": (kfac.kfac(0.1, kind="exact", inverse_every=1), 0),
+        "kfac: statistics every step (old default)": (kfac.kfac(0.1, curvature_every=1), 0),
+        "kfac: statistics and inverses every 20": (kfac.kfac(0.1, curvature_every=20,
+                                                             inverse_every=20), 0),
+        "kfac: MC, inverses every step": (kfac.kfac(0.1, curvature_every=1, inverse_every=1), 0),
+        "kfac: exact factors, inverses every step": (kfac.kfac(0.1, kind="exact", curvature_every=1,
+                                                               inverse_every=1), 0),
         "kfac adaptive": (kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True,
                                     adaptive_damping=True), 0),
     }
     if only is not None:
-        unknown = set(only) - set(opts) - {"value_and_grad"}
+        unknown = set(only) - set(opts) - {"value_and_grad",
+                                           "kfac: precondition by hand (no lax.cond)"}
         if unknown:
             raise ValueError(f"--only: unknown variants {sorted(unknown)}; known: "
                              f"{list(opts) + ['value_and_grad']}.")
@@ -119,6 +129,26 @@ def variants(net, X, Y, m, steps, only=None):
         flops[name] = _flops(compiled)
         conds[name] = compiled.as_text().count(" conditional(")
         out[name] = (lambda run=run, s=state0: run(params, s, Xs, Ys))
+
+    name = "kfac: precondition by hand (no lax.cond)"
+    if only is None or name in only:
+        inv = [(jnp.eye(w["W"].shape[1] + 1), jnp.eye(w["W"].shape[0])) for w in params]
+
+        @jax.jit
+        def by_hand(p, inv, Xs, Ys):  # gradient, (K3), (K4), (K7): what precondition-only runs
+            def body(p, xy):
+                J, g = value_and_grad_kernel(net, p, xy[0], xy[1])
+                d = jax.tree.map(lambda x: -0.1 * x, kfac.precondition(g, inv))
+                dg = jnp.abs(sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(d),
+                                                                jax.tree.leaves(g))))
+                c = jnp.minimum(1.0, jnp.sqrt(1e-2 / jnp.maximum(0.1 * dg, 1e-30)))
+                return jax.tree.map(lambda a, b: a + c * b, p, d), J
+            return jax.lax.scan(body, p, (Xs, Ys))
+
+        compiled = by_hand.lower(params, inv, Xs, Ys).compile()
+        flops[name] = _flops(compiled)
+        conds[name] = compiled.as_text().count(" conditional(")
+        out[name] = lambda: by_hand(params, inv, Xs, Ys)
 
     if only is not None and "value_and_grad" not in only:
         return out, flops, conds
@@ -150,6 +180,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--steps", type=int, default=40, help="steps per timed call (a multiple of 10)")
     ap.add_argument("--networks", default="autoencoder,classifier")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="minibatch columns m for every network (default: 128 for the "
+                         "autoencoder, 256 for the classifier)")
     ap.add_argument("--only", default=None, help="comma-separated variants (adam always runs), "
                     "e.g. 'kfac default' for the step-time ratio alone")
     output.add_out_arguments(ap, "results/kfac")
@@ -159,6 +192,7 @@ def main(argv=None):
            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "networks": {}}
     for name in args.networks.split(","):
         net, X, Y, m = problem(name)
+        m = args.batch_size or m
         only = None if args.only is None else [v.strip() for v in args.only.split(",")]
         var, flops, conds = variants(net, X, Y, m, args.steps, only)
         timing = benchmarking.time_paired(var, reference="adam", rounds=args.rounds, warmup=1)

@@ -234,6 +234,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
 
     config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps", "data")
                     + DP_KEYS + ("noise_calibrated",)}
+    config_saved["kfac"] = cfg["kfac"]  # the --kfac-* flags given (a resume reuses them)
     if K is not None:
         config_saved.update({k: cfg[k] for k in ENSEMBLE_DEFAULTS})
     cdir = os.path.join(cfg["out"], "checkpoints")

@@ -19,6 +19,7 @@
   with forced host devices, as tests/test_sharding.py).
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -92,10 +93,11 @@ def test_training_step_computes_factors_and_takes_newton_step(regression):
     assert float(metrics.cost) == pytest.approx(float(jaxmlp.loss(net, params, X, Y)), rel=1e-12)
 
 
+@pytest.mark.slow  # the default suite checks the same schedule in test_amortised_inverses_...
 def test_inverses_refreshed_every_k_steps():
     net = jaxmlp.Network((3, 4, 2), ("tanh", "linear"), "mean_squared_error")
     params, X, Y = random_problem(net, jax.random.PRNGKey(1), 8)
-    opt = kfac.kfac(0.1, damping=1e-2, inverse_every=3, kl_clip=None)
+    opt = kfac.kfac(0.1, damping=1e-2, inverse_every=3, curvature_every=1, kl_clip=None)
     state = opt.init(params)
     update = jax.jit(lambda g, s, p, f: opt.update(g, s, p, kfac_factors=f))
     inverses = []
@@ -120,15 +122,15 @@ def test_inverses_refreshed_every_k_steps():
                                atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", [pytest.param("exact", marks=pytest.mark.slow), "mc",
-                                  pytest.param("empirical", marks=pytest.mark.slow)])
+@pytest.mark.slow  # the default suite trains the default (mc) K-FAC in the epoch below
+@pytest.mark.parametrize("kind", ["exact", "mc", "empirical"])
 def test_kfac_in_the_scanned_epoch(kind):
     net = jaxmlp.Network((4, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
     params, X, _ = random_problem(net, jax.random.PRNGKey(2), 64, jnp.float32)
     T = jax.random.normal(jax.random.PRNGKey(4), (3, 4), jnp.float32)  # learnable labels
     Y = jax.nn.one_hot(jnp.argmax(T @ X, axis=0), 3, dtype=jnp.float32).T
     opt = train.make_optimizer("kfac", 0.5, damping=1e-2, kfac_kind=kind, inverse_every=1,
-                               kfac_kl_clip=None)
+                               kfac_curvature_every=1, kfac_kl_clip=None)
     epoch = train.make_train_epoch(net, opt, batch_size=16)
     state = opt.init(params)
     J0 = float(jaxmlp.loss(net, params, X, Y))
@@ -190,9 +192,13 @@ def test_make_optimizer_passes_the_kl_clip(regression):
         np.testing.assert_allclose(np.asarray(n) - np.asarray(p), np.asarray(u), rtol=1e-9, atol=1e-15)
     free = kfac.kfac(0.5, damping=1e-3, kl_clip=None)  # the clip is active here: the free step is longer
     u_free, _ = free.update(grads, free.init(params), params, kfac_factors=factors)
-    assert optax.global_norm(u_free) > 10 * optax.global_norm(u_ref)
+    assert optax.tree.norm(u_free) > 10 * optax.tree.norm(u_ref)
     with pytest.raises(ValueError, match="^kl_clip"):
         train.make_optimizer("kfac", 0.5, kfac_kl_clip=0.0)
+    # make_optimizer's K-FAC defaults are kfac's (kfac.DEFAULTS)
+    assert train.make_optimizer("kfac", 0.5).options == kfac.kfac(0.5).options
+    assert (train.make_optimizer("kfac", None, kfac_adaptive=True).options
+            == kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True).options)
 
 
 # ----------------------------------------------------------------------------- quadratic model
@@ -206,6 +212,26 @@ def _model(net, params, X, Y):
         gram=lambda Vs: curvature.ggn_gram(net, params, X, Y, list(Vs)))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _dense_ggn(net, params, X, Y):
+    """G = J^T H J by autodiff: J = jax.jacobian of Z[L] in the flat parameters, H =
+    jax.hessian of the cost in Z[L] (the split of every cost used here), one compiled call."""
+    from jax.flatten_util import ravel_pytree
+
+    from jaxmlp.nn import recurrences
+
+    flat, unravel = ravel_pytree(params)
+
+    def out(theta):
+        return recurrences.forward_pass(net, unravel(theta), X)[1].Z[-1]
+
+    z = out(flat)
+    Jac = jax.jacobian(out)(flat).reshape(z.size, flat.size)
+    cost = lambda z: recurrences.cost(net, z, net.layer_activations[-1].forward(z), Y)  # noqa: E731
+    H = jax.hessian(cost)(z).reshape(z.size, z.size)
+    return Jac.T @ H @ Jac
+
+
 @pytest.mark.parametrize("spec", [
     ((3, 5, 2), ("tanh", "linear"), "mean_squared_error"),
     pytest.param(((4, 6, 3), ("tanh", "softmax"), "categorical_cross_entropy"),
@@ -215,23 +241,25 @@ def test_quadratic_model_solves_the_2x2_system(spec):
     """(K5) alpha, mu equal -C^{-1} b with C from the dense GGN of jax.jacobian/jax.hessian."""
     from jax.flatten_util import ravel_pytree
 
-    from jaxmlp.oracle.verification import curvature_oracles
 
     net = jaxmlp.Network(*spec)
     params, X, Y = random_problem(net, jax.random.PRNGKey(5), 12)
     wd, lam = 1e-2, 3e-2
     opt = kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True, damping=lam, weight_decay=wd,
-                    kind="exact", inverse_every=1)
+                    kind="exact", inverse_every=1, curvature_every=1)
     # a previous update delta_prev: a random direction, at step 1
     prev = jax.tree.map(lambda a: 0.1 * jax.random.normal(jax.random.PRNGKey(a.size), a.shape,
                                                           a.dtype), params)
-    state = opt.init(params)._replace(count=jnp.asarray(1, jnp.int32), velocity=prev)
+    state0 = opt.init(params)._replace(count=jnp.asarray(1, jnp.int32), velocity=prev)
     _, grads = jaxmlp.value_and_grad(net, params, X, Y)
-    upd, state = jax.jit(lambda g, s, p: opt.update(g, s, p, kfac_factors=curvature.kfac_factors(
-        net, p, X, Y), kfac_model=_model(net, p, X, Y)))(grads, state, params)
+
+    @jax.jit
+    def update(g, s, p, cost_scale):  # cost_scale < 1: a J small enough for (K5'') to act
+        model = _model(net, p, X, Y)
+        return opt.update(g, s, p, kfac_factors=curvature.kfac_factors(net, p, X, Y),
+                          kfac_model=model._replace(cost=cost_scale * model.cost))
     # brute force at the last step's params
-    G = curvature_oracles(net, params, X, Y, params)["G"]
-    flat, unravel = ravel_pytree(params)
+    G = _dense_ggn(net, params, X, Y)
     _, grads = jaxmlp.value_and_grad(net, params, X, Y)
     g = ravel_pytree(grads)[0] + wd * ravel_pytree([{"W": p["W"], "b": 0 * p["b"]} for p in params])[0]
     w_mask = ravel_pytree([{"W": jnp.ones_like(p["W"]), "b": jnp.zeros_like(p["b"])} for p in params])[0]
@@ -254,10 +282,19 @@ def test_quadratic_model_solves_the_2x2_system(spec):
     if not 0 <= mu <= kfac.MAX_MOMENTUM:  # (K5'): mu clamped, alpha the model's best given it
         mu = min(max(mu, 0.0), kfac.MAX_MOMENTUM)
         alpha = -(b[0] + mu * M[0, 1]) / M[0, 0]
-    assert abs(float(state.alpha) - alpha) <= 1e-10 * abs(alpha)
-    assert abs(float(state.mu) - mu) <= 1e-10 * max(abs(mu), abs(alpha))
-    got = np.asarray(ravel_pytree(upd)[0])
-    np.testing.assert_allclose(got, alpha * D + mu * d0, rtol=1e-10, atol=1e-12 * np.abs(got).max())
+    coef = np.array([alpha, mu])
+    decrease = -(0.5 * coef @ M @ coef + b @ coef)  # -M(delta) of the model's step
+    J = float(jaxmlp.loss(net, params, X, Y))
+    for cost_scale in (1.0, 1e-3 * decrease / J):
+        upd, state = update(grads, state0, params, cost_scale)
+        # (K5''): the step scaled so that its predicted decrease is at most J
+        s = min(1.0, cost_scale * J / decrease)
+        assert (s < 1) == (cost_scale < 1)  # the unclipped step predicts less than J here
+        assert abs(float(state.alpha) - s * alpha) <= 1e-10 * abs(s * alpha)
+        assert abs(float(state.mu) - s * mu) <= 1e-10 * max(abs(s * mu), abs(s * alpha))
+        got = np.asarray(ravel_pytree(upd)[0])
+        np.testing.assert_allclose(got, s * (alpha * D + mu * d0), rtol=1e-10,
+                                   atol=1e-12 * np.abs(got).max())
 
 
 def test_ggn_gram_equals_ggn_vp_products():
@@ -445,3 +482,30 @@ def test_factor_statistics_on_a_data_mesh_equal_one_device():
         for a, b in zip(out["one"][key], out["four"][key]):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-5)
     assert out["one"]["damping"] == pytest.approx(out["four"]["damping"], rel=1e-5)
+
+
+def test_train_py_saves_the_kfac_flags_and_a_resume_uses_them(tmp_path, capsys):
+    """train.py --optimizer kfac writes its --kfac-* flags into the checkpoint's config; a
+    resume without them gets the saved ones (not the defaults), a resume with another value
+    is refused (exit 2) naming the flag, as a changed --lr is."""
+    from helpers import load_script
+
+    cli = load_script("train", "train_cli_kfac")
+    from _common import train_config
+
+    out = str(tmp_path / "run")
+    flags = ["--kfac-damping", "0.01", "--kfac-inverse-every", "3", "--kfac-adaptive-damping"]
+    assert cli.main(["--dataset", "breast_cancer", "--hidden", "4", "--batch-size", "128",
+                     "--epochs", "1", "--checkpoint-every", "1", "--optimizer", "kfac",
+                     "--no-progress", "--no-plot", "--out", out, *flags]) == 0
+    want = {"kfac_damping": 0.01, "kfac_inverse_every": 3, "kfac_adaptive_damping": True}
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["config"]["kfac"] == want
+    cfg, _ = train_config.resolve(cli.build_parser().parse_args(["--resume", out, "--epochs", "2"]))
+    assert cfg["kfac"] == want
+    kw = train_config.kfac_flags.optimizer_kwargs(cfg)
+    assert kw["damping"] == 0.01 and kw["inverse_every"] == 3 and kw["kfac_adaptive_damping"]
+    capsys.readouterr()
+    assert cli.main(["--resume", out, "--epochs", "2", "--kfac-damping", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--kfac-damping 0.1 differs from the checkpoint's 0.01" in err, err

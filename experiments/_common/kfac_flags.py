@@ -52,11 +52,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(_kfac_lr_default=KFAC_LR)
 
 
-def resolve(args: argparse.Namespace, cfg: dict, lr_given: bool) -> None:
+def resolve(args: argparse.Namespace, cfg: dict, lr_given: bool,
+            saved_config: dict | None = None) -> None:
     """Checks the K-FAC flags against the resolved ``cfg`` and stores ``cfg["kfac"]`` (a dict,
-    or None for another optimizer); fills K-FAC's ``--lr`` default. UsageError naming the flag."""
+    or None for another optimizer); fills K-FAC's ``--lr`` default. UsageError naming the flag.
+
+    ``saved_config``: the checkpoint's ``config`` of a resumed run (None for a new run). Its
+    ``"kfac"`` flags are the run's: a flag given again with another value is refused, as
+    train.py refuses a changed --lr; flags left out take the saved values (not the defaults).
+    A checkpoint written before the flags were saved has no ``"kfac"``: its run used the
+    flags then given, which were not recorded, so a resume with K-FAC flags is refused and
+    one without them continues with the defaults (the only configuration it can check)."""
     given = {k: getattr(args, k, None) for k in _FLAGS}
     given = {k: v for k, v in given.items() if v is not None}
+    if saved_config is not None and cfg["optimizer"] == "kfac":
+        saved = saved_config.get("kfac")
+        if saved is None:
+            if given:
+                name = next(iter(given)).replace("_", "-")
+                raise UsageError(f"--resume: --{name} given, but the checkpoint does not record "
+                                 "its K-FAC flags (written before they were saved); resume "
+                                 "without K-FAC flags, or start a new run.")
+        else:
+            for k, v in given.items():
+                if saved.get(k) != v:
+                    raise UsageError(
+                        f"--resume: --{k.replace('_', '-')} {v} differs from the checkpoint's "
+                        f"{saved.get(k, 'default')}; a resumed run continues the saved one "
+                        "(leave the option out).")
+            given = {k: v for k, v in saved.items() if k in _FLAGS and v is not None}
     if cfg["optimizer"] != "kfac":
         if given:
             name = next(iter(given)).replace("_", "-")
@@ -71,7 +95,7 @@ def resolve(args: argparse.Namespace, cfg: dict, lr_given: bool) -> None:
         raise UsageError("--optimizer: kfac is not available with --dp (the private step's "
                          "clipped, noised gradient has no factors of its sweep).")
     adaptive = bool(given.get("kfac_adaptive"))
-    if adaptive and lr_given:
+    if adaptive and lr_given and saved_config is None:  # a resume keeps the saved --lr
         raise UsageError("--lr: --kfac-adaptive chooses the learning rate by the quadratic "
                          "model; leave --lr out.")
     if adaptive and cfg.get("schedule", "constant") != "constant":

@@ -4,9 +4,9 @@ Used by ``experiments/autoencoder.py`` and ``experiments/classifier_kfac.py``. E
 through the one-call scanned epoch (``jaxmlp.train.step.make_train_epoch``) from the same
 initialisation and the same shuffle keys; after each epoch the cost of the whole training
 set is recorded with the step count and the seconds of the compiled epoch calls
-(compilation excluded: each configuration runs one throw-away epoch first). The runs of a
-grid are sequential, so their seconds are comparable only on a machine whose load does not
-change much during the race: the load averages are recorded around every run.
+(compilation excluded: each configuration runs one throw-away epoch first). All runs of a
+race advance together, one epoch each per round in a fresh random order, so a change of the
+machine's load falls on all of them alike; the load averages are recorded around the race.
 """
 
 from __future__ import annotations
@@ -43,27 +43,46 @@ def make(name: str, setting: dict):
     raise ValueError(f"name: expected one of {list(OPTIMIZERS)}, got {name!r}.")
 
 
+class _Run:
+    """One configuration of a race: compiled, then advanced one epoch at a time."""
+
+    def __init__(self, net, opt, X, Y, batch_size: int, seed: int):
+        self.epoch_fn = train.make_train_epoch(net, opt, batch_size)
+        params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
+        self.key = jax.random.PRNGKey(seed + 1)
+        jax.block_until_ready(self.epoch_fn(params0, opt.init(params0), self.key, X, Y))  # compile
+        self.net, self.X, self.Y = net, X, Y
+        self.per_epoch = X.shape[1] // batch_size
+        self.params, self.state = params0, opt.init(params0)
+        self.seconds = 0.0
+        self.hist = [{"step": 0, "seconds": 0.0, "cost": self.cost()}]
+
+    def cost(self) -> float:
+        return float(train.cost_and_metrics(self.net, self.params, self.X, self.Y,
+                                            check_finite=False)["cost"])
+
+    @property
+    def done(self) -> bool:
+        return not np.isfinite(self.hist[-1]["cost"])
+
+    def epoch(self) -> None:
+        self.key, k = train.split_key(self.key)
+        t0 = time.perf_counter()
+        self.params, self.state, _ = self.epoch_fn(self.params, self.state, k, self.X, self.Y)
+        jax.block_until_ready(self.params)
+        self.seconds += time.perf_counter() - t0
+        self.hist.append({"step": self.hist[-1]["step"] + self.per_epoch,
+                          "seconds": self.seconds, "cost": self.cost()})
+
+
 def run(net, opt, X, Y, steps: int, batch_size: int, seed: int) -> list:
     """History of one run: ``[{"step", "seconds", "cost"}, ...]``, one entry per epoch."""
-    epoch = train.make_train_epoch(net, opt, batch_size)
-    params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
-    key = jax.random.PRNGKey(seed + 1)
-    jax.block_until_ready(epoch(params0, opt.init(params0), key, X, Y))  # compile
-    per_epoch = X.shape[1] // batch_size
-    params, state = params0, opt.init(params0)
-    cost = lambda p: float(train.cost_and_metrics(net, p, X, Y, check_finite=False)["cost"])  # noqa: E731
-    hist = [{"step": 0, "seconds": 0.0, "cost": cost(params)}]
-    seconds = 0.0
-    for e in range(int(math.ceil(steps / per_epoch))):
-        key, k = train.split_key(key)
-        t0 = time.perf_counter()
-        params, state, _ = epoch(params, state, k, X, Y)
-        jax.block_until_ready(params)
-        seconds += time.perf_counter() - t0
-        hist.append({"step": (e + 1) * per_epoch, "seconds": seconds, "cost": cost(params)})
-        if not np.isfinite(hist[-1]["cost"]):
+    r = _Run(net, opt, X, Y, batch_size, seed)
+    for _ in range(int(math.ceil(steps / r.per_epoch))):
+        r.epoch()
+        if r.done:
             break
-    return hist
+    return r.hist
 
 
 def first_reaching(hist, target):
@@ -74,18 +93,33 @@ def first_reaching(hist, target):
 def race(net, X, Y, grids: dict, steps: int, batch_size: int, seed: int) -> dict:
     """Every setting of every optimizer's grid; the best (lowest final cost) kept per name.
 
+    The runs advance together, one epoch each per round in a fresh random order (the
+    benchmarks' interleaving, ``_common.benchmarking``): a change of the machine's load
+    during the race falls on every optimizer alike, so their seconds compare.
+
     Returns ``{name: {"setting", "final_cost", "history", "grid": [{setting, final_cost,
     seconds, load}, ...]}}``."""
+    runs = [(name, setting, _Run(net, make(name, setting), X, Y, batch_size, seed))
+            for name, settings in grids.items() for setting in settings]
+    load0 = list(os.getloadavg())
+    epochs = int(math.ceil(steps / (X.shape[1] // batch_size)))
+    order = np.random.default_rng(seed)
+    for _ in range(epochs):
+        for i in order.permutation(len(runs)):
+            if not runs[i][2].done:
+                runs[i][2].epoch()
+    load1 = list(os.getloadavg())
     out = {}
     for name, settings in grids.items():
         best, tried = None, []
-        for setting in settings:
-            load0 = list(os.getloadavg())
-            hist = run(net, make(name, setting), X, Y, steps, batch_size, seed)
+        for n, setting, r in runs:
+            if n != name:
+                continue
+            hist = r.hist
             final = hist[-1]["cost"]
             tried.append({"setting": setting, "final_cost": final,
                           "seconds": hist[-1]["seconds"], "steps": hist[-1]["step"],
-                          "load_before": load0, "load_after": list(os.getloadavg())})
+                          "load_before": load0, "load_after": load1, "history": hist})
             print(f"{name:>14} {setting} final train cost {final:.5f} after {hist[-1]['step']} "
                   f"steps, {hist[-1]['seconds']:.2f} s", flush=True)
             if np.isfinite(final) and (best is None or final < best["final_cost"]):

@@ -262,7 +262,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
     cfg["out"], cfg["replace"] = _out_folder(args, cfg, resume_meta)
     cfg["checkpoint_every"] = every
     cfg["data_parallel"] = bool(args.data_parallel)
-    kfac_flags.resolve(args, cfg, lr_given="lr" in given or resume_meta is not None)
+    kfac_flags.resolve(args, cfg, lr_given="lr" in given or resume_meta is not None,
+                       saved_config=None if resume_meta is None else resume_meta.get("config", {}))
     return cfg, resume_meta
 
 

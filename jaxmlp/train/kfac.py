@@ -26,6 +26,8 @@ Equations (K1)-(K7) are in docs/curvature.md ("K-FAC: the equations"):
   mu = ``momentum`` (fixed), or
 * (K5) alpha and mu from the 2 x 2 system of the quadratic model (Martens & Grosse 2015,
   section 7) on the minibatch, with GGN quadratic forms (H13) of Delta and delta_prev;
+  (K5') mu clamped to [0, 0.99]; (K5'') the step scaled so that the model's predicted
+  decrease -M(delta) is at most the minibatch cost J (``model_clip``);
 * (K6) Levenberg-Marquardt damping: rho = (J(theta + delta) - J(theta)) / (M(delta) - M(0))
   every ``damping_every`` steps, lambda <- omega lambda if rho > 3/4, lambda / omega if
   rho < 1/4 (omega = (19/20)^damping_every);
@@ -57,7 +59,7 @@ __all__ = ["DEFAULTS", "KFAC", "KfacState", "QuadraticModel", "kfac", "precondit
 
 #: The defaults of :func:`kfac` that decide a step's cost (chosen from the step-time
 #: measurements of docs/curvature.md, "Where a K-FAC step's time goes").
-DEFAULTS = {"kind": "mc", "mc_samples": 1, "curvature_every": 1, "inverse_every": 10,
+DEFAULTS = {"kind": "mc", "mc_samples": 1, "curvature_every": 20, "inverse_every": 20,
             "damping": 1e-3, "factor_decay": 0.95, "damping_every": 5, "kl_clip": 1e-2}
 
 
@@ -245,6 +247,7 @@ def kfac(
     damping_every: int = DEFAULTS["damping_every"],
     min_damping: float = 1e-8,
     max_damping: float = 1e3,
+    model_clip: bool = True,
 ) -> KFAC:
     """K-FAC as an optax transformation taking ``kfac_factors`` (and ``kfac_model``) as extra args.
 
@@ -269,6 +272,10 @@ def kfac(
         tried on the deep autoencoder, docs/curvature.md), None with ``adaptive_lr``.
       adaptive_lr: alpha from the quadratic model (K5), each step (two R-forward sweeps).
       adaptive_momentum: mu from the quadratic model too (needs ``adaptive_lr``).
+      model_clip: with ``adaptive_lr``, scale (alpha, mu) so that the model's predicted
+        decrease -M(delta) is at most |J| of the minibatch (K5''): no cost here is negative,
+        so a larger predicted decrease is outside the model's trust region (without it the
+        64-512-512-10 classifier diverged once its softmax saturated, docs/curvature.md).
       adaptive_damping: lambda by the Levenberg-Marquardt rule (K6) every ``damping_every``
         steps (one more forward pass, plus one R-forward sweep without ``adaptive_lr``),
         clipped to [min_damping, max_damping]; the inverses then come from eigenvectors (K2e).
@@ -298,7 +305,7 @@ def kfac(
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}.")
     mc_samples = checks.positive_int("mc_samples", mc_samples)
     for name, flag in (("adaptive_lr", adaptive_lr), ("adaptive_momentum", adaptive_momentum),
-                       ("adaptive_damping", adaptive_damping)):
+                       ("adaptive_damping", adaptive_damping), ("model_clip", model_clip)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}: expected True or False, got {flag!r}.")
     if adaptive_momentum and not adaptive_lr:
@@ -420,6 +427,16 @@ def kfac(
             else:
                 mu = jnp.asarray(momentum, dtype)
                 alpha = -(b[0] + mu * C[0, 1]) / jnp.maximum(C[0, 0], jnp.finfo(dtype).tiny)
+            if model_clip:
+                # (K5'') the model's predicted decrease -M(delta) is capped at J >= 0: a
+                # minibatch model that predicts more than the whole cost is outside its trust
+                # region (a saturated softmax's GGN nearly vanishes along the step).
+                coef = jnp.stack([alpha, mu])
+                decrease = -(0.5 * coef @ C @ coef + b @ coef)
+                J = jnp.abs(kfac_model.cost).astype(dtype)
+                scale = jnp.where(decrease > J, J / jnp.maximum(decrease, jnp.finfo(dtype).tiny),
+                                  1.0)
+                alpha, mu = alpha * scale, mu * scale
         else:
             alpha = learning_rate(c) if callable(learning_rate) else learning_rate
             alpha = jnp.asarray(alpha, dtype)
@@ -470,5 +487,5 @@ def kfac(
                  "momentum": momentum, "weight_decay": weight_decay, "kind": kind,
                  "mc_samples": mc_samples, "kl_clip": kl_clip, "adaptive_lr": adaptive_lr,
                  "adaptive_momentum": adaptive_momentum, "adaptive_damping": adaptive_damping,
-                 "damping_every": damping_every}
+                 "damping_every": damping_every, "model_clip": model_clip and adaptive_lr}
     return t

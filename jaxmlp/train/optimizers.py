@@ -54,10 +54,10 @@ def make_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     damping: float = 1e-3,
-    inverse_every: int = 10,
+    inverse_every: int = 20,  # jaxmlp.train.kfac.DEFAULTS
     kfac_kind: str = "mc",
     kfac_kl_clip: Any = "auto",
-    kfac_curvature_every: int = 1,
+    kfac_curvature_every: int = 20,  # jaxmlp.train.kfac.DEFAULTS
     kfac_adaptive: bool = False,
     kfac_adaptive_damping: bool = False,
 ) -> optax.GradientTransformation:
