@@ -10,11 +10,18 @@ inputs with their features permuted by one fixed random permutation per seed). F
 the MAP's Gaussian NLL uses the training residuals' variance as noise variance; Laplace fits
 the noise scale with the prior precision by the evidence.
 
-Cost (digits, seed 0, ``_common.benchmarking.time_paired``): fitting the Laplace posterior
-against one training epoch of the same network (target <= 2 epochs), and the GLM predictive
-of the test split against one value_and_grad of that split (target <= 3x).
+The metrics, the OOD set and the reliability diagram are ``_common/laplace_report.py``'s (the
+same as ``train.py --laplace``). Diagnostic: the MAP's test-optimal temperature T*
+(``map_temperature``): the probit predictive only softens the MAP's logits, so it can lower
+the NLL only where T* > 1 (an over-confident MAP).
 
-    python experiments/laplace.py [--seeds 0,1,2] [--structure kron] [--out results/laplace]
+Cost (digits, seed 0, ``_common.benchmarking.time_paired``, LAPACK on one thread): fitting
+"kron" (exact factors and one Monte Carlo column) and "last_layer" against one training epoch
+of the same network (target <= 2 epochs), and the GLM predictive of the test split against
+one value_and_grad of that split (target <= 3x).
+
+    python experiments/laplace.py [--seeds 0,1,2] [--structure kron] [--epochs N]
+                                  [--weight-decay W] [--rounds 15] [--out DIR | --results]
 
 Writes ``laplace.json`` and ``reliability_digits.svg`` (MAP and Laplace, seed 0) under --out.
 """
@@ -26,9 +33,11 @@ import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # LAPACK on one thread (docs/curvature.md)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -38,6 +47,7 @@ from jaxmlp import train  # noqa: E402
 from jaxmlp.data import datasets  # noqa: E402
 
 from _common import benchmarking, output  # noqa: E402
+from _common import laplace_report as report  # noqa: E402
 
 CONFIG = {  # dataset: hidden sizes, hidden activation, epochs, batch size, learning rate,
     # weight decay lambda (Adam on the mean cost + lambda/2 ||W||^2: a Gaussian prior of
@@ -46,7 +56,7 @@ CONFIG = {  # dataset: hidden sizes, hidden activation, epochs, batch size, lear
     "breast_cancer": ((32,), "tanh", 100, 32, 3e-3, 1e-3),
     "diabetes": ((32,), "tanh", 150, 32, 3e-3, 1e-3),
 }
-BINS = 15
+BINS = report.BINS
 
 
 def train_map(name, seed):
@@ -63,62 +73,29 @@ def train_map(name, seed):
     return ds, net, res.state.params
 
 
-def confidences(P, binary):
-    """(confidence, predicted class) per column."""
-    P = np.asarray(P)
-    if binary:
-        return np.maximum(P[0], 1 - P[0]), (P[0] >= 0.5).astype(int)
-    return P.max(0), P.argmax(0)
-
-
-def labels(Y, binary):
-    Y = np.asarray(Y)
-    return Y[0].astype(int) if binary else Y.argmax(0)
-
-
-def ece(conf, correct, bins=BINS):
-    """Expected calibration error: sum_b (n_b / n) |accuracy_b - confidence_b|, and the bins."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    out, rows = 0.0, []
-    for b in range(bins):
-        sel = idx == b
-        if sel.any():
-            acc, cf = correct[sel].mean(), conf[sel].mean()
-            out += sel.mean() * abs(acc - cf)
-            rows.append({"bin": b, "n": int(sel.sum()), "accuracy": float(acc),
-                         "confidence": float(cf)})
-    return float(out), rows
-
-
-def auroc(score_in, score_out):
-    """P(score_in > score_out) + 1/2 P(tie): the Mann-Whitney statistic."""
-    s_in, s_out = np.asarray(score_in)[:, None], np.asarray(score_out)[None, :]
-    return float(np.mean((s_in > s_out) + 0.5 * (s_in == s_out)))
+def map_temperature(net, params, ds, binary):
+    """Diagnostic: the temperature T of softmax(z / T) (sigmoid) with the smallest test NLL of
+    the MAP, on a grid of 161 values in [0.1, 10]. T < 1 means the MAP is under-confident
+    (sharpening helps), T > 1 over-confident; a probit predictive (LA11) only softens."""
+    Z = jaxmlp.nn.recurrences.forward_pass(net, params, jnp.asarray(ds.X_test))[1].Z[-1]
+    best = (None, np.inf)
+    for T in np.logspace(-1, 1, 161):
+        P = jax.nn.sigmoid(Z / T) if binary else jax.nn.softmax(Z / T, axis=0)
+        nll = lp.negative_log_likelihood(net, P, ds.Y_test)
+        best = (float(T), nll) if nll < best[1] else best
+    return {"temperature": best[0], "nll": best[1]}
 
 
 def classification(name, seed, structure):
     ds, net, params = train_map(name, seed)
     binary = ds.output_activation == "sigmoid"
-    rng = np.random.default_rng(1000 + seed)
-    X_ood = ds.X_test[rng.permutation(ds.X_test.shape[0])]
     t0 = time.perf_counter()
     la = lp.laplace(net, params, ds.X_train, ds.Y_train, structure=structure)
     la = lp.optimize_prior_precision(la, method="marglik")
     fit_s = time.perf_counter() - t0
-    y = labels(ds.Y_test, binary)
-    out = {"prior_precision": float(la.prior_precision), "fit_and_prior_seconds": fit_s}
-    for which in ("map", "laplace"):
-        if which == "map":
-            P, P_ood = jaxmlp.predict(net, params, ds.X_test), jaxmlp.predict(net, params, X_ood)
-        else:
-            P, P_ood = la.predictive(ds.X_test), la.predictive(X_ood)
-        conf, pred = confidences(P, binary)
-        e, rows = ece(conf, (pred == y).astype(float))
-        out[which] = {"accuracy": float(np.mean(pred == y)),
-                      "nll": lp.negative_log_likelihood(net, P, ds.Y_test), "ece": e,
-                      "ood_auroc": auroc(conf, confidences(P_ood, binary)[0]),
-                      "reliability": rows}
+    out = {"prior_precision": float(la.prior_precision), "fit_and_prior_seconds": fit_s,
+           **report.compare(net, params, la, ds.X_test, ds.Y_test, seed),
+           "map_temperature": map_temperature(net, params, ds, binary)}
     return out, (net, params, ds, la)
 
 
@@ -137,63 +114,37 @@ def regression(seed, structure):
                         "prior_precision": float(la.prior_precision)}}
 
 
-def cost(net, params, ds, structure, rounds):
-    """Paired timings on digits: one epoch, the Laplace fit, value_and_grad and the GLM
-    predictive of the test split."""
+def cost(net, params, ds, rounds):
+    """Paired timings on digits: one epoch against the Laplace fits (kron exact (KFLR), kron
+    with one Monte Carlo column (KFAC), last_layer); value_and_grad of the test split against
+    the GLM predictive of the test split (kron, last_layer)."""
     bs = CONFIG["digits"][3]
     opt = train.make_optimizer("adam", 1e-3)
     epoch = train.make_train_epoch(net, opt, bs)
     state = opt.init(params)
     key = jax.random.PRNGKey(0)
-    la = lp.laplace(net, params, ds.X_train, ds.Y_train, structure=structure)
+    X, Y = ds.X_train, ds.Y_train
     variants = {
-        "one epoch": lambda: epoch(params, state, key, ds.X_train, ds.Y_train)[0],
-        f"laplace {structure} fit": lambda: lp.laplace(net, params, ds.X_train, ds.Y_train,
-                                                       structure=structure).curvature,
-        f"laplace {structure} fit, 1 MC column": lambda: lp.laplace(
-            net, params, ds.X_train, ds.Y_train, structure=structure, mc_samples=1,
-            key=key).curvature,
+        "one epoch": lambda: epoch(params, state, key, X, Y)[0],
+        "laplace kron fit (exact factors)": lambda: lp.laplace(
+            net, params, X, Y, structure="kron").curvature,
+        "laplace kron fit (1 MC column)": lambda: lp.laplace(
+            net, params, X, Y, structure="kron", mc_samples=1, key=key).curvature,
+        "laplace last_layer fit": lambda: lp.laplace(
+            net, params, X, Y, structure="last_layer").curvature,
     }
     t_fit = benchmarking.time_paired(variants, reference="one epoch", rounds=rounds,
                                      target_s=0.05)
+    la = {s: lp.laplace(net, params, X, Y, structure=s) for s in ("kron", "last_layer")}
     variants = {
         "value_and_grad (test split)": lambda: jaxmlp.value_and_grad(net, params, ds.X_test,
                                                                      ds.Y_test),
-        "GLM predictive (test split)": lambda: la.predictive(ds.X_test),
+        "GLM predictive kron (test split)": lambda: la["kron"].predictive(ds.X_test),
+        "GLM predictive last_layer (test split)": lambda: la["last_layer"].predictive(ds.X_test),
     }
     t_pred = benchmarking.time_paired(variants, reference="value_and_grad (test split)",
                                       rounds=rounds, target_s=0.05)
     return {"fit": t_fit, "predictive": t_pred}
-
-
-def svg_reliability(path, curves, title):
-    """A reliability diagram: accuracy against confidence per bin, one polyline per curve."""
-    W, H, x0, y0, S = 460, 420, 60, 40, 320
-    colours = ("#1f77b4", "#ff7f0e")
-    px = lambda v: x0 + v * S  # noqa: E731
-    py = lambda v: y0 + S - v * S  # noqa: E731
-    el = [f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>',
-          f'<rect x="{x0}" y="{y0}" width="{S}" height="{S}" fill="none" stroke="#333"/>',
-          f'<line x1="{px(0)}" y1="{py(0)}" x2="{px(1)}" y2="{py(1)}" stroke="#999" '
-          'stroke-dasharray="4,4"/>']
-    for t in np.linspace(0, 1, 6):
-        el.append(f'<text x="{px(t):.1f}" y="{y0 + S + 18}" text-anchor="middle">{t:.1f}</text>')
-        el.append(f'<text x="{x0 - 8}" y="{py(t) + 4:.1f}" text-anchor="end">{t:.1f}</text>')
-    el.append(f'<text x="{px(0.5)}" y="{y0 + S + 38}" text-anchor="middle">confidence</text>')
-    el.append(f'<text x="16" y="{py(0.5)}" transform="rotate(-90 16 {py(0.5)})" '
-              'text-anchor="middle">accuracy</text>')
-    for k, (label, rows) in enumerate(curves):
-        pts = " ".join(f"{px(r['confidence']):.1f},{py(r['accuracy']):.1f}" for r in rows)
-        el.append(f'<polyline points="{pts}" fill="none" stroke="{colours[k]}" stroke-width="2"/>')
-        for r in rows:
-            el.append(f'<circle cx="{px(r["confidence"]):.1f}" cy="{py(r["accuracy"]):.1f}" '
-                      f'r="3" fill="{colours[k]}"/>')
-        el.append(f'<text x="{x0 + 10}" y="{y0 + 18 + 18 * k}" fill="{colours[k]}">{label}</text>')
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-           f'font-family="sans-serif" font-size="12">' + "".join(el) + "</svg>\n")
-    p = output.output_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(svg)
 
 
 def main(argv=None):
@@ -201,6 +152,10 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--structure", default="kron", choices=lp.STRUCTURES)
     ap.add_argument("--rounds", type=int, default=15, help="timing rounds (0: no timing)")
+    ap.add_argument("--epochs", type=int, help="training epochs of digits and breast_cancer "
+                    "(default: CONFIG's)")
+    ap.add_argument("--weight-decay", type=float, help="weight decay of digits and "
+                    "breast_cancer (default: CONFIG's)")
     output.add_out_arguments(ap, "results/laplace")
     args = ap.parse_args(argv)
     output.resolve_out(args, "laplace")
@@ -209,7 +164,13 @@ def main(argv=None):
     except ValueError:
         print(f"--seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
+    for name in ("digits", "breast_cancer"):
+        c = list(CONFIG[name])
+        c[2] = c[2] if args.epochs is None else args.epochs
+        c[5] = c[5] if args.weight_decay is None else args.weight_decay
+        CONFIG[name] = tuple(c)
     doc = {"machine": benchmarking.machine_info(), "structure": args.structure,
+           "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
            "config": {k: list(v) for k, v in CONFIG.items()}, "results": {}}
     print(f"{'set':>14} {'seed':>4} {'':>8} {'acc':>7} {'NLL':>8} {'ECE':>7} {'AUROC':>7}")
     keep = None
@@ -219,15 +180,17 @@ def main(argv=None):
             doc["results"].setdefault(name, {})[seed] = r
             if name == "digits" and keep is None:
                 keep = extra
-                svg_reliability(os.path.join(args.out, "reliability_digits.svg"),
+                report.svg_reliability(os.path.join(args.out, "reliability_digits.svg"),
                                 [("MAP", r["map"]["reliability"]),
                                  (f"Laplace ({args.structure}, probit)",
                                   r["laplace"]["reliability"])],
                                 f"digits, seed {seed}: reliability ({BINS} bins)")
             for w in ("map", "laplace"):
                 m = r[w]
+                extra = (f"  T* {r['map_temperature']['temperature']:.3f}" if w == "map"
+                         else f"  prior {r['prior_precision']:.3g}")
                 print(f"{name:>14} {seed:>4} {w:>8} {m['accuracy']:7.4f} {m['nll']:8.4f} "
-                      f"{m['ece']:7.4f} {m['ood_auroc']:7.4f}", flush=True)
+                      f"{m['ece']:7.4f} {m['ood_auroc']:7.4f}{extra}", flush=True)
     for seed in seeds:
         r = regression(seed, args.structure)
         doc["results"].setdefault("diabetes", {})[seed] = r
@@ -236,7 +199,7 @@ def main(argv=None):
               f"{r['laplace']['noise_variance']:.3f})", flush=True)
     if args.rounds > 0 and keep is not None:
         net, params, ds, _ = keep
-        t = cost(net, params, ds, args.structure, args.rounds)
+        t = cost(net, params, ds, args.rounds)
         doc["cost"] = {k: v.to_json() for k, v in t.items()}
         doc["load_average"] = benchmarking.load_average()
         for k, v in t.items():

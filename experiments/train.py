@@ -62,7 +62,7 @@ from jaxmlp.parallel import placement
 from jaxmlp.train import checkpoint as ckpt_lib
 from jaxmlp.train import ensemble as ensemble_lib
 
-from _common import cli, guards, kfac_flags, output, plotting, train_config, train_report
+from _common import cli, guards, kfac_flags, laplace_report, output, plotting, train_config, train_report
 from _common.cli import EXIT_OK, EXIT_USAGE, UsageError
 from _common.train_config import ARCH_KEYS, DP_KEYS, ENSEMBLE_DEFAULTS, RUN_KEYS
 
@@ -351,8 +351,8 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
             overflows=sum(h.get("overflow", 0) for h in fr.history)),
             "noise_calibrated": cfg["noise_calibrated"]}
     devices = pl.mesh.devices.flat if pl is not None else jax.devices()[:1]
-    return {"num_params": net.num_params, "metric": metric, "privacy": pr,
-            "epochs_done": fr.state.epoch, "history": fr.history, "final": final,
+    return laplace_report.attach(cfg, net, fr, sets, {"num_params": net.num_params, "metric": metric,
+            "privacy": pr, "epochs_done": fr.state.epoch, "history": fr.history, "final": final,
             "final_per_label_accuracy": per_label, "ensemble": ensemble,
             "jax": {"version": jax.__version__, "backend": jax.default_backend(),
                     "devices": [str(d) for d in devices]},
@@ -362,7 +362,7 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
             "preprocessing": prep.to_dict(),
             "processes": {"count": jax.process_count(),
                           "examples_dropped_to_split_over_devices":
-                              0 if pl is None else int(pl.dropped)}}
+                              0 if pl is None else int(pl.dropped)}})  # + --laplace's block
 
 
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:

@@ -124,6 +124,9 @@ def test_full_diag_last_layer_equal_the_autodiff_ggn(softmax_problem):
     GL = dense_ggn(net, params, X, Y, [net.num_layers - 1])
     la_last = lp.laplace(net, params, X, Y, structure="last_layer", temperature=T)
     assert rel(la_last.curvature["ggn"], GL) <= TOL
+    PL = GL / T + 1.0 * np.eye(GL.shape[0])  # (LA10) of last_layer: its own contraction
+    assert rel(la_last.functional_covariance(X)[1],
+               glm_cov(net, params, X, la_last.layers, np.linalg.inv(PL))) <= TOL
     # the posterior precision (LA2) and the evidence (LA6) of "full" against the dense matrix
     delta = np.asarray([0.5, 2.0, 1.5])
     la = la_full.with_prior(list(delta))
@@ -178,10 +181,12 @@ def test_glm_variance_and_evidence_other_tasks(kind):
 
 
 def test_minibatches_give_the_same_posterior(softmax_problem):
+    """10 columns in one batch, in 3 scanned batches of 3 and a remainder of 1 (kron), and
+    in one batch of 7 and a remainder of 3 (diag)."""
     net, params, X, Y = softmax_problem
-    for structure in ("kron", "diag"):
+    for structure, bs in (("kron", 3), ("diag", 7)):
         a = lp.laplace(net, params, X, Y, structure=structure)
-        b = lp.laplace(net, params, X, Y, structure=structure, batch_size=5)
+        b = lp.laplace(net, params, X, Y, structure=structure, batch_size=bs)
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             if structure == "kron" and x.ndim == 2:  # eigenvectors: up to sign
                 continue
@@ -388,3 +393,80 @@ def test_kfac_mc_is_unbiased_in_expectation(softmax_problem):
                                       key=jax.random.key(i)), 2) for i in range(20)])
     se = draws.std(0) / np.sqrt(len(draws)) + 1e-12
     assert np.all(np.abs(draws.mean(0) - G_of(exact, 2)) <= 5 * se + 1e-9)
+
+
+# ----------------------------------------------------------------------------- use
+
+
+def test_from_fit_is_a_stationary_point_of_the_evidence():
+    """from_fit on a fit-result-like object (regression): the prior precision and noise scale
+    it returns have a zero evidence gradient (LA8), (LA9); a given prior is kept; a diverged
+    result and a wrong type are refused by name."""
+    from types import SimpleNamespace
+
+    net, params, X, Y = problem("regression", m=12)
+    result = SimpleNamespace(status="completed", state=SimpleNamespace(params=params))
+    la = lp.from_fit(net, result, X, Y, structure="diag", steps=2000)
+    _, g_rho, g_s = lp.evidence.log_marginal_likelihood_and_grad(
+        la, jnp.log(la.prior_precision), jnp.log(la.sigma_noise))
+    assert abs(float(g_rho)) <= 1e-6 and abs(float(g_s)) <= 1e-6
+    fixed = lp.from_fit(net, params, X, Y, structure="diag", prior_precision=2.0)
+    assert float(fixed.prior_precision) == 2.0 and float(fixed.sigma_noise) == 1.0
+    with pytest.raises(ValueError, match="result: the training diverged"):
+        lp.from_fit(net, SimpleNamespace(status="diverged", state=None), X, Y)
+    with pytest.raises(TypeError, match="result: expected a FitResult"):
+        lp.from_fit(net, {"W": 1}, X, Y)
+
+
+def test_report_metrics_against_independent_computations():
+    """ECE (15 bins) against a histogram computation; AUROC against the rank-sum form of
+    the Mann-Whitney statistic (average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    from _common import laplace_report as rep_
+
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.2, 1.0, 500)
+    correct = (rng.uniform(size=500) < conf ** 2).astype(float)
+    counts, edges = np.histogram(conf, bins=15, range=(0.0, 1.0))
+    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, 14)
+    expect = sum(abs(correct[which == b].mean() - conf[which == b].mean()) * counts[b] / 500
+                 for b in range(15) if counts[b])
+    assert abs(rep_.ece(conf, correct)[0] - expect) <= 1e-12
+    s_in, s_out = rng.normal(1.0, 1.0, 40), np.round(rng.normal(0.0, 1.0, 30), 1)
+    ranks = rankdata(np.r_[s_in, s_out])[:40]
+    auc = (ranks.sum() - 40 * 41 / 2) / (40 * 30)
+    assert abs(rep_.auroc(s_in, s_out) - auc) <= 1e-12
+
+
+def test_train_cli_laplace_refusals(tmp_path):
+    """--laplace with --ensemble is refused (exit 2) before anything is trained."""
+    from helpers import load_script
+
+    cli = load_script("train", "train_cli_laplace")
+    out = tmp_path / "run"
+    assert cli.main(["--dataset", "breast_cancer", "--hidden", "4", "--epochs", "1",
+                     "--no-progress", "--laplace", "kron", "--ensemble", "2",
+                     "--out", str(out)]) == 2
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_train_cli_laplace_writes_the_side_by_side_block(tmp_path):
+    """train.py --laplace kron: results.json's "laplace" block holds MAP and Laplace numbers,
+    the MAP's equal the final test metrics, and the reliability SVG is written."""
+    import json
+
+    from helpers import load_script
+
+    cli = load_script("train", "train_cli_laplace")
+    out = tmp_path / "run"
+    assert cli.main(["--dataset", "breast_cancer", "--hidden", "8", "--epochs", "3",
+                     "--batch-size", "64", "--no-progress", "--laplace", "kron",
+                     "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())["laplace"]
+    assert doc["structure"] == "kron" and (out / doc["reliability_svg"]).exists()
+    final = json.loads((out / "results.json").read_text())["final"]["test"]
+    assert abs(doc["map"]["accuracy"] - final["accuracy"]) <= 1e-6
+    for w in ("map", "laplace"):
+        assert 0.0 <= doc[w]["ece"] <= 1.0 and 0.0 <= doc[w]["ood_auroc"] <= 1.0

@@ -36,8 +36,12 @@ EXIT_PEER_LOST = 4
 
 
 def add_arguments(p) -> None:
-    """train.py's ``--categorical`` and ``--init-timeout``."""
+    """train.py's ``--categorical``, ``--init-timeout`` and ``--laplace`` (laplace_report)."""
     from jaxmlp.parallel.distributed import DEFAULT_INIT_TIMEOUT
+
+    from _common import laplace_report
+
+    laplace_report.add_arguments(p)
 
     p.add_argument("--categorical", metavar="COLUMN[,COLUMN...]", help="with --data: feature "
                    "columns to one-hot encode although they hold numbers (default: none; a "
@@ -51,6 +55,9 @@ def check_config(cfg: dict, args) -> None:
     """Refuses K-FAC with ``--dp`` or ``--ensemble`` (UsageError naming ``--optimizer``), and
     records ``--categorical`` in ``cfg["data"]`` (a new --data run; a resumed one keeps the
     saved value). Before the output folder is claimed: nothing is written."""
+    from _common import laplace_report
+
+    laplace_report.configure(cfg, args)  # --laplace: refused with --ensemble, several processes
     if cfg.get("optimizer") == "kfac" and (cfg.get("dp") or cfg.get("ensemble") is not None):
         other = "--dp" if cfg.get("dp") else f"--ensemble {cfg['ensemble']}"
         raise UsageError(f"--optimizer: kfac is not combined with {other}: its step reads the "

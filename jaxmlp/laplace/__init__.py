@@ -13,6 +13,7 @@ prior precision (and the noise scale) by the evidence or by a validation grid.
     evidence.py     the log marginal likelihood and its gradient           (LA6), (LA8), (LA9)
     predictive.py   probit / extended probit / Monte Carlo, regression     (LA11)
     prior.py        optimize_prior_precision: evidence ascent, validation grid
+    trained.py      from_fit: the posterior of a jaxmlp.fit result, prior by the evidence
     flat.py         the parameter ordering and the prior precision's kinds (LA1)
 """
 
@@ -22,6 +23,7 @@ from jaxmlp.laplace.posterior import Posterior
 from jaxmlp.laplace.predictive import LINKS, negative_log_likelihood
 from jaxmlp.laplace.prior import optimize_prior_precision
 from jaxmlp.laplace.structures import STRUCTURES
+from jaxmlp.laplace.trained import from_fit
 
-__all__ = ["FULL_MAX_PARAMS", "LINKS", "Posterior", "STRUCTURES", "flatten", "laplace",
-           "negative_log_likelihood", "optimize_prior_precision", "unflatten"]
+__all__ = ["FULL_MAX_PARAMS", "LINKS", "Posterior", "STRUCTURES", "flatten", "from_fit",
+           "laplace", "negative_log_likelihood", "optimize_prior_precision", "unflatten"]

@@ -13,10 +13,13 @@ Carlo form (H12), its columns backpropagated by (B3)/(B4)):
   eigendecomposed once (``jnp.linalg.eigh``, eigenvalues clipped at 0);
 * "full" (LA5): G = sum_i sum_c v v^T with v = (vec(q_c abar^T))_l, the rows of the
   Jacobian-transposed factor in the order (LA1);
-* "last_layer" (LA5): the same for layer L's [W b] alone (q_c = the columns of S).
+* "last_layer" (LA5): the same for layer L's [W b] alone (q_c = the columns of S), summed as
+  G = sum_i H_i (x) abar_i abar_i^T (H_i = S_i S_i^T, n[L] x n[L]): n[L] times fewer
+  products than the n[L] rows' outer products.
 
-Minibatches: ``batch_size`` columns at a time (None: all at once), every sum exact; the last
-batch may be smaller (one more compile).
+Minibatches: ``batch_size`` columns at a time (None: all at once), every sum exact; the full
+minibatches run under ``lax.scan`` and a smaller last one after them, with the
+eigendecompositions, in ONE compiled call (one dispatch per fit).
 """
 
 from __future__ import annotations
@@ -41,9 +44,8 @@ __all__ = ["FULL_MAX_PARAMS", "laplace"]
 FULL_MAX_PARAMS = 4096
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("structure", "mc_samples"))
 def _batch_terms(net, params, X, Y, key, *, structure, mc_samples):
-    """Sum of the losses and the structure's curvature sums of one minibatch."""
+    """Sum of the losses and the structure's curvature sums of one minibatch (traced)."""
     _, cache = recurrences.forward_pass(net, params, X)  # (F1), (F2)
     Z_L, A_L = cache.Z[-1], cache.A[-1]
     loss = jnp.sum(recurrences.losses(net, Z_L, A_L, Y))  # (F3), summed
@@ -51,10 +53,11 @@ def _batch_terms(net, params, X, Y, key, *, structure, mc_samples):
         S = curvature.output_factor(net, Z_L, A_L, Y)  # (H1)-(H4)
     else:
         S = curvature.output_factor_mc(net, Z_L, A_L, Y, key, mc_samples)  # (H12)
-    if structure == "last_layer":
-        V = structures.jacobian_columns((S,), (cache.A[-2],))
-        V = V.reshape(V.shape[0], -1)
-        return loss, {"ggn": V @ V.T}
+    if structure == "last_layer":  # rows s_c (x) abar: G = sum_i H_i (x) abar_i abar_i^T
+        H = jnp.einsum("cai,dai->cdi", S, S)  # (n[L], n[L], m), H_i = S_i S_i^T
+        Ab = structures.abar(cache.A[-2])
+        G = jnp.einsum("cdi,ki,li->ckdl", H, Ab, Ab)
+        return loss, {"ggn": G.reshape(G.shape[0] * G.shape[1], -1)}
     Qs = curvature.backpropagate_columns(net, params, cache, S)  # (B3)/(B4) per column
     if structure == "diag":
         return loss, {"ggn": flat.flatten(curvature.ggn_diag_rule(Qs, cache, None, 1))}
@@ -65,10 +68,8 @@ def _batch_terms(net, params, X, Y, key, *, structure, mc_samples):
     return loss, {"ggn": V @ V.T}
 
 
-@jax.jit
 def _kron_eig(factors, n):
-    """(LA4) eigendecompositions of A = A_sum / n and G = G_sum, eigenvalues clipped at 0
-    (one compiled call for every layer)."""
+    """(LA4) eigendecompositions of A = A_sum / n and G = G_sum, eigenvalues clipped at 0."""
     cv = {"eig_A": [], "U_A": [], "eig_G": [], "U_G": []}
     for A_sum, G_sum in factors:
         for name, M in (("A", A_sum / n), ("G", G_sum)):
@@ -76,6 +77,40 @@ def _kron_eig(factors, n):
             cv["eig_" + name].append(jnp.maximum(lam, 0.0))
             cv["U_" + name].append(U)
     return {k: tuple(v) for k, v in cv.items()}
+
+
+@functools.partial(jax.jit, static_argnums=0,
+                   static_argnames=("structure", "mc_samples", "batch_size"))
+def _fit(net, params, X, Y, key, *, structure, mc_samples, batch_size):
+    """The whole pass in one compiled call: the n // batch_size full minibatches under
+    ``lax.scan`` (minibatch b uses ``fold_in(key, b)``), the remainder after them, the sums
+    added; for "kron" the eigendecompositions (LA4). Returns ``(loss, curvature)``."""
+    n = X.shape[1]
+    nb, rem = divmod(n, batch_size)
+
+    def terms(b, Xb, Yb):
+        k = None if key is None else jax.random.fold_in(key, b)
+        return _batch_terms(net, params, Xb, Yb, k, structure=structure, mc_samples=mc_samples)
+
+    if nb == 1:
+        loss, acc = terms(0, X[:, :batch_size], Y[:, :batch_size])
+    else:
+        cut = nb * batch_size
+        Xs = jnp.moveaxis(X[:, :cut].reshape(X.shape[0], nb, batch_size), 1, 0)
+        Ys = jnp.moveaxis(Y[:, :cut].reshape(Y.shape[0], nb, batch_size), 1, 0)
+        first = terms(0, Xs[0], Ys[0])
+
+        def body(carry, inp):
+            b, Xb, Yb = inp
+            return jax.tree.map(jnp.add, carry, terms(b, Xb, Yb)), None
+
+        (loss, acc), _ = jax.lax.scan(body, first, (jnp.arange(1, nb), Xs[1:], Ys[1:]))
+    if rem:
+        lb, tb = terms(nb, X[:, nb * batch_size:], Y[:, nb * batch_size:])
+        loss, acc = loss + lb, jax.tree.map(jnp.add, acc, tb)
+    if structure == "kron":
+        return loss, _kron_eig(acc["factors"], jnp.asarray(n, X.dtype))
+    return loss, {"ggn": acc["ggn"]}
 
 
 def _check_structure(structure):
@@ -139,17 +174,8 @@ def laplace(net: Network, params, X, Y, *, structure: str = "kron", prior_precis
 
     n = X.shape[1]
     bs = n if batch_size is None else min(batch_size, n)
-    loss, acc = None, None
-    for b, start in enumerate(range(0, n, bs)):
-        k = None if key is None else jax.random.fold_in(key, b)
-        lb, tb = _batch_terms(net, params, X[:, start:start + bs], Y[:, start:start + bs], k,
-                              structure=structure, mc_samples=mc_samples)
-        loss = lb if loss is None else loss + lb
-        acc = tb if acc is None else jax.tree.map(jnp.add, acc, tb)
-    if structure == "kron":
-        cv = _kron_eig(acc["factors"], jnp.asarray(n, dtype))
-    else:
-        cv = {"ggn": acc["ggn"]}
+    loss, cv = _fit(net, params, X, Y, key, structure=structure, mc_samples=mc_samples,
+                    batch_size=bs)
     return Posterior(net=net, structure=structure, prior_kind=kind, n_data=n, params=params,
                      curvature=cv, prior_precision=prior, temperature=jnp.asarray(T, dtype),
                      sigma_noise=sigma, loss=loss)

@@ -23,8 +23,8 @@ from jaxmlp.nn.network import Network
 from jaxmlp.nn.scalars import real_number
 from jaxmlp.quantities import curvature
 
-__all__ = ["STRUCTURES", "check_sigma_noise", "functional_covariance", "layers", "num_params",
-           "num_groups", "precision_terms", "sample", "theta"]
+__all__ = ["STRUCTURES", "abar", "check_sigma_noise", "functional_covariance", "layers",
+           "num_params", "num_groups", "precision_terms", "sample", "theta"]
 
 #: The structures of the posterior precision.
 STRUCTURES = ("diag", "kron", "full", "last_layer")
@@ -121,8 +121,10 @@ def precision_terms(la, delta, h):
     return logdet, jax.ops.segment_sum(tpp, groups, num_segments=k)
 
 
-def _abar(A_prev):
+def abar(A_prev):
+    """[A[l-1]; 1] (n[l-1]+1, m)."""
     return jnp.concatenate([A_prev, jnp.ones((1, A_prev.shape[1]), A_prev.dtype)], axis=0)
+
 
 
 def unit_columns(la, cache) -> tuple:
@@ -140,7 +142,7 @@ def jacobian_columns(Qs, As) -> jax.Array:
     shape (P, C, m). Used only by the dense structures (and the fit of "full")."""
     parts = []
     for Q, A_prev in zip(Qs, As):
-        V = jnp.einsum("jci,ki->jkci", Q, _abar(A_prev))
+        V = jnp.einsum("jci,ki->jkci", Q, abar(A_prev))
         parts.append(V.reshape((-1,) + Q.shape[1:]))
     return jnp.concatenate(parts, axis=0)
 
@@ -152,7 +154,8 @@ def functional_covariance(la, X):
     diag: Sigma[c,d] = sum_l sum_j Q[j,c] Q[j,d] (Pinv_l abar^2)_j (Pinv_l the (n[l], n[l-1]+1)
     block of 1/(h g + delta)); kron: the same in the eigenbases, Q~ = U_G^T Q,
     abar~ = U_A^T abar, Pinv_l -> 1/D; full and last_layer: the rows (LA5) and the
-    Cholesky factor, Sigma = W^T W with W = L^{-1} J^T.
+    Cholesky factor, Sigma = W^T W with W = L^{-1} J^T; last_layer: its rows are
+    e_c (x) abar^T, so W[:, c] = L^{-1}[:, (c, .)] abar (J not materialised).
     """
     net = la.net
     _, cache = recurrences.forward_pass(net, la.params, X)
@@ -165,15 +168,21 @@ def functional_covariance(la, X):
     if s == "diag":
         Pinv = _blocks(la, 1.0 / (h * la.curvature["ggn"] + per_parameter(la, delta)))
         for Q, A_prev, Pi in zip(Qs, As, Pinv):
-            M = Pi @ jnp.square(_abar(A_prev))  # (n[l], m)
+            M = Pi @ jnp.square(abar(A_prev))  # (n[l], m)
             Sigma = Sigma + jnp.einsum("jci,jdi,ji->cdi", Q, Q, M)
     elif s == "kron":
         cv = la.curvature
         for Q, A_prev, UA, UG, D in zip(Qs, As, cv["U_A"], cv["U_G"], _kron_D(la, delta, h)):
             Qt = jnp.einsum("jk,jci->kci", UG, Q)
-            At = UA.T @ _abar(A_prev)
+            At = UA.T @ abar(A_prev)
             M = (1.0 / D) @ jnp.square(At)
             Sigma = Sigma + jnp.einsum("jci,jdi,ji->cdi", Qt, Qt, M)
+    elif s == "last_layer":  # J rows e_c (x) abar^T: W = L^{-1} J^T without J
+        Lc = _cholesky(la, delta, h)
+        Linv = solve_triangular(Lc, jnp.eye(Lc.shape[0], dtype=Lc.dtype), lower=True)
+        n_L, Ab = Qs[0].shape[0], abar(As[0])
+        W = jnp.einsum("pck,ki->pci", Linv.reshape(Linv.shape[0], n_L, -1), Ab)
+        Sigma = jnp.einsum("pci,pdi->cdi", W, W)
     else:
         Jt = jacobian_columns(Qs, As)  # (P, n[L], m)
         Lc = _cholesky(la, delta, h)

@@ -1,0 +1,71 @@
+"""A Laplace approximation of a trained result: :func:`from_fit`.
+
+``jaxmlp.fit`` returns a ``FitResult`` whose ``state.params`` is the MAP (the last good
+state); :func:`from_fit` fits :func:`jaxmlp.laplace.laplace` there on the training split
+and chooses the prior precision (and, for mean squared error, the noise scale) by the
+evidence (LA6) with the gradient (LA8), (LA9). The result is duck-typed (anything with
+``.state.params``, ``.params``, or a params list itself), so this package does not import
+the training package (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax.numpy as jnp
+
+from jaxmlp.laplace.fitting import laplace
+from jaxmlp.laplace.posterior import Posterior
+from jaxmlp.laplace.prior import optimize_prior_precision
+from jaxmlp.nn.network import Network
+
+__all__ = ["from_fit"]
+
+
+def _params_of(result):
+    status = getattr(result, "status", None)
+    if status == "diverged":
+        raise ValueError("result: the training diverged (status 'diverged'); a Laplace "
+                         "approximation expands around a trained optimum, refit first.")
+    state = getattr(result, "state", None)
+    params = getattr(state, "params", None) if state is not None else getattr(
+        result, "params", result)
+    if not isinstance(params, (list, tuple)) or not all(
+            isinstance(p, dict) and set(p) == {"W", "b"} for p in params):
+        raise TypeError(f"result: expected a FitResult (jaxmlp.fit), a TrainState or params "
+                        f"[{{'W', 'b'}}, ...], got {type(result).__name__}.")
+    return params
+
+
+def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
+             prior_precision: Optional[float] = None, temperature: float = 1.0,
+             batch_size: Optional[int] = None, mc_samples: Optional[int] = None, key=None,
+             steps: int = 300) -> Posterior:
+    """The Laplace posterior at a trained result's params, prior chosen by the evidence.
+
+    Arguments:
+      net: the network trained. result: a ``FitResult`` (its ``state.params``), a
+        ``TrainState`` or params; a diverged result is refused. An ensemble's stacked params
+        are refused by :func:`laplace` (fit one member's params).
+      X, Y: the training split (n[0], n_data), (n[L], n_data) the posterior conditions on.
+      structure, temperature, batch_size, mc_samples, key: as :func:`laplace`.
+      prior_precision: None (default): a scalar chosen by ``steps`` steps of the evidence
+        ascent (LA6), (LA8) from 1, with the noise scale for mean squared error (LA9) from
+        the training residuals' root mean square; a number: that prior, nothing optimised.
+
+    Returns:
+      a :class:`Posterior`.
+    """
+    params = _params_of(result)
+    if prior_precision is not None:
+        return laplace(net, params, X, Y, structure=structure, prior_precision=prior_precision,
+                       temperature=temperature, batch_size=batch_size, mc_samples=mc_samples,
+                       key=key)
+    regression = net.cost == "mean_squared_error"
+    sigma = 1.0
+    la = laplace(net, params, X, Y, structure=structure, temperature=temperature,
+                 batch_size=batch_size, mc_samples=mc_samples, key=key)
+    if regression:  # 0.5 sum ||a - y||^2 = la.loss: residual mean square per output
+        sigma = float(jnp.sqrt(2.0 * la.loss / (la.n_data * net.sizes[-1])))
+        la = la.with_prior(sigma_noise=max(sigma, 1e-6))
+    return optimize_prior_precision(la, "marglik", steps=steps, fit_sigma_noise=regression)
