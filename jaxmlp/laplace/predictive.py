@@ -50,9 +50,13 @@ def task(net) -> str:
 
 @functools.partial(jax.jit, static_argnames=("link", "n_samples"))
 def _predict(la, X, key, *, link, n_samples):
-    mu, Sigma = structures.functional_covariance(la, X)
     kind = task(la.net)
-    var = jnp.diagonal(Sigma, axis1=0, axis2=1).T  # (n[L], m)
+    if kind == "regression" or link == "probit" or (kind == "sigmoid" and link != "mc"):
+        mu, var = structures.functional_covariance(la, X, diagonal=True)  # (n[L], m)
+        Sigma = None
+    else:
+        mu, Sigma = structures.functional_covariance(la, X)
+        var = jnp.diagonal(Sigma, axis1=0, axis2=1).T  # (n[L], m)
     if kind == "regression":
         return mu, var + jnp.square(la.sigma_noise)
     if link == "mc":

@@ -147,9 +147,11 @@ def jacobian_columns(Qs, As) -> jax.Array:
     return jnp.concatenate(parts, axis=0)
 
 
-@jax.jit
-def functional_covariance(la, X):
-    """(LA10) ``(z[L] (n[L], m), Sigma (n[L], n[L], m))``, Sigma_i = J_i P^{-1} J_i^T.
+@functools.partial(jax.jit, static_argnames=("diagonal",))
+def functional_covariance(la, X, *, diagonal=False):
+    """(LA10) ``(z[L] (n[L], m), Sigma (n[L], n[L], m))``, Sigma_i = J_i P^{-1} J_i^T;
+    with ``diagonal=True`` only its diagonal (n[L], m) (what the probit link and regression
+    use: the last contraction keeps c = d, n[L] times fewer products).
 
     diag: Sigma[c,d] = sum_l sum_j Q[j,c] Q[j,d] (Pinv_l abar^2)_j (Pinv_l the (n[l], n[l-1]+1)
     block of 1/(h g + delta)); kron: the same in the eigenbases, Q~ = U_G^T Q,
@@ -169,26 +171,32 @@ def functional_covariance(la, X):
         Pinv = _blocks(la, 1.0 / (h * la.curvature["ggn"] + per_parameter(la, delta)))
         for Q, A_prev, Pi in zip(Qs, As, Pinv):
             M = Pi @ jnp.square(abar(A_prev))  # (n[l], m)
-            Sigma = Sigma + jnp.einsum("jci,jdi,ji->cdi", Q, Q, M)
+            Sigma = Sigma + _gram(Q, Q, M, diagonal)
     elif s == "kron":
         cv = la.curvature
         for Q, A_prev, UA, UG, D in zip(Qs, As, cv["U_A"], cv["U_G"], _kron_D(la, delta, h)):
             Qt = jnp.einsum("jk,jci->kci", UG, Q)
             At = UA.T @ abar(A_prev)
             M = (1.0 / D) @ jnp.square(At)
-            Sigma = Sigma + jnp.einsum("jci,jdi,ji->cdi", Qt, Qt, M)
+            Sigma = Sigma + _gram(Qt, Qt, M, diagonal)
     elif s == "last_layer":  # J rows e_c (x) abar^T: W = L^{-1} J^T without J
         Lc = _cholesky(la, delta, h)
         Linv = solve_triangular(Lc, jnp.eye(Lc.shape[0], dtype=Lc.dtype), lower=True)
         n_L, Ab = Qs[0].shape[0], abar(As[0])
         W = jnp.einsum("pck,ki->pci", Linv.reshape(Linv.shape[0], n_L, -1), Ab)
-        Sigma = jnp.einsum("pci,pdi->cdi", W, W)
+        Sigma = _gram(W, W, None, diagonal)
     else:
         Jt = jacobian_columns(Qs, As)  # (P, n[L], m)
         Lc = _cholesky(la, delta, h)
         W = solve_triangular(Lc, Jt.reshape(Jt.shape[0], -1), lower=True).reshape(Jt.shape)
-        Sigma = jnp.einsum("pci,pdi->cdi", W, W)
+        Sigma = _gram(W, W, None, diagonal)
     return cache.Z[-1], Sigma
+
+
+def _gram(U, V, M, diagonal):
+    """sum_j U[j,c,i] V[j,d,i] M[j,i] -> (c, d, i), or its c = d entries (c, i)."""
+    UM = U if M is None else U * M[:, None, :]
+    return jnp.einsum("jci,jci->ci", UM, V) if diagonal else jnp.einsum("jci,jdi->cdi", UM, V)
 
 
 @functools.partial(jax.jit, static_argnums=2)
