@@ -174,3 +174,26 @@ def test_train_cli_with_a_registered_activation(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.startswith(f"train.py: error: --register: {bad_rule}: ValueError: derivative:")
     assert "passed: False" in bad.stderr
+
+
+def test_an_optional_parameter_or_a_ufunc_out_is_not_the_activation_output(fresh):
+    """g'(Z) vs g'(Z, A) is read from the REQUIRED positional parameters: a derivative with an
+    optional slope (``def d(Z, alpha=0.01)``) or a NumPy ufunc (whose ``out`` is optional) is
+    called with Z alone, so the registered (B4) is dA * g'(Z), not dA * g'(Z, A)."""
+    take = verification.takes_activation_output
+    assert take(lambda Z, A: Z) and take(lambda *zs: zs[0])
+    assert not take(lambda Z: Z) and not take(lambda Z, alpha=0.01: Z) and not take(np.cos)
+    assert not take(lambda Z, *, alpha=0.01: Z)
+
+    def leaky(Z, alpha=0.25):
+        return jnp.where(Z > 0, Z, alpha * Z)
+
+    def dleaky(Z, alpha=0.25):
+        return jnp.where(Z > 0, 1.0, alpha)
+
+    fresh.append("leaky_quarter")
+    act = registry.register_activation("leaky_quarter", leaky, dleaky, check=False)
+    Z = jnp.array([[-2.0, 3.0], [0.5, -1.0]])
+    dA = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(act.backward(dA, Z, leaky(Z)), dA * np.where(Z > 0, 1.0, 0.25))
+    assert verification.check_activation_rule(leaky, dleaky).passed

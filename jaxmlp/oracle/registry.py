@@ -23,7 +23,6 @@ one loads in a process that registered the same name.
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Optional
 
 from jaxmlp.nn.activations import ACTIVATIONS, Activation
@@ -40,13 +39,6 @@ def _check_name(name, registry: dict, what: str) -> None:
     if name in registry:
         raise ValueError(f"name: the {what} {name!r} is already registered; choose another name "
                          f"(registered: {sorted(registry)}).")
-
-
-def _arity(fn) -> int:
-    try:
-        return len(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return 1
 
 
 def register_activation(name: str, forward: Callable, derivative: Callable, *,
@@ -76,7 +68,7 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
       taken name or an unknown ``init``; TypeError for arguments of the wrong type.
     """
     from jaxmlp.nn.init import SCHEMES
-    from jaxmlp.oracle.verification import check_activation_rule
+    from jaxmlp.oracle.verification import check_activation_rule, takes_activation_output
 
     _check_name(name, ACTIVATIONS, "activation")
     for arg, fn in (("forward", forward), ("derivative", derivative)):
@@ -98,7 +90,7 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
             raise ValueError(f"derivative: the rule for {name!r} disagrees with autodiff of its "
                              f"forward map; nothing was registered.\n{report.table()}")
     if elementwise:
-        if _arity(derivative) >= 2:
+        if takes_activation_output(derivative):
             backward = lambda dA, Z, A: dA * derivative(Z, A)  # noqa: E731  (B4)
         else:
             backward = lambda dA, Z, A: dA * derivative(Z)  # noqa: E731  (B4)
@@ -106,7 +98,7 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
         backward = derivative
     second = None
     if second_derivative is not None:
-        second = (second_derivative if _arity(second_derivative) < 2
+        second = (second_derivative if not takes_activation_output(second_derivative)
                   else (lambda Z: second_derivative(Z, forward(Z))))
     act = Activation(name=name, forward=forward, backward=backward, init=init,
                      elementwise=elementwise, second_derivative=second)

@@ -426,14 +426,24 @@ def _region_row(quantity, region, rule, oracle, where, tol) -> RegionError:
     return RegionError(quantity, region, int(flat.size), float(flat[i]), where(i), bad, float(tol))
 
 
-def _call_derivative(derivative, Z, A):
+def takes_activation_output(derivative: Callable) -> bool:
+    """Whether an element-wise rule is ``g'(Z, A)`` (True) or ``g'(Z)`` (False): it is called
+    with A when it has two required positional parameters (or ``*args``). Optional parameters
+    (``def d(Z, alpha=0.01)``) and a NumPy ufunc's ``out`` are not counted."""
     import inspect
 
     try:
-        n = len(inspect.signature(derivative).parameters)
+        params = inspect.signature(derivative).parameters.values()
     except (TypeError, ValueError):
-        n = 1
-    return derivative(Z, A) if n >= 2 else derivative(Z)
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    return sum(p.kind in positional and p.default is inspect.Parameter.empty for p in params) >= 2
+
+
+def _call_derivative(derivative, Z, A):
+    return derivative(Z, A) if takes_activation_output(derivative) else derivative(Z)
 
 
 def check_activation_rule(forward: Callable, derivative: Callable, *,
