@@ -481,42 +481,58 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
             d1 = jax.vmap(jax.grad(g))
             d2 = jax.vmap(jax.grad(jax.grad(g)))
             regions = {"random": np.asarray(3.0 * jax.random.normal(key, (512,), jnp.float64)),
-                       **{k: np.asarray(v) for k, v in ACTIVATION_REGIONS.items()}}
-            for region, z in regions.items():
-                Z = jnp.asarray(z, jnp.float64)
+                       **{k: np.asarray(v, np.float64) for k, v in ACTIVATION_REGIONS.items()}}
+            # shapes first, by tracing alone (nothing compiled or run)
+            spec = jax.ShapeDtypeStruct(regions["random"].shape, jnp.float64)
+            A_shape = jax.eval_shape(forward, spec).shape
+            if A_shape != spec.shape:
+                raise ValueError(f"forward: expected an output of the input's shape {spec.shape}, "
+                                 f"got {A_shape}.")
+            rule_shape = jax.eval_shape(lambda Z: _call_derivative(derivative, Z, forward(Z)),
+                                        spec).shape
+            if rule_shape != spec.shape:
+                raise ValueError(f"derivative: expected g'(Z) of Z's shape {spec.shape}, got "
+                                 f"{rule_shape}.")
+
+            # every region in one vector, each quantity in one compiled program per dtype
+            @jax.jit
+            def evaluate(Z):
+                Zr = Z.astype(jnp.float64)  # the same (rounded) points, for autodiff
                 A = forward(Z)
-                if np.shape(A) != Z.shape:
-                    raise ValueError(f"forward: expected an output of the input's shape {Z.shape}, "
-                                     f"got {np.shape(A)}.")
-                where = lambda i, z=z: f"z = {z[i]:.6g}"  # noqa: E731
-                rule = _call_derivative(derivative, Z, A)
-                if np.shape(rule) != Z.shape:
-                    raise ValueError(f"derivative: expected g'(Z) of Z's shape {Z.shape}, got "
-                                     f"{np.shape(rule)}.")
-                oracle1 = d1(Z)
-                rows.append(_region_row("g'(z)", region, rule, oracle1, where, tol))
+                out = {"A": A, "A64": forward(Zr), "rule": _call_derivative(derivative, Z, A),
+                       "oracle1": d1(Zr)}
                 if second_derivative is not None:
-                    oracle2 = d2(Z)
-                    rows.append(_region_row("g''(z)", region, _call_derivative(
-                        second_derivative, Z, A), oracle2, where, tol))
+                    out["rule2"] = _call_derivative(second_derivative, Z, A)
+                    out["oracle2"] = d2(Zr)
+                return out
+
+            z_all = np.concatenate(list(regions.values()))
+            at64 = jax.tree.map(np.asarray, evaluate(jnp.asarray(z_all, jnp.float64)))
+            at32 = jax.tree.map(np.asarray, evaluate(jnp.asarray(z_all, jnp.float32)))
+            bounds = np.cumsum([0] + [z.size for z in regions.values()])
+            for (region, z), lo, hi in zip(regions.items(), bounds[:-1], bounds[1:]):
+                where = lambda i, z=z: f"z = {z[i]:.6g}"  # noqa: E731
+                rows.append(_region_row("g'(z)", region, at64["rule"][lo:hi],
+                                        at64["oracle1"][lo:hi], where, tol))
+                if second_derivative is not None:
+                    rows.append(_region_row("g''(z)", region, at64["rule2"][lo:hi],
+                                            at64["oracle2"][lo:hi], where, tol))
                 # the same rule evaluated in float32 (training's default), against float64
                 # autodiff at the same (rounded) points
-                Z32 = Z.astype(jnp.float32)
-                Zr = Z32.astype(jnp.float64)
-                A32 = forward(Z32)
-                rows.append(_region_row("g'(z)", region + ", float32",
-                                        _call_derivative(derivative, Z32, A32), d1(Zr), where,
-                                        tol_float32))
-                rows.append(_region_row("g(z)", region + ", float32", A32, forward(Zr), where,
-                                        tol_float32))
+                rows.append(_region_row("g'(z)", region + ", float32", at32["rule"][lo:hi],
+                                        at32["oracle1"][lo:hi], where, tol_float32))
+                rows.append(_region_row("g(z)", region + ", float32", at32["A"][lo:hi],
+                                        at32["A64"][lo:hi], where, tol_float32))
             # several units at once: g must act on each unit alone. The Jacobian of the
             # forward map on columns of 6 units (jax.jacobian) must be diagonal, its diagonal
             # the rule's g'(Z): a g that mixes units (z times the mean over units) agrees with
             # its rule on one unit only, and is refused here.
             Zc = 3.0 * jax.random.normal(jax.random.fold_in(key, 1), (6, 4), jnp.float64)
-            jac = jax.vmap(jax.jacobian(forward), in_axes=1)(Zc)  # (4 columns, 6, 6)
-            off = jac * (1.0 - jnp.eye(6))[None]
-            rule = _call_derivative(derivative, Zc, forward(Zc))
+            jac, rule = jax.jit(lambda Zc: (
+                jax.vmap(jax.jacobian(forward), in_axes=1)(Zc),  # (4 columns, 6, 6)
+                _call_derivative(derivative, Zc, forward(Zc))))(Zc)
+            jac = np.asarray(jac)
+            off = jac * (1.0 - np.eye(6))[None]
             where_c = lambda i: f"column {i} of a (6, 4) Z = 3 N(0, 1)"  # noqa: E731
             rows.append(_region_row("g'(z) on several units", "random (6, 4)",
                                     np.asarray(rule).T, np.diagonal(jac, axis1=1, axis2=2),
@@ -528,23 +544,25 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
             k1, k2 = jax.random.split(key)
             base = jax.random.normal(k1, (6, 9), jnp.float64)
             dA = jax.random.normal(k2, (6, 9), jnp.float64)
+            rule_shape = jax.eval_shape(lambda dA, Z: derivative(dA, Z, forward(Z)), dA,
+                                        base).shape
+            if rule_shape != base.shape:
+                raise ValueError(f"derivative: expected dZ of Z's shape {base.shape}, got "
+                                 f"{rule_shape}.")
+
+            @jax.jit
+            def evaluate(dA, Z):  # the rule in Z's dtype; the oracle in float64 at the same Z
+                _, vjp = jax.vjp(forward, Z.astype(jnp.float64))
+                return derivative(dA, Z, forward(Z)), vjp(dA.astype(jnp.float64))[0]
+
             for region, scale in (("random", 3.0), ("saturation", 100.0), ("near kinks", 1e-9)):
                 Z = scale * base
-                A, vjp = jax.vjp(forward, Z)
-                rule = derivative(dA, Z, A)
-                if np.shape(rule) != Z.shape:
-                    raise ValueError(f"derivative: expected dZ of Z's shape {Z.shape}, got "
-                                     f"{np.shape(rule)}.")
-                oracle = vjp(dA)[0]
                 where = lambda i, s=scale: f"column {i} of Z = {s:g} N(0, 1)"  # noqa: E731
-                rows.append(_region_row("dZ (B4)", region, np.asarray(rule).T,
-                                        np.asarray(oracle).T, where, tol))
-                Z32, dA32 = Z.astype(jnp.float32), dA.astype(jnp.float32)
-                rule32 = derivative(dA32, Z32, forward(Z32))
-                _, vjp_r = jax.vjp(forward, Z32.astype(jnp.float64))
-                oracle_r = vjp_r(dA32.astype(jnp.float64))[0]
-                rows.append(_region_row("dZ (B4)", region + ", float32", np.asarray(rule32).T,
-                                        np.asarray(oracle_r).T, where, tol_float32))
+                for suffix, dtype, tol_ in (("", jnp.float64, tol),
+                                            (", float32", jnp.float32, tol_float32)):
+                    rule, oracle = evaluate(dA.astype(dtype), Z.astype(dtype))
+                    rows.append(_region_row("dZ (B4)", region + suffix, np.asarray(rule).T,
+                                            np.asarray(oracle).T, where, tol_))
     passed = all(r.nonfinite == 0 and r.max_error <= r.tol for r in rows)
     return RuleCheckReport(tuple(rows), float(tol), passed)
 
