@@ -600,27 +600,31 @@ def check_cost_rule(loss_fn: Callable, dloss_dA: Callable, *, unit_range: bool =
                 "saturation": 1e3 * jnp.sign(jax.random.normal(k3, shape, jnp.float64)),
                 "A near Y": Y + 1e-9 * jnp.sign(jax.random.normal(k3, shape, jnp.float64)),
             }
-        L = loss_fn(regions["random"], Y)
-        if np.shape(L) != (shape[1],):
+        # shapes first, by tracing alone (nothing compiled or run)
+        L = jax.eval_shape(loss_fn, regions["random"], Y)
+        if L.shape != (shape[1],):
             raise ValueError(f"loss: expected per-example losses of shape (m,) = ({shape[1]},) for "
-                             f"(n, m) = {shape} inputs, got {np.shape(L)}; sum over axis 0 only.")
-        L1 = loss_fn(regions["random"][:, 0], Y[:, 0])
-        if np.shape(L1) != ():
+                             f"(n, m) = {shape} inputs, got {L.shape}; sum over axis 0 only.")
+        L1 = jax.eval_shape(loss_fn, regions["random"][:, 0], Y[:, 0])
+        if L1.shape != ():
             raise ValueError(f"loss: expected a scalar for one column of shape ({shape[0]},), got "
-                             f"shape {np.shape(L1)}; sum over axis 0 only.")
+                             f"shape {L1.shape}; sum over axis 0 only.")
+        rule = jax.eval_shape(dloss_dA, regions["random"], Y)
+        if rule.shape != shape:
+            raise ValueError(f"dloss_dA: expected dL/dA of A's shape {shape}, got {rule.shape}.")
+
+        @jax.jit
+        def evaluate(A, Y):  # the rule in A's dtype; the oracle in float64 at the same points
+            Ar, Yr = A.astype(jnp.float64), Y.astype(jnp.float64)
+            return dloss_dA(A, Y), jax.grad(lambda a: jnp.sum(loss_fn(a, Yr)))(Ar)
+
+        where = lambda i: f"example {i}"  # noqa: E731
         for region, A in regions.items():
-            rule = dloss_dA(A, Y)
-            if np.shape(rule) != shape:
-                raise ValueError(f"dloss_dA: expected dL/dA of A's shape {shape}, got {np.shape(rule)}.")
-            oracle = jax.grad(lambda a: jnp.sum(loss_fn(a, Y)))(A)
-            where = lambda i: f"example {i}"  # noqa: E731
-            rows.append(_region_row("dL/dA", region, np.asarray(rule).T, np.asarray(oracle).T,
-                                    where, tol))
-            A32, Y32 = A.astype(jnp.float32), Y.astype(jnp.float32)
-            Ar, Yr = A32.astype(jnp.float64), Y32.astype(jnp.float64)
-            oracle_r = jax.grad(lambda a: jnp.sum(loss_fn(a, Yr)))(Ar)
-            rows.append(_region_row("dL/dA", region + ", float32", np.asarray(dloss_dA(A32, Y32)).T,
-                                    np.asarray(oracle_r).T, where, tol_float32))
+            for suffix, dtype, tol_ in (("", jnp.float64, tol),
+                                        (", float32", jnp.float32, tol_float32)):
+                rule, oracle = evaluate(A.astype(dtype), Y.astype(dtype))
+                rows.append(_region_row("dL/dA", region + suffix, np.asarray(rule).T,
+                                        np.asarray(oracle).T, where, tol_))
     passed = all(r.nonfinite == 0 and r.max_error <= r.tol for r in rows)
     return RuleCheckReport(tuple(rows), float(tol), passed)
 # ----------------------------------------------------------------------------- curvature
