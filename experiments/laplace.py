@@ -21,7 +21,9 @@ of the same network (target <= 2 epochs), and the GLM predictive of the test spl
 one value_and_grad of that split (target <= 3x).
 
     python experiments/laplace.py [--seeds 0,1,2] [--structure kron] [--epochs N]
-                                  [--weight-decay W] [--rounds 15] [--out DIR | --results]
+                                  [--weight-decay W] [--hidden N] [--prior evidence]
+                                  [--rounds 15]
+                                  [--out DIR | --results]
 
 Writes ``laplace.json`` and ``reliability_digits.svg`` (MAP and Laplace, seed 0) under --out.
 """
@@ -86,14 +88,22 @@ def map_temperature(net, params, ds, binary):
     return {"temperature": best[0], "nll": best[1]}
 
 
-def classification(name, seed, structure):
+PRIORS = ("evidence", "evidence_per_layer", "weight_decay")
+
+
+def classification(name, seed, structure, prior="evidence"):
     ds, net, params = train_map(name, seed)
     binary = ds.output_activation == "sigmoid"
     t0 = time.perf_counter()
     la = lp.laplace(net, params, ds.X_train, ds.Y_train, structure=structure)
-    la = lp.optimize_prior_precision(la, method="marglik")
+    if prior == "weight_decay":  # the prior the training's penalty implies: lambda n_train
+        la = la.with_prior(CONFIG[name][5] * ds.X_train.shape[1])
+    else:
+        start = 1.0 if prior == "evidence" else [1.0] * len(la.layers)
+        la = lp.optimize_prior_precision(la.with_prior(start), method="marglik")
     fit_s = time.perf_counter() - t0
-    out = {"prior_precision": float(la.prior_precision), "fit_and_prior_seconds": fit_s,
+    out = {"prior_precision": np.asarray(la.prior_precision).tolist(),
+           "fit_and_prior_seconds": fit_s,
            **report.compare(net, params, la, ds.X_test, ds.Y_test, seed),
            "map_temperature": map_temperature(net, params, ds, binary)}
     return out, (net, params, ds, la)
@@ -156,6 +166,11 @@ def main(argv=None):
                     "(default: CONFIG's)")
     ap.add_argument("--weight-decay", type=float, help="weight decay of digits and "
                     "breast_cancer (default: CONFIG's)")
+    ap.add_argument("--prior", default="evidence", choices=PRIORS,
+                    help="classification's prior precision: a scalar by the evidence, one per "
+                         "layer by the evidence, or the training's weight decay times n_train")
+    ap.add_argument("--hidden", type=int, help="one hidden layer of this width for digits and "
+                    "breast_cancer (default: CONFIG's)")
     output.add_out_arguments(ap, "results/laplace")
     args = ap.parse_args(argv)
     output.resolve_out(args, "laplace")
@@ -168,15 +183,17 @@ def main(argv=None):
         c = list(CONFIG[name])
         c[2] = c[2] if args.epochs is None else args.epochs
         c[5] = c[5] if args.weight_decay is None else args.weight_decay
+        c[0] = c[0] if args.hidden is None else (args.hidden,)
         CONFIG[name] = tuple(c)
     doc = {"machine": benchmarking.machine_info(), "structure": args.structure,
+           "prior": args.prior,
            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
            "config": {k: list(v) for k, v in CONFIG.items()}, "results": {}}
     print(f"{'set':>14} {'seed':>4} {'':>8} {'acc':>7} {'NLL':>8} {'ECE':>7} {'AUROC':>7}")
     keep = None
     for name in ("digits", "breast_cancer"):
         for seed in seeds:
-            r, extra = classification(name, seed, args.structure)
+            r, extra = classification(name, seed, args.structure, args.prior)
             doc["results"].setdefault(name, {})[seed] = r
             if name == "digits" and keep is None:
                 keep = extra
@@ -188,7 +205,7 @@ def main(argv=None):
             for w in ("map", "laplace"):
                 m = r[w]
                 extra = (f"  T* {r['map_temperature']['temperature']:.3f}" if w == "map"
-                         else f"  prior {r['prior_precision']:.3g}")
+                         else f"  prior {np.round(r['prior_precision'], 3)}")
                 print(f"{name:>14} {seed:>4} {w:>8} {m['accuracy']:7.4f} {m['nll']:8.4f} "
                       f"{m['ece']:7.4f} {m['ood_auroc']:7.4f}{extra}", flush=True)
     for seed in seeds:
@@ -197,7 +214,7 @@ def main(argv=None):
         print(f"{'diabetes':>14} {seed:>4} NLL MAP {r['map']['nll']:.4f} (noise var "
               f"{r['map']['noise_variance']:.3f})  Laplace {r['laplace']['nll']:.4f} (noise var "
               f"{r['laplace']['noise_variance']:.3f})", flush=True)
-    if args.rounds > 0 and keep is not None:
+    if args.rounds > 0 and keep is not None and args.hidden is None:
         net, params, ds, _ = keep
         t = cost(net, params, ds, args.rounds)
         doc["cost"] = {k: v.to_json() for k, v in t.items()}
