@@ -1,109 +1,289 @@
 """jaxmlp.sklearn.MLPClassifier against scikit-learn's MLPClassifier: accuracy and fit time.
 
-    python experiments/sklearn_compare.py                       # table only
-    python experiments/sklearn_compare.py --out results/sklearn # also writes compare.json
+    python experiments/sklearn_compare.py              # a new runs/sklearn_compare-<time>/
+    python experiments/sklearn_compare.py --results    # rewrites results/sklearn_compare/
 
-Both estimators get the same data (scikit-learn's bundled digits and breast cancer sets,
-a stratified 75/25 split per seed, features standardised on the training split), the same
-hidden sizes, epochs, batch size (200), Adam learning rate (1e-3) and no L2 penalty
-(scikit-learn's ``alpha=0``); scikit-learn's early stop on a flat training loss is turned
-off (``n_iter_no_change=epochs``), so both run every epoch. Test accuracy is reported per
-seed. Fit time, two ways, in one process:
+Both estimators run with scikit-learn's defaults (Adam, learning rate 1e-3, alpha 1e-4,
+batch_size "auto" = min(200, n), shuffled every epoch, at most ``--max-iter`` epochs, stop
+when the training loss has not improved by tol = 1e-4 for 10 epochs), the same hidden
+sizes and the same ``random_state`` (jaxmlp draws its initial weights as scikit-learn does,
+so both start from the same weights) on every bundled classification set: jaxmlp's
+``digits``, ``breast_cancer`` and ``multilabel`` (:func:`jaxmlp.data.datasets.load`) and
+scikit-learn's ``iris`` and ``wine``, split 80/20 stratified and standardised the same way.
+Test accuracy (subset accuracy for multilabel) for ``--seeds`` seeds (split and
+initialisation); mean and spread (population std) over the seeds.
 
-* compile included: the first ``fit`` of each setting in the process (jaxmlp traces and
-  compiles its epoch; scikit-learn has nothing to compile);
-* compile excluded: later fits of the same setting, timed with the repository's paired
-  protocol (``_common.benchmarking.time_paired``: warm-up, interleaved rounds, paired
-  ratios), jaxmlp reusing its compiled epoch.
+Fit time, in one process, by the repository's paired protocol
+(``_common.benchmarking.time_paired``: warm-up, interleaved rounds, paired ratios), on the
+seed-0 split of each set, three variants:
+
+* ``scikit-learn``: its ``fit``;
+* ``jaxmlp``: our ``fit`` with its compiled program reused (compile excluded: what every
+  later fit of the same shapes in a process costs, e.g. in a grid search);
+* ``jaxmlp_first``: our ``fit`` after ``jax.clear_caches()``, so each call traces and
+  compiles again (compile included: the first fit of a setting in a new process).
+
+JAX's persistent compilation cache is switched off in this process (``scripts/run.sh``
+sets it for scripts), so ``jaxmlp_first`` is a cold compile. The first fit of each set is
+also run with ``jax_log_compiles`` to list what it compiles. With the cache: ``--processes``
+new Python processes per set, after one that fills an empty temporary cache, each time
+scikit-learn's fit and then jaxmlp's first fit (its program read from the cache), paired.
+
+scikit-learn runs with one BLAS thread (``threadpoolctl``; ``--sklearn-threads 0`` leaves
+OpenBLAS's default): on the loaded 2-core machine its default two threads made its fits
+4-10x slower, and the comparison is with its best setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
-from sklearn.neural_network import MLPClassifier as SkMLP
-from sklearn.preprocessing import StandardScaler
 
 from _common import benchmarking
-from _common.output import write_json
-from jaxmlp.sklearn import MLPClassifier
+from _common.output import add_out_arguments, resolve_out, write_json
 
-DATASETS = {"digits": load_digits, "breast_cancer": load_breast_cancer}
+SETS = ("digits", "breast_cancer", "multilabel", "iris", "wine")
 
 
 def split(name: str, seed: int):
-    X, y = DATASETS[name](return_X_y=True)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed)
-    scaler = StandardScaler().fit(Xtr)
-    return scaler.transform(Xtr), scaler.transform(Xte), ytr, yte
+    """(X_train, X_test, y_train, y_test), batch-first; y a label vector, or a 0/1 indicator
+    matrix for multilabel."""
+    from jaxmlp.data import datasets
+
+    if name in datasets.DATASETS:
+        d = datasets.load(name, seed=seed, dtype=np.float64)
+        if d.cost == "categorical_cross_entropy":
+            return d.X_train.T, d.X_test.T, d.Y_train.argmax(0), d.Y_test.argmax(0)
+        if d.Y_train.shape[0] == 1:
+            return (d.X_train.T, d.X_test.T, d.Y_train[0].astype(int),
+                    d.Y_test[0].astype(int))
+        return d.X_train.T, d.X_test.T, d.Y_train.T.astype(int), d.Y_test.T.astype(int)
+    from sklearn import datasets as skd
+
+    X, y = getattr(skd, f"load_{name}")(return_X_y=True)
+    train, test = datasets.split_indices(y, len(y), 0.2, seed)
+    Xtr, Xte, _, _ = datasets.standardise(X[train], X[test])
+    return Xtr, Xte, y[train], y[test]
 
 
-def estimators(hidden: tuple, epochs: int, seed: int):
-    ours = MLPClassifier(hidden, max_iter=epochs, batch_size=200, learning_rate_init=1e-3,
-                         n_iter_no_change=epochs, random_state=seed)
-    theirs = SkMLP(hidden, max_iter=epochs, batch_size=200, learning_rate_init=1e-3, alpha=0.0,
-                   n_iter_no_change=epochs, random_state=seed)
-    return {"jaxmlp": ours, "scikit-learn": theirs}
+def blas_threads(n: int):
+    """A context with scikit-learn's BLAS limited to n threads (0: unchanged)."""
+    if not n:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(n)
+
+
+def child(name: str, hidden: tuple, max_iter: int, threads: int) -> None:
+    """One new process (``--child``): scikit-learn's fit, then jaxmlp's first fit of the
+    set's seed-0 split; prints their seconds as one JSON line."""
+    Xtr, _, ytr, _ = split(name, 0)
+    models = estimators(hidden, max_iter, 0)
+    with blas_threads(threads):
+        t0 = time.perf_counter()
+        models["scikit-learn"].fit(Xtr, ytr)
+        t1 = time.perf_counter()
+    models["jaxmlp"].fit(Xtr, ytr)
+    t2 = time.perf_counter()
+    print(json.dumps({"scikit-learn": t1 - t0, "jaxmlp_first": t2 - t1}))
+
+
+def new_processes(name: str, args, count: int) -> dict:
+    """``count`` + 1 processes sharing a new persistent compilation cache: the first fills
+    it; the others' paired (scikit-learn, jaxmlp first fit) seconds and ratios."""
+    runs = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache,
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+        for _ in range(count + 1):
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", name,
+                   "--hidden", *map(str, args.hidden), "--max-iter", str(args.max_iter),
+                   "--sklearn-threads", str(args.sklearn_threads)]
+            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    read = runs[1:]
+    ratios = [r["jaxmlp_first"] / r["scikit-learn"] for r in read]
+    return {"filling": runs[0], "reading": read, "ratio": benchmarking.spread(ratios),
+            "jaxmlp_first_s": benchmarking.spread([r["jaxmlp_first"] for r in read]),
+            "scikit-learn_s": benchmarking.spread([r["scikit-learn"] for r in read])}
+
+
+def estimators(hidden: tuple, max_iter: int, seed: int) -> dict:
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    from jaxmlp.sklearn import MLPClassifier
+
+    return {"jaxmlp": MLPClassifier(hidden, max_iter=max_iter, random_state=seed),
+            "scikit-learn": SkMLP(hidden, max_iter=max_iter, random_state=seed)}
+
+
+class CompileLog(logging.Handler):
+    """Collects JAX's "Finished XLA compilation of jit(NAME) in S sec" lines."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.programs: list = []
+
+    def emit(self, record):
+        m = re.match(r"Finished XLA compilation of (\S+) in ([0-9.eE+-]+) sec",
+                     record.getMessage())
+        if m:
+            self.programs.append({"program": m.group(1), "seconds": float(m.group(2))})
+
+
+def first_fit_compiles(est, X, y) -> dict:
+    """The first fit of ``est`` with ``jax_log_compiles``: wall time and what it compiled."""
+    import jax
+
+    log = CompileLog()
+    logger = logging.getLogger("jax")
+    logger.addHandler(log)
+    try:
+        with jax.log_compiles(True):
+            t0 = time.perf_counter()
+            est.fit(X, y)
+            wall = time.perf_counter() - t0
+    finally:
+        logger.removeHandler(log)
+    return {"wall_s": wall, "programs": log.programs,
+            "compile_s": sum(p["seconds"] for p in log.programs)}
+
+
+def clear_compiled() -> None:
+    """Forget every compiled program of this process: the next call of any jitted function
+    traces and compiles again (from scratch unless the persistent cache is on)."""
+    import jax
+
+    jax.clear_caches()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     p.add_argument("--hidden", type=int, nargs="+", default=[100], help="hidden layer sizes")
-    p.add_argument("--epochs", type=int, default=50, help="epochs of every fit")
-    p.add_argument("--seeds", type=int, default=3, help="splits and initialisations per set")
-    p.add_argument("--rounds", type=int, default=5, help="paired timing rounds per setting")
-    p.add_argument("--out", default=None, help="folder for compare.json (none: table only)")
+    p.add_argument("--max-iter", type=int, default=200, help="epochs at most (max_iter)")
+    p.add_argument("--seeds", type=int, default=5, help="splits and initialisations per set")
+    p.add_argument("--rounds", type=int, default=5, help="paired timing rounds per set")
+    p.add_argument("--processes", type=int, default=3,
+                   help="new processes per set reading a filled persistent cache (0: none)")
+    p.add_argument("--sklearn-threads", type=int, default=1,
+                   help="BLAS threads of scikit-learn's fits (0: OpenBLAS's default)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    add_out_arguments(p, "results/sklearn_compare")
     args = p.parse_args(argv)
     hidden = tuple(args.hidden)
+
+    import jax
+    from sklearn.exceptions import ConvergenceWarning
+
     warnings.simplefilter("ignore", ConvergenceWarning)
-    rows = []
-    for name in DATASETS:
+    if args.child:
+        child(args.child, hidden, args.max_iter, args.sklearn_threads)
+        return 0
+    out = resolve_out(args, "sklearn_compare")
+    jax.config.update("jax_enable_compilation_cache", False)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.DEBUG)
+    logging.getLogger("jax").propagate = False  # the compile lines go to CompileLog only
+
+    sets = {}
+    for name in args.sets:
+        rows = []
         for seed in range(args.seeds):
             Xtr, Xte, ytr, yte = split(name, seed)
-            row = {"dataset": name, "seed": seed, "n_train": len(Xtr)}
-            models = estimators(hidden, args.epochs, seed)
-            for who, est in models.items():
-                t0 = time.perf_counter()
-                est.fit(Xtr, ytr)
-                row[f"{who}_first_fit_s"] = time.perf_counter() - t0
+            row = {"seed": seed, "n_train": len(Xtr), "n_test": len(Xte)}
+            for who, est in estimators(hidden, args.max_iter, seed).items():
+                if who == "jaxmlp" and seed == 0:
+                    clear_compiled()
+                    row["first_fit"] = first_fit_compiles(est, Xtr, ytr)
+                else:
+                    with blas_threads(args.sklearn_threads):
+                        est.fit(Xtr, ytr)
                 row[f"{who}_accuracy"] = float(est.score(Xte, yte))
-            if seed == 0:  # compile excluded: paired rounds of later fits of the same setting
-                timing = benchmarking.time_paired(
-                    {who: (lambda est=est: est.fit(Xtr, ytr)) for who, est in models.items()},
-                    reference="scikit-learn", rounds=args.rounds, inner=1, warmup=1)
-                row["timing"] = timing.to_json()
-                row["fit_ratio_jaxmlp_to_sklearn"] = timing.paired_ratio("jaxmlp")
+                row[f"{who}_n_iter"] = int(est.n_iter_)
             rows.append(row)
             print(f"{name:14s} seed {seed}: accuracy jaxmlp {row['jaxmlp_accuracy']:.4f} "
-                  f"scikit-learn {row['scikit-learn_accuracy']:.4f}; first fit "
-                  f"{row['jaxmlp_first_fit_s']:.2f} s vs {row['scikit-learn_first_fit_s']:.2f} s",
+                  f"({row['jaxmlp_n_iter']} epochs), scikit-learn "
+                  f"{row['scikit-learn_accuracy']:.4f} ({row['scikit-learn_n_iter']} epochs)",
                   flush=True)
-    print(f"\nhidden {hidden}, {args.epochs} epochs, batch 200, Adam 1e-3; "
-          f"{benchmarking.describe(benchmarking.machine_info())}")
-    print(f"{'set':14s} {'acc jaxmlp':>11s} {'acc sklearn':>11s} {'first fit (s)':>16s} "
-          f"{'warm fit ratio':>15s}")
-    for name in DATASETS:
-        rs = [r for r in rows if r["dataset"] == name]
-        acc_j = np.mean([r["jaxmlp_accuracy"] for r in rs])
-        acc_s = np.mean([r["scikit-learn_accuracy"] for r in rs])
-        first = f"{rs[0]['jaxmlp_first_fit_s']:.2f} / {rs[0]['scikit-learn_first_fit_s']:.2f}"
-        ratio = rs[0]["fit_ratio_jaxmlp_to_sklearn"]
-        print(f"{name:14s} {acc_j:11.4f} {acc_s:11.4f} {first:>16s} "
-              f"{ratio['median']:8.2f} [{ratio['q25']:.2f}, {ratio['q75']:.2f}]")
-    print("(accuracy: mean over seeds; first fit: seed 0, jaxmlp / scikit-learn, compile "
-          "included; warm fit ratio: jaxmlp / scikit-learn, paired median [IQR])")
-    if args.out:
-        path = write_json(f"{args.out}/compare.json", {
-            "machine": benchmarking.machine_info(), "hidden": list(hidden),
-            "epochs": args.epochs, "rows": rows})
-        print(f"wrote {path}")
+        first = rows[0]["first_fit"]
+        print(f"{name:14s} first fit {first['wall_s']:.2f} s compiled "
+              + ", ".join(f"{q['program']} {q['seconds']:.2f} s" for q in first["programs"]),
+              flush=True)
+        Xtr, _, ytr, _ = split(name, 0)
+        models = estimators(hidden, args.max_iter, 0)
+
+        def cold_fit(est=models["jaxmlp"]):
+            clear_compiled()
+            est.fit(Xtr, ytr)
+
+        def sklearn_fit(est=models["scikit-learn"]):
+            with blas_threads(args.sklearn_threads):
+                est.fit(Xtr, ytr)
+
+        timing = benchmarking.time_paired(
+            {"scikit-learn": sklearn_fit,
+             "jaxmlp": lambda: models["jaxmlp"].fit(Xtr, ytr),
+             "jaxmlp_first": cold_fit},
+            reference="scikit-learn", rounds=args.rounds, inner=1, warmup=1)
+        summary = {
+            who: {"mean": float(np.mean([r[f"{who}_accuracy"] for r in rows])),
+                  "std": float(np.std([r[f"{who}_accuracy"] for r in rows])),
+                  "epochs_mean": float(np.mean([r[f"{who}_n_iter"] for r in rows]))}
+            for who in ("jaxmlp", "scikit-learn")}
+        sets[name] = {"rows": rows, "accuracy": summary, "timing": timing.to_json(),
+                      "fit_s": {n: timing.median(n) for n in timing.names},
+                      "ratio_warm": timing.paired_ratio("jaxmlp"),
+                      "ratio_first": timing.paired_ratio("jaxmlp_first")}
+        print(timing.table(unit="s"), flush=True)
+        if args.processes:
+            sets[name]["new_process_cached"] = cached = new_processes(name, args, args.processes)
+            print(f"{name:14s} new processes, persistent cache filled: jaxmlp first fit "
+                  f"{cached['jaxmlp_first_s']['median']:.3f} s, scikit-learn "
+                  f"{cached['scikit-learn_s']['median']:.3f} s, paired ratio "
+                  f"{cached['ratio']['median']:.3f}", flush=True)
+
+    info = benchmarking.machine_info()
+    print(f"\nhidden {hidden}, scikit-learn's defaults (Adam 1e-3, alpha 1e-4, batch "
+          f"min(200, n), tol 1e-4 for 10 epochs, max_iter {args.max_iter}), "
+          f"{args.seeds} seeds; scikit-learn with "
+          f"{args.sklearn_threads or 'default'} BLAS thread(s); {benchmarking.describe(info)}")
+    print(f"{'set':14s} {'accuracy jaxmlp':>17s} {'accuracy sklearn':>17s} "
+          f"{'sklearn fit':>11s} {'first/sklearn':>19s} {'warm/sklearn':>19s} {'cached':>6s}")
+    for name, s in sets.items():
+        a = s["accuracy"]
+        rf, rw = s["ratio_first"], s["ratio_warm"]
+        print(f"{name:14s} {a['jaxmlp']['mean']:9.4f} ± {a['jaxmlp']['std']:.4f} "
+              f"{a['scikit-learn']['mean']:9.4f} ± {a['scikit-learn']['std']:.4f} "
+              f"{s['fit_s']['scikit-learn']:9.2f} s "
+              f"{rf['median']:6.3f} [{rf['q25']:.3f}, {rf['q75']:.3f}] "
+              f"{rw['median']:6.3f} [{rw['q25']:.3f}, {rw['q75']:.3f}] "
+              + (f"{s['new_process_cached']['ratio']['median']:6.3f}"
+                 if "new_process_cached" in s else f"{'-':>6s}"))
+    print("(accuracy: mean ± std over seeds; sklearn fit: median seconds; first: jaxmlp's fit "
+          "compile included (persistent cache off), warm: compile excluded, each / "
+          "scikit-learn's fit in the same round, paired median [IQR]; cached: the first fit "
+          "in a new process reading a filled persistent cache / scikit-learn's fit in that "
+          "process, median over processes)")
+    path = write_json(f"{out}/compare.json", {
+        "machine": info, "hidden": list(hidden), "max_iter": args.max_iter,
+        "seeds": args.seeds, "sklearn_blas_threads": args.sklearn_threads or "default",
+        "sets": sets})
+    print(f"wrote {path}")
     return 0
 
 
