@@ -5,12 +5,20 @@ With x64 enabled, float32 tests must create float32 arrays explicitly
 ``.astype(jnp.float32)``).
 """
 
-import jax
+import os
+import sys
+
+#: XLA:CPU compile flags for the test processes (and the scripts they start, which inherit the
+#: environment). The suite compiles thousands of small programs that each run for microseconds,
+#: so compilation, mostly LLVM's optimisation passes, is most of its time; the tests check
+#: values, never speed. Set before JAX is imported; a caller's own XLA_FLAGS are kept.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-
-import os  # noqa: E402
-import sys  # noqa: E402
 
 # The scripts in experiments/ import their shared helpers (experiments/_common) the way
 # `python experiments/NAME.py` finds them, from the script's folder; tests that load a script

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_XLA_FLAGS
 from test_architecture import ALLOWED, GRAPH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +126,7 @@ def test_python_blocks_run(shard, tmp_path):
     import json
 
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
+    env["XLA_FLAGS"] = TEST_XLA_FLAGS  # compile flags only (no simulated devices)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-c", RUNNER], cwd=tmp_path, env=env,
                           input=json.dumps(shard), capture_output=True, text=True, timeout=600)
