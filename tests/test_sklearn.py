@@ -141,6 +141,8 @@ def test_partial_fit_adds_one_epoch_each_call_and_needs_the_classes_first():
     assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2 and len(clf.classes_) == 10
     with pytest.raises(ValueError, match="not among classes_"):
         clf.partial_fit(Xtr[:5], np.full(5, 11))
+    with pytest.raises(ValueError, match="early_stopping: not with partial_fit"):
+        MLPClassifier((8,), early_stopping=True).partial_fit(Xtr, ytr, classes=np.arange(10))
 
 
 def test_private_training_spends_at_most_the_target_epsilon():
@@ -167,6 +169,8 @@ def test_private_training_spends_at_most_the_target_epsilon():
     ({"batch_size": 0}, "batch_size: expected a positive integer, got 0"),
     ({"validation_fraction": 1.5, "early_stopping": True}, r"validation_fraction: expected a number in \(0, 1\)"),
     ({"target_epsilon": 1.0, "early_stopping": True}, "early_stopping: not with target_epsilon"),
+    ({"alpha": -1.0}, r"alpha: expected a finite number >= 0, got -1.0"),
+    ({"tol": float("nan")}, r"tol: expected a finite number >= 0, got nan"),
 ])
 def test_bad_settings_name_the_parameter(params, message):
     Xtr, _, ytr, _ = digits(100)
