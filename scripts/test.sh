@@ -14,4 +14,4 @@ if [ "${1:-}" = "--slow" ]; then
     marker=(-m slow)
 fi
 workers="${PYTEST_WORKERS:-2}"
-exec .venv/bin/python -m pytest -n "$workers" -q "${marker[@]}" "$@"
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile -q "${marker[@]}" "$@"

@@ -34,8 +34,8 @@ def _reference(key, m):
 def test_words_are_jax_random_bits_of_fold_in_bit_for_bit():
     jitted = jax.jit(shuffle.words, static_argnums=2)  # j traced: one compile per m and kind of key
     for key in (jax.random.PRNGKey(_seed("w")), jax.random.key(_seed("w2"))):
-        for j in (0, 1, 5):
-            for m in (1, 2, 3, 10, 1438, 2877):
+        for j in (0, 5):
+            for m in (1, 2, 3, 2877):  # one word, a pair, a pair and one, many pairs and one
                 want = jax.random.bits(jax.random.fold_in(key, j), (m,), jnp.uint32)
                 np.testing.assert_array_equal(shuffle.words(key, j, m), want)
                 np.testing.assert_array_equal(jitted(key, j, m), want)
