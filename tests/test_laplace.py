@@ -399,14 +399,15 @@ def test_kfac_mc_is_unbiased_in_expectation(softmax_problem):
 
 
 def test_from_fit_is_a_stationary_point_of_the_evidence():
-    """from_fit on a fit-result-like object (regression): the prior precision and noise scale
-    it returns have a zero evidence gradient (LA8), (LA9); a given prior is kept; a diverged
-    result and a wrong type are refused by name."""
+    """from_fit on a fit-result-like object (regression, "full": the ascent on G's eigenvalues):
+    the prior precision and noise scale it returns have a zero evidence gradient (LA8), (LA9)
+    by the Cholesky path; a given prior is kept; a diverged result and a wrong type are
+    refused by name."""
     from types import SimpleNamespace
 
     net, params, X, Y = problem("regression", m=12)
     result = SimpleNamespace(status="completed", state=SimpleNamespace(params=params))
-    la = lp.from_fit(net, result, X, Y, structure="diag", steps=2000)
+    la = lp.from_fit(net, result, X, Y, structure="full", steps=2000)  # eigenvalue ascent
     _, g_rho, g_s = lp.evidence.log_marginal_likelihood_and_grad(
         la, jnp.log(la.prior_precision), jnp.log(la.sigma_noise))
     assert abs(float(g_rho)) <= 1e-6 and abs(float(g_s)) <= 1e-6

@@ -2,7 +2,8 @@
 
 ``method="marglik"``: Adam ascent on (rho, log sigma) of the log marginal likelihood (LA6),
 with its hand-derived gradient (LA8), (LA9); the curvature is fixed, so each step is the
-structure's log det / trace (LA7) (eigenvalues only for "diag" and "kron").
+structure's log det / trace (LA7) (eigenvalues only for "diag" and "kron", and for "full" and
+"last_layer" with a scalar prior, whose G is eigendecomposed once before the ascent).
 ``method="grid"``: the scalar prior precision of a grid whose GLM predictive (LA11) has the
 smallest negative log-likelihood on a validation split.
 """
@@ -48,6 +49,15 @@ def _adam(la, rho, s, lr, *, steps, fit_sigma):
     return (*split(x), trace)
 
 
+def _with_eigenvalues(la):
+    """full / last_layer with a scalar prior: G's eigenvalues once, so that each ascent step's
+    log det P and tr P^{-1} (LA7) are sums over h lambda + delta, not a Cholesky factor."""
+    if la.structure not in ("full", "last_layer") or la.prior_kind != "scalar":
+        return la
+    eig = jnp.maximum(jnp.linalg.eigvalsh(la.curvature["ggn"]), 0.0)
+    return la.replace(curvature={**la.curvature, "eig": eig})
+
+
 def optimize_prior_precision(la, method: str = "marglik", *, steps: int = 300,
                              learning_rate: float = 0.1, fit_sigma_noise: bool = False,
                              X_val=None, Y_val=None, grid=None, link=None):
@@ -73,7 +83,7 @@ def optimize_prior_precision(la, method: str = "marglik", *, steps: int = 300,
         for name, v in (("X_val", X_val), ("Y_val", Y_val), ("grid", grid), ("link", link)):
             if v is not None:
                 raise ValueError(f"{name}: only method='grid' uses it, got method='marglik'.")
-        rho, s, trace = _adam(la, jnp.log(la.prior_precision), jnp.log(la.sigma_noise),
+        rho, s, trace = _adam(_with_eigenvalues(la), jnp.log(la.prior_precision), jnp.log(la.sigma_noise),
                               jnp.asarray(lr, la.temperature.dtype), steps=steps,
                               fit_sigma=fit_sigma_noise)
         if not (bool(jnp.all(jnp.isfinite(rho))) and bool(jnp.isfinite(s))):

@@ -101,9 +101,14 @@ def precision_terms(la, delta, h):
     """(LA7) ``(log det P, t)`` with t the per-group sums of diag P^{-1} (shape
     (num_groups,)), for P = h G + P0 at prior precision ``delta`` (the prior's kind) and
     scale h. diag: sums over 1/(h g + delta); kron: over 1/D of (LA4); full and last_layer:
-    a Cholesky factor, diag P^{-1} = the squared column norms of its inverse."""
+    a Cholesky factor, diag P^{-1} = the squared column norms of its inverse; or, where the
+    curvature also holds ``"eig"`` (G's eigenvalues, clipped at 0; a scalar prior: the
+    evidence ascent adds them), sums over 1/(h lambda + delta)."""
     s = la.structure
     k = num_groups(la)
+    if "eig" in la.curvature:  # full / last_layer, scalar prior: G's eigenvalues, computed once
+        Pd = h * la.curvature["eig"] + delta
+        return jnp.sum(jnp.log(Pd)), jnp.sum(1.0 / Pd)[None]
     if s == "kron":
         D = _kron_D(la, delta, h)
         logdet = sum(jnp.sum(jnp.log(d)) for d in D)
