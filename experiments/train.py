@@ -358,8 +358,7 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
                     "devices": [str(d) for d in devices]},
             "platform": {"python": platform.python_version(), "machine": platform.machine(),
                          "cpu_count": os.cpu_count()},
-            "final_params_sha256": ckpt_lib.params_digest(params),
-            "preprocessing": prep.to_dict(),
+            "final_params_sha256": ckpt_lib.params_digest(params), "preprocessing": prep.to_dict(),
             "processes": {"count": jax.process_count(),
                           "examples_dropped_to_split_over_devices":
                               0 if pl is None else int(pl.dropped)}})  # + --laplace's block

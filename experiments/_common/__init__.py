@@ -17,6 +17,8 @@ module             what lives there
 ``kfac_flags``     ``train.py``'s K-FAC options, their checks and defaults
 ``race``           optimizers raced to a target training cost (grids, SVG of cost vs
                    steps and seconds): ``autoencoder.py``, ``classifier_kfac.py``
+``laplace_report`` MAP against its Laplace approximation (accuracy, NLL, ECE, OOD AUROC,
+                   reliability SVG): ``train.py --laplace``, ``laplace.py``
 =================  ======================================================================
 
 Scripts run as ``python experiments/NAME.py`` find this package on ``sys.path`` (the

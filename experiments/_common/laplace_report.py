@@ -14,6 +14,7 @@ evidence (LA9). The posterior: :func:`jaxmlp.laplace.from_fit`.
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import numpy as np
@@ -169,7 +170,11 @@ def attach(cfg: dict, net, fr, sets, result: dict) -> dict:
     in the run folder (classification). Returns ``result``; unchanged without ``--laplace``
     or for a run that did not complete."""
     structure = cfg.get("laplace")
-    if structure is None or fr.status != "completed":
+    if structure is None:
+        return result
+    if fr.status != "completed":
+        print(f"train.py: --laplace {structure}: skipped, the run ended with status "
+              f"{fr.status!r} (the posterior expands around a completed fit)", file=sys.stderr)
         return result
     kind(net)
     X_tr, Y_tr, X_te, Y_te = sets
