@@ -34,6 +34,7 @@ Two entry points:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -687,7 +688,19 @@ def curvature_oracles(net: Network, params, X, Y, V):
     """The autodiff definitions of every curvature quantity (float64, small networks):
     G = (1/m) sum_i J_i^T H_i J_i with J_i from ``jax.jacobian`` and H_i from ``jax.hessian``
     of L_i at the split output; H = ``jax.hessian`` of J; H V = ``jax.jvp`` of ``jax.grad``.
-    Returns a dict of params-shaped pytrees (and per-layer G factors)."""
+    Returns a dict of params-shaped pytrees (and per-layer G factors). The autodiff part is
+    one compiled program per network and shapes."""
+    out = dict(_autodiff_curvature(net, params, X, Y, V))
+    A_factors = []
+    for A_prev in out.pop("A_prev"):
+        Abar = np.vstack([np.asarray(A_prev, np.float64), np.ones((1, X.shape[1]))])
+        A_factors.append(Abar @ Abar.T / X.shape[1])
+    out["kfac_A"] = A_factors
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _autodiff_curvature(net: Network, params, X, Y, V):
     from jax.flatten_util import ravel_pytree
 
     from jaxmlp.nn import recurrences
@@ -721,10 +734,6 @@ def curvature_oracles(net: Network, params, X, Y, V):
             return z if net.fused else a
         Jz = jax.vmap(jax.jacobian(from_z), in_axes=1)(cache.Z[l - 1])  # (m, n[L], n[l])
         G_factors.append(jnp.einsum("iak,iab,ibj->kj", Jz, Hout, Jz) / m)
-    A_factors = []
-    for A_prev in cache.A[:-1]:
-        Abar = np.vstack([np.asarray(A_prev, np.float64), np.ones((1, m))])
-        A_factors.append(Abar @ Abar.T / m)
     return {
         "ggn_diag": unravel(jnp.diag(G)),
         "per_example_ggn_diag": per_example_diag,
@@ -733,7 +742,7 @@ def curvature_oracles(net: Network, params, X, Y, V):
         "hvp_matrix": unravel(H @ vflat),
         "hessian_diag": unravel(jnp.diag(H)),
         "kfac_G": G_factors,
-        "kfac_A": A_factors,
+        "A_prev": list(cache.A[:-1]),  # the A factors are formed in NumPy
         "G": G,
         "H": H,
     }
@@ -777,10 +786,15 @@ def check_curvature(
         p, X64, Y64 = _to64(params), _to64(X), _to64(Y)
         if V is None:
             k = jax.random.PRNGKey(0) if key is None else key
-            keys = jax.random.split(k, 2 * net.num_layers)
-            V = [{"W": jax.random.normal(keys[2 * i], layer["W"].shape, jnp.float64),
-                  "b": jax.random.normal(keys[2 * i + 1], layer["b"].shape, jnp.float64)}
-                 for i, layer in enumerate(p)]
+
+            @jax.jit
+            def direction(k):  # one compiled program for every layer's draws
+                keys = jax.random.split(k, 2 * net.num_layers)
+                return [{"W": jax.random.normal(keys[2 * i], layer["W"].shape, jnp.float64),
+                         "b": jax.random.normal(keys[2 * i + 1], layer["b"].shape, jnp.float64)}
+                        for i, layer in enumerate(p)]
+
+            V = direction(k)
         else:
             V = _to64(checks.check_params_like("V", V, net, dtype))
         ref = curvature_oracles(net, p, X64, Y64, V)
