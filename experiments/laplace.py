@@ -61,8 +61,18 @@ CONFIG = {  # dataset: hidden sizes, hidden activation, epochs, batch size, lear
 BINS = report.BINS
 
 
-def train_map(name, seed):
+def train_map(name, seed, holdout=0.0):
+    """Trains the MAP on the training split; with ``holdout`` > 0 on all but that fraction of
+    it (a random subset drawn from the seed). Returns ``(ds, net, params, (X_val, Y_val))``
+    (the held-out columns; None without ``holdout``)."""
     ds = datasets.load(name, seed=seed, dtype=np.float64)
+    val = None
+    if holdout > 0:
+        n = ds.X_train.shape[1]
+        perm = np.random.default_rng(2000 + seed).permutation(n)
+        v, f = perm[:int(holdout * n)], perm[int(holdout * n):]
+        val = (ds.X_train[:, v], ds.Y_train[:, v])
+        ds = ds._replace(X_train=ds.X_train[:, f], Y_train=ds.Y_train[:, f])
     hidden, act, epochs, bs, lr, wd = CONFIG[name]
     sizes = (ds.X_train.shape[0],) + hidden + (ds.Y_train.shape[0],)
     net = jaxmlp.Network(sizes, (act,) * len(hidden) + (ds.output_activation,), ds.cost)
@@ -72,7 +82,7 @@ def train_map(name, seed):
                      epochs=epochs, batch_size=bs, key=jax.random.PRNGKey(100 + seed))
     if res.status != "completed":
         raise RuntimeError(f"{name} seed {seed}: training {res.status}: {res.message}")
-    return ds, net, res.state.params
+    return ds, net, res.state.params, val
 
 
 def map_temperature(net, params, ds, binary):
@@ -88,16 +98,18 @@ def map_temperature(net, params, ds, binary):
     return {"temperature": best[0], "nll": best[1]}
 
 
-PRIORS = ("evidence", "evidence_per_layer", "weight_decay")
+PRIORS = ("evidence", "evidence_per_layer", "weight_decay", "grid")
 
 
 def classification(name, seed, structure, prior="evidence"):
-    ds, net, params = train_map(name, seed)
+    ds, net, params, val = train_map(name, seed, 0.2 if prior == "grid" else 0.0)
     binary = ds.output_activation == "sigmoid"
     t0 = time.perf_counter()
     la = lp.laplace(net, params, ds.X_train, ds.Y_train, structure=structure)
     if prior == "weight_decay":  # the prior the training's penalty implies: lambda n_train
         la = la.with_prior(CONFIG[name][5] * ds.X_train.shape[1])
+    elif prior == "grid":  # validation NLL on the 20 % held out of training
+        la = lp.optimize_prior_precision(la, method="grid", X_val=val[0], Y_val=val[1])
     else:
         start = 1.0 if prior == "evidence" else [1.0] * len(la.layers)
         la = lp.optimize_prior_precision(la.with_prior(start), method="marglik")
@@ -110,7 +122,7 @@ def classification(name, seed, structure, prior="evidence"):
 
 
 def regression(seed, structure):
-    ds, net, params = train_map("diabetes", seed)
+    ds, net, params, _ = train_map("diabetes", seed)
     mu_tr = np.asarray(jaxmlp.predict(net, params, ds.X_train))
     s2 = float(np.mean((mu_tr - np.asarray(ds.Y_train)) ** 2))
     mu = jaxmlp.predict(net, params, ds.X_test)
@@ -168,7 +180,8 @@ def main(argv=None):
                     "breast_cancer (default: CONFIG's)")
     ap.add_argument("--prior", default="evidence", choices=PRIORS,
                     help="classification's prior precision: a scalar by the evidence, one per "
-                         "layer by the evidence, or the training's weight decay times n_train")
+                         "layer by the evidence, the training's weight decay times n_train, or "
+                         "a scalar by the NLL of 20%% of the training split held out of training")
     ap.add_argument("--hidden", type=int, help="one hidden layer of this width for digits and "
                     "breast_cancer (default: CONFIG's)")
     output.add_out_arguments(ap, "results/laplace")
