@@ -43,6 +43,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--only", default=",".join(GRIDS), help="optimizers to run")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="races run one after the other (the "
+                    "same trajectories, new timings); the first one's histories are kept")
     output.add_out_arguments(ap, "results/classifier_kfac")
     args = ap.parse_args(argv)
     out_dir = output.resolve_out(args, "classifier_kfac")
@@ -52,20 +54,28 @@ def main(argv=None):
     net = jaxmlp.Network(SIZES, ("relu", "relu", "softmax"), "categorical_cross_entropy")
     t0 = time.perf_counter()
     grids = {k: v for k, v in GRIDS.items() if k in args.only.split(",")}
-    runs = race.race(net, X, Y, grids, args.steps, args.batch_size, args.seed)
-    summ = race.summary(runs)
-    print(f"\ntarget: Adam's final training cost {summ['target_cost']:.5f}")
-    for name, s in summ.items():
-        if isinstance(s, dict):
-            reach = ("never" if s["steps_to_target"] is None else
-                     f"{s['steps_to_target']} steps ({s['fraction_of_reference_steps']:.3f}), "
-                     f"{s['seconds_to_target']:.2f} s ({s['fraction_of_reference_seconds']:.2f})")
-            print(f"{name:>14} {s['setting']} final {s['final_cost']:.5f}, "
-                  f"{1e3 * s['seconds_per_step']:.2f} ms/step; reaches the target: {reach}")
+    repeats = []
+    for r in range(args.repeat):
+        runs_r = race.race(net, X, Y, grids, args.steps, args.batch_size, args.seed)
+        repeats.append(race.summary(runs_r))
+        if r == 0:
+            runs = runs_r
+        print(f"race {r + 1} of {args.repeat} done", flush=True)
+    summ = repeats[0]
+    for r, summ_r in enumerate(repeats):
+        print(f"\nrace {r + 1}: target: Adam's final training cost {summ_r['target_cost']:.5f}")
+        for name, s in summ_r.items():
+            if isinstance(s, dict):
+                reach = ("never" if s["steps_to_target"] is None else
+                         f"{s['steps_to_target']} steps ({s['fraction_of_reference_steps']:.3f}), "
+                         f"{s['seconds_to_target']:.2f} s ({s['fraction_of_reference_seconds']:.2f})")
+                print(f"{name:>14} {s['setting']} final {s['final_cost']:.5f}, "
+                      f"{1e3 * s['seconds_per_step']:.2f} ms/step; reaches the target: {reach}")
     output.write_json(os.path.join(out_dir, "results.json"), {
         "network": {"sizes": SIZES, "activations": net.activations, "cost": net.cost},
         "data": "digits train split (1438 x 64), standardised", "steps": args.steps,
-        "batch_size": args.batch_size, "grids": grids, "summary": summ, "runs": runs,
+        "batch_size": args.batch_size, "grids": grids, "summary": summ,
+        "repeats": repeats, "runs": runs,
         "machine": benchmarking.machine_info(),
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
         "seconds_total": time.perf_counter() - t0})
