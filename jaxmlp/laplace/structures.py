@@ -137,9 +137,16 @@ def unit_columns(la, cache) -> tuple:
     backpropagated by (B3)/(B4) (for "last_layer" the seeds themselves)."""
     n_L, m = cache.Z[-1].shape
     S = jnp.broadcast_to(jnp.eye(n_L, dtype=cache.Z[-1].dtype)[:, :, None], (n_L, n_L, m))
-    if la.structure == "last_layer":
+    L = la.net.num_layers
+    if la.structure == "last_layer" or L == 1:
         return (S,)
-    return curvature.backpropagate_columns(la.net, la.params, cache, S)
+    # (B3) of a unit seed e_c is row c of W[L]: no product with the identity
+    W_T = la.params[-1]["W"].T  # (n[L-1], n[L])
+    g = la.net.layer_activations[L - 2]
+    Q = jax.vmap(lambda w: g.backward(jnp.broadcast_to(w[:, None], (w.shape[0], m)),
+                                      cache.Z[L - 2], cache.A[L - 1]),
+                 in_axes=1, out_axes=1)(W_T)  # (B4): (n[L-1], n[L], m)
+    return curvature.backpropagate_columns(la.net, la.params, cache, Q, top=L - 1) + (S,)
 
 
 def jacobian_columns(Qs, As) -> jax.Array:
