@@ -297,3 +297,31 @@ def test_save_and_load_refuse_bad_arguments(tmp_path, cls):
     with pytest.raises(ValueError, match=r"params\[1\]\['W'\] \(layer 2\): holds non-finite values"):
         export.save(tmp_path / "m.npz", bad, CLS_NET)
     assert list(tmp_path.iterdir()) == []  # nothing written by a refused save
+
+
+@pytest.mark.parametrize("y", [np.array([3, 7, 3, 9, 7, 9] * 3), np.array([0.5, 2.0] * 9),
+                               np.array([True, False, False] * 6), np.array(["b", "a", "c"] * 6)],
+                         ids=["int", "float", "bool", "text"])
+def test_predicted_classes_keep_the_target_columns_type(tmp_path, y):
+    """A table whose class column holds ints (floats, bools) predicts ints (floats, bools), as
+    scikit-learn's classes_ do; text classes stay text. The classes as the column holds them
+    are stored with the preprocessing (class_values) and survive save -> load_model."""
+    from jaxmlp.data import tabular
+
+    frame = pd.DataFrame({"x1": RNG.normal(size=len(y)), "x2": RNG.normal(size=len(y)), "y": y})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    data, prep = tabular.load_table(tmp_path / "t.csv", target="y", task="classification")
+    net = jaxmlp.Network((data.n_inputs, 3, data.n_outputs), ("tanh", data.output_activation),
+                         data.cost)
+    export.save(tmp_path / "model.npz", _params(net.sizes), net,
+                metadata={"preprocessing": json.loads(json.dumps(prep.to_dict()))})
+    model = jaxmlp.load_model(tmp_path / "model.npz")
+    want = np.unique(y)
+    np.testing.assert_array_equal(model.classes_, want)
+    predicted = model.predict(frame.drop(columns="y"))
+    assert predicted.dtype.kind == want.dtype.kind or (want.dtype.kind == "U" and predicted.dtype == object)
+    assert set(predicted.tolist()) <= set(want.tolist())
+    # a record of an earlier version (no class_values) still loads, with text class names
+    old = {k: v for k, v in prep.to_dict().items() if k != "class_values"}
+    export.save(tmp_path / "old.npz", _params(net.sizes), net, metadata={"preprocessing": old})
+    assert list(jaxmlp.load_model(tmp_path / "old.npz").classes_) == [str(c) for c in want]

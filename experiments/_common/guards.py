@@ -204,8 +204,13 @@ def load_data(cfg: dict, resume_meta: Optional[dict]):
     saved = (resume_meta or {}).get("preprocessing")
     if saved is not None:
         now = json.loads(json.dumps(prep.to_dict()))
+        from jaxmlp.data.tabular import Preprocessing
+
+        # an optional field a record of an earlier version lacks is not compared
+        optional_absent = {k for k in Preprocessing._field_defaults if k not in saved}
         differ = sorted(k for k in set(now) | set(saved)
-                        if k != "task_reason" and now.get(k) != saved.get(k))
+                        if k != "task_reason" and k not in optional_absent
+                        and now.get(k) != saved.get(k))
         if differ:
             raise UsageError(
                 f"--resume: the preprocessing fitted to the data now differs from the "

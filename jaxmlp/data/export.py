@@ -267,8 +267,12 @@ class Model:
             self.task = {"categorical_cross_entropy": "classification",
                          "binary_cross_entropy": "classification",
                          "multilabel_cross_entropy": "multilabel"}.get(net.cost, "regression")
-        self.classes_ = (np.asarray(self.preprocessing.class_names, dtype=object)
-                         if self.preprocessing is not None and self.task != "regression"
+        prep = self.preprocessing
+        self.classes_ = (np.asarray(prep.class_values)
+                         if prep is not None and self.task == "classification"
+                         and prep.class_values is not None
+                         else np.asarray(prep.class_names, dtype=object)
+                         if prep is not None and self.task != "regression"
                          else np.arange(max(2, net.sizes[-1])) if self.task == "classification"
                          else None)
 

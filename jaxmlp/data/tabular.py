@@ -108,6 +108,9 @@ class Preprocessing(NamedTuple):
       target_columns: the target column(s).
       class_names: classification: the classes (in output order: for two classes A[L] is the
         probability of ``class_names[1]``); multilabel: the target columns; regression: ().
+      class_values: classification on a numeric target column: the classes as the column
+        holds them (ints, floats or bools, in the order of ``class_names``), so predictions
+        come back in the column's type; None for text classes and the other tasks.
       target_mean, target_std: regression only, the targets' train statistics (else None).
       impute: None, ``"mean"`` or ``"median"``; impute_values: ``{column: fill value}``.
       task_reason: why the task was inferred (None when it was given).
@@ -126,6 +129,7 @@ class Preprocessing(NamedTuple):
     impute: Optional[str] = None
     impute_values: Optional[dict] = None
     task_reason: Optional[str] = None
+    class_values: Optional[tuple] = None
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (for checkpoints and results.json)."""
@@ -527,6 +531,9 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         classes = np.unique(raw)
         labels = np.searchsorted(classes, raw)
         class_names = tuple(str(c.item() if hasattr(c, "item") else c) for c in classes)
+        class_values = (tuple(c.item() for c in classes) if _is_numeric(pd, col)
+                        else tuple(c == "True" for c in classes)
+                        if pd.api.types.is_bool_dtype(col) else None)
         if len(classes) == 2:
             Y = labels[:, None].astype(np.float64)
             cost, g_L, target_names = "binary_cross_entropy", "sigmoid", (class_names[1],)
@@ -538,10 +545,12 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         Y = np.stack([frame[c].astype(np.float64).to_numpy() for c in targets], axis=1)
         cost, g_L, target_names, class_names, strata = (
             "multilabel_cross_entropy", "sigmoid", targets, targets, None)
+        class_values = None
     else:
         Y = np.stack([frame[c].to_numpy(dtype=np.float64) for c in targets], axis=1)
         cost, g_L, target_names, class_names, strata = (
             "mean_squared_error", "linear", targets, (), None)
+        class_values = None
     if m < 2:
         raise ValueError(f"data: {os.fspath(path)!r} has {m} row(s); a train/test split needs at least 2.")
     train, test = split_indices(strata, m, float(test_fraction), int(seed))
@@ -597,7 +606,8 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         task=task, feature_columns=features, categories=categories, feature_names=names,
         feature_mean=tuple(float(v) for v in mean), feature_std=tuple(float(v) for v in std),
         target_columns=targets, class_names=tuple(class_names), target_mean=t_mean,
-        target_std=t_std, impute=impute, impute_values=impute_values, task_reason=reason)
+        target_std=t_std, impute=impute, impute_values=impute_values, task_reason=reason,
+        class_values=class_values)
     return data, prep
 
 
