@@ -184,3 +184,23 @@ def test_a_data_run_resumes_from_its_checkpoint_with_the_same_table(shop, tmp_pa
         res = json.load(fh)
     assert res["resumed_from_epoch"] == 3 and res["epochs_done"] == 4
     assert res["config"]["data"]["target"] == "kind" and res["preprocessing"]["task"] == "classification"
+
+
+def test_train_id_column_is_left_out_and_refused_when_unnamed(shop, tmp_path, capsys):
+    """train.py --id COLUMN: the row ids are not a feature (saved in the run's config, so a
+    resume keeps them out); without --id a column named id of distinct values exits 2 naming --id."""
+    d, f, _ = shop
+    f.assign(id=np.arange(len(f))).to_csv(tmp_path / "ids.csv", index=False)
+    assert train_cli.main(["--data", str(tmp_path / "ids.csv"), "--target", "kind", *FAST,
+                           "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--id: column 'id' holds a distinct value in every row" in err
+    assert not (tmp_path / "bad").exists()
+    assert train_cli.main(["--data", str(tmp_path / "ids.csv"), "--target", "kind", "--id", "id",
+                           *FAST, "--out", str(tmp_path / "ok")]) == 0
+    res = json.loads((tmp_path / "ok" / "results.json").read_text())
+    assert "id" not in res["preprocessing"]["feature_columns"]
+    assert res["config"]["data"]["exclude"] == ["id"]
+    assert train_cli.main(["--dataset", "breast_cancer", "--id", "id", *FAST,
+                           "--out", str(tmp_path / "bc")]) == 2
+    assert "--id: only with --data FILE" in capsys.readouterr().err

@@ -192,3 +192,31 @@ def test_preprocessing_round_trips_through_json():
     assert back == prep
     with pytest.raises(ValueError, match="preprocessing: missing"):
         tabular.Preprocessing.from_dict({"task": "regression"})
+
+
+def test_excluded_columns_and_row_ids(tmp_path):
+    """exclude= leaves row ids and notes out of X (the preprocessing's features too, so new
+    rows may carry them); a feature column named id with a distinct value in every row is
+    refused, naming exclude and train.py's --id; unknown or target columns are refused."""
+    rng = np.random.default_rng(3)
+    m = 40
+    frame = pd.DataFrame({"id": np.arange(100, 100 + m), "x": rng.normal(size=m),
+                          "note": rng.choice(["a", "b"], m), "y": rng.integers(0, 2, m)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match=r"exclude: column 'id' holds a distinct value in every "
+                                         r"row .*exclude=\['id'\] \(train.py --id id\)"):
+        tabular.load_table(tmp_path / "t.csv", "y")
+    data, prep = tabular.load_table(tmp_path / "t.csv", "y", exclude=["id", "note"])
+    assert prep.feature_columns == ("x",) and data.n_inputs == 1
+    X = tabular.transform(prep, frame.drop(columns="y"))
+    np.testing.assert_allclose(X[0], (frame["x"] - prep.feature_mean[0]) / prep.feature_std[0],
+                               rtol=1e-6)
+    data, prep = tabular.load_table(tmp_path / "t.csv", "y", exclude="id")
+    assert prep.feature_columns == ("x", "note")
+    with pytest.raises(ValueError, match=r"exclude: column 'ID' is not in the table"):
+        tabular.load_table(tmp_path / "t.csv", "y", exclude=["ID"])
+    with pytest.raises(ValueError, match=r"exclude: 'y' is a target column"):
+        tabular.load_table(tmp_path / "t.csv", "y", exclude=["id", "y"])
+    frame.assign(id=[1, 1] + list(range(m - 2))).to_csv(tmp_path / "dup.csv", index=False)
+    data, prep = tabular.load_table(tmp_path / "dup.csv", "y")  # repeated values: not row ids
+    assert "id" in prep.feature_columns

@@ -36,7 +36,8 @@ EXIT_PEER_LOST = 4
 
 
 def add_arguments(p) -> None:
-    """train.py's ``--categorical``, ``--init-timeout`` and ``--laplace`` (laplace_report)."""
+    """train.py's ``--categorical``, ``--id``, ``--init-timeout`` and ``--laplace``
+    (laplace_report)."""
     from jaxmlp.parallel.distributed import DEFAULT_INIT_TIMEOUT
 
     from _common import laplace_report
@@ -46,6 +47,9 @@ def add_arguments(p) -> None:
     p.add_argument("--categorical", metavar="COLUMN[,COLUMN...]", help="with --data: feature "
                    "columns to one-hot encode although they hold numbers (default: none; a "
                    "column of numbers with stray text cells is refused)")
+    p.add_argument("--id", metavar="COLUMN", help="with --data: the column of row ids, left "
+                   "out of the features (default: none; a column named id with a distinct value "
+                   "in every row is refused until it is named here)")
     p.add_argument("--init-timeout", type=float, metavar="SECONDS", default=DEFAULT_INIT_TIMEOUT,
                    help="several processes: how long to wait for the coordinator and every "
                    f"peer before exit 2 (default {DEFAULT_INIT_TIMEOUT})")
@@ -53,7 +57,7 @@ def add_arguments(p) -> None:
 
 def check_config(cfg: dict, args) -> None:
     """Refuses K-FAC with ``--dp`` or ``--ensemble`` (UsageError naming ``--optimizer``), and
-    records ``--categorical`` in ``cfg["data"]`` (a new --data run; a resumed one keeps the
+    records ``--categorical`` and ``--id`` (as ``exclude``) in ``cfg["data"]`` (a new --data run; a resumed one keeps the
     saved value). Before the output folder is claimed: nothing is written."""
     from _common import laplace_report
 
@@ -64,12 +68,14 @@ def check_config(cfg: dict, args) -> None:
                          "Kronecker factors of one network's own minibatch sweep, which the "
                          f"{'private (clipped, noised)' if cfg.get('dp') else 'vmapped ensemble'}"
                          " step does not compute; choose sgd, momentum or adam.")
-    if args.categorical is None:
-        return
-    if args.resume is not None or not cfg.get("data"):
-        raise UsageError("--categorical: only with --data FILE (a resumed run keeps the "
-                         "saved run's).")
-    cfg["data"]["categorical"] = [c.strip() for c in args.categorical.split(",") if c.strip()]
+    for flag, value, key in (("--categorical", args.categorical, "categorical"),
+                             ("--id", args.id, "exclude")):
+        if value is None:
+            continue
+        if args.resume is not None or not cfg.get("data"):
+            raise UsageError(f"{flag}: only with --data FILE (a resumed run keeps the "
+                             "saved run's).")
+        cfg["data"][key] = [c.strip() for c in value.split(",") if c.strip()]
 
 
 #: Optimizer state per parameter (slots) of the optimizers by name, for the memory bound.

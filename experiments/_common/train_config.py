@@ -343,12 +343,15 @@ def load_data(cfg: dict):
     d = cfg["data"]
     try:
         data, prep = tabular.load_table(d["file"], d["target"], d["task"], impute=d["impute"],
-                                        seed=cfg["seed"], categorical=d.get("categorical"))
+                                        seed=cfg["seed"], categorical=d.get("categorical"),
+                                        exclude=d.get("exclude"))
     except tabular.MissingValuesError as e:
         advice = ("drop those rows: a missing target is never imputed" if e.kind == "target"
                   else "fill them with --impute mean or --impute median")
         raise UsageError(f"--data: {e.listing}; {advice}.") from None
     except (TypeError, ValueError) as e:  # "data: ...", "target: ..." -> "--data: ..."
+        if str(e).startswith("exclude: "):  # the library's exclude= is the CLI's --id
+            raise UsageError("--id: " + str(e).partition(": ")[2]) from None
         raise cli.flag_error(e, ("data", "target", "task", "impute", "categorical"),
                              "data") from None
     if prep.task_reason is not None:

@@ -111,6 +111,8 @@ class Preprocessing(NamedTuple):
       class_values: classification on a numeric target column: the classes as the column
         holds them (ints, floats or bools, in the order of ``class_names``), so predictions
         come back in the column's type; None for text classes and the other tasks.
+      excluded_columns: columns left out at training (``load_table(exclude=...)``: row ids,
+        notes); new rows may hold them, and they are ignored like the target columns.
       target_mean, target_std: regression only, the targets' train statistics (else None).
       impute: None, ``"mean"`` or ``"median"``; impute_values: ``{column: fill value}``.
       task_reason: why the task was inferred (None when it was given).
@@ -130,6 +132,7 @@ class Preprocessing(NamedTuple):
     impute_values: Optional[dict] = None
     task_reason: Optional[str] = None
     class_values: Optional[tuple] = None
+    excluded_columns: tuple = ()
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (for checkpoints and results.json)."""
@@ -395,22 +398,32 @@ def _is_categorical(pd, s) -> bool:
     return not _is_numeric(pd, s) and not _is_bool(pd, s)
 
 
-def _parse_categorical(categorical, features, targets) -> frozenset:
+def _parse_categorical(categorical, features, targets, arg: str = "categorical") -> frozenset:
     """The feature columns named by ``categorical`` (None, names, or names separated by
-    commas); ValueError naming ``categorical`` for a target or an unknown column."""
+    commas); ValueError naming ``arg`` for a target or an unknown column."""
     if categorical is None:
         return frozenset()
     names = ([t.strip() for t in categorical.split(",")] if isinstance(categorical, str)
              else list(categorical))
     if not all(isinstance(n, str) and n for n in names):
-        raise TypeError(f"categorical: expected feature column names, got {categorical!r}.")
+        raise TypeError(f"{arg}: expected feature column names, got {categorical!r}.")
     for n in names:
         if n in targets:
-            raise ValueError(f"categorical: {n!r} is a target column; name feature columns.")
+            raise ValueError(f"{arg}: {n!r} is a target column; name feature columns.")
         if n not in features:
-            raise ValueError(f"categorical: column {n!r} is not in the table; its feature "
+            raise ValueError(f"{arg}: column {n!r} is not in the table; its feature "
                              f"columns are {_names(features)}.")
     return frozenset(names)
+
+
+def _refuse_row_ids(frame, features) -> None:
+    """ValueError when a feature column is named ``id`` (any case) and every value in it is
+    distinct: row ids, which would be trained on as an input."""
+    for c in features:
+        if str(c).strip().lower() == "id" and len(frame) > 1 and frame[c].is_unique:
+            raise ValueError(f"exclude: column {c!r} holds a distinct value in every row (row "
+                             f"ids), and would be a feature; pass exclude=[{c!r}] (train.py "
+                             f"--id {c}) to leave it out, or rename it to train on it.")
 
 
 def _refuse_stray_text(pd, frame, column: str) -> None:
@@ -466,7 +479,8 @@ def _refuse_nonfinite(values: np.ndarray, what: str, column: str, limit: Optiona
 def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
                task: Optional[str] = None, *, impute: Optional[str] = None, seed: int = 0,
                test_fraction: float = 0.2, dtype=np.float32,
-               categorical: Optional[Sequence[str]] = None) -> tuple[Dataset, Preprocessing]:
+               categorical: Optional[Sequence[str]] = None,
+               exclude: Optional[Sequence[str]] = None) -> tuple[Dataset, Preprocessing]:
     """Reads a table, encodes, splits and standardises it like the bundled datasets.
 
     Arguments:
@@ -479,6 +493,9 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         or a column of numbers and text). Without it, a column of numbers with a few text
         cells (``?``, ``n/a``) is refused, naming the cells, rather than silently becoming
         one category per distinct number.
+      exclude: columns that are neither features nor targets (row ids, free-text notes):
+        left out of X. A feature column named ``id`` whose values are all distinct is refused
+        unless it is excluded here (train.py ``--id id``) or renamed: row ids are not inputs.
 
     Returns:
       (a :class:`~jaxmlp.data.datasets.Dataset` named after the file, X (n[0], m) and Y (n[L], m);
@@ -507,7 +524,10 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
     if task is None:
         task, reason = infer_task(frame, targets)
     _check_task(frame, targets, task)
-    features = tuple(c for c in frame.columns if c not in targets)
+    excluded = _parse_categorical(exclude, tuple(c for c in frame.columns if c not in targets),
+                                  targets, "exclude")
+    features = tuple(c for c in frame.columns if c not in targets and c not in excluded)
+    _refuse_row_ids(frame, features)
     forced = _parse_categorical(categorical, features, targets)
     for c in features:
         if c not in forced:
@@ -607,7 +627,7 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         feature_mean=tuple(float(v) for v in mean), feature_std=tuple(float(v) for v in std),
         target_columns=targets, class_names=tuple(class_names), target_mean=t_mean,
         target_std=t_std, impute=impute, impute_values=impute_values, task_reason=reason,
-        class_values=class_values)
+        class_values=class_values, excluded_columns=tuple(sorted(excluded)))
     return data, prep
 
 
@@ -615,7 +635,7 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
     """New rows (a DataFrame) as the network's standardised X, shape (n[0], m).
 
     The frame must have exactly the training feature columns (in any order; the target
-    columns may be present and are ignored); ValueError naming the missing or unexpected
+    columns and the columns excluded at training may be present and are ignored); ValueError naming the missing or unexpected
     columns, missing values (when training did not impute), or unseen categories.
     """
     if not isinstance(prep, Preprocessing):
@@ -625,7 +645,8 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
         raise TypeError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}.")
     cols = [str(c) for c in frame.columns]
     missing = [c for c in prep.feature_columns if c not in cols]
-    extra = [c for c in cols if c not in prep.feature_columns and c not in prep.target_columns]
+    extra = [c for c in cols if c not in prep.feature_columns and c not in prep.target_columns
+             and c not in prep.excluded_columns]
     if missing or extra:
         parts = (([f"missing {_names(missing)}"] if missing else [])
                  + ([f"unexpected {_names(extra)}"] if extra else []))
