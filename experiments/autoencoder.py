@@ -10,7 +10,7 @@ steps, KL clip) over learning rate and damping, and K-FAC with the quadratic mod
 rate and momentum and Levenberg-Marquardt damping (K5), (K6), one run, no grid. All runs
 advance together, epoch by epoch (``race.race``), so the machine's load falls on all alike.
 Reported: the steps and the seconds each needs to reach Adam's final training cost.
-kfac-jax is not run (see docs/curvature.md: it is not installed by scripts/setup.sh).
+kfac-jax is not run: its newest release (0.0.8) fails on JAX >= 0.9.2 (docs/curvature.md).
 
     python experiments/autoencoder.py [--steps 1100] [--out DIR | --results]
 
