@@ -20,7 +20,7 @@ import pytest
 from scipy.special import expit, log_expit, log_softmax
 
 import jaxmlp
-from jaxmlp.oracle.verification import check_gradients, random_problem
+from jaxmlp.oracle.verification import check_gradients
 
 from helpers import rel  # noqa: E402
 
@@ -31,8 +31,22 @@ COSTS = sorted(jaxmlp.COSTS)
 
 
 def problem(net, seed, m, dtype=jnp.float64):
-    """Random params (non-zero biases, away from ReLU kinks), X, Y for ``net``."""
-    return random_problem(net, jax.random.PRNGKey(seed), m, dtype)
+    """Random params (non-zero biases, away from ReLU kinks), X, Y for ``net``, drawn with
+    NumPy in float64 (no compiled draw per network; a float32 problem is the rounded float64
+    one): W ~ N(0, 1/n[l-1]), b ~ N(0, 0.01), X ~ N(0, 1), Y valid for the cost.
+    verification.random_problem, the JAX-drawn equivalent, serves test_curvature and test_kfac."""
+    rng = np.random.default_rng(1000 + seed)
+    params = [{"W": rng.normal(size=s["W"]) / np.sqrt(s["W"][1]), "b": 0.1 * rng.normal(size=s["b"])}
+              for s in net.param_shapes()]
+    X = rng.normal(size=(net.sizes[0], m))
+    nL = net.sizes[-1]
+    if net.cost == "categorical_cross_entropy":
+        Y = np.eye(nL)[:, rng.integers(0, nL, size=m)]
+    elif net.cost == "mean_squared_error":
+        Y = rng.normal(size=(nL, m))
+    else:
+        Y = (rng.random((nL, m)) < 0.5).astype(np.float64)
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype), (params, X, Y))
 
 
 def valid_outputs(cost):
