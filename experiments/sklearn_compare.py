@@ -21,7 +21,13 @@ seed-0 split of each set, three variants:
 * ``jaxmlp``: our ``fit`` with its compiled program reused (compile excluded: what every
   later fit of the same shapes in a process costs, e.g. in a grid search);
 * ``jaxmlp_first``: our ``fit`` after ``jax.clear_caches()``, so each call traces and
-  compiles again (compile included: the first fit of a setting in a new process).
+  compiles again (compile included: the first fit of a setting in a new process);
+* ``jaxmlp_xla_defaults`` and ``jaxmlp_first_xla_defaults``: the same two with the
+  training program compiled with XLA's default options instead of the estimator's
+  (``jaxmlp.sklearn._COMPILER_OPTIONS``, set aside for these calls): what those options
+  save in compilation and cost in run time, paired (``--no-xla-defaults`` leaves them out;
+  with them, each compile-excluded variant has one untimed call right before its sample,
+  as a cold variant's ``jax.clear_caches()`` drops the other options' program).
 
 JAX's persistent compilation cache is switched off in this process (``scripts/run.sh``
 sets it for scripts), so ``jaxmlp_first`` is a cold compile. The first fit of each set is
@@ -162,6 +168,20 @@ def first_fit_compiles(est, X, y) -> dict:
             "compile_s": sum(p["seconds"] for p in log.programs)}
 
 
+@contextlib.contextmanager
+def xla_defaults():
+    """jaxmlp's fits inside compile the training program with XLA's default options (the
+    estimator's own XLA options set aside; a separate compiled program, cached apart)."""
+    import jaxmlp.sklearn as sk
+
+    saved = sk._COMPILER_OPTIONS
+    sk._COMPILER_OPTIONS = {}
+    try:
+        yield
+    finally:
+        sk._COMPILER_OPTIONS = saved
+
+
 def clear_compiled() -> None:
     """Forget every compiled program of this process: the next call of any jitted function
     traces and compiles again (from scratch unless the persistent cache is on)."""
@@ -182,6 +202,8 @@ def main(argv=None) -> int:
                    help="new processes per set reading a filled persistent cache (0: none)")
     p.add_argument("--sklearn-threads", type=int, default=1,
                    help="BLAS threads of scikit-learn's fits (0: OpenBLAS's default)")
+    p.add_argument("--no-xla-defaults", action="store_true",
+                   help="leave out the variants with XLA's default compile options")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     add_out_arguments(p, "results/sklearn_compare")
     args = p.parse_args(argv)
@@ -235,11 +257,25 @@ def main(argv=None) -> int:
             with blas_threads(args.sklearn_threads):
                 est.fit(Xtr, ytr)
 
+        def defaults_fit(est=models["jaxmlp"]):
+            with xla_defaults():
+                est.fit(Xtr, ytr)
+
+        def defaults_cold_fit():
+            with xla_defaults():
+                cold_fit()
+
+        variants = {"scikit-learn": sklearn_fit,
+                    "jaxmlp": lambda: models["jaxmlp"].fit(Xtr, ytr),
+                    "jaxmlp_first": cold_fit}
+        if not args.no_xla_defaults:
+            variants.update(jaxmlp_xla_defaults=defaults_fit,
+                            jaxmlp_first_xla_defaults=defaults_cold_fit)
+        # jax.clear_caches() in a cold variant also drops the other options' program: each
+        # compile-excluded variant gets one untimed call right before its sample.
         timing = benchmarking.time_paired(
-            {"scikit-learn": sklearn_fit,
-             "jaxmlp": lambda: models["jaxmlp"].fit(Xtr, ytr),
-             "jaxmlp_first": cold_fit},
-            reference="scikit-learn", rounds=args.rounds, inner=1, warmup=1)
+            variants, reference="scikit-learn", rounds=args.rounds, inner=1, warmup=1,
+            handover=[] if args.no_xla_defaults else ["jaxmlp", "jaxmlp_xla_defaults"])
         summary = {
             who: {"mean": float(np.mean([r[f"{who}_accuracy"] for r in rows])),
                   "std": float(np.std([r[f"{who}_accuracy"] for r in rows])),
@@ -249,6 +285,10 @@ def main(argv=None) -> int:
                       "fit_s": {n: timing.median(n) for n in timing.names},
                       "ratio_warm": timing.paired_ratio("jaxmlp"),
                       "ratio_first": timing.paired_ratio("jaxmlp_first")}
+        if not args.no_xla_defaults:  # the estimator's XLA options / XLA's defaults, paired
+            sets[name]["options_vs_defaults"] = {
+                "first": timing.paired_ratio("jaxmlp_first", "jaxmlp_first_xla_defaults"),
+                "warm": timing.paired_ratio("jaxmlp", "jaxmlp_xla_defaults")}
         print(timing.table(unit="s"), flush=True)
         if args.processes:
             sets[name]["new_process_cached"] = cached = new_processes(name, args, args.processes)
@@ -279,8 +319,17 @@ def main(argv=None) -> int:
           "scikit-learn's fit in the same round, paired median [IQR]; cached: the first fit "
           "in a new process reading a filled persistent cache / scikit-learn's fit in that "
           "process, median over processes)")
+    for name, s in sets.items():
+        if "options_vs_defaults" in s:
+            f, w = s["options_vs_defaults"]["first"], s["options_vs_defaults"]["warm"]
+            print(f"{name:14s} estimator's XLA options / XLA's defaults: first fit "
+                  f"{f['median']:.3f} [{f['q25']:.3f}, {f['q75']:.3f}], warm fit "
+                  f"{w['median']:.3f} [{w['q25']:.3f}, {w['q75']:.3f}]")
+    import jaxmlp.sklearn as sk
+
     path = write_json(f"{out}/compare.json", {
         "machine": info, "hidden": list(hidden), "max_iter": args.max_iter,
+        "training_compiler_options": dict(sk._COMPILER_OPTIONS),
         "seeds": args.seeds, "sklearn_blas_threads": args.sklearn_threads or "default",
         "sets": sets})
     print(f"wrote {path}")

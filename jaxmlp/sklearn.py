@@ -278,7 +278,8 @@ class _BaseMLP(BaseEstimator):
         opt = self._optimizer(batch)
         validation = None if X_val is None else self._validation
         chunk = _chunk(num * batch)
-        program = _fit_program(self._net, opt, batch, num, chunk, validation)
+        program = _fit_program(self._net, opt, batch, num, chunk, validation,
+                               tuple(sorted(_COMPILER_OPTIONS.items())))
         # Column-major from here on, (n[0], m) and (n[L], m), transposed once; the columns
         # padded to a multiple of _PAD (never drawn), so folds of a cross-validation that
         # differ by a few samples share one compiled program.
@@ -510,6 +511,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 _PAD = 64  # training columns are padded to a multiple of this
+# XLA's options for the training program (:func:`_fit_program`) only; every other program
+# keeps XLA's defaults. A fit compiles this one program, and most of it is small elementwise
+# kernels (the matrix products go to library calls either way), so XLA's older loop emitters,
+# LLVM's level-1 pipeline and one code-generation unit compile it in less time for a small
+# change in run time; the results differ from the defaults' in the last bits of float32 (the
+# same fitted accuracy and epochs on every set of experiments/sklearn_compare.py).
+# docs/sklearn.md has the figures.
+_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1,
+                     "xla_cpu_parallel_codegen_split_count": 1}
 
 
 def _chunk(epoch_columns: int) -> int:
@@ -580,7 +590,7 @@ def _validation_score(net, kind: str, params, X, Y, n):
 
 @functools.lru_cache(maxsize=32)
 def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
-                 validation: Optional[str]):
+                 validation: Optional[str], compiler_options: tuple = ()):
     """ONE jitted function that runs up to ``chunk`` epochs of a fit, with the stop test:
 
     ``run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty)
@@ -597,7 +607,11 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
       the first n_val columns of X_val, Y_val) below best_score + tol, and the
       best-scoring parameters are kept; more than ``patience`` bad epochs in a row stop;
     * an epoch with a non-finite cost or parameter is not kept: the loop stops with
-      ``diverged`` set and the carry of the epoch before.
+      ``diverged`` set and the carry of the epoch before (one test, on the loss: a
+      non-finite W[l] makes the L2 term non-finite, the biases join through 0 * sum(b)).
+
+    ``compiler_options``: XLA's options for this program, (name, value) pairs
+    (:data:`_COMPILER_OPTIONS` from the estimator).
     """
     import jax
     import jax.numpy as jnp
@@ -617,10 +631,10 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
         (params, opt_state), costs = lax.scan(body, (params, opt_state), idx)
         return params, opt_state, costs
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
     def run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty):
-        carry = dict(carry, opt_state=where(fresh, optimizer.init(carry["params"]),
-                                            carry["opt_state"]))
+        carry = dict(carry, opt_state=lax.cond(fresh, optimizer.init,
+                                               lambda _: carry["opt_state"], carry["params"]))
         nan = jnp.full((chunk,), jnp.nan, jnp.float32)
         loop = (carry, nan, nan, jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
 
@@ -633,8 +647,8 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
             params, opt_state, costs = epoch(c["params"], c["opt_state"], idx[i], X, Y)
             loss = (jnp.mean(costs) + penalty * sum(jnp.sum(p["W"] ** 2) for p in params)
                     ).astype(jnp.float32)
-            finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
-                [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)]))
+            # A non-finite W[l] makes the L2 term non-finite (0 * inf = nan for alpha = 0).
+            finite = jnp.isfinite(loss + 0.0 * sum(jnp.sum(p["b"]) for p in params))
             new = dict(c, params=params, opt_state=opt_state)
             if validation is None:
                 bad = jnp.where(loss > c["best_loss"] - tol, c["bad"] + 1, 0)
@@ -646,7 +660,7 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
                 better = score > c["best_score"]
                 new.update(best_score=jnp.maximum(score, c["best_score"]), bad=bad,
                            best_params=where(better, params, c["best_params"]))
-            c = where(finite, new, c)
+            c = lax.cond(finite, lambda: new, lambda: c)
             return (c, losses.at[i].set(loss), scores.at[i].set(score),
                     i + finite.astype(jnp.int32), bad > patience, ~finite)
 

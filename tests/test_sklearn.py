@@ -134,6 +134,20 @@ def test_early_stopping_stops_and_keeps_the_best_validation_model():
     assert len(clf.validation_scores_) == clf.n_iter_
 
 
+def test_a_diverging_fit_raises_and_keeps_the_last_finite_epoch():
+    """Plain SGD at a too-large rate on unscaled targets: the loss grows without bound, the
+    fit names the first non-finite epoch, and the model is the epoch before it."""
+    X, y = make_regression(n_samples=64, n_features=3, random_state=0)
+    reg = MLPRegressor((4,), optimizer="sgd", learning_rate_init=0.1, max_iter=50,
+                       random_state=0)
+    with pytest.raises(FloatingPointError, match="lower learning_rate_init") as error:
+        reg.fit(X, y)
+    assert 1 < reg.n_iter_ < 50 and f"in epoch {reg.n_iter_ + 1};" in str(error.value)
+    assert len(reg.loss_curve_) == reg.n_iter_ and np.isfinite(reg.loss_curve_).all()
+    assert reg.loss_curve_[-1] > 1e3 * reg.loss_curve_[0]  # it was diverging
+    assert all(np.isfinite(np.asarray(a)).all() for p in reg._params() for a in p.values())
+
+
 def test_partial_fit_adds_one_epoch_each_call_and_needs_the_classes_first():
     Xtr, _, ytr, _ = digits(300)
     clf = MLPClassifier((8,), random_state=0)
