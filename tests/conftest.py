@@ -26,3 +26,25 @@ jax.config.update("jax_enable_x64", True)
 _EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 if _EXPERIMENTS not in sys.path:
     sys.path.append(_EXPERIMENTS)
+
+
+#: Each compiled XLA:CPU program keeps memory mappings until it is freed, and a process may
+#: hold vm.max_map_count of them (65,530 by default): a worker that compiles thousands of
+#: programs (the slow curvature sweep: about 40 networks, each with its oracles) crashes
+#: there, in XLA. Every 10 tests a worker over this many mappings drops JAX's caches.
+MAX_MAPPINGS = 30_000
+_tests_torn_down = 0
+
+
+def pytest_runtest_teardown(item, nextitem):
+    global _tests_torn_down
+    _tests_torn_down += 1
+    if _tests_torn_down % 10:
+        return
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            mappings = f.read().count(b"\n")
+    except OSError:  # not Linux
+        return
+    if mappings > MAX_MAPPINGS:
+        jax.clear_caches()

@@ -156,7 +156,7 @@ def test_the_new_user_path(user, capsys):
     cols = [c for c in new.columns if c != "id"]
     np.testing.assert_allclose(model.predict_proba(new[cols].to_numpy(dtype=object)), proba,
                                rtol=1e-6)  # a batch-first array of the feature columns
-    assert list(model.predict(new.set_index("id"))) == list(p["prediction"].astype(str))
+    assert list(model.predict(new.set_index("id"))) == list(p["prediction"])  # the column's ints
 
     # a model trained without --impute refuses new rows with missing values
     complete = pd.read_csv(home / "wine.csv").dropna()
