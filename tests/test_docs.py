@@ -8,7 +8,7 @@ runs on its own, in a fresh interpreter, unless its first line is exactly
 in which case it is appended to the previous ```python block of the same file and the two
 (or more) run as one script: a *group*. Groups run in a few batches (two, plus one for each
 group that registers a rule or sets a JAX flag), each batch one subprocess in which every group is executed in a
-fresh namespace, with JAX's defaults (``JAX_ENABLE_X64`` removed: this suite's conftest turns
+fresh namespace, with JAX's defaults (``JAX_ENABLE_X64`` removed, XLA_FLAGS only the suite's compile flags: this suite's conftest turns
 float64 on in its own process only), ``PYTHONPATH`` = the repository root, and a temporary
 folder as the working directory, so a block that writes a file writes it there, never into
 the repository. A group passes when it exits 0 and, for every report it
