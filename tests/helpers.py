@@ -48,3 +48,28 @@ def dense_problem(activations, dtype=jnp.float64, sizes=(4, 6, 5, 3), m=9, seed=
     X = jnp.asarray(rng.normal(size=(sizes[0], m)), dtype)
     Y = jnp.asarray(np.eye(sizes[-1])[:, rng.integers(0, sizes[-1], m)], dtype)
     return net, params, X, Y
+
+
+class NoSignature:
+    """A callable whose signature cannot be read (as many extension functions)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    @property
+    def __signature__(self):
+        raise ValueError("no signature found")
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def numpy_targets(net, rng, m) -> np.ndarray:
+    """Valid float64 targets Y (n[L], m) for ``net.cost`` drawn with ``rng``: one-hot columns
+    (categorical), N(0, 1) (squared error), 0/1 (binary and multi-label)."""
+    nL = net.sizes[-1]
+    if net.cost == "categorical_cross_entropy":
+        return np.eye(nL)[:, rng.integers(0, nL, size=m)]
+    if net.cost == "mean_squared_error":
+        return rng.normal(size=(nL, m))
+    return (rng.random((nL, m)) < 0.5).astype(np.float64)

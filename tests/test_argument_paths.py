@@ -21,6 +21,8 @@ from jaxmlp.nn.scalars import real_number
 from jaxmlp.parallel import sharding
 from jaxmlp.train import outdir
 
+from helpers import NoSignature  # noqa: E402
+
 
 def _f(Z):
     return Z
@@ -59,24 +61,10 @@ def test_register_cost_refuses_bad_arguments(kwargs, exc, message):
     assert "refused_cost" not in jaxmlp.COSTS
 
 
-class _NoSignature:
-    """A callable whose signature cannot be read (as many extension functions)."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    @property
-    def __signature__(self):
-        raise ValueError("no signature found")
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-
 def test_derivative_without_a_signature_takes_z_only():
     import inspect
 
-    deriv = _NoSignature(np.cos)
+    deriv = NoSignature(np.cos)
     with pytest.raises(ValueError):
         inspect.signature(deriv)
     try:

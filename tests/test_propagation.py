@@ -22,7 +22,7 @@ from scipy.special import expit, log_expit, log_softmax
 import jaxmlp
 from jaxmlp.oracle.verification import check_gradients
 
-from helpers import rel  # noqa: E402
+from helpers import numpy_targets, rel  # noqa: E402
 
 ACTS = sorted(jaxmlp.ACTIVATIONS)
 COSTS = sorted(jaxmlp.COSTS)
@@ -39,13 +39,7 @@ def problem(net, seed, m, dtype=jnp.float64):
     params = [{"W": rng.normal(size=s["W"]) / np.sqrt(s["W"][1]), "b": 0.1 * rng.normal(size=s["b"])}
               for s in net.param_shapes()]
     X = rng.normal(size=(net.sizes[0], m))
-    nL = net.sizes[-1]
-    if net.cost == "categorical_cross_entropy":
-        Y = np.eye(nL)[:, rng.integers(0, nL, size=m)]
-    elif net.cost == "mean_squared_error":
-        Y = rng.normal(size=(nL, m))
-    else:
-        Y = (rng.random((nL, m)) < 0.5).astype(np.float64)
+    Y = numpy_targets(net, rng, m)
     return jax.tree.map(lambda a: jnp.asarray(a, dtype), (params, X, Y))
 
 

@@ -17,6 +17,8 @@ import jaxmlp
 from jaxmlp.train import shuffle
 from jaxmlp import train
 
+from helpers import numpy_targets  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NETS = {
@@ -30,14 +32,7 @@ NETS = {
 def _data(net, m, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(net.sizes[0], m))
-    nL = net.sizes[-1]
-    if net.cost == "categorical_cross_entropy":
-        Y = np.eye(nL)[:, rng.integers(0, nL, size=m)]
-    elif net.cost == "mean_squared_error":
-        Y = rng.normal(size=(nL, m))
-    else:
-        Y = (rng.random((nL, m)) < 0.5).astype(float)
-    return X.astype(dtype), Y.astype(dtype)
+    return X.astype(dtype), numpy_targets(net, rng, m).astype(dtype)
 
 
 def _params(net, seed=1, dtype=jnp.float64):

@@ -13,6 +13,8 @@ import pytest
 import jaxmlp
 from jaxmlp.oracle import verification as V
 
+from helpers import NoSignature  # noqa: E402
+
 
 def test_finite_difference_step_must_be_a_positive_float():
     for eps in (0, -1e-5, 1, "1e-5"):
@@ -30,20 +32,6 @@ def test_check_rule_refusals():
                      [jnp.ones(4), jnp.ones(2)])
 
 
-class _NoSignature:
-    """A callable whose signature cannot be read."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    @property
-    def __signature__(self):
-        raise ValueError("no signature found")
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-
 def test_activation_rule_shapes_refused():
     with pytest.raises(TypeError, match="forward, derivative: expected callables"):
         V.check_activation_rule(jnp.tanh, "1 - tanh^2")
@@ -53,7 +41,7 @@ def test_activation_rule_shapes_refused():
     # a derivative whose signature cannot be read is called with Z alone
     with pytest.raises(ValueError, match=r"derivative: expected g'\(Z\) of Z's shape \(512,\), "
                                          r"got \(\)"):
-        V.check_activation_rule(jnp.tanh, _NoSignature(lambda *args: (len(args) == 1) + 0.0))
+        V.check_activation_rule(jnp.tanh, NoSignature(lambda *args: (len(args) == 1) + 0.0))
 
 
 def test_cost_rule_needs_callables():
