@@ -16,10 +16,12 @@ from jaxmlp.nn import checks
 from jaxmlp.nn.costs import COSTS
 from jaxmlp.nn.single_column import grad_col_kernel, gradient_col, value_and_grad_col
 from jaxmlp.parallel import distributed, sharding
-from jaxmlp.train.epoch_loop import EpochPlan, run_epochs
+from jaxmlp.train.epoch_loop import run_epochs
 from jaxmlp.train.private_epoch import (
     dp_max_batch_size, make_dp_train_epoch, make_dp_train_epoch_from_settings,
 )
+
+from helpers import host_plan  # noqa: E402
 
 NET = jaxmlp.Network((5, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
 RNG = np.random.default_rng(0)
@@ -34,26 +36,7 @@ def _params():
 # ----------------------------------------------------------------------------- run_epochs
 
 
-class _Metrics:
-    def __init__(self, cost, grad_norm):
-        self.cost, self.grad_norm = np.asarray(cost), np.asarray(grad_norm)
-
-
-def _plan(costs_per_epoch, **kw):
-    """A plan whose epoch adds 1 to a counter and reports the given costs."""
-    calls = iter(costs_per_epoch)
-
-    def epoch_fn(params, opt_state, key, X, Y):
-        return params + 1, opt_state, _Metrics(next(calls), [1.0, 1.0])
-
-    fields = dict(
-        epoch_fn=epoch_fn, split_key=lambda k: (k + 1, k),
-        baseline=lambda c: float(c[0]), baseline_entry="first_cost",
-        diagnose=lambda e, c, g, p, b: None if np.all(np.isfinite(c)) else f"bad epoch {e}",
-        cost_entries=lambda c: {"running_cost": float(np.mean(c)), "first_cost": float(c[0])},
-        set_entries=lambda name, p, Xe, Ye: {f"{name}_p": float(p)})
-    fields.update(kw)
-    return EpochPlan(**fields)
+_plan = host_plan
 
 
 def _run(plan, epochs, state=None, history=(), on_epoch_end=None):

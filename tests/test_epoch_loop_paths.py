@@ -9,30 +9,16 @@ import pytest
 
 from jaxmlp import train
 from jaxmlp.train import epoch_loop, monitor
-from jaxmlp.train.epoch_loop import EpochPlan, run_epochs
+from jaxmlp.train.epoch_loop import run_epochs
 
-
-class _Metrics:
-    def __init__(self, cost, grad_norm):
-        self.cost, self.grad_norm = np.asarray(cost), np.asarray(grad_norm)
+from helpers import host_plan  # noqa: E402
 
 
 def _plan(costs_per_epoch, **kw):
-    """A plan whose epoch adds 1 to a counter (the params) and reports the given costs."""
-    calls = iter(costs_per_epoch)
-
-    def epoch_fn(params, opt_state, key, X, Y):
-        return params + 1, opt_state, _Metrics(next(calls), [1.0] * 2)
-
-    fields = dict(
-        epoch_fn=epoch_fn, split_key=lambda k: (k + 1, k),
-        baseline=lambda c: float(c[0]), baseline_entry="first_cost",
-        diagnose=lambda e, c, g, p, b: None if np.all(np.isfinite(c)) else f"bad epoch {e}",
-        cost_entries=lambda c: {"running_cost": float(np.mean(c)), "first_cost": float(c[0])},
-        set_entries=lambda name, p, Xe, Ye: ({f"{name}_accuracy": p / 10} if name == "test"
-                                             else {f"{name}_cost": p}))
-    fields.update(kw)
-    return EpochPlan(**fields)
+    """helpers.host_plan whose evaluation sets report a test accuracy and other sets a cost."""
+    kw.setdefault("set_entries", lambda name, p, Xe, Ye: (
+        {f"{name}_accuracy": p / 10} if name == "test" else {f"{name}_cost": p}))
+    return host_plan(costs_per_epoch, **kw)
 
 
 class _Bar:
