@@ -560,8 +560,9 @@ def main(argv=None) -> int:
     if args.what in ("speed", "all"):
         use_opacus = opacus_available() and not args.no_opacus
         if not use_opacus and not args.no_opacus:
-            print("Opacus not measured: torch and opacus do not import (the compare extra: "
-                  "pip install -e '.[compare]')", file=sys.stderr)
+            print("Opacus not measured: torch and opacus do not import (bash "
+                  "scripts/setup_compare.sh, then run with .venv-compare/bin/python)",
+                  file=sys.stderr)
         sp = speed(args.sizes, args.rounds, args.vmap_max_m, use_opacus)
         sp["table"] = speed_table(sp)
         sp["environment"] = env

@@ -113,7 +113,7 @@ def jax_variants(X, Y, seed):
 
 
 def torch_variants(X, Y, seed):
-    # optional: pip install torch==2.13.0 (CPU). OpenMP waiters sleep instead of spinning
+    # optional: .venv-compare (scripts/setup_compare.sh). OpenMP waiters sleep instead of spinning
     # (must be set before torch's first import): on a shared, oversubscribed machine
     # spinning waiters starve torch's working threads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         torch_info = {"version": torch_version, "threads": torch_threads}
     except ImportError:
         notes.append("torch is not installed: the torch eager row is skipped "
-                     "(pip install torch==2.13.0 for the CPU build).")
+                     "(bash scripts/setup_compare.sh, then run with .venv-compare/bin/python).")
     if args.variants is not None:
         wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
         bad = [v for v in wanted if v not in variants]
