@@ -46,6 +46,19 @@ same ``random_state`` starts from scikit-learn's weights. Where ours differ:
   the fitted ``noise_multiplier_``, ``sampling_rate_`` and ``epsilon_`` (spent) report it.
   Early stopping is refused with it (the validation split would be read outside the
   accountant).
+* ``laplace`` (None, or a structure of :data:`jaxmlp.laplace.STRUCTURES`: ``"kron"``,
+  ``"last_layer"``, ``"diag"``, ``"full"``): after the fit, the Laplace posterior
+  N(theta*, P^{-1}) (LA1), (LA2) at the fitted parameters, from
+  :func:`jaxmlp.laplace.from_fit` on the training columns (the samples the network trained
+  on, without an early-stopping validation split), the prior precision (and the regressor's
+  noise scale) chosen by the evidence (LA6), (LA8), (LA9); fitted as ``laplace_`` (a
+  :class:`jaxmlp.laplace.Posterior`). The classifier's ``predict_proba`` is then the GLM
+  predictive (LA10), (LA11) with the probit link (``predict`` its argmax, or each label's
+  probability above 0.5); the regressor's ``predict(X, return_std=True)`` also returns the
+  predictive standard deviation sqrt(diag J P^{-1} J^T + sigma_noise^2) in y's units
+  (scikit-learn's ``BayesianRidge`` convention). Not with ``target_epsilon`` (the curvature
+  sums over the training samples outside the privacy accountant: the posterior would not be
+  private) nor with ``partial_fit`` (the posterior conditions on the whole training set).
 """
 
 from __future__ import annotations
@@ -131,6 +144,7 @@ class _BaseMLP(BaseEstimator):
         target_epsilon: Optional[float] = None,
         delta: Optional[float] = None,
         l2_norm_clip: float = 1.0,
+        laplace: Optional[str] = None,
         verbose: bool = False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -149,6 +163,7 @@ class _BaseMLP(BaseEstimator):
         self.target_epsilon = target_epsilon
         self.delta = delta
         self.l2_norm_clip = l2_norm_clip
+        self.laplace = laplace
         self.verbose = verbose
 
     # ------------------------------------------------------------------ the boundary
@@ -189,6 +204,15 @@ class _BaseMLP(BaseEstimator):
         if self.target_epsilon is not None and self.early_stopping:
             raise ValueError("early_stopping: not with target_epsilon (the validation split "
                              "would be read outside the privacy accountant); got True.")
+        if self.laplace is not None:
+            if not isinstance(self.laplace, str) or self.laplace not in _LAPLACE:
+                raise ValueError(f"laplace: expected None or one of {list(_LAPLACE)}, got "
+                                 f"{self.laplace!r}.")
+            if self.target_epsilon is not None:
+                raise ValueError(
+                    f"laplace: not with target_epsilon (the posterior's curvature sums over "
+                    f"the training samples outside the privacy accountant, so the fitted "
+                    f"model would not be private); got laplace={self.laplace!r}.")
 
     # ------------------------------------------------------------------ training
 
@@ -225,6 +249,9 @@ class _BaseMLP(BaseEstimator):
         if incremental and self.early_stopping:
             raise ValueError("early_stopping: not with partial_fit (one epoch per call, no "
                              "validation split), as in scikit-learn; got True.")
+        if incremental and self.laplace is not None:
+            raise ValueError(f"laplace: not with partial_fit (the posterior conditions on the "
+                             f"whole training set; use fit); got {self.laplace!r}.")
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=np.float64,
                              y_numeric=isinstance(self, RegressorMixin))
         if X.shape[0] < 2:
@@ -234,6 +261,7 @@ class _BaseMLP(BaseEstimator):
         initial = None
         if first:  # scikit-learn's order of draws: the weights, the validation split, shuffles
             self._net = self._network(X.shape[1], Y.shape[1])
+            self._check_laplace_size()
             initial = _initial_params(self._net, rng, self._init_factor())
             self.loss_curve_ = []
             self.validation_scores_ = [] if self.early_stopping else None
@@ -255,12 +283,40 @@ class _BaseMLP(BaseEstimator):
             self._fit_epochs(X, Y, X_val, Y_val, rng, initial if first else None,
                              incremental=incremental)
         params = self._params()
+        self.laplace_ = None if self.laplace is None else self._posterior(params, X, Y)
         self.coefs_ = [np.asarray(p["W"]).T for p in params]
         self.intercepts_ = [np.asarray(p["b"]) for p in params]
         self.n_layers_ = len(params) + 1
         self.n_outputs_ = self._net.sizes[-1]
         self.out_activation_ = self._output_activation
         return self
+
+    def _check_laplace_size(self) -> None:
+        """"full" and "last_layer" hold a P x P matrix: refused above
+        :data:`jaxmlp.laplace.FULL_MAX_PARAMS` parameters before the training, not after."""
+        if self.laplace not in ("full", "last_layer"):
+            return
+        from jaxmlp.laplace import FULL_MAX_PARAMS
+
+        sizes = self._net.sizes
+        pairs = list(zip(sizes[:-1], sizes[1:]))
+        if self.laplace == "last_layer":
+            pairs = pairs[-1:]
+        P = sum((n_in + 1) * n_out for n_in, n_out in pairs)
+        if P > FULL_MAX_PARAMS:
+            raise ValueError(f"laplace: {self.laplace!r} holds a P x P precision, P = {P} "
+                             f"parameters here, above jaxmlp.laplace.FULL_MAX_PARAMS = "
+                             f"{FULL_MAX_PARAMS}; use 'kron' or 'diag' (or smaller "
+                             f"hidden_layer_sizes).")
+
+    def _posterior(self, params, X, Y):
+        """The Laplace posterior (LA1)-(LA5) at the fitted ``params`` on the training samples
+        X (n_samples, n[0]), Y (n_samples, n[L]) (as columns, float32, unpadded), the prior
+        chosen by the evidence (LA6): :func:`jaxmlp.laplace.from_fit`."""
+        from jaxmlp.laplace import from_fit
+
+        return from_fit(self._net, params, np.ascontiguousarray(X.T, np.float32),
+                        np.ascontiguousarray(Y.T, np.float32), structure=self.laplace)
 
     def _params(self):
         """The current parameters [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]."""
@@ -408,6 +464,18 @@ class _BaseMLP(BaseEstimator):
         A_L = jaxmlp.predict(self._net, self._params(), _columns(X, None))
         return np.asarray(A_L, dtype=np.float64)[:, :m].T
 
+    def _predictive(self, X):
+        """The GLM predictive (LA10), (LA11) of ``laplace_`` at batch-first X, padded as
+        :meth:`_outputs` pads: class probabilities (n_samples, n[L]) with the probit link, or
+        (mean, variance), each (n_samples, n[L]), for the regressor."""
+        check_is_fitted(self, "_state")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        m = X.shape[0]
+        out = self.laplace_.predictive(_columns(X, None))
+        if isinstance(out, tuple):
+            return tuple(np.asarray(a, dtype=np.float64)[:, :m].T for a in out)
+        return np.asarray(out, dtype=np.float64)[:, :m].T
+
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -460,12 +528,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, incremental=True, classes=classes)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (n_samples, n_classes): A[L]^T of the softmax (or sigmoids)."""
+        """Class probabilities (n_samples, n_classes): A[L]^T of the softmax (or sigmoids);
+        with ``laplace``, the GLM predictive (LA11) of ``laplace_`` with the probit link,
+        softmax(z / sqrt(1 + pi/8 diag Sigma)) (sigmoid per label), Sigma = J P^{-1} J^T."""
+        if getattr(self, "laplace_", None) is not None:
+            return self._predictive(X)
         return self._outputs(X)
 
     def predict(self, X) -> np.ndarray:
-        """The most probable class of each sample (or each label above 0.5, multi-label)."""
-        P = self._outputs(X)
+        """The most probable class of each sample (or each label above 0.5, multi-label), by
+        :meth:`predict_proba` (the Laplace predictive's with ``laplace``)."""
+        P = self.predict_proba(X)
         if self._multilabel:
             return self._binarizer.inverse_transform((P > 0.5).astype(int))
         return self.classes_[np.argmax(P, axis=1)]
@@ -499,10 +572,23 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              f"fit, got {Y.shape[1]}.")
         return Y
 
-    def predict(self, X) -> np.ndarray:
-        """A[L]^T: (n_samples,) for a 1-D y at fit, else (n_samples, n_targets)."""
-        out = self._outputs(X)
-        return out[:, 0] if self._y_1d else out
+    def predict(self, X, return_std: bool = False):
+        """A[L]^T: (n_samples,) for a 1-D y at fit, else (n_samples, n_targets).
+
+        ``return_std=True`` (needs ``laplace``): ``(mean, std)``, std the GLM predictive's
+        standard deviation sqrt(diag J P^{-1} J^T + sigma_noise^2) (LA10), (LA11) in y's
+        units, of the mean's shape (scikit-learn's ``BayesianRidge`` convention)."""
+        if not return_std:
+            out = self._outputs(X)
+            return out[:, 0] if self._y_1d else out
+        check_is_fitted(self, "_state")
+        if getattr(self, "laplace_", None) is None:
+            raise ValueError("return_std: the predictive standard deviation needs a Laplace "
+                             "posterior; fit with laplace='kron' (or 'last_layer', 'diag', "
+                             "'full'), got an estimator fitted with laplace=None.")
+        mean, var = self._predictive(X)
+        std = np.sqrt(var)
+        return (mean[:, 0], std[:, 0]) if self._y_1d else (mean, std)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -511,6 +597,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 _PAD = 64  # training columns are padded to a multiple of this
+#: The ``laplace`` structures (:data:`jaxmlp.laplace.STRUCTURES`; jaxmlp.laplace is imported
+#: only by a fit that asks for one).
+_LAPLACE = ("kron", "last_layer", "diag", "full")
 # XLA's options for the training program (:func:`_fit_program`) only; every other program
 # keeps XLA's defaults. A fit compiles this one program, and most of it is small elementwise
 # kernels (the matrix products go to library calls either way), so XLA's older loop emitters,

@@ -23,7 +23,7 @@ ALLOWED = {
     "train": {"nn", "quantities", "privacy", "parallel"},
     "data": {"nn", "train"},
     "forward_reverse_modes": set(),
-    "sklearn": {"nn", "train", "privacy"},
+    "sklearn": {"nn", "train", "privacy", "laplace"},
     "laplace": {"nn", "quantities"},
 }
 

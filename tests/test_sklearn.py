@@ -160,6 +160,8 @@ def test_partial_fit_adds_one_epoch_each_call_and_needs_the_classes_first():
         clf.partial_fit(Xtr[:5], np.full(5, 11))
     with pytest.raises(ValueError, match="early_stopping: not with partial_fit"):
         MLPClassifier((8,), early_stopping=True).partial_fit(Xtr, ytr, classes=np.arange(10))
+    with pytest.raises(ValueError, match="laplace: not with partial_fit"):
+        MLPClassifier((8,), laplace="kron").partial_fit(Xtr, ytr, classes=np.arange(10))
 
 
 def test_private_training_spends_at_most_the_target_epsilon():
@@ -188,6 +190,9 @@ def test_private_training_spends_at_most_the_target_epsilon():
     ({"target_epsilon": 1.0, "early_stopping": True}, "early_stopping: not with target_epsilon"),
     ({"alpha": -1.0}, r"alpha: expected a finite number >= 0, got -1.0"),
     ({"tol": float("nan")}, r"tol: expected a finite number >= 0, got nan"),
+    ({"laplace": "kfac"}, r"laplace: expected None or one of \['kron', 'last_layer'"),
+    ({"laplace": "kron", "target_epsilon": 1.0}, "laplace: not with target_epsilon .* not be private"),
+    ({"laplace": "full", "hidden_layer_sizes": (100,)}, r"laplace: 'full' .* P = 7510 parameters .*FULL_MAX_PARAMS = 4096"),
 ])
 def test_bad_settings_name_the_parameter(params, message):
     Xtr, _, ytr, _ = digits(100)
@@ -234,6 +239,72 @@ def test_classes_and_predictions_keep_the_dtype_of_y(labels):
     assert clf.classes_.dtype == y.dtype == SkMLP((4,), max_iter=2).fit(X, y).classes_.dtype
     assert clf.predict(X).dtype == y.dtype and set(clf.predict(X)) <= set(labels)
     np.testing.assert_array_equal(clf.classes_, labels)
+
+
+def test_laplace_classifier_is_the_posterior_of_its_params_in_a_pipeline_and_pickles():
+    """laplace="kron": laplace_ is jaxmlp.laplace.from_fit's posterior built from coefs_ /
+    intercepts_ and NumPy one-hot targets of the scaled training set; predict_proba is its
+    probit predictive (not the MAP's softmax), predict its argmax; clone and pickle keep it."""
+    import jax
+    from sklearn.base import clone
+    from sklearn.datasets import load_iris
+
+    import jaxmlp
+    from jaxmlp import laplace
+
+    X, y = load_iris(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(
+        (8,), learning_rate_init=0.01, max_iter=30, random_state=0, laplace="kron")).fit(X, y)
+    clf, Xs = pipe[-1], pipe[0].transform(X)
+    net = jaxmlp.Network(sizes=(4, 8, 3), activations=("relu", "softmax"),
+                         cost="categorical_cross_entropy")
+    params = [{"W": np.asarray(W.T, np.float32), "b": np.asarray(b, np.float32)}
+              for W, b in zip(clf.coefs_, clf.intercepts_)]
+    Y = (y[:, None] == clf.classes_[None, :]).astype(np.float32)
+    direct = laplace.from_fit(net, params, Xs.T.astype(np.float32), Y.T, structure="kron")
+    assert clf.laplace_.structure == "kron" and clf.laplace_.n_data == 150
+    for a, b in zip(jax.tree.leaves(clf.laplace_), jax.tree.leaves(direct)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    P = pipe.predict_proba(X)
+    np.testing.assert_allclose(P, np.asarray(direct.predictive(Xs.T.astype(np.float32))).T,
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(P, numpy_forward(clf, Xs), atol=1e-3)  # not the MAP's softmax
+    np.testing.assert_array_equal(pipe.predict(X), clf.classes_[np.argmax(P, axis=1)])
+    assert clone(pipe).get_params()["mlpclassifier__laplace"] == "kron"
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(pipe)).predict_proba(X), P)
+
+
+def test_laplace_regressor_std_is_the_glm_predictive_against_a_numpy_jacobian():
+    """laplace="full", 1-D y: predict(X, return_std=True) is (the network's output, std) with
+    std^2 = diag(J (G / sigma^2 + lambda I)^{-1} J^T) + sigma^2 (LA2), (LA10), (LA11); J the
+    output's Jacobian in the parameters (one ReLU layer, written out in NumPy), G = J^T J over
+    the training samples (mean squared error's GGN), lambda and sigma the fitted ones."""
+    X, y = make_regression(n_samples=64, n_features=3, noise=5.0, random_state=0)
+    y = y / y.std()
+    settings = dict(learning_rate_init=0.01, max_iter=100, random_state=0)
+    reg = MLPRegressor((4,), laplace="full", **settings).fit(X, y)
+    mean, std = reg.predict(X[:10], return_std=True)
+    np.testing.assert_array_equal(mean, reg.predict(X[:10]))
+    assert mean.shape == std.shape == (10,)
+
+    def jacobian(X):  # (m, P): d output / d (W1, b1, W2, b2), any fixed order
+        W1, W2 = reg.coefs_[0], reg.coefs_[1][:, 0]
+        Z = X @ W1 + reg.intercepts_[0]
+        on, H = (Z > 0).astype(float), np.maximum(Z, 0)
+        dW1 = (on * W2)[:, None, :] * X[:, :, None]
+        return np.hstack([dW1.reshape(len(X), -1), on * W2, H, np.ones((len(X), 1))])
+
+    la = reg.laplace_
+    lam, sigma = float(la.prior_precision), float(la.sigma_noise)
+    J = jacobian(X)
+    precision = J.T @ J / sigma ** 2 + lam * np.eye(J.shape[1])
+    Jq = jacobian(X[:10])
+    var = np.einsum("ip,pq,iq->i", Jq, np.linalg.inv(precision), Jq) + sigma ** 2
+    np.testing.assert_allclose(std, np.sqrt(var), rtol=2e-3)
+    assert 0.01 < sigma < 1 and std.min() > sigma  # the noise, and the parameters' share
+    plain = MLPRegressor((4,), **settings).fit(X, y)  # the same training program
+    with pytest.raises(ValueError, match="return_std: .* needs a Laplace posterior"):
+        plain.predict(X, return_std=True)
 
 
 class _Compiles:
