@@ -21,7 +21,7 @@ import time
 
 import jax
 
-from _common import output
+from _common import compiled, output
 
 jax.config.update("jax_enable_x64", True)
 
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
                          m=m, max_error=rep.max_error, passed=rep.passed, per_quantity=worst))
         print(f"{cost:>26} {out:>10} {hidden if depth > 1 else '-':>10} {depth:>2} {m:>2} "
               + " ".join(f"{worst[q]:12.1e}" for q in cols), flush=True)
+        compiled.release_if_many()  # ~700 memory mappings per network: stay under the limit
     failed = [r for r in rows if not r["passed"]]
     worst = max(r["max_error"] for r in rows)
     print(f"{len(rows) - len(failed)}/{len(rows)} cases within 1e-10 (largest error {worst:.1e}), "

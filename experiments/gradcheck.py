@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
 from _common import benchmarking  # noqa: E402
-from _common import output  # noqa: E402
+from _common import compiled, output  # noqa: E402
 from jaxmlp.oracle.verification import check_gradients, random_problem, relative_error  # noqa: E402
 
 
@@ -104,6 +104,7 @@ def main(argv=None) -> int:
                          finite_diff_f64=r64.max_finite_diff, autodiff_f32=r32.max_autodiff,
                          manual_f32_vs_f64=err_man32, autodiff_f32_vs_f64=err_ad32,
                          passed_f64=r64.passed, passed_f32=ok32))
+        compiled.release_if_many()  # thousands of small programs: stay under vm.max_map_count
     wall = time.perf_counter() - t0
 
     print(f"{'cost':<27} {'output':<10} {'path':<7} {'nets':>5} {'max err f64 vs AD':>18} "

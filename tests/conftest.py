@@ -28,10 +28,10 @@ if _EXPERIMENTS not in sys.path:
     sys.path.append(_EXPERIMENTS)
 
 
-#: Each compiled XLA:CPU program keeps memory mappings until it is freed, and a process may
-#: hold vm.max_map_count of them (65,530 by default): a worker that compiles thousands of
-#: programs (the slow curvature sweep: about 40 networks, each with its oracles) crashes
-#: there, in XLA. Every 10 tests a worker over this many mappings drops JAX's caches.
+#: A worker that compiles thousands of programs (the slow curvature sweep: about 40 networks,
+#: each with its oracles) would reach vm.max_map_count and crash in XLA
+#: (experiments/_common/compiled.py). Every 10 tests a worker over this many memory mappings
+#: drops JAX's caches.
 MAX_MAPPINGS = 30_000
 _tests_torn_down = 0
 
@@ -39,12 +39,7 @@ _tests_torn_down = 0
 def pytest_runtest_teardown(item, nextitem):
     global _tests_torn_down
     _tests_torn_down += 1
-    if _tests_torn_down % 10:
-        return
-    try:
-        with open("/proc/self/maps", "rb") as f:
-            mappings = f.read().count(b"\n")
-    except OSError:  # not Linux
-        return
-    if mappings > MAX_MAPPINGS:
-        jax.clear_caches()
+    if _tests_torn_down % 10 == 0:
+        from _common import compiled
+
+        compiled.release_if_many(MAX_MAPPINGS)
