@@ -21,7 +21,7 @@ ALLOWED = {
     "oracle": {"nn", "quantities"},
     "parallel": {"nn"},
     "train": {"nn", "quantities", "privacy", "parallel"},
-    "data": {"nn", "train"},
+    "data": {"nn", "train", "laplace"},
     "forward_reverse_modes": set(),
     "sklearn": {"nn", "train", "privacy", "laplace"},
     "laplace": {"nn", "quantities"},

@@ -18,6 +18,14 @@ Arrays keep their dtype and values bit for bit. ``metadata`` is any JSON-seriali
 (the training scripts store the preprocessing a prediction needs). Activations and costs are
 stored by name: a network using a rule added with :func:`jaxmlp.register_activation` loads in
 a process that has registered the same name.
+
+A Laplace posterior (:class:`jaxmlp.laplace.Posterior`) has a file of its own,
+:func:`save_posterior` / :func:`load_posterior` (``laplace.npz`` in a ``train.py --laplace``
+run folder, beside ``model.npz``, which it leaves unchanged): the same layout and digest, the
+header's ``"content": "laplace_posterior"``, its own :data:`POSTERIOR_FORMAT_VERSION`, the
+posterior's static fields, and its arrays by :meth:`~jaxmlp.laplace.Posterior.to_arrays`'s
+names (the MAP included, so the file stands alone; :func:`load_model` checks that it is the
+posterior of the model beside it).
 """
 
 from __future__ import annotations
@@ -30,9 +38,15 @@ import numpy as np
 
 from jaxmlp.nn.network import Network
 
-__all__ = ["FORMAT_VERSION", "Model", "save", "load", "load_model"]
+__all__ = ["FORMAT_VERSION", "Model", "POSTERIOR_FILE", "POSTERIOR_FORMAT_VERSION", "save",
+           "load", "load_model", "load_posterior", "save_posterior"]
 
 FORMAT_VERSION = 1
+#: The version of the posterior files of :func:`save_posterior`.
+POSTERIOR_FORMAT_VERSION = 1
+#: The posterior's file name in a run folder (beside model.npz).
+POSTERIOR_FILE = "laplace.npz"
+_POSTERIOR = "laplace_posterior"
 _KEY = "__jaxmlp__"
 _EXTENSIONS = (".npz", ".safetensors")
 
@@ -101,6 +115,11 @@ def save(path: Union[str, os.PathLike], params, net: Network, *,
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"params[{l - 1}]['{k}'] (layer {l}): holds non-finite values.")
             tensors[f"{k}[{l}]"] = np.ascontiguousarray(a)
+    _write(path, ext, header, tensors)
+
+
+def _write(path: str, ext: str, header: dict, tensors: dict) -> None:
+    """``tensors`` and the JSON ``header`` with its digest, written whole, then renamed."""
     header["sha256"] = _digest(header, tensors)  # checked by load: damage is refused
     text = json.dumps(header, allow_nan=False)
     from jaxmlp.train.outdir import atomic_path
@@ -194,6 +213,9 @@ def load(path: Union[str, os.PathLike], *,
             raise ValueError(f"ensemble {K!r} is not a positive integer")
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"path: {path!r}: the network description is damaged ({e!r}).") from None
+    if header.get("content") == _POSTERIOR:
+        raise ValueError(f"path: {path!r} is a Laplace posterior (save_posterior), not a "
+                         "model; read it with jaxmlp.data.export.load_posterior.")
     if version != FORMAT_VERSION:
         raise ValueError(f"path: {path!r} has format version {version}; this jaxmlp reads "
                          f"version {FORMAT_VERSION}.")
@@ -234,6 +256,114 @@ def load(path: Union[str, os.PathLike], *,
     return net, params, metadata
 
 
+# ----------------------------------------------------------------------------- Laplace posteriors
+
+
+def _network_header(net: Network) -> dict:
+    return {"sizes": list(net.sizes), "activations": list(net.activations), "cost": net.cost}
+
+
+def save_posterior(path: Union[str, os.PathLike], posterior, *,
+                   metadata: Optional[dict] = None) -> None:
+    """Writes a Laplace posterior (:class:`jaxmlp.laplace.Posterior`, e.g. of
+    :func:`jaxmlp.laplace.from_fit`) to ``path`` (.npz or .safetensors): its arrays
+    (:meth:`~jaxmlp.laplace.Posterior.to_arrays`: the MAP, the curvature of its structure,
+    the prior precision, temperature, noise scale and loss) bit for bit, and a header with
+    :data:`POSTERIOR_FORMAT_VERSION`, the network, the structure, the prior's kind, n_data,
+    JSON ``metadata`` and the sha256 of it all. ``train.py --laplace`` writes
+    ``laplace.npz`` (:data:`POSTERIOR_FILE`) beside its ``model.npz``.
+
+    Raises TypeError / ValueError, before writing anything, for a ``posterior`` that is not
+    a Posterior, non-finite arrays, metadata that is not a JSON-serialisable dict, or
+    another extension.
+    """
+    from jaxmlp.laplace.posterior import Posterior
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
+    path = os.fspath(path)
+    ext = _format(path)
+    if not isinstance(posterior, Posterior):
+        raise TypeError(f"posterior: expected a jaxmlp.laplace.Posterior, got "
+                        f"{type(posterior).__name__}.")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata: expected a dict or None, got {type(metadata).__name__}.")
+    fields, tensors = posterior.to_arrays()
+    for name, a in tensors.items():
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"posterior: {name} holds non-finite values.")
+    header = {"format_version": POSTERIOR_FORMAT_VERSION, "content": _POSTERIOR,
+              "network": _network_header(posterior.net), "posterior": fields,
+              "metadata": metadata or {}}
+    try:
+        json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata: expected a JSON-serialisable dict ({e}).") from None
+    _write(path, ext, header, tensors)
+
+
+def load_posterior(path: Union[str, os.PathLike], *, verify: bool = True):
+    """The :class:`jaxmlp.laplace.Posterior` of a file written by :func:`save_posterior`,
+    rebuilt by :meth:`~jaxmlp.laplace.Posterior.from_arrays` (arrays of the saved dtype,
+    bit for bit): ``predictive``, ``functional_covariance``, ``log_marginal_likelihood``
+    and ``sample`` give what the saved posterior gave.
+
+    Raises ValueError naming the file for one that does not exist or cannot be read, is not
+    a posterior (a model export, another file), has another format version, describes a
+    network this process cannot build, whose digest does not match (a damaged file; checked
+    first, with ``verify=True``) or whose arrays do not make a posterior of its network;
+    TypeError for a float64 posterior while 64-bit mode is off.
+    """
+    import jax
+
+    from jaxmlp.laplace.posterior import Posterior
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
+    path = os.fspath(path)
+    ext = _format(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"path: file {path!r} does not exist.")
+    arrays, text = _read(path, ext)
+    try:
+        header = json.loads(text)
+        content = header.get("content")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"path: {path!r}: the posterior's description is damaged "
+                         f"({e!r}).") from None
+    if content != _POSTERIOR:
+        what = ("a model export (jaxmlp.data.export.save)" if "network" in header
+                else "not a jaxmlp file")
+        raise ValueError(f"path: {path!r} is {what}, not a Laplace posterior "
+                         "(jaxmlp.data.export.save_posterior; train.py --laplace writes "
+                         f"{POSTERIOR_FILE}).")
+    try:
+        version, desc, fields = header["format_version"], header["network"], header["posterior"]
+        sizes, activations, cost = desc["sizes"], desc["activations"], desc["cost"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"path: {path!r}: the posterior's description is damaged "
+                         f"({e!r}).") from None
+    if version != POSTERIOR_FORMAT_VERSION:
+        raise ValueError(f"path: {path!r} is a posterior of format version {version!r}; this "
+                         f"jaxmlp reads version {POSTERIOR_FORMAT_VERSION}.")
+    if verify:
+        if _digest(header, arrays) != header.get("sha256"):
+            raise ValueError(f"path: {path!r}: its arrays or header do not match the digest "
+                             "recorded when it was written (sha256): the file is damaged.")
+    try:
+        net = Network(sizes=tuple(sizes), activations=tuple(activations), cost=cost)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"path: {path!r} describes a network this process cannot build: "
+                         f"{e}") from None
+    if any(a.dtype == np.float64 for a in arrays.values()) and not jax.config.jax_enable_x64:
+        raise TypeError(f"path: {path!r} holds a float64 posterior; turn on 64-bit mode "
+                        "first (jax.config.update('jax_enable_x64', True)).")
+    try:
+        return Posterior.from_arrays(net, fields, arrays)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"path: {path!r}: not a usable posterior: {e}") from None
+
+
 # ----------------------------------------------------------------------------- one-call loading
 
 
@@ -246,15 +376,29 @@ class Model:
     without preprocessing, the network's n[0] inputs). An ensemble's members are averaged
     ((1/K) sum_k A[L]_k).
 
+    With a Laplace posterior (``train.py --laplace``'s ``laplace.npz``, read by
+    :func:`load_model` from a run folder; or ``posterior=``), ``predict_proba(rows,
+    laplace=True)`` gives the GLM probit predictive (LA10), (LA11) and ``predict(rows,
+    return_std=True)`` a regression's predictive mean and standard deviation in the
+    target's units.
+
     Attributes: ``net``, ``params``, ``preprocessing`` (a
     :class:`jaxmlp.data.tabular.Preprocessing`, or None), ``metadata``, ``ensemble`` (K or
-    None), ``task``, ``classes_`` (classification: class names; multilabel: the labels).
+    None), ``task``, ``classes_`` (classification: class names; multilabel: the labels),
+    ``path`` (the folder or file :func:`load_model` read, or None), ``posterior`` (the
+    :class:`jaxmlp.laplace.Posterior`, or None).
     """
 
-    def __init__(self, net: Network, params, metadata: Optional[dict] = None):
+    def __init__(self, net: Network, params, metadata: Optional[dict] = None, *,
+                 posterior=None, path: Optional[str] = None):
+        """``posterior``: None, a :class:`jaxmlp.laplace.Posterior` of ``net`` at ``params``,
+        or the path of a file written by :func:`save_posterior` (read, and checked to be
+        the posterior of ``params``, when first used). ``path``: where the model came from
+        (named in messages)."""
         from jaxmlp.data.tabular import Preprocessing
 
         self.net, self.params, self.metadata = net, params, dict(metadata or {})
+        self.path = None if path is None else os.fspath(path)
         self.ensemble = self.metadata.get("ensemble")
         prep = self.metadata.get("preprocessing")
         self.preprocessing = None if prep is None else Preprocessing.from_dict(prep)
@@ -275,6 +419,9 @@ class Model:
                          if prep is not None and self.task != "regression"
                          else np.arange(max(2, net.sizes[-1])) if self.task == "classification"
                          else None)
+        if posterior is not None and not isinstance(posterior, (str, os.PathLike)):
+            self._check_posterior(posterior, "posterior")
+        self._posterior = posterior
 
     def __repr__(self) -> str:
         k = f", ensemble of {self.ensemble}" if self.ensemble else ""
@@ -319,51 +466,153 @@ class Model:
             A = ensemble_predict(self.net, self.params, X)
         return np.asarray(A, dtype=np.float64).T
 
-    def predict_proba(self, rows) -> np.ndarray:
+    # ------------------------------------------------------------------------- Laplace
+
+    def _check_posterior(self, la, source: str) -> None:
+        """ValueError naming ``source`` unless ``la`` is a posterior of this network at
+        exactly these params (same dtype, same bits)."""
+        from jaxmlp.laplace.posterior import Posterior
+
+        if not isinstance(la, Posterior):
+            raise TypeError(f"posterior: expected a jaxmlp.laplace.Posterior or a file path, "
+                            f"got {type(la).__name__}.")
+        if self.ensemble is not None:
+            raise ValueError(f"{source}: the model is an ensemble of {self.ensemble}; a "
+                             "Laplace posterior is one network's.")
+        same = la.net == self.net and all(
+            np.asarray(a[k]).dtype == np.asarray(b[k]).dtype
+            and np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
+            for a, b in zip(la.params, self.params) for k in ("W", "b"))
+        if not same:
+            raise ValueError(f"{source}: the posterior is not the model's: its network or MAP "
+                             f"parameters differ from those of {self.path or 'the model'} (a "
+                             "posterior left by an earlier run, or of another model); refit "
+                             "it (train.py --laplace) or remove it.")
+
+    @property
+    def posterior(self):
+        """The :class:`jaxmlp.laplace.Posterior` saved with the model, or None (a file is
+        read and checked on first use: ValueError naming it when damaged or not this
+        model's)."""
+        if isinstance(self._posterior, (str, os.PathLike)):
+            file = os.fspath(self._posterior)
+            la = load_posterior(file)
+            self._check_posterior(la, f"path: {file!r}")
+            self._posterior = la
+        return self._posterior
+
+    def _laplace(self, caller: str):
+        """The posterior, or ValueError naming where it was looked for."""
+        la = self.posterior
+        if la is not None:
+            return la
+        if self.path is not None and os.path.isdir(self.path):
+            where = f"the folder {self.path!r} holds no {POSTERIOR_FILE}"
+        elif self.path is not None:
+            where = (f"{self.path!r} is a model file (a posterior is read from a run folder's "
+                     f"{POSTERIOR_FILE}: load the folder)")
+        else:
+            where = "this Model was built without one (Model(..., posterior=...))"
+        raise ValueError(f"{caller}: the Laplace predictive needs the posterior saved with the "
+                         f"model; {where}. Train with `python experiments/train.py --laplace "
+                         "kron` (or diag, full, last_layer), or save one with "
+                         "jaxmlp.data.export.save_posterior.")
+
+    def _laplace_outputs(self, rows, caller: str):
+        """(mean or probabilities, variance or None) of the GLM predictive, batch-first
+        (n_samples, n[L]), float64."""
+        import jax.numpy as jnp
+
+        la = self._laplace(caller)
+        X = jnp.asarray(self.inputs(rows), dtype=la.temperature.dtype)
+        out = la.predictive(X)  # (LA10), (LA11): probit; regression (mean, variance)
+        if isinstance(out, tuple):
+            return tuple(np.asarray(a, dtype=np.float64).T for a in out)
+        return np.asarray(out, dtype=np.float64).T, None
+
+    # ------------------------------------------------------------------------- predictions
+
+    def predict_proba(self, rows, *, laplace: bool = False) -> np.ndarray:
         """(n_samples, classes): each class's probability (columns in ``classes_`` order);
-        multilabel: (n_samples, labels), each label's probability."""
+        multilabel: (n_samples, labels), each label's probability.
+
+        ``laplace=True``: the GLM probit predictive of the saved posterior (LA11),
+        softmax(mu / sqrt(1 + pi/8 Sigma_cc)) or sigmoid(mu / sqrt(1 + pi/8 Sigma_jj)) with
+        Sigma = J P^{-1} J^T (LA10); ValueError naming the folder when the model has no
+        posterior."""
+        if not isinstance(laplace, bool):
+            raise TypeError(f"laplace: expected True or False, got {laplace!r}.")
         if self.task == "regression":
             raise ValueError("predict_proba: a regression model has no class probabilities; "
-                             "use predict.")
-        A = self.outputs(rows)
+                             "use predict (predict(rows, return_std=True): the Laplace "
+                             "predictive's mean and standard deviation).")
+        A = (self._laplace_outputs(rows, "predict_proba")[0] if laplace
+             else self.outputs(rows))
         if self.task == "classification" and A.shape[1] == 1:
             return np.concatenate([1.0 - A, A], axis=1)
         return A
 
-    def predict(self, rows) -> np.ndarray:
+    def predict(self, rows, *, laplace: bool = False, return_std: bool = False):
         """Classification: (n_samples,) class names; multilabel: (n_samples, labels) of 0/1;
         regression: values in the target's units, (n_samples,) for one target column, else
-        (n_samples, targets)."""
+        (n_samples, targets).
+
+        ``laplace=True``: from the Laplace predictive (classification: the class of largest
+        probit probability, which can differ from the MAP's argmax; regression: its mean,
+        the MAP's output). ``return_std=True`` (regression; implies ``laplace``):
+        ``(mean, std)`` of the same shape, std = sqrt(diag J P^{-1} J^T + sigma_noise^2)
+        (LA11) times the target's standard deviation of the preprocessing (the variance
+        scales by its square), as scikit-learn's ``GaussianProcessRegressor.predict``."""
+        for name, v in (("laplace", laplace), ("return_std", return_std)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name}: expected True or False, got {v!r}.")
+        if return_std and self.task != "regression":
+            raise ValueError(f"return_std: a {self.task} model has no predictive standard "
+                             "deviation; use predict_proba(rows, laplace=True).")
         if self.task == "classification":
-            return self.classes_[np.argmax(self.predict_proba(rows), axis=1)]
+            return self.classes_[np.argmax(self.predict_proba(rows, laplace=laplace), axis=1)]
         if self.task == "multilabel":
-            return (self.outputs(rows) >= 0.5).astype(np.int64)
-        Y = self.outputs(rows)
+            return (self.predict_proba(rows, laplace=laplace) >= 0.5).astype(np.int64)
+        var = None
+        if laplace or return_std:
+            Y, var = self._laplace_outputs(rows, "predict")
+        else:
+            Y = self.outputs(rows)
+        scale = np.ones(Y.shape[1])
         if self.preprocessing is not None:
             from jaxmlp.data.tabular import inverse_target
 
             Y = inverse_target(self.preprocessing, Y.T).T
-        return Y[:, 0] if Y.shape[1] == 1 else Y
+            if self.preprocessing.target_std is not None:
+                scale = np.asarray(self.preprocessing.target_std, dtype=np.float64)
+        squeeze = (lambda a: a[:, 0]) if Y.shape[1] == 1 else (lambda a: a)  # noqa: E731
+        if not return_std:
+            return squeeze(Y)
+        return squeeze(Y), squeeze(np.sqrt(var) * scale)
 
 
 def load_model(path: Union[str, os.PathLike]) -> Model:
     """The trained model in ``path`` as a :class:`Model` (``predict``, ``predict_proba``).
 
-    ``path``: a folder written by ``experiments/train.py`` (its ``model.npz``) or a file
-    written by :func:`save` (.npz or .safetensors). ValueError naming the path when it holds
-    no model or the model's metadata is damaged.
+    ``path``: a folder written by ``experiments/train.py`` (its ``model.npz``; and its
+    ``laplace.npz`` when the run had ``--laplace``: the Model's ``posterior``, read and
+    checked when first used) or a file written by :func:`save` (.npz or .safetensors).
+    ValueError naming the path when it holds no model or the model's metadata is damaged.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a folder or file path, got {type(path).__name__}.")
     path = os.fspath(path)
+    source, posterior = path, None
     if os.path.isdir(path):
         file = os.path.join(path, "model.npz")
         if not os.path.isfile(file):
             raise ValueError(f"path: the folder {path!r} holds no model.npz (train.py writes "
                              "it when a run completes).")
+        if os.path.exists(os.path.join(path, POSTERIOR_FILE)):
+            posterior = os.path.join(path, POSTERIOR_FILE)
         path = file
     net, params, metadata = load(path)
     try:
-        return Model(net, params, metadata)
+        return Model(net, params, metadata, posterior=posterior, path=source)
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"path: {path!r}: damaged preprocessing metadata ({e}).") from None

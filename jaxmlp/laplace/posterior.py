@@ -22,21 +22,59 @@ kron          ``{"eig_A", "U_A", "eig_G", "U_G"}``: per layer the eigendecomposi
 full          ``{"ggn": (P, P)}``                                                   (LA5)
 last_layer    ``{"ggn": (P_L, P_L)}``, the GGN of layer L's [W b] alone              (LA5)
 ============  ====================================================================  =====
+
+:meth:`Posterior.to_arrays` and :meth:`Posterior.from_arrays` write the posterior as named
+NumPy arrays and its three static scalars / strings, and rebuild it (checked) from them:
+what :func:`jaxmlp.data.export.save_posterior` stores.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from jaxmlp.laplace import evidence, predictive, structures
+from jaxmlp.laplace import evidence, flat, predictive, structures
 from jaxmlp.laplace.flat import check_prior_precision
 from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
+from jaxmlp.nn.scalars import real_number
+from jaxmlp.quantities import curvature as curvature_lib
 
 __all__ = ["Posterior"]
+
+#: The curvature arrays of each structure, per layer for "kron" (named ``eig_A[l]`` ...,
+#: l = 1..L as in a model export); "full" / "last_layer" with a scalar prior may also hold
+#: ``eig``, G's eigenvalues (added by the evidence ascent).
+_CURVATURE_NAMES = {"diag": ("ggn",), "kron": ("eig_A", "U_A", "eig_G", "U_G"),
+                    "full": ("ggn",), "last_layer": ("ggn",)}
+_SCALARS = ("temperature", "sigma_noise", "loss")
+
+
+def _array_shapes(net: Network, structure: str, prior_kind: str, with_eig: bool) -> dict:
+    """name -> shape of every array :meth:`Posterior.to_arrays` writes (module docstring)."""
+    shapes = {}
+    for l, layer in enumerate(net.param_shapes(), start=1):
+        shapes.update({f"W[{l}]": tuple(layer["W"]), f"b[{l}]": tuple(layer["b"])})
+    L = net.num_layers
+    layers = [L - 1] if structure == "last_layer" else list(range(L))
+    P = sum(r * c for r, c in flat.block_sizes(net, layers))
+    if structure == "kron":
+        for l, (r, c) in enumerate(flat.block_sizes(net, layers), start=1):
+            shapes.update({f"eig_A[{l}]": (c,), f"U_A[{l}]": (c, c), f"eig_G[{l}]": (r,),
+                           f"U_G[{l}]": (r, r)})
+    else:
+        shapes["ggn"] = (P,) if structure == "diag" else (P, P)
+        if with_eig:
+            shapes["eig"] = (P,)
+    shapes["prior_precision"] = {"scalar": (), "layer": (len(layers),),
+                                 "parameter": (P,)}[prior_kind]
+    shapes.update({k: () for k in _SCALARS})
+    return shapes
 
 
 @functools.partial(
@@ -80,6 +118,88 @@ class Posterior:
     def num_params(self) -> int:
         """P, the number of parameters with a posterior (LA1)."""
         return structures.num_params(self)
+
+    def to_arrays(self) -> tuple[dict, dict]:
+        """``(fields, arrays)``: the static fields but the network as JSON values
+        (``{"structure", "prior_kind", "n_data"}``) and every leaf as a NumPy array of its
+        dtype, by name: the MAP ``W[l]``, ``b[l]`` (l = 1..L, as a model export names
+        them), ``prior_precision`` (shape (), (layers,) or (P,)), ``temperature``,
+        ``sigma_noise``, ``loss`` (shape ()) and the curvature: ``ggn`` (diag (P,); full,
+        last_layer (P, P); with ``eig`` (P,) where the evidence ascent added it) or, for
+        kron, per layer ``eig_A[l]`` (n[l-1]+1,), ``U_A[l]``, ``eig_G[l]`` (n[l],), ``U_G[l]``
+        (LA4). :meth:`from_arrays` inverts it, bit for bit."""
+        arrays = {}
+        for l, layer in enumerate(self.params, start=1):
+            arrays.update({f"W[{l}]": layer["W"], f"b[{l}]": layer["b"]})
+        cv = self.curvature
+        if self.structure == "kron":
+            for name in _CURVATURE_NAMES["kron"]:
+                arrays.update({f"{name}[{l}]": a for l, a in enumerate(cv[name], start=1)})
+        else:
+            arrays.update({k: cv[k] for k in ("ggn", "eig") if k in cv})
+        arrays["prior_precision"] = self.prior_precision
+        arrays.update({k: getattr(self, k) for k in _SCALARS})
+        arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}
+        return ({"structure": self.structure, "prior_kind": self.prior_kind,
+                 "n_data": int(self.n_data)}, arrays)
+
+    @classmethod
+    def from_arrays(cls, net: Network, fields: dict, arrays: dict) -> "Posterior":
+        """The posterior that :meth:`to_arrays` wrote, for ``net``: ``fields`` holds
+        ``structure``, ``prior_kind``, ``n_data``; ``arrays`` the named arrays, every one
+        floating-point of the MAP's dtype and finite, of the shapes ``net`` and the
+        structure give (the prior precision positive, the temperature positive, the noise
+        scale 1 for the cross-entropies). ValueError naming what differs otherwise; TypeError
+        for float64 arrays while 64-bit mode is off."""
+        net = curvature_lib.check_supported(net, "laplace", second_order=False)
+        try:
+            structure, kind, n = fields["structure"], fields["prior_kind"], fields["n_data"]
+        except (KeyError, TypeError):
+            raise ValueError(f"fields: expected 'structure', 'prior_kind' and 'n_data', got "
+                             f"{fields!r}.") from None
+        if structure not in structures.STRUCTURES:
+            raise ValueError(f"structure: expected one of {list(structures.STRUCTURES)}, got "
+                             f"{structure!r}.")
+        if kind not in flat.PRIOR_KINDS or (kind == "parameter" and structure == "kron"):
+            raise ValueError(f"prior_kind: expected one of {list(flat.PRIOR_KINDS)} (not "
+                             f"'parameter' for 'kron'), got {kind!r} with {structure!r}.")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n_data: expected a positive integer, got {n!r}.")
+        with_eig = "eig" in arrays and structure in ("full", "last_layer") and kind == "scalar"
+        want = _array_shapes(net, structure, kind, with_eig)
+        if set(arrays) != set(want):
+            raise ValueError(f"arrays: a {structure!r} posterior of the network {net.sizes} "
+                             f"with a {kind} prior holds {sorted(want)}, got {sorted(arrays)}.")
+        dtype = np.asarray(arrays["W[1]"]).dtype
+        for name, shape in want.items():
+            a = np.asarray(arrays[name])
+            if a.shape != shape or a.dtype != dtype or a.dtype.kind != "f":
+                raise ValueError(f"arrays: {name} has shape {a.shape} {a.dtype}, expected "
+                                 f"{shape} {dtype} (floating, the MAP's dtype).")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"arrays: {name} holds non-finite values.")
+        if dtype == np.float64 and not jax.config.jax_enable_x64:
+            raise TypeError("arrays: a float64 posterior needs 64-bit mode "
+                            "(jax.config.update('jax_enable_x64', True)).")
+        prior = np.asarray(arrays["prior_precision"])
+        if np.any(prior <= 0):
+            raise ValueError(f"arrays: prior_precision holds a precision <= 0 "
+                             f"({prior.ravel()[np.argmin(prior.ravel())]!r}).")
+        real_number("temperature", float(arrays["temperature"]), low=0.0, low_open=True)
+        j = lambda name: jnp.asarray(arrays[name])  # noqa: E731
+        L = net.num_layers
+        params = [{"W": j(f"W[{l}]"), "b": j(f"b[{l}]")} for l in range(1, L + 1)]
+        if structure == "kron":
+            cv = {name: tuple(j(f"{name}[{l}]") for l in range(1, L + 1))
+                  for name in _CURVATURE_NAMES["kron"]}
+        else:
+            cv = {k: j(k) for k in ("ggn", "eig") if k in want}
+        return cls(net=net, structure=structure, prior_kind=kind, n_data=int(n), params=params,
+                   curvature=cv, prior_precision=j("prior_precision"),
+                   temperature=j("temperature"),
+                   sigma_noise=structures.check_sigma_noise(net, float(arrays["sigma_noise"]),
+                                                            dtype),
+                   loss=j("loss"))
 
     def replace(self, **changes) -> "Posterior":
         """A copy with fields changed (no check: use :meth:`with_prior`)."""
