@@ -19,6 +19,15 @@ number, from 0); then
 * multilabel: ``<label>`` (0/1, probability >= 0.5) and ``probability[<label>]`` per label;
 * regression: ``<target>`` per target column, in the targets' units.
 
+``--laplace``: the Laplace predictive of the posterior that ``train.py --laplace`` saved in
+the run folder (``laplace.npz``; ``jaxmlp.load_model(folder).predict_proba(rows,
+laplace=True)``), beside the MAP's columns: classification ``laplace_prediction`` (the most
+probable class under the GLM probit predictive) and ``laplace_probability[<class>]``;
+multilabel ``laplace_<label>`` and ``laplace_probability[<label>]``; regression
+``std[<target>]``, the predictive standard deviation sqrt(diag J P^{-1} J^T + sigma^2) in the
+target's units (the mean is the MAP's ``<target>``). Refused (exit 2) when ``--checkpoint``
+holds no posterior.
+
 Relative paths are taken from the folder you run in (``scripts/run.sh`` passes it). Missing
 feature values are refused (every such column named) unless the model was trained with
 ``--impute``, which then fills them with the training split's values.
@@ -55,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", metavar="FILE.py", action="append",
                    help="a Python file registering the activations/costs the network uses "
                    "(default: none)")
+    p.add_argument("--laplace", action="store_true",
+                   help="add the Laplace predictive of the run's posterior (train.py --laplace "
+                   "writes laplace.npz): probabilities, or the regression's std")
     return p
 
 
@@ -91,16 +103,20 @@ def _from_orbax(cdir: str):
     return built["net"], state.params, meta
 
 
-def load_model(path: str):
-    """The :class:`jaxmlp.data.export.Model` of ``--checkpoint`` (preprocessing included);
-    UsageError when unusable."""
+def load_model(path: str, laplace: bool = False):
+    """The :class:`jaxmlp.data.export.Model` of ``--checkpoint`` (preprocessing included;
+    a run folder's ``laplace.npz`` as its posterior); UsageError when unusable, or with
+    ``laplace`` when it has no usable posterior."""
     from jaxmlp.train import checkpoint as ckpt_lib
     from jaxmlp.data import export
 
+    posterior = None
     if os.path.isfile(path):
         model_file = path
     elif os.path.isdir(path):
         model_file = os.path.join(path, "model.npz")
+        if os.path.exists(os.path.join(path, export.POSTERIOR_FILE)):
+            posterior = os.path.join(path, export.POSTERIOR_FILE)
     else:
         raise UsageError(f"--checkpoint: {path!r} does not exist.")
     if os.path.isfile(model_file):
@@ -121,9 +137,23 @@ def load_model(path: str):
                          "names, standardisation, classes); export it with "
                          "metadata={'preprocessing': prep.to_dict()}.")
     try:
-        return export.Model(net, params, meta)
+        model = export.Model(net, params, meta, posterior=posterior if os.path.isfile(
+            model_file) else None, path=path)
     except (TypeError, ValueError, KeyError) as e:
         raise UsageError(f"--checkpoint: damaged preprocessing metadata ({e}).") from None
+    if laplace:
+        try:
+            la = model.posterior  # read and checked against the model now
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--laplace: {str(e).partition(': ')[2] or e}") from None
+        if la is None:
+            where = (f"the folder {path!r} holds no {export.POSTERIOR_FILE}"
+                     if os.path.isfile(model_file) and os.path.isdir(path) else
+                     f"{path!r} is not a run folder with a {export.POSTERIOR_FILE}")
+            raise UsageError(f"--laplace: the Laplace predictive needs the posterior that "
+                             f"`train.py --laplace kron` (or diag, full, last_layer) saves; "
+                             f"{where}.")
+    return model
 
 
 def row_ids(frame, prep, id_column: Optional[str]):
@@ -142,9 +172,10 @@ def row_ids(frame, prep, id_column: Optional[str]):
     return "row", np.arange(len(frame))
 
 
-def predictions_frame(model, frame, id_column: Optional[str] = None):
+def predictions_frame(model, frame, id_column: Optional[str] = None, laplace: bool = False):
     """The output table for the rows of ``frame`` (a DataFrame): the row ids, then the
-    predictions (the module docstring)."""
+    predictions, and with ``laplace`` the Laplace predictive's columns (the module
+    docstring)."""
     import pandas as pd
 
     prep = model.preprocessing
@@ -152,20 +183,26 @@ def predictions_frame(model, frame, id_column: Optional[str] = None):
     rows = frame.drop(columns=[name]) if name in frame.columns else frame
     out = {name: ids}
     if prep.task == "classification":
-        P = model.predict_proba(rows)  # (m, classes)
-        out["prediction"] = model.classes_[np.argmax(P, axis=1)]
-        for c, col in zip(prep.class_names, P.T):
-            out[f"probability[{c}]"] = col
+        for pre, lap in (("", False), ("laplace_", True))[:1 + laplace]:
+            P = model.predict_proba(rows, laplace=lap)  # (m, classes)
+            out[f"{pre}prediction"] = model.classes_[np.argmax(P, axis=1)]
+            for c, col in zip(prep.class_names, P.T):
+                out[f"{pre}probability[{c}]"] = col
     elif prep.task == "multilabel":
-        A = model.predict_proba(rows)
-        for c, col in zip(prep.class_names, A.T):
-            out[c] = (col >= 0.5).astype(np.int64)
-        for c, col in zip(prep.class_names, A.T):
-            out[f"probability[{c}]"] = col
+        for pre, lap in (("", False), ("laplace_", True))[:1 + laplace]:
+            A = model.predict_proba(rows, laplace=lap)
+            for c, col in zip(prep.class_names, A.T):
+                out[f"{pre}{c}"] = (col >= 0.5).astype(np.int64)
+            for c, col in zip(prep.class_names, A.T):
+                out[f"{pre}probability[{c}]"] = col
     else:
         Y = model.predict(rows).reshape(len(frame), -1)
         for c, col in zip(prep.target_columns, Y.T):
             out[c] = col
+        if laplace:
+            S = model.predict(rows, return_std=True)[1].reshape(len(frame), -1)
+            for c, col in zip(prep.target_columns, S.T):
+                out[f"std[{c}]"] = col
     return pd.DataFrame(out)
 
 
@@ -185,11 +222,11 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
     from jaxmlp.data import tabular
 
     cli.run_registrations(args.register or [])
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, laplace=args.laplace)
     net, prep = model.net, model.preprocessing
     try:
         frame = tabular.read_table(args.data)
-        table = predictions_frame(model, frame, args.id)
+        table = predictions_frame(model, frame, args.id, laplace=args.laplace)
     except tabular.MissingValuesError as e:
         raise UsageError(f"--data: {e.listing}; the model was trained without --impute, so it "
                          "cannot fill them (fill them, or retrain with --impute mean|median)."
@@ -202,6 +239,7 @@ def predict(argv: Optional[Sequence[str]] = None) -> int:
         table.to_parquet(args.out, index=False)
     print(f"wrote {len(table)} predictions ({prep.task}, network "
           f"{'-'.join(map(str, net.sizes))}{f', ensemble of {model.ensemble}' if model.ensemble else ''}"
+          f"{f', Laplace {model.posterior.structure} beside the MAP' if args.laplace else ''}"
           f"; row ids: {table.columns[0]!r}) to {args.out}")
     return EXIT_OK
 

@@ -18,7 +18,7 @@ run is refused unless resumed or ``--overwrite``); the paths are printed at the 
   wall time, examples/s, JAX version, backend and devices; ``learning_curves.svg``;
 * ``checkpoints/<epoch>/`` every ``--checkpoint-every`` epochs and after the last (orbax);
 * ``model.npz`` (``jaxmlp.data.export``; an ensemble's K members) when the run completes:
-  params, network and preprocessing (``experiments/predict.py``, ``jaxmlp.load_model``).
+  params, network, preprocessing (``predict.py``, ``load_model``); ``--laplace``: ``laplace.npz``.
 
 Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
 the cost became NaN or infinite (the epoch and step named; earlier checkpoints kept). One
@@ -314,7 +314,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         print(train_report.where(cfg, model, svg), file=sys.stderr)
         return EXIT_DIVERGED, result
     print(train_report.final_table(result))
-    print(train_report.where(cfg, model, svg))
+    print(train_report.where(cfg, model, svg) + laplace_report.where(cfg, result))
     return EXIT_OK, result
 
 

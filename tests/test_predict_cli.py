@@ -31,11 +31,17 @@ def shop(tmp_path_factory):
     f["price"] = 2 * f["size"] + 5 * (f["colour"] == "blue") + rng.normal(0, 0.5, m)
     f.to_csv(d / "shop.csv", index=False)
     runs = {}
-    for target in ("kind", "price"):
-        out = d / f"run_{target}"
-        assert train_cli.main(["--data", str(d / "shop.csv"), "--target", target, *FAST,
-                               "--checkpoint-every", "3", "--out", str(out)]) == 0
-        runs[target] = out
+    saved = []  # train.py --laplace's posterior as it was in memory when written
+    write = train_cli.laplace_report.write_posterior
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_cli.laplace_report, "write_posterior",
+                   lambda cfg, la: (saved.append(la), write(cfg, la))[1])
+        for target, extra in (("kind", ["--laplace", "kron"]), ("price", [])):
+            out = d / f"run_{target}"
+            assert train_cli.main(["--data", str(d / "shop.csv"), "--target", target, *FAST,
+                                   "--checkpoint-every", "3", "--out", str(out), *extra]) == 0
+            runs[target] = out
+    runs["kind_posterior"] = saved[0]
     return d, f, runs
 
 
@@ -48,6 +54,8 @@ def test_train_on_a_csv_infers_the_task_and_saves_what_predicting_needs(shop, ca
     assert prep["class_names"] == ["big", "small"] and prep["categories"] == {"colour": ["blue", "green", "red"]}
     assert res["config"]["data"]["target"] == "kind" and res["dataset"]["name"] == "shop"
     assert (runs["kind"] / "model.npz").is_file()
+    assert res["laplace"]["posterior_file"] == "laplace.npz" and (runs["kind"] / "laplace.npz").is_file()
+    assert not (runs["price"] / "laplace.npz").exists()  # written only with --laplace
     out = d / "again"
     assert train_cli.main(["--data", str(d / "shop.csv"), "--target", "price", *FAST, "--out", str(out)]) == 0
     assert "task inferred: regression (target 'price' holds non-integer numbers" in capsys.readouterr().out
@@ -72,6 +80,55 @@ def test_predict_classification_probabilities_match_the_network(shop, tmp_path):
     np.testing.assert_allclose(p["probability[small]"], A, rtol=1e-6)
     np.testing.assert_allclose(p["probability[big]"] + p["probability[small]"], 1.0, rtol=1e-6)
     assert list(p["prediction"]) == ["small" if a >= 0.5 else "big" for a in A]
+
+
+def test_predict_laplace_columns_equal_load_model_and_the_posterior_in_memory(shop, tmp_path):
+    """predict.py --laplace: the MAP's columns, then the Laplace predictive's, equal to
+    load_model(folder).predict_proba(rows, laplace=True) and to the posterior train.py held
+    in memory when it wrote laplace.npz (float32)."""
+    import jax.numpy as jnp
+
+    import jaxmlp
+    from jaxmlp.data import tabular
+
+    d, f, runs = shop
+    new = f.drop(columns=["kind"]).iloc[:20]
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert predict_cli.main(["--checkpoint", str(runs["kind"]), "--data", str(tmp_path / "new.csv"),
+                             "--out", str(tmp_path / "p.csv"), "--laplace"]) == 0
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert list(p.columns) == ["row", "prediction", "probability[big]", "probability[small]",
+                               "laplace_prediction", "laplace_probability[big]",
+                               "laplace_probability[small]"]
+    model = jaxmlp.load_model(runs["kind"])
+    P = model.predict_proba(new, laplace=True)
+    np.testing.assert_allclose(p[["laplace_probability[big]", "laplace_probability[small]"]], P,
+                               rtol=1e-12)
+    assert list(p["laplace_prediction"]) == list(model.classes_[P.argmax(1)])
+    np.testing.assert_allclose(p["probability[small]"], model.predict_proba(new)[:, 1], rtol=1e-12)
+    la = runs["kind_posterior"]
+    X = jnp.asarray(tabular.transform(model.preprocessing, new), jnp.float32)
+    np.testing.assert_allclose(P[:, 1], np.asarray(la.predictive(X))[0], rtol=1e-6)
+    assert model.posterior.params[0]["W"].dtype == jnp.float32
+
+
+def test_predict_laplace_refused_without_a_usable_posterior(shop, tmp_path, capsys):
+    d, f, runs = shop
+    ok = ["--data", str(d / "shop.csv"), "--out", str(tmp_path / "p.csv"), "--laplace"]
+    err = _stderr_of(predict_cli.main, ["--checkpoint", str(runs["price"]), *ok], capsys)
+    assert f"the folder '{runs['price']}' holds no laplace.npz" in err
+    assert "train.py --laplace kron" in err
+    err = _stderr_of(predict_cli.main, ["--checkpoint", str(runs["kind"] / "checkpoints"), *ok],
+                     capsys)
+    assert "--laplace:" in err and "is not a run folder with a laplace.npz" in err
+    bad = tmp_path / "damaged"
+    bad.mkdir()
+    for name in ("model.npz", "results.json", "laplace.npz"):
+        (bad / name).write_bytes((runs["kind"] / name).read_bytes())
+    (bad / "laplace.npz").write_bytes((bad / "laplace.npz").read_bytes()[:-100])
+    err = _stderr_of(predict_cli.main, ["--checkpoint", str(bad), *ok], capsys)
+    assert f"--laplace: cannot read '{bad / 'laplace.npz'}'" in err
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_predict_regression_in_target_units_and_from_orbax_checkpoints(shop, tmp_path):

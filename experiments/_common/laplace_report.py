@@ -8,7 +8,9 @@ inputs with their features permuted by one random permutation drawn from the see
 the MAP's probabilities and the GLM probit predictive (LA11), and a reliability diagram
 (SVG). Regression (mean squared error): the Gaussian NLL of the MAP with the training
 residuals' variance as noise, and the Laplace predictive with the noise fitted by the
-evidence (LA9). The posterior: :func:`jaxmlp.laplace.from_fit`.
+evidence (LA9). The posterior: :func:`jaxmlp.laplace.from_fit`; ``train.py`` saves it as
+``laplace.npz`` in the run folder, beside ``model.npz`` (:func:`write_posterior`), for
+``jaxmlp.load_model`` and ``predict.py --laplace``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import numpy as np
 
 import jaxmlp
 from jaxmlp import laplace as lp
+from jaxmlp.data import export
+from jaxmlp.data.export import POSTERIOR_FILE
 
 from _common import output
 from _common.cli import UsageError
 
 __all__ = ["BINS", "add_arguments", "attach", "auroc", "compare", "configure", "confidences",
-           "ece", "labels", "show", "svg_reliability"]
+           "ece", "labels", "remove_stale_posterior", "show", "svg_reliability", "where",
+           "write_posterior"]
 
 BINS = 15
 
@@ -148,7 +153,8 @@ def add_arguments(p) -> None:
     p.add_argument("--laplace", choices=lp.STRUCTURES, metavar="STRUCTURE",
                    help="after training, a Laplace approximation (one of "
                         f"{', '.join(lp.STRUCTURES)}; prior by the evidence): MAP and Laplace "
-                        "side by side in results.json and laplace_reliability.svg")
+                        "side by side in results.json and laplace_reliability.svg, the "
+                        "posterior in laplace.npz (predict.py --laplace)")
 
 
 def configure(cfg: dict, args) -> None:
@@ -166,9 +172,12 @@ def configure(cfg: dict, args) -> None:
 
 def attach(cfg: dict, net, fr, sets, result: dict) -> dict:
     """With ``--laplace``: the posterior of the trained params on the training split, the
-    side-by-side numbers in ``result["laplace"]`` (printed) and ``laplace_reliability.svg``
-    in the run folder (classification). Returns ``result``; unchanged without ``--laplace``
-    or for a run that did not complete."""
+    side-by-side numbers in ``result["laplace"]`` (printed), ``laplace_reliability.svg``
+    (classification) and the posterior, ``laplace.npz``, in the run folder. Returns
+    ``result``; unchanged without ``--laplace`` or for a run that did not complete. An
+    earlier run's ``laplace.npz`` in the folder is removed first, in every case."""
+    if jax.process_index() == 0:
+        remove_stale_posterior(cfg["out"])
     structure = cfg.get("laplace")
     if structure is None:
         return result
@@ -192,9 +201,39 @@ def attach(cfg: dict, net, fr, sets, result: dict) -> dict:
                               (f"Laplace ({structure}, probit)", r["laplace"]["reliability"])],
                         f"{cfg['dataset']}: reliability ({BINS} bins)")
         doc["reliability_svg"] = "laplace_reliability.svg"
+    doc["posterior_file"] = write_posterior(cfg, la)
     result["laplace"] = doc
     show(result)
     return result
+
+
+def remove_stale_posterior(out: str) -> None:
+    """Removes ``out/laplace.npz``: one there before :func:`attach` writes is an earlier
+    run's (``jaxmlp.load_model`` would refuse it: other params than model.npz's)."""
+    path = os.path.join(out, POSTERIOR_FILE)
+    if os.path.isfile(path) or os.path.islink(path):
+        os.remove(path)
+
+
+def write_posterior(cfg: dict, posterior) -> str:
+    """Writes ``posterior`` to ``laplace.npz`` in the run folder
+    (:func:`jaxmlp.data.export.save_posterior`), beside the model.npz train.py writes next,
+    where ``jaxmlp.load_model(folder)`` and ``predict.py --laplace`` read it; returns the
+    file's name in the folder."""
+    export.save_posterior(os.path.join(cfg["out"], POSTERIOR_FILE), posterior,
+                          metadata={"dataset": cfg["dataset"]})
+    return POSTERIOR_FILE
+
+
+def where(cfg: dict, result: dict) -> str:
+    """The line that tells where ``--laplace``'s posterior is ("" without one), after
+    train.py's other paths."""
+    doc = result.get("laplace") or {}
+    if not doc.get("posterior_file"):
+        return ""
+    path = os.path.join(cfg["out"], doc["posterior_file"])
+    return (f"\nposterior:   {path}   (predict.py --laplace; Python: "
+            "jaxmlp.load_model(folder).predict_proba(rows, laplace=True))")
 
 
 def show(result: dict) -> None:
