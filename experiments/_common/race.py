@@ -1,16 +1,19 @@
 """Optimizers raced to a target training cost: a small grid each, one process, one table.
 
-Used by ``experiments/autoencoder.py`` and ``experiments/classifier_kfac.py``. Every run goes
+Used by ``experiments/autoencoder.py`` and ``experiments/classifier_kfac.py``, whose common
+command line, repeats, printout and output files are :func:`main`'s. Every jaxmlp run goes
 through the one-call scanned epoch (``jaxmlp.train.step.make_train_epoch``) from the same
 initialisation and the same shuffle keys; after each epoch the cost of the whole training
 set is recorded with the step count and the seconds of the compiled epoch calls
 (compilation excluded: each configuration runs one throw-away epoch first). All runs of a
 race advance together, one epoch each per round in a fresh random order, so a change of the
 machine's load falls on all of them alike; the load averages are recorded around the race.
+
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
@@ -23,7 +26,10 @@ import jaxmlp
 from jaxmlp import train
 from jaxmlp.train import kfac
 
-__all__ = ["OPTIMIZERS", "first_reaching", "make", "race", "run", "summary", "write_svg"]
+from _common import benchmarking, output
+
+__all__ = ["OPTIMIZERS", "first_reaching", "main", "make", "race", "run", "summary",
+           "write_svg"]
 
 #: Optimizer labels of a race and how each is built from one grid setting (a dict).
 OPTIMIZERS = ("momentum", "adam", "kfac", "kfac adaptive")
@@ -48,7 +54,7 @@ class _Run:
 
     def __init__(self, net, opt, X, Y, batch_size: int, seed: int):
         self.epoch_fn = train.make_train_epoch(net, opt, batch_size)
-        params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed))
+        params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=X.dtype)
         self.key = jax.random.PRNGKey(seed + 1)
         jax.block_until_ready(self.epoch_fn(params0, opt.init(params0), self.key, X, Y))  # compile
         self.net, self.X, self.Y = net, X, Y
@@ -201,3 +207,66 @@ def write_svg(path: str, runs: dict, target: float, title: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(svg)
+
+
+def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int, grids: dict,
+         problem) -> int:
+    """The command line of a race script (``autoencoder.py``, ``classifier_kfac.py``).
+
+    ``doc``: the script's docstring (its first line is the description); ``name``: its
+    ``results/<name>/`` folder; ``figure``: the SVG's file name; ``steps``, ``batch_size``:
+    the defaults of ``--steps``, ``--batch-size``; ``grids``: the jaxmlp optimizers' grids
+    (:func:`make`);
+    ``problem(seed) -> (net, X, Y, description, title)``: the network, the training data
+    (n[0], m) and (n[L], m), the data's description for the JSON and the figure's title.
+
+    Runs ``--repeat`` races one after the other (the same trajectories, new timings; the
+    first one's histories are kept), prints each race's summary and writes ``results.json``
+    and the figure to ``--out`` (``--results``: ``results/<name>/``).
+    """
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
+    ap.add_argument("--only", default=",".join(grids), help="optimizers to run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="races run one after the other (the "
+                    "same trajectories, new timings); the first one's histories are kept")
+    output.add_out_arguments(ap, f"results/{name}")
+    args = ap.parse_args(argv)
+    only = args.only.split(",")
+    if "adam" not in only or not set(only) <= set(grids):
+        ap.error(f"--only: expected a comma-separated list of {', '.join(grids)} that includes "
+                 f"adam (the target is Adam's final cost), got {args.only!r}")
+    out_dir = output.resolve_out(args, name)
+    net, X, Y, data, title = problem(args.seed)
+    t0 = time.perf_counter()
+    grids = {k: v for k, v in grids.items() if k in only}
+    repeats = []
+    for r in range(args.repeat):
+        runs_r = race(net, X, Y, grids, args.steps, args.batch_size, args.seed)
+        repeats.append(summary(runs_r))
+        if r == 0:
+            runs = runs_r
+        print(f"race {r + 1} of {args.repeat} done", flush=True)
+    for r, summ_r in enumerate(repeats):
+        print(f"\nrace {r + 1}: target: Adam's final training cost {summ_r['target_cost']:.5f}")
+        for label, s in summ_r.items():
+            if isinstance(s, dict):
+                reach = ("never" if s["steps_to_target"] is None else
+                         f"{s['steps_to_target']} steps ({s['fraction_of_reference_steps']:.3f} "
+                         f"of Adam's), {s['seconds_to_target']:.2f} s "
+                         f"({s['fraction_of_reference_seconds']:.2f} of Adam's)")
+                print(f"{label:>14} {s['setting']} final {s['final_cost']:.5g}, "
+                      f"{1e3 * s['seconds_per_step']:.2f} ms/step; reaches the target: {reach}")
+    summ = repeats[0]
+    output.write_json(os.path.join(out_dir, "results.json"), {
+        "network": {"sizes": net.sizes, "activations": net.activations, "cost": net.cost},
+        "data": data, "steps": args.steps, "batch_size": args.batch_size, "grids": grids,
+        "summary": summ, "repeats": repeats, "runs": runs,
+        "machine": benchmarking.machine_info(),
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "seconds_total": time.perf_counter() - t0})
+    write_svg(os.path.join(out_dir, figure), runs, summ["target_cost"],
+              f"{title}, m = {args.batch_size}")
+    print(f"wrote {out_dir}")
+    return 0
