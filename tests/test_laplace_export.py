@@ -70,8 +70,8 @@ def _leaves_equal(a, b):
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """A classification run folder (model.npz + laplace.npz, kron) and a regression one
-    (diag, noise scale 0.6, temperature 0.7, per-layer prior), and a folder without one."""
+    """A classification run folder (model.npz + laplace.npz, kron, fitted) and a regression
+    one (diag, noise scale 0.6, temperature 0.7, per-layer prior), and a folder without one."""
     base = tmp_path_factory.mktemp("runs")
     X = _inputs(_rows(24, 1))
     rng = np.random.default_rng(2)
@@ -79,10 +79,11 @@ def folders(tmp_path_factory):
     cls_params = _params(CLS_NET, 0)
     Y = jnp.asarray(np.eye(3)[:, rng.integers(0, 3, 24)])
     la = lp.laplace(CLS_NET, cls_params, X, Y, structure="kron", prior_precision=0.7)
-    reg_params = _params(REG_NET, 3)
-    Yr = jnp.asarray(rng.normal(size=(1, 24)))
-    lr_ = lp.laplace(REG_NET, reg_params, X, Yr, structure="diag", prior_precision=[0.5, 2.0],
-                     temperature=0.7, sigma_noise=0.6)
+    reg_params = _params(REG_NET, 3)  # diag by the constructor: the fit is test_laplace's
+    lr_ = lp.Posterior(net=REG_NET, structure="diag", prior_kind="layer", n_data=24,
+                       params=reg_params, curvature={"ggn": jnp.asarray(rng.gamma(2.0, 3.0, 21))},
+                       prior_precision=jnp.asarray([0.5, 2.0]), temperature=jnp.asarray(0.7),
+                       sigma_noise=jnp.asarray(0.6), loss=jnp.asarray(4.5))
     for name, net, params, prep, post in (("cls", CLS_NET, cls_params, CLS_PREP, la),
                                           ("reg", REG_NET, reg_params, REG_PREP, lr_),
                                           ("none", CLS_NET, cls_params, CLS_PREP, None)):
