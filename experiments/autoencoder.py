@@ -9,8 +9,11 @@ defaults: Monte Carlo factors from the same forward pass, statistics and inverse
 steps, KL clip) over learning rate and damping, and K-FAC with the quadratic model's learning
 rate and momentum and Levenberg-Marquardt damping (K5), (K6), one run, no grid. All runs
 advance together, epoch by epoch (``race.race``), so the machine's load falls on all alike.
-Reported: the steps and the seconds each needs to reach Adam's final training cost.
-kfac-jax is not run: its newest release (0.0.8) fails on JAX >= 0.9.2 (docs/curvature.md).
+kfac-jax's ``Optimizer`` with its adaptive learning rate, momentum and damping races on the
+same network, initialisation, minibatches and batch size over its initial damping, where it
+is installed (``_common/peers.py``: kfac-jax 0.0.8 needs a one-function adapter on JAX >=
+0.9.2; ``race.py`` says how its timing differs). Reported: the steps and the seconds each
+needs to reach Adam's final training cost.
 
     python experiments/autoencoder.py [--steps 1100] [--out DIR | --results]
 

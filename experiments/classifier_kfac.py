@@ -5,7 +5,8 @@ cross-entropy, on the digits training split (``jaxmlp.data.datasets``: the large
 set, 1438 training images of 64 pixels; the issue's 784-512-512-10 needs MNIST, which does
 not ship, so the first layer is 64 wide), minibatches of ``--batch-size`` (256). The race
 is the autoencoder's (``_common/race.py``; grids below): each optimizer's best final
-training cost of a small grid, and the steps and seconds to reach Adam's final cost.
+training cost of a small grid, and the steps and seconds to reach Adam's final cost;
+kfac-jax's row where it is installed.
 
     python experiments/classifier_kfac.py [--steps 500] [--out DIR | --results]
 

@@ -9,6 +9,21 @@ set is recorded with the step count and the seconds of the compiled epoch calls
 race advance together, one epoch each per round in a fresh random order, so a change of the
 machine's load falls on all of them alike; the load averages are recorded around the race.
 
+The ``"kfac-jax"`` row is kfac-jax's ``Optimizer`` (``_common.peers``; skipped, with the
+reason recorded, where kfac-jax is not installed) on the same network, initialisation
+(W[l] transposed into its batch-first layout), minibatches (the same shuffle keys and
+:func:`jaxmlp.train.epoch_batches`) and batch size, with its adaptive learning rate,
+momentum and damping. It cannot run inside the scanned epoch: ``Optimizer.step`` is a
+Python method that picks one of several compiled programs per step from the Python step
+count (curvature statistics on this step or not, damping adjusted on this step or not:
+static arguments of its jitted ``_step``), and kfac-jax says not to jit it. So its epoch is
+one compiled call that draws and gathers the epoch's minibatches (and the step keys) plus
+one ``step`` call per minibatch, the last result blocked on; those seconds are counted
+(its compilation excluded by a throw-away run of every program first), so its times carry
+one dispatch per step that the scanned epochs do not. Its history also records
+``host_seconds``: the seconds until the epoch's last ``step`` call returned, before blocking
+on the result (kfac-jax's Python and the dispatches; JAX dispatches asynchronously, so this
+overlaps the computation rather than adding to it).
 """
 
 from __future__ import annotations
@@ -20,19 +35,24 @@ import time
 from html import escape
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jaxmlp
 from jaxmlp import train
 from jaxmlp.train import kfac
 
-from _common import benchmarking, output
+from _common import benchmarking, output, peers
 
-__all__ = ["OPTIMIZERS", "first_reaching", "main", "make", "race", "run", "summary",
-           "write_svg"]
+__all__ = ["KFAC_JAX", "OPTIMIZERS", "first_reaching", "main", "make", "race", "run",
+           "summary", "write_svg"]
+
+#: The label of kfac-jax's row (:class:`_KfacJaxRun`; grid settings are its constructor's
+#: keyword arguments, e.g. ``{"initial_damping": 1e-2}``).
+KFAC_JAX = "kfac-jax"
 
 #: Optimizer labels of a race and how each is built from one grid setting (a dict).
-OPTIMIZERS = ("momentum", "adam", "kfac", "kfac adaptive")
+OPTIMIZERS = ("momentum", "adam", "kfac", "kfac adaptive", KFAC_JAX)
 
 
 def make(name: str, setting: dict):
@@ -46,7 +66,7 @@ def make(name: str, setting: dict):
     if name == "kfac adaptive":
         return kfac.kfac(None, adaptive_lr=True, adaptive_momentum=True, adaptive_damping=True,
                          **setting)
-    raise ValueError(f"name: expected one of {list(OPTIMIZERS)}, got {name!r}.")
+    raise ValueError(f"name: expected one of {list(OPTIMIZERS[:-1])}, got {name!r}.")
 
 
 class _Run:
@@ -81,6 +101,134 @@ class _Run:
                           "seconds": self.seconds, "cost": self.cost()})
 
 
+#: kfac-jax's grid: its initial damping (its adaptive damping's starting point; kfac-jax
+#: requires one) with :data:`KFAC_JAX_OPTIONS`, and once with kfac-jax's own default
+#: schedule (statistics every step, inverses every 5).
+KFAC_JAX_GRID = [{"initial_damping": d} for d in (1e-3, 1e-2, 1e-1)] + [
+    {"initial_damping": 1e-3, "curvature_update_period": 1, "inverse_update_period": 5}]
+
+#: kfac-jax's options in the race: its adaptive learning rate, momentum and damping (the
+#: Levenberg-Marquardt rule every 5 steps, as jaxmlp's (K6)), statistics and inverses every
+#: 20 steps (jaxmlp's K-FAC defaults), no burn-in steps (jaxmlp's K-FAC has none), no weight
+#: decay; its curvature estimator and everything else at kfac-jax's defaults.
+KFAC_JAX_OPTIONS = {
+    "use_adaptive_learning_rate": True, "use_adaptive_momentum": True,
+    "use_adaptive_damping": True, "damping_adaptation_interval": kfac.DEFAULTS["damping_every"],
+    "curvature_update_period": kfac.DEFAULTS["curvature_every"],
+    "inverse_update_period": kfac.DEFAULTS["inverse_every"],
+    "num_burnin_steps": 0, "l2_reg": 0.0, "multi_device": False,
+}
+
+
+def kfac_jax_loss(kj, net):
+    """kfac-jax's value function of ``net``: ``loss(params, (X, Y))`` with params
+    ``[{"w": W[l].T (n[l-1], n[l]), "b": (n[l],)}]`` and batch-first X (b, n[0]), Y (b, n[L]);
+    the same cost J as jaxmlp's (mean squared error 1/(2b) sum (A - Y)^2, or categorical
+    cross-entropy -1/b sum Y log softmax(Z)), its output loss registered with kfac-jax."""
+    hidden = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+    acts = tuple(net.activations)
+    pairs = {("linear", "mean_squared_error"), ("softmax", "categorical_cross_entropy")}
+    if any(a not in hidden for a in acts[:-1]) or (acts[-1], net.cost) not in pairs:
+        raise ValueError(f"net: kfac-jax's row supports hidden {sorted(hidden)} and outputs "
+                         f"{sorted(pairs)}, got activations {acts} and cost {net.cost!r}.")
+
+    def loss(params, batch):
+        x, y = batch
+        for p, a in zip(params[:-1], acts):
+            x = hidden[a](x @ p["w"] + p["b"])
+        z = x @ params[-1]["w"] + params[-1]["b"]
+        if net.cost == "mean_squared_error":
+            kj.register_squared_error_loss(z, y, weight=0.5)  # weight sum (z - y)^2 / b
+            return 0.5 * jnp.sum((z - y) ** 2) / x.shape[0]
+        kj.register_softmax_cross_entropy_loss(z, y)
+        return -jnp.sum(y * jax.nn.log_softmax(z)) / x.shape[0]
+
+    return loss
+
+
+class _KfacJaxRun(_Run):
+    """kfac-jax's ``Optimizer`` as a race configuration (module docstring): the same
+    initialisation, minibatches and cost record as :class:`_Run`, one ``step`` call per
+    minibatch."""
+
+    def __init__(self, net, setting, X, Y, batch_size: int, seed: int):
+        kj, note = peers.kfac_jax()
+        if kj is None:
+            raise RuntimeError(f"{KFAC_JAX}: {note}")
+        m = X.shape[1]
+        self.per_epoch = m // batch_size
+        self.opt = kj.Optimizer(value_and_grad_func=jax.value_and_grad(kfac_jax_loss(kj, net)),
+                                **{**KFAC_JAX_OPTIONS, **setting})
+
+        @jax.jit
+        def batches(key, X, Y):  # the scanned epoch's minibatches, batch-first, and step keys
+            idx = train.epoch_batches(key, m, batch_size)  # (steps, batch_size)
+            xs, ys = X.T[idx], Y.T[idx]
+            keys = jax.random.split(jax.random.fold_in(key, 1), self.per_epoch)
+            return tuple((xs[s], ys[s], keys[s]) for s in range(self.per_epoch))
+
+        self.batches = batches
+        self.net, self.X, self.Y = net, X, Y
+        self.key = jax.random.PRNGKey(seed + 1)
+        params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=X.dtype)
+        # Compile first: every program the race's steps will call (kfac-jax compiles one per
+        # (statistics step, damping step) pair), on a throw-away copy (steps donate their input).
+        first = batches(self.key, X, Y)
+        throwaway = self._theirs(params0)
+        state = self.opt.init(throwaway, first[0][2], first[0][:2])
+        for s in range(self._steps_to_compile()):
+            x, y, k = first[s % self.per_epoch]
+            throwaway, state, _ = self.opt.step(throwaway, state, k, batch=(x, y),
+                                                global_step_int=s)
+        jax.block_until_ready(throwaway)
+        self.params = self._theirs(params0)
+        self.state = self.opt.init(self.params, first[0][2], first[0][:2])
+        self.steps = 0
+        self.seconds = self.host_seconds = 0.0
+        self.hist = [{"step": 0, "seconds": 0.0, "cost": self.cost(), "host_seconds": 0.0}]
+
+    def _steps_to_compile(self) -> int:
+        """Steps from 0 after which every (statistics, damping) pair of kfac-jax's step
+        schedule has occurred (its ``_should_update_*`` rules)."""
+        o = self.opt
+        pair = lambda s: (o._should_update_estimate_curvature(s), o._should_update_damping(s))  # noqa: E731
+        every = {pair(s) for s in range(1000)}
+        seen, s = set(), 0
+        while seen != every:
+            seen.add(pair(s))
+            s += 1
+        return s
+
+    @staticmethod
+    def _theirs(params):
+        return [{"w": jnp.array(p["W"].T), "b": jnp.array(p["b"])} for p in params]
+
+    def cost(self) -> float:
+        ours = [{"W": p["w"].T, "b": p["b"]} for p in self.params]
+        return float(train.cost_and_metrics(self.net, ours, self.X, self.Y,
+                                            check_finite=False)["cost"])
+
+    def epoch(self) -> None:
+        self.key, k = train.split_key(self.key)
+        t0 = time.perf_counter()
+        for x, y, ks in self.batches(k, self.X, self.Y):
+            self.params, self.state, _ = self.opt.step(self.params, self.state, ks, batch=(x, y),
+                                                       global_step_int=self.steps)
+            self.steps += 1
+        t1 = time.perf_counter()
+        jax.block_until_ready(self.params)
+        self.seconds += time.perf_counter() - t0
+        self.host_seconds += t1 - t0
+        self.hist.append({"step": self.steps, "seconds": self.seconds, "cost": self.cost(),
+                          "host_seconds": self.host_seconds})
+
+
+def _make_run(name, setting, net, X, Y, batch_size, seed):
+    if name == KFAC_JAX:
+        return _KfacJaxRun(net, setting, X, Y, batch_size, seed)
+    return _Run(net, make(name, setting), X, Y, batch_size, seed)
+
+
 def run(net, opt, X, Y, steps: int, batch_size: int, seed: int) -> list:
     """History of one run: ``[{"step", "seconds", "cost"}, ...]``, one entry per epoch."""
     r = _Run(net, opt, X, Y, batch_size, seed)
@@ -105,7 +253,7 @@ def race(net, X, Y, grids: dict, steps: int, batch_size: int, seed: int) -> dict
 
     Returns ``{name: {"setting", "final_cost", "history", "grid": [{setting, final_cost,
     seconds, load}, ...]}}``."""
-    runs = [(name, setting, _Run(net, make(name, setting), X, Y, batch_size, seed))
+    runs = [(name, setting, _make_run(name, setting, net, X, Y, batch_size, seed))
             for name, settings in grids.items() for setting in settings]
     load0 = list(os.getloadavg())
     epochs = int(math.ceil(steps / (X.shape[1] // batch_size)))
@@ -216,14 +364,16 @@ def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int,
     ``doc``: the script's docstring (its first line is the description); ``name``: its
     ``results/<name>/`` folder; ``figure``: the SVG's file name; ``steps``, ``batch_size``:
     the defaults of ``--steps``, ``--batch-size``; ``grids``: the jaxmlp optimizers' grids
-    (:func:`make`);
+    (:func:`make`), to which kfac-jax's row (:data:`KFAC_JAX_GRID`) is added;
     ``problem(seed) -> (net, X, Y, description, title)``: the network, the training data
     (n[0], m) and (n[L], m), the data's description for the JSON and the figure's title.
 
     Runs ``--repeat`` races one after the other (the same trajectories, new timings; the
     first one's histories are kept), prints each race's summary and writes ``results.json``
-    and the figure to ``--out`` (``--results``: ``results/<name>/``).
+    and the figure to ``--out`` (``--results``: ``results/<name>/``). kfac-jax's row is left
+    out, with the reason printed and recorded under ``peers``, when kfac-jax cannot be used.
     """
+    grids = {**grids, KFAC_JAX: KFAC_JAX_GRID}
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--batch-size", type=int, default=batch_size)
@@ -241,6 +391,14 @@ def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int,
     net, X, Y, data, title = problem(args.seed)
     t0 = time.perf_counter()
     grids = {k: v for k, v in grids.items() if k in only}
+    peer = {}
+    if KFAC_JAX in grids:
+        kj, note = peers.kfac_jax()
+        peer = {KFAC_JAX: {"version": getattr(kj, "__version__", None), "note": note,
+                           "options": KFAC_JAX_OPTIONS, "run": kj is not None}}
+        if kj is None:
+            print(f"{KFAC_JAX} left out: {note}", flush=True)
+            del grids[KFAC_JAX]
     repeats = []
     for r in range(args.repeat):
         runs_r = race(net, X, Y, grids, args.steps, args.batch_size, args.seed)
@@ -262,7 +420,7 @@ def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int,
     output.write_json(os.path.join(out_dir, "results.json"), {
         "network": {"sizes": net.sizes, "activations": net.activations, "cost": net.cost},
         "data": data, "steps": args.steps, "batch_size": args.batch_size, "grids": grids,
-        "summary": summ, "repeats": repeats, "runs": runs,
+        "peers": peer, "summary": summ, "repeats": repeats, "runs": runs,
         "machine": benchmarking.machine_info(),
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
         "seconds_total": time.perf_counter() - t0})
