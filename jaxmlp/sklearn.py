@@ -711,10 +711,27 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
     def where(c, a, b):
         return jax.tree.map(lambda x, y: jnp.where(c, x, y), a, b)
 
+    def total(*arrays):
+        """The sum of every element of the arrays (float32), added in the order given."""
+        sums = [lax.reduce_sum(a, tuple(range(a.ndim))) for a in arrays]
+        out = sums[0]
+        for s in sums[1:]:
+            out = lax.add(out, s)
+        return out
+
+    # A[:, idx_s] as one gather, (n, b): the indices are a permutation's, in range, so no
+    # bounds test (jnp.take's default fills out-of-range columns with NaN: a mask per gather).
+    columns = lax.GatherDimensionNumbers(offset_dims=(0,), collapsed_slice_dims=(1,),
+                                         start_index_map=(1,))
+
+    def take(A, idx_s):
+        return lax.gather(A, idx_s[:, None], columns, (A.shape[0], 1),
+                          mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
     def epoch(params, opt_state, idx, X, Y):
         def body(carry, idx_s):
             params, opt_state, metrics = apply_update(
-                net, optimizer, *carry, jnp.take(X, idx_s, axis=1), jnp.take(Y, idx_s, axis=1))
+                net, optimizer, *carry, take(X, idx_s), take(Y, idx_s))
             return (params, opt_state), metrics.cost
 
         (params, opt_state), costs = lax.scan(body, (params, opt_state), idx)
@@ -729,20 +746,27 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
 
         def cond(loop):
             _, _, _, i, stop, diverged = loop
-            return (i < limit) & ~stop & ~diverged
+            return lax.bitwise_and(lax.lt(i, limit),
+                                   lax.bitwise_not(lax.bitwise_or(stop, diverged)))
 
         def body(loop):
             c, losses, scores, i, _, _ = loop
-            params, opt_state, costs = epoch(c["params"], c["opt_state"], idx[i], X, Y)
-            loss = (jnp.mean(costs) + penalty * sum(jnp.sum(p["W"] ** 2) for p in params)
-                    ).astype(jnp.float32)
+            params, opt_state, costs = epoch(c["params"], c["opt_state"],
+                                             lax.dynamic_index_in_dim(idx, i, keepdims=False),
+                                             X, Y)
+            # The mean cost plus penalty ||W||^2, in lax (float32 throughout, the same
+            # operations as jnp's mean, sum and power, without their nested programs to trace).
+            loss = lax.add(lax.div(total(costs), np.float32(num_batches)), lax.mul(
+                penalty, total(*(lax.integer_pow(p["W"], 2) for p in params))))
             # A non-finite W[l] makes the L2 term non-finite (0 * inf = nan for alpha = 0).
-            finite = jnp.isfinite(loss + 0.0 * sum(jnp.sum(p["b"]) for p in params))
+            finite = lax.is_finite(lax.add(loss, lax.mul(np.float32(0.0),
+                                                         total(*(p["b"] for p in params)))))
             new = dict(c, params=params, opt_state=opt_state)
             if validation is None:
-                bad = jnp.where(loss > c["best_loss"] - tol, c["bad"] + 1, 0)
-                new.update(best_loss=jnp.minimum(loss, c["best_loss"]), bad=bad)
-                score = jnp.float32(jnp.nan)
+                bad = lax.select(lax.gt(loss, lax.sub(c["best_loss"], tol)),
+                                 lax.add(c["bad"], np.int32(1)), np.int32(0))
+                new.update(best_loss=lax.min(loss, c["best_loss"]), bad=bad)
+                score = np.float32(np.nan)
             else:
                 score = _validation_score(net, validation, params, X_val, Y_val, n_val)
                 bad = jnp.where(score < c["best_score"] + tol, c["bad"] + 1, 0)
@@ -750,8 +774,10 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
                 new.update(best_score=jnp.maximum(score, c["best_score"]), bad=bad,
                            best_params=where(better, params, c["best_params"]))
             c = lax.cond(finite, lambda: new, lambda: c)
-            return (c, losses.at[i].set(loss), scores.at[i].set(score),
-                    i + finite.astype(jnp.int32), bad > patience, ~finite)
+            return (c, lax.dynamic_update_index_in_dim(losses, loss, i, 0),
+                    lax.dynamic_update_index_in_dim(scores, score, i, 0),
+                    lax.add(i, lax.convert_element_type(finite, np.int32)),
+                    lax.gt(bad, patience), lax.bitwise_not(finite))
 
         carry, losses, scores, i, stop, diverged = lax.while_loop(cond, body, loop)
         return carry, losses, scores, i, stop, diverged
