@@ -2,6 +2,8 @@
 
     python experiments/sklearn_compare.py              # a new runs/sklearn_compare-<time>/
     python experiments/sklearn_compare.py --results    # rewrites results/sklearn_compare/
+    python experiments/sklearn_compare.py --profile 3 --sets iris breast_cancer --results
+                                     # where a new process's first fit spends its time
 
 Both estimators run with scikit-learn's defaults (Adam, learning rate 1e-3, alpha 1e-4,
 batch_size "auto" = min(200, n), shuffled every epoch, at most ``--max-iter`` epochs, stop
@@ -35,6 +37,11 @@ also run with ``jax_log_compiles`` to list what it compiles. With the cache: ``-
 new Python processes per set, after one that fills an empty temporary cache, each time
 scikit-learn's fit and then jaxmlp's first fit (its program read from the cache), paired.
 
+``--profile N`` instead cuts the first fit of N new processes per set into phases (imports
+during the fit, scikit-learn's input checks, JAX's tracing, lowering and compilation or the
+persistent cache's read, the run, Python's garbage collection), cold and with the cache
+filled, and writes ``first_fit_profile.json``.
+
 scikit-learn runs with one BLAS thread (``threadpoolctl``; ``--sklearn-threads 0`` leaves
 OpenBLAS's default): on the loaded 2-core machine its default two threads made its fits
 4-10x slower, and the comparison is with its best setting.
@@ -53,6 +60,7 @@ import sys
 import tempfile
 import time
 import warnings
+from typing import Collection
 
 import numpy as np
 
@@ -104,6 +112,147 @@ def child(name: str, hidden: tuple, max_iter: int, threads: int) -> None:
     models["jaxmlp"].fit(Xtr, ytr)
     t2 = time.perf_counter()
     print(json.dumps({"scikit-learn": t1 - t0, "jaxmlp_first": t2 - t1}))
+
+
+def import_seconds(stderr: str, inside: Collection[str] = ()) -> tuple:
+    """(seconds, modules) of the imports after the line ``--fit--`` of a child's stderr
+    under ``python -X importtime``: the cumulative time of each outermost import, less those
+    in ``inside`` (imported by JAX while it traced, lowered or compiled: in those phases)."""
+    seconds, modules = 0.0, 0
+    for line in stderr.split("--fit--", 1)[-1].splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)", line)
+        if m:
+            modules += 1
+            if not m.group(2) and m.group(3) not in inside:  # outermost: its imports inside
+                seconds += int(m.group(1)) * 1e-6
+    return seconds, modules
+
+
+def profile_child(name: str, hidden: tuple, max_iter: int, freeze: bool = False) -> None:
+    """One new process (``--profile-child``): jaxmlp's first fit of the set's seed-0 split,
+    its wall time cut into phases, printed as one JSON line. The phases: modules imported
+    during the fit (``-X importtime``, read by :func:`profile`; those JAX imports while it
+    traces or lowers are in those phases); scikit-learn's input validation
+    (``validate_data`` and the targets' ``LabelBinarizer``); JAX's tracing, lowering (jaxpr
+    to MLIR) and XLA compilation, or the read from the persistent cache
+    (``jax_log_compiles``' own timings); the compiled program's run (its calls, blocked on,
+    less the three before); Python's garbage collection (``gc.callbacks``; it falls inside
+    the other phases); the rest. ``freeze``:
+    ``gc.freeze()`` right before the fit (the objects of every import so far are never
+    traversed again by the collector)."""
+    import gc
+
+    import jax
+
+    import jaxmlp.sklearn as sk
+
+    Xtr, _, ytr, _ = split(name, 0)
+    est = estimators(hidden, max_iter, 0)["jaxmlp"]
+    phases = {"imports": 0.0, "validation": 0.0, "tracing": 0.0, "lowering": 0.0,
+              "compile_or_cache_read": 0.0, "run": 0.0}
+    calls, cache_hits, gc_s, gc_start, inside = [0.0], [], [0.0], [0.0], set()
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_s[0] += time.perf_counter() - gc_start[0]
+
+    class Log(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            for key, pattern in (("tracing", r"Finished tracing \+? ?(?:transforming )?\S+ for "
+                                  r"\S+ in ([0-9.eE+-]+) sec"),
+                                 ("lowering", r"Finished jaxpr to MLIR module conversion \S+ in "
+                                  r"([0-9.eE+-]+) sec"),
+                                 ("compile_or_cache_read", r"Finished XLA compilation of \S+ in "
+                                  r"([0-9.eE+-]+) sec")):
+                m = re.match(pattern, msg)
+                if m:
+                    phases[key] += float(m.group(1))
+            if msg.startswith("Persistent compilation cache hit"):
+                cache_hits.append(msg.split("'")[1])
+
+    def timed(f, key):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                phases[key] += time.perf_counter() - t0
+        return wrapper
+
+    program = sk._fit_program
+
+    def fit_program(*a, **k):
+        run = program(*a, **k)
+
+        def call(*args):
+            before = set(sys.modules)
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(run(*args))
+            calls[0] += time.perf_counter() - t0
+            inside.update(set(sys.modules) - before)
+            return out
+        return call
+
+    sk.validate_data = timed(sk.validate_data, "validation")
+    type(est)._targets = timed(type(est)._targets, "validation")
+    sk._fit_program = fit_program
+    logger = logging.getLogger("jax")
+    logger.addHandler(Log(logging.DEBUG))
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    if freeze:  # Python's own remedy: what exists now is never traversed again
+        gc.freeze()
+    print("--fit--", file=sys.stderr, flush=True)
+    gc.callbacks.append(on_gc)
+    with jax.log_compiles(True):
+        t0 = time.perf_counter()
+        est.fit(Xtr, ytr)
+        wall = time.perf_counter() - t0
+    gc.callbacks.remove(on_gc)
+    print("--done--", file=sys.stderr, flush=True)
+    phases["run"] = calls[0] - phases["tracing"] - phases["lowering"] - phases[
+        "compile_or_cache_read"]
+    phases["other"] = wall - sum(phases.values())  # imports are filled in by profile()
+    print(json.dumps({"wall_s": wall, "phases": phases, "gc_s": gc_s[0],
+                      "cache_hits": cache_hits, "n_iter": est.n_iter_,
+                      "imported_by_jax": sorted(inside)}))
+
+
+def profile(name: str, args, count: int) -> dict:
+    """``count`` new processes with JAX's persistent cache off (cold), then ``count`` with it
+    filled by one more process before them (cached): :func:`profile_child`'s phases, and
+    those of the process of median wall time in each mode."""
+    out = {}
+    for mode in ("cold", "cached"):
+        runs = []
+        with tempfile.TemporaryDirectory() as cache:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+            if mode == "cached":
+                env.update(JAX_COMPILATION_CACHE_DIR=cache,
+                           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+            cmd = [sys.executable, "-X", "importtime", os.path.abspath(__file__),
+                   "--profile-child", name, *(["--gc-freeze"] if args.gc_freeze else []),
+                   "--hidden", *map(str, args.hidden), "--max-iter", str(args.max_iter)]
+            for i in range(count + (mode == "cached")):
+                done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+                run = json.loads(done.stdout.strip().splitlines()[-1])
+                seconds, run["imported_modules"] = import_seconds(
+                    done.stderr.split("--done--")[0], set(run.pop("imported_by_jax")))
+                run["phases"]["imports"] = seconds
+                run["phases"]["other"] -= seconds
+                runs.append(run)
+        if mode == "cached":
+            runs = runs[1:]  # the first filled the cache
+            assert all(r["cache_hits"] for r in runs), "no persistent cache hit"
+        # the process of median wall time, whose phases add up to it
+        mid = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+        out[mode] = {"runs": runs, "median_run": runs.index(mid), "wall_s": mid["wall_s"],
+                     "gc_s": mid["gc_s"], "phases": mid["phases"]}
+    return out
 
 
 def new_processes(name: str, args, count: int) -> dict:
@@ -204,7 +353,15 @@ def main(argv=None) -> int:
                    help="BLAS threads of scikit-learn's fits (0: OpenBLAS's default)")
     p.add_argument("--no-xla-defaults", action="store_true",
                    help="leave out the variants with XLA's default compile options")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="only profile the first fit: N new processes per set, cold and with a "
+                        "filled persistent cache, its wall time cut into phases; writes "
+                        "first_fit_profile.json (first_fit_profile_gc_freeze.json with "
+                        "--gc-freeze) instead of the comparison (0: the comparison)")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="with --profile: gc.freeze() in each process right before the fit")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--profile-child", default=None, help=argparse.SUPPRESS)
     add_out_arguments(p, "results/sklearn_compare")
     args = p.parse_args(argv)
     hidden = tuple(args.hidden)
@@ -216,7 +373,12 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child, hidden, args.max_iter, args.sklearn_threads)
         return 0
+    if args.profile_child:
+        profile_child(args.profile_child, hidden, args.max_iter, args.gc_freeze)
+        return 0
     out = resolve_out(args, "sklearn_compare")
+    if args.profile:
+        return run_profile(args, out)
     jax.config.update("jax_enable_compilation_cache", False)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("jax").setLevel(logging.DEBUG)
@@ -334,6 +496,41 @@ def main(argv=None) -> int:
         "sets": sets})
     print(f"wrote {path}")
     return 0
+
+
+def run_profile(args, out: str) -> int:
+    """``--profile N``: :func:`profile` of each of ``--sets``, a table, first_fit_profile.json."""
+    info = benchmarking.machine_info()
+    load_before = benchmarking.load_average()
+    sets = {name: profile(name, args, args.profile) for name in args.sets}
+    keys = list(next(iter(sets.values()))["cold"]["phases"])
+    print(f"first fit of jaxmlp's MLPClassifier{tuple(args.hidden)} in a new process, seconds "
+          f"(the process of median wall time of {args.profile}); "
+          f"{benchmarking.describe(info)}")
+    print(f"{'set':14s} {'mode':7s} {'wall':>6s} " + " ".join(f"{k[:10]:>10s}" for k in keys)
+          + f" {'(gc)':>6s}")
+    for name, s in sets.items():
+        for mode in ("cold", "cached"):
+            m = s[mode]
+            print(f"{name:14s} {mode:7s} {m['wall_s']:6.3f} "
+                  + " ".join(f"{m['phases'][k]:10.3f}" for k in keys) + f" {m['gc_s']:6.3f}")
+    print("(imports: modules imported during the fit; validation: scikit-learn's checks of X "
+          "and y; compile_or_cache_read: XLA's compilation, or the program read from the "
+          "persistent cache; run: the compiled program; gc: Python's garbage collection, "
+          "inside the other phases)")
+    path = write_json(f"{out}/first_fit_profile{'_gc_freeze' if args.gc_freeze else ''}.json", {
+        "machine": info, "load_before": load_before, "load_after": benchmarking.load_average(),
+        "hidden": list(args.hidden), "max_iter": args.max_iter, "processes": args.profile,
+        "gc_freeze": args.gc_freeze,
+        "training_compiler_options": _compiler_options(), "sets": sets})
+    print(f"wrote {path}")
+    return 0
+
+
+def _compiler_options() -> dict:
+    import jaxmlp.sklearn as sk
+
+    return dict(sk._COMPILER_OPTIONS)
 
 
 if __name__ == "__main__":
