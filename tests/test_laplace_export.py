@@ -276,3 +276,29 @@ def test_damaged_mismatched_and_newer_posteriors_are_refused_naming_the_file(fol
         with pytest.raises(TypeError, match="float64 posterior; turn on 64-bit mode"):
             export.load_posterior(src / export.POSTERIOR_FILE)
     assert zipfile.is_zipfile(src / export.POSTERIOR_FILE)  # the source folder untouched
+
+
+def test_predict_cli_multilabel_laplace_columns(tmp_path):
+    """A multi-label posterior (saved by hand: train.py --laplace takes softmax, one sigmoid
+    unit and regression): laplace_<label> and laplace_probability[<label>] beside the MAP's."""
+    predict_cli = load_script("predict", "predict_cli_laplace_export")
+    net = jaxmlp.Network((3, 2), ("sigmoid",), "multilabel_cross_entropy")
+    prep = CLS_PREP._replace(task="multilabel", target_columns=("u", "v"), class_names=("u", "v"))
+    params = _params(net, 21)
+    la = lp.Posterior(net=net, structure="diag", prior_kind="scalar", n_data=9, params=params,
+                      curvature={"ggn": jnp.asarray(np.arange(1.0, 9.0))},
+                      prior_precision=jnp.asarray(0.5), temperature=jnp.asarray(1.0),
+                      sigma_noise=jnp.asarray(1.0), loss=jnp.asarray(3.0))
+    export.save(tmp_path / "model.npz", params, net, metadata={"preprocessing": prep.to_dict()})
+    export.save_posterior(tmp_path / export.POSTERIOR_FILE, la)
+    rows = _rows(M, 16)
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    assert predict_cli.main(["--checkpoint", str(tmp_path), "--data", str(tmp_path / "new.csv"),
+                             "--out", str(tmp_path / "p.csv"), "--laplace"]) == 0
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert list(p.columns) == ["row", "u", "v", "probability[u]", "probability[v]", "laplace_u",
+                               "laplace_v", "laplace_probability[u]", "laplace_probability[v]"]
+    P = np.asarray(la.predictive(_inputs(rows))).T  # (LA11), sigmoid per label
+    np.testing.assert_allclose(p[["laplace_probability[u]", "laplace_probability[v]"]], P,
+                               rtol=1e-12)
+    np.testing.assert_array_equal(p[["laplace_u", "laplace_v"]], (P >= 0.5).astype(int))
