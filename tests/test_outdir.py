@@ -118,6 +118,20 @@ def test_results_json_that_is_a_directory_exits_2_before_training(tmp_path, caps
     assert not (out / "checkpoints").exists() and time.perf_counter() - t0 < 20
 
 
+def test_an_earlier_posterior_alone_is_an_earlier_run(tmp_path, capsys):
+    """A folder whose only trace of an earlier run is its Laplace posterior (or its reliability
+    diagram) is refused like one with results.json: a new MAP never sits beside an old one's
+    posterior."""
+    for name in ("laplace.npz", "laplace_reliability.svg"):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text("x")
+        assert cli.main([*SMALL, "--epochs", "50", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out: {out} holds an earlier run ({name})" in err, err
+        assert not (out / "results.json").exists()
+
+
 def test_results_are_written_atomically(tmp_path, monkeypatch):
     """A failure while writing leaves the previous results.json whole, and no temporary file."""
     path = tmp_path / "results.json"

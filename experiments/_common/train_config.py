@@ -62,7 +62,10 @@ DATA_DP_DEFAULTS = dict(hidden=[32], activation="tanh", optimizer="momentum", lr
                         sampling_rate=0.5, clip=[1.0])
 COMMON_DEFAULTS = dict(schedule="constant", weight_decay=0.0, seed=0)
 #: What a run writes into its --out folder: one of them there means an earlier run.
-RUN_FILES = ("results.json", "model.npz", "learning_curves.svg", "checkpoints")
+RUN_FILES = ("results.json", "model.npz", "learning_curves.svg", "checkpoints", "laplace.npz",
+             "laplace_reliability.svg")
+#: What a resumed run removes before it trains: it rewrites them from its new parameters.
+STALE_ON_RESUME = ("model.npz", "laplace.npz", "laplace_reliability.svg")
 #: Options that fix the architecture, and those that fix the rest of the training run.
 ARCH_KEYS = ("dataset", "hidden", "activation")
 RUN_KEYS = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "seed")
@@ -329,8 +332,8 @@ def _out_folder(args, cfg: dict, resume_meta: Optional[dict]) -> tuple[str, list
             "beside one. Leave --out out (a new runs/ folder), choose another --out, "
             + (f"continue it with --resume {out}, " if "checkpoints" in earlier else "")
             + "or add --overwrite to replace it.")
-    if resumed:  # the resumed run's model.npz is rewritten when it completes, never kept stale
-        earlier = [f for f in earlier if f == "model.npz"]
+    if resumed:  # the resumed run's model (and posterior) is rewritten, never kept stale
+        earlier = [f for f in earlier if f in STALE_ON_RESUME]
     return out, earlier
 
 
