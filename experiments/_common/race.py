@@ -29,6 +29,7 @@ overlaps the computation rather than adding to it).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import time
@@ -146,34 +147,44 @@ def kfac_jax_loss(kj, net):
     return loss
 
 
+@functools.lru_cache(maxsize=None)
+def _kfac_jax_programs(net, setting: tuple, m: int, batch_size: int):
+    """kfac-jax's ``Optimizer`` at one grid ``setting`` (its compiled programs are kept by the
+    instance, so the races of ``--repeat`` compile once, as the scanned epochs do) and the
+    jitted function drawing an epoch's minibatches, batch-first, and step keys."""
+    kj, note = peers.kfac_jax()
+    if kj is None:
+        raise RuntimeError(f"{KFAC_JAX}: {note}")
+    opt = kj.Optimizer(value_and_grad_func=jax.value_and_grad(kfac_jax_loss(kj, net)),
+                       **{**KFAC_JAX_OPTIONS, **dict(setting)})
+    steps = m // batch_size
+
+    @jax.jit
+    def batches(key, X, Y):  # the scanned epoch's minibatches (same key, same columns)
+        idx = train.epoch_batches(key, m, batch_size)  # (steps, batch_size)
+        xs, ys = X.T[idx], Y.T[idx]
+        keys = jax.random.split(jax.random.fold_in(key, 1), steps)
+        return tuple((xs[s], ys[s], keys[s]) for s in range(steps))
+
+    return opt, batches
+
+
 class _KfacJaxRun(_Run):
     """kfac-jax's ``Optimizer`` as a race configuration (module docstring): the same
     initialisation, minibatches and cost record as :class:`_Run`, one ``step`` call per
     minibatch."""
 
     def __init__(self, net, setting, X, Y, batch_size: int, seed: int):
-        kj, note = peers.kfac_jax()
-        if kj is None:
-            raise RuntimeError(f"{KFAC_JAX}: {note}")
         m = X.shape[1]
         self.per_epoch = m // batch_size
-        self.opt = kj.Optimizer(value_and_grad_func=jax.value_and_grad(kfac_jax_loss(kj, net)),
-                                **{**KFAC_JAX_OPTIONS, **setting})
-
-        @jax.jit
-        def batches(key, X, Y):  # the scanned epoch's minibatches, batch-first, and step keys
-            idx = train.epoch_batches(key, m, batch_size)  # (steps, batch_size)
-            xs, ys = X.T[idx], Y.T[idx]
-            keys = jax.random.split(jax.random.fold_in(key, 1), self.per_epoch)
-            return tuple((xs[s], ys[s], keys[s]) for s in range(self.per_epoch))
-
-        self.batches = batches
+        self.opt, self.batches = _kfac_jax_programs(net, tuple(sorted(setting.items())), m,
+                                                    batch_size)
         self.net, self.X, self.Y = net, X, Y
         self.key = jax.random.PRNGKey(seed + 1)
         params0 = jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=X.dtype)
         # Compile first: every program the race's steps will call (kfac-jax compiles one per
         # (statistics step, damping step) pair), on a throw-away copy (steps donate their input).
-        first = batches(self.key, X, Y)
+        first = self.batches(self.key, X, Y)
         throwaway = self._theirs(params0)
         state = self.opt.init(throwaway, first[0][2], first[0][:2])
         for s in range(self._steps_to_compile()):
