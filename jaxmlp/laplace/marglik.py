@@ -1,0 +1,189 @@
+"""The prior precision learned during training: :func:`marglik_training`.
+
+Immer et al. (2021), "Scalable marginal likelihood estimation for model selection in deep
+learning", Algorithm 1 (laplace-torch's ``marglik_training``): the network is trained on the
+negative log joint, whose prior term is a weight decay, and every ``frequency`` epochs (from
+epoch ``burnin``) the Laplace posterior at the current parameters (LA1)-(LA5) gives the
+evidence's prior precision (``hypersteps`` steps of the ascent on (LA6) with the gradient
+(LA8), (LA9): :func:`jaxmlp.laplace.optimize_prior_precision`), which becomes the weight
+decay of the next epochs.
+
+The weight decay of a prior precision delta (LA2): the log joint
+-sum_i L_i / (T sigma^2) - (delta / 2) ||theta||^2, divided by n / (T sigma^2), is the mean
+cost J (F3) plus (lambda / 2) ||theta||^2 with lambda = delta T sigma^2 / n, on every
+parameter, W and b (the prior of (LA1) covers both; ``jaxmlp.train.make_optimizer``'s
+weight decay covers W only). The gradient of J is the recurrences' (B1)-(B4)
+(``jaxmlp.nn.propagation.value_and_grad_kernel``); lambda theta is added to it before the
+optax optimizer sees it, as laplace-torch adds the prior's gradient to the loss's.
+
+This package does not import the training package (docs/architecture.md): the epoch here is
+a shuffled pass of minibatch steps under one ``lax.scan`` (the remainder, if any, one more
+step), compiled once per call with lambda as a traced argument, so a new prior does not
+recompile it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxmlp.laplace.fitting import laplace
+from jaxmlp.laplace.posterior import Posterior
+from jaxmlp.laplace.prior import optimize_prior_precision
+from jaxmlp.laplace.structures import STRUCTURES
+from jaxmlp.nn import checks
+from jaxmlp.nn.network import Network
+from jaxmlp.nn.propagation import value_and_grad_kernel
+from jaxmlp.nn.scalars import real_number
+
+__all__ = ["MarglikResult", "marglik_training"]
+
+
+class MarglikResult(NamedTuple):
+    """What :func:`marglik_training` returns.
+
+    params: the trained parameters [{"W", "b"}, ...] (those of the last epoch).
+    posterior: the Laplace posterior at ``params`` with the prior precision the last epochs
+      trained with (their weight decay lambda = delta T sigma^2 / n, module docstring).
+    history: NumPy arrays: ``"epoch"`` (k,) the epochs after which the prior was updated,
+      ``"prior_precision"`` (k,) the evidence's prior precision there, ``"log_marginal_likelihood"``
+      (k,) the evidence (LA6) at it, ``"sigma_noise"`` (k,); ``"loss"`` (epochs,) each epoch's
+      mean cost J over its minibatches (without the penalty); ``"weight_decay"`` (epochs,) the
+      lambda each epoch trained with.
+    """
+
+    params: list
+    posterior: Posterior
+    history: dict
+
+
+def _epoch_fn(net: Network, optimizer, batch_size: int, n: int):
+    nb, rem = divmod(n, batch_size)
+
+    def step(params, state, wd, Xb, Yb):
+        J, g = value_and_grad_kernel(net, params, Xb, Yb)
+        g = jax.tree_util.tree_map(lambda gi, p: gi + wd * p, g, params)
+        updates, state = optimizer.update(g, state, params)
+        return optax.apply_updates(params, updates), state, J
+
+    @jax.jit
+    def epoch(params, state, wd, key, X, Y):
+        perm = jax.random.permutation(key, n)
+        full = perm[:nb * batch_size].reshape(nb, batch_size)
+
+        def body(carry, idx):
+            p, s = carry
+            p, s, J = step(p, s, wd, jnp.take(X, idx, axis=1), jnp.take(Y, idx, axis=1))
+            return (p, s), J * idx.shape[0]
+
+        (params, state), Js = jax.lax.scan(body, (params, state), full)
+        total = jnp.sum(Js)
+        if rem:
+            idx = perm[nb * batch_size:]
+            params, state, J = step(params, state, wd, jnp.take(X, idx, axis=1),
+                                    jnp.take(Y, idx, axis=1))
+            total = total + J * rem
+        return params, state, total / n
+
+    return epoch
+
+
+def _nonneg_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name}: expected an integer >= 0, got {value!r}.")
+    return int(value)
+
+
+def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
+                     batch_size: Optional[int] = None, optimizer=None,
+                     structure: str = "kron", prior_precision: float = 1.0,
+                     burnin: int = 0, frequency: int = 1, hypersteps: int = 10,
+                     hyper_learning_rate: float = 0.1, temperature: float = 1.0,
+                     sigma_noise: float = 1.0, key=None) -> MarglikResult:
+    """Trains ``net`` from ``params`` with the prior precision learned by the evidence.
+
+    Arguments:
+      net, params: the network and its initial parameters [{"W", "b"}, ...].
+      X, Y: the training split (n[0], n), (n[L], n) (finite).
+      epochs: training epochs (laplace-torch's default 300).
+      batch_size: columns per minibatch (None: min(n, 64)).
+      optimizer: an optax ``GradientTransformation`` without weight decay (default
+        ``optax.adam(1e-3)``, laplace-torch's); the prior's decay is added here.
+      structure: the posterior's structure, one of :data:`STRUCTURES` (default "kron").
+      prior_precision: the initial scalar prior precision delta > 0 (laplace-torch: 1).
+      burnin, frequency: the prior is updated after epoch e when e >= ``burnin``,
+        e % ``frequency`` == 0 and e < ``epochs`` (laplace-torch: 0 and 1).
+      hypersteps, hyper_learning_rate: the evidence ascent's Adam steps and rate at each
+        update (laplace-torch: 10 and 0.1; here each update starts a new Adam from the current
+        prior, where laplace-torch keeps one Adam state over the run).
+      temperature: T of (LA2). sigma_noise: the initial noise scale (mean squared error
+        only, fitted with the prior; 1 otherwise).
+      key: the PRNG key of the minibatch order (default ``jax.random.PRNGKey(0)``).
+
+    Returns:
+      a :class:`MarglikResult` (params, posterior, history). laplace-torch returns the
+      parameters and posterior of the epoch with the best evidence; here the last epoch's.
+
+    Raises ValueError / TypeError naming the argument.
+    """
+    X, Y = checks.check_problem(net, params, X, Y)
+    checks.check_finite(X=X, Y=Y)
+    dtype = X.dtype
+    n = X.shape[1]
+    epochs = checks.positive_int("epochs", epochs)
+    batch_size = min(n, 64) if batch_size is None else min(
+        checks.positive_int("batch_size", batch_size), n)
+    if optimizer is None:
+        optimizer = optax.adam(1e-3)
+    if not (callable(getattr(optimizer, "init", None))
+            and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"optimizer: expected an optax.GradientTransformation (with .init and "
+                        f".update), got {type(optimizer).__name__}.")
+    if not isinstance(structure, str) or structure not in STRUCTURES:
+        raise ValueError(f"structure: expected one of {list(STRUCTURES)}, got {structure!r}.")
+    delta = real_number("prior_precision", prior_precision, low=0.0, low_open=True)
+    burnin = _nonneg_int("burnin", burnin)
+    frequency = checks.positive_int("frequency", frequency)
+    hypersteps = checks.positive_int("hypersteps", hypersteps)
+    hyper_lr = real_number("hyper_learning_rate", hyper_learning_rate, low=0.0, low_open=True)
+    T = real_number("temperature", temperature, low=0.0, low_open=True)
+    regression = net.cost == "mean_squared_error"
+    sigma = real_number("sigma_noise", sigma_noise, low=0.0, low_open=True)
+    if not regression and sigma != 1.0:
+        raise ValueError(f"sigma_noise: only mean_squared_error has a noise scale, the cost is "
+                         f"{net.cost!r}; got {sigma_noise!r}.")
+    key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
+    params = [{"W": jnp.asarray(p["W"], dtype), "b": jnp.asarray(p["b"], dtype)}
+              for p in params]
+
+    epoch = _epoch_fn(net, optimizer, batch_size, n)
+    state = optimizer.init(params)
+    fit = functools.partial(laplace, net, X=X, Y=Y, structure=structure, temperature=T)
+    hist = {"epoch": [], "prior_precision": [], "log_marginal_likelihood": [],
+            "sigma_noise": [], "loss": [], "weight_decay": []}
+    for e in range(1, epochs + 1):
+        wd = delta * T * sigma ** 2 / n
+        key, sub = jax.random.split(key)
+        params, state, J = epoch(params, state, jnp.asarray(wd, dtype), sub, X, Y)
+        hist["loss"].append(float(J))
+        hist["weight_decay"].append(wd)
+        if not np.isfinite(hist["loss"][-1]):
+            raise ValueError(f"marglik_training: the training diverged at epoch {e} (mean cost "
+                             f"{hist['loss'][-1]}); lower the optimizer's learning rate.")
+        if e >= burnin and e % frequency == 0 and e < epochs:
+            la = fit(params=params, prior_precision=delta, sigma_noise=sigma)
+            la = optimize_prior_precision(la, "marglik", steps=hypersteps,
+                                          learning_rate=hyper_lr, fit_sigma_noise=regression)
+            delta, sigma = float(la.prior_precision), float(la.sigma_noise)
+            hist["epoch"].append(e)
+            hist["prior_precision"].append(delta)
+            hist["sigma_noise"].append(sigma)
+            hist["log_marginal_likelihood"].append(float(la.log_marginal_likelihood()))
+    posterior = fit(params=params, prior_precision=delta, sigma_noise=sigma)
+    return MarglikResult(params, posterior,
+                         {k: np.asarray(v, np.float64) for k, v in hist.items()})

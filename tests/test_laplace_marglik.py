@@ -1,0 +1,136 @@
+"""jaxmlp.laplace.marglik_training: the prior precision learned during training.
+
+Oracles: one training step against ``jax.grad`` of a plain jnp network's penalised mean
+cost (J + (delta / 2n) ||theta||^2 on W and b); the prior's moves against the evidence's
+optimum found by a long ascent (optimize_prior_precision) at the trained parameters; the
+returned posterior's prior against the weight decay the last epochs used.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxmlp
+from jaxmlp import laplace as lp
+
+
+def problem(m=40, seed=0, kind="softmax"):
+    rng = np.random.default_rng(seed)
+    if kind == "softmax":
+        net = jaxmlp.Network((3, 5, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+        X = rng.normal(size=(3, m))
+        Y = np.eye(3)[:, (X[0] + 0.5 * X[1] > 0).astype(int) + (X[2] > 1).astype(int)]
+    else:
+        net = jaxmlp.Network((3, 5, 1), ("tanh", "linear"), "mean_squared_error")
+        X = rng.normal(size=(3, m))
+        Y = np.sin(X[:1]) + 0.1 * rng.normal(size=(1, m))
+    params = [{"W": jnp.asarray(rng.normal(size=s["W"]) / np.sqrt(s["W"][1])),
+               "b": jnp.asarray(0.1 * rng.normal(size=s["b"]))} for s in net.param_shapes()]
+    return net, params, jnp.asarray(X), jnp.asarray(Y)
+
+
+def penalised_cost(params, X, Y, wd):
+    """The oracle's objective, written without the library: tanh, softmax, cross-entropy."""
+    A = jnp.tanh(params[0]["W"] @ X + params[0]["b"][:, None])
+    Z = params[1]["W"] @ A + params[1]["b"][:, None]
+    J = -jnp.mean(jnp.sum(Y * jax.nn.log_softmax(Z, axis=0), axis=0))
+    return J + 0.5 * wd * sum(jnp.sum(p["W"] ** 2) + jnp.sum(p["b"] ** 2) for p in params)
+
+
+def test_one_step_is_sgd_on_the_negative_log_joint():
+    """One epoch of one full batch with SGD: theta - eta (grad J + (delta / n) theta), the
+    prior untouched (no update after the last epoch), the posterior's prior delta."""
+    net, params, X, Y = problem()
+    delta, eta, n = 3.0, 0.5, X.shape[1]
+    r = lp.marglik_training(net, params, X, Y, epochs=1, batch_size=n,
+                            optimizer=optax.sgd(eta), prior_precision=delta)
+    g = jax.grad(penalised_cost)(params, X, Y, delta / n)
+    for p, gp, q in zip(params, g, r.params):
+        for k in ("W", "b"):
+            np.testing.assert_allclose(q[k], p[k] - eta * gp[k], rtol=1e-12, atol=1e-14)
+    assert float(r.posterior.prior_precision) == delta
+    assert r.history["weight_decay"].tolist() == [delta / n]
+    assert r.history["epoch"].size == 0
+    np.testing.assert_allclose(r.history["loss"][0], penalised_cost(params, X, Y, 0.0),
+                               rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    net, params, X, Y = problem()
+    r = lp.marglik_training(net, params, X, Y, epochs=20, batch_size=16,
+                            optimizer=optax.adam(1e-2), prior_precision=1e-3,
+                            burnin=4, frequency=4, hypersteps=20)
+    return net, X, Y, r
+
+
+def test_prior_moves_toward_the_evidence_optimum(trained):
+    net, X, Y, r = trained
+    h = r.history
+    assert h["epoch"].tolist() == [4, 8, 12, 16]
+    # the evidence's optimum at the trained parameters: a long ascent from the last prior
+    opt = lp.optimize_prior_precision(r.posterior, "marglik", steps=2000)
+    target = np.log(float(opt.prior_precision))
+    logs = np.log(np.concatenate([[1e-3], h["prior_precision"]]))
+    assert abs(logs[-1] - target) < 0.25 * abs(logs[0] - target)
+    # each update raised the evidence at its parameters: the last posterior's evidence
+    # at the updated prior above the one at the prior it started from
+    before = float(r.posterior.log_marginal_likelihood(prior_precision=1e-3))
+    assert float(r.posterior.log_marginal_likelihood()) > before
+    assert float(opt.log_marginal_likelihood()) >= float(r.posterior.log_marginal_likelihood())
+
+
+def test_posterior_prior_is_the_last_weight_decay_times_n(trained):
+    net, X, Y, r = trained
+    n = X.shape[1]
+    h = r.history
+    np.testing.assert_allclose(float(r.posterior.prior_precision), h["weight_decay"][-1] * n,
+                               rtol=1e-13)
+    np.testing.assert_allclose(h["prior_precision"][-1], h["weight_decay"][-1] * n, rtol=1e-13)
+    assert h["weight_decay"][:4].tolist() == [1e-3 / n] * 4  # burn-in: the initial prior
+    # the posterior is the Laplace fit at the returned params, nothing else
+    la = lp.laplace(net, r.params, X, Y, structure="kron",
+                    prior_precision=h["prior_precision"][-1])
+    np.testing.assert_allclose(float(la.log_marginal_likelihood()),
+                               float(r.posterior.log_marginal_likelihood()), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_regression_weight_decay_carries_the_noise_variance():
+    """Mean squared error: lambda = delta sigma^2 / n, sigma fitted with delta."""
+    net, params, X, Y = problem(kind="mse")
+    r = lp.marglik_training(net, params, X, Y, epochs=6, batch_size=20,
+                            optimizer=optax.adam(1e-2), frequency=2, sigma_noise=0.5)
+    la = r.posterior
+    assert float(la.sigma_noise) != 0.5
+    np.testing.assert_allclose(float(la.prior_precision) * float(la.sigma_noise) ** 2
+                               / X.shape[1], r.history["weight_decay"][-1], rtol=1e-13)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"epochs": 0}, ValueError, "epochs"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"optimizer": "adam"}, TypeError, "optimizer"),
+    ({"structure": "kfac"}, ValueError, "structure"),
+    ({"prior_precision": 0.0}, ValueError, "prior_precision"),
+    ({"burnin": -1}, ValueError, "burnin"),
+    ({"frequency": 0}, ValueError, "frequency"),
+    ({"hypersteps": 0}, ValueError, "hypersteps"),
+    ({"hyper_learning_rate": -0.1}, ValueError, "hyper_learning_rate"),
+    ({"temperature": 0.0}, ValueError, "temperature"),
+    ({"sigma_noise": 2.0}, ValueError, "sigma_noise"),
+])
+def test_refusals(kw, exc, match):
+    net, params, X, Y = problem(m=8)
+    with pytest.raises(exc, match=match):
+        lp.marglik_training(net, params, X, Y, **kw)
+
+
+def test_refuses_data_of_another_network():
+    net, params, X, Y = problem(m=8)
+    with pytest.raises(ValueError, match="X"):
+        lp.marglik_training(net, params, X[:2], Y)
+    with pytest.raises(ValueError, match="finite|nan|NaN"):
+        lp.marglik_training(net, params, X.at[0, 0].set(jnp.nan), Y)
