@@ -20,12 +20,27 @@ Cost (digits, seed 0, ``_common.benchmarking.time_paired``, LAPACK on one thread
 of the same network (target <= 2 epochs), and the GLM predictive of the test split against
 one value_and_grad of that split (target <= 3x).
 
+``--prior marglik_training``: the network is trained by ``jaxmlp.laplace.marglik_training``
+(the prior precision learned during training, the weight decay following it) with the same
+network, initialisation, Adam rate, batch size and epochs; its MAP and its posterior (the
+last epochs' prior) are compared, and the fixed-decay MAP's numbers are kept beside them
+(``fixed_decay_map``).
+
+``--study``: issue 22's target over a grid of standard trainings (weight decay x epochs x
+seeds, "kron" and "last_layer" with the scalar prior by the evidence at each MAP), every cell
+and a per-setting summary in ``study.json``.
+
     python experiments/laplace.py [--seeds 0,1,2] [--structure kron] [--epochs N]
                                   [--weight-decay W] [--hidden N] [--prior evidence]
                                   [--rounds 15]
                                   [--out DIR | --results]
+    python experiments/laplace.py --study [--study-decays 1e-4,3e-4,1e-3]
+                                  [--study-epochs 60,200] [--seeds 0,1,2]
+                                  [--out DIR | --results]
 
-Writes ``laplace.json`` and ``reliability_digits.svg`` (MAP and Laplace, seed 0) under --out.
+Writes ``laplace.json`` and ``reliability_digits.svg`` (MAP and Laplace, seed 0) under --out
+(``--results``: results/laplace, results/laplace/marglik_training with ``--prior
+marglik_training``, results/laplace/study with ``--study``).
 """
 
 from __future__ import annotations
@@ -61,10 +76,11 @@ CONFIG = {  # dataset: hidden sizes, hidden activation, epochs, batch size, lear
 BINS = report.BINS
 
 
-def train_map(name, seed, holdout=0.0):
+def train_map(name, seed, holdout=0.0, *, epochs=None, weight_decay=None):
     """Trains the MAP on the training split; with ``holdout`` > 0 on all but that fraction of
-    it (a random subset drawn from the seed). Returns ``(ds, net, params, (X_val, Y_val))``
-    (the held-out columns; None without ``holdout``)."""
+    it (a random subset drawn from the seed). ``epochs``, ``weight_decay``: CONFIG's unless
+    given. Returns ``(ds, net, params, (X_val, Y_val))`` (the held-out columns; None without
+    ``holdout``)."""
     ds = datasets.load(name, seed=seed, dtype=np.float64)
     val = None
     if holdout > 0:
@@ -73,7 +89,9 @@ def train_map(name, seed, holdout=0.0):
         v, f = perm[:int(holdout * n)], perm[int(holdout * n):]
         val = (ds.X_train[:, v], ds.Y_train[:, v])
         ds = ds._replace(X_train=ds.X_train[:, f], Y_train=ds.Y_train[:, f])
-    hidden, act, epochs, bs, lr, wd = CONFIG[name]
+    hidden, act, ep, bs, lr, wd = CONFIG[name]
+    epochs = ep if epochs is None else epochs
+    wd = wd if weight_decay is None else weight_decay
     sizes = (ds.X_train.shape[0],) + hidden + (ds.Y_train.shape[0],)
     net = jaxmlp.Network(sizes, (act,) * len(hidden) + (ds.output_activation,), ds.cost)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=jnp.float64)
@@ -98,10 +116,44 @@ def map_temperature(net, params, ds, binary):
     return {"temperature": best[0], "nll": best[1]}
 
 
-PRIORS = ("evidence", "evidence_per_layer", "weight_decay", "grid")
+PRIORS = ("evidence", "evidence_per_layer", "weight_decay", "grid", "marglik_training")
+
+
+def marglik_classification(name, seed, structure):
+    """``--prior marglik_training``: the same network, initialisation, Adam rate, batch size,
+    epochs and minibatch key as train_map, trained by ``jaxmlp.laplace.marglik_training``
+    (laplace-torch's defaults: prior 1 at the start, updated after every epoch by 10 evidence
+    steps of rate 0.1; the decay on W and b) instead of a fixed weight decay. Returns the
+    marglik-trained network's MAP and Laplace numbers, and the fixed-decay MAP's (train_map)
+    for reference."""
+    ds = datasets.load(name, seed=seed, dtype=np.float64)
+    hidden, act, epochs, bs, lr, _ = CONFIG[name]
+    sizes = (ds.X_train.shape[0],) + hidden + (ds.Y_train.shape[0],)
+    net = jaxmlp.Network(sizes, (act,) * len(hidden) + (ds.output_activation,), ds.cost)
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=jnp.float64)
+    t0 = time.perf_counter()
+    r = lp.marglik_training(net, params, ds.X_train, ds.Y_train, epochs=epochs, batch_size=bs,
+                            optimizer=train.make_optimizer("adam", lr), structure=structure,
+                            key=jax.random.PRNGKey(100 + seed))
+    fit_s = (jax.block_until_ready(r.posterior.prior_precision), time.perf_counter() - t0)[1]
+    binary = ds.output_activation == "sigmoid"
+    out = {"prior_precision": float(r.posterior.prior_precision),
+           "marglik_training_seconds": fit_s,
+           **report.compare(net, r.params, r.posterior, ds.X_test, ds.Y_test, seed),
+           "map_temperature": map_temperature(net, r.params, ds, binary),
+           "history": {k: v.tolist() for k, v in r.history.items()}}
+    _, net0, params0, _ = train_map(name, seed)
+    la0 = lp.laplace(net0, params0, ds.X_train, ds.Y_train, structure=structure)
+    fixed = report.compare(net0, params0, la0, ds.X_test, ds.Y_test, seed)["map"]
+    fixed.pop("reliability")
+    out["fixed_decay_map"] = {**fixed, "weight_decay": CONFIG[name][5],
+                              "map_temperature": map_temperature(net0, params0, ds, binary)}
+    return out, (net, r.params, ds, r.posterior)
 
 
 def classification(name, seed, structure, prior="evidence"):
+    if prior == "marglik_training":
+        return marglik_classification(name, seed, structure)
     ds, net, params, val = train_map(name, seed, 0.2 if prior == "grid" else 0.0)
     binary = ds.output_activation == "sigmoid"
     t0 = time.perf_counter()
@@ -119,6 +171,67 @@ def classification(name, seed, structure, prior="evidence"):
            **report.compare(net, params, la, ds.X_test, ds.Y_test, seed),
            "map_temperature": map_temperature(net, params, ds, binary)}
     return out, (net, params, ds, la)
+
+
+STUDY_STRUCTURES = ("kron", "last_layer")
+
+
+def study(names, seeds, decays, epochs_list):
+    """Issue 22's target over a grid of standard MAP trainings: for every set, weight decay,
+    epoch count and seed, one MAP (CONFIG's network, Adam) and, at it, each of
+    STUDY_STRUCTURES with a scalar prior by the evidence (as ``--prior evidence``). Returns
+    the cells: MAP and Laplace metrics, T*, the prior precision."""
+    cells = []
+    print(f"{'set':>14} {'wd':>7} {'ep':>4} {'seed':>4} {'T*':>5} {'structure':>10} "
+          f"{'prior':>7} {'dacc':>7} {'NLL map':>8} {'NLL la':>8} {'ECE map':>8} "
+          f"{'ECE la':>8} {'AUROC map':>9} {'AUROC la':>8}")
+    for name in names:
+        for wd in decays:
+            for ep in epochs_list:
+                for seed in seeds:
+                    ds, net, params, _ = train_map(name, seed, epochs=ep, weight_decay=wd)
+                    T = map_temperature(net, params, ds, ds.output_activation == "sigmoid")
+                    for structure in STUDY_STRUCTURES:
+                        la = lp.laplace(net, params, ds.X_train, ds.Y_train,
+                                        structure=structure)
+                        la = lp.optimize_prior_precision(la.with_prior(1.0), method="marglik")
+                        r = report.compare(net, params, la, ds.X_test, ds.Y_test, seed)
+                        for w in ("map", "laplace"):
+                            r[w].pop("reliability")
+                        m, a = r["map"], r["laplace"]
+                        cell = {"set": name, "weight_decay": wd, "epochs": ep, "seed": seed,
+                                "structure": structure,
+                                "prior_precision": float(la.prior_precision),
+                                "map_temperature": T["temperature"], **r,
+                                "nll_lower": a["nll"] < m["nll"],
+                                "ece_lower": a["ece"] < m["ece"],
+                                "auroc_higher": a["ood_auroc"] > m["ood_auroc"],
+                                "accuracy_within_0.5": abs(a["accuracy"] - m["accuracy"])
+                                <= 0.005}
+                        cells.append(cell)
+                        print(f"{name:>14} {wd:7.0e} {ep:4d} {seed:4d} {T['temperature']:5.2f} "
+                              f"{structure:>10} {cell['prior_precision']:7.3g} "
+                              f"{a['accuracy'] - m['accuracy']:+7.4f} {m['nll']:8.4f} "
+                              f"{a['nll']:8.4f} {m['ece']:8.4f} {a['ece']:8.4f} "
+                              f"{m['ood_auroc']:9.4f} {a['ood_auroc']:8.4f}", flush=True)
+    return cells
+
+
+def study_summary(cells):
+    """Per (set, weight decay, epochs, structure): in how many seeds each part of the target
+    holds, and whether the whole target holds in every seed."""
+    groups = {}
+    for c in cells:
+        k = (c["set"], c["weight_decay"], c["epochs"], c["structure"])
+        groups.setdefault(k, []).append(c)
+    out = []
+    for (name, wd, ep, structure), cs in groups.items():
+        parts = {p: sum(c[p] for c in cs) for p in
+                 ("nll_lower", "ece_lower", "auroc_higher", "accuracy_within_0.5")}
+        out.append({"set": name, "weight_decay": wd, "epochs": ep, "structure": structure,
+                    "seeds": len(cs), **parts,
+                    "target_met": all(v == len(cs) for v in parts.values())})
+    return out
 
 
 def regression(seed, structure):
@@ -181,17 +294,53 @@ def main(argv=None):
     ap.add_argument("--prior", default="evidence", choices=PRIORS,
                     help="classification's prior precision: a scalar by the evidence, one per "
                          "layer by the evidence, the training's weight decay times n_train, or "
-                         "a scalar by the NLL of 20%% of the training split held out of training")
+                         "a scalar by the NLL of 20%% of the training split held out of "
+                         "training, or learned during training (jaxmlp.laplace."
+                         "marglik_training; with --results: results/laplace/marglik_training)")
     ap.add_argument("--hidden", type=int, help="one hidden layer of this width for digits and "
                     "breast_cancer (default: CONFIG's)")
+    ap.add_argument("--study", action="store_true",
+                    help="issue 22's target over a grid of MAP trainings (--study-decays x "
+                         "--study-epochs x --seeds, structures kron and last_layer, scalar "
+                         "prior by the evidence): study.json, in results/laplace/study with "
+                         "--results")
+    ap.add_argument("--study-decays", default="1e-4,3e-4,1e-3")
+    ap.add_argument("--study-epochs", default="60,200")
     output.add_out_arguments(ap, "results/laplace")
     args = ap.parse_args(argv)
+    if args.study:
+        args._results_path = "results/laplace/study"
+    elif args.prior == "marglik_training":
+        args._results_path = "results/laplace/marglik_training"
     output.resolve_out(args, "laplace")
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         print(f"--seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
+    if args.study:
+        try:
+            decays = [float(s) for s in args.study_decays.split(",")]
+            epochs_list = [int(s) for s in args.study_epochs.split(",")]
+        except ValueError:
+            print(f"--study-decays, --study-epochs: expected comma-separated numbers, got "
+                  f"{args.study_decays!r}, {args.study_epochs!r}", file=sys.stderr)
+            return 2
+        doc = {"machine": benchmarking.machine_info(), "structures": list(STUDY_STRUCTURES),
+               "prior": "evidence (scalar)", "seeds": seeds,
+               "config": {k: list(v) for k, v in CONFIG.items()},
+               "load_average_start": benchmarking.load_average()}
+        doc["cells"] = study(("digits", "breast_cancer"), seeds, decays, epochs_list)
+        doc["summary"] = study_summary(doc["cells"])
+        doc["load_average_end"] = benchmarking.load_average()
+        for g in doc["summary"]:
+            print(f"{g['set']:>14} wd {g['weight_decay']:.0e} {g['epochs']:4d} ep "
+                  f"{g['structure']:>10}: NLL lower {g['nll_lower']}/{g['seeds']}, ECE lower "
+                  f"{g['ece_lower']}/{g['seeds']}, AUROC higher {g['auroc_higher']}/"
+                  f"{g['seeds']}, acc within 0.5 {g['accuracy_within_0.5']}/{g['seeds']}"
+                  f"{'  TARGET MET' if g['target_met'] else ''}")
+        output.write_json(os.path.join(args.out, "study.json"), doc)
+        return 0
     for name in ("digits", "breast_cancer"):
         c = list(CONFIG[name])
         c[2] = c[2] if args.epochs is None else args.epochs
@@ -215,10 +364,15 @@ def main(argv=None):
                                  (f"Laplace ({args.structure}, probit)",
                                   r["laplace"]["reliability"])],
                                 f"digits, seed {seed}: reliability ({BINS} bins)")
-            for w in ("map", "laplace"):
+            for w in ("fixed_decay_map", "map", "laplace"):
+                if w not in r:
+                    continue
                 m = r[w]
                 extra = (f"  T* {r['map_temperature']['temperature']:.3f}" if w == "map"
-                         else f"  prior {np.round(r['prior_precision'], 3)}")
+                         else f"  prior {np.round(r['prior_precision'], 3)}" if w == "laplace"
+                         else f"  T* {m['map_temperature']['temperature']:.3f} (weight decay "
+                              f"{m['weight_decay']:g}, CONFIG's training)")
+                w = "wd MAP" if w == "fixed_decay_map" else w
                 print(f"{name:>14} {seed:>4} {w:>8} {m['accuracy']:7.4f} {m['nll']:8.4f} "
                       f"{m['ece']:7.4f} {m['ood_auroc']:7.4f}{extra}", flush=True)
     for seed in seeds:

@@ -114,6 +114,7 @@ def test_regression_weight_decay_carries_the_noise_variance():
     ({"batch_size": 0}, ValueError, "batch_size"),
     ({"optimizer": "adam"}, TypeError, "optimizer"),
     ({"structure": "kfac"}, ValueError, "structure"),
+    ({"structure": "last_layer"}, ValueError, "structure"),
     ({"prior_precision": 0.0}, ValueError, "prior_precision"),
     ({"burnin": -1}, ValueError, "burnin"),
     ({"frequency": 0}, ValueError, "frequency"),

@@ -114,7 +114,9 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
       batch_size: columns per minibatch (None: min(n, 64)).
       optimizer: an optax ``GradientTransformation`` without weight decay (default
         ``optax.adam(1e-3)``, laplace-torch's); the prior's decay is added here.
-      structure: the posterior's structure, one of :data:`STRUCTURES` (default "kron").
+      structure: the posterior's structure, "diag", "kron" (default) or "full" (the prior
+        covers every parameter; "last_layer" is refused, as laplace-torch's
+        ``marglik_training`` fits all weights).
       prior_precision: the initial scalar prior precision delta > 0 (laplace-torch: 1).
       burnin, frequency: the prior is updated after epoch e when e >= ``burnin``,
         e % ``frequency`` == 0 and e < ``epochs`` (laplace-torch: 0 and 1).
@@ -146,6 +148,10 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
                         f".update), got {type(optimizer).__name__}.")
     if not isinstance(structure, str) or structure not in STRUCTURES:
         raise ValueError(f"structure: expected one of {list(STRUCTURES)}, got {structure!r}.")
+    if structure == "last_layer":
+        raise ValueError("structure: 'last_layer' has a prior on the last layer only, the "
+                         "weight decay of the other layers would have none; expected one of "
+                         "'diag', 'kron', 'full', got 'last_layer'.")
     delta = real_number("prior_precision", prior_precision, low=0.0, low_open=True)
     burnin = _nonneg_int("burnin", burnin)
     frequency = checks.positive_int("frequency", frequency)
