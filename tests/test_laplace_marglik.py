@@ -32,28 +32,33 @@ def problem(m=40, seed=0, kind="softmax"):
 
 
 def penalised_cost(params, X, Y, wd):
-    """The oracle's objective, written without the library: tanh, softmax, cross-entropy."""
+    """The oracle's objective, written without the library: tanh, softmax, cross-entropy,
+    plus (wd[l] / 2) ||[W[l] b[l]]||^2 per layer."""
     A = jnp.tanh(params[0]["W"] @ X + params[0]["b"][:, None])
     Z = params[1]["W"] @ A + params[1]["b"][:, None]
     J = -jnp.mean(jnp.sum(Y * jax.nn.log_softmax(Z, axis=0), axis=0))
-    return J + 0.5 * wd * sum(jnp.sum(p["W"] ** 2) + jnp.sum(p["b"] ** 2) for p in params)
+    return J + 0.5 * sum(w * (jnp.sum(p["W"] ** 2) + jnp.sum(p["b"] ** 2))
+                         for w, p in zip(wd, params))
 
 
-def test_one_step_is_sgd_on_the_negative_log_joint():
+@pytest.mark.parametrize("delta", [3.0, [3.0, 0.5]], ids=["scalar", "per_layer"])
+def test_one_step_is_sgd_on_the_negative_log_joint(delta):
     """One epoch of one full batch with SGD: theta - eta (grad J + (delta / n) theta), the
     prior untouched (no update after the last epoch), the posterior's prior delta."""
     net, params, X, Y = problem()
-    delta, eta, n = 3.0, 0.5, X.shape[1]
+    eta, n = 0.5, X.shape[1]
     r = lp.marglik_training(net, params, X, Y, epochs=1, batch_size=n,
                             optimizer=optax.sgd(eta), prior_precision=delta)
-    g = jax.grad(penalised_cost)(params, X, Y, delta / n)
+    d = np.broadcast_to(np.asarray(delta), (2,))
+    g = jax.grad(penalised_cost)(params, X, Y, d / n)
     for p, gp, q in zip(params, g, r.params):
         for k in ("W", "b"):
             np.testing.assert_allclose(q[k], p[k] - eta * gp[k], rtol=1e-12, atol=1e-14)
-    assert float(r.posterior.prior_precision) == delta
-    assert r.history["weight_decay"].tolist() == [delta / n]
+    np.testing.assert_array_equal(r.posterior.prior_precision, delta)
+    assert r.posterior.prior_kind == ("scalar" if np.ndim(delta) == 0 else "layer")
+    np.testing.assert_array_equal(r.history["weight_decay"], [np.asarray(delta) / n])
     assert r.history["epoch"].size == 0
-    np.testing.assert_allclose(r.history["loss"][0], penalised_cost(params, X, Y, 0.0),
+    np.testing.assert_allclose(r.history["loss"][0], penalised_cost(params, X, Y, [0.0, 0.0]),
                                rtol=1e-12)
 
 
@@ -98,6 +103,21 @@ def test_posterior_prior_is_the_last_weight_decay_times_n(trained):
 
 
 @pytest.mark.slow
+def test_per_layer_prior_follows_the_evidence():
+    """One prior per layer: the posterior's L precisions are the last epochs' decays x n and
+    each update's per-layer ascent from them."""
+    net, params, X, Y = problem()
+    r = lp.marglik_training(net, params, X, Y, epochs=9, batch_size=16,
+                            optimizer=optax.adam(1e-2), prior_precision=[1e-2, 1e2],
+                            frequency=4, hypersteps=30)
+    h = r.history
+    assert h["prior_precision"].shape == (2, 2) and h["weight_decay"].shape == (9, 2)
+    np.testing.assert_allclose(r.posterior.prior_precision, h["weight_decay"][-1] * X.shape[1],
+                               rtol=1e-13)
+    assert h["prior_precision"][0, 0] > 1e-2 and h["prior_precision"][0, 1] < 1e2
+
+
+@pytest.mark.slow
 def test_regression_weight_decay_carries_the_noise_variance():
     """Mean squared error: lambda = delta sigma^2 / n, sigma fitted with delta."""
     net, params, X, Y = problem(kind="mse")
@@ -116,6 +136,8 @@ def test_regression_weight_decay_carries_the_noise_variance():
     ({"structure": "kfac"}, ValueError, "structure"),
     ({"structure": "last_layer"}, ValueError, "structure"),
     ({"prior_precision": 0.0}, ValueError, "prior_precision"),
+    ({"prior_precision": [1.0, 2.0, 3.0]}, ValueError, r"prior_precision: expected a number or 2"),
+    ({"prior_precision": [1.0, -2.0]}, ValueError, r"prior_precision\[1\]"),
     ({"burnin": -1}, ValueError, "burnin"),
     ({"frequency": 0}, ValueError, "frequency"),
     ({"hypersteps": 0}, ValueError, "hypersteps"),

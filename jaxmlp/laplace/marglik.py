@@ -51,10 +51,10 @@ class MarglikResult(NamedTuple):
     posterior: the Laplace posterior at ``params`` with the prior precision the last epochs
       trained with (their weight decay lambda = delta T sigma^2 / n, module docstring).
     history: NumPy arrays: ``"epoch"`` (k,) the epochs after which the prior was updated,
-      ``"prior_precision"`` (k,) the evidence's prior precision there, ``"log_marginal_likelihood"``
+      ``"prior_precision"`` (k,) or (k, L) the evidence's prior precision there, ``"log_marginal_likelihood"``
       (k,) the evidence (LA6) at it, ``"sigma_noise"`` (k,); ``"loss"`` (epochs,) each epoch's
-      mean cost J over its minibatches (without the penalty); ``"weight_decay"`` (epochs,) the
-      lambda each epoch trained with.
+      mean cost J over its minibatches (without the penalty); ``"weight_decay"`` (epochs,) or
+      (epochs, L) the lambda each epoch trained with.
     """
 
     params: list
@@ -67,7 +67,8 @@ def _epoch_fn(net: Network, optimizer, batch_size: int, n: int):
 
     def step(params, state, wd, Xb, Yb):
         J, g = value_and_grad_kernel(net, params, Xb, Yb)
-        g = jax.tree_util.tree_map(lambda gi, p: gi + wd * p, g, params)
+        g = [{k: gl[k] + wd[l] * pl[k] for k in ("W", "b")}
+             for l, (gl, pl) in enumerate(zip(g, params))]
         updates, state = optimizer.update(g, state, params)
         return optax.apply_updates(params, updates), state, J
 
@@ -93,6 +94,11 @@ def _epoch_fn(net: Network, optimizer, batch_size: int, n: int):
     return epoch
 
 
+def _prior(delta):
+    """The prior for :func:`laplace`: a float, or a list of L floats (per layer)."""
+    return delta if isinstance(delta, float) else [float(d) for d in delta]
+
+
 def _nonneg_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name}: expected an integer >= 0, got {value!r}.")
@@ -101,7 +107,7 @@ def _nonneg_int(name, value):
 
 def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
                      batch_size: Optional[int] = None, optimizer=None,
-                     structure: str = "kron", prior_precision: float = 1.0,
+                     structure: str = "kron", prior_precision=1.0,
                      burnin: int = 0, frequency: int = 1, hypersteps: int = 10,
                      hyper_learning_rate: float = 0.1, temperature: float = 1.0,
                      sigma_noise: float = 1.0, key=None) -> MarglikResult:
@@ -117,7 +123,10 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
       structure: the posterior's structure, "diag", "kron" (default) or "full" (the prior
         covers every parameter; "last_layer" is refused, as laplace-torch's
         ``marglik_training`` fits all weights).
-      prior_precision: the initial scalar prior precision delta > 0 (laplace-torch: 1).
+      prior_precision: the initial prior precision delta > 0: a number (one prior for every
+        parameter) or a sequence of L numbers (one per layer, [W[l] b[l]] together; laplace-
+        torch's default "layerwise" has one per tensor, W and b apart); its kind is kept
+        (laplace-torch's initial value: 1).
       burnin, frequency: the prior is updated after epoch e when e >= ``burnin``,
         e % ``frequency`` == 0 and e < ``epochs`` (laplace-torch: 0 and 1).
       hypersteps, hyper_learning_rate: the evidence ascent's Adam steps and rate at each
@@ -152,7 +161,17 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
         raise ValueError("structure: 'last_layer' has a prior on the last layer only, the "
                          "weight decay of the other layers would have none; expected one of "
                          "'diag', 'kron', 'full', got 'last_layer'.")
-    delta = real_number("prior_precision", prior_precision, low=0.0, low_open=True)
+    L = net.num_layers
+    if isinstance(prior_precision, (list, tuple, np.ndarray)) and np.ndim(prior_precision) == 1:
+        if len(prior_precision) != L:
+            raise ValueError(f"prior_precision: expected a number or {L} numbers (one per "
+                             f"layer), got {len(prior_precision)} numbers.")
+        delta = np.asarray([real_number(f"prior_precision[{l}]", float(v), low=0.0,
+                                        low_open=True) for l, v in enumerate(prior_precision)])
+        per_layer = True
+    else:
+        delta = real_number("prior_precision", prior_precision, low=0.0, low_open=True)
+        per_layer = False
     burnin = _nonneg_int("burnin", burnin)
     frequency = checks.positive_int("frequency", frequency)
     hypersteps = checks.positive_int("hypersteps", hypersteps)
@@ -173,23 +192,26 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
     hist = {"epoch": [], "prior_precision": [], "log_marginal_likelihood": [],
             "sigma_noise": [], "loss": [], "weight_decay": []}
     for e in range(1, epochs + 1):
-        wd = delta * T * sigma ** 2 / n
+        wd = np.asarray(delta, np.float64) * T * sigma ** 2 / n
         key, sub = jax.random.split(key)
-        params, state, J = epoch(params, state, jnp.asarray(wd, dtype), sub, X, Y)
+        params, state, J = epoch(params, state, jnp.broadcast_to(jnp.asarray(wd, dtype), (L,)),
+                                 sub, X, Y)
         hist["loss"].append(float(J))
         hist["weight_decay"].append(wd)
         if not np.isfinite(hist["loss"][-1]):
             raise ValueError(f"marglik_training: the training diverged at epoch {e} (mean cost "
                              f"{hist['loss'][-1]}); lower the optimizer's learning rate.")
         if e >= burnin and e % frequency == 0 and e < epochs:
-            la = fit(params=params, prior_precision=delta, sigma_noise=sigma)
+            la = fit(params=params, prior_precision=_prior(delta), sigma_noise=sigma)
             la = optimize_prior_precision(la, "marglik", steps=hypersteps,
                                           learning_rate=hyper_lr, fit_sigma_noise=regression)
-            delta, sigma = float(la.prior_precision), float(la.sigma_noise)
+            delta = np.asarray(la.prior_precision, np.float64) if per_layer else float(
+                la.prior_precision)
+            sigma = float(la.sigma_noise)
             hist["epoch"].append(e)
             hist["prior_precision"].append(delta)
             hist["sigma_noise"].append(sigma)
             hist["log_marginal_likelihood"].append(float(la.log_marginal_likelihood()))
-    posterior = fit(params=params, prior_precision=delta, sigma_noise=sigma)
+    posterior = fit(params=params, prior_precision=_prior(delta), sigma_noise=sigma)
     return MarglikResult(params, posterior,
                          {k: np.asarray(v, np.float64) for k, v in hist.items()})
