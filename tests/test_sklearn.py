@@ -272,6 +272,10 @@ def test_laplace_classifier_is_the_posterior_of_its_params_in_a_pipeline_and_pic
     np.testing.assert_array_equal(pipe.predict(X), clf.classes_[np.argmax(P, axis=1)])
     assert clone(pipe).get_params()["mlpclassifier__laplace"] == "kron"
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(pipe)).predict_proba(X), P)
+    with pytest.raises(ValueError, match="laplace: expected None or one of") as error:
+        MLPClassifier(laplace="kfac").fit(X, y)  # the accepted ones are jaxmlp.laplace's
+    accepted = str(error.value).split("one of ")[1].split("]")[0]
+    assert sorted(accepted.replace("'", "").strip("[").split(", ")) == sorted(laplace.STRUCTURES)
 
 
 def test_laplace_regressor_std_is_the_glm_predictive_against_a_numpy_jacobian():
