@@ -157,3 +157,41 @@ def test_refuses_data_of_another_network():
         lp.marglik_training(net, params, X[:2], Y)
     with pytest.raises(ValueError, match="finite|nan|NaN"):
         lp.marglik_training(net, params, X.at[0, 0].set(jnp.nan), Y)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # BackPACK's hook notices
+def test_against_laplace_torch_marglik_training():
+    """laplace-torch's marglik_training on the same network, data and initial params (full
+    batch, SGD, "full", scalar prior): the parameters after one epoch, and the first update's
+    prior and evidence. laplace-torch keeps the prior of its last hyperstep's evaluation
+    (before that step's update), so its 10 steps are our 9. Skipped without laplace-torch
+    (run with .venv-compare/bin/python)."""
+    pytest.importorskip("torch")
+    laplace = pytest.importorskip("laplace")
+    if not hasattr(laplace, "FullLLLaplace"):
+        pytest.skip(f"`import laplace` is {laplace.__file__}, not laplace-torch")
+    import laplace_torch_compare as ltc
+
+    torch = ltc.torch
+    case = ltc.make_case("softmax", n=24, sizes=(3, 4, 3))
+    net, X, Y, n = case["net"], jnp.asarray(case["X"]), jnp.asarray(case["Y"]), 24
+    params = [{k: jnp.asarray(v) for k, v in p.items()} for p in case["params"]]
+    x, y = ltc.torch_data(case)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
+                                         batch_size=n, shuffle=False)
+    la_t, model_t, margliks, _ = laplace.marglik_training(
+        ltc.torch_model(case), loader, hessian_structure="full",
+        backend=ltc.BACKENDS["curvlinops"], optimizer_cls=torch.optim.SGD,
+        optimizer_kwargs={"lr": 0.3}, n_epochs=1, prior_structure="scalar", n_hypersteps=10,
+        prior_prec_init=2.0)
+    kw = dict(batch_size=n, optimizer=optax.sgd(0.3), structure="full", prior_precision=2.0)
+    one = lp.marglik_training(net, params, X, Y, epochs=1, **kw)
+    lin = [m for m in model_t if isinstance(m, torch.nn.Linear)]
+    for p, m in zip(one.params, lin):
+        np.testing.assert_allclose(p["W"], m.weight.detach().numpy(), rtol=1e-10)
+        np.testing.assert_allclose(p["b"], m.bias.detach().numpy(), rtol=1e-10)
+    two = lp.marglik_training(net, params, X, Y, epochs=2, hypersteps=9, **kw)
+    np.testing.assert_allclose(two.history["prior_precision"][0],
+                               float(la_t.prior_precision), rtol=1e-8)
+    np.testing.assert_allclose(two.history["log_marginal_likelihood"][0], -margliks[-1],
+                               rtol=1e-8)
