@@ -8,11 +8,11 @@ evidence's prior precision (``hypersteps`` steps of the ascent on (LA6) with the
 (LA8), (LA9): :func:`jaxmlp.laplace.optimize_prior_precision`), which becomes the weight
 decay of the next epochs.
 
-The weight decay of a prior precision delta (LA2): the log joint
--sum_i L_i / (T sigma^2) - (delta / 2) ||theta||^2, divided by n / (T sigma^2), is the mean
-cost J (F3) plus (lambda / 2) ||theta||^2 with lambda = delta T sigma^2 / n, on every
-parameter, W and b (the prior of (LA1) covers both; ``jaxmlp.train.make_optimizer``'s
-weight decay covers W only). The gradient of J is the recurrences' (B1)-(B4)
+The weight decay of a prior precision delta (LA2): the negative log joint
+sum_i L_i / (T sigma^2) + (delta / 2) ||theta||^2, times T sigma^2 / n, is the mean cost
+J (F3) plus (lambda / 2) ||theta||^2 with lambda = delta T sigma^2 / n, on every parameter,
+W and b (the prior of (LA1) covers both; ``jaxmlp.train.make_optimizer``'s weight decay
+covers W only); with one prior per layer, lambda_l = delta_l T sigma^2 / n on layer l. The gradient of J is the recurrences' (B1)-(B4)
 (``jaxmlp.nn.propagation.value_and_grad_kernel``); lambda theta is added to it before the
 optax optimizer sees it, as laplace-torch adds the prior's gradient to the loss's.
 
@@ -51,8 +51,9 @@ class MarglikResult(NamedTuple):
     posterior: the Laplace posterior at ``params`` with the prior precision the last epochs
       trained with (their weight decay lambda = delta T sigma^2 / n, module docstring).
     history: NumPy arrays: ``"epoch"`` (k,) the epochs after which the prior was updated,
-      ``"prior_precision"`` (k,) or (k, L) the evidence's prior precision there, ``"log_marginal_likelihood"``
-      (k,) the evidence (LA6) at it, ``"sigma_noise"`` (k,); ``"loss"`` (epochs,) each epoch's
+      ``"prior_precision"`` (k,) or (k, L) the evidence's prior precision there,
+      ``"log_marginal_likelihood"`` (k,) the evidence (LA6) at it, ``"sigma_noise"`` (k,);
+      ``"loss"`` (epochs,) each epoch's
       mean cost J over its minibatches (without the penalty); ``"weight_decay"`` (epochs,) or
       (epochs, L) the lambda each epoch trained with.
     """
