@@ -20,11 +20,11 @@ Cost (digits, seed 0, ``_common.benchmarking.time_paired``, LAPACK on one thread
 of the same network (target <= 2 epochs), and the GLM predictive of the test split against
 one value_and_grad of that split (target <= 3x).
 
-``--prior marglik_training``: the network is trained by ``jaxmlp.laplace.marglik_training``
-(the prior precision learned during training, the weight decay following it) with the same
-network, initialisation, Adam rate, batch size and epochs; its MAP and its posterior (the
-last epochs' prior) are compared, and the fixed-decay MAP's numbers are kept beside them
-(``fixed_decay_map``).
+``--prior marglik_training`` (``marglik_training_per_layer``: one prior per layer): the
+network is trained by ``jaxmlp.laplace.marglik_training`` (the prior precision learned
+during training, the weight decay following it) with the same network, initialisation,
+Adam rate, batch size and epochs; its MAP and its posterior (the last epochs' prior) are
+compared, and the fixed-decay MAP's numbers are kept beside them (``fixed_decay_map``).
 
 ``--study``: issue 22's target over a grid of standard trainings (weight decay x epochs x
 seeds, "kron" and "last_layer" with the scalar prior by the evidence at each MAP), every cell
@@ -39,8 +39,8 @@ and a per-setting summary in ``study.json``.
                                   [--out DIR | --results]
 
 Writes ``laplace.json`` and ``reliability_digits.svg`` (MAP and Laplace, seed 0) under --out
-(``--results``: results/laplace, results/laplace/marglik_training with ``--prior
-marglik_training``, results/laplace/study with ``--study``).
+(``--results``: results/laplace, results/laplace/<prior> with ``--prior marglik_training``
+or ``marglik_training_per_layer``, results/laplace/study with ``--study``).
 """
 
 from __future__ import annotations
@@ -116,14 +116,16 @@ def map_temperature(net, params, ds, binary):
     return {"temperature": best[0], "nll": best[1]}
 
 
-PRIORS = ("evidence", "evidence_per_layer", "weight_decay", "grid", "marglik_training")
+PRIORS = ("evidence", "evidence_per_layer", "weight_decay", "grid", "marglik_training",
+          "marglik_training_per_layer")
 
 
-def marglik_classification(name, seed, structure):
+def marglik_classification(name, seed, structure, per_layer=False):
     """``--prior marglik_training``: the same network, initialisation, Adam rate, batch size,
     epochs and minibatch key as train_map, trained by ``jaxmlp.laplace.marglik_training``
     (laplace-torch's defaults: prior 1 at the start, updated after every epoch by 10 evidence
-    steps of rate 0.1; the decay on W and b) instead of a fixed weight decay. Returns the
+    steps of rate 0.1; the decay on W and b; ``per_layer``: one prior per layer, as laplace-
+    torch's default "layerwise") instead of a fixed weight decay. Returns the
     marglik-trained network's MAP and Laplace numbers, and the fixed-decay MAP's (train_map)
     for reference."""
     ds = datasets.load(name, seed=seed, dtype=np.float64)
@@ -134,10 +136,11 @@ def marglik_classification(name, seed, structure):
     t0 = time.perf_counter()
     r = lp.marglik_training(net, params, ds.X_train, ds.Y_train, epochs=epochs, batch_size=bs,
                             optimizer=train.make_optimizer("adam", lr), structure=structure,
-                            key=jax.random.PRNGKey(100 + seed))
+                            key=jax.random.PRNGKey(100 + seed),
+                            prior_precision=[1.0] * len(sizes[1:]) if per_layer else 1.0)
     fit_s = (jax.block_until_ready(r.posterior.prior_precision), time.perf_counter() - t0)[1]
     binary = ds.output_activation == "sigmoid"
-    out = {"prior_precision": float(r.posterior.prior_precision),
+    out = {"prior_precision": np.asarray(r.posterior.prior_precision).tolist(),
            "marglik_training_seconds": fit_s,
            **report.compare(net, r.params, r.posterior, ds.X_test, ds.Y_test, seed),
            "map_temperature": map_temperature(net, r.params, ds, binary),
@@ -152,8 +155,8 @@ def marglik_classification(name, seed, structure):
 
 
 def classification(name, seed, structure, prior="evidence"):
-    if prior == "marglik_training":
-        return marglik_classification(name, seed, structure)
+    if prior.startswith("marglik_training"):
+        return marglik_classification(name, seed, structure, prior.endswith("per_layer"))
     ds, net, params, val = train_map(name, seed, 0.2 if prior == "grid" else 0.0)
     binary = ds.output_activation == "sigmoid"
     t0 = time.perf_counter()
@@ -296,7 +299,8 @@ def main(argv=None):
                          "layer by the evidence, the training's weight decay times n_train, or "
                          "a scalar by the NLL of 20%% of the training split held out of "
                          "training, or learned during training (jaxmlp.laplace."
-                         "marglik_training; with --results: results/laplace/marglik_training)")
+                         "marglik_training, a scalar or one per layer; with --results: "
+                         "results/laplace/<this prior>)")
     ap.add_argument("--hidden", type=int, help="one hidden layer of this width for digits and "
                     "breast_cancer (default: CONFIG's)")
     ap.add_argument("--study", action="store_true",
@@ -310,8 +314,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.study:
         args._results_path = "results/laplace/study"
-    elif args.prior == "marglik_training":
-        args._results_path = "results/laplace/marglik_training"
+    elif args.prior.startswith("marglik_training"):
+        args._results_path = "results/laplace/" + args.prior
     output.resolve_out(args, "laplace")
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
