@@ -58,7 +58,8 @@ same ``random_state`` starts from scikit-learn's weights. Where ours differ:
   predictive standard deviation sqrt(diag J P^{-1} J^T + sigma_noise^2) in y's units
   (scikit-learn's ``BayesianRidge`` convention). Not with ``target_epsilon`` (the curvature
   sums over the training samples outside the privacy accountant: the posterior would not be
-  private) nor with ``partial_fit`` (the posterior conditions on the whole training set).
+  private); ``partial_fit`` does not exist with it (the posterior conditions on the whole
+  training set: the AttributeError's cause says so).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -115,6 +117,15 @@ def _hidden_sizes(value: Any) -> tuple:
         raise ValueError(f"hidden_layer_sizes: expected a tuple of positive integers, got "
                          f"{value!r}.") from None
     return tuple(_positive_int(f"hidden_layer_sizes[{i}]", n) for i, n in enumerate(sizes))
+
+
+def _without_laplace(estimator) -> bool:
+    """``partial_fit`` exists only without ``laplace`` (scikit-learn's ``available_if``):
+    the posterior conditions on the whole training set, one call of ``fit``."""
+    if estimator.laplace is not None:
+        raise AttributeError(f"partial_fit: not with laplace={estimator.laplace!r} (the "
+                             "posterior conditions on the whole training set); use fit.")
+    return True
 
 
 class _BaseMLP(BaseEstimator):
@@ -249,9 +260,6 @@ class _BaseMLP(BaseEstimator):
         if incremental and self.early_stopping:
             raise ValueError("early_stopping: not with partial_fit (one epoch per call, no "
                              "validation split), as in scikit-learn; got True.")
-        if incremental and self.laplace is not None:
-            raise ValueError(f"laplace: not with partial_fit (the posterior conditions on the "
-                             f"whole training set; use fit); got {self.laplace!r}.")
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=np.float64,
                              y_numeric=isinstance(self, RegressorMixin))
         if X.shape[0] < 2:
@@ -519,6 +527,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Trains from a new initialisation for up to ``max_iter`` epochs. Returns self."""
         return super().fit(X, y)
 
+    @available_if(_without_laplace)
     def partial_fit(self, X, y, classes=None):
         """One more epoch on (X, y), continuing the optimizer's state. The first call needs
         ``classes`` (every label of the problem), as in scikit-learn. Returns self."""
@@ -558,6 +567,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _output_activation = "linear"
     _validation = "r2"
 
+    @available_if(_without_laplace)
     def partial_fit(self, X, y):
         """One more epoch on (X, y), continuing the optimizer's state. Returns self."""
         return self._fit(X, y, incremental=True)

@@ -17,9 +17,14 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from jaxmlp import privacy  # noqa: E402
 from jaxmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
-#: The instances scikit-learn's checks run on: small and quick, defaults otherwise.
+#: The instances scikit-learn's checks run on: small and quick, defaults otherwise; and with
+#: a Laplace posterior (its predictive, and no partial_fit).
 CHECKED = [MLPClassifier((16,), learning_rate_init=0.01, max_iter=50, random_state=0),
-           MLPRegressor((16,), learning_rate_init=0.01, max_iter=100, random_state=0)]
+           MLPRegressor((16,), learning_rate_init=0.01, max_iter=100, random_state=0),
+           MLPClassifier((8,), learning_rate_init=0.01, max_iter=50, random_state=0,
+                         laplace="diag"),
+           MLPRegressor((8,), learning_rate_init=0.01, max_iter=100, random_state=0,
+                        laplace="kron")]
 
 
 @pytest.fixture(autouse=True)
@@ -160,8 +165,12 @@ def test_partial_fit_adds_one_epoch_each_call_and_needs_the_classes_first():
         clf.partial_fit(Xtr[:5], np.full(5, 11))
     with pytest.raises(ValueError, match="early_stopping: not with partial_fit"):
         MLPClassifier((8,), early_stopping=True).partial_fit(Xtr, ytr, classes=np.arange(10))
-    with pytest.raises(ValueError, match="laplace: not with partial_fit"):
-        MLPClassifier((8,), laplace="kron").partial_fit(Xtr, ytr, classes=np.arange(10))
+    laplace = MLPClassifier((8,), laplace="kron")
+    assert not hasattr(laplace, "partial_fit") and hasattr(laplace.set_params(laplace=None),
+                                                           "partial_fit")
+    with pytest.raises(AttributeError, match="no attribute 'partial_fit'") as error:
+        MLPRegressor(laplace="kron").partial_fit(Xtr, ytr)
+    assert "partial_fit: not with laplace='kron'" in str(error.value.__cause__)  # the reason
 
 
 def test_private_training_spends_at_most_the_target_epsilon():
