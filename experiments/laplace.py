@@ -21,7 +21,7 @@ of the same network (target <= 2 epochs), and the GLM predictive of the test spl
 one value_and_grad of that split (target <= 3x).
 
 ``--prior marglik_training`` (``marglik_training_per_layer``: one prior per layer): the
-network is trained by ``jaxmlp.laplace.marglik_training`` (the prior precision learned
+network is trained by ``jaxmlp.train.marglik_training`` (the prior precision learned
 during training, the weight decay following it) with the same network, initialisation,
 Adam rate, batch size and epochs; its MAP and its posterior (the last epochs' prior) are
 compared, and the fixed-decay MAP's numbers are kept beside them (``fixed_decay_map``).
@@ -122,22 +122,22 @@ PRIORS = ("evidence", "evidence_per_layer", "weight_decay", "grid", "marglik_tra
 
 def marglik_classification(name, seed, structure, per_layer=False):
     """``--prior marglik_training``: the same network, initialisation, Adam rate, batch size,
-    epochs and minibatch key as train_map, trained by ``jaxmlp.laplace.marglik_training``
-    (laplace-torch's defaults: prior 1 at the start, updated after every epoch by 10 evidence
-    steps of rate 0.1; the decay on W and b; ``per_layer``: one prior per layer, as laplace-
-    torch's default "layerwise") instead of a fixed weight decay. Returns the
-    marglik-trained network's MAP and Laplace numbers, and the fixed-decay MAP's (train_map)
-    for reference."""
+    epochs and minibatches (the same key, split as fit splits it) as train_map, trained by
+    ``jaxmlp.train.marglik_training`` (laplace-torch's defaults: prior 1 at the start, updated
+    after every epoch by 10 evidence steps of rate 0.1; the decay on W and b; ``per_layer``:
+    one prior per layer, as laplace-torch's default "layerwise") instead of a fixed weight
+    decay. Returns the marglik-trained network's MAP and Laplace numbers, and the fixed-decay
+    MAP's (train_map) for reference."""
     ds = datasets.load(name, seed=seed, dtype=np.float64)
     hidden, act, epochs, bs, lr, _ = CONFIG[name]
     sizes = (ds.X_train.shape[0],) + hidden + (ds.Y_train.shape[0],)
     net = jaxmlp.Network(sizes, (act,) * len(hidden) + (ds.output_activation,), ds.cost)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(seed), dtype=jnp.float64)
     t0 = time.perf_counter()
-    r = lp.marglik_training(net, params, ds.X_train, ds.Y_train, epochs=epochs, batch_size=bs,
-                            optimizer=train.make_optimizer("adam", lr), structure=structure,
-                            key=jax.random.PRNGKey(100 + seed),
-                            prior_precision=[1.0] * len(sizes[1:]) if per_layer else 1.0)
+    r = train.marglik_training(net, params, ds.X_train, ds.Y_train, epochs=epochs,
+                               batch_size=bs, optimizer=train.make_optimizer("adam", lr),
+                               structure=structure, key=jax.random.PRNGKey(100 + seed),
+                               prior_precision=[1.0] * len(sizes[1:]) if per_layer else 1.0)
     fit_s = (jax.block_until_ready(r.posterior.prior_precision), time.perf_counter() - t0)[1]
     binary = ds.output_activation == "sigmoid"
     out = {"prior_precision": np.asarray(r.posterior.prior_precision).tolist(),
@@ -298,7 +298,7 @@ def main(argv=None):
                     help="classification's prior precision: a scalar by the evidence, one per "
                          "layer by the evidence, the training's weight decay times n_train, or "
                          "a scalar by the NLL of 20%% of the training split held out of "
-                         "training, or learned during training (jaxmlp.laplace."
+                         "training, or learned during training (jaxmlp.train."
                          "marglik_training, a scalar or one per layer; with --results: "
                          "results/laplace/<this prior>)")
     ap.add_argument("--hidden", type=int, help="one hidden layer of this width for digits and "

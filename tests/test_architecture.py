@@ -20,7 +20,7 @@ ALLOWED = {
     "privacy": {"nn", "quantities"},
     "oracle": {"nn", "quantities"},
     "parallel": {"nn"},
-    "train": {"nn", "quantities", "privacy", "parallel"},
+    "train": {"nn", "quantities", "privacy", "parallel", "laplace"},
     "data": {"nn", "train", "laplace"},
     "forward_reverse_modes": set(),
     "sklearn": {"nn", "train", "privacy", "laplace"},

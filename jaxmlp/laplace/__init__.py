@@ -14,19 +14,16 @@ prior precision (and the noise scale) by the evidence or by a validation grid.
     predictive.py   probit / extended probit / Monte Carlo, regression     (LA11)
     prior.py        optimize_prior_precision: evidence ascent, validation grid
     trained.py      from_fit: the posterior of a jaxmlp.fit result, prior by the evidence
-    marglik.py      marglik_training: the prior precision learned during training (Immer et al.)
     flat.py         the parameter ordering and the prior precision's kinds (LA1)
 """
 
 from jaxmlp.laplace.fitting import FULL_MAX_PARAMS, laplace
 from jaxmlp.laplace.flat import flatten, unflatten
-from jaxmlp.laplace.marglik import MarglikResult, marglik_training
 from jaxmlp.laplace.posterior import Posterior
 from jaxmlp.laplace.predictive import LINKS, negative_log_likelihood
 from jaxmlp.laplace.prior import optimize_prior_precision
 from jaxmlp.laplace.structures import STRUCTURES
 from jaxmlp.laplace.trained import from_fit
 
-__all__ = ["FULL_MAX_PARAMS", "LINKS", "MarglikResult", "Posterior", "STRUCTURES", "flatten",
-           "from_fit", "laplace", "marglik_training", "negative_log_likelihood",
-           "optimize_prior_precision", "unflatten"]
+__all__ = ["FULL_MAX_PARAMS", "LINKS", "Posterior", "STRUCTURES", "flatten", "from_fit",
+           "laplace", "negative_log_likelihood", "optimize_prior_precision", "unflatten"]

@@ -13,6 +13,8 @@ module                 what lives there
 ``private_epoch``      the Poisson-sampled DP-SGD epoch
 ``ensemble``           K networks trained at once (vmap over the same step)
 ``kfac``               K-FAC as an optax transformation (factors from the sweep)
+``marglik``            :func:`marglik_training`: the prior precision learned during training
+                       (Immer et al.), the epochs above; imported on first use
 ``shuffle``            the epoch permutation
 ``checkpoint``         orbax checkpoints of a run (digest-verified)
 ``outdir``             one run per output folder (lock), atomic result files
@@ -35,11 +37,26 @@ from jaxmlp.train.step import (
     make_train_epoch, make_train_step, split_key, with_data_check,
 )
 
+# marglik imports jaxmlp.laplace: loaded when one of its names is first used, so that
+# importing the training package does not import the Laplace package.
+_MARGLIK = ("MarglikResult", "PriorDecayState", "marglik_training", "prior_decay")
+
+
+def __getattr__(name):
+    if name == "marglik" or name in _MARGLIK:
+        import importlib
+
+        marglik = importlib.import_module("jaxmlp.train.marglik")
+        return marglik if name == "marglik" else getattr(marglik, name)
+    raise AttributeError(f"module 'jaxmlp.train' has no attribute {name!r}")
+
+
 __all__ = [
-    "DEFAULT_EXPLODE_FACTOR", "FitResult", "OPTIMIZERS", "SCHEDULES", "StepMetrics",
-    "TrainState", "apply_update", "check_data", "check_opt_state", "check_optimizer",
-    "checkpoint", "cost_and_metrics", "cost_and_metrics_kernel", "ensemble", "epoch_batches",
-    "epoch_loop", "first_nonfinite", "fit", "kfac", "make_dp_train_epoch", "make_optimizer",
-    "make_train_epoch", "make_train_step", "metric_name", "metrics", "optimizers", "outdir",
-    "output_metrics", "shuffle", "split_key", "step", "with_data_check",
+    "DEFAULT_EXPLODE_FACTOR", "FitResult", "MarglikResult", "OPTIMIZERS", "PriorDecayState",
+    "SCHEDULES", "StepMetrics", "TrainState", "apply_update", "check_data", "check_opt_state",
+    "check_optimizer", "checkpoint", "cost_and_metrics", "cost_and_metrics_kernel", "ensemble",
+    "epoch_batches", "epoch_loop", "first_nonfinite", "fit", "kfac", "make_dp_train_epoch",
+    "make_optimizer", "make_train_epoch", "make_train_step", "marglik", "marglik_training",
+    "metric_name", "metrics", "optimizers", "outdir", "output_metrics", "prior_decay",
+    "shuffle", "split_key", "step", "with_data_check",
 ]

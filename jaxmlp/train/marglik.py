@@ -12,14 +12,15 @@ The weight decay of a prior precision delta (LA2): the negative log joint
 sum_i L_i / (T sigma^2) + (delta / 2) ||theta||^2, times T sigma^2 / n, is the mean cost
 J (F3) plus (lambda / 2) ||theta||^2 with lambda = delta T sigma^2 / n, on every parameter,
 W and b (the prior of (LA1) covers both; ``jaxmlp.train.make_optimizer``'s weight decay
-covers W only); with one prior per layer, lambda_l = delta_l T sigma^2 / n on layer l. The gradient of J is the recurrences' (B1)-(B4)
-(``jaxmlp.nn.propagation.value_and_grad_kernel``); lambda theta is added to it before the
-optax optimizer sees it, as laplace-torch adds the prior's gradient to the loss's.
+covers W only); with one prior per layer, lambda_l = delta_l T sigma^2 / n on layer l.
 
-This package does not import the training package (docs/architecture.md): the epoch here is
-a shuffled pass of minibatch steps under one ``lax.scan`` (the remainder, if any, one more
-step), compiled once per call with lambda as a traced argument, so a new prior does not
-recompile it.
+The epochs are the library's: :func:`jaxmlp.train.make_train_epoch` with the optimizer
+``optax.chain(prior_decay(), optimizer)``. The gradient of J is the recurrences' (B1)-(B4);
+:func:`prior_decay` adds lambda_l theta to layer l's W and b gradients before ``optimizer``
+sees them, as laplace-torch adds the prior's gradient to the loss's. lambda lives in the
+optimizer state (:class:`PriorDecayState`, an (L,) array), and a new prior is written into
+it between epochs: a traced value, so the epoch is compiled once (and reused by later calls
+with the same ``optimizer``).
 """
 
 from __future__ import annotations
@@ -32,16 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmlp.laplace.fitting import laplace
-from jaxmlp.laplace.posterior import Posterior
-from jaxmlp.laplace.prior import optimize_prior_precision
-from jaxmlp.laplace.structures import STRUCTURES
+from jaxmlp.laplace import STRUCTURES, Posterior, laplace, optimize_prior_precision
 from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
-from jaxmlp.nn.propagation import value_and_grad_kernel
 from jaxmlp.nn.scalars import real_number
+from jaxmlp.train.optimizers import check_optimizer
+from jaxmlp.train.step import make_train_epoch, split_key
 
-__all__ = ["MarglikResult", "marglik_training"]
+__all__ = ["MarglikResult", "PriorDecayState", "marglik_training", "prior_decay"]
 
 
 class MarglikResult(NamedTuple):
@@ -53,9 +52,9 @@ class MarglikResult(NamedTuple):
     history: NumPy arrays: ``"epoch"`` (k,) the epochs after which the prior was updated,
       ``"prior_precision"`` (k,) or (k, L) the evidence's prior precision there,
       ``"log_marginal_likelihood"`` (k,) the evidence (LA6) at it, ``"sigma_noise"`` (k,);
-      ``"loss"`` (epochs,) each epoch's
-      mean cost J over its minibatches (without the penalty); ``"weight_decay"`` (epochs,) or
-      (epochs, L) the lambda each epoch trained with.
+      ``"loss"`` (epochs,) each epoch's mean cost J over its minibatches (the mean of the
+      epoch's ``metrics.cost``, each J before its update, without the penalty);
+      ``"weight_decay"`` (epochs,) or (epochs, L) the lambda each epoch trained with.
     """
 
     params: list
@@ -63,36 +62,53 @@ class MarglikResult(NamedTuple):
     history: dict
 
 
-def _epoch_fn(net: Network, optimizer, batch_size: int, n: int):
-    nb, rem = divmod(n, batch_size)
+class PriorDecayState(NamedTuple):
+    """The state of :func:`prior_decay`: ``weight_decay`` (L,), lambda_l of layer l."""
 
-    def step(params, state, wd, Xb, Yb):
-        J, g = value_and_grad_kernel(net, params, Xb, Yb)
-        g = [{k: gl[k] + wd[l] * pl[k] for k in ("W", "b")}
-             for l, (gl, pl) in enumerate(zip(g, params))]
-        updates, state = optimizer.update(g, state, params)
-        return optax.apply_updates(params, updates), state, J
+    weight_decay: jax.Array
 
-    @jax.jit
-    def epoch(params, state, wd, key, X, Y):
-        perm = jax.random.permutation(key, n)
-        full = perm[:nb * batch_size].reshape(nb, batch_size)
 
-        def body(carry, idx):
-            p, s = carry
-            p, s, J = step(p, s, wd, jnp.take(X, idx, axis=1), jnp.take(Y, idx, axis=1))
-            return (p, s), J * idx.shape[0]
+def prior_decay(weight_decay=0.0) -> optax.GradientTransformation:
+    """The prior's gradient as an optax transformation: g[l] + lambda_l theta[l], W and b.
 
-        (params, state), Js = jax.lax.scan(body, (params, state), full)
-        total = jnp.sum(Js)
-        if rem:
-            idx = perm[nb * batch_size:]
-            params, state, J = step(params, state, wd, jnp.take(X, idx, axis=1),
-                                    jnp.take(Y, idx, axis=1))
-            total = total + J * rem
-        return params, state, total / n
+    ``init(params)`` gives :class:`PriorDecayState` with ``weight_decay`` the (L,) array
+    ``weight_decay`` broadcast (a number or L numbers, in the dtype of params[0]["W"]);
+    ``update(grads, state, params)`` returns [{"W": gW[l] + lambda_l W[l], "b": gb[l] +
+    lambda_l b[l]}, ...] and the state unchanged. lambda is a value of the state, not of the
+    transformation: set it with ``state._replace(weight_decay=...)`` (same shape and dtype)
+    and a jitted step or epoch runs with it without being traced again. Chained before
+    another transformation (``optax.chain(prior_decay(), optax.adam(...))``) the other one
+    sees the gradient of J + sum_l (lambda_l / 2) ||[W[l] b[l]]||^2.
+    """
 
-    return epoch
+    def init(params):
+        L = len(params)
+        return PriorDecayState(jnp.broadcast_to(
+            jnp.asarray(weight_decay, jnp.result_type(params[0]["W"])), (L,)))
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("params: prior_decay needs the parameters (update(grads, state, "
+                             "params)), got None.")
+        wd = state.weight_decay
+        return [{k: g[k] + wd[l] * p[k] for k in ("W", "b")}
+                for l, (g, p) in enumerate(zip(grads, params))], state
+
+    return optax.GradientTransformation(init, update)
+
+
+def _with_prior(optimizer):
+    return optax.chain(prior_decay(), optimizer)
+
+
+# The same user optimizer gives the same chain, hence the same cached epoch of
+# make_train_epoch (its compiled programs reused by a later call).
+_cached_with_prior = functools.lru_cache(maxsize=64)(_with_prior)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_optimizer():
+    return optax.adam(1e-3)
 
 
 def _prior(delta):
@@ -118,7 +134,10 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
       net, params: the network and its initial parameters [{"W", "b"}, ...].
       X, Y: the training split (n[0], n), (n[L], n) (finite).
       epochs: training epochs (laplace-torch's default 300).
-      batch_size: columns per minibatch (None: min(n, 64)).
+      batch_size: columns per minibatch (None: min(n, 64); at most n). An epoch is
+        :func:`jaxmlp.train.make_train_epoch`'s: a shuffle of the n columns, then
+        n // batch_size updates; the n % batch_size columns left over sit that epoch out (a
+        new shuffle each epoch), as in every training of the library.
       optimizer: an optax ``GradientTransformation`` without weight decay (default
         ``optax.adam(1e-3)``, laplace-torch's); the prior's decay is added here.
       structure: the posterior's structure, "diag", "kron" (default) or "full" (the prior
@@ -135,7 +154,9 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
         prior, where laplace-torch keeps one Adam state over the run).
       temperature: T of (LA2). sigma_noise: the initial noise scale (mean squared error
         only, fitted with the prior; 1 otherwise).
-      key: the PRNG key of the minibatch order (default ``jax.random.PRNGKey(0)``).
+      key: the PRNG key of the minibatch order (default ``jax.random.PRNGKey(0)``), split
+        before each epoch as :func:`jaxmlp.fit` splits it (the same key and batch size give
+        ``fit``'s minibatches).
 
     Returns:
       a :class:`MarglikResult` (params, posterior, history). laplace-torch returns the
@@ -151,11 +172,8 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
     batch_size = min(n, 64) if batch_size is None else min(
         checks.positive_int("batch_size", batch_size), n)
     if optimizer is None:
-        optimizer = optax.adam(1e-3)
-    if not (callable(getattr(optimizer, "init", None))
-            and callable(getattr(optimizer, "update", None))):
-        raise TypeError(f"optimizer: expected an optax.GradientTransformation (with .init and "
-                        f".update), got {type(optimizer).__name__}.")
+        optimizer = _default_optimizer()
+    optimizer = check_optimizer(optimizer)
     if not isinstance(structure, str) or structure not in STRUCTURES:
         raise ValueError(f"structure: expected one of {list(STRUCTURES)}, got {structure!r}.")
     if structure == "last_layer":
@@ -187,16 +205,23 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
     params = [{"W": jnp.asarray(p["W"], dtype), "b": jnp.asarray(p["b"], dtype)}
               for p in params]
 
-    epoch = _epoch_fn(net, optimizer, batch_size, n)
-    state = optimizer.init(params)
+    try:
+        chained = _cached_with_prior(optimizer)
+    except TypeError:  # an optimizer that cannot be hashed: a chain of its own
+        chained = _with_prior(optimizer)
+    epoch = make_train_epoch(net, chained, batch_size)
+    state = chained.init(params)
     fit = functools.partial(laplace, net, X=X, Y=Y, structure=structure, temperature=T)
     hist = {"epoch": [], "prior_precision": [], "log_marginal_likelihood": [],
             "sigma_noise": [], "loss": [], "weight_decay": []}
     for e in range(1, epochs + 1):
         wd = np.asarray(delta, np.float64) * T * sigma ** 2 / n
-        key, sub = jax.random.split(key)
-        params, state, J = epoch(params, state, jnp.broadcast_to(jnp.asarray(wd, dtype), (L,)),
-                                 sub, X, Y)
+        # the new lambda, a value of the state: the compiled epoch is reused
+        state = (state[0]._replace(weight_decay=jnp.broadcast_to(jnp.asarray(wd, dtype), (L,))),
+                 *state[1:])
+        key, sub = split_key(key)
+        params, state, metrics = epoch(params, state, sub, X, Y)
+        J = jnp.mean(metrics.cost)
         hist["loss"].append(float(J))
         hist["weight_decay"].append(wd)
         if not np.isfinite(hist["loss"][-1]):

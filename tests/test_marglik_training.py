@@ -1,9 +1,10 @@
-"""jaxmlp.laplace.marglik_training: the prior precision learned during training.
+"""jaxmlp.train.marglik_training: the prior precision learned during training.
 
 Oracles: one training step against ``jax.grad`` of a plain jnp network's penalised mean
 cost (J + (delta / 2n) ||theta||^2 on W and b); the prior's moves against the evidence's
 optimum found by a long ascent (optimize_prior_precision) at the trained parameters; the
-returned posterior's prior against the weight decay the last epochs used.
+returned posterior's prior against the weight decay the last epochs used; the epoch traced
+once while the prior changes (the decay a value of the optimizer state).
 """
 
 import jax
@@ -14,6 +15,7 @@ import pytest
 
 import jaxmlp
 from jaxmlp import laplace as lp
+from jaxmlp import train
 
 
 def problem(m=40, seed=0, kind="softmax"):
@@ -41,38 +43,86 @@ def penalised_cost(params, X, Y, wd):
                          for w, p in zip(wd, params))
 
 
-@pytest.mark.parametrize("delta", [3.0, [3.0, 0.5]], ids=["scalar", "per_layer"])
-def test_one_step_is_sgd_on_the_negative_log_joint(delta):
-    """One epoch of one full batch with SGD: theta - eta (grad J + (delta / n) theta), the
-    prior untouched (no update after the last epoch), the posterior's prior delta."""
+@pytest.mark.parametrize("delta, batch_size", [(3.0, 40), ([3.0, 0.5], 16)],
+                         ids=["scalar_full_batch", "per_layer_minibatches"])
+def test_one_epoch_is_sgd_on_the_negative_log_joint(delta, batch_size):
+    """One epoch with SGD: per minibatch theta - eta (grad J + (delta / n) theta), on the
+    minibatches of jaxmlp.train.epoch_batches with the epoch key split as fit splits it
+    (40 columns in batches of 16: two updates, the last 8 columns of the shuffle sit out);
+    the prior untouched (no update after the last epoch), the posterior's prior delta, the
+    loss the mean of the minibatch costs before their updates."""
     net, params, X, Y = problem()
     eta, n = 0.5, X.shape[1]
-    r = lp.marglik_training(net, params, X, Y, epochs=1, batch_size=n,
-                            optimizer=optax.sgd(eta), prior_precision=delta)
+    r = train.marglik_training(net, params, X, Y, epochs=1, batch_size=batch_size,
+                               optimizer=optax.sgd(eta), prior_precision=delta)
     d = np.broadcast_to(np.asarray(delta), (2,))
-    g = jax.grad(penalised_cost)(params, X, Y, d / n)
-    for p, gp, q in zip(params, g, r.params):
+    _, epoch_key = jax.random.split(jax.random.PRNGKey(0))
+    idx = np.asarray(train.epoch_batches(epoch_key, n, batch_size))
+    assert idx.shape == (n // batch_size, batch_size)
+    cost_and_grad = jax.jit(lambda p, Xb, Yb: (penalised_cost(p, Xb, Yb, [0.0, 0.0]),
+                                               jax.grad(penalised_cost)(p, Xb, Yb, d / n)))
+    p, costs = params, []
+    for cols in idx:
+        J, g = cost_and_grad(p, X[:, cols], Y[:, cols])
+        costs.append(J)
+        p = jax.tree.map(lambda a, b: a - eta * b, p, g)
+    for pl, ql in zip(p, r.params):
         for k in ("W", "b"):
-            np.testing.assert_allclose(q[k], p[k] - eta * gp[k], rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(ql[k], pl[k], rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(r.posterior.prior_precision, delta)
     assert r.posterior.prior_kind == ("scalar" if np.ndim(delta) == 0 else "layer")
     np.testing.assert_array_equal(r.history["weight_decay"], [np.asarray(delta) / n])
     assert r.history["epoch"].size == 0
-    np.testing.assert_allclose(r.history["loss"][0], penalised_cost(params, X, Y, [0.0, 0.0]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(r.history["loss"], [np.mean(costs)], rtol=1e-12)
+
+
+class CountingOptimizer:
+    """optax.adam whose update counts its Python calls: one per trace of the epoch."""
+
+    def __init__(self, learning_rate):
+        self.inner, self.traces = optax.adam(learning_rate), 0
+
+    def init(self, params):
+        return self.inner.init(params)
+
+    def update(self, grads, state, params=None):
+        self.traces += 1
+        return self.inner.update(grads, state, params)
 
 
 @pytest.fixture(scope="module")
 def trained():
     net, params, X, Y = problem()
-    r = lp.marglik_training(net, params, X, Y, epochs=20, batch_size=16,
-                            optimizer=optax.adam(1e-2), prior_precision=1e-3,
-                            burnin=4, frequency=4, hypersteps=20)
-    return net, X, Y, r
+    opt = CountingOptimizer(1e-2)
+    r = train.marglik_training(net, params, X, Y, epochs=20, batch_size=16, optimizer=opt,
+                               prior_precision=1e-3, burnin=4, frequency=4, hypersteps=20)
+    return net, X, Y, r, opt
+
+
+def test_a_new_prior_does_not_trace_the_epoch_again(trained):
+    """Five weight decays over 20 epochs, one trace of the epoch: lambda is a value of the
+    optimizer state (PriorDecayState), not a constant of the compiled program; a later call
+    with the same optimizer reuses the program."""
+    net, X, Y, r, opt = trained
+    assert len(np.unique(r.history["weight_decay"])) == 5
+    assert opt.traces == 1
+    _, params, _, _ = problem()
+    again = train.marglik_training(net, params, X, Y, epochs=2, batch_size=16, optimizer=opt,
+                                   prior_precision=0.5)
+    assert again.history["epoch"].tolist() == [1] and opt.traces == 1
+
+
+def test_prior_decay_refuses_an_update_without_params():
+    tx = train.prior_decay()
+    params = [{"W": jnp.ones((2, 3)), "b": jnp.ones(2)}]
+    state = tx.init(params)
+    assert state.weight_decay.shape == (1,) and float(state.weight_decay[0]) == 0.0
+    with pytest.raises(ValueError, match="params"):
+        tx.update(params, state)
 
 
 def test_prior_moves_toward_the_evidence_optimum(trained):
-    net, X, Y, r = trained
+    net, X, Y, r, _ = trained
     h = r.history
     assert h["epoch"].tolist() == [4, 8, 12, 16]
     # the evidence's optimum at the trained parameters: a long ascent from the last prior
@@ -88,7 +138,7 @@ def test_prior_moves_toward_the_evidence_optimum(trained):
 
 
 def test_posterior_prior_is_the_last_weight_decay_times_n(trained):
-    net, X, Y, r = trained
+    net, X, Y, r, _ = trained
     n = X.shape[1]
     h = r.history
     np.testing.assert_allclose(float(r.posterior.prior_precision), h["weight_decay"][-1] * n,
@@ -107,7 +157,7 @@ def test_per_layer_prior_follows_the_evidence():
     """One prior per layer: the posterior's L precisions are the last epochs' decays x n and
     each update's per-layer ascent from them."""
     net, params, X, Y = problem()
-    r = lp.marglik_training(net, params, X, Y, epochs=9, batch_size=16,
+    r = train.marglik_training(net, params, X, Y, epochs=9, batch_size=16,
                             optimizer=optax.adam(1e-2), prior_precision=[1e-2, 1e2],
                             frequency=4, hypersteps=30)
     h = r.history
@@ -121,7 +171,7 @@ def test_per_layer_prior_follows_the_evidence():
 def test_regression_weight_decay_carries_the_noise_variance():
     """Mean squared error: lambda = delta sigma^2 / n, sigma fitted with delta."""
     net, params, X, Y = problem(kind="mse")
-    r = lp.marglik_training(net, params, X, Y, epochs=6, batch_size=20,
+    r = train.marglik_training(net, params, X, Y, epochs=6, batch_size=20,
                             optimizer=optax.adam(1e-2), frequency=2, sigma_noise=0.5)
     la = r.posterior
     assert float(la.sigma_noise) != 0.5
@@ -148,15 +198,15 @@ def test_regression_weight_decay_carries_the_noise_variance():
 def test_refusals(kw, exc, match):
     net, params, X, Y = problem(m=8)
     with pytest.raises(exc, match=match):
-        lp.marglik_training(net, params, X, Y, **kw)
+        train.marglik_training(net, params, X, Y, **kw)
 
 
 def test_refuses_data_of_another_network():
     net, params, X, Y = problem(m=8)
     with pytest.raises(ValueError, match="X"):
-        lp.marglik_training(net, params, X[:2], Y)
+        train.marglik_training(net, params, X[:2], Y)
     with pytest.raises(ValueError, match="finite|nan|NaN"):
-        lp.marglik_training(net, params, X.at[0, 0].set(jnp.nan), Y)
+        train.marglik_training(net, params, X.at[0, 0].set(jnp.nan), Y)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # BackPACK's hook notices
@@ -185,12 +235,12 @@ def test_against_laplace_torch_marglik_training():
         optimizer_kwargs={"lr": 0.3}, n_epochs=1, prior_structure="scalar", n_hypersteps=10,
         prior_prec_init=2.0)
     kw = dict(batch_size=n, optimizer=optax.sgd(0.3), structure="full", prior_precision=2.0)
-    one = lp.marglik_training(net, params, X, Y, epochs=1, **kw)
+    one = train.marglik_training(net, params, X, Y, epochs=1, **kw)
     lin = [m for m in model_t if isinstance(m, torch.nn.Linear)]
     for p, m in zip(one.params, lin):
         np.testing.assert_allclose(p["W"], m.weight.detach().numpy(), rtol=1e-10)
         np.testing.assert_allclose(p["b"], m.bias.detach().numpy(), rtol=1e-10)
-    two = lp.marglik_training(net, params, X, Y, epochs=2, hypersteps=9, **kw)
+    two = train.marglik_training(net, params, X, Y, epochs=2, hypersteps=9, **kw)
     np.testing.assert_allclose(two.history["prior_precision"][0],
                                float(la_t.prior_precision), rtol=1e-8)
     np.testing.assert_allclose(two.history["log_marginal_likelihood"][0], -margliks[-1],
