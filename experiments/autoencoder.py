@@ -10,8 +10,8 @@ steps, KL clip) over learning rate and damping, and K-FAC with the quadratic mod
 rate and momentum and Levenberg-Marquardt damping (K5), (K6), one run, no grid. All runs
 advance together, epoch by epoch (``race.race``), so the machine's load falls on all alike.
 kfac-jax's ``Optimizer`` with its adaptive learning rate, momentum and damping races on the
-same network, initialisation, minibatches and batch size over its initial damping, where it
-is installed (``_common/peers.py``: kfac-jax 0.0.8 needs a one-function adapter on JAX >=
+same network, initialisation, minibatches and batch size over its initial damping and once
+at its own schedule (``race.KFAC_JAX_GRID``), where it is installed (``_common/peers.py``: kfac-jax 0.0.8 needs a one-function adapter on JAX >=
 0.9.2; ``race.py`` says how its timing differs). Reported: the steps and the seconds each
 needs to reach Adam's final training cost.
 
