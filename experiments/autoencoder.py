@@ -11,9 +11,9 @@ rate and momentum and Levenberg-Marquardt damping (K5), (K6), one run, no grid. 
 advance together, epoch by epoch (``race.race``), so the machine's load falls on all alike.
 kfac-jax's ``Optimizer`` with its adaptive learning rate, momentum and damping races on the
 same network, initialisation, minibatches and batch size over its initial damping and once
-at its own schedule (``race.KFAC_JAX_GRID``), where it is installed (``_common/peers.py``: kfac-jax 0.0.8 needs a one-function adapter on JAX >=
-0.9.2; ``race.py`` says how its timing differs). Reported: the steps and the seconds each
-needs to reach Adam's final training cost.
+at its own schedule (``race.KFAC_JAX_GRID``), where it is installed (``_common/peers.py``:
+kfac-jax 0.0.8 needs a one-function adapter on JAX >= 0.9.2; ``race.py`` says how its timing
+differs). Reported: the steps and the seconds each needs to reach Adam's final training cost.
 
     python experiments/autoencoder.py [--steps 1100] [--out DIR | --results]
 
