@@ -202,7 +202,10 @@ class _KfacJaxRun(_Run):
         """Steps from 0 after which every (statistics, damping) pair of kfac-jax's step
         schedule has occurred (its ``_should_update_*`` rules)."""
         o = self.opt
-        pair = lambda s: (o._should_update_estimate_curvature(s), o._should_update_damping(s))  # noqa: E731
+
+        def pair(s):
+            return o._should_update_estimate_curvature(s), o._should_update_damping(s)
+
         every = {pair(s) for s in range(1000)}
         seen, s = set(), 0
         while seen != every:
