@@ -19,6 +19,9 @@ module             what lives there
                    steps and seconds): ``autoencoder.py``, ``classifier_kfac.py``
 ``laplace_report`` MAP against its Laplace approximation (accuracy, NLL, ECE, OOD AUROC,
                    reliability SVG): ``train.py --laplace``, ``laplace.py``
+``peers``          peer libraries run as baselines (kfac-jax, with its adapter for the
+                   JAX this project installs): the module or the reason it is missing
+``compiled``       long sweeps kept under the process's memory-mapping limit
 =================  ======================================================================
 
 Scripts run as ``python experiments/NAME.py`` find this package on ``sys.path`` (the
