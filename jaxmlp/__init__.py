@@ -17,7 +17,7 @@ The subpackages, one concept each (imported on first use):
     jaxmlp.nn           network, activations, costs, init, the recurrences, sweep()
     jaxmlp.quantities   first-order rules and curvature read off the sweep
     jaxmlp.privacy      the DP-SGD gradient, Poisson sampling, accounting
-    jaxmlp.train        step, optimizers (K-FAC), fit, ensembles, checkpoints
+    jaxmlp.train        step, optimizers (K-FAC), fit, ensembles, checkpoints, marglik training
     jaxmlp.data         bundled datasets, your own tables, export
     jaxmlp.parallel     sharding, several processes, the 2-D mesh
     jaxmlp.laplace      Laplace approximations: posterior, evidence, GLM predictive
