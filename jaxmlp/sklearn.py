@@ -69,7 +69,11 @@ import numbers
 import warnings
 from typing import Any, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from jax import lax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer
@@ -77,6 +81,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+# What a fit needs is imported with this module (as scikit-learn's estimators import theirs),
+# so that a first fit imports nothing: optax and the training package. jaxmlp.laplace is
+# imported only by a fit with ``laplace`` set.
+import jaxmlp
+from jaxmlp import privacy
+from jaxmlp.train import TrainState, apply_update, make_optimizer
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -98,11 +109,7 @@ def _optimizer(name, learning_rate, weight_decay, l2):
     compiled program (:func:`_fit_program` is cached on it): a grid search compiles once per
     point. ``l2`` = alpha / batch: the gradient alpha W[l] / b of scikit-learn's penalty
     (alpha / 2) ||W||^2 / b on a minibatch of b samples, added before the optimizer sees it."""
-    import optax
-
-    from jaxmlp import train
-
-    base = train.make_optimizer(name, learning_rate, weight_decay=weight_decay)
+    base = make_optimizer(name, learning_rate, weight_decay=weight_decay)
     if l2 > 0:
         return optax.chain(optax.add_decayed_weights(l2, mask=_weights_only), base)
     return base
@@ -184,8 +191,6 @@ class _BaseMLP(BaseEstimator):
         raise NotImplementedError
 
     def _network(self, n_features: int, n_outputs: int):
-        import jaxmlp
-
         if self.activation not in jaxmlp.ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(jaxmlp.ACTIVATIONS)}, got "
                              f"{self.activation!r}.")
@@ -239,8 +244,6 @@ class _BaseMLP(BaseEstimator):
         """The DP-SGD settings of a run of ``max_iter`` epochs at rate batch_size / n."""
         if self.target_epsilon is None:
             return None
-        from jaxmlp import privacy
-
         b = 200 if self.batch_size == "auto" else _positive_int("batch_size", self.batch_size)
         q = min(b, n) / n  # Poisson sampling: batch_size is the expected batch
         delta = self.delta if self.delta is not None else min(1e-5, 0.1 / n)
@@ -335,8 +338,6 @@ class _BaseMLP(BaseEstimator):
         """Epochs of :func:`_fit_program`, up to ``chunk`` per compiled call (the stop test
         runs inside it, after every epoch), from the parameters ``initial`` unless None
         (then from the fitted state); ``rng`` draws the shuffles."""
-        import jax
-
         n = X.shape[0]
         batch, num = self._batch(n)
         opt = self._optimizer(batch)
@@ -403,13 +404,6 @@ class _BaseMLP(BaseEstimator):
     def _fit_private(self, X, Y, rng, initial) -> None:
         """DP-SGD (:func:`jaxmlp.fit` with :class:`jaxmlp.privacy.DPSGD`): Poisson-sampled
         epochs, one compiled call each, the training-loss stop tested between them."""
-        import jax
-        import jax.numpy as jnp
-
-        import jaxmlp
-        from jaxmlp import privacy
-        from jaxmlp.train import TrainState
-
         n = X.shape[0]
         batch, _ = self._batch(n)
         opt = self._optimizer(batch)
@@ -464,8 +458,6 @@ class _BaseMLP(BaseEstimator):
 
         The columns are padded to the next power of two (at least 16), so predictions on
         sets of different sizes share a few compiled programs."""
-        import jaxmlp
-
         check_is_fitted(self, "_state")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         m = X.shape[0]
@@ -654,8 +646,6 @@ def _initial_params(net, rng, factor: float) -> list:
 def _first_carry(params, opt) -> dict:
     """The carry of :func:`_fit_program`'s first call: the initial parameters, and zeros
     where ``fresh`` puts ``opt.init(params)`` (built on the host: nothing to compile)."""
-    import jax
-
     opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                              jax.eval_shape(opt.init, params))
     return {"params": params, "opt_state": opt_state, "best_loss": np.float32(np.inf),
@@ -666,10 +656,6 @@ def _validation_score(net, kind: str, params, X, Y, n):
     """The early-stopping score on the first n columns of X (n[0], m'), Y (n[L], m'):
     ``"accuracy"`` (argmax of A[L] against Y's), ``"exact_match"`` (every label's A[L] > 0.5
     as Y's) or ``"r2"`` (scikit-learn's R^2, averaged over the outputs)."""
-    import jax.numpy as jnp
-
-    import jaxmlp
-
     P = jaxmlp.predict(net, params, X)  # (F1), (F2): (n[L], m')
     mask = jnp.arange(X.shape[1]) < n
     if kind == "accuracy":
@@ -696,7 +682,8 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
     -> (carry, losses (chunk,), scores (chunk,), epochs run, stopped, diverged)``.
 
     * ``fresh``: a new optimizer state, ``optimizer.init(params)``; else ``carry``'s.
-    * epoch e < ``limit``: ``lax.scan`` of the update (:func:`jaxmlp.train.apply_update`:
+    * epoch e < ``limit``: ``lax.scan`` of the update (:func:`jaxmlp.train.apply_update`,
+      ``grad_norm=False``, the cost its only metric read:
       (F1)-(F3), (B1)-(B4), the optax update) over the minibatches ``idx[e]``
       (num_batches, batch), column indices into X (n[0], m'), Y (n[L], m');
     * its loss: the mean minibatch cost (F3) plus ``penalty`` ||W||^2 (penalty =
@@ -712,11 +699,6 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
     ``compiler_options``: XLA's options for this program, (name, value) pairs
     (:data:`_COMPILER_OPTIONS` from the estimator).
     """
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
-
-    from jaxmlp.train import apply_update
 
     def where(c, a, b):
         return jax.tree.map(lambda x, y: jnp.where(c, x, y), a, b)
@@ -741,7 +723,7 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
     def epoch(params, opt_state, idx, X, Y):
         def body(carry, idx_s):
             params, opt_state, metrics = apply_update(
-                net, optimizer, *carry, take(X, idx_s), take(Y, idx_s))
+                net, optimizer, *carry, take(X, idx_s), take(Y, idx_s), grad_norm=False)
             return (params, opt_state), metrics.cost
 
         (params, opt_state), costs = lax.scan(body, (params, opt_state), idx)

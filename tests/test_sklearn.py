@@ -365,3 +365,80 @@ def test_one_compiled_program_per_fit_shape_and_none_for_refits_and_predictions(
         clf.score(X[:17], y[:17])
         MLPClassifier((7,), max_iter=5, random_state=1).fit(X[1:], y[1:])
     assert fit_predict.names == ["jit(predict)"] and again.names == []
+
+
+def test_the_update_without_grad_norm_is_the_same_update_and_traces_no_norm():
+    """apply_update(grad_norm=False), the estimator's update: the same parameters, optimizer
+    state and cost as the default, bit for bit, metrics.grad_norm None and fewer traced
+    equations; the default's grad_norm is the L2 norm of jaxmlp.value_and_grad's gradient."""
+    import jax
+    import optax
+
+    import jaxmlp
+    from jaxmlp.train import apply_update
+
+    rng = np.random.default_rng(0)
+    net = jaxmlp.Network(sizes=(3, 4, 2), activations=("relu", "softmax"),
+                         cost="categorical_cross_entropy")
+    params = [{"W": rng.normal(size=(4, 3)).astype(np.float32),
+               "b": rng.normal(size=4).astype(np.float32)},
+              {"W": rng.normal(size=(2, 4)).astype(np.float32),
+               "b": rng.normal(size=2).astype(np.float32)}]
+    X = rng.normal(size=(3, 5)).astype(np.float32)
+    Y = np.eye(2, dtype=np.float32)[:, rng.integers(0, 2, 5)]
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+
+    def updates(p, s):
+        return (apply_update(net, opt, p, s, X, Y, grad_norm=True),
+                apply_update(net, opt, p, s, X, Y, grad_norm=False),
+                jaxmlp.value_and_grad(net, p, X, Y)[1])
+
+    with_norm, without, grads = jax.jit(updates)(params, state)
+    for a, b in zip(jax.tree.leaves(with_norm[:2]), jax.tree.leaves(without[:2]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.asarray(with_norm[2].cost) == np.asarray(without[2].cost)
+    assert without[2].grad_norm is None
+    norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads)))
+    np.testing.assert_allclose(float(with_norm[2].grad_norm), norm, rtol=1e-5)
+    eqns = {gn: len(jax.make_jaxpr(lambda p, s, gn=gn: apply_update(
+        net, opt, p, s, X, Y, grad_norm=gn))(params, state).eqns) for gn in (True, False)}
+    assert eqns[False] < eqns[True]
+
+
+def test_fit_and_predict_import_nothing_at_call_time_but_the_laplace_package():
+    """What fit needs is imported with jaxmlp.sklearn (as scikit-learn's estimators import
+    theirs): no import statement inside a function of the module but jaxmlp.laplace's (a fit
+    with laplace set)."""
+    import ast
+    import inspect
+
+    import jaxmlp.sklearn as sk
+
+    inside = set()
+    for node in ast.walk(ast.parse(inspect.getsource(sk))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    inside.update(a.name for a in sub.names)
+                elif isinstance(sub, ast.ImportFrom):
+                    inside.add(sub.module)
+    assert inside == {"jaxmlp.laplace"}
+
+
+@pytest.mark.slow
+def test_a_first_fit_in_a_new_process_imports_no_module_of_its_own():
+    """In a new process that imported jaxmlp.sklearn, the first fit imports no module outside
+    jax's own (JAX loads some of its lowering modules when it first lowers a program)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); import numpy as np; "
+            "import jaxmlp.sklearn as sk; X = np.random.RandomState(0).normal(size=(40, 3)); "
+            "y = (X[:, 0] > 0).astype(int); before = set(sys.modules); "
+            "sk.MLPClassifier((4,), max_iter=3, random_state=0).fit(X, y); "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    new = done.stdout.split()
+    assert [m for m in new if m.split(".")[0] not in ("jax", "jaxlib")] == [], new

@@ -193,10 +193,14 @@ def _kfac_update_inputs(net: Network, optimizer, params, opt_state, X, Y, comput
     return J, checks.like_params(params, gradient(dZs, cache, compute_dtype)), extra
 
 
-def apply_update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None):
+def apply_update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None,
+                 *, grad_norm: bool = True):
     """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation
     (for K-FAC also what it reads of the same forward pass, passed as extra args:
-    ``kfac_factors`` and, when it adapts, ``kfac_model``; see :func:`_kfac_update_inputs`)."""
+    ``kfac_factors`` and, when it adapts, ``kfac_model``; see :func:`_kfac_update_inputs`).
+
+    ``grad_norm``: compute ``metrics.grad_norm`` (default); False leaves it None, so a
+    caller that reads only ``metrics.cost`` traces no norm (the update is the same)."""
     if _needs_kfac_factors(optimizer):
         J, grads, extra = _kfac_update_inputs(net, optimizer, params, opt_state, X, Y,
                                               compute_dtype)
@@ -205,7 +209,8 @@ def apply_update(net: Network, optimizer, params, opt_state, X: Array, Y: Array,
         J, grads = value_and_grad_kernel(net, params, X, Y, compute_dtype)
         updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, StepMetrics(cost=J, grad_norm=optax.tree.norm(grads))
+    return params, opt_state, StepMetrics(
+        cost=J, grad_norm=optax.tree.norm(grads) if grad_norm else None)
 
 
 def make_train_step(net: Network, optimizer: optax.GradientTransformation, *, compute_dtype=None,
