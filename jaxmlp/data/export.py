@@ -174,6 +174,19 @@ def _digest(header: dict, tensors: dict) -> str:
     return h.hexdigest()
 
 
+def _read_file(path):
+    """(path as str, arrays, header text) of an existing export file; TypeError / ValueError
+    naming ``path`` otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
+    path = os.fspath(path)
+    ext = _format(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"path: file {path!r} does not exist.")
+    arrays, text = _read(path, ext)
+    return path, arrays, text
+
+
 def load(path: Union[str, os.PathLike], *,
          verify: bool = True) -> tuple[Network, list[dict[str, Any]], dict]:
     """Reads a file written by :func:`save`.
@@ -196,13 +209,7 @@ def load(path: Union[str, os.PathLike], *,
     import jax
     import jax.numpy as jnp
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
-    path = os.fspath(path)
-    ext = _format(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"path: file {path!r} does not exist.")
-    arrays, text = _read(path, ext)
+    path, arrays, text = _read_file(path)
     try:
         header = json.loads(text)
         version, desc = header["format_version"], header["network"]
@@ -318,13 +325,7 @@ def load_posterior(path: Union[str, os.PathLike], *, verify: bool = True):
 
     from jaxmlp.laplace.posterior import Posterior
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
-    path = os.fspath(path)
-    ext = _format(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"path: file {path!r} does not exist.")
-    arrays, text = _read(path, ext)
+    path, arrays, text = _read_file(path)
     try:
         header = json.loads(text)
         content = header.get("content")
