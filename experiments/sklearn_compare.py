@@ -37,6 +37,14 @@ also run with ``jax_log_compiles`` to list what it compiles. With the cache: ``-
 new Python processes per set, after one that fills an empty temporary cache, each time
 scikit-learn's fit and then jaxmlp's first fit (its program read from the cache), paired.
 
+Import time, not hidden in either fit: ``--import-rounds`` rounds of new Python processes,
+each round one process per statement of :data:`IMPORTS` (``import jaxmlp.sklearn``, which
+imports jax, optax and jaxmlp.train, everything its fit needs; scikit-learn's ``from
+sklearn.neural_network import MLPClassifier``; ``import jax`` alone, for scale), in an order
+that alternates between rounds; each process times its one statement
+(``time.perf_counter``); medians [IQR] over the rounds and the paired ratios, in
+``compare.json``'s ``import_s``.
+
 ``--profile N`` instead cuts the first fit of N new processes per set into phases (imports
 during the fit, scikit-learn's input checks, JAX's tracing, lowering and compilation or the
 persistent cache's read, the run, Python's garbage collection), cold and with the cache
@@ -68,6 +76,10 @@ from _common import benchmarking
 from _common.output import add_out_arguments, resolve_out, write_json
 
 SETS = ("digits", "breast_cancer", "multilabel", "iris", "wine")
+#: The import statements timed in new processes (:func:`import_times`).
+IMPORTS = {"jaxmlp.sklearn": "import jaxmlp.sklearn",
+           "sklearn.neural_network": "from sklearn.neural_network import MLPClassifier",
+           "jax": "import jax"}
 
 
 def split(name: str, seed: int):
@@ -276,6 +288,28 @@ def new_processes(name: str, args, count: int) -> dict:
             "scikit-learn_s": benchmarking.spread([r["scikit-learn"] for r in read])}
 
 
+def import_times(rounds: int) -> dict:
+    """Seconds of each statement of :data:`IMPORTS`, each in its own new process, ``rounds``
+    rounds (the order reversed every other round); medians [IQR], and each statement's
+    paired ratio to scikit-learn's import in the same round."""
+    names = list(IMPORTS)
+    seconds = {name: [] for name in names}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            code = (f"import time; t0 = time.perf_counter(); {IMPORTS[name]}; "
+                    "print(time.perf_counter() - t0)")
+            done = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                  capture_output=True, text=True)
+            seconds[name].append(float(done.stdout.strip().splitlines()[-1]))
+    ref = np.asarray(seconds["sklearn.neural_network"])
+    return {"statements": dict(IMPORTS), "rounds": rounds, "samples": seconds,
+            "seconds": {name: benchmarking.spread(v) for name, v in seconds.items()},
+            "ratio_to_sklearn": {name: benchmarking.spread(np.asarray(v) / ref)
+                                 for name, v in seconds.items()
+                                 if name != "sklearn.neural_network"}}
+
+
 def estimators(hidden: tuple, max_iter: int, seed: int) -> dict:
     from sklearn.neural_network import MLPClassifier as SkMLP
 
@@ -351,6 +385,8 @@ def main(argv=None) -> int:
                    help="new processes per set reading a filled persistent cache (0: none)")
     p.add_argument("--sklearn-threads", type=int, default=1,
                    help="BLAS threads of scikit-learn's fits (0: OpenBLAS's default)")
+    p.add_argument("--import-rounds", type=int, default=7,
+                   help="rounds of new processes timing each import statement (0: none)")
     p.add_argument("--no-xla-defaults", action="store_true",
                    help="leave out the variants with XLA's default compile options")
     p.add_argument("--profile", type=int, default=0, metavar="N",
@@ -383,6 +419,18 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("jax").setLevel(logging.DEBUG)
     logging.getLogger("jax").propagate = False  # the compile lines go to CompileLog only
+
+    imports = None
+    if args.import_rounds:
+        load = benchmarking.load_average()
+        imports = import_times(args.import_rounds)
+        imports["load_before"], imports["load_after"] = load, benchmarking.load_average()
+        print(f"import in a new process, seconds, median [IQR] of {args.import_rounds} rounds:")
+        for name, v in imports["seconds"].items():
+            ratio = imports["ratio_to_sklearn"].get(name)
+            print(f"  {IMPORTS[name]:52s} {v['median']:6.3f} [{v['q25']:.3f}, {v['q75']:.3f}]"
+                  + (f"  / scikit-learn's, paired: {ratio['median']:.2f}" if ratio else ""),
+                  flush=True)
 
     sets = {}
     for name in args.sets:
@@ -493,7 +541,7 @@ def main(argv=None) -> int:
         "machine": info, "hidden": list(hidden), "max_iter": args.max_iter,
         "training_compiler_options": dict(sk._COMPILER_OPTIONS),
         "seeds": args.seeds, "sklearn_blas_threads": args.sklearn_threads or "default",
-        "sets": sets})
+        "import_s": imports, "sets": sets})
     print(f"wrote {path}")
     return 0
 
