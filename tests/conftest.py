@@ -27,6 +27,8 @@ _EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 if _EXPERIMENTS not in sys.path:
     sys.path.append(_EXPERIMENTS)
 
+from _common import compiled as _compiled  # noqa: E402
+
 
 #: A worker that compiles thousands of programs (the slow curvature sweep: about 40 networks,
 #: each with its oracles) would reach vm.max_map_count and crash in XLA
@@ -40,6 +42,4 @@ def pytest_runtest_teardown(item, nextitem):
     global _tests_torn_down
     _tests_torn_down += 1
     if _tests_torn_down % 10 == 0:
-        from _common import compiled
-
-        compiled.release_if_many(MAX_MAPPINGS)
+        _compiled.release_if_many(MAX_MAPPINGS)
