@@ -4,6 +4,8 @@
     python experiments/sklearn_compare.py --results    # rewrites results/sklearn_compare/
     python experiments/sklearn_compare.py --profile 3 --sets iris breast_cancer --results
                                      # where a new process's first fit spends its time
+    python experiments/sklearn_compare.py --grid 3 --results   # a whole GridSearchCV, each
+                                     # estimator in a new process: compilation included
 
 Both estimators run with scikit-learn's defaults (Adam, learning rate 1e-3, alpha 1e-4,
 batch_size "auto" = min(200, n), shuffled every epoch, at most ``--max-iter`` epochs, stop
@@ -45,6 +47,14 @@ that alternates between rounds; each process times its one statement
 (``time.perf_counter``); medians [IQR] over the rounds and the paired ratios, in
 ``compare.json``'s ``import_s``.
 
+``--grid R`` instead times a whole grid search, the way a user tunes the estimator:
+``GridSearchCV`` over :data:`GRID` (learning rate x alpha, 9 points) with 5-fold
+cross-validation and the refit, 46 fits, on the seed-0 training split of each set, each
+estimator in a new Python process with JAX's persistent cache off (every compilation
+included, the imports not), R rounds with the order alternating; paired ratios, the number
+of programs jaxmlp compiled, and both searches' best point and test accuracy; writes
+``grid_search.json``.
+
 ``--profile N`` instead cuts the first fit of N new processes per set into phases (imports
 during the fit, scikit-learn's input checks, JAX's tracing, lowering and compilation or the
 persistent cache's read, the run, Python's garbage collection), cold and with the cache
@@ -80,6 +90,10 @@ SETS = ("digits", "breast_cancer", "multilabel", "iris", "wine")
 IMPORTS = {"jaxmlp.sklearn": "import jaxmlp.sklearn",
            "sklearn.neural_network": "from sklearn.neural_network import MLPClassifier",
            "jax": "import jax"}
+
+#: The grid of ``--grid``: scikit-learn's two usual knobs of MLPClassifier.
+GRID = {"learning_rate_init": [1e-3, 3e-3, 1e-2], "alpha": [1e-4, 1e-3, 1e-2]}
+GRID_FOLDS = 5
 
 
 def split(name: str, seed: int):
@@ -124,6 +138,80 @@ def child(name: str, hidden: tuple, max_iter: int, threads: int) -> None:
     models["jaxmlp"].fit(Xtr, ytr)
     t2 = time.perf_counter()
     print(json.dumps({"scikit-learn": t1 - t0, "jaxmlp_first": t2 - t1}))
+
+
+def grid_child(name: str, who: str, hidden: tuple, max_iter: int, threads: int) -> None:
+    """One new process (``--grid-child``): ``GridSearchCV`` of one estimator over
+    :data:`GRID` on the set's seed-0 training split; prints its seconds, the programs JAX
+    compiled, the best point and the test accuracy of the refitted model as one JSON line."""
+    import jax
+    from sklearn.model_selection import GridSearchCV
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    Xtr, Xte, ytr, yte = split(name, 0)
+    search = GridSearchCV(estimators(hidden, max_iter, 0)[who], GRID, cv=GRID_FOLDS)
+    log = CompileLog()
+    logger = logging.getLogger("jax")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(log)
+    with jax.log_compiles(True), blas_threads(threads if who == "scikit-learn" else 0):
+        t0 = time.perf_counter()
+        search.fit(Xtr, ytr)
+        seconds = time.perf_counter() - t0
+    fits = len(search.cv_results_["params"]) * GRID_FOLDS + 1
+    print(json.dumps({"seconds": seconds, "fits": fits, "best_params": search.best_params_,
+                      "test_accuracy": float(search.score(Xte, yte)),
+                      "compiled": [q["program"] for q in log.programs],
+                      "compile_s": sum(q["seconds"] for q in log.programs)}))
+
+
+def grid_search(name: str, args) -> dict:
+    """``args.grid`` rounds of :func:`grid_child` for both estimators, the order alternating;
+    seconds per search and the paired ratio jaxmlp / scikit-learn."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    runs = {"jaxmlp": [], "scikit-learn": []}
+    for r in range(args.grid):
+        for who in (("scikit-learn", "jaxmlp") if r % 2 == 0 else ("jaxmlp", "scikit-learn")):
+            cmd = [sys.executable, os.path.abspath(__file__), "--grid-child", name, who,
+                   "--hidden", *map(str, args.hidden), "--max-iter", str(args.max_iter),
+                   "--sklearn-threads", str(args.sklearn_threads)]
+            done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+            runs[who].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    sec = {who: [run["seconds"] for run in v] for who, v in runs.items()}
+    fits = runs["jaxmlp"][0]["fits"]
+    return {"runs": runs, "fits": fits,
+            "seconds": {who: benchmarking.spread(v) for who, v in sec.items()},
+            "per_fit_s": {who: benchmarking.spread(np.asarray(v) / fits)
+                          for who, v in sec.items()},
+            "ratio": benchmarking.spread(np.asarray(sec["jaxmlp"])
+                                         / np.asarray(sec["scikit-learn"]))}
+
+
+def run_grid(args, out: str) -> int:
+    """``--grid R``: :func:`grid_search` of each of ``--sets``, a table, grid_search.json."""
+    info = benchmarking.machine_info()
+    load_before = benchmarking.load_average()
+    sets = {}
+    for name in args.sets:
+        sets[name] = g = grid_search(name, args)
+        j, k = g["runs"]["jaxmlp"][0], g["runs"]["scikit-learn"][0]
+        print(f"{name:14s} {g['fits']} fits: scikit-learn {g['seconds']['scikit-learn']['median']:.2f} s, "
+              f"jaxmlp {g['seconds']['jaxmlp']['median']:.2f} s, paired ratio "
+              f"{g['ratio']['median']:.3f} [{g['ratio']['q25']:.3f}, {g['ratio']['q75']:.3f}]; "
+              f"jaxmlp compiled {len(j['compiled'])} programs ({j['compile_s']:.2f} s); best "
+              f"{j['best_params']} test {j['test_accuracy']:.4f}, scikit-learn's "
+              f"{k['best_params']} test {k['test_accuracy']:.4f}", flush=True)
+    print(f"GridSearchCV over {GRID}, {GRID_FOLDS}-fold, refit; MLPClassifier{tuple(args.hidden)}, "
+          f"max_iter {args.max_iter}; each search in a new process, persistent cache off, "
+          f"{args.grid} rounds; {benchmarking.describe(info)}")
+    path = write_json(f"{out}/grid_search.json", {
+        "machine": info, "load_before": load_before, "load_after": benchmarking.load_average(),
+        "hidden": list(args.hidden), "max_iter": args.max_iter, "grid": GRID,
+        "folds": GRID_FOLDS, "rounds": args.grid,
+        "sklearn_blas_threads": args.sklearn_threads or "default", "sets": sets})
+    print(f"wrote {path}")
+    return 0
 
 
 def import_seconds(stderr: str, inside: Collection[str] = ()) -> tuple:
@@ -396,6 +484,11 @@ def main(argv=None) -> int:
                         "--gc-freeze) instead of the comparison (0: the comparison)")
     p.add_argument("--gc-freeze", action="store_true",
                    help="with --profile: gc.freeze() in each process right before the fit")
+    p.add_argument("--grid", type=int, default=0, metavar="R",
+                   help="only time GridSearchCV over GRID (5-fold, refit), each estimator in "
+                        "a new process, R rounds; writes grid_search.json instead of the "
+                        "comparison (0: the comparison)")
+    p.add_argument("--grid-child", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--profile-child", default=None, help=argparse.SUPPRESS)
     add_out_arguments(p, "results/sklearn_compare")
@@ -412,9 +505,14 @@ def main(argv=None) -> int:
     if args.profile_child:
         profile_child(args.profile_child, hidden, args.max_iter, args.gc_freeze)
         return 0
+    if args.grid_child:
+        grid_child(*args.grid_child, hidden, args.max_iter, args.sklearn_threads)
+        return 0
     out = resolve_out(args, "sklearn_compare")
     if args.profile:
         return run_profile(args, out)
+    if args.grid:
+        return run_grid(args, out)
     jax.config.update("jax_enable_compilation_cache", False)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("jax").setLevel(logging.DEBUG)

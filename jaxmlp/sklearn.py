@@ -11,9 +11,10 @@ A fit is ONE compiled program per shape (:func:`_fit_program`): up to 256 epochs
 ``lax.while_loop``, each a ``lax.scan`` over its minibatches, with scikit-learn's stop
 test after every epoch inside the loop; the host draws each epoch's shuffle (NumPy, from
 ``random_state``, as scikit-learn does) and reads the losses once per call. Fits with the
-same network, optimizer setting and minibatch shape reuse it (a grid search compiles once
-per point; the folds of a cross-validation share it, the training columns being padded to a
-multiple of 64); predictions pad the rows to a power of two.
+same network, optimizer and minibatch shape reuse it: the learning rate and ``alpha`` are
+arguments of the program, not constants (a grid search over them compiles once), and the
+folds of a cross-validation share it, the training columns being padded to a multiple of
+64; predictions pad the rows to a power of two.
 
 Names and defaults follow :class:`sklearn.neural_network.MLPClassifier` where the meaning
 is the same (``hidden_layer_sizes``, ``activation``, ``alpha``, ``batch_size``,
@@ -113,6 +114,22 @@ def _optimizer(name, learning_rate, weight_decay, l2):
     if l2 > 0:
         return optax.chain(optax.add_decayed_weights(l2, mask=_weights_only), base)
     return base
+
+
+@functools.lru_cache(maxsize=32)
+def _tunable_optimizer(name, weight_decay):
+    """The optimizer of :func:`_fit_program` for every optimizer but ``"kfac"``: the one of
+    :func:`_optimizer`, with the learning rate and ``l2`` values of its state
+    (``optax.inject_hyperparams``) that each call of the program sets, so that fits that
+    differ only in ``learning_rate_init`` or ``alpha`` (a grid search over them) share one
+    compiled program."""
+
+    def make(learning_rate, l2):
+        return optax.chain(optax.add_decayed_weights(l2, mask=_weights_only),
+                           make_optimizer(name, learning_rate, weight_decay=weight_decay))
+
+    return optax.inject_hyperparams(make)(learning_rate=np.asarray(1e-3, np.float32),
+                                          l2=np.asarray(0.0, np.float32))
 
 
 def _hidden_sizes(value: Any) -> tuple:
@@ -240,6 +257,18 @@ class _BaseMLP(BaseEstimator):
             return _optimizer.__wrapped__(self.optimizer, self.learning_rate_init,
                                           self.weight_decay, l2)
 
+    def _program_optimizer(self, batch: int):
+        """(optimizer, hyperparameters) of :func:`_fit_program`: :func:`_tunable_optimizer`
+        and its values ``{"learning_rate", "l2"}`` (float32), or for ``"kfac"`` (whose
+        training step must see the K-FAC transformation itself) :meth:`_optimizer`'s and
+        ``{}``. The settings are checked by :meth:`_optimizer` either way."""
+        opt = self._optimizer(batch)
+        if self.optimizer == "kfac":
+            return opt, {}
+        return (_tunable_optimizer(self.optimizer, self.weight_decay),
+                {"learning_rate": np.float32(self.learning_rate_init),
+                 "l2": np.float32(float(self.alpha) / batch)})
+
     def _dp(self, n: int):
         """The DP-SGD settings of a run of ``max_iter`` epochs at rate batch_size / n."""
         if self.target_epsilon is None:
@@ -340,7 +369,7 @@ class _BaseMLP(BaseEstimator):
         (then from the fitted state); ``rng`` draws the shuffles."""
         n = X.shape[0]
         batch, num = self._batch(n)
-        opt = self._optimizer(batch)
+        opt, hyperparams = self._program_optimizer(batch)
         validation = None if X_val is None else self._validation
         chunk = _chunk(num * batch)
         program = _fit_program(self._net, opt, batch, num, chunk, validation,
@@ -371,7 +400,7 @@ class _BaseMLP(BaseEstimator):
                 idx[e] = rng.permutation(n)[: num * batch]
             carry, losses, scores, count, stop, diverged = program(
                 carry, np.bool_(fresh), idx.reshape(chunk, num, batch), *data,
-                np.int32(limit), *settings)
+                np.int32(limit), *settings, hyperparams)
             count = int(count)
             fresh = False
             new = np.asarray(losses, np.float64)[:count].tolist()
@@ -678,10 +707,14 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
                  validation: Optional[str], compiler_options: tuple = ()):
     """ONE jitted function that runs up to ``chunk`` epochs of a fit, with the stop test:
 
-    ``run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty)
-    -> (carry, losses (chunk,), scores (chunk,), epochs run, stopped, diverged)``.
+    ``run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty,
+    hyperparams) -> (carry, losses (chunk,), scores (chunk,), epochs run, stopped, diverged)``.
 
     * ``fresh``: a new optimizer state, ``optimizer.init(params)``; else ``carry``'s.
+    * ``hyperparams``: values of an ``optax.inject_hyperparams`` state (float32 scalars by
+      name, :func:`_tunable_optimizer`) that replace the state's before the first epoch:
+      they are arguments, not constants, so other values compile nothing; ``{}`` for an
+      optimizer without them.
     * epoch e < ``limit``: ``lax.scan`` of the update (:func:`jaxmlp.train.apply_update`,
       ``grad_norm=False``, the cost its only metric read:
       (F1)-(F3), (B1)-(B4), the optax update) over the minibatches ``idx[e]``
@@ -730,9 +763,12 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
         return params, opt_state, costs
 
     @functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
-    def run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty):
-        carry = dict(carry, opt_state=lax.cond(fresh, optimizer.init,
-                                               lambda _: carry["opt_state"], carry["params"]))
+    def run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty,
+            hyperparams):
+        opt_state = lax.cond(fresh, optimizer.init, lambda _: carry["opt_state"], carry["params"])
+        if hyperparams:
+            opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, **hyperparams})
+        carry = dict(carry, opt_state=opt_state)
         nan = jnp.full((chunk,), jnp.nan, jnp.float32)
         loop = (carry, nan, nan, jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
 

@@ -367,6 +367,35 @@ def test_one_compiled_program_per_fit_shape_and_none_for_refits_and_predictions(
     assert fit_predict.names == ["jit(predict)"] and again.names == []
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_learning_rate_and_alpha_are_arguments_of_one_program_trained_as_scikit_learns_sgd():
+    """learning_rate_init and alpha are values of the optimizer's state, set by each call of
+    the one compiled program: a second setting compiles nothing and trains with its own
+    values. Checked against scikit-learn's full-batch SGD from the same initial weights
+    (W <- W - eta (dW + alpha W / n), b <- b - eta db, three epochs)."""
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    X = np.random.default_rng(2).normal(size=(40, 4))
+    y = np.arange(40) % 3
+    compiled = []
+    for lr, alpha in [(0.1, 1e-4), (0.3, 0.5)]:
+        settings = dict(learning_rate_init=lr, alpha=alpha, max_iter=3, batch_size=40,
+                        random_state=3)
+        with _Compiles() as c:
+            ours = MLPClassifier((5,), optimizer="sgd", **settings).fit(X, y)
+        compiled.append(c.names)
+        theirs = SkMLP((5,), solver="sgd", momentum=0.0, nesterovs_momentum=False,
+                       shuffle=False, **settings).fit(X, y)
+        moved = np.abs(theirs.coefs_[0] - SkMLP((5,), solver="sgd", max_iter=1,
+                                                learning_rate_init=1e-12, random_state=3,
+                                                batch_size=40).fit(X, y).coefs_[0]).max()
+        assert moved > 1e-2  # the weights moved: the rate is not lost
+        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert compiled == [["jit(run)"], []]
+
+
 def test_the_update_without_grad_norm_is_the_same_update_and_traces_no_norm():
     """apply_update(grad_norm=False), the estimator's update: the same parameters, optimizer
     state and cost as the default, bit for bit, metrics.grad_norm None and fewer traced
