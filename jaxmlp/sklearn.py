@@ -106,9 +106,9 @@ def _weights_only(params):
 
 @functools.lru_cache(maxsize=32)
 def _optimizer(name, learning_rate, weight_decay, l2):
-    """One optax optimizer object per setting, so that fits with the same setting reuse one
-    compiled program (:func:`_fit_program` is cached on it): a grid search compiles once per
-    point. ``l2`` = alpha / batch: the gradient alpha W[l] / b of scikit-learn's penalty
+    """One optax optimizer object per setting: DP-SGD's fits and ``"kfac"``'s use it as it
+    is (the other fits use :func:`_tunable_optimizer`, whose rate and ``l2`` are values of its
+    state), and every fit builds it to check the settings. ``l2`` = alpha / batch: the gradient alpha W[l] / b of scikit-learn's penalty
     (alpha / 2) ||W||^2 / b on a minibatch of b samples, added before the optimizer sees it."""
     base = make_optimizer(name, learning_rate, weight_decay=weight_decay)
     if l2 > 0:

@@ -471,3 +471,27 @@ def test_a_first_fit_in_a_new_process_imports_no_module_of_its_own():
                           check=True)
     new = done.stdout.split()
     assert [m for m in new if m.split(".")[0] not in ("jax", "jaxlib")] == [], new
+
+
+@pytest.mark.slow  # ~15 s: two new processes
+def test_the_grid_search_benchmark_shares_one_training_program_over_its_points(tmp_path):
+    """experiments/sklearn_compare.py --grid: a whole GridSearchCV (9 points x 5 folds and
+    the refit) per estimator in new processes; jaxmlp's compiles ONE training program for
+    the 45 fits of iris's equal folds and one for the refit on the whole split."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "experiments/sklearn_compare.py", "--grid", "1", "--sets",
+                    "iris", "--hidden", "4", "--max-iter", "3", "--out", str(tmp_path)],
+                   cwd=root, check=True, capture_output=True, text=True)
+    data = json.loads((tmp_path / "grid_search.json").read_text())
+    iris = data["sets"]["iris"]
+    assert iris["fits"] == 9 * 5 + 1
+    ours, theirs = iris["runs"]["jaxmlp"][0], iris["runs"]["scikit-learn"][0]
+    assert ours["compiled"].count("jit(run)") == 2
+    assert theirs["compiled"] == [] and ours["seconds"] > 0 and theirs["seconds"] > 0
+    assert set(ours["best_params"]) == {"learning_rate_init", "alpha"}
+    assert 0 <= ours["test_accuracy"] <= 1
