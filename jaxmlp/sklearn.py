@@ -108,8 +108,13 @@ def _weights_only(params):
 def _optimizer(name, learning_rate, weight_decay, l2):
     """One optax optimizer object per setting: DP-SGD's fits and ``"kfac"``'s use it as it
     is (the other fits use :func:`_tunable_optimizer`, whose rate and ``l2`` are values of its
-    state), and every fit builds it to check the settings. ``l2`` = alpha / batch: the gradient alpha W[l] / b of scikit-learn's penalty
-    (alpha / 2) ||W||^2 / b on a minibatch of b samples, added before the optimizer sees it."""
+    state), and every fit builds it to check the settings. ``l2`` = alpha / batch: the
+    gradient alpha W[l] / b of scikit-learn's penalty (alpha / 2) ||W||^2 / b on a minibatch
+    of b samples, added before the optimizer sees it. For ``"kfac"`` it joins K-FAC's own
+    ``weight_decay`` (the same term, added to the gradient of W[l] inside the transformation,
+    which the training step must see unwrapped to hand it the Kronecker factors)."""
+    if name == "kfac":
+        return make_optimizer(name, learning_rate, weight_decay=weight_decay + l2)
     base = make_optimizer(name, learning_rate, weight_decay=weight_decay)
     if l2 > 0:
         return optax.chain(optax.add_decayed_weights(l2, mask=_weights_only), base)

@@ -396,6 +396,20 @@ def test_learning_rate_and_alpha_are_arguments_of_one_program_trained_as_scikit_
     assert compiled == [["jit(run)"], []]
 
 
+def test_kfac_optimizer_gets_its_factors_and_alpha_as_its_weight_decay():
+    """optimizer="kfac": the training step sees the K-FAC transformation itself (so it hands
+    it the Kronecker factors), with scikit-learn's L2 term alpha W / b as K-FAC's weight
+    decay; in 10 epochs it trains the digits network further than Adam at its default rate."""
+    Xtr, _, ytr, _ = digits(400)
+    clf = MLPClassifier((32,), optimizer="kfac", learning_rate_init=0.1, alpha=0.3,
+                        max_iter=10, random_state=0).fit(Xtr, ytr)
+    batch = clf._batch(len(Xtr))[0]
+    assert clf._optimizer(batch).options["weight_decay"] == pytest.approx(0.3 / batch)
+    adam = MLPClassifier((32,), alpha=0.3, max_iter=10, random_state=0).fit(Xtr, ytr)
+    assert np.all(np.isfinite(clf.loss_curve_)) and clf.loss_curve_[-1] < 0.5 * clf.loss_curve_[0]
+    assert clf.loss_curve_[-1] < adam.loss_curve_[-1]
+
+
 def test_the_update_without_grad_norm_is_the_same_update_and_traces_no_norm():
     """apply_update(grad_norm=False), the estimator's update: the same parameters, optimizer
     state and cost as the default, bit for bit, metrics.grad_norm None and fewer traced
