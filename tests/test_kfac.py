@@ -152,6 +152,10 @@ def test_missing_factors_and_bad_options(regression):
         opt.update(grads, state, params)
     with pytest.raises(ValueError, match="kfac_factors"):
         opt.update(grads, state, params, kfac_factors=[])
+    # wrapped, the training step cannot see it is K-FAC: the error says so
+    wrapped = optax.chain(optax.clip_by_global_norm(1.0), opt)
+    with pytest.raises(ValueError, match="not one wrapped in optax.chain"):
+        train.make_train_step(net, wrapped)(params, wrapped.init(params), X, Y)
     with pytest.raises(ValueError, match="damping"):
         kfac.kfac(1.0, damping=0.0)
     with pytest.raises(ValueError, match="inverse_every"):

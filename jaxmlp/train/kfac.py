@@ -359,7 +359,10 @@ def kfac(
             raise ValueError(
                 "kfac_factors: K-FAC needs the Kronecker factors of this step (a list of (A, G) "
                 "pairs or a function returning them), e.g. kfac_factors=lambda: "
-                "jaxmlp.quantities.curvature.kfac_factors(net, params, X, Y); got None.")
+                "jaxmlp.quantities.curvature.kfac_factors(net, params, X, Y); got None. The "
+                "training step passes them only to a K-FAC transformation it is given itself: "
+                "not one wrapped in optax.chain or another transformation (for L2, use "
+                "kfac(..., weight_decay=...)).")
         if needs_model and not isinstance(kfac_model, QuadraticModel):
             raise ValueError(
                 "kfac_model: adaptive_lr / adaptive_damping need the quadratic model of this "
