@@ -133,8 +133,7 @@ def _tunable_optimizer(name, weight_decay):
         return optax.chain(optax.add_decayed_weights(l2, mask=_weights_only),
                            make_optimizer(name, learning_rate, weight_decay=weight_decay))
 
-    return optax.inject_hyperparams(make)(learning_rate=np.asarray(1e-3, np.float32),
-                                          l2=np.asarray(0.0, np.float32))
+    return optax.inject_hyperparams(make)(learning_rate=1e-3, l2=0.0)  # replaced per call
 
 
 def _hidden_sizes(value: Any) -> tuple:
