@@ -440,16 +440,20 @@ def test_report_metrics_against_independent_computations():
     assert abs(rep_.auroc(s_in, s_out) - auc) <= 1e-12
 
 
-def test_train_cli_laplace_refusals(tmp_path):
-    """--laplace with --ensemble is refused (exit 2) before anything is trained."""
+def test_train_cli_laplace_refusals(tmp_path, capsys):
+    """--laplace with --ensemble, and with --dp (the posterior would not be private), is
+    refused (exit 2, naming both flags) before anything is trained."""
     from helpers import load_script
 
     cli = load_script("train", "train_cli_laplace")
-    out = tmp_path / "run"
-    assert cli.main(["--dataset", "breast_cancer", "--hidden", "4", "--epochs", "1",
-                     "--no-progress", "--laplace", "kron", "--ensemble", "2",
-                     "--out", str(out)]) == 2
-    assert not (out / "results.json").exists()
+    for i, other in enumerate([["--ensemble", "2"], ["--dp", "--target-epsilon", "2"]]):
+        out = tmp_path / f"run{i}"
+        assert cli.main(["--dataset", "breast_cancer", "--hidden", "4", "--epochs", "1",
+                         "--no-progress", "--laplace", "kron", *other,
+                         "--out", str(out)]) == 2
+        assert not (out / "results.json").exists()
+        err = capsys.readouterr().err
+        assert "--laplace" in err and other[0] in err
 
 
 @pytest.mark.slow

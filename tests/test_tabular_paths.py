@@ -100,10 +100,14 @@ def test_new_rows_refused_for_gaps_and_text_in_a_numeric_column(table):
     rows = pd.DataFrame({"a": [1.0, np.nan], "b": [0.5, 1.0], "c": ["x", "y"]})
     with pytest.raises(tabular.MissingValuesError, match="'a'"):
         tabular.transform(prep, rows)
-    rows = pd.DataFrame({"a": ["one", "two"], "b": [0.5, 1.0], "c": ["x", "y"]})
+    rows = pd.DataFrame({"a": ["2.5", "two", " 3"], "b": [0.5, 1.0, 2.0], "c": ["x", "y", "x"]})
     with pytest.raises(ValueError, match=r"data: feature column 'a' was numeric in training but "
-                                         r"holds (object|str) values such as \['one', 'two'\]"):
+                                         r"holds 1 cell\(s\) that are not numbers: row 1 holds "
+                                         r"'two' \(rows counted from 0\)"):
         tabular.transform(prep, rows)
+    # numbers given as text (rows of strings) are read as the numbers they are
+    as_text = tabular.transform(prep, rows.assign(a=["2.5", "4", " 3"]))
+    np.testing.assert_array_equal(as_text, tabular.transform(prep, rows.assign(a=[2.5, 4.0, 3.0])))
     with pytest.raises(TypeError, match="prep: expected a jaxmlp.data.tabular.Preprocessing, got dict"):
         tabular.transform(prep.to_dict(), rows)
     with pytest.raises(TypeError, match="frame: expected a pandas DataFrame, got ndarray"):

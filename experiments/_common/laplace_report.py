@@ -158,7 +158,8 @@ def add_arguments(p) -> None:
 
 
 def configure(cfg: dict, args) -> None:
-    """Records ``--laplace`` in ``cfg`` and refuses what it is not combined with."""
+    """Records ``--laplace`` in ``cfg`` and refuses what it is not combined with:
+    ``--ensemble``, several processes or ``--data-parallel``, and ``--dp``."""
     cfg["laplace"] = getattr(args, "laplace", None)
     if cfg["laplace"] is None:
         return
@@ -168,6 +169,11 @@ def configure(cfg: dict, args) -> None:
     if jax.process_count() > 1 or cfg.get("data_parallel"):
         raise UsageError("--laplace: runs on one device; not combined with several processes "
                          "or --data-parallel.")
+    if cfg.get("dp"):
+        raise UsageError(f"--laplace: not combined with --dp (the posterior's curvature and "
+                         f"prior sum over the training rows outside the privacy accountant, so "
+                         f"the saved model would not be private); got --laplace "
+                         f"{cfg['laplace']} with --dp.")
 
 
 def attach(cfg: dict, net, fr, sets, result: dict) -> dict:

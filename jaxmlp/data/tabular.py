@@ -447,6 +447,23 @@ def _refuse_stray_text(pd, frame, column: str) -> None:
         f"categorical=[{column!r}] (train.py --categorical {column}).")
 
 
+def _numbers_or_refuse(pd, s, column: str):
+    """A feature column numeric in training, given as text (rows of strings, or a table whose
+    column pandas read as text): its cells as numbers when every present cell is one (``'2.5'``),
+    else ValueError naming the rows and cells that are not."""
+    present = s.notna().to_numpy()
+    as_number = pd.to_numeric(s.astype(str).str.strip().where(present), errors="coerce")
+    bad = np.flatnonzero(present & as_number.isna().to_numpy())
+    if bad.size == 0:
+        return as_number.astype(np.float64)
+    shown = ", ".join(f"row {r} holds {s.iloc[r]!r}" for r in bad[:5])
+    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+    raise ValueError(f"data: feature column {column!r} was numeric in training but holds "
+                     f"{bad.size} cell(s) that are not numbers: {shown}{more} (rows counted "
+                     f"from 0). Fix those cells, or leave them empty if the model was trained "
+                     f"with impute.")
+
+
 def _largest_value(dtype, m: int) -> float:
     """The largest |value| a column may hold: representable in ``dtype``, and small enough
     that m squares sum without overflow in float64 (the standard deviation)."""
@@ -662,9 +679,7 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
     for c in prep.feature_columns:  # a column numeric in training must be numeric here
         if c not in prep.categories and not (_is_numeric(pd, frame[c]) or _is_bool(pd, frame[c])
                                              or frame[c].isna().all()):
-            vals = frame[c].dropna().unique()[:3].tolist()
-            raise ValueError(f"data: feature column {c!r} was numeric in training but holds "
-                             f"{frame[c].dtype} values such as {vals}.")
+            frame = frame.assign(**{c: _numbers_or_refuse(pd, frame[c], c)})
     F = _feature_matrix(pd, frame, prep.feature_columns, prep.categories, prep.impute_values)
     if F.shape[1] != prep.n_inputs:
         raise AssertionError((F.shape, prep.n_inputs))
