@@ -83,6 +83,30 @@ def test_step_with_adam_matches_optax_on_the_oracle_gradient():
     chex.assert_trees_all_close(s1, s2, rtol=1e-10, atol=1e-13)
 
 
+def test_step_passes_the_cost_as_value_to_transformations_that_read_it():
+    """optax.contrib.reduce_on_plateau reads value=J: the step equals the oracle loop that
+    passes jax.value_and_grad's cost, and the plateau scale moves (value is used); an
+    optimizer needing arguments the step does not give (optax.lbfgs) is refused by name."""
+    net = NETS["categorical"]
+    X, Y = _data(net, 12)
+    params = _params(net)
+    opt = optax.chain(optax.sgd(0.5), optax.contrib.reduce_on_plateau(
+        patience=0, factor=0.5, rtol=0.5, accumulation_size=1))
+    step = train.make_train_step(net, opt)
+    p1, s1, p2, s2 = params, opt.init(params), params, opt.init(params)
+    for _ in range(4):
+        p1, s1, _ = step(p1, s1, X, Y)
+        J, g = jax.value_and_grad(lambda p: jaxmlp.loss(net, p, X, Y))(p2)
+        u, s2 = opt.update(g, s2, p2, value=J)
+        p2 = optax.apply_updates(p2, u)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-10, atol=1e-13)
+    assert float(s1[1].scale) < 1.0 and float(s1[1].scale) == float(s2[1].scale)
+    lbfgs = optax.lbfgs()
+    with pytest.raises(TypeError, match=r"optimizer: its update needs 'grad' and 'value_fn', "
+                                        r"which the training step does not give"):
+        train.make_train_step(net, lbfgs)(params, lbfgs.init(params), X, Y)
+
+
 def test_step_float32_and_dtype_mismatch():
     net = NETS["binary"]
     X, Y = _data(net, 10, dtype=np.float32)

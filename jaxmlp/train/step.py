@@ -36,6 +36,7 @@ propagates through every activation); :func:`first_nonfinite` finds the first su
 from __future__ import annotations
 
 import functools
+import re
 import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -193,21 +194,42 @@ def _kfac_update_inputs(net: Network, optimizer, params, opt_state, X, Y, comput
     return J, checks.like_params(params, gradient(dZs, cache, compute_dtype)), extra
 
 
+def optimizer_update(optimizer, grads, opt_state, params, **extra):
+    """``optimizer.update(grads, opt_state, params, **extra)`` for any optax transformation:
+    extra arguments reach the transformations that take them (``optax.with_extra_args_support``:
+    ``value`` for ``optax.contrib.reduce_on_plateau`` or ``optax.polyak_sgd``, K-FAC's factors)
+    and are dropped for the others. A transformation that needs an extra argument the step does
+    not give (``optax.lbfgs``: ``value_fn``, ``grad``) is refused by a TypeError naming them,
+    instead of optax's own."""
+    try:
+        return optax.with_extra_args_support(optimizer).update(grads, opt_state, params, **extra)
+    except TypeError as e:
+        missing = re.search(r"missing \d+ required keyword-only arguments?: (.+)$", str(e))
+        if missing is None:
+            raise
+        raise TypeError(
+            f"optimizer: its update needs {missing.group(1)}, which the training step does not "
+            f"give: it passes {sorted(extra) or 'no extra argument'} (value = the minibatch cost "
+            f"J). Use a transformation that reads at most those, e.g. optax.adam, or "
+            f"optax.contrib.reduce_on_plateau and optax.polyak_sgd, which read value.") from None
+
+
 def apply_update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None,
                  *, grad_norm: bool = True):
     """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation
     (for K-FAC also what it reads of the same forward pass, passed as extra args:
-    ``kfac_factors`` and, when it adapts, ``kfac_model``; see :func:`_kfac_update_inputs`).
+    ``kfac_factors`` and, when it adapts, ``kfac_model``; see :func:`_kfac_update_inputs`),
+    by :func:`optimizer_update`, which also passes ``value=J`` (the minibatch cost (F3)).
 
     ``grad_norm``: compute ``metrics.grad_norm`` (default); False leaves it None, so a
     caller that reads only ``metrics.cost`` traces no norm (the update is the same)."""
     if _needs_kfac_factors(optimizer):
         J, grads, extra = _kfac_update_inputs(net, optimizer, params, opt_state, X, Y,
                                               compute_dtype)
-        updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
     else:
         J, grads = value_and_grad_kernel(net, params, X, Y, compute_dtype)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        extra = {}
+    updates, opt_state = optimizer_update(optimizer, grads, opt_state, params, value=J, **extra)
     params = optax.apply_updates(params, updates)
     return params, opt_state, StepMetrics(
         cost=J, grad_norm=optax.tree.norm(grads) if grad_norm else None)
