@@ -234,6 +234,10 @@ class _BaseMLP(BaseEstimator):
             if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not value >= 0 or not np.isfinite(value)):
                 raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}.")
+        lr = self.learning_rate_init
+        if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0
+                or not np.isfinite(lr)):
+            raise ValueError(f"learning_rate_init: expected a finite number > 0, got {lr!r}.")
         if not (isinstance(self.validation_fraction, numbers.Real)
                 and 0 < self.validation_fraction < 1):
             raise ValueError(f"validation_fraction: expected a number in (0, 1), got "

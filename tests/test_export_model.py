@@ -110,6 +110,8 @@ def test_load_model_refuses_what_holds_no_model(tmp_path, cls):
         jaxmlp.load_model(tmp_path)
     with pytest.raises(TypeError, match="path: expected a folder or file path, got int"):
         jaxmlp.load_model(3)
+    with pytest.raises(FileNotFoundError, match=r"path: '.*runs/typo' does not exist"):
+        jaxmlp.load_model(tmp_path / "runs" / "typo")
     # preprocessing that does not fit the network: named as damaged metadata
     prep = CLS_PREP._replace(feature_names=("x1", "x2", "x3"), feature_mean=(0.0,) * 3,
                              feature_std=(1.0,) * 3)

@@ -192,7 +192,7 @@ def test_private_training_spends_at_most_the_target_epsilon():
     ({"hidden_layer_sizes": "wide"}, r"hidden_layer_sizes\[0\]: expected a positive integer"),
     ({"activation": "swish"}, "activation: expected one of"),
     ({"optimizer": "lbfgs"}, "optimizer: expected one of"),
-    ({"learning_rate_init": -1.0}, "learning_rate"),
+    ({"learning_rate_init": -1.0}, r"learning_rate_init: expected a finite number > 0, got -1.0"),
     ({"max_iter": 0}, "max_iter: expected a positive integer, got 0"),
     ({"batch_size": 0}, "batch_size: expected a positive integer, got 0"),
     ({"validation_fraction": 1.5, "early_stopping": True}, r"validation_fraction: expected a number in \(0, 1\)"),

@@ -603,6 +603,10 @@ def load_model(path: Union[str, os.PathLike]) -> Model:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a folder or file path, got {type(path).__name__}.")
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path: {path!r} does not exist (relative to "
+                                f"{os.getcwd()!r}); expected a run folder holding model.npz, "
+                                "or a model file ending in .npz or .safetensors.")
     source, posterior = path, None
     if os.path.isdir(path):
         file = os.path.join(path, "model.npz")

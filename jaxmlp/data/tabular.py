@@ -345,10 +345,21 @@ def _check_task(frame, target_columns, task) -> None:
             raise ValueError(f"task: classification takes one target column (its values are the "
                              f"classes), got {list(target_columns)}; use task='multilabel' for "
                              "several 0/1 columns.")
-        n = frame[target_columns[0]].nunique(dropna=True)
+        name = target_columns[0]
+        n = frame[name].nunique(dropna=True)
         if n < 2:
             raise ValueError(f"task: classification needs at least 2 classes, but target "
-                             f"{target_columns[0]!r} holds {n} distinct value(s).")
+                             f"{name!r} holds {n} distinct value(s).")
+        s = frame[name]
+        if _is_numeric(pd, s) and not _is_bool(pd, s):
+            v = s.dropna().to_numpy(dtype=np.float64)
+            frac = v[np.isfinite(v) & (v != np.round(v))]
+            if frac.size:
+                raise ValueError(
+                    f"task: classification needs class labels, but target {name!r} holds "
+                    f"non-integer numbers such as {np.unique(frac)[:3].tolist()} ({n} distinct "
+                    f"values): a quantity. Use task='regression' (train.py --task regression), "
+                    f"or bin the values into classes first.")
     elif task == "multilabel":
         for c in target_columns:
             if not _is_binary01(pd, frame[c]):
@@ -592,8 +603,15 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         raise ValueError(f"data: {os.fspath(path)!r} has {m} row(s); a train/test split needs at least 2.")
     train, test = split_indices(strata, m, float(test_fraction), int(seed))
     if train.size == 0 or test.size == 0:
+        why = ""
+        if strata is not None:
+            counts = np.bincount(strata)
+            why = (f" (a split stratified by the {counts.size} classes of target "
+                   f"{targets[0]!r}, {int(np.sum(counts == 1))} of them with a single row: is "
+                   f"it an id or a quantity? then name it as --id / exclude, or pass "
+                   f"task='regression' (train.py --task regression))")
         raise ValueError(f"data: {m} rows leave an empty train or test split with "
-                         f"test_fraction={test_fraction}.")
+                         f"test_fraction={test_fraction}{why}.")
 
     impute_values = None
     if impute is not None:
