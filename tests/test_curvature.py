@@ -281,6 +281,9 @@ def test_mc_without_key_and_key_without_mc(small):
         curvature.kfac_factors(net, p, X, Y, kind="mc")
     with pytest.raises(ValueError, match="key"):
         curvature.kfac_factors(net, p, X, Y, kind="exact", key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"mc_samples: only kind='mc' draws samples, got "
+                                         r"mc_samples=5 with kind='exact'"):
+        curvature.kfac_factors(net, p, X, Y, kind="exact", mc_samples=5)
     with pytest.raises(TypeError, match="key"):
         curvature.ggn_diag(net, p, X, Y, mc_samples=2, key="seed")
 

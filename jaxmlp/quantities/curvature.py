@@ -491,7 +491,7 @@ def check_kind(kind) -> str:
 
 
 def kfac_factors(net: Network, params: Params, X: Array, Y: Array, *, kind: str = "exact",
-                 mc_samples: int = 1, key=None) -> list:
+                 mc_samples: Optional[int] = None, key=None) -> list:
     """Kronecker factors of the GGN blocks (H6), one ``(A_factor, G_factor)`` per layer.
 
     A_factor = (1/m) sum_i abar_i abar_i^T with abar = [a[l-1]; 1], shape
@@ -499,7 +499,7 @@ def kfac_factors(net: Network, params: Params, X: Array, Y: Array, *, kind: str 
     output factor at Z[l], shape (n[l], n[l]):
 
     * ``kind="exact"``: the exact factor (KFLR), n[L] columns;
-    * ``kind="mc"``: ``mc_samples`` sampled columns (KFAC), needs ``key``;
+    * ``kind="mc"``: ``mc_samples`` sampled columns (KFAC; None: 1), needs ``key``;
     * ``kind="empirical"``: the per-example gradients dL_i/dZ[l] (empirical Fisher).
 
     Ordering: the parameters of layer l are the matrix [W[l] b[l]] (n[l], n[l-1]+1), bias
@@ -509,11 +509,13 @@ def kfac_factors(net: Network, params: Params, X: Array, Y: Array, *, kind: str 
     net = check_supported(net, "kfac_factors", second_order=False)
     kind = check_kind(kind)
     if kind == "mc":
-        mc_samples, key = _check_mc(mc_samples, key, required=True)
+        mc_samples, key = _check_mc(1 if mc_samples is None else mc_samples, key, required=True)
     else:
         if key is not None:
             raise ValueError(f"key: only kind='mc' draws samples, got a key with kind={kind!r}.")
-        mc_samples = None
+        if mc_samples is not None:
+            raise ValueError(f"mc_samples: only kind='mc' draws samples, got mc_samples="
+                             f"{mc_samples!r} with kind={kind!r}.")
     return _kfac_factors(net, params, X, Y, key, kind=kind, mc_samples=mc_samples)
 
 
