@@ -112,6 +112,35 @@ def test_checks_run_at_trace_time_under_jit():
     assert np.isfinite(float(J))
 
 
+def test_concrete_0d_jax_arrays_are_the_numbers_they_hold():
+    """Sizes and real numbers given as concrete 0-d JAX arrays equal the Python numbers'
+    results; a 0-d bool array, a 1-d array and a traced one are refused, named."""
+    net = jaxmlp.Network((jnp.int32(3), jnp.asarray(4), 2), ("relu", "softmax"),
+                         "categorical_cross_entropy")
+    assert net == NET and all(type(n) is int for n in net.sizes)
+    eps = jaxmlp.privacy.epsilon(noise_multiplier=jnp.float32(1.5), sampling_rate=0.5, steps=40,
+                                 delta=1e-5)
+    assert eps == jaxmlp.privacy.epsilon(noise_multiplier=1.5, sampling_rate=0.5, steps=40,
+                                         delta=1e-5)
+    with pytest.raises(ValueError, match=r"noise_multiplier: expected a number >= 0, got -1.0\."):
+        jaxmlp.privacy.epsilon(noise_multiplier=jnp.float32(-1.0), sampling_rate=0.5, steps=40,
+                               delta=1e-5)
+    with pytest.raises(TypeError, match=r"sizes\[1\]: expected a positive integer, got an array "
+                                        r"of shape \(\) and dtype bool"):
+        jaxmlp.Network((3, jnp.asarray(True), 2), ("relu", "softmax"), "categorical_cross_entropy")
+    with pytest.raises(TypeError, match=r"sizes\[1\]: expected a positive integer, got an array "
+                                        r"of shape \(\) and dtype float32"):
+        jaxmlp.Network((3, jnp.float32(4), 2), ("relu", "softmax"), "categorical_cross_entropy")
+    with pytest.raises(TypeError, match=r"noise_multiplier: expected a real number, got an array "
+                                        r"of shape \(1,\) and dtype float32"):
+        jaxmlp.privacy.epsilon(noise_multiplier=jnp.ones(1, jnp.float32), sampling_rate=0.5,
+                               steps=40, delta=1e-5)
+    with pytest.raises(TypeError, match=r"noise_multiplier: expected a real number, got a traced "
+                                        r"array of shape \(\) and dtype float32"):
+        jax.jit(lambda s: jaxmlp.privacy.epsilon(noise_multiplier=s, sampling_rate=0.5, steps=40,
+                                                 delta=1e-5))(jnp.float32(1.5))
+
+
 def test_integer_targets_are_cast_exactly():
     J1 = jaxmlp.loss(NET, PARAMS, X, Y)
     J2 = jaxmlp.loss(NET, PARAMS, X, Y.astype(np.int32))

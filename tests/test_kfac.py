@@ -166,6 +166,31 @@ def test_missing_factors_and_bad_options(regression):
         train.make_optimizer("kfacc", 1.0)
 
 
+def test_learning_rate_as_an_array_and_held_in_the_state(regression):
+    """A concrete 0-d rate is the number it holds; a traced one (optax.inject_hyperparams
+    under jax.jit) is the state's: with the state's rate set to 1/2 the undamped first step
+    on least squares goes half way to the solution (K3)-(K4); a 1-d rate is refused."""
+    net, params, X, Y = regression
+    assert kfac.kfac(jnp.float64(0.3), damping=jnp.asarray(1e-2)).options == kfac.kfac(
+        0.3, damping=1e-2).options
+    make = lambda learning_rate: kfac.kfac(learning_rate, damping=1e-24, kl_clip=None)  # noqa: E731
+    opt = optax.inject_hyperparams(make)(learning_rate=1.0)
+    state = opt.init(params)
+    state.hyperparams["learning_rate"] = jnp.asarray(0.5)
+    _, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    factors = curvature.kfac_factors(net, params, X, Y)
+    u, state = jax.jit(lambda s: opt.update(grads, s, params, kfac_factors=factors))(state)
+    new = optax.apply_updates(params, u)
+    got = np.hstack([np.asarray(new[0]["W"]), np.asarray(new[0]["b"])[:, None]])
+    old = np.hstack([np.asarray(params[0]["W"]), np.asarray(params[0]["b"])[:, None]])
+    np.testing.assert_allclose(got, old + 0.5 * (lstsq_solution(X, Y) - old), rtol=1e-8,
+                               atol=1e-10)
+    assert float(state.inner_state.alpha) == 0.5
+    with pytest.raises(TypeError, match=r"learning_rate: expected a number > 0 or a 0-d floating "
+                                        r"array, got an array of shape \(2,\) and dtype float64"):
+        jax.jit(lambda r: make(r).init(params))(jnp.ones(2))
+
+
 def test_kl_clip_bounds_the_step(regression):
     """With kl_clip = c the step satisfies eta_eff^2 v.g = c whenever unclipped it exceeds c."""
     net, params, X, Y = regression

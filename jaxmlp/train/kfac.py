@@ -253,7 +253,16 @@ def kfac(
 
     Arguments:
       learning_rate: alpha > 0 or an optax schedule of the step count (K4); None exactly
-        when ``adaptive_lr`` (the quadratic model chooses alpha, (K5)).
+        when ``adaptive_lr`` (the quadratic model chooses alpha, (K5)). A concrete 0-d array
+        is read as the number it holds; a traced 0-d floating array is a rate held in an
+        optimizer state, its value then the caller's to check (as for
+        :func:`jaxmlp.train.make_optimizer`). For such a rate wrap a function of the rate
+        alone, e.g. ``optax.inject_hyperparams(lambda learning_rate: kfac(learning_rate,
+        damping=1e-2))(learning_rate=0.1)``: ``optax.inject_hyperparams(kfac)`` would hold every
+        numeric argument, defaults included, in its state, traced inside ``jax.jit``, where
+        the other arguments have no value to check. The wrapped transformation is no
+        :class:`KFAC`, so the training step passes it no factors: call its ``update`` with
+        ``kfac_factors=`` (and ``kfac_model=``) yourself.
       damping: lambda > 0 (the initial value when ``adaptive_damping``), split between the
         factors (K2); weight_decay is added to it (the penalty's curvature).
       curvature_every: statistics of the factors every k >= 1 steps (K1) (``lax.cond``:
@@ -290,6 +299,13 @@ def kfac(
     elif learning_rate is None:
         raise ValueError("learning_rate: expected a number > 0 or an optax schedule (or "
                          "adaptive_lr=True, which chooses it), got None.")
+    elif isinstance(learning_rate, jax.core.Tracer):
+        # A rate held in an optimizer state, traced (optax.inject_hyperparams inside jax.jit):
+        # its value is the caller's to check, as for jaxmlp.train.make_optimizer.
+        if learning_rate.ndim != 0 or not jnp.issubdtype(learning_rate.dtype, jnp.floating):
+            raise TypeError(f"learning_rate: expected a number > 0 or a 0-d floating array, got "
+                            f"an array of shape {tuple(learning_rate.shape)} and dtype "
+                            f"{learning_rate.dtype}.")
     elif not callable(learning_rate):
         learning_rate = checks.real_number("learning_rate", learning_rate, low=0, low_open=True)
     damping = checks.real_number("damping", damping, low=0, low_open=True)
