@@ -119,6 +119,18 @@ def test_step_float32_and_dtype_mismatch():
         step(params, opt.init(params), X.astype(np.float64), Y)
 
 
+def test_kfac_options_with_another_optimizer_are_refused_not_dropped():
+    for kw in ({"damping": 5.0}, {"inverse_every": 3}, {"kfac_kind": "exact"},
+               {"kfac_kl_clip": None}, {"kfac_adaptive_damping": True}):
+        (arg, value), = kw.items()
+        with pytest.raises(ValueError, match=rf"^{arg}: a K-FAC option, only with name='kfac'; "
+                                             rf"got {arg}={value!r} with 'adam'"):
+            train.make_optimizer("adam", 1e-3, **kw)
+    # the defaults passed explicitly, and the options with "kfac", are fine
+    train.make_optimizer("adam", 1e-3, damping=1e-3, inverse_every=20, kfac_kind="mc")
+    assert train.make_optimizer("kfac", 0.1, damping=5.0).options["damping"] == 5.0
+
+
 def test_step_bad_input():
     net = NETS["binary"]
     with pytest.raises(TypeError, match="optimizer: expected an optax.GradientTransformation"):

@@ -45,6 +45,13 @@ def _learning_rate(learning_rate: Any) -> Any:
     return checks.real_number("learning_rate", learning_rate, low=0, low_open=True)
 
 
+#: The defaults of :func:`make_optimizer`'s K-FAC options (refused with another optimizer
+#: when changed).
+_KFAC_DEFAULTS = {"damping": 1e-3, "inverse_every": 20, "kfac_kind": "mc", "kfac_kl_clip": "auto",
+                  "kfac_curvature_every": 20, "kfac_adaptive": False,
+                  "kfac_adaptive_damping": False}
+
+
 def make_optimizer(
     name: str,
     learning_rate: Optional[float],
@@ -98,6 +105,14 @@ def make_optimizer(
         raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {name!r}.")
     if not isinstance(kfac_adaptive, bool):
         raise TypeError(f"kfac_adaptive: expected True or False, got {kfac_adaptive!r}.")
+    if name != "kfac":  # K-FAC's options would be dropped without a word
+        given = {"damping": damping, "inverse_every": inverse_every, "kfac_kind": kfac_kind,
+                 "kfac_kl_clip": kfac_kl_clip, "kfac_curvature_every": kfac_curvature_every,
+                 "kfac_adaptive": kfac_adaptive, "kfac_adaptive_damping": kfac_adaptive_damping}
+        for arg, value in given.items():
+            if value is not _KFAC_DEFAULTS[arg] and value != _KFAC_DEFAULTS[arg]:
+                raise ValueError(f"{arg}: a K-FAC option, only with name='kfac'; got "
+                                 f"{arg}={value!r} with {name!r}.")
     if name == "kfac" and kfac_adaptive:
         if learning_rate is not None:
             raise ValueError(f"learning_rate: K-FAC's quadratic model chooses it with "
