@@ -62,10 +62,11 @@ def log_marginal_likelihood_and_grad(la, log_delta, log_sigma):
 
 def log_marginal_likelihood(la) -> jax.Array:
     """(LA6) at the posterior's own prior precision and noise scale; a scalar array.
-    Raises ValueError if it is not finite (it is for finite data and positive precisions)."""
+    Raises ValueError if it is not finite (it is for finite data and positive precisions);
+    a traced value (under ``jax.jit`` / ``jax.vmap`` / ``jax.grad``) is returned unchecked."""
     lml = log_marginal_likelihood_and_grad(la, jnp.log(la.prior_precision),
                                            jnp.log(la.sigma_noise))[0]
-    if not bool(jnp.isfinite(lml)):
+    if flat.concrete(lml) and not bool(jnp.isfinite(lml)):
         raise ValueError(f"log_marginal_likelihood: got {float(lml)} (prior_precision "
                          f"{la.prior_precision}, sigma_noise {float(la.sigma_noise)}); the "
                          "posterior precision is not positive definite in this precision.")

@@ -23,10 +23,17 @@ import numpy as np
 
 from jaxmlp.nn.network import Network
 
-__all__ = ["PRIOR_KINDS", "block_sizes", "check_prior_precision", "flatten", "prior_groups",
-           "unflatten"]
+__all__ = ["PRIOR_KINDS", "block_sizes", "check_prior_precision", "concrete", "flatten",
+           "prior_groups", "unflatten"]
 
 PRIOR_KINDS = ("scalar", "layer", "parameter")
+
+
+def concrete(*values) -> bool:
+    """True when no leaf of ``values`` is a tracer (``jax.jit``, ``jax.vmap``, ``jax.grad``):
+    the value checks (finite, positive) run on concrete values only; shape and dtype checks
+    run always."""
+    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(values))
 
 
 def block_sizes(net: Network, layers: Sequence[int]) -> list:
@@ -65,6 +72,17 @@ def prior_groups(net: Network, kind: str, layers: Sequence[int]) -> np.ndarray:
     return np.arange(sum(sizes), dtype=np.int32)
 
 
+def _traced(name: str, value: Any, dtype) -> jax.Array:
+    """A traced prior precision as an array of ``dtype``: real numbers, values unchecked."""
+    try:
+        a = jnp.asarray(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected numbers, got {value!r}.") from None
+    if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
+        raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}.")
+    return a.astype(dtype)
+
+
 def _positive_finite(name: str, a: np.ndarray) -> None:
     if not np.all(np.isfinite(a)) or np.any(a <= 0):
         bad = a[~(np.isfinite(a) & (a > 0))].ravel()[0]
@@ -76,12 +94,15 @@ def check_prior_precision(net: Network, value: Any, structure: str, layers: Sequ
     """(kind, array): a positive number -> ("scalar", shape ()); a sequence of len(layers)
     positive numbers -> ("layer", (len(layers),)); a params-shaped pytree of the layers
     ``layers`` -> ("parameter", (P,) in the order (LA1)). TypeError / ValueError naming
-    ``name`` otherwise."""
+    ``name`` otherwise. A traced value (under ``jax.jit`` / ``jax.vmap`` / ``jax.grad``) is
+    checked for its kind, shape and dtype; its values only when concrete."""
     n = len(layers)
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected a positive number, {n} per-layer numbers or a "
                         f"params-shaped pytree, got {value!r}.")
     if isinstance(value, numbers.Real) or (hasattr(value, "shape") and np.ndim(value) == 0):
+        if not concrete(value):
+            return "scalar", _traced(name, value, dtype)
         a = np.asarray(value, np.float64)
         _positive_finite(name, a)
         return "scalar", jnp.asarray(a, dtype)
@@ -98,11 +119,20 @@ def check_prior_precision(net: Network, value: Any, structure: str, layers: Sequ
             if set(layer) != {"W", "b"} or any(np.shape(layer[k]) != w[k] for k in "Wb"):
                 got = {k: np.shape(v) for k, v in layer.items()}
                 raise ValueError(f"{name}[{i}]: expected shapes {w}, got {got}.")
+        if not concrete(value):
+            return "parameter", flatten([{k: _traced(f"{name}[{i}]['{k}']", layer[k], dtype)
+                                          for k in "Wb"} for i, layer in enumerate(value)])
         a = np.asarray(flatten([{k: jnp.asarray(v, jnp.float64) for k, v in layer.items()}
                                 for layer in value]))
         _positive_finite(name, a)
         return "parameter", jnp.asarray(a, dtype)
     if isinstance(value, (list, tuple, np.ndarray, jax.Array)):
+        if not concrete(value):
+            a = _traced(name, value, dtype)
+            if a.shape != (n,):
+                raise ValueError(f"{name}: expected a scalar, {n} per-layer precision(s) (shape "
+                                 f"({n},)) or a params-shaped pytree, got shape {a.shape}.")
+            return "layer", a
         try:
             a = np.asarray(value, np.float64)
         except (TypeError, ValueError):

@@ -4,8 +4,10 @@
 params, the curvature of its structure, the prior precision, temperature, noise scale and
 the summed loss at the MAP) are leaves; the network, the structure, the prior's kind and
 the number of training examples are static. It can be passed through ``jax.jit`` and
-``jax.tree.map``; :func:`dataclasses.replace` (or :meth:`Posterior.replace`) gives a new
-posterior with another prior precision or noise scale without refitting.
+``jax.tree.map``, and its methods run under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (the
+value checks, finite X, positive prior precision, finite evidence, only on concrete inputs;
+shape and dtype checks always); :func:`dataclasses.replace` (or :meth:`Posterior.replace`)
+gives a new posterior with another prior precision or noise scale without refitting.
 
 The posterior precision is (LA2)
     P = h G + P0,   h = 1 / (temperature * sigma_noise^2),
@@ -238,9 +240,10 @@ class Posterior:
     def functional_covariance(self, X):
         """(LA10) ``(mean, Sigma)``: z[L] (n[L], m) and Sigma (n[L], n[L], m), column i
         J_i P^{-1} J_i^T with J_i = dz[L]_i / dtheta (no Jacobian materialised for diag
-        and kron)."""
+        and kron). X's finiteness is checked when it is concrete (not under a transform)."""
         X = checks.check_X(self.net, X, self.temperature.dtype)
-        checks.check_finite(X=X)
+        if flat.concrete(X):
+            checks.check_finite(X=X)
         return structures.functional_covariance(self, X)
 
     def sample(self, key, n: int) -> list:

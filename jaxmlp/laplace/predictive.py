@@ -26,7 +26,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmlp.laplace import structures
+from jaxmlp.laplace import flat, structures
 from jaxmlp.nn import checks
 
 __all__ = ["LINKS", "negative_log_likelihood", "predictive", "task"]
@@ -84,11 +84,13 @@ def predictive(la, X, link=None, *, n_samples: int = 100, key=None):
 
     ``link``: None (the default: "probit" for classification, the closed form for
     regression), or one of :data:`LINKS` for classification; "mc" needs ``key`` and takes
-    ``n_samples`` draws. Raises ValueError / TypeError naming the argument.
+    ``n_samples`` draws. Raises ValueError / TypeError naming the argument. Runs under
+    ``jax.jit`` / ``jax.vmap`` / ``jax.grad``; X's finiteness is checked when it is concrete.
     """
     kind = task(la.net)
     X = checks.check_X(la.net, X, la.temperature.dtype)
-    checks.check_finite(X=X)
+    if flat.concrete(X):
+        checks.check_finite(X=X)
     if kind == "regression":
         if link is not None:
             raise ValueError(f"link: regression has the closed-form Gaussian predictive; pass "

@@ -49,7 +49,20 @@ def theta(la) -> jax.Array:
 
 
 def check_sigma_noise(net: Network, value, dtype) -> jax.Array:
-    """sigma_noise: a positive finite number; other than 1 only for mean squared error."""
+    """sigma_noise: a positive finite number; other than 1 only for mean squared error. A
+    traced one (under ``jax.jit`` / ``jax.vmap`` / ``jax.grad``, mean squared error only) must
+    be a real scalar; its value is not checked."""
+    if not flat.concrete(value):
+        if net.cost != "mean_squared_error":
+            raise ValueError(f"sigma_noise: only the Gaussian likelihood of mean_squared_error "
+                             f"has a noise scale; the cost is {net.cost!r}, got a traced value "
+                             "(leave it at 1).")
+        a = jnp.asarray(value)
+        if a.shape != () or not (jnp.issubdtype(a.dtype, jnp.floating)
+                                 or jnp.issubdtype(a.dtype, jnp.integer)):
+            raise TypeError(f"sigma_noise: expected a real number, got a traced array of shape "
+                            f"{a.shape} {a.dtype}.")
+        return a.astype(dtype)
     v = real_number("sigma_noise", value, low=0.0, low_open=True)
     if net.cost != "mean_squared_error" and v != 1.0:
         raise ValueError(f"sigma_noise: only the Gaussian likelihood of mean_squared_error has "
