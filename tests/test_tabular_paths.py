@@ -170,13 +170,14 @@ def test_missing_pandas_and_pyarrow_said_how_to_install(tmp_path, monkeypatch):
 
 
 def test_classification_of_a_quantity_and_of_ids_is_refused_with_the_reason(tmp_path):
-    """task='classification' on non-integer numbers names them; a text target with a value
+    """task='classification' on more than 20 distinct non-integer numbers names them (a
+    few float labels stay classes: test_export_model); a text target with a value
     per row (ids) leaves a stratified split empty, and the error says which target and why."""
     rows = "".join(f"{i},{i * 0.37:.2f}\n" for i in range(30))
     path = _csv(tmp_path, "a,t\n" + rows)
     with pytest.raises(ValueError, match=r"task: classification needs class labels, but target "
                                          r"'t' holds non-integer numbers such as \[0.37, 0.74, "
-                                         r"1.11\] \(30 distinct values\)"):
+                                         r"1.11\] \(30 distinct values, more than 20\)"):
         tabular.load_table(path, "t", task="classification")
     ids = _csv(tmp_path, "a,t\n" + "".join(f"{i},r{i}\n" for i in range(30)), "ids.csv")
     with pytest.raises(ValueError, match=r"data: 30 rows leave an empty train or test split with "

@@ -354,12 +354,12 @@ def _check_task(frame, target_columns, task) -> None:
         if _is_numeric(pd, s) and not _is_bool(pd, s):
             v = s.dropna().to_numpy(dtype=np.float64)
             frac = v[np.isfinite(v) & (v != np.round(v))]
-            if frac.size:
+            if frac.size and n > MAX_CLASSES:  # a few float labels (0.5, 2.0) stay classes
                 raise ValueError(
                     f"task: classification needs class labels, but target {name!r} holds "
                     f"non-integer numbers such as {np.unique(frac)[:3].tolist()} ({n} distinct "
-                    f"values): a quantity. Use task='regression' (train.py --task regression), "
-                    f"or bin the values into classes first.")
+                    f"values, more than {MAX_CLASSES}): a quantity. Use task='regression' "
+                    f"(train.py --task regression), or bin the values into classes first.")
     elif task == "multilabel":
         for c in target_columns:
             if not _is_binary01(pd, frame[c]):
