@@ -81,3 +81,25 @@ def test_curvature_table_one_column_per_quantity_dash_where_missing():
                                          ["1", "W", "1.00e-16", "-", "3.00e-15"],
                                          ["1", "b", "0.00e+00", "-", "-"]]
     assert last == "max 3.00e-15, passed: True (tolerance 1e-10, float64)"
+
+
+def test_a_rule_that_returns_nan_anywhere_fails():
+    """A hand-derived gradient with a NaN in its second array: the report's maximum is NaN and
+    it does not pass (Python's max would skip a NaN that is not first), in float32 and float64;
+    the same rule without the NaN passes."""
+    f = lambda t: jnp.sum(jnp.tanh(t["s"] * t["w"]) ** 2)  # noqa: E731
+
+    def grad(t, nan):
+        u = jnp.tanh(t["s"] * t["w"])
+        du = 2 * u * (1 - u ** 2)
+        gw = du * t["s"]
+        return {"w": gw.at[1].set(jnp.nan) if nan else gw, "s": jnp.sum(du * t["w"])}
+
+    for dtype in (jnp.float32, jnp.float64):
+        theta = {"w": jnp.array([0.3, -1.2, 2.0], dtype), "s": jnp.array(0.7, dtype)}
+        good = V.check_rule(f, lambda t: grad(t, False), theta)
+        bad = V.check_rule(f, lambda t: grad(t, True), theta)
+        assert good.passed and not bad.passed
+        assert math.isnan(bad.max_autodiff) and math.isnan(bad.max_finite_diff)
+    assert V.worst([0.1, float("nan"), 0.2]) != V.worst([0.1, float("nan"), 0.2])  # NaN
+    assert V.worst([0.1, 0.3, 0.2]) == 0.3

@@ -110,6 +110,13 @@ class GradCheckReport(NamedTuple):
         return "\n".join(rows)
 
 
+def worst(errors) -> float:
+    """The largest error, NaN when any is NaN (a rule that returns NaN anywhere fails; Python's
+    ``max`` would skip a NaN unless it came first)."""
+    errors = [float(e) for e in errors]
+    return float("nan") if any(math.isnan(e) for e in errors) else max(errors)
+
+
 def relative_error(a, b, floor: float = 0.0) -> float:
     """||a - b|| / max(||a||, ||b||, floor), computed in float64 NumPy; 0 when all are 0."""
     a = np.asarray(a, dtype=np.float64)
@@ -188,10 +195,10 @@ def _summarise(names, manual, auto, fd, tol_ad, tol_fd, dtype, fd_mode) -> GradC
             autodiff=relative_error(g, a),
             finite_diff=float("nan") if d is None else relative_error(g, d, FD_FLOOR * total),
         ))
-    max_ad = max(e.autodiff for e in errors)
-    fds = [e.finite_diff for e in errors if not math.isnan(e.finite_diff)]
-    max_fd = max(fds) if fds else float("nan")
-    passed = max_ad <= tol_ad and (not fds or max_fd <= tol_fd)
+    max_ad = worst(e.autodiff for e in errors)
+    fds = [e.finite_diff for e, d in zip(errors, fd) if d is not None]  # computed, NaN kept
+    max_fd = worst(fds) if fds else float("nan")
+    passed = max_ad <= tol_ad and (not fds or max_fd <= tol_fd)  # NaN compares False: fails
     return GradCheckReport(tuple(errors), max_ad, max_fd, tol_ad, tol_fd, dtype, fd_mode, passed)
 
 
@@ -815,5 +822,5 @@ def check_curvature(
         for l, (A, G) in enumerate(factors):
             errors.append(CurvatureError(l + 1, "G", "kfac_G", relative_error(G, ref["kfac_G"][l])))
             errors.append(CurvatureError(l + 1, "A", "kfac_A", relative_error(A, ref["kfac_A"][l])))
-    max_err = max(e.error for e in errors)
+    max_err = worst(e.error for e in errors)
     return CurvatureReport(tuple(errors), max_err, tol, "float64", max_err <= tol)
