@@ -87,7 +87,9 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
         report = check_activation_rule(forward, derivative, second_derivative=second_derivative,
                                        elementwise=elementwise)
         if not report.passed:
-            raise ValueError(f"derivative: the rule for {name!r} disagrees with autodiff of its "
+            failing = {r.quantity for r in report.rows if not r.max_error <= r.tol}
+            arg = "second_derivative" if failing == {"g''(z)"} else "derivative"
+            raise ValueError(f"{arg}: the rule for {name!r} disagrees with autodiff of its "
                              f"forward map; nothing was registered.\n{report.table()}")
     if elementwise:
         if takes_activation_output(derivative):
