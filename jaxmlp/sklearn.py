@@ -75,6 +75,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+
+try:
+    import sklearn  # noqa: F401
+except ImportError:
+    raise ImportError("jaxmlp.sklearn needs scikit-learn, which is not installed (pip install "
+                      "'jaxmlp[sklearn]').") from None
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelBinarizer

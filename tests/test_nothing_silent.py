@@ -411,3 +411,25 @@ def test_old_top_level_names_point_to_their_new_place(name, where):
     import importlib
 
     assert callable(getattr(importlib.import_module(mod), attr))
+
+
+def test_a_missing_optional_package_is_named_with_how_to_install_it(monkeypatch):
+    """tqdm (progress bars), orbax (checkpoints) and scikit-learn (jaxmlp.sklearn) are
+    optional: without them the call says which package and which extra, not a raw
+    ModuleNotFoundError."""
+    import importlib
+    import sys
+
+    from jaxmlp.train import checkpoint, monitor
+
+    for name in ("tqdm", "orbax", "orbax.checkpoint", "sklearn"):
+        monkeypatch.setitem(sys.modules, name, None)  # import of it raises ImportError
+    with pytest.raises(ValueError, match=r"progress: a progress bar needs tqdm, which is not "
+                                         r"installed \(pip install 'jaxmlp\[experiments\]'\)"):
+        monitor.progress_bar(3, 0, "x")
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints need orbax-checkpoint"):
+        checkpoint._ocp()
+    monkeypatch.delitem(sys.modules, "jaxmlp.sklearn", raising=False)
+    with pytest.raises(ImportError, match=r"jaxmlp.sklearn needs scikit-learn, which is not "
+                                          r"installed \(pip install 'jaxmlp\[sklearn\]'\)"):
+        importlib.import_module("jaxmlp.sklearn")

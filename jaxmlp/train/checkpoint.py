@@ -159,7 +159,11 @@ def _install_noise_filters() -> None:
 
 
 def _ocp():
-    import orbax.checkpoint as ocp  # imported lazily: ~2 s, and only the CLI needs it
+    try:
+        import orbax.checkpoint as ocp  # imported lazily: ~2 s, and only the CLI needs it
+    except ImportError:
+        raise CheckpointError("checkpoints need orbax-checkpoint, which is not installed "
+                              "(pip install 'jaxmlp[experiments]').") from None
 
     _install_noise_filters()
     return ocp

@@ -99,7 +99,11 @@ def check_run_data(net: Network, params: Any, X: Any, Y: Any,
 
 def progress_bar(total: int, initial: int, desc: str):
     """A tqdm bar over epochs on stderr (tqdm is imported only when a bar is asked for)."""
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        raise ValueError("progress: a progress bar needs tqdm, which is not installed (pip "
+                         "install 'jaxmlp[experiments]'); or pass progress=False.") from None
 
     return tqdm(total=total, initial=initial, desc=desc, unit="epoch", file=sys.stderr,
                 dynamic_ncols=True)
