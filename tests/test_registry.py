@@ -103,6 +103,16 @@ def test_wrong_only_near_the_kink_or_at_saturation_is_caught(fresh):
     assert rows["saturation"].max_error < 1e-12 and rows["saturation, float32"].nonfinite > 0
 
 
+def test_is_registered_tells_added_names_from_built_in_ones(fresh):
+    from jaxmlp.oracle.registry import is_registered
+
+    fwd, d1 = _selu_like()
+    jaxmlp.register_activation("t_reg", fwd, d1)
+    assert is_registered("t_reg")
+    assert not is_registered("relu") and not is_registered("mean_squared_error")
+    assert not is_registered("never_registered")
+
+
 def test_wrong_second_derivative_refused(fresh):
     fwd, d1 = _selu_like()
     with pytest.raises(ValueError, match="(?s)^second_derivative: the rule for 't_d2' "
@@ -167,6 +177,9 @@ def test_train_cli_with_a_registered_activation(tmp_path):
                         env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "relu" not in ok.stdout and "(mish / sigmoid" in ok.stdout
+    # the printed predict command carries --register, and says which file
+    assert f"predict:     bash scripts/run.sh predict --register FILE.py --checkpoint {out}" in ok.stdout
+    assert "FILE.py: the file that registered mish" in ok.stdout
     bad_rule = tmp_path / "bad.py"
     bad_rule.write_text("import jax.numpy as jnp, jaxmlp\n"
                         "jaxmlp.register_activation('bad', jnp.tanh, lambda z: 1 - z**2)\n")

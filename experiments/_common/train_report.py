@@ -131,6 +131,14 @@ def where(cfg: dict, model: Optional[str], plot: Optional[str]) -> str:
     if cfg["checkpoint_every"] > 0:
         lines.append(f"checkpoints: {os.path.join(out, 'checkpoints')}")
     if model:
-        lines.append(f"predict:     bash scripts/run.sh predict --checkpoint {out} --data "
-                     "NEW.csv --out predictions.csv   (Python: jaxmlp.load_model(folder))")
+        from jaxmlp.oracle.registry import is_registered
+
+        mine = sorted({a for a in (cfg.get("activation"), cfg.get("cost")) if a
+                       and is_registered(a)})
+        register = " --register FILE.py" if mine else ""
+        lines.append(f"predict:     bash scripts/run.sh predict{register} --checkpoint {out} "
+                     "--data NEW.csv --out predictions.csv   (Python: jaxmlp.load_model(folder))")
+        if mine:
+            lines.append(f"             FILE.py: the file that registered {', '.join(mine)} "
+                         "(as this run's --register), before load_model in Python too")
     return "\n".join(lines)

@@ -229,8 +229,8 @@ def load(path: Union[str, os.PathLike], *,
     try:
         net = Network(sizes=tuple(sizes), activations=tuple(activations), cost=cost)
     except (TypeError, ValueError) as e:
-        hint = (" (register it first with jaxmlp.register_activation)"
-                if "activations" in str(e) else "")
+        hint = (" (register it first with jaxmlp.register_activation; predict.py: "
+                "--register FILE.py)" if "activations" in str(e) else "")
         raise ValueError(f"path: {path!r} describes a network this process cannot build: "
                          f"{e}{hint}") from None
     want = {f"{k}[{l}]": shape if K is None else (K, *shape)

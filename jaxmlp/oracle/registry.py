@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from jaxmlp.nn.activations import ACTIVATIONS, Activation
 from jaxmlp.nn.costs import COSTS, Cost
 
-__all__ = ["register_activation", "register_cost"]
+__all__ = ["is_registered", "register_activation", "register_cost"]
 
 
 def _check_name(name, registry: dict, what: str) -> None:
@@ -151,6 +151,17 @@ def register_cost(name: str, loss: Callable, dloss_dA: Callable, *, unit_range: 
                 max_outputs=max_outputs)
     COSTS[name] = cost
     return cost
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is an activation or cost added by :func:`register_activation` or
+    :func:`register_cost` in this process (not a built-in one): a process that loads a
+    network using it must register it again first."""
+    from jaxmlp.nn.activations import ACTIVATIONS as A
+    from jaxmlp.nn.costs import COSTS as C
+
+    return ((name in A and name not in _BUILTIN_ACTIVATIONS)
+            or (name in C and name not in _BUILTIN_COSTS))
 
 
 def _unregister(name: str) -> None:
