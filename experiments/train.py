@@ -32,7 +32,7 @@ written (skipping ~0.3 s of JAX teardown).
 (``jaxmlp.privacy.calibrate_run``); results.json has a ``privacy`` block; with a target the
 run stops before an epoch that would exceed it. ``--resume DIR`` continues the newest intact
 checkpoint (damaged ones skipped and moved aside; given options must agree with the saved
-ones, ``--epochs`` may grow) bit for bit. ``--data-parallel`` splits minibatch columns over
+ones, ``--epochs`` may grow, not past a decaying schedule's horizon) bit for bit. ``--data-parallel`` splits minibatch columns over
 all devices (``jaxmlp.parallel.placement``). ``--ensemble K`` trains K networks
 in one compiled epoch (``--member-lrs``, ``--shared-batches``). Several processes: the same
 command with ``--coordinator HOST:PORT --num-processes N --process-id I`` in each (or none

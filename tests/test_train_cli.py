@@ -74,6 +74,19 @@ def test_bad_input_exits_2_before_training(argv, message, tmp_path, capsys):
     assert not os.path.exists(out)  # nothing trained, nothing written
 
 
+def test_resume_past_a_decaying_schedules_horizon_is_refused(tmp_path, capsys):
+    """A cosine schedule's horizon is its first run's epochs (the rate is 0 past it): a resume
+    with more epochs would train nothing, so it exits 2 saying so; the same --epochs resumes."""
+    out = str(tmp_path / "cos")
+    assert cli.main([*SMALL, "--epochs", "2", "--schedule", "cosine", "--checkpoint-every", "1",
+                     "--no-plot", "--out", out]) == 0
+    capsys.readouterr()
+    assert cli.main(["--resume", out, "--epochs", "4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs: the run's cosine schedule ends at its first run's 2 epochs" in err
+    assert "the learning rate is 0" in err and "got --epochs 4" in err
+
+
 def test_bad_resume_exits_2(run_dir, tmp_path, capsys):
     out = str(tmp_path / "out")
     empty = tmp_path / "empty"

@@ -191,6 +191,14 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
                 raise UsageError(f"--resume: --{k.replace('_', '-')} {given[k]} differs from the "
                                  f"checkpoint's {cfg[k]}; a resumed run continues the saved one.")
         if "epochs" in given:
+            if (given["epochs"] > saved["epochs"] and cfg.get("schedule", "constant") != "constant"
+                    and cfg.get("total_steps") is not None):
+                raise UsageError(
+                    f"--epochs: the run's {cfg['schedule']} schedule ends at its first run's "
+                    f"{saved['epochs']} epochs ({cfg['total_steps']} steps), after which the "
+                    f"learning rate is 0: epochs past it would train nothing; got --epochs "
+                    f"{given['epochs']}. Start a new run with --epochs {given['epochs']}, or "
+                    f"resume up to {saved['epochs']}.")
             cfg["epochs"] = given["epochs"]
         cfg["data"] = saved.get("data")
     elif args.data is not None:
