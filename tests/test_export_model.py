@@ -97,11 +97,25 @@ def test_classification_model_refuses_other_shapes_and_columns(cls):
         model.predict(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="got shape \\(3,\\)"):
         model.predict_proba(np.zeros(3))
+
     with pytest.raises(ValueError, match=r"data: its columns differ from the training data's: "
                                          r"missing \['x2'\]"):
         model.predict(ROWS.drop(columns="x2"))
     with pytest.raises(ValueError, match=r"column 'color' holds \['green'\]"):
         model.predict(ROWS.assign(color=["green", "red", "red", "red"]))
+
+
+def test_values_beyond_a_float32_networks_range_are_refused(tmp_path, cls):
+    """A float32 model refuses a feature too large for float32 (not a NaN probability and
+    class 0), whatever the precision the preprocessing computes in."""
+    p32 = [{k: np.asarray(v, np.float32) for k, v in layer.items()} for layer in cls[1]]
+    export.save(tmp_path / "m32.npz", p32, CLS_NET, metadata={"preprocessing": CLS_PREP.to_dict()})
+    model = jaxmlp.load_model(tmp_path / "m32.npz")
+    with pytest.raises(ValueError, match=r"data: feature column 'x1' holds 1e\+39 \(row 1, "
+                                         r"counting from 0\), too large to standardise: "
+                                         r"expected \|values\| <= 3.4e\+38 \(float32 network"):
+        model.predict(ROWS.assign(x1=[0.0, 1e39, 0.0, 0.0]))
+    assert model.predict_proba(ROWS).dtype == np.float64  # within range: served
 
 
 def test_load_model_refuses_what_holds_no_model(tmp_path, cls):
@@ -243,7 +257,7 @@ def test_damaged_headers_refused_naming_the_file(tmp_path, cls):
         (lambda h: h.pop("network"), r"the network description is damaged \(KeyError\('network'\)\)"),
         (lambda h: h["network"].update(activations=["tanh", "mish2"]),
          r"describes a network this process cannot build: .*mish2.*\(register it first with "
-         r"jaxmlp.register_activation\)"),
+         r"jaxmlp.register_activation; predict.py: --register FILE.py\)"),
         (lambda h: h["metadata"].update(epochs=4), r"its arrays or metadata do not match the digest "
                                                    r"recorded when it was written \(sha256\): the "
                                                    r"file is damaged"),

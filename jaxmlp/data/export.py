@@ -431,11 +431,17 @@ class Model:
     def inputs(self, rows) -> np.ndarray:
         """The network's standardised X, (n[0], m), for ``rows`` (see the class docstring)."""
         prep = self.preprocessing
+        dtype = np.dtype(self.params[0]["W"].dtype)  # the values must fit the network's dtype
         if prep is None:
             X = np.asarray(rows, dtype=np.float64)
             if X.ndim != 2 or X.shape[1] != self.net.sizes[0]:
                 raise ValueError(f"X: expected an array (n_samples, {self.net.sizes[0]}), "
                                  f"got shape {X.shape}.")
+            bad = np.argwhere(~np.isfinite(X) | (np.abs(X) > np.finfo(dtype).max))
+            if bad.size:
+                r, c = (int(i) for i in bad[0])
+                raise ValueError(f"X: row {r}, column {c} holds {X[r, c]:g}; expected finite "
+                                 f"numbers within the {dtype.name} network's range.")
             return X.T
         from jaxmlp.data import tabular
 
@@ -449,7 +455,7 @@ class Model:
                                  f"{A.shape}.")
             rows = pd.DataFrame(A, columns=list(prep.feature_columns))
             rows = rows.infer_objects()
-        return tabular.transform(prep, rows, dtype=np.float64)
+        return tabular.transform(prep, rows, dtype=dtype)
 
     def outputs(self, rows) -> np.ndarray:
         """The network's output A[L] (averaged over an ensemble's members), batch-first
