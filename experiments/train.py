@@ -21,7 +21,8 @@ run is refused unless resumed or ``--overwrite``); the paths are printed at the 
   params, network, preprocessing (``predict.py``, ``load_model``); ``--laplace``: ``laplace.npz``.
 
 Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
-the cost became NaN or infinite (the epoch and step named; earlier checkpoints kept). One
+the cost became NaN or infinite (the epoch and step named; earlier checkpoints kept); 130
+interrupted (Ctrl-C: one line saying how to resume; the checkpoints written are kept). One
 run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``) and checked writable
 before training. Run as a script the process ends with ``os._exit`` once every file is
 written (skipping ~0.3 s of JAX teardown).
@@ -67,12 +68,14 @@ from _common.cli import EXIT_OK, EXIT_USAGE, UsageError
 from _common.train_config import ARCH_KEYS, DP_KEYS, ENSEMBLE_DEFAULTS, RUN_KEYS
 
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(prog="train.py", description=__doc__.split("\n\n")[0],
                 epilog="exit status: 0 done; 2 bad input (nothing trained); 3 the cost became "
-                       "NaN or infinite (the checkpoints written before are kept)")
+                       "NaN or infinite (the checkpoints written before are kept); 130 "
+                       "interrupted (Ctrl-C; resume with --resume)")
     p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
     p.add_argument("--data", metavar="FILE", help="your own table instead of --dataset: .csv, "
                    ".parquet or .npz (jaxmlp.data.tabular); needs --target")
@@ -382,6 +385,15 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     except (UsageError, ckpt_lib.CheckpointError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
+    except KeyboardInterrupt:  # Ctrl-C: one line, not orbax's and asyncio's traceback
+        out = (cfg or {}).get("out")
+        if out and (cfg or {}).get("checkpoint_every", 0) > 0:
+            then = (f"its checkpoints in {os.path.join(out, 'checkpoints')} are kept (an "
+                    f"interrupted write is skipped); continue with --resume {out}")
+        else:
+            then = "no checkpoint was being written (--checkpoint-every N keeps them)"
+        print(f"train.py: interrupted; {then}.", file=sys.stderr)
+        return EXIT_INTERRUPTED, None
     except Exception as e:  # several processes: a peer lost in a collective
         if not guards.peer_lost(e, cfg):
             raise

@@ -433,3 +433,28 @@ def test_a_missing_optional_package_is_named_with_how_to_install_it(monkeypatch)
     with pytest.raises(ImportError, match=r"jaxmlp.sklearn needs scikit-learn, which is not "
                                           r"installed \(pip install 'jaxmlp\[sklearn\]'\)"):
         importlib.import_module("jaxmlp.sklearn")
+
+
+@pytest.mark.slow  # a training process, started and interrupted
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
+    """SIGINT during a checkpointed run: exit 130 and one line naming the kept checkpoints and
+    the --resume command, no traceback."""
+    import signal
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "train.py"),
+                             "--dataset", "breast_cancer", "--epochs", "100000",
+                             "--checkpoint-every", "20", "--no-progress", "--no-plot",
+                             "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoints").is_dir() or not any(
+            p.name.isdigit() for p in (out / "checkpoints").iterdir()):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip() == (f"train.py: interrupted; its checkpoints in {out / 'checkpoints'} are "
+                           f"kept (an interrupted write is skipped); continue with --resume "
+                           f"{out}.")
