@@ -279,7 +279,9 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         last = None if writer is None else writer.last_saved
         kept = (f"the last good checkpoint, epoch {last}, is kept in {cdir}"
                 if last is not None else "no checkpoint was written")
-        message = f"{fr.message}; {kept}. Try a smaller --lr (now {cfg['lr']:g})."
+        rates = (f"--member-lrs (now {' '.join(f'{r:g}' for r in cfg['member_lrs'])})"
+                 if cfg.get("member_lrs") else f"--lr (now {cfg['lr']:g})")
+        message = f"{fr.message}; {kept}. Try a smaller {rates}."
     result = _report(cfg, net, data, prep, dp, fr, (X_tr, Y_tr, X_te, Y_te), pl)
     steps = train_config.steps_per_epoch(cfg, dp, m_train)
     examples = steps * (cfg["expected_batch_size"] if dp else cfg["batch_size"]) * (K or 1)

@@ -85,7 +85,7 @@ def test_divergent_member_is_named():
     P = E.init_ensemble(NET, KEY, 2)
     fr = F.fit(NET, P, E.make_ensemble_optimizer("sgd", 0.1), X, Y, epochs=3, batch_size=30, key=SKEY,
                ensemble=2, learning_rates=[0.1, 1e30])
-    assert fr.status == "diverged" and "member 1 of 2" in fr.message
+    assert fr.status == "diverged" and "member 1 of 2 (counting from 0)" in fr.message
     assert fr.state.epoch == 0
 
 

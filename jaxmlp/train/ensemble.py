@@ -395,7 +395,7 @@ def fit_ensemble(
             problem = monitor.diagnose(epoch, costs[k], gnorms[k], bool(ok[k]), baselines[k],
                                        explode_factor)
             if problem is not None:
-                return f"member {k} of {K}: {problem}"
+                return f"member {k} of {K} (counting from 0): {problem}"
         return None
 
     def cost_entries(costs):  # costs (K, steps)
