@@ -208,6 +208,10 @@ def _place(cfg, sets, tree):
     except (TypeError, ValueError) as e:
         raise UsageError(f"--batch-size: with {jax.process_count()} processes: {e}" if multi
                          else f"--data-parallel: {e}") from None
+    if int(pl.dropped) > 0 and jax.process_index() == 0:
+        print(f"train.py: {int(pl.dropped)} example(s) left out so that the columns split "
+              f"evenly over {jax.device_count()} devices (results.json: "
+              f"examples_dropped_to_split_over_devices)", file=sys.stderr)
     return pl, (pl.X_train, pl.Y_train, pl.X_test, pl.Y_test), pl.replicated
 
 
