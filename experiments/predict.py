@@ -38,6 +38,7 @@ Exit status: 0 done; 2 bad input (one message on stderr, nothing written).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -100,7 +101,22 @@ def _from_orbax(cdir: str):
 
     # damaged checkpoints are skipped (named on stderr), as --resume does
     state, meta = guards.restore_newest_intact(cdir, like)
-    return built["net"], state.params, meta
+    return built["net"], state.params, meta, int(state.epoch)
+
+
+def _run_status(path: str) -> str:
+    """``" (the run's results.json: status 'diverged', 12 epochs)"`` for a run folder whose
+    results.json does not say it completed; ``""`` otherwise."""
+    folder = path if os.path.basename(os.path.normpath(path)) != "checkpoints" else \
+        os.path.dirname(os.path.normpath(path))
+    try:
+        with open(os.path.join(folder, "results.json")) as f:
+            r = json.load(f)
+        status, epochs = r.get("status"), r.get("epochs_done")
+    except (OSError, ValueError, AttributeError):
+        return " (the run wrote no results.json: it did not finish)"
+    return "" if status == "completed" else f" (the run's results.json: status {status!r}, " \
+        f"{epochs} epochs)"
 
 
 def load_model(path: str, laplace: bool = False):
@@ -110,7 +126,7 @@ def load_model(path: str, laplace: bool = False):
     from jaxmlp.train import checkpoint as ckpt_lib
     from jaxmlp.data import export
 
-    posterior = None
+    posterior, note = None, None
     if os.path.isfile(path):
         model_file = path
     elif os.path.isdir(path):
@@ -131,7 +147,9 @@ def load_model(path: str, laplace: bool = False):
         if ckpt_lib.latest_epoch(cdir) is None:
             raise UsageError(f"--checkpoint: {path!r} holds neither model.npz (written by "
                              "train.py when a run completes) nor orbax checkpoints.")
-        net, params, meta = _from_orbax(cdir)
+        net, params, meta, epoch = _from_orbax(cdir)
+        note = (f"predict.py: no model.npz in {path}: predicting with its newest intact "
+                f"checkpoint, epoch {epoch}{_run_status(path)}")
     if "preprocessing" not in meta:
         raise UsageError(f"--checkpoint: {model_file} has no preprocessing metadata (feature "
                          "names, standardisation, classes); export it with "
@@ -153,6 +171,8 @@ def load_model(path: str, laplace: bool = False):
             raise UsageError(f"--laplace: the Laplace predictive needs the posterior that "
                              f"`train.py --laplace kron` (or diag, full, last_layer) saves; "
                              f"{where}.")
+    if note is not None:  # said once the model is usable (an error stays one line)
+        print(note, file=sys.stderr)
     return model
 
 

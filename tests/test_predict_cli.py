@@ -131,7 +131,7 @@ def test_predict_laplace_refused_without_a_usable_posterior(shop, tmp_path, caps
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_predict_regression_in_target_units_and_from_orbax_checkpoints(shop, tmp_path):
+def test_predict_regression_in_target_units_and_from_orbax_checkpoints(shop, tmp_path, capsys):
     d, f, runs = shop
     for source in (runs["price"], runs["price"] / "checkpoints"):
         out = tmp_path / f"p{len(str(source))}.csv"
@@ -142,6 +142,10 @@ def test_predict_regression_in_target_units_and_from_orbax_checkpoints(shop, tmp
         assert abs(p["price"].mean() - f["price"].mean()) < 0.5 * f["price"].std()
     a, b = (pd.read_csv(tmp_path / f"p{len(str(s))}.csv") for s in (runs["price"], runs["price"] / "checkpoints"))
     np.testing.assert_allclose(a["price"], b["price"], rtol=1e-6)
+    # from the checkpoints, the epoch used is said (the run completed: no status note)
+    err = capsys.readouterr().err
+    assert f"predict.py: no model.npz in {runs['price'] / 'checkpoints'}: predicting with its " \
+           "newest intact checkpoint, epoch " in err and "status" not in err
 
 
 def test_predict_bundled_dataset_run_with_named_columns(tmp_path):
