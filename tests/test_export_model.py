@@ -341,3 +341,23 @@ def test_predicted_classes_keep_the_target_columns_type(tmp_path, y):
     old = {k: v for k, v in prep.to_dict().items() if k != "class_values"}
     export.save(tmp_path / "old.npz", _params(net.sizes), net, metadata={"preprocessing": old})
     assert list(jaxmlp.load_model(tmp_path / "old.npz").classes_) == [str(c) for c in want]
+
+
+def test_load_model_refuses_a_model_left_by_another_run(tmp_path, cls):
+    """A run folder's model.npz must be the one its results.json records (final_params_sha256);
+    another run's model copied in is refused naming both digests, as predict.py does."""
+    from jaxmlp.train.checkpoint import params_digest
+
+    run = tmp_path / "run"
+    run.mkdir()
+    export.save(run / "model.npz", cls[1], CLS_NET, metadata={"preprocessing": CLS_PREP.to_dict()})
+    (run / "results.json").write_text(json.dumps({"status": "completed",
+                                                  "final_params_sha256": params_digest(cls[1])}))
+    assert jaxmlp.load_model(run).predict(ROWS).shape == (4,)
+    (run / "results.json").write_text(json.dumps({"status": "completed",
+                                                  "final_params_sha256": "ab" * 32}))
+    with pytest.raises(ValueError, match=r"path: .*model.npz is not the model of the run whose "
+                                         r"results.json is beside it \(status 'completed'; "
+                                         r"params sha256 [0-9a-f]{16}\.\.\. in the model, "
+                                         r"abababababababab\.\.\. in results.json\)"):
+        jaxmlp.load_model(run)

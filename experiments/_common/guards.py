@@ -245,23 +245,13 @@ def refuse_same_file(data: str, out: str) -> None:
 
 def check_model_of_run(model_file: str, params) -> None:
     """UsageError when the run folder's results.json records other parameters than
-    ``model_file`` holds (its final_params_sha256): a model left by an earlier run."""
-    from jaxmlp.train import checkpoint as ckpt_lib
+    ``model_file`` holds (:func:`jaxmlp.data.export.check_model_of_run`)."""
+    from jaxmlp.data import export
 
-    results = os.path.join(os.path.dirname(os.path.abspath(model_file)), "results.json")
     try:
-        with open(results) as f:
-            res = json.load(f)
-        want = res["final_params_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # not a run folder (an exported file somewhere)
-    got = ckpt_lib.params_digest(params)
-    if got != want:
-        raise UsageError(
-            f"--checkpoint: {model_file} is not the model of the run whose results.json is "
-            f"beside it (status {res.get('status')!r}; params sha256 {got[:16]}... in the "
-            f"model, {str(want)[:16]}... in results.json): it was left by an earlier run. "
-            "Retrain, or pass an exported model file that is not in a run folder.")
+        export.check_model_of_run(model_file, params)
+    except ValueError as e:
+        raise UsageError(f"--checkpoint: {str(e).partition(': ')[2]}") from None
 
 
 def restore_newest_intact(cdir: str, like_from_meta):

@@ -623,7 +623,32 @@ def load_model(path: Union[str, os.PathLike]) -> Model:
             posterior = os.path.join(path, POSTERIOR_FILE)
         path = file
     net, params, metadata = load(path)
+    if source != path:  # a run folder: its results.json must record this model
+        check_model_of_run(path, params)
     try:
         return Model(net, params, metadata, posterior=posterior, path=source)
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"path: {path!r}: damaged preprocessing metadata ({e}).") from None
+
+
+def check_model_of_run(model_file: str, params) -> None:
+    """ValueError when the results.json beside ``model_file`` (a train.py run folder) records
+    other parameters (its ``final_params_sha256``) than ``params``: a model left by an
+    earlier run, whose predictions would not be those of the run reported there. Nothing is
+    checked for a file outside a run folder."""
+    from jaxmlp.train.checkpoint import params_digest
+
+    results = os.path.join(os.path.dirname(os.path.abspath(model_file)), "results.json")
+    try:
+        with open(results) as f:
+            res = json.load(f)
+        want = res["final_params_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a run folder (an exported file somewhere)
+    got = params_digest(params)
+    if got != want:
+        raise ValueError(
+            f"path: {model_file} is not the model of the run whose results.json is beside it "
+            f"(status {res.get('status')!r}; params sha256 {got[:16]}... in the model, "
+            f"{str(want)[:16]}... in results.json): it was left by an earlier run. Retrain, or "
+            "pass an exported model file that is not in a run folder.")
