@@ -59,7 +59,6 @@ import jaxmlp
 from jaxmlp import privacy
 from jaxmlp import train as train_lib
 from jaxmlp.data import datasets, tabular
-from jaxmlp.parallel import placement
 from jaxmlp.train import checkpoint as ckpt_lib
 from jaxmlp.train import ensemble as ensemble_lib
 
@@ -195,26 +194,6 @@ def _restore(resume_meta: dict, network: dict, like) -> ckpt_lib.Intact:
     return intact
 
 
-def _place(cfg, sets, tree):
-    """(placement.Placement or None, sets, tree): the run's arrays on its devices."""
-    multi = jax.process_count() > 1
-    if not (multi or cfg["data_parallel"]):
-        return None, sets, tree
-    if multi and cfg["ensemble"] is not None:
-        raise UsageError("--ensemble: not combined with several processes.")
-    try:
-        pl = (placement.multi_process if multi else placement.data_parallel)(
-            *sets, tree, batch_size=cfg["batch_size"])
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"--batch-size: with {jax.process_count()} processes: {e}" if multi
-                         else f"--data-parallel: {e}") from None
-    if int(pl.dropped) > 0 and jax.process_index() == 0:
-        print(f"train.py: {int(pl.dropped)} example(s) left out so that the columns split "
-              f"evenly over {jax.device_count()} devices (results.json: "
-              f"examples_dropped_to_split_over_devices)", file=sys.stderr)
-    return pl, (pl.X_train, pl.Y_train, pl.X_test, pl.Y_test), pl.replicated
-
-
 def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         plot: bool = True) -> tuple[int, dict]:
     """Trains with a resolved configuration (``jaxmlp.fit``); returns (exit status, results)."""
@@ -230,7 +209,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
                  (data.X_train, data.Y_train, data.X_test, data.Y_test))
     network = {"sizes": list(net.sizes), "activations": list(net.activations), "cost": net.cost}
     tree = (params, key) if resume_meta is None else _template(cfg, optimizer, params, key)
-    pl, (X_tr, Y_tr, X_te, Y_te), tree = _place(cfg, sets, tree)
+    pl, (X_tr, Y_tr, X_te, Y_te), tree = guards.place(cfg, sets, tree)
     m_train = X_tr.shape[1]
     state, history = None, []
     if resume_meta is not None:
@@ -392,13 +371,7 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
     except KeyboardInterrupt:  # Ctrl-C: one line, not orbax's and asyncio's traceback
-        out = (cfg or {}).get("out")
-        if out and (cfg or {}).get("checkpoint_every", 0) > 0:
-            then = (f"its checkpoints in {os.path.join(out, 'checkpoints')} are kept (an "
-                    f"interrupted write is skipped); continue with --resume {out}")
-        else:
-            then = "no checkpoint was being written (--checkpoint-every N keeps them)"
-        print(f"train.py: interrupted; {then}.", file=sys.stderr)
+        print(guards.interrupted(cfg), file=sys.stderr)
         return EXIT_INTERRUPTED, None
     except Exception as e:  # several processes: a peer lost in a collective
         if not guards.peer_lost(e, cfg):

@@ -277,3 +277,46 @@ def restore_newest_intact(cdir: str, like_from_meta):
         print(f"predict.py: predicting with epoch {intact.state.epoch}, the newest intact "
               "checkpoint", file=sys.stderr)
     return intact.state, intact.meta
+
+
+def interrupted(cfg) -> str:
+    """train.py's one line on Ctrl-C: where the checkpoints are and how to resume."""
+    out = (cfg or {}).get("out")
+    if out and (cfg or {}).get("checkpoint_every", 0) > 0:
+        then = (f"its checkpoints in {os.path.join(out, 'checkpoints')} are kept (an "
+                f"interrupted write is skipped); continue with --resume {out}")
+    else:
+        then = "no checkpoint was being written (--checkpoint-every N keeps them)"
+    return f"train.py: interrupted; {then}."
+
+
+def report_dropped(pl) -> None:
+    """Says on stderr (process 0) how many training examples a placement left out so that
+    the columns split evenly over the devices."""
+    import jax
+
+    if int(pl.dropped) > 0 and jax.process_index() == 0:
+        print(f"train.py: {int(pl.dropped)} example(s) left out so that the columns split "
+              f"evenly over {jax.device_count()} devices (results.json: "
+              f"examples_dropped_to_split_over_devices)", file=sys.stderr)
+
+
+def place(cfg, sets, tree):
+    """(placement.Placement or None, sets, tree): train.py's arrays on its devices."""
+    import jax
+
+    from jaxmlp.parallel import placement
+
+    multi = jax.process_count() > 1
+    if not (multi or cfg["data_parallel"]):
+        return None, sets, tree
+    if multi and cfg["ensemble"] is not None:
+        raise UsageError("--ensemble: not combined with several processes.")
+    try:
+        pl = (placement.multi_process if multi else placement.data_parallel)(
+            *sets, tree, batch_size=cfg["batch_size"])
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--batch-size: with {jax.process_count()} processes: {e}" if multi
+                         else f"--data-parallel: {e}") from None
+    report_dropped(pl)
+    return pl, (pl.X_train, pl.Y_train, pl.X_test, pl.Y_test), pl.replicated
