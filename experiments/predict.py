@@ -86,6 +86,12 @@ def _from_orbax(cdir: str):
             raise UsageError(f"--checkpoint: the checkpoints in {cdir} have no preprocessing "
                              "metadata (feature names, standardisation, classes): written by an "
                              "older train.py; retrain to predict with them.")
+        K = (meta.get("config") or {}).get("ensemble")
+        if K is not None:
+            raise UsageError(f"--checkpoint: the checkpoints in {cdir} are an ensemble's ({K} "
+                             "members), which only train.py --resume reads; predict from the "
+                             "run folder's model.npz (every member), written when the run "
+                             "completes.")
         try:
             d = meta["network"]
             built["net"] = net = jaxmlp.Network(tuple(d["sizes"]), tuple(d["activations"]),

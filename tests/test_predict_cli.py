@@ -265,3 +265,25 @@ def test_train_id_column_is_left_out_and_refused_when_unnamed(shop, tmp_path, ca
     assert train_cli.main(["--dataset", "breast_cancer", "--id", "id", *FAST,
                            "--out", str(tmp_path / "bc")]) == 2
     assert "--id: only with --data FILE" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # an ensemble run
+def test_an_ensembles_checkpoints_point_to_its_model_file(tmp_path, capsys):
+    """predict.py from an ensemble run's checkpoints/ says they are read by --resume only and
+    names model.npz (not "damaged"); the run folder's model.npz predicts, averaging members."""
+    from jaxmlp.data import datasets
+
+    out = tmp_path / "ens"
+    assert train_cli.main(["--dataset", "breast_cancer", "--ensemble", "2", "--checkpoint-every",
+                           "1", *FAST, "--out", str(out)]) == 0
+    X, _ = datasets._read_sklearn_files("breast_cancer")
+    pd.DataFrame(X[:5], columns=datasets.feature_names("breast_cancer")).to_csv(tmp_path / "x.csv", index=False)
+    capsys.readouterr()
+    assert predict_cli.main(["--checkpoint", str(out / "checkpoints"), "--data",
+                             str(tmp_path / "x.csv"), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "are an ensemble's (2 members), which only train.py --resume reads" in err
+    assert "damaged" not in err and "another architecture" not in err
+    assert predict_cli.main(["--checkpoint", str(out), "--data", str(tmp_path / "x.csv"),
+                             "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 5
