@@ -446,14 +446,19 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
                              "--dataset", "breast_cancer", "--epochs", "100000",
                              "--checkpoint-every", "20", "--no-progress", "--no-plot",
                              "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a test worker may ignore SIGINT, and a child would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
-    while not (out / "checkpoints").is_dir() or not any(
-            p.name.isdigit() for p in (out / "checkpoints").iterdir()):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        while not (out / "checkpoints").is_dir() or not any(
+                p.name.isdigit() for p in (out / "checkpoints").iterdir()):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never left running
     assert proc.returncode == 130, err
     assert err.strip() == (f"train.py: interrupted; its checkpoints in {out / 'checkpoints'} are "
                            f"kept (an interrupted write is skipped); continue with --resume "
