@@ -79,6 +79,7 @@ def test_unknown_variant_exits_2():
     assert proc.returncode == 2 and "tensorflow" in proc.stderr
 
 
+@pytest.mark.slow  # the benchmark script end to end
 def test_quick_run_writes_json(tmp_path):
     proc = _run("--quick", "--shapes", "tiny", "--variants", "jaxmlp,autodiff", "--reps", "2",
                 "--out", str(tmp_path))

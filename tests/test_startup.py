@@ -102,6 +102,7 @@ def test_train_script_fills_and_then_reads_the_persistent_cache(tmp_path):
     assert digests[0] == digests[1]
 
 
+@pytest.mark.slow  # a training process with matplotlib hidden
 def test_train_script_writes_the_svg_plot_without_matplotlib(tmp_path):
     """Run as a script, train.py writes learning_curves.svg (5 curves, finite coordinates)
     and never imports matplotlib; bad input still exits 2 with one line."""
