@@ -443,17 +443,13 @@ def _refuse_stray_text(pd, frame, column: str) -> None:
     s = frame[column]
     if _is_numeric(pd, s) or _is_bool(pd, s) or isinstance(s.dtype, pd.CategoricalDtype):
         return
-    present = s.dropna()
-    as_number = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    as_number, rows = _text_cells(pd, s)
     numbers = int(as_number.notna().sum())
-    if numbers == 0 or numbers * 2 < len(present):  # mostly text: a categorical column
+    if numbers == 0 or numbers * 2 < numbers + rows.size:  # mostly text: a categorical column
         return
-    rows = np.flatnonzero(s.notna().to_numpy())[as_number.isna().to_numpy()]
-    shown = ", ".join(f"row {r} holds {s.iloc[r]!r}" for r in rows[:5])
-    more = f" and {rows.size - 5} more" if rows.size > 5 else ""
     raise ValueError(
         f"data: column {column!r} holds numbers ({numbers} cells) and {rows.size} text cell(s): "
-        f"{shown}{more} (rows counted from 0). Fix or remove those cells, leave them empty "
+        f"{_shown_cells(s, rows)} (rows counted from 0). Fix or remove those cells, leave them empty "
         f"(missing, see impute), or if the column is categorical say so: "
         f"categorical=[{column!r}] (train.py --categorical {column}).")
 
@@ -462,17 +458,27 @@ def _numbers_or_refuse(pd, s, column: str):
     """A feature column numeric in training, given as text (rows of strings, or a table whose
     column pandas read as text): its cells as numbers when every present cell is one (``'2.5'``),
     else ValueError naming the rows and cells that are not."""
-    present = s.notna().to_numpy()
-    as_number = pd.to_numeric(s.astype(str).str.strip().where(present), errors="coerce")
-    bad = np.flatnonzero(present & as_number.isna().to_numpy())
+    as_number, bad = _text_cells(pd, s)
     if bad.size == 0:
         return as_number.astype(np.float64)
-    shown = ", ".join(f"row {r} holds {s.iloc[r]!r}" for r in bad[:5])
-    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
     raise ValueError(f"data: feature column {column!r} was numeric in training but holds "
-                     f"{bad.size} cell(s) that are not numbers: {shown}{more} (rows counted "
-                     f"from 0). Fix those cells, or leave them empty if the model was trained "
-                     f"with impute.")
+                     f"{bad.size} cell(s) that are not numbers: {_shown_cells(s, bad)} (rows "
+                     f"counted from 0). Fix those cells, or leave them empty if the model was "
+                     f"trained with impute.")
+
+
+def _text_cells(pd, s):
+    """(the column's cells read as numbers, NaN where missing or not a number; the row
+    positions of the present cells that are not numbers)."""
+    present = s.notna().to_numpy()
+    as_number = pd.to_numeric(s.astype(str).str.strip().where(present), errors="coerce")
+    return as_number, np.flatnonzero(present & as_number.isna().to_numpy())
+
+
+def _shown_cells(s, rows) -> str:
+    """``row 4 holds 'abc', ...`` for the first five of ``rows`` (and how many more)."""
+    more = f" and {rows.size - 5} more" if rows.size > 5 else ""
+    return ", ".join(f"row {r} holds {s.iloc[r]!r}" for r in rows[:5]) + more
 
 
 def _largest_value(dtype, m: int) -> float:

@@ -45,13 +45,6 @@ def _learning_rate(learning_rate: Any) -> Any:
     return checks.real_number("learning_rate", learning_rate, low=0, low_open=True)
 
 
-#: The defaults of :func:`make_optimizer`'s K-FAC options (refused with another optimizer
-#: when changed).
-_KFAC_DEFAULTS = {"damping": 1e-3, "inverse_every": 20, "kfac_kind": "mc", "kfac_kl_clip": "auto",
-                  "kfac_curvature_every": 20, "kfac_adaptive": False,
-                  "kfac_adaptive_damping": False}
-
-
 def make_optimizer(
     name: str,
     learning_rate: Optional[float],
@@ -109,8 +102,9 @@ def make_optimizer(
         given = {"damping": damping, "inverse_every": inverse_every, "kfac_kind": kfac_kind,
                  "kfac_kl_clip": kfac_kl_clip, "kfac_curvature_every": kfac_curvature_every,
                  "kfac_adaptive": kfac_adaptive, "kfac_adaptive_damping": kfac_adaptive_damping}
+        defaults = make_optimizer.__kwdefaults__  # this signature's own defaults
         for arg, value in given.items():
-            if value is not _KFAC_DEFAULTS[arg] and value != _KFAC_DEFAULTS[arg]:
+            if value is not defaults[arg] and value != defaults[arg]:
                 raise ValueError(f"{arg}: a K-FAC option, only with name='kfac'; got "
                                  f"{arg}={value!r} with {name!r}.")
     if name == "kfac" and kfac_adaptive:
