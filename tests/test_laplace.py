@@ -357,6 +357,24 @@ def test_samples_have_the_posterior_covariance(structure):
     assert np.max(np.abs(W.mean(0))) < 5 / np.sqrt(n)
 
 
+
+def test_tuple_params_give_tuple_samples_equal_to_the_list_ones():
+    """(LA12) samples have the container of the params fitted: a tuple pytree gives tuple
+    draws (usable wherever the tuple is), with the values of the list form's draws."""
+    net, params, X, Y = problem("softmax", m=10, seed=1)
+    key = jax.random.key(3)
+    la = lp.laplace(net, tuple(params), X, Y, structure="kron")
+    as_tuple = la.sample(key, 4)
+    as_list = lp.structures.sample(la, key, 4)
+    assert type(as_list) is list and type(as_tuple) is tuple
+    assert jax.tree.structure(as_tuple) == jax.tree.structure(
+        jax.tree.map(lambda a: a[None], tuple(params)))
+    for a, b in zip(jax.tree.leaves(as_list), jax.tree.leaves(as_tuple)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    draw = jax.tree.map(lambda a: a[0], as_tuple)  # one draw, the user's own params type
+    np.testing.assert_array_equal(np.asarray(jaxmlp.forward(net, draw, X)[0]),
+                                  np.asarray(jaxmlp.forward(net, list(draw), X)[0]))
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -170,12 +170,13 @@ def laplace(net: Network, params, X, Y, *, structure: str = "kron", prior_precis
     if structure in ("full", "last_layer") and P > FULL_MAX_PARAMS:
         raise ValueError(structures.full_size_message(structure, P, FULL_MAX_PARAMS))
     kind, prior = flat.check_prior_precision(net, prior_precision, structure, layers, dtype)
-    params = [{"W": jnp.asarray(p["W"]), "b": jnp.asarray(p["b"])} for p in params]
+    mean = [{"W": jnp.asarray(p["W"]), "b": jnp.asarray(p["b"])} for p in params]
 
     n = X.shape[1]
     bs = n if batch_size is None else min(batch_size, n)
-    loss, cv = _fit(net, params, X, Y, key, structure=structure, mc_samples=mc_samples,
+    loss, cv = _fit(net, mean, X, Y, key, structure=structure, mc_samples=mc_samples,
                     batch_size=bs)
-    return Posterior(net=net, structure=structure, prior_kind=kind, n_data=n, params=params,
+    return Posterior(net=net, structure=structure, prior_kind=kind, n_data=n,
+                     params=checks.like_params(params, mean),  # a tuple stays a tuple
                      curvature=cv, prior_precision=prior, temperature=jnp.asarray(T, dtype),
                      sigma_noise=sigma, loss=loss)

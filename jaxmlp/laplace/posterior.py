@@ -247,8 +247,9 @@ class Posterior:
         return structures.functional_covariance(self, X)
 
     def sample(self, key, n: int) -> list:
-        """(LA12) n parameter samples theta ~ N(theta*, P^{-1}): params-shaped with a leading
-        axis n on every leaf (layers outside "last_layer" repeat the MAP)."""
+        """(LA12) n parameter samples theta ~ N(theta*, P^{-1}): params-shaped (the container
+        of the params fitted, list or tuple) with a leading axis n on every leaf (layers
+        outside "last_layer" repeat the MAP)."""
         key = checks.prng_key(key)
         n = checks.positive_int("n", n)
-        return structures.sample(self, key, n)
+        return checks.like_params(self.params, structures.sample(self, key, n))
