@@ -189,6 +189,11 @@ def test_learning_rate_as_an_array_and_held_in_the_state(regression):
     with pytest.raises(TypeError, match=r"learning_rate: expected a number > 0 or a 0-d floating "
                                         r"array, got an array of shape \(2,\) and dtype float64"):
         jax.jit(lambda r: make(r).init(params))(jnp.ones(2))
+    # optax.inject_hyperparams(kfac) itself holds the seed too, as an array: refused with the
+    # form that works
+    with pytest.raises(TypeError, match=r"seed: expected a Python integer, got an array .*"
+                                        r"optax.inject_hyperparams\(lambda learning_rate"):
+        optax.inject_hyperparams(kfac.kfac)(learning_rate=0.1).init(params)
 
 
 def test_kl_clip_bounds_the_step(regression):

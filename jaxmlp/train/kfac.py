@@ -339,6 +339,14 @@ def kfac(
         if adaptive_lr:
             raise ValueError(f"kl_clip: bounds a fixed learning rate's step; with adaptive_lr "
                              f"the quadratic model (K5) sizes it. Pass kl_clip=None, got {kl_clip}.")
+    if isinstance(seed, jax.Array):
+        # optax.inject_hyperparams(kfac) holds every numeric argument, defaults included, in
+        # its state as an array; the counts and the seed decide shapes and schedules.
+        raise TypeError(
+            f"seed: expected a Python integer, got an array ({seed!r}), as "
+            "optax.inject_hyperparams(kfac) passes every numeric argument. Inject a function "
+            "of the rate alone: optax.inject_hyperparams(lambda learning_rate: "
+            "kfac(learning_rate, damping=...))(learning_rate=0.1).")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an integer, got {seed!r}.")
     if (damping < min_damping or damping > max_damping) and adaptive_damping:
