@@ -6,6 +6,7 @@ seconds of compilation on a cold process: not here.)"""
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -101,5 +102,28 @@ def test_a_rule_that_returns_nan_anywhere_fails():
         bad = V.check_rule(f, lambda t: grad(t, True), theta)
         assert good.passed and not bad.passed
         assert math.isnan(bad.max_autodiff) and math.isnan(bad.max_finite_diff)
+        # the table prints the NaN it computed (only errors not computed show "-")
+        w_row = next(line for line in bad.table().splitlines() if "['w']" in line)
+        assert w_row.split()[-2:] == ["nan", "nan"]
     assert V.worst([0.1, float("nan"), 0.2]) != V.worst([0.1, float("nan"), 0.2])  # NaN
     assert V.worst([0.1, 0.3, 0.2]) == 0.3
+
+
+def test_an_activation_rule_that_is_nan_at_zero_is_refused():
+    """z = 0 exactly (a zero input column with zero biases) is checked for finite values:
+    g'(z) = g(z)/z + z (1 - (g(z)/z)^2) for g = z tanh(z) agrees with autodiff at every z != 0
+    and is NaN at 0, so register_activation refuses it; the rule written without the division
+    passes, and relu's derivative at its kink (a convention) is not compared there."""
+    f = lambda Z: Z * jnp.tanh(Z)  # noqa: E731
+    bad = lambda Z, A: A / Z + Z * (1 - (A / Z) ** 2)  # noqa: E731
+    good = lambda Z: jnp.tanh(Z) + Z * (1 - jnp.tanh(Z) ** 2)  # noqa: E731
+    report = V.check_activation_rule(f, bad)
+    assert not report.passed
+    failed = {(r.quantity, r.region) for r in report.rows
+              if r.nonfinite or r.max_error > r.tol}
+    assert failed == {("g'(z)", V.AT_ZERO), ("g'(z)", V.AT_ZERO + ", float32")}
+    assert V.check_activation_rule(f, good).passed
+    half = lambda Z: jnp.where(Z > 0, 1.0, jnp.where(Z < 0, 0.0, 0.5))  # relu'(0) := 1/2
+    assert V.check_activation_rule(jax.nn.relu, half).passed
+    with pytest.raises(ValueError, match="z = 0, finite"):
+        jaxmlp.register_activation("ztanh_by_division", f, bad)

@@ -100,7 +100,9 @@ class GradCheckReport(NamedTuple):
             layer = "-" if e.layer is None else str(e.layer)
             rows.append(
                 f"{layer:>5} {e.name:>6} {str(e.shape):>12} {e.autodiff:12.2e} "
-                + (f"{e.finite_diff:12.2e}" if not math.isnan(e.finite_diff) else f"{'-':>12}")
+                # "-": not computed per array (random directions, or off); a NaN computed
+                # (a rule that returned NaN or infinity) prints as nan
+                + (f"{e.finite_diff:12.2e}" if self.fd_mode == "full" else f"{'-':>12}")
             )
         if self.fd_mode == "directions":
             rows.append(f"vs finite differences along random directions (whole gradient): "
@@ -121,6 +123,8 @@ def relative_error(a, b, floor: float = 0.0) -> float:
     """||a - b|| / max(||a||, ||b||, floor), computed in float64 NumPy; 0 when all are 0."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("nan")  # a non-finite value agrees with nothing (and fails the check)
     den = max(np.linalg.norm(a), np.linalg.norm(b), floor)
     if den == 0.0:
         return 0.0
@@ -414,6 +418,8 @@ ACTIVATION_REGIONS = {
     "saturation": (-500.0, -100.0, -50.0, -20.0, -10.0, 10.0, 20.0, 50.0, 100.0, 500.0),
     "near kinks": (-1e-3, -1e-6, -1e-9, -1e-12, 1e-12, 1e-9, 1e-6, 1e-3),
 }
+#: The region of z = 0 itself: values must be finite there (not compared with autodiff).
+AT_ZERO = "z = 0, finite"
 RULE_TOL = 1e-8
 RULE_TOL_FLOAT32 = 1e-4
 
@@ -464,7 +470,8 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
     Element-wise rules (``elementwise=True``): ``derivative(Z)`` (or ``derivative(Z, A)``)
     must return g'(Z); the oracle is ``jax.grad`` of g on each scalar z. ``second_derivative``
     (optional) is checked against ``jax.grad(jax.grad(g))``. Points: 512 random z ~ N(0, 3^2),
-    the saturation points and both sides of the kink at 0 (:data:`ACTIVATION_REGIONS`); then
+    the saturation points and both sides of the kink at 0 (:data:`ACTIVATION_REGIONS`), and
+    z = 0 itself, where g and the rules need only be finite (:data:`AT_ZERO`); then
     on columns of 6 units, where ``jax.jacobian`` of the forward map must be diagonal (zero
     off-diagonal: g acts on each unit alone) with the rule's g'(Z) on its diagonal.
 
@@ -489,7 +496,8 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
             d1 = jax.vmap(jax.grad(g))
             d2 = jax.vmap(jax.grad(jax.grad(g)))
             regions = {"random": np.asarray(3.0 * jax.random.normal(key, (512,), jnp.float64)),
-                       **{k: np.asarray(v, np.float64) for k, v in ACTIVATION_REGIONS.items()}}
+                       **{k: np.asarray(v, np.float64) for k, v in ACTIVATION_REGIONS.items()},
+                       AT_ZERO: np.zeros(1)}
             # shapes first, by tracing alone (nothing compiled or run)
             spec = jax.ShapeDtypeStruct(regions["random"].shape, jnp.float64)
             A_shape = jax.eval_shape(forward, spec).shape
@@ -520,6 +528,21 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
             bounds = np.cumsum([0] + [z.size for z in regions.values()])
             for (region, z), lo, hi in zip(regions.items(), bounds[:-1], bounds[1:]):
                 where = lambda i, z=z: f"z = {z[i]:.6g}"  # noqa: E731
+                if region == AT_ZERO:
+                    # z = 0 exactly (a zero input column with zero biases reaches it): finite
+                    # values only; g'(0) of a kink is a convention, not checked against autodiff
+                    for quantity, name, values in (("g'(z)", "rule", at64), ("g(z)", "A", at64),
+                                                   ("g'(z)", "rule", at32), ("g(z)", "A", at32)):
+                        if name in values:
+                            v = values[name][lo:hi]
+                            suffix = ", float32" if values is at32 else ""
+                            rows.append(_region_row(quantity, region + suffix, v,
+                                                    np.where(np.isfinite(v), v, 0.0), where, tol))
+                    if second_derivative is not None:
+                        v = at64["rule2"][lo:hi]
+                        rows.append(_region_row("g''(z)", region, v, np.where(np.isfinite(v), v,
+                                                                                0.0), where, tol))
+                    continue
                 rows.append(_region_row("g'(z)", region, at64["rule"][lo:hi],
                                         at64["oracle1"][lo:hi], where, tol))
                 if second_derivative is not None:
