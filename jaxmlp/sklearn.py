@@ -87,14 +87,19 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
+                                      validate_data)
 
 # What a fit needs is imported with this module (as scikit-learn's estimators import theirs),
 # so that a first fit imports nothing: optax and the training package. jaxmlp.laplace is
 # imported only by a fit with ``laplace`` set.
 import jaxmlp
 from jaxmlp import privacy
-from jaxmlp.train import TrainState, apply_update, make_optimizer
+from jaxmlp.nn import checks
+from jaxmlp.nn.propagation import weighted_value_and_grad_kernel
+from jaxmlp.train import TrainState, make_optimizer
+from jaxmlp.train.step import _kfac_update_inputs, _needs_kfac_factors, optimizer_update
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -226,13 +231,18 @@ class _BaseMLP(BaseEstimator):
         return jaxmlp.Network(sizes=sizes, activations=acts, cost=self._cost)
 
     def _batch(self, n: int) -> tuple[int, int]:
-        """(batch, minibatches per epoch): as many minibatches as scikit-learn's,
-        ceil(n / b), all of n // that many samples."""
+        """(b, minibatches per epoch): scikit-learn's ``gen_batches(n, b)``, b =
+        min(batch_size, n): ceil(n / b) minibatches, the last one of n - (num - 1) b samples
+        (filled up to b with columns of weight 0 in the compiled program)."""
         b = 200 if self.batch_size == "auto" else _positive_int("batch_size", self.batch_size)
-        num = -(-n // min(b, n))
-        return n // num, num
+        b = min(b, n)
+        return b, -(-n // b)
 
     def _check_settings(self) -> None:
+        for name in ("early_stopping", "verbose"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name}: expected a bool (True or False), got {value!r}.")
         _positive_int("max_iter", self.max_iter)
         _positive_int("n_iter_no_change", self.n_iter_no_change)
         for name in ("alpha", "tol"):
@@ -297,7 +307,7 @@ class _BaseMLP(BaseEstimator):
                              sampling_rate=q, delta=delta, steps_per_epoch=spe,
                              target_epsilon=self.target_epsilon)
 
-    def _fit(self, X, y, *, incremental: bool, classes=None):
+    def _fit(self, X, y, *, incremental: bool, classes=None, sample_weight=None):
         self._check_settings()
         first = not (incremental and hasattr(self, "_state"))
         if incremental and self.target_epsilon is not None:
@@ -308,8 +318,7 @@ class _BaseMLP(BaseEstimator):
                              "validation split), as in scikit-learn; got True.")
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=np.float64,
                              y_numeric=isinstance(self, RegressorMixin))
-        if X.shape[0] < 2:
-            raise ValueError(f"X: expected at least 2 samples, got n_samples = {X.shape[0]}.")
+        SW = self._sample_weight(sample_weight, X)
         Y = self._targets(y, first=first, classes=classes)
         rng = check_random_state(self.random_state)
         initial = None
@@ -322,19 +331,19 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = None if self.early_stopping else np.inf
             self.n_iter_ = 0
-        X_val = Y_val = None
+        X_val = Y_val = SW_val = None
         if self.early_stopping:
             n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
             if X.shape[0] - n_val < 1:
                 raise ValueError(f"validation_fraction: leaves no training sample of "
                                  f"{X.shape[0]}; got {self.validation_fraction}.")
             order = rng.permutation(X.shape[0])
-            X_val, Y_val = X[order[:n_val]], Y[order[:n_val]]
-            X, Y = X[order[n_val:]], Y[order[n_val:]]
+            X_val, Y_val, SW_val = X[order[:n_val]], Y[order[:n_val]], SW[order[:n_val]]
+            X, Y, SW = X[order[n_val:]], Y[order[n_val:]], SW[order[n_val:]]
         if self.target_epsilon is not None:
             self._fit_private(X, Y, rng, initial)
         else:
-            self._fit_epochs(X, Y, X_val, Y_val, rng, initial if first else None,
+            self._fit_epochs(X, Y, SW, X_val, Y_val, SW_val, rng, initial if first else None,
                              incremental=incremental)
         params = self._params()
         self.laplace_ = None if self.laplace is None else self._posterior(params, X, Y)
@@ -344,6 +353,27 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = self._net.sizes[-1]
         self.out_activation_ = self._output_activation
         return self
+
+    def _sample_weight(self, sample_weight, X) -> np.ndarray:
+        """scikit-learn's checks of ``sample_weight`` (``_check_sample_weight``: shape
+        (n_samples,), finite, not all zero), and >= 0; ones for None. Not with
+        ``target_epsilon`` (the accountant bounds each sample's unweighted contribution) nor,
+        unless all equal, with ``laplace`` (the posterior conditions on unweighted samples)."""
+        if sample_weight is None:
+            return np.ones(X.shape[0])
+        SW = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if self.target_epsilon is not None:
+            raise ValueError("sample_weight: not with target_epsilon (the privacy accountant "
+                             "bounds each sample's unweighted contribution); got weights.")
+        if self.laplace is not None and np.ptp(SW) > 0:
+            raise ValueError(f"sample_weight: not with laplace={self.laplace!r} unless all "
+                             f"weights are equal (the posterior conditions on unweighted "
+                             f"samples); got weights from {SW.min()} to {SW.max()}.")
+        return SW
+
+    def _y_limit(self) -> float:
+        """The largest magnitude of a target the float32 network takes (:func:`_columns`)."""
+        return _FLOAT32_MAX
 
     def _check_laplace_size(self) -> None:
         """"full" and "last_layer" hold a P x P matrix: refused above
@@ -377,10 +407,12 @@ class _BaseMLP(BaseEstimator):
         state = self._state
         return state["params"] if isinstance(state, dict) else state.params
 
-    def _fit_epochs(self, X, Y, X_val, Y_val, rng, initial, *, incremental: bool) -> None:
+    def _fit_epochs(self, X, Y, SW, X_val, Y_val, SW_val, rng, initial, *,
+                    incremental: bool) -> None:
         """Epochs of :func:`_fit_program`, up to ``chunk`` per compiled call (the stop test
         runs inside it, after every epoch), from the parameters ``initial`` unless None
-        (then from the fitted state); ``rng`` draws the shuffles."""
+        (then from the fitted state); ``rng`` draws the shuffles; SW, SW_val: the sample
+        weights (n_samples,) of the training and validation rows."""
         n = X.shape[0]
         batch, num = self._batch(n)
         opt, hyperparams = self._program_optimizer(batch)
@@ -391,27 +423,33 @@ class _BaseMLP(BaseEstimator):
         # Column-major from here on, (n[0], m) and (n[L], m), transposed once; the columns
         # padded to a multiple of _PAD (never drawn), so folds of a cross-validation that
         # differ by a few samples share one compiled program.
-        Xc, Yc = _columns(X, _PAD), _columns(Y, _PAD)
+        Xc, Yc = _columns(X, _PAD, "X"), _columns(Y, _PAD, "y", self._y_limit())
+        SWc = _columns(SW[:, None], _PAD, "sample_weight")[0]
         if X_val is None:
-            Xv, Yv, n_val = (np.zeros((X.shape[1], 1), np.float32),
-                             np.zeros((Y.shape[1], 1), np.float32), 1)
+            Xv, Yv, SWv = (np.zeros((X.shape[1], 1), np.float32),
+                           np.zeros((Y.shape[1], 1), np.float32), np.ones(1, np.float32))
         else:
-            Xv, Yv, n_val = _columns(X_val, _PAD), _columns(Y_val, _PAD), X_val.shape[0]
+            Xv, Yv = _columns(X_val, _PAD, "X"), _columns(Y_val, _PAD, "y", self._y_limit())
+            SWv = _columns(SW_val[:, None], _PAD, "sample_weight")[0]
         fresh = initial is not None
         carry = _first_carry(initial, opt) if fresh else self._state
         remaining = 1 if incremental else self.max_iter
         stopped = False
-        data = jax.device_put((Xc, Yc, Xv, Yv))
-        settings = (np.int32(n_val), np.float32(self.tol),
+        data = jax.device_put((Xc, Yc, SWc, Xv, Yv, SWv))
+        l2 = np.float32(float(self.alpha) / batch)  # what the optimizer adds itself
+        settings = (np.int32(n), np.float32(self.tol),
                     np.int32(min(self.n_iter_no_change, np.iinfo(np.int32).max - 1)),
-                    np.float32(0.5 * self.alpha / batch))
+                    np.float32(self.alpha), l2)
         while remaining > 0:
             limit = min(remaining, chunk)
             # Each epoch's order: a fresh permutation of the n samples (scikit-learn's
-            # shuffle), its first num * batch cut into the minibatches.
+            # shuffle) cut into scikit-learn's minibatches; the last one filled up to batch
+            # with the permutation's first columns (any valid samples: weight 0 there).
             idx = np.zeros((chunk, num * batch), np.int32)
             for e in range(limit):
-                idx[e] = rng.permutation(n)[: num * batch]
+                perm = rng.permutation(n)
+                idx[e, :n] = perm
+                idx[e, n:] = perm[: num * batch - n]
             carry, losses, scores, count, stop, diverged = program(
                 carry, np.bool_(fresh), idx.reshape(chunk, num, batch), *data,
                 np.int32(limit), *settings, hyperparams)
@@ -465,8 +503,9 @@ class _BaseMLP(BaseEstimator):
             return best["bad"] <= self.n_iter_no_change
 
         dp = self._dp(n)
-        result = jaxmlp.fit(self._net, None, opt, jnp.asarray(X.T, jnp.float32),
-                            jnp.asarray(Y.T, jnp.float32), epochs=self.max_iter,
+        result = jaxmlp.fit(self._net, None, opt, jnp.asarray(_columns(X, 1, "X")),
+                            jnp.asarray(_columns(Y, 1, "y", self._y_limit())),
+                            epochs=self.max_iter,
                             batch_size=None, key=None, state=state, on_epoch_end=on_epoch_end,
                             dp=dp)
         if result.status == "diverged":
@@ -489,10 +528,12 @@ class _BaseMLP(BaseEstimator):
         Bengio's uniform), 2 for sigmoid hidden units."""
         return 2.0 if self.activation == "sigmoid" else 6.0
 
-    def fit(self, X, y):
-        """Trains from a new initialisation for up to ``max_iter`` epochs. Returns self."""
+    def fit(self, X, y, sample_weight=None):
+        """Trains from a new initialisation for up to ``max_iter`` epochs. ``sample_weight``
+        (n_samples,), >= 0: each minibatch's cost is sum w_i L_i / sum w_i, as scikit-learn's.
+        Returns self."""
         self.__dict__.pop("_state", None)
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ prediction
 
@@ -504,8 +545,13 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "_state")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         m = X.shape[0]
-        A_L = jaxmlp.predict(self._net, self._params(), _columns(X, None))
-        return np.asarray(A_L, dtype=np.float64)[:, :m].T
+        A_L = np.asarray(jaxmlp.predict(self._net, self._params(), _columns(X, None)),
+                         dtype=np.float64)[:, :m]
+        if not np.isfinite(A_L).all():
+            raise ValueError(f"X: the network's outputs overflow float32 for inputs up to "
+                             f"{np.abs(X).max():.4g} in magnitude; scale the data as it was "
+                             f"scaled for the fit.")
+        return A_L.T
 
     def _predictive(self, X):
         """The GLM predictive (LA10), (LA11) of ``laplace_`` at batch-first X, padded as
@@ -514,7 +560,7 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "_state")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         m = X.shape[0]
-        out = self.laplace_.predictive(_columns(X, None))
+        out = self.laplace_.predictive(_columns(X, None, "X"))
         if isinstance(out, tuple):
             return tuple(np.asarray(a, dtype=np.float64)[:, :m].T for a in out)
         return np.asarray(out, dtype=np.float64)[:, :m].T
@@ -539,8 +585,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         check_classification_targets(y)
         if first:
             self._multilabel = type_of_target(y) == "multilabel-indicator"
-            self._binarizer = LabelBinarizer().fit(y if classes is None else np.asarray(classes))
+            # scikit-learn's: a label-indicator y gives the label indices, other classes
+            # are the labels given
+            self._binarizer = LabelBinarizer().fit(
+                y if classes is None or self._multilabel else np.asarray(classes))
             self.classes_ = self._binarizer.classes_
+            if (classes is not None and self._multilabel
+                    and not np.array_equal(self.classes_, unique_labels(classes))):
+                raise ValueError(f"classes: expected the label indices "
+                                 f"{self.classes_.tolist()} of a label-indicator y with "
+                                 f"{len(self.classes_)} columns, got "
+                                 f"{np.asarray(classes).tolist()}.")
             if len(self.classes_) < 2:
                 raise ValueError(f"y: expected at least 2 classes, got {len(self.classes_)} "
                                  f"class ({self.classes_[0]!r}).")
@@ -558,18 +613,26 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Y = np.hstack([1.0 - Y, Y])
         return Y
 
-    def fit(self, X, y):
-        """Trains from a new initialisation for up to ``max_iter`` epochs. Returns self."""
-        return super().fit(X, y)
+    def fit(self, X, y, sample_weight=None):
+        """Trains from a new initialisation for up to ``max_iter`` epochs. ``sample_weight``
+        (n_samples,), >= 0: each minibatch's cost is sum w_i L_i / sum w_i, as scikit-learn's.
+        Returns self."""
+        return super().fit(X, y, sample_weight=sample_weight)
 
     @available_if(_without_laplace)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One more epoch on (X, y), continuing the optimizer's state. The first call needs
-        ``classes`` (every label of the problem), as in scikit-learn. Returns self."""
-        if not hasattr(self, "_state") and classes is None:
-            raise ValueError("classes: expected every label of the problem on the first call "
-                             "to partial_fit, got None.")
-        return self._fit(X, y, incremental=True, classes=classes)
+        ``classes`` (every label of the problem; for a label-indicator y, the label indices
+        0, ..., n_labels - 1), as in scikit-learn; a later call's ``classes``, if given, must
+        be the same. Returns self."""
+        if not hasattr(self, "_state"):
+            if classes is None:
+                raise ValueError("classes: expected every label of the problem on the first "
+                                 "call to partial_fit, got None.")
+        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+            raise ValueError(f"`classes={np.asarray(classes).tolist()!r}` is not the same as on "
+                             f"last call to partial_fit, was: {self.classes_.tolist()!r}")
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n_samples, n_classes): A[L]^T of the softmax (or sigmoids);
@@ -603,9 +666,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _validation = "r2"
 
     @available_if(_without_laplace)
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One more epoch on (X, y), continuing the optimizer's state. Returns self."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
+
+    def _y_limit(self) -> float:
+        """sqrt(float32's largest): the cost (C3) squares the targets."""
+        return float(np.sqrt(_FLOAT32_MAX))
 
     def _targets(self, y, *, first, classes=None):
         y = np.asarray(y, dtype=np.float64)
@@ -662,14 +729,25 @@ def _chunk(epoch_columns: int) -> int:
     return max(1, min(256, 1 << ((1 << 21) // epoch_columns).bit_length() - 1))
 
 
-def _columns(A: np.ndarray, multiple: Optional[int]) -> np.ndarray:
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _columns(A: np.ndarray, multiple: Optional[int], name: str = "X",
+             limit: float = _FLOAT32_MAX) -> np.ndarray:
     """A^T as float32 (n, m'), zero columns appended: m' a multiple of ``multiple``, or the
-    next power of two >= max(m, 16) for None."""
+    next power of two >= max(m, 16) for None. Values beyond ``limit`` in magnitude (float32's
+    largest by default; finite in float64, not in the network's float32) are refused, a
+    ValueError naming ``name``."""
     m = A.shape[0]
     width = (-(-m // multiple) * multiple if multiple is not None
              else 1 << (max(m, 16) - 1).bit_length())
     out = np.zeros((A.shape[1], width), np.float32)
     out[:, :m] = A.T
+    if A.size and not (np.isfinite(out).all() and np.abs(out).max() <= limit):
+        which = "float32's largest" if limit == _FLOAT32_MAX else "the square root of float32's largest"
+        raise ValueError(f"{name}: values up to {np.abs(A).max():.4g} in magnitude, beyond "
+                         f"{which} number {limit:.4g} (the network computes in float32); "
+                         f"scale the data (e.g. sklearn.preprocessing.StandardScaler).")
     return out
 
 
@@ -695,25 +773,25 @@ def _first_carry(params, opt) -> dict:
             "bad": np.int32(0), "best_score": np.float32(-np.inf), "best_params": params}
 
 
-def _validation_score(net, kind: str, params, X, Y, n):
-    """The early-stopping score on the first n columns of X (n[0], m'), Y (n[L], m'):
-    ``"accuracy"`` (argmax of A[L] against Y's), ``"exact_match"`` (every label's A[L] > 0.5
-    as Y's) or ``"r2"`` (scikit-learn's R^2, averaged over the outputs)."""
+def _validation_score(net, kind: str, params, X, Y, w):
+    """The early-stopping score on X (n[0], m'), Y (n[L], m') with sample weights w (m',)
+    (0 on the padding columns), scikit-learn's ``score(..., sample_weight)``: ``"accuracy"``
+    (the weighted share of argmax of A[L] equal to Y's), ``"exact_match"`` (every label's
+    A[L] > 0.5 as Y's) or ``"r2"`` (scikit-learn's weighted R^2, averaged over the outputs)."""
     P = jaxmlp.predict(net, params, X)  # (F1), (F2): (n[L], m')
-    mask = jnp.arange(X.shape[1]) < n
+    s = jnp.sum(w)
     if kind == "accuracy":
         hit = jnp.argmax(P, axis=0) == jnp.argmax(Y, axis=0)
     elif kind == "exact_match":
         hit = jnp.all((P > 0.5) == (Y > 0.5), axis=0)
     else:
-        w = mask.astype(P.dtype)
-        mean = jnp.sum(Y * w, axis=1, keepdims=True) / n
+        mean = jnp.sum(Y * w, axis=1, keepdims=True) / s
         ss_res = jnp.sum(w * (Y - P) ** 2, axis=1)
         ss_tot = jnp.sum(w * (Y - mean) ** 2, axis=1)
         r2 = jnp.where(ss_tot > 0, 1.0 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0),
                        jnp.where(ss_res > 0, 0.0, 1.0))  # scikit-learn's force_finite
         return jnp.mean(r2).astype(jnp.float32)
-    return (jnp.sum(hit & mask, dtype=jnp.float32) / n).astype(jnp.float32)
+    return (jnp.sum(jnp.where(hit, w, 0.0)) / s).astype(jnp.float32)
 
 
 @functools.lru_cache(maxsize=32)
@@ -721,27 +799,34 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
                  validation: Optional[str], compiler_options: tuple = ()):
     """ONE jitted function that runs up to ``chunk`` epochs of a fit, with the stop test:
 
-    ``run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty,
-    hyperparams) -> (carry, losses (chunk,), scores (chunk,), epochs run, stopped, diverged)``.
+    ``run(carry, fresh, idx, X, Y, SW, X_val, Y_val, W_val, limit, n, tol, patience, alpha,
+    l2, hyperparams) -> (carry, losses (chunk,), scores (chunk,), epochs run, stopped,
+    diverged)``.
 
     * ``fresh``: a new optimizer state, ``optimizer.init(params)``; else ``carry``'s.
     * ``hyperparams``: values of an ``optax.inject_hyperparams`` state (float32 scalars by
       name, :func:`_tunable_optimizer`) that replace the state's before the first epoch:
       they are arguments, not constants, so other values compile nothing; ``{}`` for an
       optimizer without them.
-    * epoch e < ``limit``: ``lax.scan`` of the update (:func:`jaxmlp.train.apply_update`,
-      ``grad_norm=False``, the cost its only metric read:
-      (F1)-(F3), (B1)-(B4), the optax update) over the minibatches ``idx[e]``
-      (num_batches, batch), column indices into X (n[0], m'), Y (n[L], m');
-    * its loss: the mean minibatch cost (F3) plus ``penalty`` ||W||^2 (penalty =
-      alpha / (2 batch), scikit-learn's L2 term, at the epoch's final weights);
+    * epoch e < ``limit``: ``lax.scan`` of scikit-learn's minibatch update over the
+      minibatches ``idx[e]`` (num_batches, batch), column indices into X (n[0], m'),
+      Y (n[L], m') and the sample weights SW (m',): ``idx[e]`` is the epoch's permutation of
+      the n training columns cut as scikit-learn's ``gen_batches(n, batch)``, its last
+      minibatch filled up to ``batch`` with columns of weight 0 (positions >= n). Each
+      update: the weighted cost J = sum w_i L_i / s, s = sum w_i, and its gradient by the
+      recurrences (:func:`jaxmlp.nn.propagation.weighted_value_and_grad_kernel`: (F1)-(F3),
+      the seed, (B3), (B4), (B1), (B2)), plus scikit-learn's L2 term (alpha / 2) ||W||^2 / s
+      (gradient alpha W / s; the optimizer adds ``l2`` W itself, l2 = alpha / batch, the
+      rest is added to the gradient), then the optax update (``value=J``; K-FAC's factors
+      from the same padded minibatch);
+    * its loss, scikit-learn's: sum over the minibatches of (J + the L2 term at the
+      weights before the update) times the minibatch's sample count, divided by n;
     * the stop test after every epoch, scikit-learn's: without validation, a loss above
       best_loss - tol counts a bad epoch; with it, a score (:func:`_validation_score` on
-      the first n_val columns of X_val, Y_val) below best_score + tol, and the
+      X_val, Y_val with weights W_val, 0 on the padding) below best_score + tol, and the
       best-scoring parameters are kept; more than ``patience`` bad epochs in a row stop;
-    * an epoch with a non-finite cost or parameter is not kept: the loop stops with
-      ``diverged`` set and the carry of the epoch before (one test, on the loss: a
-      non-finite W[l] makes the L2 term non-finite, the biases join through 0 * sum(b)).
+    * an epoch with a non-finite loss or final parameter is not kept: the loop stops with
+      ``diverged`` set and the carry of the epoch before.
 
     ``compiler_options``: XLA's options for this program, (name, value) pairs
     (:data:`_COMPILER_OPTIONS` from the estimator).
@@ -767,18 +852,54 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
         return lax.gather(A, idx_s[:, None], columns, (A.shape[0], 1),
                           mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
-    def epoch(params, opt_state, idx, X, Y):
-        def body(carry, idx_s):
-            params, opt_state, metrics = apply_update(
-                net, optimizer, *carry, take(X, idx_s), take(Y, idx_s), grad_norm=False)
-            return (params, opt_state), metrics.cost
+    def take_row(v, idx_s):
+        return lax.gather(v, idx_s[:, None], lax.GatherDimensionNumbers(
+            offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,)), (1,),
+            mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
-        (params, opt_state), costs = lax.scan(body, (params, opt_state), idx)
-        return params, opt_state, costs
+    def update(params, opt_state, X_s, Y_s, w, alpha, l2):
+        """One minibatch of scikit-learn's: the weighted mean cost J = sum w_i L_i / s and
+        its gradient (:func:`jaxmlp.nn.propagation.weighted_value_and_grad_kernel`), s =
+        sum_i w_i (the batch's sample count without sample weights), plus the L2 term
+        (alpha / 2) ||W||^2 / s, gradient alpha W / s: the optimizer adds l2 W = alpha W /
+        batch itself, the difference is added here. A batch with s = 0 is skipped."""
+        J, grads = weighted_value_and_grad_kernel(net, params, X_s, Y_s, w)
+        s = total(w)
+        some = lax.gt(s, np.float32(0.0))
+        scale = lax.div(alpha, lax.select(some, s, np.float32(1.0)))
+        grads = checks.like_params(grads, [
+            {"W": g["W"] + (scale - l2) * p["W"], "b": g["b"]} for g, p in zip(grads, params)])
+        loss = lax.add(J, lax.mul(lax.mul(np.float32(0.5), scale),
+                                  total(*(lax.integer_pow(p["W"], 2) for p in params))))
+        if _needs_kfac_factors(optimizer):
+            _, _, extra = _kfac_update_inputs(net, optimizer, params, opt_state, X_s, Y_s)
+        else:
+            extra = {}
+        updates, new_state = optimizer_update(optimizer, grads, opt_state, params, value=J,
+                                              **extra)
+        new_params = optax.apply_updates(params, updates)
+        return (where(some, new_params, params), where(some, new_state, opt_state),
+                lax.select(some, loss, np.float32(0.0)))
+
+    def epoch(params, opt_state, idx, X, Y, SW, n, alpha, l2):
+        positions = jnp.arange(batch, dtype=np.int32)
+
+        def body(carry, step):
+            idx_s, s = step
+            valid = lax.lt(s * batch + positions, n)  # the last batch's padding: weight 0
+            w = jnp.where(valid, take_row(SW, idx_s), np.float32(0.0))
+            params, opt_state, loss = update(*carry, take(X, idx_s), take(Y, idx_s), w,
+                                             alpha, l2)
+            return (params, opt_state), lax.mul(loss, lax.convert_element_type(
+                total(valid.astype(np.int32)), np.float32))
+
+        (params, opt_state), losses = lax.scan(
+            body, (params, opt_state), (idx, jnp.arange(num_batches, dtype=np.int32)))
+        return params, opt_state, losses
 
     @functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
-    def run(carry, fresh, idx, X, Y, X_val, Y_val, limit, n_val, tol, patience, penalty,
-            hyperparams):
+    def run(carry, fresh, idx, X, Y, SW, X_val, Y_val, W_val, limit, n, tol, patience, alpha,
+            l2, hyperparams):
         opt_state = lax.cond(fresh, optimizer.init, lambda _: carry["opt_state"], carry["params"])
         if hyperparams:
             opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, **hyperparams})
@@ -793,16 +914,15 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
 
         def body(loop):
             c, losses, scores, i, _, _ = loop
-            params, opt_state, costs = epoch(c["params"], c["opt_state"],
-                                             lax.dynamic_index_in_dim(idx, i, keepdims=False),
-                                             X, Y)
-            # The mean cost plus penalty ||W||^2, in lax (float32 throughout, the same
-            # operations as jnp's mean, sum and power, without their nested programs to trace).
-            loss = lax.add(lax.div(total(costs), np.float32(num_batches)), lax.mul(
-                penalty, total(*(lax.integer_pow(p["W"], 2) for p in params))))
-            # A non-finite W[l] makes the L2 term non-finite (0 * inf = nan for alpha = 0).
-            finite = lax.is_finite(lax.add(loss, lax.mul(np.float32(0.0),
-                                                         total(*(p["b"] for p in params)))))
+            params, opt_state, losses_s = epoch(
+                c["params"], c["opt_state"], lax.dynamic_index_in_dim(idx, i, keepdims=False),
+                X, Y, SW, n, alpha, l2)
+            # scikit-learn's epoch loss: sum_s (loss of batch s) (its sample count) / n, in
+            # lax (float32 throughout).
+            loss = lax.div(total(losses_s), lax.convert_element_type(n, np.float32))
+            # The epoch's final parameters must be finite too (0 * inf = nan).
+            finite = lax.is_finite(lax.add(loss, lax.mul(np.float32(0.0), total(
+                *(lax.integer_pow(p["W"], 2) for p in params), *(p["b"] for p in params)))))
             new = dict(c, params=params, opt_state=opt_state)
             if validation is None:
                 bad = lax.select(lax.gt(loss, lax.sub(c["best_loss"], tol)),
@@ -810,7 +930,7 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
                 new.update(best_loss=lax.min(loss, c["best_loss"]), bad=bad)
                 score = np.float32(np.nan)
             else:
-                score = _validation_score(net, validation, params, X_val, Y_val, n_val)
+                score = _validation_score(net, validation, params, X_val, Y_val, W_val)
                 bad = jnp.where(score < c["best_score"] + tol, c["bad"] + 1, 0)
                 better = score > c["best_score"]
                 new.update(best_score=jnp.maximum(score, c["best_score"]), bad=bad,

@@ -17,6 +17,7 @@ import functools
 
 
 import jax
+import jax.numpy as jnp
 
 from jaxmlp.nn import recurrences
 from jaxmlp.nn import checks
@@ -28,7 +29,7 @@ Array = jax.Array
 Params = list  # [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]
 
 __all__ = ["Cache", "backward", "forward", "loss", "predict", "value_and_grad",
-           "value_and_grad_kernel"]
+           "value_and_grad_kernel", "weighted_value_and_grad_kernel"]
 
 _STATIC = dict(static_argnums=0, static_argnames="compute_dtype")
 
@@ -130,3 +131,24 @@ def value_and_grad_kernel(net: Network, params: Params, X: Array, Y: Array,
     """
     s = recurrences.sweep(net, params, X, Y, None, compute_dtype)
     return s.J, checks.like_params(params, gradient(s.dZs, s.cache, compute_dtype))
+
+
+def weighted_value_and_grad_kernel(net: Network, params: Params, X: Array, Y: Array, w: Array,
+                                   compute_dtype=None) -> tuple[Array, Params]:
+    """Unchecked (J_w, dJ_w/dtheta) of the weighted mean cost J_w = sum_i w_i L_i / sum_i w_i.
+
+    X (n[0], m), Y (n[L], m), w (m,) weights >= 0 with sum_i w_i > 0. (F1), (F2) forward;
+    the losses L_i of (F3); the seed of J_w, column i of dZ[L] = (w_i / sum_j w_j) dL_i/dz[L]
+    (:func:`jaxmlp.nn.recurrences.output_seed` with m = 1, times w / sum(w)); then (B3), (B4)
+    (:func:`jaxmlp.nn.recurrences.backpropagate`) and (B1), (B2). The sweep is linear in the
+    seed, so a column of weight 0 contributes nothing to J_w or to the gradient (its values
+    must be finite: any valid sample), and w = 1 gives :func:`value_and_grad_kernel`'s J and
+    gradient. grads mirror params' container, in the params' dtype.
+    """
+    A_L, cache = recurrences.forward_pass(net, params, X, compute_dtype)  # (F1), (F2)
+    w = w.astype(A_L.dtype)
+    scale = w / jnp.sum(w)  # (m,)
+    J = jnp.sum(scale * recurrences.losses(net, cache.Z[-1], A_L, Y))  # (F3), weighted
+    dZ_L = recurrences.output_seed(net, cache.Z[-1], A_L, Y, 1) * scale  # (n[L], m)
+    dZs = recurrences.backpropagate(net, params, cache, dZ_L, compute_dtype)  # (B3), (B4)
+    return J, checks.like_params(params, gradient(dZs, cache, compute_dtype))  # (B1), (B2)
