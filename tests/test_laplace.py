@@ -408,6 +408,12 @@ def test_bad_input_names_the_argument(softmax_problem):
     with pytest.raises(ValueError, match="structure='full': a dense posterior of P = 4483"):
         lp.laplace(big, jaxmlp.init_params(big, 0, dtype=jnp.float64), structure="full",
                    X=jnp.zeros((60, 2)), Y=jnp.eye(3)[:, :2])
+    wide = jaxmlp.Network((3, 600, 10), ("tanh", "softmax"), "categorical_cross_entropy")
+    with pytest.raises(ValueError, match=r"structure='last_layer': a dense posterior of P = 6010 "
+                                         r".* Use 'kron' or 'diag', or a network with a smaller "
+                                         r"last layer\.$"):
+        lp.laplace(wide, jaxmlp.init_params(wide, 0, dtype=jnp.float64), structure="last_layer",
+                   X=jnp.zeros((3, 2)), Y=jnp.eye(10)[:, :2])
     la = lp.laplace(net, params, X, Y, structure="diag")
     with pytest.raises(ValueError, match="link: expected one of"):
         la.predictive(X, "logit")

@@ -261,8 +261,9 @@ def full_size_message(structure: str, P: int, limit: int) -> str:
     gib = P * P * 8 / 2**30
     return (f"structure={structure!r}: a dense posterior of P = {P} parameters needs a P x P "
             f"matrix ({gib:.2g} GiB in float64) and its Cholesky factor; the limit is "
-            f"FULL_MAX_PARAMS = {limit}. Use 'kron', 'diag' or 'last_layer'"
-            + ("" if structure == "full" else ", or a smaller last layer") + ".")
+            f"FULL_MAX_PARAMS = {limit}. Use "
+            + ("'kron', 'diag' or 'last_layer'" if structure == "full"
+               else "'kron' or 'diag', or a network with a smaller last layer") + ".")
 
 
 def log_two_pi_sigma(sigma) -> jax.Array:
