@@ -4,8 +4,10 @@ Batch-first at the boundary, as scikit-learn, optax and Equinox users hold their
 ``X`` is (n_samples, n_features) and ``y`` is what scikit-learn gives (a label vector, a
 label-indicator matrix, or a target vector or matrix). Inside it is the same library:
 X is transposed ONCE to the column-major (n[0], m) of the derivations, the network is a
-:class:`jaxmlp.Network`, and every minibatch update is :func:`jaxmlp.train.apply_update`
-(the hand-derived gradient (F1)-(F3), (B1)-(B4), an optax update).
+:class:`jaxmlp.Network`, and every minibatch update is the hand-derived gradient (F1)-(F3),
+(B1)-(B4) of the minibatch's weighted cost
+(:func:`jaxmlp.nn.propagation.weighted_value_and_grad_kernel`) and an optax update
+(:func:`jaxmlp.train.step.optimizer_update`).
 
 A fit is ONE compiled program per shape (:func:`_fit_program`): up to 256 epochs in a
 ``lax.while_loop``, each a ``lax.scan`` over its minibatches, with scikit-learn's stop
@@ -28,17 +30,24 @@ same ``random_state`` starts from scikit-learn's weights. Where ours differ:
 
 * ``optimizer`` is one of :data:`jaxmlp.train.OPTIMIZERS` (scikit-learn's ``solver``);
   ``learning_rate_init`` is the optax learning rate; no ``learning_rate`` schedule string.
-  ``alpha`` is scikit-learn's L2 term, (alpha / 2) ||W||^2 / b added to the mean cost of a
-  minibatch of b samples (its gradient alpha W[l] / b, on the weights only);
+  ``alpha`` is scikit-learn's L2 term, (alpha / 2) ||W||^2 / s added to the mean cost of a
+  minibatch, s its number of samples (the sum of their ``sample_weight``) (its gradient
+  alpha W[l] / s, on the weights only);
   ``weight_decay`` is further L2 strength of :func:`jaxmlp.train.make_optimizer`
   (decoupled for ``"adamw"``), 0 by default.
 * A classifier with one label column has a softmax output over ``classes_`` (also for two
   classes, where scikit-learn has one sigmoid unit); a label-indicator ``y`` gives
   independent sigmoid outputs (multi-label).
-* An epoch is as many minibatches as scikit-learn's, ceil(n / batch_size), all of the same
-  size n // ceil(n / batch_size) (fixed shapes), drawn from a fresh permutation; the at most
-  ceil(n / batch_size) - 1 samples left over sit out that epoch. An epoch's loss is the mean
-  minibatch cost plus the L2 term at the epoch's final weights.
+* An epoch is scikit-learn's minibatches, every sample in one: its shuffle of the sample
+  indices cut by ``gen_batches(n, b)``, b = min(batch_size, n); the last minibatch, of
+  n - (ceil(n / b) - 1) b samples, is filled up to b with columns of weight 0 (one compiled
+  shape per (b, ceil(n / b))). An epoch's loss is scikit-learn's: the minibatches' losses
+  (the L2 term at the weights before each update) times their sizes, summed, over n.
+  ``sample_weight`` (``fit``, ``partial_fit``) weights each minibatch's cost,
+  sum w_i L_i / sum w_i, as scikit-learn's. With ``"kfac"`` the Kronecker factors of the
+  filled-up minibatch include its weight-0 columns (copies of samples); the gradient is
+  exact. No ``warm_start``, ``shuffle``, ``momentum``: ``fit`` starts anew, ``partial_fit``
+  continues.
 * ``coefs_[l]`` is W[l+1]^T, (n[l], n[l+1]), as scikit-learn stores it.
 * ``target_epsilon`` (with ``delta`` and ``l2_norm_clip``) trains with DP-SGD
   (:class:`jaxmlp.privacy.DPSGD`, through :func:`jaxmlp.fit`, one compiled call per
@@ -440,16 +449,18 @@ class _BaseMLP(BaseEstimator):
         settings = (np.int32(n), np.float32(self.tol),
                     np.int32(min(self.n_iter_no_change, np.iinfo(np.int32).max - 1)),
                     np.float32(self.alpha), l2)
+        order = np.arange(n)
         while remaining > 0:
             limit = min(remaining, chunk)
-            # Each epoch's order: a fresh permutation of the n samples (scikit-learn's
-            # shuffle) cut into scikit-learn's minibatches; the last one filled up to batch
-            # with the permutation's first columns (any valid samples: weight 0 there).
+            # Each epoch's order: the last epoch's order shuffled by a fresh permutation of
+            # the n samples (scikit-learn's shuffle of its sample indices), cut into
+            # scikit-learn's minibatches; the last one filled up to batch with the order's
+            # first columns (any valid samples: weight 0 there).
             idx = np.zeros((chunk, num * batch), np.int32)
             for e in range(limit):
-                perm = rng.permutation(n)
-                idx[e, :n] = perm
-                idx[e, n:] = perm[: num * batch - n]
+                order = order[rng.permutation(n)]
+                idx[e, :n] = order
+                idx[e, n:] = order[: num * batch - n]
             carry, losses, scores, count, stop, diverged = program(
                 carry, np.bool_(fresh), idx.reshape(chunk, num, batch), *data,
                 np.int32(limit), *settings, hyperparams)
@@ -742,7 +753,8 @@ def _columns(A: np.ndarray, multiple: Optional[int], name: str = "X",
     width = (-(-m // multiple) * multiple if multiple is not None
              else 1 << (max(m, 16) - 1).bit_length())
     out = np.zeros((A.shape[1], width), np.float32)
-    out[:, :m] = A.T
+    with np.errstate(over="ignore"):  # reported below
+        out[:, :m] = A.T
     if A.size and not (np.isfinite(out).all() and np.abs(out).max() <= limit):
         which = "float32's largest" if limit == _FLOAT32_MAX else "the square root of float32's largest"
         raise ValueError(f"{name}: values up to {np.abs(A).max():.4g} in magnitude, beyond "

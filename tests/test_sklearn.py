@@ -509,3 +509,160 @@ def test_the_grid_search_benchmark_shares_one_training_program_over_its_points(t
     assert theirs["compiled"] == [] and ours["seconds"] > 0 and theirs["seconds"] > 0
     assert set(ours["best_params"]) == {"learning_rate_init", "alpha"}
     assert 0 <= ours["test_accuracy"] <= 1
+
+
+def test_the_weighted_kernel_is_the_gradient_of_the_weighted_mean_cost():
+    """weighted_value_and_grad_kernel: J = sum w_i L_i / sum w_i and its gradient by the
+    recurrences, against jax.grad of that J (float64, the suite's x64), and against
+    value_and_grad_kernel on the batch without its weight-0 columns."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmlp
+    from jaxmlp.nn import recurrences
+    from jaxmlp.nn.propagation import value_and_grad_kernel, weighted_value_and_grad_kernel
+
+    rng = np.random.default_rng(0)
+    for acts, cost, n_out in [(("tanh", "softmax"), "categorical_cross_entropy", 3),
+                              (("relu", "linear"), "mean_squared_error", 2)]:
+        net = jaxmlp.Network(sizes=(4, 5, n_out), activations=acts, cost=cost)
+        params = [{"W": jnp.asarray(rng.normal(size=(5, 4))),
+                   "b": jnp.asarray(rng.normal(size=5))},
+                  {"W": jnp.asarray(rng.normal(size=(n_out, 5))),
+                   "b": jnp.asarray(rng.normal(size=n_out))}]
+        X = jnp.asarray(rng.normal(size=(4, 9)))
+        Y = (jnp.asarray(np.eye(n_out)[:, rng.integers(0, n_out, 9)]) if n_out == 3
+             else jnp.asarray(rng.normal(size=(n_out, 9))))
+        w = jnp.asarray([2.0, 0.0, 1.0, 0.5, 0.0, 3.0, 1.0, 1.0, 0.0])
+
+        keep = np.flatnonzero(np.asarray(w) > 0)  # weights 0 / 1: the mean over the kept
+
+        def weighted(p):
+            A_L, c = recurrences.forward_pass(net, p, X)
+            return jnp.sum(w * recurrences.losses(net, c.Z[-1], A_L, Y)) / jnp.sum(w)
+
+        @jax.jit
+        def pairs(p):
+            return ((weighted_value_and_grad_kernel(net, p, X, Y, w),
+                     jax.value_and_grad(weighted)(p)),
+                    (weighted_value_and_grad_kernel(net, p, X, Y, (w > 0) * 1.0),
+                     value_and_grad_kernel(net, p, X[:, keep], Y[:, keep])))
+
+        for (J, grads), (J_ref, g_ref) in pairs(params):
+            np.testing.assert_allclose(J, J_ref, rtol=1e-12)
+            for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(g_ref), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_sample_every_epoch_in_scikit_learns_minibatches_and_loss(weighted):
+    """batch_size not dividing n (31 = 4 x 7 + 3): scikit-learn's gen_batches of the epoch's
+    permutation, the smaller last minibatch's L2 term alpha ||W||^2 / (2 s), and its epoch loss
+    sum_s (batch loss) (batch size) / n; with sample weights too. Against scikit-learn's own
+    SGD (momentum 0) from the same random_state: the same shuffles, parameters and losses."""
+    from sklearn.neural_network import MLPRegressor as SkMLP
+
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(31, 3)), rng.normal(size=31)
+    sw = rng.integers(0, 4, 31).astype(float) if weighted else None
+    settings = dict(learning_rate_init=0.05, alpha=0.3, max_iter=2, batch_size=7,
+                    random_state=2)
+    ours = MLPRegressor((5,), optimizer="sgd", **settings).fit(X, y, sample_weight=sw)
+    theirs = SkMLP(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0,
+                   nesterovs_momentum=False, **settings).fit(X, y, sample_weight=sw)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-5)
+
+
+def test_no_sample_is_dropped_so_the_stop_test_does_not_fire_early():
+    """Diabetes (442 = 2 x 200 + 42 samples): every epoch trains on every sample, so the
+    epoch loss decreases smoothly and the fit runs as scikit-learn's (past epoch 100)."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    reg = MLPRegressor((32,), max_iter=150, random_state=0).fit(X, y)
+    assert reg.n_iter_ == 150 and np.all(np.diff(reg.loss_curve_) < 0)
+
+
+def test_sample_weight_is_duplication_and_zero_is_dropping():
+    """Full-batch SGD (all samples in one minibatch): integer weights give the fit on the
+    rows repeated each as often (weight 0: the row dropped); bad weights are refused."""
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(20, 3)), np.arange(20) % 3
+    sw = rng.integers(0, 3, 20)
+    settings = dict(optimizer="sgd", learning_rate_init=0.1, alpha=0.01, max_iter=5,
+                    random_state=0)
+    weighted = MLPClassifier((4,), **settings).fit(X, y, sample_weight=sw)
+    repeated = MLPClassifier((4,), **settings).fit(np.repeat(X, sw, 0), np.repeat(y, sw))
+    for a, b in zip(weighted.coefs_ + weighted.intercepts_,
+                    repeated.coefs_ + repeated.intercepts_, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-5)
+    assert (sw == 0).sum() > 2  # rows of weight 0: not repeated at all, dropped
+    bad = sw * 1.0
+    bad[2] = -1.0
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
+        MLPClassifier((4,), **settings).fit(X, y, sample_weight=bad)
+    bad[2] = np.nan
+    with pytest.raises(ValueError, match="Input sample_weight contains NaN"):
+        MLPClassifier((4,), **settings).fit(X, y, sample_weight=bad)
+    with pytest.raises(ValueError, match=r"sample_weight.shape == \(19,\), expected \(20,\)"):
+        MLPClassifier((4,), **settings).fit(X, y, sample_weight=sw[1:])
+
+
+def test_partial_fit_label_indices_one_sample_and_changed_classes():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(30, 3))
+    Y = (rng.random((30, 4)) > 0.5).astype(int)
+    multi = MLPClassifier((16,), random_state=0).partial_fit(X, Y, classes=[0, 1, 2, 3])
+    assert multi.classes_.tolist() == [0, 1, 2, 3] and multi.predict(X).shape == (30, 4)
+    clf = MLPClassifier((4,), random_state=0).partial_fit(X[:1], [2], classes=[0, 1, 2])
+    clf.partial_fit(X[1:2], [0])
+    assert clf.n_iter_ == 2
+    with pytest.raises(ValueError, match=r"^`classes=\[0, 1, 2, 3\]` is not the same as on "
+                                         r"last call to partial_fit, was: \[0, 1, 2\]$"):
+        clf.partial_fit(X, np.arange(30) % 3, classes=[0, 1, 2, 3])
+
+
+def test_one_sample_for_the_regressors_fit_and_partial_fit_as_scikit_learn():
+    """One sample trains as scikit-learn's SGD trains on it (fit, then a partial_fit)."""
+    from sklearn.neural_network import MLPRegressor as SkMLP
+
+    X = np.random.default_rng(6).normal(size=(2, 3))
+    settings = dict(learning_rate_init=0.1, max_iter=3, random_state=0)
+    ours = MLPRegressor((4,), optimizer="sgd", **settings).fit(X[:1], [1.5])
+    theirs = SkMLP(hidden_layer_sizes=(4,), solver="sgd", momentum=0.0, **settings)
+    theirs.fit(X[:1], [1.5])
+    ours.partial_fit(X[1:], [0.5])
+    theirs.partial_fit(X[1:], [0.5])
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert ours.n_iter_ == 4 and ours.predict(X).shape == (2,)
+    with pytest.raises(ValueError, match="validation_fraction: leaves no training sample"):
+        MLPRegressor((4,), early_stopping=True).fit(X[:1], [1.5])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        MLPClassifier((4,)).fit(X[:1], [1])
+
+
+def test_values_beyond_float32_and_non_bool_switches_are_refused():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    clf = MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"^X: values up to 7.9e\+39 in magnitude, beyond "
+                                         r"float32's largest number 3.403e\+38 .* scale the data"):
+        clf.predict_proba(X * 1e39)
+    with pytest.raises(ValueError, match=r"^X: the network's outputs overflow float32"):
+        clf.predict(np.full((2, 4), 3e38))
+    with pytest.raises(ValueError, match=r"^y: values up to 7.9e\+19 .* the square root of "
+                                         r"float32's largest number 1.845e\+19"):
+        MLPRegressor((4,), max_iter=2).fit(X, X[:, 0] * 1e19)
+    for name in ("early_stopping", "verbose"):
+        with pytest.raises(ValueError, match=f"^{name}: expected a bool \\(True or False\\), "
+                                             f"got 'yes'."):
+            MLPClassifier((4,), max_iter=2, **{name: "yes"}).fit(X, y)
+    MLPClassifier((4,), max_iter=2, early_stopping=np.bool_(False)).fit(X, y)
