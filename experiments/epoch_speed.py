@@ -24,8 +24,9 @@ call; the eager ``key, k = jax.random.split(key)`` costs ~0.2 ms of Python per e
 Timing: :func:`_common.benchmarking.time_paired` (compiled first; ``--samples`` rounds, each
 variant once per round in a shuffled order; a sample is ``--epochs-per-sample`` epochs ended by
 ``block_until_ready``). Reports the median ms per epoch, examples/s and the paired ratio to
-the scan (median and IQR of the per-round ratios), and writes ``results/train/epoch_speed.json``
-(relative to the repository root).
+the scan (median and IQR of the per-round ratios), and writes ``epoch_speed.json`` into a new
+``runs/`` folder (``--out FILE``, relative to the folder you run from; ``--results``: the
+committed ``results/train/epoch_speed.json``).
 """
 
 from __future__ import annotations

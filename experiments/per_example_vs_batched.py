@@ -30,8 +30,9 @@ loop keeps one call's buffers plus the running sum alive).
 
 Run:  .venv/bin/python experiments/per_example_vs_batched.py          (CPU, a few minutes)
       .venv/bin/python experiments/per_example_vs_batched.py --quick  (~30 s)
-Writes results/per_example/per_example_vs_batched.{json,png} and vmap_matvec.txt (``--out``,
-relative to the repository root).
+Writes per_example_vs_batched.{json,png} and vmap_matvec.txt into a new ``runs/`` folder
+(``--out DIR``: DIR, relative to the folder you run from; ``--results``: the committed
+results/per_example/).
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def _from_orbax(cdir: str):
                                                 d["cost"])
             c = meta["config"]
             opt = train.make_optimizer(c["optimizer"], c["lr"], schedule=c["schedule"],
-                                       total_steps=c["total_steps"],
+                                       total_steps=(None if c["schedule"] == "constant"
+                                                    else c["total_steps"]),
                                        weight_decay=c["weight_decay"])
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"--checkpoint: {cdir}: unusable metadata ({e}).") from None

@@ -7,7 +7,8 @@ are jitted and timed by :func:`_common.benchmarking.time_paired` (compiled first
 runs each variant once, in a shuffled order, ``block_until_ready``), one run per m, with a
 jitted no-op alongside (the dispatch floor). Reports the median microseconds per call and the
 paired ratio jax.random.permutation / jaxmlp (median and IQR of the per-round ratios), and
-writes ``results/train/shuffle_speed.json`` (relative to the repository root).
+writes ``shuffle_speed.json`` into a new ``runs/`` folder (``--out FILE``, relative to the
+folder you run from; ``--results``: the committed ``results/train/shuffle_speed.json``).
 """
 
 from __future__ import annotations

@@ -124,6 +124,12 @@ def test_bad_input_is_refused_before_training():
     with pytest.raises(ValueError, match=r"eval_sets\['test'\] X: expected finite"):
         fit(NET, _params(), opt, X, Y, epochs=1, batch_size=8, key=key,
             eval_sets={"test": (Xn, Y)})
+    for wrong, got in (((X, Y), "tuple"), ([(X, Y)], "list")):
+        with pytest.raises(TypeError, match=r"^eval_sets: expected a mapping \{name: \(X, Y\)\}, "
+                                            rf"e.g. .* got {got}\.$"):
+            fit(NET, _params(), opt, X, Y, epochs=1, batch_size=8, key=key, eval_sets=wrong)
+    with pytest.raises(TypeError, match="^eval_sets: expected names that are non-empty strings"):
+        fit(NET, _params(), opt, X, Y, epochs=1, batch_size=8, key=key, eval_sets={1: (X, Y)})
     with pytest.raises(ValueError, match="^epochs: expected a positive integer, got 0"):
         fit(NET, _params(), opt, X, Y, epochs=0, batch_size=8, key=key)
     with pytest.raises(TypeError, match="^epochs: expected a positive integer"):

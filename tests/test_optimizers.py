@@ -80,8 +80,9 @@ def test_schedules_follow_their_formulas():
     steps = 6
 
     def rates(name):
+        horizon = None if name == "constant" else T
         return [-u[0]["b"][0] for u in _updates(O.make_optimizer("sgd", lr, schedule=name,
-                                                                 total_steps=T), steps, ones)]
+                                                                 total_steps=horizon), steps, ones)]
 
     cosine = [lr * 0.5 * (1 + math.cos(math.pi * t / T)) for t in range(steps)]
     assert np.allclose(rates("cosine"), cosine)
@@ -131,6 +132,13 @@ def test_learning_rate_as_a_0d_array_and_refusals():
     (dict(name="kfac", learning_rate=None, kfac_adaptive=True, weight_decay=-0.1), ValueError,
      "weight_decay"),
     (dict(name="sgd", learning_rate=None), TypeError, "learning_rate: expected a real number, got None"),
+    # options another optimizer would ignore without a word
+    (dict(name="sgd", learning_rate=0.1, momentum=0.5), ValueError,
+     r"momentum: used by 'momentum' and 'nesterov' only; got momentum=0.5 with 'sgd' "
+     r"\(for heavy-ball SGD pass name='momentum'\)"),
+    (dict(name="adam", learning_rate=0.1, momentum=0.0), ValueError, "momentum: used by"),
+    (dict(name="adam", learning_rate=0.1, total_steps=100), ValueError,
+     r"total_steps: the horizon of a schedule, .* got total_steps=100 with schedule='constant'"),
 ])
 def test_bad_settings_refused_by_name(kwargs, exc, message):
     with pytest.raises(exc, match=message):

@@ -422,7 +422,8 @@ def build(cfg: dict, data) -> tuple:
     kw = kfac_flags.optimizer_kwargs(cfg) if cfg["optimizer"] == "kfac" else {}
     lr = None if kw.get("kfac_adaptive") else cfg["lr"]
     optimizer = make(cfg["optimizer"], lr, schedule=cfg["schedule"],
-                     total_steps=cfg["total_steps"], weight_decay=cfg["weight_decay"], **kw)
+                     total_steps=None if cfg["schedule"] == "constant" else cfg["total_steps"],
+                     weight_decay=cfg["weight_decay"], **kw)
     return net, optimizer, dp
 
 

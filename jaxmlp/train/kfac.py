@@ -344,9 +344,13 @@ def kfac(
         # its state as an array; the counts and the seed decide shapes and schedules.
         raise TypeError(
             f"seed: expected a Python integer, got an array ({seed!r}), as "
-            "optax.inject_hyperparams(kfac) passes every numeric argument. Inject a function "
-            "of the rate alone: optax.inject_hyperparams(lambda learning_rate: "
-            "kfac(learning_rate, damping=...))(learning_rate=0.1).")
+            "optax.inject_hyperparams(kfac) passes every numeric argument. For a varying rate "
+            "in jaxmlp.fit / make_train_epoch / make_train_step, give kfac an optax schedule: "
+            "kfac(optax.cosine_decay_schedule(0.1, steps)). To hold the rate in a state, inject "
+            "a function of the rate alone, optax.inject_hyperparams(lambda learning_rate: "
+            "kfac(learning_rate, damping=...))(learning_rate=0.1), and call its update with "
+            "kfac_factors= yourself (the training step passes the factors to a kfac it is "
+            "given directly).")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an integer, got {seed!r}.")
     if (damping < min_damping or damping > max_damping) and adaptive_damping:

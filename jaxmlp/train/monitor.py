@@ -85,8 +85,16 @@ def check_run_data(net: Network, params: Any, X: Any, Y: Any,
     X, Y = checks.check_problem(net, params, X, Y)
     checks.check_finite(X=X, Y=Y)
     net.cost_fn.check_targets(Y)  # inside the cost's domain (jaxmlp.nn.costs)
+    if eval_sets is None:
+        eval_sets = {}
+    if not isinstance(eval_sets, Mapping):
+        raise TypeError(f"eval_sets: expected a mapping {{name: (X, Y)}}, e.g. "
+                        f"eval_sets={{'test': (X_test, Y_test)}}, got {type(eval_sets).__name__}.")
     checked = {}
-    for name, pair in dict(eval_sets or {}).items():
+    for name, pair in eval_sets.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"eval_sets: expected names that are non-empty strings (the history's "
+                            f"'<name>_cost', '<name>_accuracy'), got {name!r}.")
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise TypeError(f"eval_sets[{name!r}]: expected a pair (X, Y), got "
                             f"{type(pair).__name__}.")

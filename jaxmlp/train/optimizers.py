@@ -78,11 +78,13 @@ def make_optimizer(
         caller's to check.
       schedule: one of :data:`SCHEDULES`: constant eta; cosine decay from eta to 0 over
         ``total_steps``; linear warm-up over the first 5 % of ``total_steps`` then cosine.
-      total_steps: number of updates of the whole run (needed by the schedules).
+      total_steps: number of updates of the whole run (needed by the schedules; refused with
+        ``"constant"``, which would ignore it).
       weight_decay: lambda >= 0, applied to the weights W[l] only (not b[l]): decoupled for
         ``adamw``, and for the other optimizers added to the gradient (lambda W, the gradient
         of the L2 penalty (lambda/2) ||W||^2) before the optimizer sees it.
-      momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1).
+      momentum: the momentum coefficient of ``"momentum"`` and ``"nesterov"``, in [0, 1);
+        another value with another optimizer is refused (it would be ignored).
       damping, inverse_every, kfac_kind, kfac_kl_clip, kfac_curvature_every: ``"kfac"`` only:
         Tikhonov damping, refresh of the factors' inverses every k steps, the factors' kind
         ("mc", "exact", "empirical"), the KL clip c ("auto", None: no clipping) and the
@@ -107,6 +109,15 @@ def make_optimizer(
             if value is not defaults[arg] and value != defaults[arg]:
                 raise ValueError(f"{arg}: a K-FAC option, only with name='kfac'; got "
                                  f"{arg}={value!r} with {name!r}.")
+    if name not in ("momentum", "nesterov") and momentum != make_optimizer.__kwdefaults__[
+            "momentum"]:  # would be dropped without a word, e.g. ("sgd", eta, momentum=0.5)
+        raise ValueError(f"momentum: used by 'momentum' and 'nesterov' only; got "
+                         f"momentum={momentum!r} with {name!r} (for heavy-ball SGD pass "
+                         f"name='momentum').")
+    if total_steps is not None and schedule == "constant":
+        raise ValueError(f"total_steps: the horizon of a schedule, used with schedule='cosine' "
+                         f"or 'warmup_cosine' only; got total_steps={total_steps!r} with "
+                         f"schedule='constant'.")
     if name == "kfac" and kfac_adaptive:
         if learning_rate is not None:
             raise ValueError(f"learning_rate: K-FAC's quadratic model chooses it with "
