@@ -355,7 +355,12 @@ class _BaseMLP(BaseEstimator):
             self._fit_epochs(X, Y, SW, X_val, Y_val, SW_val, rng, initial if first else None,
                              incremental=incremental)
         params = self._params()
-        self.laplace_ = None if self.laplace is None else self._posterior(params, X, Y)
+        if self.laplace is None:
+            self.laplace_ = None
+        else:  # each training sample repeated as often as its (integer) weight
+            counts = SW.astype(np.int64)
+            self.laplace_ = self._posterior(params, np.repeat(X, counts, 0),
+                                            np.repeat(Y, counts, 0))
         self.coefs_ = [np.asarray(p["W"]).T for p in params]
         self.intercepts_ = [np.asarray(p["b"]) for p in params]
         self.n_layers_ = len(params) + 1
@@ -366,18 +371,20 @@ class _BaseMLP(BaseEstimator):
     def _sample_weight(self, sample_weight, X) -> np.ndarray:
         """scikit-learn's checks of ``sample_weight`` (``_check_sample_weight``: shape
         (n_samples,), finite, not all zero), and >= 0; ones for None. Not with
-        ``target_epsilon`` (the accountant bounds each sample's unweighted contribution) nor,
-        unless all equal, with ``laplace`` (the posterior conditions on unweighted samples)."""
+        ``target_epsilon`` (the accountant bounds each sample's unweighted contribution);
+        integers with ``laplace`` (the posterior conditions on each sample repeated as often
+        as its weight)."""
         if sample_weight is None:
             return np.ones(X.shape[0])
         SW = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         if self.target_epsilon is not None:
             raise ValueError("sample_weight: not with target_epsilon (the privacy accountant "
                              "bounds each sample's unweighted contribution); got weights.")
-        if self.laplace is not None and np.ptp(SW) > 0:
-            raise ValueError(f"sample_weight: not with laplace={self.laplace!r} unless all "
-                             f"weights are equal (the posterior conditions on unweighted "
-                             f"samples); got weights from {SW.min()} to {SW.max()}.")
+        if self.laplace is not None and not np.array_equal(SW, np.round(SW)):
+            bad = SW[SW != np.round(SW)][0]
+            raise ValueError(f"sample_weight: with laplace={self.laplace!r}, expected integer "
+                             f"weights (the posterior conditions on each sample repeated as "
+                             f"often as its weight), got {bad}.")
         return SW
 
     def _y_limit(self) -> float:
@@ -572,9 +579,13 @@ class _BaseMLP(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         m = X.shape[0]
         out = self.laplace_.predictive(_columns(X, None, "X"))
-        if isinstance(out, tuple):
-            return tuple(np.asarray(a, dtype=np.float64)[:, :m].T for a in out)
-        return np.asarray(out, dtype=np.float64)[:, :m].T
+        parts = [np.asarray(a, dtype=np.float64)[:, :m].T
+                 for a in (out if isinstance(out, tuple) else (out,))]
+        if not all(np.isfinite(a).all() for a in parts):
+            raise ValueError(f"X: the predictive overflows float32 for inputs up to "
+                             f"{np.abs(X).max():.4g} in magnitude; scale the data as it was "
+                             f"scaled for the fit.")
+        return tuple(parts) if isinstance(out, tuple) else parts[0]
 
 
 
@@ -756,7 +767,8 @@ def _columns(A: np.ndarray, multiple: Optional[int], name: str = "X",
     with np.errstate(over="ignore"):  # reported below
         out[:, :m] = A.T
     if A.size and not (np.isfinite(out).all() and np.abs(out).max() <= limit):
-        which = "float32's largest" if limit == _FLOAT32_MAX else "the square root of float32's largest"
+        which = ("float32's largest" if limit == _FLOAT32_MAX
+                 else "the square root of float32's largest")
         raise ValueError(f"{name}: values up to {np.abs(A).max():.4g} in magnitude, beyond "
                          f"{which} number {limit:.4g} (the network computes in float32); "
                          f"scale the data (e.g. sklearn.preprocessing.StandardScaler).")
