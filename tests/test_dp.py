@@ -360,3 +360,120 @@ def test_dp_epoch_refuses_nonfinite_data():
                                         l2_norm_clip=1.0, noise_multiplier=1.0)
     with pytest.raises(ValueError, match="^X"):
         epoch(params, optax.sgd(0.1).init(params), jax.random.key(0), X.at[0, 3].set(jnp.nan), Y)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+def _calibrated(steps, target=2.0):
+    return calibrate_noise(target_epsilon=target, delta=1e-3, sampling_rate=0.5, steps=steps)
+
+
+def test_fit_dp_resume_goes_on_only_at_the_recorded_noise_multiplier():
+    from jaxmlp.train.loop import fit
+
+    net, params, X, Y = _fit_problem()
+    dp = DPSGD(1.0, sampling_rate=0.5, delta=1e-3, target_epsilon=2.0)  # 2 steps per epoch
+    sigma3 = _calibrated(steps=3 * 2)
+    fr1 = fit(net, params, optax.sgd(0.1), X, Y, epochs=3, key=jax.random.PRNGKey(4), dp=dp,
+              on_epoch_end=lambda s, row: row["epoch"] < 1)
+    assert fr1.status == "stopped" and fr1.state.epoch == 1
+    assert fr1.history[0]["noise_multiplier"] == fr1.privacy["noise_multiplier"] == sigma3
+    resume = dict(key=None, state=fr1.state)
+
+    # calibrated over the new call's 6 epochs: another sigma, refused with both values
+    sigma6 = _calibrated(steps=6 * 2)
+    assert sigma6 > sigma3
+    with pytest.raises(ValueError, match=(
+            rf"^dp: the history of the resumed run \(epoch 1\) records noise_multiplier "
+            rf"{sigma3!r}, this call would use {sigma6!r} \(calibrated to target_epsilon 2 over "
+            rf"6 epochs\).*dp=dp._replace\(noise_multiplier={sigma3!r}\).*DPSGD\(epochs=")):
+        fit(net, None, optax.sgd(0.1), X, Y, epochs=6, dp=dp, history=fr1.history, **resume)
+    with pytest.raises(ValueError, match=r"^dp: the noise multiplier is calibrated .* but no "
+                                         r"history was given, .*history=fr.history"):
+        fit(net, None, optax.sgd(0.1), X, Y, epochs=6, dp=dp, **resume)
+    bare = [{k: v for k, v in row.items() if k != "noise_multiplier"} for row in fr1.history]
+    with pytest.raises(ValueError, match="but the history given does not record noise_multiplier"):
+        fit(net, None, optax.sgd(0.1), X, Y, epochs=6, dp=dp, history=bare, **resume)
+
+    # the recorded sigma given: the target caps the run (epoch 4 would spend more than 2)
+    capped = fit(net, None, optax.sgd(0.1), X, Y, epochs=6, dp=dp._replace(noise_multiplier=sigma3),
+                 history=fr1.history, **resume)
+    spent = epsilon(noise_multiplier=sigma3, sampling_rate=0.5, steps=3 * 2, delta=1e-3)
+    assert capped.status == "budget" and capped.state.epoch == 3, capped.message
+    assert capped.privacy["epsilon"] == capped.history[-1]["epsilon"] == spent <= 2.0
+    assert [row["noise_multiplier"] for row in capped.history] == [sigma3] * 3
+
+    # the same horizon (the first call's epochs) calibrates the same sigma, bit for bit
+    same = fit(net, None, optax.sgd(0.1), X, Y, epochs=3, dp=dp, history=fr1.history, **resume)
+    assert same.status == "completed" and same.privacy["epsilon"] == spent
+    for a, b in zip(jax.tree.leaves(same.state.params), jax.tree.leaves(capped.state.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_dp_resume_refuses_another_given_noise_multiplier():
+    from jaxmlp.train.loop import fit
+
+    net, params, X, Y = _fit_problem()
+    fr1 = fit(net, params, optax.sgd(0.1), X, Y, epochs=1, key=jax.random.PRNGKey(0),
+              dp=DPSGD(1.0, 1.0, 0.5, delta=1e-3))
+    assert fr1.history[0]["noise_multiplier"] == 1.0
+    with pytest.raises(ValueError, match=r"^dp: the history of the resumed run \(epoch 1\) records "
+                                         r"noise_multiplier 1.0, this call would use 1.5 \(given "
+                                         r"as dp.noise_multiplier\)"):
+        fit(net, None, optax.sgd(0.1), X, Y, epochs=2, key=None, state=fr1.state,
+            history=fr1.history, dp=DPSGD(1.0, 1.5, 0.5, delta=1e-3))
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def test_fit_dp_empty_first_batch_is_no_explosion_baseline():
+    """An empty Poisson batch costs exactly 0: the explode test's baseline is the first
+    non-zero cost of a non-empty batch, not 0 (which made every later cost an explosion)."""
+    from jaxmlp.train.loop import fit
+
+    net, params, X, Y = _fit_problem(m=20)  # q = 0.05: P(empty batch) = 0.95^20 = 0.36
+    dp = DPSGD(1.0, 1.0, 0.05, delta=1e-3)
+    fr = fit(net, params, optax.sgd(0.1), X, Y, epochs=3, key=jax.random.PRNGKey(2), dp=dp)
+    assert fr.history[0]["first_cost"] == 0.0  # this key's first batch is empty
+    assert fr.status == "completed" and fr.state.epoch == 3, fr.message
+    assert fr.history[0]["running_cost"] > 0  # later batches cost more than 1e6 times 0
+
+
+def test_fit_dp_explosion_is_measured_against_the_first_nonempty_batch():
+    from jaxmlp.train.loop import fit
+
+    net, params, X, Y = _fit_problem(m=20)
+    opt, key = optax.sgd(1e3), jax.random.PRNGKey(0)
+    fr = fit(net, params, opt, X, Y, epochs=2, key=key, explode_factor=100.0,
+             dp=DPSGD(1.0, 1.0, 0.1, delta=1e-3))
+    epoch = train.make_dp_train_epoch(net, opt, sampling_rate=0.1, l2_norm_clip=1.0,
+                                      noise_multiplier=1.0,
+                                      max_batch_size=privacy.padded_batch_size(20, 0.1, 2 * 10))
+    _, ek = jax.random.split(key)
+    _, _, mt = epoch(params, opt.init(params), ek, X, Y)
+    cost, size = np.asarray(mt.cost), np.asarray(mt.batch_size)
+    b = abs(float(cost[(size > 0) & (cost != 0)][0]))
+    s = int(np.argmax(cost > 100.0 * b))
+    assert b > 0 and s > 0
+    assert fr.status == "diverged" and fr.state.epoch == 0
+    assert fr.message == (f"training stopped: the minibatch cost exploded to {cost[s]:.4g} at "
+                          f"epoch 1, step {s + 1} of 10, more than 100 times the first cost "
+                          f"{b:.4g} (explode_factor)")
+
+
+def test_fit_first_cost_of_zero_is_no_explosion_baseline():
+    """Without dp too: a first minibatch cost of exactly 0 gives no baseline; the first
+    non-zero cost does (J = (1/2m) sum (y - 0)^2 = 1/2 on the batch of ones)."""
+    from jaxmlp.train.loop import fit
+
+    net = jaxmlp.Network((1, 1), ("linear",), "mean_squared_error")
+    zeros = jax.tree.map(jnp.zeros_like, jaxmlp.init_params(net, jax.random.PRNGKey(0)))
+    X = jnp.ones((1, 4), jnp.float32)
+    Y = jnp.asarray([[0.0, 0.0, 1.0, 1.0]], jnp.float32)
+    fr = fit(net, zeros, optax.sgd(0.0), X, Y, epochs=2, batch_size=2, key=jax.random.PRNGKey(0),
+             permutation=lambda key, m: jnp.arange(m))
+    assert fr.status == "completed", fr.message
+    assert [row["first_cost"] for row in fr.history] == [0.0, 0.0]
+    assert [row["running_cost"] for row in fr.history] == [0.25, 0.25]

@@ -15,6 +15,7 @@ first epoch) and the key at the public boundary and hand the checked records on.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
@@ -34,9 +35,12 @@ class EpochPlan(NamedTuple):
         compiled epoch on checked data (``metrics.cost`` and ``metrics.grad_norm`` of shape
         (steps,), or (K, steps) for K members).
       split_key: ``key -> (key of the next epoch, key of this epoch)``.
-      baseline: ``costs -> b``, from the first epoch's costs: what ``diagnose`` compares a
-        cost with (the run's first minibatch cost, per member for ensembles).
-      baseline_entry: the history entry a resumed run reads ``b`` back from.
+      baseline: ``costs -> b``, from an epoch's eligible costs (``baseline_steps``): what
+        ``diagnose`` compares a cost with (the run's first minibatch cost, per member for
+        ensembles), or None when these costs give none yet (then ``diagnose`` gets b = inf
+        and the next epoch's costs are tried).
+      baseline_entry: the history entry a resumed run reads ``b`` back from (the first row
+        where it is neither missing nor 0).
       diagnose: ``(epoch, costs, grad_norms, params, b) -> None`` for a good epoch, else
         the sentence saying what went wrong first (step, and member).
       cost_entries: ``costs -> dict``, the row's cost entries (``running_cost``, ...).
@@ -46,6 +50,9 @@ class EpochPlan(NamedTuple):
       budget: None, or ``epoch -> None | str``: why that epoch may not run (status
         ``"budget"``), checked before it runs.
       bar_metric: the ``<set>_<metric>`` entries the progress bar shows (None: cost only).
+      baseline_steps: None (every step's cost is eligible for ``baseline``), or ``metrics ->
+        mask (steps,)`` of the eligible ones (private training: the non-empty Poisson batches;
+        an empty batch costs exactly 0).
     """
 
     epoch_fn: Callable
@@ -58,6 +65,7 @@ class EpochPlan(NamedTuple):
     metric_entries: Optional[Callable] = None
     budget: Optional[Callable] = None
     bar_metric: Optional[str] = None
+    baseline_steps: Optional[Callable] = None
 
 
 def run_epochs(plan: EpochPlan, state: TrainState, X: Any, Y: Any, *, epochs: int,
@@ -72,7 +80,7 @@ def run_epochs(plan: EpochPlan, state: TrainState, X: Any, Y: Any, *, epochs: in
     False stops the run (status ``"stopped"``).
     """
     history = list(history)
-    baseline = history[0].get(plan.baseline_entry) if history else None
+    baseline = _read_baseline(history, plan.baseline_entry)
     bar = progress_bar(epochs, state.epoch, progress_desc) if progress else None
     status, message, seconds = "completed", None, []
     try:
@@ -88,8 +96,11 @@ def run_epochs(plan: EpochPlan, state: TrainState, X: Any, Y: Any, *, epochs: in
             costs = np.asarray(mt.cost)  # waits for the epoch
             dt = time.perf_counter() - t0
             if baseline is None:
-                baseline = plan.baseline(costs)
-            problem = plan.diagnose(epoch, costs, np.asarray(mt.grad_norm), params, baseline)
+                eligible = (costs if plan.baseline_steps is None
+                            else costs[np.asarray(plan.baseline_steps(mt), dtype=bool)])
+                baseline = plan.baseline(eligible) if eligible.size else None
+            problem = plan.diagnose(epoch, costs, np.asarray(mt.grad_norm), params,
+                                    math.inf if baseline is None else baseline)
             if problem is not None:
                 status, message = "diverged", f"training stopped: {problem}"
                 break
@@ -111,6 +122,16 @@ def run_epochs(plan: EpochPlan, state: TrainState, X: Any, Y: Any, *, epochs: in
         if bar is not None:
             bar.close()
     return FitResult(state, history, status, message, seconds)
+
+
+def _read_baseline(history: list, entry: str):
+    """The baseline a resumed run reads back: ``entry`` of the first row where it is present
+    and not 0 (a first cost of 0, e.g. of an empty Poisson batch, is no baseline); None."""
+    for row in history:
+        b = row.get(entry) if isinstance(row, Mapping) else None
+        if b is not None and not (isinstance(b, (int, float)) and b == 0):
+            return b
+    return None
 
 
 def _bar_entries(row: dict, metric: Optional[str], eval_sets: Mapping[str, tuple]) -> dict:

@@ -6,9 +6,12 @@ the given sets after every epoch, and stops as soon as training goes wrong:
 
 * a minibatch cost or gradient norm that is NaN or infinite (step named);
 * parameters that are not finite after an update;
-* a minibatch cost above ``explode_factor`` times the run's first minibatch cost (the
-  cost at the initial parameters; default 1e6, ``None`` disables): a run that explodes
-  while staying finite.
+* a minibatch cost above ``explode_factor`` times the baseline b (default 1e6, ``None``
+  disables): a run that explodes while staying finite. b = |J_1|, J_1 the run's first
+  NON-ZERO minibatch cost, with ``dp`` of a non-empty Poisson batch (an empty batch costs
+  exactly 0, and b = 0 would make every later positive cost an "explosion"); until such a
+  cost has come, the test is off. A resumed run reads b back from its history
+  (``first_cost`` of the first row where it is non-zero).
 
 A stopped run returns the LAST GOOD state, the one before the failing epoch, never the
 damaged one; ``on_epoch_end`` (e.g. a checkpoint writer) is only ever called with good
@@ -19,7 +22,11 @@ Private training (``dp=jaxmlp.privacy.DPSGD(...)``): each epoch is the Poisson-s
 DP-SGD epoch of :func:`jaxmlp.privacy.make_dp_train_epoch` (``steps_per_epoch`` steps, the
 batch size only in expectation, q n), and after every epoch the history row holds
 ``epsilon``, the privacy spent so far (all completed steps, ``dp.accountant``, at
-``dp.delta``), shown on the progress bar. With ``dp.target_epsilon`` the run stops
+``dp.delta``, shown on the progress bar), ``steps`` and the ``noise_multiplier`` sigma of
+its steps. The accounting composes ONE sigma over all the run's steps, so a resumed private
+run (``state.epoch > 0``) must use the sigma its history records: another one (a sigma
+calibrated over the new call's ``epochs``, or given) is refused, as is a calibrated sigma
+when the history given does not record the earlier one (:func:`_check_resumed_noise`). With ``dp.target_epsilon`` the run stops
 (status ``"budget"``) before an epoch whose steps would spend more than the target; without
 ``dp.noise_multiplier`` the noise is calibrated so that the run's ``epochs`` spend the target
 (:class:`jaxmlp.privacy.DPSGD`). ``FitResult.privacy`` reports the epsilon spent and the target.
@@ -100,7 +107,7 @@ def fit(
       on_epoch_end: ``f(state, row)`` after every good epoch (checkpoints, logging);
         returning False stops the run (status ``"stopped"``).
       explode_factor: stop when a minibatch cost exceeds this multiple of the run's first
-        minibatch cost; None: never.
+        non-zero minibatch cost (module docstring); None: never.
       progress: show a tqdm bar on stderr.
       compute_dtype, batch_sharding, permutation: as for
         :func:`jaxmlp.train.step.make_train_epoch` (the last two not with ``dp``).
@@ -152,6 +159,8 @@ def fit(
         dp, epoch_fn, metric_entries, budget = _private_epoch(
             net, optimizer, dp, X.shape[1], epochs, compute_dtype,
             batch_size=batch_size, batch_sharding=batch_sharding, permutation=permutation)
+        if state.epoch > 0:
+            _check_resumed_noise(dp, calibrated, history, state.epoch)
 
     def set_entries(name, params, Xe, Ye):
         return {f"{name}_{k}": v for k, v in
@@ -161,13 +170,13 @@ def fit(
         return diagnose(epoch, costs, gnorms, bool(all_finite(params)), baseline, explode_factor)
 
     plan = EpochPlan(
-        epoch_fn=epoch_fn, split_key=step.split_key_kernel,
-        baseline=lambda costs: abs(float(costs[0])) if math.isfinite(costs[0]) else math.inf,
+        epoch_fn=epoch_fn, split_key=step.split_key_kernel, baseline=_first_nonzero_cost,
         baseline_entry="first_cost", diagnose=diagnose_epoch,
         cost_entries=lambda costs: {"running_cost": float(np.mean(costs)),
                                     "first_cost": float(costs[0])},
         set_entries=set_entries, metric_entries=metric_entries, budget=budget,
-        bar_metric=metric_name(net))
+        bar_metric=metric_name(net),
+        baseline_steps=None if dp is None else lambda mt: np.asarray(mt.batch_size) > 0)
     fr = run_epochs(plan, state, X, Y, epochs=epochs, eval_sets=eval_sets, history=history,
                     on_epoch_end=on_epoch_end, progress=progress, progress_desc=progress_desc)
     if dp is None:
@@ -180,6 +189,47 @@ def fit(
         "target_epsilon": dp.target_epsilon, "delta": dp.delta,
         "noise_multiplier": dp.noise_multiplier, "noise_calibrated": calibrated,
         "sampling_rate": dp.sampling_rate, "steps": steps, "accountant": dp.accountant})
+
+
+def _first_nonzero_cost(costs) -> Optional[float]:
+    """The explode test's baseline b = |J_1| from an epoch's eligible minibatch costs: J_1 the
+    first non-zero one (inf when it is not finite: the diagnosis names it); None when all
+    are zero (no baseline yet, the test waits for the next epoch)."""
+    nonzero = np.asarray(costs)[np.asarray(costs) != 0]
+    if nonzero.size == 0:
+        return None
+    first = float(nonzero[0])
+    return abs(first) if math.isfinite(first) else math.inf
+
+
+def _check_resumed_noise(dp: dpsgd.DPSGD, calibrated: bool, history: list, epoch: int) -> None:
+    """A private run resumed at ``epoch`` > 0 goes on with the noise multiplier of its first
+    ``epoch`` epochs, or is refused: epsilon (the history's and ``FitResult.privacy``'s)
+    composes T = epochs * steps_per_epoch steps of the Poisson-subsampled Gaussian mechanism
+    at one sigma, and is wrong (too small when the new sigma is larger) for steps taken at
+    another. The earlier sigma is the ``noise_multiplier`` the history rows record."""
+    sigma = dp.noise_multiplier
+    recorded = [row["noise_multiplier"] for row in history
+                if isinstance(row, Mapping) and row.get("noise_multiplier") is not None]
+    other = [float(s) for s in recorded if float(s) != sigma]
+    how = (f"calibrated to target_epsilon {dp.target_epsilon:g} over {dp.epochs} epochs"
+           if calibrated else "given as dp.noise_multiplier")
+    if other:
+        raise ValueError(
+            f"dp: the history of the resumed run (epoch {epoch}) records noise_multiplier "
+            f"{other[0]!r}, this call would use {sigma!r} ({how}); the privacy accounting "
+            f"composes all steps at one noise multiplier. Continue with "
+            f"dp=dp._replace(noise_multiplier={other[0]!r}) (a target_epsilon then stops the "
+            f"run, status \"budget\", before an epoch that would exceed it), or with "
+            f"DPSGD(epochs=<the first call's epochs>, ...) so that the calibration is the same.")
+    if calibrated and not recorded:
+        given = ("no history was given" if not history
+                 else "the history given does not record noise_multiplier")
+        raise ValueError(
+            f"dp: the noise multiplier is calibrated ({how}) for a run resumed at epoch "
+            f"{epoch}, but {given}, so the noise of the earlier steps is unknown and the privacy "
+            f"spent cannot be accounted. Pass the first call's history (history=fr.history), "
+            f"or dp=dp._replace(noise_multiplier=<the first call's noise multiplier>).")
 
 
 def _refuse_kfac_with(optimizer, *, dp: bool, ensemble: bool) -> None:
@@ -202,7 +252,8 @@ def _refuse_kfac_with(optimizer, *, dp: bool, ensemble: bool) -> None:
 
 def _private_epoch(net: Network, optimizer, dp, m: int, epochs: int, compute_dtype, **single):
     """The DP-SGD epoch of a run of ``epochs`` epochs on m examples, the history entries it
-    adds (privacy spent, steps, batch sizes, overflows) and the budget check."""
+    adds (privacy spent, steps, noise multiplier, batch sizes, overflows) and the budget
+    check."""
     dp = dpsgd.check_dpsgd(dp, net, m, epochs)
     for name, value in single.items():
         if value is not None:
@@ -220,6 +271,7 @@ def _private_epoch(net: Network, optimizer, dp, m: int, epochs: int, compute_dty
 
     def metric_entries(epoch, mt):
         return {"epsilon": spent(epoch), "steps": epoch * dp.steps_per_epoch,
+                "noise_multiplier": float(dp.noise_multiplier),
                 "mean_batch_size": float(np.mean(np.asarray(mt.batch_size))),
                 "overflow": int(np.sum(np.asarray(mt.overflow)))}
 
