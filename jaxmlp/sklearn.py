@@ -108,7 +108,7 @@ from jaxmlp import privacy
 from jaxmlp.nn import checks
 from jaxmlp.nn.propagation import weighted_value_and_grad_kernel
 from jaxmlp.train import TrainState, make_optimizer
-from jaxmlp.train.step import _kfac_update_inputs, _needs_kfac_factors, optimizer_update
+from jaxmlp.train.step import kfac_update_inputs, needs_kfac_factors, optimizer_update
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -895,8 +895,8 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
             {"W": g["W"] + (scale - l2) * p["W"], "b": g["b"]} for g, p in zip(grads, params)])
         loss = lax.add(J, lax.mul(lax.mul(np.float32(0.5), scale),
                                   total(*(lax.integer_pow(p["W"], 2) for p in params))))
-        if _needs_kfac_factors(optimizer):
-            _, _, extra = _kfac_update_inputs(net, optimizer, params, opt_state, X_s, Y_s)
+        if needs_kfac_factors(optimizer):
+            _, _, extra = kfac_update_inputs(net, optimizer, params, opt_state, X_s, Y_s)
         else:
             extra = {}
         updates, new_state = optimizer_update(optimizer, grads, opt_state, params, value=J,

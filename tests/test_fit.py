@@ -130,6 +130,16 @@ def test_bad_input_is_refused_before_training():
             fit(NET, _params(), opt, X, Y, epochs=1, batch_size=8, key=key, eval_sets=wrong)
     with pytest.raises(TypeError, match="^eval_sets: expected names that are non-empty strings"):
         fit(NET, _params(), opt, X, Y, epochs=1, batch_size=8, key=key, eval_sets={1: (X, Y)})
+    for bad, got in ((3, "int"), ([1, 2], "a list holding int")):
+        with pytest.raises(TypeError, match=rf"^history: expected None or the list of per-epoch "
+                                            rf"dicts of a previous run \(FitResult.history\), "
+                                            rf"got {got}\.$"):
+            fit(NET, _params(), opt, X, Y, epochs=1, batch_size=8, key=key, history=bad)
+    # a transformation that needs its own params container: refused by name, not optax's error
+    with pytest.raises(TypeError, match=r"^optimizer: its update fails on the network's params .*"
+                                        r"'fast'.*optax.lookahead"):
+        fit(NET, _params(), optax.lookahead(optax.adam(1e-3), 5, 0.5), X, Y, epochs=1,
+            batch_size=8, key=key)
     with pytest.raises(ValueError, match="^epochs: expected a positive integer, got 0"):
         fit(NET, _params(), opt, X, Y, epochs=0, batch_size=8, key=key)
     with pytest.raises(TypeError, match="^epochs: expected a positive integer"):
@@ -156,3 +166,19 @@ def test_epoch_and_step_functions_refuse_nonfinite_data():
         step(params, opt.init(params), X, Y.at[1, 2].set(jnp.inf))
     # inside a user's jit the data are tracers: no value check, no error
     jax.jit(lambda p, s: step.__wrapped__(p, s, X, Y))(params, opt.init(params))
+
+
+def test_explode_test_in_float16_costs_warns_nothing():
+    """diagnose compares a float16 cost with explode_factor x baseline in Python floats: the
+    product (1e6 x 2.9) overflows float16, which gave a RuntimeWarning and a test that could
+    never fire; it fires at its threshold in float16 as in float32."""
+    import warnings
+
+    from jaxmlp.train.monitor import diagnose
+
+    ok = np.ones(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert diagnose(1, np.array([2.9, 2.5, 2.0], np.float16), ok, True, 2.9, 1e6) is None
+        msg = diagnose(1, np.array([2.9, 40.0, 2.0], np.float16), ok, True, 2.9, 10.0)
+    assert msg.startswith("the minibatch cost exploded to 40 at epoch 1, step 2 of 3")

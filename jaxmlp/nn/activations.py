@@ -287,6 +287,9 @@ def get_activation(name: str) -> Activation:
     """Returns the registered activation ``name``; raises ValueError naming the choices."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(
-            f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}."
+            f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}"
+            + (" (an activation of your own is registered per process: call "
+               "jaxmlp.register_activation in this process before building, loading or "
+               "unpickling a model that uses it)." if isinstance(name, str) else ".")
         )
     return ACTIVATIONS[name]

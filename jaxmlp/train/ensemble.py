@@ -384,7 +384,7 @@ def fit_ensemble(
                              f"got {ensemble}.")
         if shared_batches:
             state = state._replace(key=checks.prng_key(state.key, "state.key"))
-    history = list(history or [])[: state.epoch]
+    history = monitor.check_history(history, state.epoch)
     X, Y, eval_sets = monitor.check_run_data(net, member(state.params, 0), X, Y, eval_sets)
     epoch_fn = make_ensemble_epoch(net, optimizer, batch_size, shared_batches=shared_batches,
                                    permutation=permutation, compute_dtype=compute_dtype)

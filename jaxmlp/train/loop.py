@@ -55,9 +55,10 @@ from jaxmlp.train import step
 from jaxmlp.train.epoch_loop import EpochPlan, run_epochs
 from jaxmlp.train.metrics import cost_and_metrics_kernel, metric_name
 from jaxmlp.train.monitor import (
-    DEFAULT_EXPLODE_FACTOR, FitResult, all_finite, check_loop_args, check_run_data, diagnose,
-    scalars,
+    DEFAULT_EXPLODE_FACTOR, FitResult, all_finite, check_history, check_loop_args,
+    check_run_data, diagnose, scalars,
 )
+from jaxmlp.train.optimizers import init_state
 from jaxmlp.train.private_epoch import dp_max_batch_size, make_dp_train_epoch_from_settings
 from jaxmlp.train.step import TrainState
 
@@ -137,16 +138,18 @@ def fit(
             explode_factor=explode_factor, progress=progress, progress_desc=progress_desc,
             compute_dtype=compute_dtype, permutation=permutation)
     net, epochs, explode_factor = check_loop_args(net, epochs, explode_factor, on_epoch_end)
-    if state is None:
-        opt_state = optimizer.init(params) if hasattr(optimizer, "init") else None
-        state = TrainState(params, opt_state, checks.prng_key(key), 0)
-    elif not isinstance(state, TrainState):
+    if state is not None and not isinstance(state, TrainState):
         raise TypeError(f"state: expected a jaxmlp.train.step.TrainState or None, got "
                         f"{type(state).__name__}.")
+    history = check_history(history, 0 if state is None else state.epoch)
+    # the data and params first: the optimizer's init then runs on checked params
+    X, Y, eval_sets = check_run_data(net, params if state is None else state.params, X, Y,
+                                     eval_sets)
+    if state is None:
+        opt_state = init_state(optimizer, params) if hasattr(optimizer, "init") else None
+        state = TrainState(params, opt_state, checks.prng_key(key), 0)
     else:
         state = state._replace(key=checks.prng_key(state.key, "state.key"))
-    history = list(history or [])[: state.epoch]
-    X, Y, eval_sets = check_run_data(net, state.params, X, Y, eval_sets)
     if dp is None:
         if batch_size is None:
             raise TypeError("batch_size: expected a positive integer (None only with dp), got None.")

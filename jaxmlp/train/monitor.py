@@ -77,6 +77,20 @@ def check_loop_args(net: Any, epochs: Any, explode_factor: Any, on_epoch_end: An
     return net, epochs, explode_factor
 
 
+def check_history(history: Any, epoch: int) -> list:
+    """``history`` (None, or the list of per-epoch dicts a previous run returned) cut to the
+    ``epoch`` epochs of the state being resumed; TypeError naming ``history`` otherwise."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)) or not all(isinstance(r, Mapping) for r in history):
+        got = type(history).__name__ if not isinstance(history, (list, tuple)) else (
+            "a " + type(history).__name__ + " holding " + ", ".join(sorted(
+                {type(r).__name__ for r in history if not isinstance(r, Mapping)})))
+        raise TypeError(f"history: expected None or the list of per-epoch dicts of a previous "
+                        f"run (FitResult.history), got {got}.")
+    return list(history)[:epoch]
+
+
 def check_run_data(net: Network, params: Any, X: Any, Y: Any,
                    eval_sets: Optional[Mapping[str, tuple]] = None) -> tuple:
     """The checks of a training run's data, once, before the first epoch: shapes and dtypes
@@ -128,7 +142,8 @@ def diagnose(epoch: int, costs: np.ndarray, gnorms: np.ndarray, params_ok: bool,
         if not math.isfinite(gnorms[s]):
             return (f"the gradient became non-finite at epoch {epoch}, step {s + 1} of {n} "
                     f"(cost {costs[s]:.4g})")
-        if explode_factor is not None and costs[s] > explode_factor * baseline:
+        # in Python floats: explode_factor * baseline overflows a float16 cost's dtype
+        if explode_factor is not None and float(costs[s]) > explode_factor * float(baseline):
             return (f"the minibatch cost exploded to {costs[s]:.4g} at epoch {epoch}, step "
                     f"{s + 1} of {n}, more than {explode_factor:g} times the first cost "
                     f"{baseline:.4g} (explode_factor)")

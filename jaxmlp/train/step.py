@@ -57,8 +57,8 @@ Array = jax.Array
 
 __all__ = [
     "StepMetrics", "TrainState", "apply_update", "check_data", "epoch_batches",
-    "first_nonfinite", "make_train_epoch", "make_train_step", "split_key", "split_key_kernel",
-    "with_data_check",
+    "first_nonfinite", "kfac_update_inputs", "make_train_epoch", "make_train_step",
+    "needs_kfac_factors", "optimizer_update", "split_key", "split_key_kernel", "with_data_check",
 ]
 
 
@@ -157,13 +157,15 @@ def with_data_check(net: Network, jitted: Callable, x_pos: int,
 # ----------------------------------------------------------------------------- step and epoch
 
 
-def _needs_kfac_factors(optimizer) -> bool:
+def needs_kfac_factors(optimizer) -> bool:
+    """Whether the step must pass ``optimizer`` the extra arguments of
+    :func:`kfac_update_inputs`: it is a :class:`jaxmlp.train.kfac.KFAC` itself."""
     from jaxmlp.train.kfac import KFAC
 
     return isinstance(optimizer, KFAC)
 
 
-def _kfac_update_inputs(net: Network, optimizer, params, opt_state, X, Y, compute_dtype=None):
+def kfac_update_inputs(net: Network, optimizer, params, opt_state, X, Y, compute_dtype=None):
     """(J, grads, extra args) from ONE forward pass: the gradient's sweep, and what K-FAC
     reads of the same minibatch (:mod:`jaxmlp.train.kfac`):
 
@@ -203,6 +205,12 @@ def optimizer_update(optimizer, grads, opt_state, params, **extra):
     instead of optax's own."""
     try:
         return optax.with_extra_args_support(optimizer).update(grads, opt_state, params, **extra)
+    except AttributeError as e:
+        raise TypeError(
+            f"optimizer: its update fails on the network's params (a list of {{'W', 'b'}} per "
+            f"layer): AttributeError: {e}. Transformations that need a params container of "
+            f"their own (optax.lookahead's LookaheadParams) do not train these networks; use "
+            f"e.g. optax.adam or an optax.chain of transformations that take any pytree.") from None
     except TypeError as e:
         missing = re.search(r"missing \d+ required keyword-only arguments?: (.+)$", str(e))
         if missing is None:
@@ -218,13 +226,13 @@ def apply_update(net: Network, optimizer, params, opt_state, X: Array, Y: Array,
                  *, grad_norm: bool = True):
     """One update: (J, dJ/dtheta) by (F1)-(F3), (B1)-(B4), then the optax transformation
     (for K-FAC also what it reads of the same forward pass, passed as extra args:
-    ``kfac_factors`` and, when it adapts, ``kfac_model``; see :func:`_kfac_update_inputs`),
+    ``kfac_factors`` and, when it adapts, ``kfac_model``; see :func:`kfac_update_inputs`),
     by :func:`optimizer_update`, which also passes ``value=J`` (the minibatch cost (F3)).
 
     ``grad_norm``: compute ``metrics.grad_norm`` (default); False leaves it None, so a
     caller that reads only ``metrics.cost`` traces no norm (the update is the same)."""
-    if _needs_kfac_factors(optimizer):
-        J, grads, extra = _kfac_update_inputs(net, optimizer, params, opt_state, X, Y,
+    if needs_kfac_factors(optimizer):
+        J, grads, extra = kfac_update_inputs(net, optimizer, params, opt_state, X, Y,
                                               compute_dtype)
     else:
         J, grads = value_and_grad_kernel(net, params, X, Y, compute_dtype)
@@ -260,7 +268,7 @@ def make_train_step(net: Network, optimizer: optax.GradientTransformation, *, co
     """
     net = checks.require_network(net)
     optimizer = check_optimizer(optimizer)
-    if _needs_kfac_factors(optimizer):
+    if needs_kfac_factors(optimizer):
         from jaxmlp.quantities.curvature import check_supported
 
         check_supported(net, "K-FAC", second_order=False)
@@ -319,7 +327,7 @@ def make_train_epoch(
     """
     net = checks.require_network(net)
     optimizer = check_optimizer(optimizer)
-    if _needs_kfac_factors(optimizer):
+    if needs_kfac_factors(optimizer):
         from jaxmlp.quantities.curvature import check_supported
 
         check_supported(net, "K-FAC", second_order=False)
