@@ -21,8 +21,9 @@ run is refused unless resumed or ``--overwrite``); the paths are printed at the 
   params, network, preprocessing (``predict.py``, ``load_model``); ``--laplace``: ``laplace.npz``.
 
 Exit status: 0 done; 2 bad input or unusable files (message on stderr, nothing trained); 3
-the cost became NaN or infinite (the epoch and step named; earlier checkpoints kept); 130
-interrupted (Ctrl-C: one line saying how to resume; the checkpoints written are kept). One
+the cost became NaN or infinite (the epoch and step named; earlier checkpoints kept); 5 a
+file of the run could not be written (e.g. a full disk; checkpoints kept); 130 interrupted
+(Ctrl-C; 143 for SIGTERM: one line saying how to resume; the checkpoints written are kept). One
 run per output folder: ``--out`` is locked (``DIR/.jaxmlp.lock``) and checked writable
 before training. Run as a script the process ends with ``os._exit`` once every file is
 written (skipping ~0.3 s of JAX teardown).
@@ -73,8 +74,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(prog="train.py", description=__doc__.split("\n\n")[0],
                 epilog="exit status: 0 done; 2 bad input (nothing trained); 3 the cost became "
-                       "NaN or infinite (the checkpoints written before are kept); 130 "
-                       "interrupted (Ctrl-C; resume with --resume)")
+                       "NaN or infinite (the checkpoints written before are kept); 5 a file "
+                       "could not be written; 130 interrupted (Ctrl-C; 143 SIGTERM; resume "
+                       "with --resume)")
     p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
     p.add_argument("--data", metavar="FILE", help="your own table instead of --dataset: .csv, "
                    ".parquet or .npz (jaxmlp.data.tabular); needs --target")
@@ -289,14 +291,14 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     if jax.process_index() != 0:  # the other processes computed the same numbers
         return (EXIT_DIVERGED if fr.status == "diverged" else EXIT_OK), result
     guards.remove_stale_model(cfg["out"])  # never an earlier run's model beside these results
+    model = train_report.write_model(cfg, fr, net, prep, data)  # then results.json, naming it
     output.write_json(os.path.abspath(os.path.join(cfg["out"], "results.json")), result)
-    model = train_report.write_model(cfg, fr, net, prep, data)
     svg = os.path.join(cfg["out"], "learning_curves.svg") if plot and fr.history else None
     if svg:
         plotting.write_plot(svg, fr.history,
                             result["metric"],
                             f"{data.name}: {'-'.join(map(str, net.sizes))}, {cfg['optimizer']} "
-                            f"lr={cfg['lr']:g}, {train_report.batch_words(cfg)}")
+                            f"{train_report.rate_words(cfg)}, {train_report.batch_words(cfg)}")
     if fr.status == "diverged":
         print(f"train.py: {message}", file=sys.stderr)
         print(train_report.where(cfg, model, svg), file=sys.stderr)
@@ -370,9 +372,13 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     except (UsageError, ckpt_lib.CheckpointError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
-    except KeyboardInterrupt:  # Ctrl-C: one line, not orbax's and asyncio's traceback
-        print(guards.interrupted(cfg), file=sys.stderr)
-        return EXIT_INTERRUPTED, None
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM: one line, not orbax's traceback
+        print(guards.interrupted(cfg, e), file=sys.stderr)
+        return (guards.EXIT_TERMINATED if isinstance(e, guards.Terminated)
+                else EXIT_INTERRUPTED), None
+    except OSError as e:  # a file of the run could not be written (a full disk)
+        print(guards.write_failed(cfg, e), file=sys.stderr)
+        return guards.EXIT_WRITE_FAILED, None
     except Exception as e:  # several processes: a peer lost in a collective
         if not guards.peer_lost(e, cfg):
             raise
@@ -381,7 +387,8 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line ``argv`` (default sys.argv[1:]); returns the exit status."""
-    return train(argv)[0]
+    with guards.terminate_as_interrupt():  # SIGTERM: as Ctrl-C, exit 143
+        return train(argv)[0]
 
 
 if __name__ == "__main__":

@@ -436,9 +436,11 @@ def test_a_missing_optional_package_is_named_with_how_to_install_it(monkeypatch)
 
 
 @pytest.mark.slow  # a training process, started and interrupted
-def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
-    """SIGINT during a checkpointed run: exit 130 and one line naming the kept checkpoints and
-    the --resume command, no traceback."""
+@pytest.mark.parametrize("signame, status, what", [("SIGINT", 130, "interrupted"),
+                                                   ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, signame, status, what):
+    """SIGINT (Ctrl-C) or SIGTERM (kill, a scheduler) during a checkpointed run: exit 130 /
+    143 and one line naming the kept checkpoints and the --resume command, no traceback."""
     import signal
 
     out = tmp_path / "run"
@@ -455,11 +457,33 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
                 p.name.isdigit() for p in (out / "checkpoints").iterdir()):
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()  # never left running
-    assert proc.returncode == 130, err
-    assert err.strip() == (f"train.py: interrupted; its checkpoints in {out / 'checkpoints'} are "
+    assert proc.returncode == status, err
+    assert err.strip() == (f"train.py: {what}; its checkpoints in {out / 'checkpoints'} are "
                            f"kept (an interrupted write is skipped); continue with --resume "
                            f"{out}.")
+
+
+def test_a_full_disk_at_the_end_is_one_line_and_no_results_claim_the_run(tmp_path, monkeypatch):
+    """The model file cannot be written (ENOSPC): exit 5, one line naming the file and the
+    kept checkpoints, and no results.json saying "completed" beside a missing model."""
+    import errno
+
+    cli = load_script("train", "train_full_disk")
+    out = tmp_path / "run"
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(export, "save", full)
+    status = cli.main(["--dataset", "breast_cancer", "--epochs", "1", "--hidden", "4",
+                       "--checkpoint-every", "1", "--no-progress", "--no-plot", "--out", str(out)])
+    assert status == 5
+    assert not (out / "results.json").exists() and not (out / "model.npz").exists()
+    monkeypatch.undo()  # space again: --resume, as the message says, writes what was missing
+    assert cli.main(["--resume", str(out), "--no-progress", "--no-plot"]) == 0
+    assert json.loads((out / "results.json").read_text())["status"] == "completed"
+    assert export.load_model(str(out)).predict(np.zeros((2, 30))).shape == (2,)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -27,9 +28,9 @@ from typing import Optional
 from _common import cli
 from _common.cli import UsageError
 
-__all__ = ["EXIT_PEER_LOST", "add_arguments", "check_config", "check_model_of_run", "check_sizes",
+__all__ = ["EXIT_PEER_LOST", "EXIT_TERMINATED", "EXIT_WRITE_FAILED", "Terminated", "add_arguments", "check_config", "check_model_of_run", "check_sizes",
            "file_sha256", "init_processes", "load_data", "peer_lost", "refuse_same_file",
-           "remove_stale_model", "restore_newest_intact"]
+           "remove_stale_model", "restore_newest_intact", "terminate_as_interrupt", "write_failed"]
 
 #: Exit status of a multi-process run whose peer was lost during training.
 EXIT_PEER_LOST = 4
@@ -279,15 +280,52 @@ def restore_newest_intact(cdir: str, like_from_meta):
     return intact.state, intact.meta
 
 
-def interrupted(cfg) -> str:
-    """train.py's one line on Ctrl-C: where the checkpoints are and how to resume."""
+#: Exit status of a run stopped by SIGTERM (128 + 15, as a shell reports it).
+EXIT_TERMINATED = 143
+#: Exit status of a run whose results, model or plot could not be written (a full disk).
+EXIT_WRITE_FAILED = 5
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, a scheduler's preemption), raised where the main
+    thread is, as Ctrl-C's KeyboardInterrupt is: the same one line, the checkpoints kept."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Inside: SIGTERM raises :class:`Terminated` in the main thread (train.py's ``main``);
+    the previous handler is restored on the way out."""
+    import signal
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_failed(cfg, e: OSError) -> str:
+    """train.py's one line when a file of the run could not be written (e.g. a full disk)."""
+    out = (cfg or {}).get("out")
+    kept = (f"; the checkpoints in {os.path.join(out, 'checkpoints')} are kept: free space, then "
+            f"--resume {out}" if out and (cfg or {}).get("checkpoint_every", 0) > 0 else "")
+    return (f"train.py: error: {e.filename or out}: {e.strerror or e} (a file of the run could "
+            f"not be written or read); the run's results were not all written{kept}.")
+
+
+def interrupted(cfg, e: Optional[BaseException] = None) -> str:
+    """train.py's one line on Ctrl-C or SIGTERM: where the checkpoints are and how to resume."""
     out = (cfg or {}).get("out")
     if out and (cfg or {}).get("checkpoint_every", 0) > 0:
         then = (f"its checkpoints in {os.path.join(out, 'checkpoints')} are kept (an "
                 f"interrupted write is skipped); continue with --resume {out}")
     else:
         then = "no checkpoint was being written (--checkpoint-every N keeps them)"
-    return f"train.py: interrupted; {then}."
+    what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    return f"train.py: {what}; {then}."
 
 
 def report_dropped(pl) -> None:

@@ -19,7 +19,7 @@ from jaxmlp.train import ensemble as ensemble_lib
 
 from _common import output
 
-__all__ = ["batch_words", "clear_earlier", "display_path", "evaluated_row", "final_table",
+__all__ = ["batch_words", "clear_earlier", "display_path", "evaluated_row", "final_table", "rate_words",
            "where", "write_model"]
 
 
@@ -36,6 +36,13 @@ def batch_words(cfg: dict) -> str:
     return f"batch {cfg['batch_size']}"
 
 
+def rate_words(cfg: dict) -> str:
+    """``"lr=0.1"``, or, for ``--kfac-adaptive``, that the quadratic model chooses it."""
+    if (cfg.get("kfac") or {}).get("kfac_adaptive"):
+        return "lr and momentum from the quadratic model"
+    return f"lr={cfg['lr']:g}"
+
+
 def final_table(result: dict) -> str:
     """The table printed at the end of a run, from its results.json dict: configuration,
     final train/test metrics (an ensemble's members' mean ± std and its averaged
@@ -46,7 +53,7 @@ def final_table(result: dict) -> str:
     lines = [
         f"{cfg['dataset']}: network {'-'.join(map(str, result['network']['sizes']))} "
         f"({cfg['activation']} / {result['network']['activations'][-1]}, "
-        f"{result['network']['cost']}), {cfg['optimizer']} lr={cfg['lr']:g}, "
+        f"{result['network']['cost']}), {cfg['optimizer']} {rate_words(cfg)}, "
         f"{result['epochs_done']} epochs, {batch_words(cfg)}, seed {cfg['seed']}",
         "split   " + "".join(f"{c:>16}" for c in cols),
     ]
