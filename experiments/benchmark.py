@@ -36,7 +36,6 @@ repository root).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -45,7 +44,7 @@ import time
 
 import numpy as np
 
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output
 from _common.networks import (  # noqa: F401  (names the tests and other code read here)
     SHAPES, Product, available, hlo_summary, import_torch, make_matmul_xla, matrix_products, mlp,
@@ -318,19 +317,30 @@ def plot(results, path, info):
     plt.close(fig)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default=",".join(SHAPES),
+PROG = "benchmark.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default=",".join(SHAPES), type=cli.name_list(SHAPES),
+                   metavar="NAME[,NAME...]",
                    help=f"comma-separated subset of {', '.join(SHAPES)}")
-    p.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma-separated subset of {', '.join(VARIANTS)} (missing frameworks are skipped)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default 30; 3 with --quick)")
+    p.add_argument("--variants", default=",".join(VARIANTS), type=cli.name_list(VARIANTS),
+                   metavar="NAME[,NAME...]",
+                   help=f"comma-separated subset of {', '.join(VARIANTS)} that includes jaxmlp "
+                        "(missing frameworks are skipped)")
+    p.add_argument("--reps", type=cli.positive_int, default=None,
+                   help="timed repetitions per variant, >= 1 (default 30; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="few repetitions, small peak matmul: a smoke run")
-    p.add_argument("--matmul-n", type=int, default=None, help="N of the N x N peak matmul (default 2048; 512 with --quick)")
+    p.add_argument("--matmul-n", type=cli.positive_int, default=None,
+                   help="N of the N x N peak matmul, >= 1 (default 2048; 512 with --quick)")
     p.add_argument("--compute-dtype", choices=["bfloat16", "float16"], default=None,
                    help="also time (a) with bf16/f16 matrix products (compute_dtype=)")
-    p.add_argument("--pause", type=float, default=0.005, help="seconds of pause before each sample")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pause", type=cli.nonnegative_float, default=0.005,
+                   help="seconds of pause before each sample (>= 0)")
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                   help="seed of the synthetic data and initialisation (>= 0)")
     p.add_argument("--hlo", action="store_true",
                    help="no timing: write the compiled HLO of (a) and (b) per shape (hlo_*.txt) "
                         "and print how each product is lowered")
@@ -339,21 +349,18 @@ def parse_args(argv=None):
                    help="no timing: the table of paired ratios of earlier runs (their "
                         "benchmark.json, e.g. results/benchmark/quiet1 quiet2 quiet3), one row per "
                         "shape and run")
+    return p
+
+
+def parse_args(argv=None):
+    """The parsed command line with ``args.out`` resolved; UsageError on a bad value."""
+    p = build_parser()
     args = p.parse_args(argv)
+    if "jaxmlp" not in args.variants:
+        p.error(f"--variants: expected a subset of {list(VARIANTS)} that includes 'jaxmlp', "
+                f"got {args.variants}")
     output.resolve_out(args, "benchmark")
-    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    bad = [s for s in shapes if s not in SHAPES]
-    if bad or not shapes:
-        p.error(f"--shapes: unknown shape name(s) {bad or shapes}; expected a comma-separated "
-                f"subset of {list(SHAPES)}")
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    badv = [v for v in variants if v not in VARIANTS]
-    if badv or "jaxmlp" not in variants:
-        p.error(f"--variants: expected a subset of {list(VARIANTS)} that includes 'jaxmlp', got {variants}")
-    reps = args.reps if args.reps is not None else (3 if args.quick else 30)
-    if reps < 1:
-        p.error(f"--reps: expected a positive integer, got {reps}")
-    args.shapes, args.variants, args.reps = shapes, variants, reps
+    args.reps = args.reps if args.reps is not None else (3 if args.quick else 30)
     args.matmul_n = args.matmul_n or (512 if args.quick else 2048)
     return args
 
@@ -390,7 +397,10 @@ def summarize(dirs) -> str:
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     if args.summarize:
         table = summarize(args.summarize)
         print(table)
@@ -447,4 +457,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(2 if main() == 2 else 0)

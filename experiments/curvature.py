@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxmlp
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output
 from jaxmlp.quantities import curvature
 from _common.benchmarking import load_average, machine_info
@@ -139,19 +139,36 @@ def run_shape(name, reps, seed, target):
             "n_L": sizes[-1], "timings": out}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shapes", default="medium,deep-narrow,small")
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--target", type=float, default=0.1, help="seconds per timed sample")
+PROG = "curvature.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    ap = cli.Parser(prog=PROG, description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="medium,deep-narrow,small", type=cli.name_list(SHAPES),
+                    metavar="NAME[,NAME...]",
+                    help=f"comma-separated networks to time, of {', '.join(SHAPES)}")
+    ap.add_argument("--reps", type=cli.positive_int, default=7,
+                    help="paired timing rounds per shape (>= 1)")
+    ap.add_argument("--target", type=cli.positive_float, default=0.1,
+                    help="seconds per timed sample (> 0)")
     output.add_out_arguments(ap, "results/curvature")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The parsed command line with ``args.out`` resolved; UsageError on a bad value."""
+    args = build_parser().parse_args(argv)
     output.resolve_out(args, "curvature")
-    shapes = args.shapes.split(",")
-    bad = [s for s in shapes if s not in SHAPES]
-    if bad:
-        print(f"--shapes: expected a subset of {list(SHAPES)}, got {bad}", file=sys.stderr)
-        return 2
+    return args
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
+    shapes = args.shapes
     results = {"machine": machine_info(), "load_average_start": load_average(), "shapes": {}}
     t0 = time.perf_counter()
     for s in shapes:

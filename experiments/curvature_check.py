@@ -14,14 +14,13 @@ to ``check.json``. Exit code 1 if any case exceeds 1e-10.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 import jax
 
-from _common import compiled, output
+from _common import cli, compiled, output
 
 jax.config.update("jax_enable_x64", True)
 
@@ -46,12 +45,23 @@ def cases(quick: bool):
                 i += 1
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+PROG = "curvature_check.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help=f"hidden activations {QUICK_HIDDEN} only")
     output.add_out_arguments(p, "results/curvature")
-    args = p.parse_args(argv)
-    output.resolve_out(args, "curvature_check")
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        output.resolve_out(args, "curvature_check")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     rows, t0 = [], time.perf_counter()
     cols = [q for q in CURVATURE_QUANTITIES]
     print(f"{'cost':>26} {'output':>10} {'hidden':>10} {'L':>2} {'m':>2} "

@@ -35,7 +35,6 @@ Writes ``results/ensemble/ensemble_speed.json`` (or ``--out``) and prints a tabl
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -47,7 +46,7 @@ import optax
 
 from _common import networks
 from _common import output  # noqa: E402
-from _common import benchmarking
+from _common import benchmarking, cli
 from jaxmlp.train import ensemble as E
 from jaxmlp import train
 
@@ -166,15 +165,15 @@ def dots(hlo: str) -> list[str]:
 
 
 def run(args):
-    Ks = [int(k) for k in args.ks.split(",")]
+    Ks = args.ks
     torch_ok = networks.available("torch") and not args.no_torch
-    N = 1024 if args.quick else args.n
+    N = args.n
     mm = networks.make_matmul_xla(N)
     mm_flops = 2 * N ** 3
     result = {"protocol": __doc__.split("\n\n")[1], "steps_per_epoch": STEPS, "matmul_N": N,
               "machine": benchmarking.machine_info(),
               "load_average_start": benchmarking.load_average(), "shapes": {}}
-    for shape in args.shapes.split(","):
+    for shape in args.shapes:
         sizes, b = SHAPES[shape]
         net = networks.mlp(sizes)
         X, Y = _problem(sizes, b)
@@ -336,37 +335,61 @@ def _print_row(shape, K, rows):
     sys.stdout.flush()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default="tiny,deep-narrow")
-    p.add_argument("--ks", default="1,4,16,64,256")
-    p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--target", type=float, default=0.1, help="seconds per timed sample")
-    p.add_argument("--pause", type=float, default=0.02)
-    p.add_argument("--n", type=int, default=2048, help="N of the peak matmul")
-    p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--quick", action="store_true", help="a smoke run: N = 1024")
+PROG = "ensemble_speed.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default="tiny,deep-narrow", type=cli.name_list(SHAPES),
+                   metavar="NAME[,NAME...]",
+                   help=f"comma-separated networks to time, of {', '.join(SHAPES)}")
+    p.add_argument("--ks", default="1,4,16,64,256", type=cli.positive_int_list,
+                   metavar="K[,K...]", help="comma-separated ensemble sizes K (members, >= 1)")
+    p.add_argument("--reps", type=cli.positive_int, default=7,
+                   help="paired timing rounds per shape and K (>= 1)")
+    p.add_argument("--target", type=cli.positive_float, default=0.1,
+                   help="seconds per timed sample (> 0)")
+    p.add_argument("--pause", type=cli.nonnegative_float, default=0.02,
+                   help="seconds of pause before each sample (>= 0)")
+    p.add_argument("--n", type=cli.positive_int, default=None,
+                   help="N of the N x N peak matmul, >= 1 (default 2048; 1024 with --quick)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="leave out the torch.func variant even when torch is installed")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: N = 1024 unless --n is given")
     output.add_out_arguments(p, "results/ensemble")
-    p.add_argument("--breakdown", metavar="K", type=int,
+    p.add_argument("--breakdown", metavar="K", type=cli.positive_int,
                    help="instead of the table: the products of one shared-minibatch step of K "
-                        "members of each shape, timed alone, against the step")
-    args = p.parse_args(argv)
+                        "members (>= 1) of each shape, timed alone, against the step")
+    return p
+
+
+def parse_args(argv=None):
+    """The parsed command line with ``args.out`` resolved; UsageError on a bad value."""
+    args = build_parser().parse_args(argv)
     output.resolve_out(args, "ensemble_speed")
-    for s in args.shapes.split(","):
-        if s not in SHAPES:
-            p.error(f"--shapes: expected names from {list(SHAPES)}, got {s!r}")
+    if args.n is None:
+        args.n = 1024 if args.quick else 2048
+    return args
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     t0 = time.perf_counter()
     if args.breakdown is not None:
-        if args.breakdown < 1:
-            p.error(f"--breakdown: expected K >= 1, got {args.breakdown}")
-        doc = {s: breakdown(s, args.breakdown, args.reps) for s in args.shapes.split(",")}
+        doc = {s: breakdown(s, args.breakdown, args.reps) for s in args.shapes}
         path = benchmarking.write_json(
             os.path.join(args.out, f"breakdown_K{args.breakdown}.json"), doc)
         print(f"wrote {path}")
     else:
         run(args)
     print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

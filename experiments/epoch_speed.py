@@ -31,7 +31,7 @@ committed ``results/train/epoch_speed.json``).
 
 from __future__ import annotations
 
-import argparse
+import re
 import os
 import sys
 
@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 import jaxmlp
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output  # noqa: E402
 from jaxmlp.data import datasets
 from jaxmlp import train
@@ -50,6 +50,9 @@ SIZES = (64, 128, 10)
 BATCH = 128
 LR = 0.1
 SCAN = "jax scan"  # the reference of the paired ratios
+#: the names of :func:`jax_variants`, known before anything is built
+JAX_VARIANTS = ("jax scan", "jax loop", "jax scan with jax.random.permutation",
+                "jax scan over fixed batches")
 
 
 def jax_variants(X, Y, seed):
@@ -154,18 +157,40 @@ def torch_variants(X, Y, seed):
     return variants, torch.__version__, default_threads
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=30, help="timed samples (rounds) per variant")
-    p.add_argument("--epochs-per-sample", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variants", default=None,
-                   help="comma-separated subset of the variant names (default: all)")
+PROG = "epoch_speed.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=cli.positive_int, default=30,
+                   help="timed samples (rounds) per variant (>= 1)")
+    p.add_argument("--epochs-per-sample", type=cli.positive_int, default=5,
+                   help="epochs timed in one sample (>= 1)")
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                   help="seed of the digits split, the initialisation and the shuffles (>= 0)")
+    p.add_argument("--variants", default=None, metavar="NAME[,NAME...]",
+                   help=f"comma-separated subset of the variants, including {SCAN!r}: "
+                        f"{', '.join(JAX_VARIANTS)}, 'torch eager <N>t' (default: all)")
     output.add_out_arguments(p, "results/train/epoch_speed.json", what="JSON file")
-    args = p.parse_args(argv)
-    output.resolve_out(args, "epoch_speed")
-    if args.samples < 1 or args.epochs_per_sample < 1:
-        p.error("--samples and --epochs-per-sample must be positive")
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        output.resolve_out(args, "epoch_speed")
+        wanted = None
+        if args.variants is not None:
+            wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+            bad = [v for v in wanted
+                   if v not in JAX_VARIANTS and not re.fullmatch(r"torch eager \d+t", v)]
+            if bad or SCAN not in wanted:
+                raise cli.UsageError(f"--variants: expected a comma-separated subset of "
+                                     f"{list(JAX_VARIANTS)} or 'torch eager <N>t' including "
+                                     f"{SCAN!r}, got {args.variants!r}")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
 
     data = datasets.load("digits", seed=args.seed)
     X, Y = jnp.asarray(data.X_train), jnp.asarray(data.Y_train)
@@ -181,11 +206,12 @@ def main(argv=None) -> int:
     except ImportError:
         notes.append("torch is not installed: the torch eager row is skipped "
                      "(bash scripts/setup_compare.sh, then run with .venv-compare/bin/python).")
-    if args.variants is not None:
-        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if wanted is not None:
         bad = [v for v in wanted if v not in variants]
-        if bad or SCAN not in wanted:
-            p.error(f"--variants: expected a subset of {list(variants)} including {SCAN!r}, got {wanted}")
+        if bad:  # a torch row of another thread count, or torch is not installed
+            return cli.report_usage(PROG, cli.UsageError(
+                f"--variants: {bad} not available here; expected a subset of {list(variants)} "
+                f"including {SCAN!r}"))
         variants = {v: variants[v] for v in wanted}
 
     states = {name: init() for name, (init, _) in variants.items()}

@@ -14,7 +14,6 @@ if any float64 check fails.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
@@ -28,7 +27,7 @@ import numpy as np  # noqa: E402
 
 import jaxmlp  # noqa: E402
 from _common import benchmarking  # noqa: E402
-from _common import compiled, output  # noqa: E402
+from _common import cli, compiled, output  # noqa: E402
 from jaxmlp.oracle.verification import check_gradients, random_problem, relative_error  # noqa: E402
 
 
@@ -69,13 +68,25 @@ def build(cost, out, hidden, depth, rng):
     return jaxmlp.Network(sizes, acts, cost), int(rng.choice([1, 2, 7]))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+PROG = "gradcheck.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="hidden activations relu/tanh/softmax only")
     output.add_out_arguments(p, "results/gradcheck")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    output.resolve_out(args, "gradcheck")
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                   help="seed of the random networks, data and directions (>= 0)")
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        output.resolve_out(args, "gradcheck")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     rng = np.random.default_rng(args.seed)
     key = jax.random.PRNGKey(args.seed)
     rows = []

@@ -10,21 +10,32 @@ in float32, and the difference in J. Writes ``precision_agreement.json`` into a 
 ``results/benchmark/precision_agreement.json``).
 """
 
-import argparse
+import sys
 
 import jax
 import jax.numpy as jnp
 
 import jaxmlp
 from _common import benchmarking
-from _common import output
+from _common import cli, output
+
+
+PROG = "precision_agreement.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    output.add_out_arguments(p, "results/benchmark/precision_agreement.json", what="JSON file")
+    return p
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    output.add_out_arguments(p, "results/benchmark/precision_agreement.json", what="JSON file")
-    args = p.parse_args(argv)
-    output.resolve_out(args, "precision_agreement")
+    try:
+        args = build_parser().parse_args(argv)
+        output.resolve_out(args, "precision_agreement")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     net = jaxmlp.Network((784, 512, 512, 10), ("relu", "relu", "softmax"),
                          "categorical_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
@@ -49,4 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,28 +13,39 @@ folder you run from; ``--results``: the committed ``results/train/shuffle_speed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import jax
 
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output  # noqa: E402
 from jaxmlp.train import shuffle
 
 SIZES = (128, 512, 1438, 4096, 10_000, 60_000)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=40, help="rounds per m")
-    p.add_argument("--target-ms", type=float, default=10.0, help="duration of one sample")
-    p.add_argument("--seed", type=int, default=0)
+PROG = "shuffle_speed.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=cli.positive_int, default=40,
+                   help="timing rounds per batch count m (>= 1)")
+    p.add_argument("--target-ms", type=cli.positive_float, default=10.0,
+                   help="milliseconds of one timed sample (> 0)")
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                   help="seed of the shuffle keys (>= 0)")
     output.add_out_arguments(p, "results/train/shuffle_speed.json", what="JSON file")
-    args = p.parse_args(argv)
-    output.resolve_out(args, "shuffle_speed")
-    if args.samples < 1 or args.target_ms <= 0:
-        p.error("--samples and --target-ms must be positive")
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        output.resolve_out(args, "shuffle_speed")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
 
     key = jax.random.PRNGKey(args.seed)
     noop = jax.jit(lambda k: k + 1)

@@ -19,7 +19,6 @@ a dot and a reduce. Writes ``results/softmax_epilogue/softmax_epilogue.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import jax
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from _common import networks
-from _common import output  # noqa: E402
+from _common import cli, output  # noqa: E402
 from _common import benchmarking
 from jaxmlp.nn.activations import _column_shift
 
@@ -57,22 +56,32 @@ def variants():
             "product only": jax.jit(product)}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1024,2048,1024",
-                    help="n[L],n[L-1],m (default: the last layer of benchmark.py's large shape)")
-    ap.add_argument("--reps", type=int, default=20)
+PROG = "softmax_epilogue.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    ap = cli.Parser(prog=PROG, description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1024,2048,1024", type=cli.positive_int_list,
+                    metavar="NL,NPREV,M",
+                    help="three integers >= 1: n[L],n[L-1],m (default: the last layer of "
+                         "benchmark.py's large shape)")
+    ap.add_argument("--reps", type=cli.positive_int, default=20,
+                    help="paired timing rounds (>= 1)")
     output.add_out_arguments(ap, "results/softmax_epilogue")
-    args = ap.parse_args(argv)
-    output.resolve_out(args, "softmax_epilogue")
+    return ap
+
+
+def main(argv=None):
     try:
-        nL, nprev, m = (int(x) for x in args.sizes.split(","))
-        if min(nL, nprev, m) < 1:
-            raise ValueError
-    except ValueError:
-        print(f"--sizes: expected three positive integers n[L],n[L-1],m, got {args.sizes!r}",
-              file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        if len(args.sizes) != 3:
+            raise cli.UsageError(f"--sizes: expected three integers >= 1 n[L],n[L-1],m, got "
+                                 f"{','.join(map(str, args.sizes))!r}")
+        output.resolve_out(args, "softmax_epilogue")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
+    nL, nprev, m = args.sizes
     rng = np.random.default_rng(0)
     W = jnp.asarray(rng.standard_normal((nL, nprev), dtype=np.float32) / np.sqrt(nprev))
     A = jnp.asarray(rng.standard_normal((nprev, m), dtype=np.float32))

@@ -20,7 +20,6 @@ Reports medians and the paired median of warm / sklearn per sample; writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import output
+from _common import cli, output
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD_TARGET_S = 3.5
@@ -48,14 +47,24 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProces
     return dt, proc
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=5)
+PROG = "startup.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=cli.positive_int, default=5,
+                   help="timed process starts per command (>= 1)")
     output.add_out_arguments(p, "results/startup.json", what="JSON file")
-    args = p.parse_args(argv)
-    output.resolve_out(args, "startup")
-    if args.samples < 1:
-        p.error("--samples must be positive")
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        output.resolve_out(args, "startup")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
 
     tmp = Path(tempfile.mkdtemp(prefix="jaxmlp-startup-"))
     env = dict(os.environ)

@@ -9,14 +9,17 @@ into the same exception, so that nothing exits from inside argparse.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 from typing import Optional, Sequence
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
-__all__ = ["EXIT_OK", "EXIT_USAGE", "HelpFormatter", "Parser", "UsageError", "claim_output_folder", "flag_error",
-           "parse_floats",
-           "run_registrations"]
+__all__ = ["EXIT_OK", "EXIT_USAGE", "HelpFormatter", "Parser", "UsageError", "bounded_int",
+           "claim_output_folder", "flag_error", "int_list", "name_list", "nonnegative_float",
+           "nonnegative_int", "parse_floats", "positive_float", "positive_int",
+           "positive_int_list", "report_usage", "run_registrations"]
 
 
 class UsageError(Exception):
@@ -119,3 +122,105 @@ def claim_output_folder(out: str):
         lock.release()
         raise
     return lock
+
+
+# ---- argparse ``type=`` helpers: a bad value is refused by the Parser as
+# "argument --flag: expected ..., got '...'" (exit 2), before any work.
+
+def _number(text: str, kind, what: str):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def bounded_int(low: int, multiple_of: int = 1):
+    """An argparse ``type``: an integer ``>= low`` (and a multiple of ``multiple_of``)."""
+    what = f"an integer >= {low}" + (f" that is a multiple of {multiple_of}"
+                                     if multiple_of > 1 else "")
+
+    def parse(text):
+        value = _number(text, int, what)
+        if value < low or value % multiple_of:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = f"int>={low}"
+    return parse
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1."""
+    return bounded_int(1)(text)
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    return bounded_int(0)(text)
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (not nan, not inf)."""
+    value = _number(text, float, "a finite number > 0")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """An argparse ``type``: a finite number >= 0 (not nan, not inf)."""
+    value = _number(text, float, "a finite number >= 0")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def int_list(low: int = 1):
+    """An argparse ``type``: a comma-separated list of integers ``>= low`` (at least one),
+    as a list."""
+    one = bounded_int(low)
+
+    def parse(text):
+        parts = [p.strip() for p in str(text).split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of integers >= {low}, got {text!r}")
+        try:
+            return [one(p) for p in parts]
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of integers >= {low}, got {text!r}") from None
+
+    parse.__name__ = "int_list"
+    return parse
+
+
+def positive_int_list(text: str) -> list[int]:
+    """An argparse ``type``: a comma-separated list of integers >= 1, as a list."""
+    return int_list(1)(text)
+
+
+def name_list(choices: Sequence[str]):
+    """An argparse ``type``: a comma-separated list of names out of ``choices`` (at least
+    one), as a list; the refusal lists the allowed names."""
+    allowed = list(choices)
+
+    def parse(text):
+        names = [p.strip() for p in str(text).split(",")]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {', '.join(allowed)}, got {text!r}")
+        return names
+
+    parse.__name__ = "name_list"
+    return parse
+
+
+def report_usage(prog: str, e: Exception) -> int:
+    """Prints ``"<prog>: error: <e>"`` on stderr (one line) and returns :data:`EXIT_USAGE`."""
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return EXIT_USAGE

@@ -92,7 +92,9 @@ def add_out_arguments(parser, results: str, *, what: str = "folder") -> None:
 
 def resolve_out(args, name: str) -> str:
     """The absolute output path of a parsed command line (:func:`add_out_arguments`), also
-    stored back into ``args.out`` (argparse refuses ``--out`` with ``--results``)."""
+    stored back into ``args.out`` (argparse refuses ``--out`` with ``--results``).
+    :class:`_common.cli.UsageError` naming ``--out`` when the path cannot be created (under
+    a file; a folder that is a file or the reverse)."""
     if getattr(args, "results", False):
         out = output_path(args._results_path)
     elif args.out is not None:
@@ -103,8 +105,27 @@ def resolve_out(args, name: str) -> str:
             out = new_run_dir(name)
         else:  # a file: runs/<name>-<time>/<the committed file's name>
             out = new_run_dir(name) / Path(args._results_path).name
+    _check_out(out, getattr(args, "_out_kind", "folder"),
+               "--results" if getattr(args, "results", False) else "--out")
     args.out = str(out)
     return args.out
+
+
+def _check_out(out: Path, kind: str, flag: str) -> None:
+    """UsageError naming ``flag`` when ``out`` cannot be created: a folder that is an existing
+    file, a file that is an existing folder, or a path under an existing file."""
+    from _common.cli import UsageError
+
+    if kind == "folder" and out.exists() and not out.is_dir():
+        raise UsageError(f"{flag}: {str(out)!r} exists and is not a folder.")
+    if kind != "folder" and out.is_dir():
+        raise UsageError(f"{flag}: {str(out)!r} is a folder, expected a {kind}.")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag}: cannot create {str(out)!r}: {str(parent)!r} is a "
+                                 "file, not a folder.")
+            return
 
 
 def plain(x: Any) -> Any:
