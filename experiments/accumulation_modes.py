@@ -30,7 +30,6 @@ to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -44,7 +43,7 @@ from jax.flatten_util import ravel_pytree
 
 import jaxmlp
 from jaxmlp import forward_reverse_modes as acc
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers
@@ -439,21 +438,36 @@ def plot(grad: dict, jac: dict, out: Path, device: str) -> list[str]:
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+PROG = "accumulation_modes.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    ap = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, ~30 s")
     output.add_out_arguments(ap, "results/accumulation")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=None, help="timing rounds per configuration")
-    ap.add_argument("--examples", type=int, default=64, help="m, examples in the cost's batch")
-    ap.add_argument("--chunk", type=int, default=128,
-                    help="forward mode: basis directions per vmapped chunk")
-    ap.add_argument("--fm-call-limit", type=float, default=None,
-                    help="stop forward mode when its predicted time per call exceeds this (s)")
-    ap.add_argument("--no-plots", action="store_true")
-    args = ap.parse_args(argv)
-    output.resolve_out(args, "accumulation_modes")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                    help="seed of the random networks and inputs (>= 0)")
+    ap.add_argument("--rounds", type=cli.positive_int, default=None,
+                    help="timing rounds per configuration, >= 1 (default 9; 5 with --quick)")
+    ap.add_argument("--examples", type=cli.positive_int, default=64,
+                    help="m, examples in the cost's batch (>= 1)")
+    ap.add_argument("--chunk", type=cli.positive_int, default=128,
+                    help="forward mode: basis directions per vmapped chunk (>= 1)")
+    ap.add_argument("--fm-call-limit", type=cli.positive_float, default=None,
+                    help="stop forward mode when its predicted seconds per call exceed this "
+                         "(> 0; default 12, 0.5 with --quick)")
+    ap.add_argument("--no-plots", action="store_true", help="do not write the figures")
+    return ap
+
+
+def main(argv=None) -> dict:
+    """Runs the command line ``argv``; returns the results, or 2 after a one-line error."""
+    try:
+        args = build_parser().parse_args(argv)
+        output.resolve_out(args, "accumulation_modes")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
 
     if args.quick:
         widths, dims, rounds, fm_limit, fm_total = (6, 16, 32, 64, 128, 256), (2, 16, 128), 5, 0.5, 1.0
@@ -490,4 +504,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    status = main()
+    sys.exit(status if isinstance(status, int) else 0)

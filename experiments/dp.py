@@ -41,7 +41,6 @@ running it is skipped (``--vmap-max-m``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -54,7 +53,7 @@ import numpy as np
 import optax
 
 from _common import networks
-from _common import output
+from _common import cli, output
 import jaxmlp
 from _common import benchmarking
 from jaxmlp.data import datasets
@@ -511,26 +510,45 @@ def speed_table(sp) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="?", default="all", choices=("accuracy", "speed", "noise", "all"))
-    p.add_argument("--datasets", nargs="+", default=["digits"],
-                   help=f"datasets for accuracy ('all' = {', '.join(datasets.DATASETS)})")
-    p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds of the final runs (default 3)")
+PROG = "dp.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("what", nargs="?", default="all", choices=("accuracy", "speed", "noise", "all"),
+                   help="which experiment: accuracy, speed, noise or all")
+    p.add_argument("--datasets", nargs="+", default=["digits"], metavar="NAME",
+                   help=f"datasets for accuracy, of {', '.join(datasets.DATASETS)} "
+                        "('all' = every one)")
+    p.add_argument("--seeds", type=cli.positive_int, default=len(SEEDS),
+                   help="seeds of the final runs, >= 1 (default 3)")
     p.add_argument("--quick", action="store_true", help="one grid point, for a smoke test")
-    p.add_argument("--sizes", nargs="+", type=int, default=[256, 1024, 4096])
-    p.add_argument("--rounds", type=int, default=20, help="timing rounds")
+    p.add_argument("--sizes", nargs="+", type=cli.positive_int, default=[256, 1024, 4096],
+                   metavar="M", help="batch sizes m of the speed experiment (each >= 1)")
+    p.add_argument("--rounds", type=cli.positive_int, default=20,
+                   help="timing rounds of the speed and noise experiments (>= 1)")
     p.add_argument("--no-opacus", action="store_true",
                    help="skip Opacus even when torch and opacus import")
-    p.add_argument("--vmap-max-m", type=int, default=1024,
-                   help="largest m at which the vmap route is run (memory is reported anyway)")
+    p.add_argument("--vmap-max-m", type=cli.nonnegative_int, default=1024,
+                   help="largest m at which the vmap route is run, >= 0 (memory is reported "
+                        "anyway)")
     output.add_out_arguments(p, str(OUT))
-    args = p.parse_args(argv)
-    output.resolve_out(args, f"dp-{args.what}")
-    names = list(datasets.DATASETS) if args.datasets == ["all"] else args.datasets
-    for n in names:
-        if n not in datasets.DATASETS:
-            p.error(f"--datasets: expected names from {list(datasets.DATASETS)}, got {n!r}")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    try:
+        args = p.parse_args(argv)
+        names = list(datasets.DATASETS) if args.datasets == ["all"] else args.datasets
+        for n in names:
+            if n not in datasets.DATASETS:
+                p.error(f"--datasets: expected names from {list(datasets.DATASETS)} or 'all', "
+                        f"got {n!r}")
+        output.resolve_out(args, f"dp-{args.what}")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     args.out = str(benchmarking.output_path(args.out))
     os.makedirs(args.out, exist_ok=True)
     env = benchmarking.machine_info()

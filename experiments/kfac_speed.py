@@ -47,7 +47,6 @@ import os
 # measured 100-300x slower (docs/curvature.md); one thread, unless the caller chose.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse
 import sys
 
 import jax
@@ -55,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmlp
-from _common import benchmarking, output
+from _common import benchmarking, cli, output
 from jaxmlp import train
 from jaxmlp.data import datasets
 from jaxmlp.nn.propagation import value_and_grad_kernel
@@ -179,28 +178,49 @@ def _flops(compiled):
         return float("nan")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=40, help="steps per timed call (a multiple of 10)")
-    ap.add_argument("--networks", default="autoencoder,classifier")
-    ap.add_argument("--repeat", type=int, default=3, help="independent timing runs (3: the "
-                    "issue's 'report 3 runs')")
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help="minibatch columns m for every network (default: 128 for the "
+PROG = "kfac_speed.py"
+#: the variants :func:`variants` times (``--only``)
+VARIANTS = ("adam", "sgd momentum", "kfac: precondition only", "kfac: + MC statistics every step",
+            "kfac default", "kfac: statistics every step (old default)",
+            "kfac: statistics and inverses every 20", "kfac: MC, inverses every step",
+            "kfac: exact factors, inverses every step", "kfac adaptive",
+            "kfac: precondition by hand (no lax.cond)", "value_and_grad")
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    ap = cli.Parser(prog=PROG, description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=cli.positive_int, default=15,
+                    help="paired timing rounds per run (>= 1)")
+    ap.add_argument("--steps", type=cli.bounded_int(10, multiple_of=10), default=40,
+                    help="steps per timed call (a multiple of 10, >= 10)")
+    ap.add_argument("--networks", default="autoencoder,classifier", type=cli.name_list(NETWORKS),
+                    metavar="NAME[,NAME...]",
+                    help=f"comma-separated networks, of {', '.join(NETWORKS)}")
+    ap.add_argument("--repeat", type=cli.positive_int, default=3,
+                    help="independent timing runs, >= 1 (3: the issue's 'report 3 runs')")
+    ap.add_argument("--batch-size", type=cli.positive_int, default=None,
+                    help="minibatch columns m (>= 1) for every network (default: 128 for the "
                          "autoencoder, 256 for the classifier)")
-    ap.add_argument("--only", default=None, help="comma-separated variants (adam always runs), "
-                    "e.g. 'kfac default' for the step-time ratio alone")
+    ap.add_argument("--only", default=None, type=cli.name_list(VARIANTS), metavar="V[,V...]",
+                    help="comma-separated variants (adam always runs), e.g. 'kfac default' for "
+                         f"the step-time ratio alone; of: {', '.join(VARIANTS)}")
     output.add_out_arguments(ap, "results/kfac")
-    args = ap.parse_args(argv)
-    out_dir = output.resolve_out(args, "kfac_speed")
+    return ap
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        out_dir = output.resolve_out(args, "kfac_speed")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     doc = {"machine": benchmarking.machine_info(), "steps_per_call": args.steps,
            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"), "networks": {}}
-    for name in args.networks.split(","):
+    for name in args.networks:
         net, X, Y, m = problem(name)
         m = args.batch_size or m
-        only = None if args.only is None else [v.strip() for v in args.only.split(",")]
-        var, flops, conds = variants(net, X, Y, m, args.steps, only)
+        var, flops, conds = variants(net, X, Y, m, args.steps, args.only)
         runs = []
         for r in range(args.repeat):  # independent timings of the same compiled variants
             timing = benchmarking.time_paired(var, reference="adam", rounds=args.rounds, warmup=1)

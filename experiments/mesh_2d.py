@@ -37,7 +37,7 @@ def child(args):
     import jaxmlp
     from jaxmlp.parallel import distributed as D
 
-    sizes = tuple(int(s) for s in args.sizes.split(","))
+    sizes = tuple(args.sizes)
     L = len(sizes) - 1
     net = jaxmlp.Network(sizes, ("relu",) * (L - 1) + ("softmax",), "categorical_cross_entropy")
     rng = np.random.default_rng(0)
@@ -80,25 +80,47 @@ def child(args):
     return {"sizes": list(sizes), "batch": args.batch, "num_params": net.num_params, "rows": rows}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="2048,4096,4096,10")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=3)
-    from _common import output
+PROG = "mesh_2d.py"
 
+
+def build_parser():
+    """The command line (nothing run)."""
+    from _common import cli, output
+
+    ap = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="2048,4096,4096,10", type=cli.positive_int_list,
+                    metavar="N0,N1,...,NL",
+                    help="layer widths n[0],...,n[L] of the network, at least two, each >= 1")
+    ap.add_argument("--batch", type=cli.positive_int, default=256,
+                    help="global batch m, examples per step (>= 1)")
+    ap.add_argument("--reps", type=cli.positive_int, default=3,
+                    help="timed steps per mesh, the median reported (>= 1)")
     output.add_out_arguments(ap, "results/mesh_2d")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    from _common import cli, output
+
+    try:
+        args = build_parser().parse_args(argv)
+        if len(args.sizes) < 2:
+            raise cli.UsageError(f"--sizes: expected at least two widths n[0],n[L], got "
+                                 f"{args.sizes}")
+        if not args.child:
+            output.resolve_out(args, "mesh_2d")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     if args.child:
         print("RESULT" + json.dumps(child(args)))
         return 0
-    output.resolve_out(args, "mesh_2d")
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     env["JAX_PLATFORMS"] = "cpu"
     load = os.getloadavg()
-    proc = subprocess.run([sys.executable, __file__, "--child", "--sizes", args.sizes, "--batch",
+    proc = subprocess.run([sys.executable, __file__, "--child", "--sizes",
+                           ",".join(map(str, args.sizes)), "--batch",
                            str(args.batch), "--reps", str(args.reps)], env=env,
                           capture_output=True, text=True)
     if proc.returncode:

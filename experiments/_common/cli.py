@@ -205,15 +205,24 @@ def positive_int_list(text: str) -> list[int]:
 
 def name_list(choices: Sequence[str]):
     """An argparse ``type``: a comma-separated list of names out of ``choices`` (at least
-    one), as a list; the refusal lists the allowed names."""
+    one), as a list; a name that itself holds a comma is matched whole. The refusal lists the
+    allowed names."""
     allowed = list(choices)
+    sep = "; " if any("," in c for c in allowed) else ", "
 
     def parse(text):
-        names = [p.strip() for p in str(text).split(",")]
-        bad = [n for n in names if n not in allowed]
-        if bad or not names:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list of {', '.join(allowed)}, got {text!r}")
+        parts, names, i = str(text).split(","), [], 0
+        while i < len(parts):
+            for j in range(len(parts), i, -1):  # the longest known name from part i
+                name = ",".join(parts[i:j]).strip()
+                if name in allowed:
+                    names.append(name)
+                    i = j
+                    break
+            else:
+                raise argparse.ArgumentTypeError(
+                    f"expected a comma-separated list of {sep.join(allowed)}, got {text!r} "
+                    f"({parts[i].strip()!r} is none of them)")
         return names
 
     parse.__name__ = "name_list"
