@@ -361,3 +361,47 @@ def test_load_model_refuses_a_model_left_by_another_run(tmp_path, cls):
                                          r"params sha256 [0-9a-f]{16}\.\.\. in the model, "
                                          r"abababababababab\.\.\. in results.json\)"):
         jaxmlp.load_model(run)
+
+
+@pytest.mark.parametrize("name", ["digits", "breast_cancer"])
+def test_bundled_dataset_models_predict_scikit_learns_integer_targets(tmp_path, name):
+    """A model of a bundled dataset (train.py --dataset: bundled_preprocessing) predicts the
+    classes as scikit-learn's target holds them, ints that compare equal to it; a record
+    written before the integer classes were stored (class_values None, with the dataset
+    named in its metadata or its checkpoint's config) predicts the same ints, while a table
+    of another name keeps its text classes. The network is the least-squares linear
+    classifier W = argmin ||W X + b - T||^2 on the standardised train split."""
+    from jaxmlp.data import datasets, tabular
+
+    data = datasets.load(name, dtype=np.float64)
+    prep = tabular.bundled_preprocessing(name)
+    n0, nL = data.n_inputs, data.n_outputs
+    T = 2 * data.Y_train - 1  # +-1 targets: the sign (sigmoid) or the argmax (softmax) classifies
+    A = np.vstack([data.X_train, np.ones(data.X_train.shape[1])]).T
+    Wb = np.linalg.lstsq(A, T.T, rcond=None)[0].T
+    params = [{"W": Wb[:, :n0], "b": Wb[:, n0]}]
+    g_L = data.output_activation
+    net = jaxmlp.Network((n0, nL), (g_L,), data.cost)
+    X_raw, y = datasets._read_sklearn_files(name)
+    rows = pd.DataFrame(X_raw, columns=datasets.feature_names(name))
+    Z = Wb[:, :n0] @ ((X_raw - data.feature_mean) / data.feature_std).T + Wb[:, n0:]
+    want = np.argmax(Z, axis=0) if nL > 1 else (Z[0] > 0).astype(int)  # class index = value
+
+    def model_of(metadata):
+        export.save(tmp_path / "m.npz", [{k: v.astype(np.float32) for k, v in p.items()}
+                                         for p in params], net, metadata=metadata)
+        return jaxmlp.load_model(tmp_path / "m.npz")
+
+    model = model_of({"preprocessing": prep.to_dict(), "dataset": name})
+    predicted = model.predict(rows)
+    assert model.classes_.tolist() == list(range(len(prep.class_names)))
+    assert predicted.dtype.kind == "i" and np.array_equal(predicted, want)
+    assert np.mean(predicted == y) > 0.9  # labels compare equal to scikit-learn's targets
+    old = {**prep.to_dict(), "class_values": None}
+    for meta in ({"dataset": name}, {"config": {"dataset": name, "data": None}}):
+        m = model_of({"preprocessing": old, **meta})
+        assert m.predict(rows[:20]).tolist() == want[:20].tolist()
+    renamed = {**old, "feature_columns": [f"x{j}" for j in range(n0)],
+               "feature_names": [f"x{j}" for j in range(n0)]}
+    m = model_of({"preprocessing": renamed, "dataset": name})  # an own table named so
+    assert m.classes_.tolist() == list(prep.class_names)

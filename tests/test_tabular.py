@@ -220,3 +220,106 @@ def test_excluded_columns_and_row_ids(tmp_path):
     frame.assign(id=[1, 1] + list(range(m - 2))).to_csv(tmp_path / "dup.csv", index=False)
     data, prep = tabular.load_table(tmp_path / "dup.csv", "y")  # repeated values: not row ids
     assert "id" in prep.feature_columns
+
+
+def _dated(m=30, seed=5):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": rng.normal(size=m), "y": rng.integers(0, 2, m),
+                         "when": pd.date_range("2020-01-01", periods=m)})
+
+
+DATE_ADVICE = ("; as categories it would be one one-hot input per distinct value, and a new "
+               "value could not be predicted. Leave it out with exclude=['when'] (train.py --id "
+               "when), or derive numeric features from it yourself (the year, the day of the "
+               "year, the days since a start date, a duration in seconds) as columns of their own.")
+
+
+@pytest.mark.parametrize("column, ext, kind", [
+    (pd.date_range("2020-01-01", periods=30), ".parquet",
+     "dates and times (datetime64[us]), such as '2020-01-01 00:00:00'"),
+    (pd.date_range("2020-01-01", periods=30, tz="UTC"), ".parquet",
+     "dates and times (datetime64[us, UTC]), such as '2020-01-01 00:00:00+00:00'"),
+    (pd.to_timedelta(np.arange(30), unit="D"), ".parquet",
+     "durations (timedelta64[us]), such as '0 days 00:00:00'"),
+    (pd.date_range("2020-01-01", periods=30).date, ".parquet",
+     "dates or times (Python objects), such as '2020-01-01'"),
+    (pd.date_range("2020-01-01", periods=30), ".csv", "dates written as text, such as '2020-01-01'"),
+    (pd.date_range("2020-01-01 08:30", periods=30, freq="h").strftime("%d/%m/%Y %H:%M"), ".csv",
+     "dates written as text, such as '01/01/2020 08:30'"),
+], ids=["datetime64", "utc", "timedelta", "date32", "csv-iso", "csv-day-first"])
+def test_date_and_time_columns_are_refused_naming_the_column(tmp_path, column, ext, kind):
+    """A feature column of dates or times would be one one-hot input per distinct date (a new
+    date then unpredictable): refused, naming the column and what to do; exclude= trains
+    without it."""
+    frame = _dated().assign(when=column)
+    path = tmp_path / f"t{ext}"
+    frame.to_csv(path, index=False) if ext == ".csv" else frame.to_parquet(path)
+    with pytest.raises(ValueError) as e:
+        tabular.load_table(path, "y")
+    assert str(e.value) == f"data: feature column 'when' holds {kind}{DATE_ADVICE}"
+    _, prep = tabular.load_table(path, "y", exclude=["when"])
+    assert prep.feature_columns == ("x",) and prep.categories == {}
+
+
+@pytest.mark.parametrize("values", [
+    ["Jan", "Feb", "Mar"],            # month names (pandas reads 'Jan' as a date of year 1)
+    ["2020-02-30", "2020-01-01", "2020-01-02"],  # not all dates
+    ["12-34-5678", "11-22-3333", "10-11-2222"],  # date-shaped codes that are not dates
+    ["2020-01", "2020-02", "2020-03"],  # year-months: categories
+    [20200101, 20200102, 20200103],  # numbers
+], ids=["months", "one-not-a-date", "codes", "year-month", "yyyymmdd-numbers"])
+def test_text_and_numbers_that_are_not_all_dates_are_not_misread(tmp_path, values):
+    """Only a column whose every cell is a date is refused: month names, invalid dates,
+    date-shaped codes and year-months stay categories, and numbers stay numbers."""
+    frame = _dated().assign(when=values * 10)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    _, prep = tabular.load_table(tmp_path / "t.csv", "y")
+    assert "when" in prep.feature_columns
+    if isinstance(values[0], str):  # text: one-hot encoded, one input per category
+        assert prep.categories == {"when": sorted(values)}
+    else:  # numbers: one input
+        assert prep.categories == {} and prep.n_inputs == 2
+
+
+def test_text_columns_of_mostly_distinct_values_are_refused_unless_named_categorical(tmp_path):
+    """More than 50 distinct text values with fewer than two rows per value (names, free
+    text) are refused, naming the column and what to do; categorical= encodes them anyway;
+    50 values, or 60 values in 120 rows, are one-hot encoded as before."""
+    rng = np.random.default_rng(1)
+
+    def table(n_values, m):
+        names = [f"v{k:03d}" for k in range(n_values)] * (m // n_values)
+        return pd.DataFrame({"x": rng.normal(size=m), "name": names, "y": [0, 1] * (m // 2)})
+
+    table(60, 60).to_csv(tmp_path / "names.csv", index=False)
+    with pytest.raises(ValueError) as e:
+        tabular.load_table(tmp_path / "names.csv", "y")
+    assert str(e.value) == (
+        "data: text column 'name' holds 60 distinct values in 60 rows (such as ['v000', "
+        "'v001', 'v002', ... and 57 more]): most values occur once, like names, free text or "
+        "ids, and one-hot encoding would make 60 inputs each seen about once. Leave it out "
+        "with exclude=['name'] (train.py --id name), replace it with fewer categories or "
+        "numbers derived from it, or encode it anyway with categorical=['name'] (train.py "
+        "--categorical name).")
+    _, prep = tabular.load_table(tmp_path / "names.csv", "y", categorical=["name"])
+    assert prep.n_inputs == 61
+    for n_values, m in ((50, 50), (60, 120)):
+        table(n_values, m).to_csv(tmp_path / "ok.csv", index=False)
+        _, prep = tabular.load_table(tmp_path / "ok.csv", "y")
+        assert len(prep.categories["name"]) == n_values and prep.n_inputs == 1 + n_values
+
+
+def test_unseen_categories_message_shows_ten_values_and_how_many_more(tmp_path):
+    m = 40
+    frame = pd.DataFrame({"x": np.arange(m, dtype=float), "c": [f"c{k:02d}" for k in range(20)] * 2,
+                          "y": [0, 1] * (m // 2)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    _, prep = tabular.load_table(tmp_path / "t.csv", "y")
+    new = frame.drop(columns="y").assign(c=[f"n{k:02d}" for k in range(m)])
+    with pytest.raises(ValueError) as e:
+        tabular.transform(prep, new)
+    assert str(e.value) == (
+        "data: column 'c' holds ['n00', 'n01', 'n02', 'n03', 'n04', 'n05', 'n06', 'n07', "
+        "'n08', 'n09', ... and 30 more], categories that the training data did not have (it "
+        "had 20: ['c00', 'c01', 'c02', 'c03', 'c04', 'c05', 'c06', 'c07', 'c08', 'c09', ... "
+        "and 10 more]).")

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DATASETS", "MULTILABEL_LABELS", "Dataset", "feature_names", "load"]
+__all__ = ["CLASSES", "DATASETS", "MULTILABEL_LABELS", "Dataset", "feature_names", "load"]
 
 #: Dataset names accepted by :func:`load`.
 DATASETS = ("digits", "breast_cancer", "multilabel", "diabetes")
@@ -48,6 +48,16 @@ MULTILABEL_LABELS: dict[str, tuple[int, ...]] = {
     "prime": (2, 3, 5, 7),
     "multiple_of_3": (0, 3, 6, 9),
     "closed_loop": (0, 6, 8, 9),
+}
+
+
+#: The classification datasets' classes, in output order: (names, values), the values as
+#: scikit-learn's ``target`` holds them (``load_digits().target``: 0 ... 9;
+#: ``load_breast_cancer().target``: 0 malignant, 1 benign), so that a trained model's
+#: predictions compare equal to them.
+CLASSES: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
+    "digits": (tuple(str(k) for k in range(10)), tuple(range(10))),
+    "breast_cancer": (("malignant", "benign"), (0, 1)),
 }
 
 

@@ -385,8 +385,9 @@ class Model:
 
     Attributes: ``net``, ``params``, ``preprocessing`` (a
     :class:`jaxmlp.data.tabular.Preprocessing`, or None), ``metadata``, ``ensemble`` (K or
-    None), ``task``, ``classes_`` (classification: class names; multilabel: the labels),
-    ``path`` (the folder or file :func:`load_model` read, or None), ``posterior`` (the
+    None), ``task``, ``classes_`` (classification: the classes in the target column's type,
+    ints for a column of integers and for the bundled datasets (scikit-learn's targets), else
+    the class names; multilabel: the labels), ``path`` (the folder or file :func:`load_model` read, or None), ``posterior`` (the
     :class:`jaxmlp.laplace.Posterior`, or None).
     """
 
@@ -402,7 +403,8 @@ class Model:
         self.path = None if path is None else os.fspath(path)
         self.ensemble = self.metadata.get("ensemble")
         prep = self.metadata.get("preprocessing")
-        self.preprocessing = None if prep is None else Preprocessing.from_dict(prep)
+        self.preprocessing = (None if prep is None else
+                              _bundled_class_values(Preprocessing.from_dict(prep), self.metadata))
         if self.preprocessing is not None and self.preprocessing.n_inputs != net.sizes[0]:
             raise ValueError(f"metadata: the preprocessing gives {self.preprocessing.n_inputs} "
                              f"inputs, the network takes n[0] = {net.sizes[0]}.")
@@ -596,6 +598,27 @@ class Model:
         if not return_std:
             return squeeze(Y)
         return squeeze(Y), squeeze(np.sqrt(var) * scale)
+
+
+def _bundled_class_values(prep, metadata: dict):
+    """``prep`` with the integer classes of a bundled dataset when it is a record written
+    before they were stored (``class_values`` None): the preprocessing of
+    :func:`jaxmlp.data.tabular.bundled_preprocessing` (the class names and feature columns of
+    ``metadata["dataset"]``, or of an orbax checkpoint's ``config["dataset"]`` without
+    ``--data``), so such a model predicts 0 ... 9 as a new one does, not '0' ... '9'. Any other
+    record is returned as it is."""
+    from jaxmlp.data import datasets
+
+    config = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
+    name = metadata.get("dataset", None if config.get("data") else config.get("dataset"))
+    if (prep.task != "classification" or prep.class_values is not None or prep.categories
+            or not isinstance(name, str) or name not in datasets.CLASSES):
+        return prep
+    names, values = datasets.CLASSES[name]
+    if (tuple(prep.class_names) != names
+            or tuple(prep.feature_columns) != datasets.feature_names(name)):
+        return prep
+    return prep._replace(class_values=values)
 
 
 def load_model(path: Union[str, os.PathLike]) -> Model:

@@ -38,7 +38,12 @@ Preprocessing, with everything learned from the TRAIN split only and kept in the
    the train split, categorical ones with their most frequent train value; a missing target
    is always refused;
 2. categorical feature columns (text, pandas categories, booleans are 0/1) are one-hot
-   encoded, one column per category seen in the file (sorted), named ``column=value``;
+   encoded, one column per category seen in the file (sorted), named ``column=value``.
+   Refused, naming the column and what to do instead: a column of dates or times (a pandas
+   datetime, timedelta or period column, or text whose every cell is a date such as
+   ``2020-01-31``), which would be one input per date; and a text column with more than
+   :data:`MAX_SPARSE_CATEGORIES` (50) distinct values and fewer than two rows per value on
+   average (names, free text, ids), unless named in ``categorical``;
 3. the same split and standardisation as the bundled datasets (:func:`jaxmlp.data.datasets.load`):
    stratified by class for classification, then every feature column standardised with the
    train split's mean and standard deviation; regression targets are standardised too
@@ -55,7 +60,7 @@ import numpy as np
 from jaxmlp.data import datasets
 from jaxmlp.data.datasets import Dataset, split_indices, standardise
 
-__all__ = ["TASKS", "FORMATS", "MAX_CLASSES", "MissingValuesError", "Preprocessing", "load_table", "read_table", "infer_task",
+__all__ = ["TASKS", "FORMATS", "MAX_CLASSES", "MAX_SPARSE_CATEGORIES", "MissingValuesError", "Preprocessing", "load_table", "read_table", "infer_task",
            "transform", "inverse_target", "bundled_preprocessing"]
 
 TASKS = ("classification", "multilabel", "regression")
@@ -64,6 +69,10 @@ IMPUTE = ("mean", "median")
 #: One integer target column with at most this many distinct values is inferred to hold classes
 #: (scikit-learn's ``type_of_target``: "binary"/"multiclass"); more is a quantity (regression).
 MAX_CLASSES = 20
+#: A text feature column with more distinct values than this, fewer than two rows per value on
+#: average (names, free text, ids), is refused rather than one-hot encoded into that many
+#: inputs each seen about once; ``categorical=[column]`` encodes it anyway.
+MAX_SPARSE_CATEGORIES = 50
 
 
 class MissingValuesError(ValueError):
@@ -240,8 +249,8 @@ def _check_header(path: str, names) -> None:
     names = [str(c) for c in names]
     dupes = sorted({c for c in names if c and names.count(c) > 1})
     if dupes:
-        raise ValueError(f"data: {path!r} has duplicate column names {dupes}; rename them so "
-                         "that every column has its own name.")
+        raise ValueError(f"data: {path!r} has duplicate column names {_names(dupes)}; rename "
+                         "them so that every column has its own name.")
 
 
 def _read_npz(path: str, pd):
@@ -307,7 +316,7 @@ def _parse_targets(target, columns) -> tuple[str, ...]:
         raise ValueError(f"target: column {unknown[0]!r} is not in the table; its columns are "
                          f"{_names(columns)}.")
     if len(names) == len(columns):
-        raise ValueError(f"target: {names} are all the table's columns; no feature is left.")
+        raise ValueError(f"target: {_names(names)} are all the table's columns; no feature is left.")
     return tuple(names)
 
 
@@ -375,9 +384,11 @@ def _check_task(frame, target_columns, task) -> None:
 
 
 def _names(names, limit: int = 10) -> str:
+    """``['a', 'b']``; a longer list shows its first ``limit`` values, then ``... and N more``:
+    ``['a', ..., 'j', ... and 140 more]`` (messages stay readable for thousands of values)."""
     names = list(names)
     shown = repr(names[:limit])
-    return shown if len(names) <= limit else shown[:-1] + f", ... ({len(names) - limit} more)]"
+    return shown if len(names) <= limit else shown[:-1] + f", ... and {len(names) - limit} more]"
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -395,8 +406,9 @@ def _feature_matrix(pd, frame, feature_columns, categories, impute_values) -> np
             cats = categories[c]
             unseen = sorted({v for v in vals if v is not None} - set(cats))
             if unseen:
-                raise ValueError(f"data: column {c!r} holds {unseen[:5]}, categories that the "
-                                 f"training data did not have (it had {cats}).")
+                raise ValueError(f"data: column {c!r} holds {_names(unseen)}, categories that "
+                                 f"the training data did not have (it had {len(cats)}: "
+                                 f"{_names(cats)}).")
             blocks.append((vals[:, None] == np.asarray(cats, dtype=object)[None, :]).astype(np.float64))
         elif _is_bool(pd, s):
             blocks.append(s.astype(np.float64).to_numpy()[:, None])
@@ -435,6 +447,78 @@ def _refuse_row_ids(frame, features) -> None:
             raise ValueError(f"exclude: column {c!r} holds a distinct value in every row (row "
                              f"ids), and would be a feature; pass exclude=[{c!r}] (train.py "
                              f"--id {c}) to leave it out, or rename it to train on it.")
+
+
+#: A date written as text, with an optional time of day and zone: ``2020-01-31``,
+#: ``2020/1/31 10:00``, ``31.01.2020``, ``01/31/2020``, ``2020-01-31T10:00:00Z``. Cells must also
+#: parse as dates (``pandas.to_datetime``): ``2020-02-30`` or ``12-34-5678`` are not.
+_DATE_TEXT = (r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
+              r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d{2}:?\d{2})?)?")
+
+
+def _date_kind(pd, s) -> Optional[str]:
+    """What a column of dates or times holds (``"dates and times (datetime64[us])"``), or None
+    for any other column: a pandas datetime, timedelta or period dtype; Python date, time or
+    duration objects (Parquet ``date32``); or text whose every present cell is a date
+    (:data:`_DATE_TEXT`, and parsed by pandas). Numbers and other text are never dates."""
+    import datetime
+
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return f"dates and times ({s.dtype})"
+    if pd.api.types.is_timedelta64_dtype(s):
+        return f"durations ({s.dtype})"
+    if isinstance(s.dtype, pd.PeriodDtype):
+        return f"periods ({s.dtype})"
+    if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+        return None
+    values = pd.Series(pd.unique(s.dropna()))
+    if values.empty:
+        return None
+    kinds = (datetime.date, datetime.time, datetime.timedelta, np.datetime64, np.timedelta64)
+    if all(isinstance(v, kinds) for v in values):
+        return "dates or times (Python objects)"
+    if not all(isinstance(v, str) for v in values):
+        return None
+    text = values.str.strip()
+    if not text.str.fullmatch(_DATE_TEXT).all():
+        return None
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+    return "dates written as text" if parsed.notna().all() else None
+
+
+def _refuse_dates(pd, frame, features) -> None:
+    """ValueError naming the first feature column of dates or times (:func:`_date_kind`): one-hot
+    encoded, it would be one input per distinct date, and a new date would be refused."""
+    for c in features:
+        kind = _date_kind(pd, frame[c])
+        if kind is None:
+            continue
+        first = frame[c].dropna()
+        example = f", such as {str(first.iloc[0])!r}" if len(first) else ""
+        raise ValueError(
+            f"data: feature column {c!r} holds {kind}{example}; as categories it would be one "
+            f"one-hot input per distinct value, and a new value could not be predicted. Leave it "
+            f"out with exclude=[{c!r}] (train.py --id {c}), or derive numeric features from it "
+            f"yourself (the year, the day of the year, the days since a start date, a duration "
+            f"in seconds) as columns of their own.")
+
+
+def _refuse_sparse_categories(frame, categories, forced) -> None:
+    """ValueError naming the first text column with more than :data:`MAX_SPARSE_CATEGORIES`
+    distinct values and fewer than two rows per value on average (names, free text, ids):
+    each of its one-hot inputs would be seen about once. Columns in ``forced`` (named in
+    ``categorical``) are encoded as asked."""
+    for c, cats in categories.items():
+        present = int(frame[c].notna().sum())
+        if c in forced or len(cats) <= MAX_SPARSE_CATEGORIES or 2 * len(cats) <= present:
+            continue
+        raise ValueError(
+            f"data: text column {c!r} holds {len(cats)} distinct values in {present} rows "
+            f"(such as {_names(cats, 3)}): most values occur once, like names, free text or "
+            f"ids, and one-hot encoding would make {len(cats)} inputs each seen about once. "
+            f"Leave it out with exclude=[{c!r}] (train.py --id {c}), replace it with fewer "
+            f"categories or numbers derived from it, or encode it anyway with "
+            f"categorical=[{c!r}] (train.py --categorical {c}).")
 
 
 def _refuse_stray_text(pd, frame, column: str) -> None:
@@ -539,7 +623,8 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
       ValueError naming the argument (``data``, ``target``, ``task``, ``impute``) for a file
       that does not exist or cannot be parsed, an unknown target column, a task that does not
       fit the target, missing values without ``impute``, text cells in a column of numbers,
-      infinite values or values too large to standardise in ``dtype`` (column and rows
+      a feature column of dates or times, a text column of mostly distinct values (see the
+      module docstring), infinite values or values too large to standardise in ``dtype`` (column and rows
       named); TypeError for wrong types.
     """
     if task is not None and task not in TASKS:
@@ -562,12 +647,14 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
                                   targets, "exclude")
     features = tuple(c for c in frame.columns if c not in targets and c not in excluded)
     _refuse_row_ids(frame, features)
+    _refuse_dates(pd, frame, features)
     forced = _parse_categorical(categorical, features, targets)
     for c in features:
         if c not in forced:
             _refuse_stray_text(pd, frame, c)
     categories = {c: sorted({str(v) for v in frame[c].dropna()}) for c in features
                   if c in forced or _is_categorical(pd, frame[c])}
+    _refuse_sparse_categories(frame, categories, forced)
     if task == "regression":
         for c in targets:
             _refuse_nonfinite(frame[c].to_numpy(dtype=np.float64), "target", c)
@@ -729,7 +816,9 @@ def inverse_target(prep: Preprocessing, Y: np.ndarray) -> np.ndarray:
 def bundled_preprocessing(name: str, seed: int = 0, test_fraction: float = 0.2) -> Preprocessing:
     """The :class:`Preprocessing` of bundled dataset ``name`` as :func:`jaxmlp.data.datasets.load`
     splits and standardises it: columns named as in scikit-learn, so that new rows of the
-    same features (a CSV with those column names) can be predicted."""
+    same features (a CSV with those column names) can be predicted; a classification's
+    ``class_values`` are scikit-learn's integer targets (:data:`jaxmlp.data.datasets.CLASSES`),
+    so predictions compare equal to them."""
     from jaxmlp.data import datasets
 
     if name not in datasets.DATASETS:
@@ -744,10 +833,10 @@ def bundled_preprocessing(name: str, seed: int = 0, test_fraction: float = 0.2) 
     if task == "regression":
         _, _, tm, ts = standardise(targets[train], targets[test])
         t_mean, t_std = tuple(float(v) for v in tm), tuple(float(v) for v in ts)
-    classes = {"digits": target_names, "breast_cancer": ("malignant", "benign")}.get(name, target_names)
+    classes, values = datasets.CLASSES.get(name, (target_names, None))
     target_columns = ("target",) if task != "multilabel" else tuple(target_names)
     return Preprocessing(
         task=task, feature_columns=names, categories={}, feature_names=names,
         feature_mean=tuple(float(v) for v in mean), feature_std=tuple(float(v) for v in std),
         target_columns=target_columns, class_names=tuple(classes) if task != "regression" else (),
-        target_mean=t_mean, target_std=t_std)
+        target_mean=t_mean, target_std=t_std, class_values=values)
