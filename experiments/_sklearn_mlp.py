@@ -9,10 +9,10 @@ units, softmax output with cross-entropy, Adam lr 1e-3, minibatches of 64, 60 ep
 term and no early stopping. Prints one JSON line: test accuracy and the in-process seconds.
 """
 
-import argparse
 import importlib.util
 import json
 import os
+import sys
 import time
 import warnings
 
@@ -20,6 +20,8 @@ t_start = time.perf_counter()
 
 import numpy as np  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
+
+from _common import cli  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,15 +34,32 @@ def _datasets():
     return mod
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="digits", choices=["digits", "breast_cancer"])
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
+PROG = "_sklearn_mlp.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    ap = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="digits", choices=["digits", "breast_cancer"],
+                    help="digits or breast_cancer")
+    ap.add_argument("--hidden", type=cli.positive_int, default=128,
+                    help="units of the one hidden layer (>= 1)")
+    ap.add_argument("--epochs", type=cli.positive_int, default=60,
+                    help="epochs (MLPClassifier's max_iter, >= 1)")
+    ap.add_argument("--batch-size", type=cli.positive_int, default=64,
+                    help="examples per minibatch (>= 1)")
+    ap.add_argument("--lr", type=cli.positive_float, default=1e-3,
+                    help="Adam's learning rate (> 0)")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                    help="seed of the split, the initialisation and the shuffles (>= 0)")
+    return ap
+
+
+def main(argv=None) -> int:
+    try:
+        a = build_parser().parse_args(argv)
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     d = _datasets().load(a.dataset, seed=a.seed, dtype=np.float64)
     y_train, y_test = d.Y_train.argmax(0), d.Y_test.argmax(0)
     if d.n_outputs == 1:
@@ -55,7 +74,8 @@ def main() -> None:
     accuracy = float(np.mean(clf.predict(d.X_test.T) == y_test))
     print(json.dumps({"test_accuracy": accuracy, "epochs": int(clf.n_iter_),
                       "in_process_seconds": time.perf_counter() - t_start}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,6 @@ otherwise (a failed run's own exit status when one fails).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
@@ -45,13 +44,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+PROG = "train_all.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     output.add_out_arguments(p, "results/train")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    out = benchmarking.output_path(output.resolve_out(args, "train_all"))
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                   help="train.py's --seed for every dataset: split, init and shuffles (>= 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        out = benchmarking.output_path(output.resolve_out(args, "train_all"))
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     t0 = time.perf_counter()
     rows = []
     for name, (metric, target) in TARGETS.items():
