@@ -370,3 +370,20 @@ def test_shuffle_speed_script_runs(tmp_path):
         rows = json.load(f)["rows"]
     assert [r["m"] for r in rows] == list(shuffle_speed.SIZES)
     assert all(r["jaxmlp_us"] > 0 and r["jax_random_us"] > 0 for r in rows)
+
+
+def test_resume_of_a_bundled_run_recorded_with_text_classes_is_accepted():
+    """Checkpoints of bundled datasets written before their classes were integers recorded
+    class_values null: a resume reads the same data and preprocessing, so it goes on; the
+    class names and every other field are still compared."""
+    guards = sys.modules["_common.guards"]
+    cfg = {"dataset": "breast_cancer", "data": None, "seed": 0}
+    from _common import train_config
+
+    _, prep = train_config.load_data(cfg)
+    saved = json.loads(json.dumps(prep.to_dict()))
+    assert saved["class_values"] is not None
+    old = dict(saved, class_values=None)
+    guards.load_data(dict(cfg), {"preprocessing": old})  # accepted
+    with pytest.raises(cli.UsageError, match=r"differs from the checkpoint's in \['class_names'\]"):
+        guards.load_data(dict(cfg), {"preprocessing": dict(old, class_names=["a", "b"])})

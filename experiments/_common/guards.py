@@ -213,8 +213,11 @@ def load_data(cfg: dict, resume_meta: Optional[dict]):
         now = json.loads(json.dumps(prep.to_dict()))
         from jaxmlp.data.tabular import Preprocessing
 
-        # an optional field a record of an earlier version lacks is not compared
+        # an optional field a record of an earlier version lacks is not compared; nor the
+        # class values of a bundled dataset, which earlier records left null (text classes)
         optional_absent = {k for k in Preprocessing._field_defaults if k not in saved}
+        if not d and saved.get("class_values") is None:
+            optional_absent.add("class_values")
         differ = sorted(k for k in set(now) | set(saved)
                         if k != "task_reason" and k not in optional_absent
                         and now.get(k) != saved.get(k))
