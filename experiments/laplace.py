@@ -45,7 +45,6 @@ or ``marglik_training_per_layer``, results/laplace/study with ``--study``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -63,7 +62,7 @@ from jaxmlp import laplace as lp  # noqa: E402
 from jaxmlp import train  # noqa: E402
 from jaxmlp.data import datasets  # noqa: E402
 
-from _common import benchmarking, output  # noqa: E402
+from _common import benchmarking, cli, output  # noqa: E402
 from _common import laplace_report as report  # noqa: E402
 
 CONFIG = {  # dataset: hidden sizes, hidden activation, epochs, batch size, learning rate,
@@ -285,15 +284,22 @@ def cost(net, params, ds, rounds):
     return {"fit": t_fit, "predictive": t_pred}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--structure", default="kron", choices=lp.STRUCTURES)
-    ap.add_argument("--rounds", type=int, default=15, help="timing rounds (0: no timing)")
-    ap.add_argument("--epochs", type=int, help="training epochs of digits and breast_cancer "
-                    "(default: CONFIG's)")
-    ap.add_argument("--weight-decay", type=float, help="weight decay of digits and "
-                    "breast_cancer (default: CONFIG's)")
+PROG = "laplace.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    ap = cli.Parser(prog=PROG, description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2", type=cli.int_list(0), metavar="S[,S...]",
+                    help="comma-separated seeds (>= 0) of the splits and trainings")
+    ap.add_argument("--structure", default="kron", choices=lp.STRUCTURES,
+                    help=f"the Hessian approximation, one of {', '.join(lp.STRUCTURES)}")
+    ap.add_argument("--rounds", type=cli.nonnegative_int, default=15,
+                    help="timing rounds, >= 0 (0: no timing)")
+    ap.add_argument("--epochs", type=cli.positive_int, help="training epochs (>= 1) of digits "
+                    "and breast_cancer (default: CONFIG's)")
+    ap.add_argument("--weight-decay", type=cli.nonnegative_float, help="weight decay (>= 0) of "
+                    "digits and breast_cancer (default: CONFIG's)")
     ap.add_argument("--prior", default="evidence", choices=PRIORS,
                     help="classification's prior precision: a scalar by the evidence, one per "
                          "layer by the evidence, the training's weight decay times n_train, or "
@@ -301,35 +307,36 @@ def main(argv=None):
                          "training, or learned during training (jaxmlp.train."
                          "marglik_training, a scalar or one per layer; with --results: "
                          "results/laplace/<this prior>)")
-    ap.add_argument("--hidden", type=int, help="one hidden layer of this width for digits and "
-                    "breast_cancer (default: CONFIG's)")
+    ap.add_argument("--hidden", type=cli.positive_int, help="one hidden layer of this width "
+                    "(>= 1) for digits and breast_cancer (default: CONFIG's)")
     ap.add_argument("--study", action="store_true",
                     help="issue 22's target over a grid of MAP trainings (--study-decays x "
                          "--study-epochs x --seeds, structures kron and last_layer, scalar "
                          "prior by the evidence): study.json, in results/laplace/study with "
                          "--results")
-    ap.add_argument("--study-decays", default="1e-4,3e-4,1e-3")
-    ap.add_argument("--study-epochs", default="60,200")
+    ap.add_argument("--study-decays", default="1e-4,3e-4,1e-3", type=cli.positive_float_list,
+                    metavar="WD[,WD...]",
+                    help="with --study: comma-separated weight decays of the grid (each > 0)")
+    ap.add_argument("--study-epochs", default="60,200", type=cli.positive_int_list,
+                    metavar="E[,E...]",
+                    help="with --study: comma-separated training epochs of the grid (each >= 1)")
     output.add_out_arguments(ap, "results/laplace")
-    args = ap.parse_args(argv)
-    if args.study:
-        args._results_path = "results/laplace/study"
-    elif args.prior.startswith("marglik_training"):
-        args._results_path = "results/laplace/" + args.prior
-    output.resolve_out(args, "laplace")
+    return ap
+
+
+def main(argv=None):
     try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        print(f"--seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        if args.study:
+            args._results_path = "results/laplace/study"
+        elif args.prior.startswith("marglik_training"):
+            args._results_path = "results/laplace/" + args.prior
+        output.resolve_out(args, "laplace")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
+    seeds = args.seeds
     if args.study:
-        try:
-            decays = [float(s) for s in args.study_decays.split(",")]
-            epochs_list = [int(s) for s in args.study_epochs.split(",")]
-        except ValueError:
-            print(f"--study-decays, --study-epochs: expected comma-separated numbers, got "
-                  f"{args.study_decays!r}, {args.study_epochs!r}", file=sys.stderr)
-            return 2
+        decays, epochs_list = args.study_decays, args.study_epochs
         doc = {"machine": benchmarking.machine_info(), "structures": list(STUDY_STRUCTURES),
                "prior": "evidence (scalar)", "seeds": seeds,
                "config": {k: list(v) for k, v in CONFIG.items()},

@@ -51,7 +51,6 @@ laplace-torch: ``bash scripts/setup_compare.sh`` creates .venv-compare with them
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import math
 import os
@@ -496,10 +495,15 @@ def versions():
 def main(argv=None):
     from _common import output
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from _common import cli
+
+    ap = cli.Parser(prog="laplace_torch_compare.py", description=__doc__.split("\n\n")[0])
     output.add_out_arguments(ap, "results/laplace/torch_compare")
-    args = ap.parse_args(argv)
-    out_dir = output.resolve_out(args, "laplace_torch_compare")
+    try:
+        args = ap.parse_args(argv)
+        out_dir = output.resolve_out(args, "laplace_torch_compare")
+    except cli.UsageError as e:
+        return cli.report_usage("laplace_torch_compare.py", e)
     warnings.filterwarnings("ignore", category=UserWarning)  # BackPACK's hook notices
 
     rows, skipped = [], []

@@ -37,7 +37,7 @@ results/per_example/).
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 
 import jax
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmlp
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output  # noqa: E402
 from jaxmlp.nn.single_column import value_and_grad_col
 from jaxmlp.quantities import per_example_grads
@@ -183,17 +183,36 @@ def plot(results, ms, path):
     fig.savefig(path, dpi=110)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+PROG = "per_example_vs_batched.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    ap = cli.Parser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="m in (1, 64, 4096), 3 reps (~30 s)")
-    ap.add_argument("--ms", type=int, nargs="*", default=None)
-    ap.add_argument("--sizes", type=int, nargs="*", default=[32, 128, 128, 10])
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--loop-max-m", type=int, default=None,
-                    help="largest m for the Python loop over columns")
+    ap.add_argument("--ms", type=cli.positive_int, nargs="+", default=None, metavar="M",
+                    help="batch sizes m to time, each >= 1 (default 1 4 16 64 256 1024 4096; "
+                         "1 64 4096 with --quick)")
+    ap.add_argument("--sizes", type=cli.positive_int, nargs="+", default=[32, 128, 128, 10],
+                    metavar="N", help="layer widths n[0] ... n[L], at least two, each >= 1")
+    ap.add_argument("--reps", type=cli.positive_int, default=None,
+                    help="timed repetitions per m, >= 1 (default 7; 3 with --quick)")
+    ap.add_argument("--loop-max-m", type=cli.positive_int, default=None,
+                    help="largest m for the Python loop over columns, >= 1 (default 4096; 256 "
+                         "with --quick)")
     output.add_out_arguments(ap, OUT_DIR)
-    args = ap.parse_args()
-    output.resolve_out(args, "per_example_vs_batched")
+    return ap
+
+
+def main(argv=None):
+    p = build_parser()
+    try:
+        args = p.parse_args(argv)
+        if len(args.sizes) < 2:
+            p.error(f"--sizes: expected at least two widths n[0] n[L], got {args.sizes}")
+        output.resolve_out(args, "per_example_vs_batched")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     ms = args.ms or ([1, 64, 4096] if args.quick else [1, 4, 16, 64, 256, 1024, 4096])
     reps = args.reps or (3 if args.quick else 7)
     loop_max_m = args.loop_max_m or (256 if args.quick else 4096)
@@ -274,4 +293,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 from _common.networks import SHAPES, step_flops  # the benchmark shape suite
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common import output  # noqa: E402
 
 
@@ -84,28 +84,44 @@ def worker(args):
     }))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", default="medium", choices=list(SHAPES))
-    p.add_argument("--batch", type=int, default=None, help="global batch m (default: the shape's m)")
-    p.add_argument("--devices", default="1,2,4,8")
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--inner", type=int, default=3, help="steps per timed sample")
+PROG = "scaling.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="medium", choices=list(SHAPES),
+                   help=f"the network, one of {', '.join(SHAPES)}")
+    p.add_argument("--batch", type=cli.positive_int, default=None,
+                   help="global batch m, >= 1 (default: the shape's m)")
+    p.add_argument("--devices", default="1,2,4,8", type=cli.positive_int_list, metavar="N[,N...]",
+                   help="comma-separated device counts (each >= 1, dividing the batch m)")
+    p.add_argument("--reps", type=cli.positive_int, default=20,
+                   help="timed samples per device count (>= 1)")
+    p.add_argument("--inner", type=cli.positive_int, default=3,
+                   help="steps per timed sample (>= 1)")
     p.add_argument("--real-devices", action="store_true", help="use real accelerators, no forced CPU devices")
     output.add_out_arguments(p, "results/scaling")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    p = build_parser()
+    try:
+        args = p.parse_args(argv)
+        if args.worker is None:
+            counts = args.devices
+            m = args.batch or SHAPES[args.shape][1]
+            bad = [n for n in counts if m % n]
+            if bad:
+                p.error(f"--devices: the batch m = {m} must be divisible by every device count, "
+                        f"got {bad}")
+            output.resolve_out(args, "scaling")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     if args.worker is not None:
         return worker(args)
-    output.resolve_out(args, "scaling")
-    try:
-        counts = [int(c) for c in args.devices.split(",") if c.strip()]
-    except ValueError:
-        p.error(f"--devices: expected comma-separated positive integers, got {args.devices!r}")
-    m = args.batch or SHAPES[args.shape][1]
-    bad = [n for n in counts if n < 1 or m % n]
-    if bad:
-        p.error(f"--devices: the batch m = {m} must be divisible by every device count, got {bad}")
     rows = []
     for n in counts:
         env = dict(os.environ)
@@ -136,4 +152,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -82,7 +82,7 @@ from typing import Collection
 
 import numpy as np
 
-from _common import benchmarking
+from _common import benchmarking, cli
 from _common.output import add_out_arguments, resolve_out, write_json
 
 SETS = ("digits", "breast_cancer", "multilabel", "iris", "wine")
@@ -461,30 +461,38 @@ def clear_compiled() -> None:
     jax.clear_caches()
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
-    p.add_argument("--hidden", type=int, nargs="+", default=[100], help="hidden layer sizes")
-    p.add_argument("--max-iter", type=int, default=200, help="epochs at most (max_iter)")
-    p.add_argument("--seeds", type=int, default=5, help="splits and initialisations per set")
-    p.add_argument("--rounds", type=int, default=5, help="paired timing rounds per set")
-    p.add_argument("--processes", type=int, default=3,
+PROG = "sklearn_compare.py"
+
+
+def build_parser() -> cli.Parser:
+    """The command line (nothing run)."""
+    p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, metavar="SET",
+                   help=f"data sets to compare on, of {', '.join(SETS)}")
+    p.add_argument("--hidden", type=cli.positive_int, nargs="+", default=[100], metavar="N",
+                   help="hidden layer sizes (each >= 1)")
+    p.add_argument("--max-iter", type=cli.positive_int, default=200,
+                   help="epochs at most (max_iter, >= 1)")
+    p.add_argument("--seeds", type=cli.positive_int, default=5,
+                   help="splits and initialisations per set (>= 1)")
+    p.add_argument("--rounds", type=cli.positive_int, default=5,
+                   help="paired timing rounds per set (>= 1)")
+    p.add_argument("--processes", type=cli.nonnegative_int, default=3,
                    help="new processes per set reading a filled persistent cache (0: none)")
-    p.add_argument("--sklearn-threads", type=int, default=1,
+    p.add_argument("--sklearn-threads", type=cli.nonnegative_int, default=1,
                    help="BLAS threads of scikit-learn's fits (0: OpenBLAS's default)")
-    p.add_argument("--import-rounds", type=int, default=7,
+    p.add_argument("--import-rounds", type=cli.nonnegative_int, default=7,
                    help="rounds of new processes timing each import statement (0: none)")
     p.add_argument("--no-xla-defaults", action="store_true",
                    help="leave out the variants with XLA's default compile options")
-    p.add_argument("--profile", type=int, default=0, metavar="N",
+    p.add_argument("--profile", type=cli.nonnegative_int, default=0, metavar="N",
                    help="only profile the first fit: N new processes per set, cold and with a "
                         "filled persistent cache, its wall time cut into phases; writes "
                         "first_fit_profile.json (first_fit_profile_gc_freeze.json with "
                         "--gc-freeze) instead of the comparison (0: the comparison)")
     p.add_argument("--gc-freeze", action="store_true",
                    help="with --profile: gc.freeze() in each process right before the fit")
-    p.add_argument("--grid", type=int, default=0, metavar="R",
+    p.add_argument("--grid", type=cli.nonnegative_int, default=0, metavar="R",
                    help="only time GridSearchCV over GRID (5-fold, refit), each estimator in "
                         "a new process, R rounds; writes grid_search.json instead of the "
                         "comparison (0: the comparison)")
@@ -492,7 +500,16 @@ def main(argv=None) -> int:
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--profile-child", default=None, help=argparse.SUPPRESS)
     add_out_arguments(p, "results/sklearn_compare")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if not (args.child or args.profile_child or args.grid_child):
+            out = resolve_out(args, "sklearn_compare")
+    except cli.UsageError as e:
+        return cli.report_usage(PROG, e)
     hidden = tuple(args.hidden)
 
     import jax
@@ -508,7 +525,6 @@ def main(argv=None) -> int:
     if args.grid_child:
         grid_child(*args.grid_child, hidden, args.max_iter, args.sklearn_threads)
         return 0
-    out = resolve_out(args, "sklearn_compare")
     if args.profile:
         return run_profile(args, out)
     if args.grid:

@@ -19,7 +19,7 @@ EXIT_OK, EXIT_USAGE = 0, 2
 __all__ = ["EXIT_OK", "EXIT_USAGE", "HelpFormatter", "Parser", "UsageError", "bounded_int",
            "claim_output_folder", "flag_error", "int_list", "name_list", "nonnegative_float",
            "nonnegative_int", "parse_floats", "positive_float", "positive_int",
-           "positive_int_list", "report_usage", "run_registrations"]
+           "positive_float_list", "positive_int_list", "report_usage", "run_registrations"]
 
 
 class UsageError(Exception):
@@ -201,6 +201,16 @@ def int_list(low: int = 1):
 def positive_int_list(text: str) -> list[int]:
     """An argparse ``type``: a comma-separated list of integers >= 1, as a list."""
     return int_list(1)(text)
+
+
+def positive_float_list(text: str) -> list[float]:
+    """An argparse ``type``: a comma-separated list of finite numbers > 0, as a list."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        return [positive_float(p) for p in parts]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of finite numbers > 0, got {text!r}") from None
 
 
 def name_list(choices: Sequence[str]):
