@@ -20,13 +20,18 @@ def test_without_kfac_jax_the_peer_is_none_with_the_reason(monkeypatch):
 
 
 def test_a_race_without_adam_is_refused_naming_only(capsys):
-    with pytest.raises(SystemExit) as e:
-        race.main(["--only", "kfac", "--out", "unused"], doc="race\n", name="x", figure="x.svg",
-                  steps=1, batch_size=1, grids={"adam": [], "kfac": []},
-                  problem=lambda seed: pytest.fail("the problem is built after the check"))
-    assert e.value.code == 2
+    kw = dict(doc="race\n", name="autoencoder", figure="x.svg", steps=1, batch_size=1,
+              grids={"adam": [], "kfac": []},
+              problem=lambda seed: pytest.fail("the problem is built after the check"))
+    assert race.main(["--only", "kfac", "--out", "unused"], **kw) == 2
     err = capsys.readouterr().err
-    assert "--only" in err and "adam" in err and "'kfac'" in err
+    assert err.count("\n") == 1 and err.startswith("autoencoder.py: error: --only")
+    assert "adam" in err and "'kfac'" in err
+    for flag, bad in (("--steps", "0"), ("--batch-size", "-5"), ("--repeat", "0"),
+                      ("--seed", "x")):
+        assert race.main([flag, bad, "--out", "unused"], **kw) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"argument {flag}:" in err, err
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ overlaps the computation rather than adding to it).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
@@ -43,7 +42,7 @@ import jaxmlp
 from jaxmlp import train
 from jaxmlp.train import kfac
 
-from _common import benchmarking, output, peers
+from _common import benchmarking, cli, output, peers
 
 __all__ = ["KFAC_JAX", "OPTIMIZERS", "first_reaching", "main", "make", "race", "run",
            "summary", "write_svg"]
@@ -388,20 +387,30 @@ def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int,
     out, with the reason printed and recorded under ``peers``, when kfac-jax cannot be used.
     """
     grids = {**grids, KFAC_JAX: KFAC_JAX_GRID}
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=steps)
-    ap.add_argument("--batch-size", type=int, default=batch_size)
-    ap.add_argument("--only", default=",".join(grids), help="optimizers to run")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeat", type=int, default=3, help="races run one after the other (the "
-                    "same trajectories, new timings); the first one's histories are kept")
-    output.add_out_arguments(ap, f"results/{name}")
-    args = ap.parse_args(argv)
-    only = args.only.split(",")
-    if "adam" not in only or not set(only) <= set(grids):
-        ap.error(f"--only: expected a comma-separated list of {', '.join(grids)} that includes "
-                 f"adam (the target is Adam's final cost), got {args.only!r}")
-    out_dir = output.resolve_out(args, name)
+    prog = f"{name if name in ('autoencoder', 'classifier_kfac') else 'race'}.py"
+    try:
+        ap = cli.Parser(prog=prog, description=doc.splitlines()[0])
+        ap.add_argument("--steps", type=cli.positive_int, default=steps,
+                        help="training steps of every optimizer in a race")
+        ap.add_argument("--batch-size", type=cli.positive_int, default=batch_size,
+                        help="examples per minibatch (the same minibatches for every optimizer)")
+        ap.add_argument("--only", default=",".join(grids), help="optimizers to run, a comma-"
+                        f"separated list of {', '.join(grids)} that includes adam")
+        ap.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                        help="seed of the initialisation, the data split and the minibatches")
+        ap.add_argument("--repeat", type=cli.positive_int, default=3, help="races run one after "
+                        "the other (the same trajectories, new timings); the first one's "
+                        "histories are kept")
+        output.add_out_arguments(ap, f"results/{name}")
+        args = ap.parse_args(argv)
+        only = args.only.split(",")
+        if "adam" not in only or not set(only) <= set(grids):
+            raise cli.UsageError(f"--only: expected a comma-separated list of "
+                                 f"{', '.join(grids)} that includes adam (the target is Adam's "
+                                 f"final cost), got {args.only!r}")
+        out_dir = output.resolve_out(args, name)
+    except cli.UsageError as e:
+        return cli.report_usage(prog, e)
     net, X, Y, data, title = problem(args.seed)
     t0 = time.perf_counter()
     grids = {k: v for k, v in grids.items() if k in only}
