@@ -87,6 +87,20 @@ def test_classification_model_from_a_run_folder(cls):
     A = ROWS[["x1", "color", "x2"]].to_numpy(dtype=object)
     assert np.allclose(model.predict_proba(A), want, rtol=1e-12, atol=0)
     assert np.array_equal(model.predict(A), model.predict(ROWS))
+    # and as a plain Python list of rows, text beside numbers
+    assert np.allclose(model.predict_proba(A.tolist()), want, rtol=1e-12, atol=0)
+
+
+def test_a_list_of_rows_with_a_missing_number_is_imputed(cls):
+    """A Python list mixing text and numbers, with NaN for a missing number, in a model
+    trained with impute: the cell is filled as in a DataFrame (not read as the text 'nan')."""
+    _, params = cls
+    prep = CLS_PREP._replace(impute="mean", impute_values={"x1": 1.0, "x2": -2.0})
+    model = export.Model(CLS_NET, params, {"preprocessing": prep.to_dict()})
+    rows = [[float("nan"), "red", 3.0], [2.5, "blue", float("nan")]]
+    filled = pd.DataFrame({"x1": [1.0, 2.5], "color": ["red", "blue"], "x2": [3.0, -2.0]})
+    want = _forward(params, CLS_NET.activations, _cls_inputs(filled)).T
+    assert np.allclose(model.predict_proba(rows), want, rtol=1e-12, atol=0)
 
 
 def test_classification_model_refuses_other_shapes_and_columns(cls):

@@ -174,7 +174,7 @@ def test_train_cli_with_a_registered_activation(tmp_path):
     ok = subprocess.run([sys.executable, script, "--register", os.path.join(ROOT, "examples", "mish.py"),
                          "--activation", "mish", "--dataset", "breast_cancer", "--hidden", "8",
                          "--epochs", "2", "--no-progress", "--no-plot", "--out", str(out)],
-                        env=env, capture_output=True, text=True, timeout=120)
+                        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
     assert "relu" not in ok.stdout and "(mish / sigmoid" in ok.stdout
     # the printed predict command carries --register, and says which file

@@ -118,7 +118,7 @@ def test_missing_values_refused_naming_the_column_or_imputed(tmp_path):
     f.loc[[3, 17], "size"] = np.nan
     f.loc[5, "colour"] = None
     f.to_csv(tmp_path / "t.csv", index=False)
-    with pytest.raises(tabular.MissingValuesError, match=r"missing values in feature 2 columns, "
+    with pytest.raises(tabular.MissingValuesError, match=r"missing values in 2 feature columns, "
                        r"rows counted from 0: 'size' \(2: rows 3, 17\); 'colour' \(1: row 5\)") as e:
         tabular.load_table(tmp_path / "t.csv", "kind")
     assert e.value.columns == {"size": [3, 17], "colour": [5]} and e.value.kind == "feature"

@@ -387,3 +387,18 @@ def test_resume_of_a_bundled_run_recorded_with_text_classes_is_accepted():
     guards.load_data(dict(cfg), {"preprocessing": old})  # accepted
     with pytest.raises(cli.UsageError, match=r"differs from the checkpoint's in \['class_names'\]"):
         guards.load_data(dict(cfg), {"preprocessing": dict(old, class_names=["a", "b"])})
+
+
+def test_the_printed_predict_command_pastes_from_the_folder_the_run_started_in(monkeypatch):
+    """From the repository root: ``bash scripts/run.sh predict ...``; from any other folder
+    the script's absolute path, so that the line runs where it was printed."""
+    report = sys.modules["_common.train_report"]
+    output = sys.modules["_common.output"]
+    cfg = {"out": "/somewhere/run", "checkpoint_every": 0}
+    root = str(output.repo_root())
+    monkeypatch.setenv(output.CALLER_ENV, root)
+    assert "predict:     bash scripts/run.sh predict --checkpoint /somewhere/run " in \
+        report.where(cfg, "/somewhere/run/model.npz", None)
+    monkeypatch.setenv(output.CALLER_ENV, "/tmp")
+    assert (f"predict:     bash {os.path.join(root, 'scripts', 'run.sh')} predict --checkpoint "
+            "/somewhere/run ") in report.where(cfg, "/somewhere/run/model.npz", None)

@@ -143,7 +143,10 @@ def where(cfg: dict, model: Optional[str], plot: Optional[str]) -> str:
         mine = sorted({a for a in (cfg.get("activation"), cfg.get("cost")) if a
                        and is_registered(a)})
         register = " --register FILE.py" if mine else ""
-        lines.append(f"predict:     bash scripts/run.sh predict{register} --checkpoint {out} "
+        root = output.repo_root()  # the command pastes from the folder the run was started in
+        run_sh = ("scripts/run.sh" if os.path.abspath(output.caller_dir()) == str(root)
+                  else os.path.join(root, "scripts", "run.sh"))
+        lines.append(f"predict:     bash {run_sh} predict{register} --checkpoint {out} "
                      "--data NEW.csv --out predictions.csv   (Python: jaxmlp.load_model(folder))")
         if mine:
             lines.append(f"             FILE.py: the file that registered {', '.join(mine)} "

@@ -449,7 +449,9 @@ class Model:
 
         pd = tabular.pandas_module()
         if not isinstance(rows, pd.DataFrame):
-            A = np.asarray(rows)
+            # lists of mixed text and numbers stay objects (np.asarray would turn a missing
+            # NaN into the text 'nan' beside a text column); infer_objects types the columns
+            A = rows if isinstance(rows, np.ndarray) else np.asarray(rows, dtype=object)
             n = len(prep.feature_columns)
             if A.ndim != 2 or A.shape[1] != n:
                 raise ValueError(f"X: expected a DataFrame or an array (n_samples, {n}) of the "

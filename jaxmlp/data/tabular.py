@@ -99,8 +99,8 @@ def missing_values_error(frame, columns, kind: str, hint: str) -> Optional[Missi
     for c, rows in found.items():
         shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if rows.size > 5 else "")
         parts.append(f"{c!r} ({rows.size}: row{'s' if rows.size > 1 else ''} {shown})")
-    cols = "column" if len(found) == 1 else f"{len(found)} columns"
-    return MissingValuesError(f"missing values in {kind} {cols}, rows counted from 0: "
+    cols = f"{kind} column" if len(found) == 1 else f"{len(found)} {kind} columns"
+    return MissingValuesError(f"missing values in {cols}, rows counted from 0: "
                               f"{'; '.join(parts)}", hint,
                               {c: rows.tolist() for c, rows in found.items()}, kind)
 
