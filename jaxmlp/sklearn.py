@@ -26,7 +26,9 @@ dtype), ``n_iter_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
 ``best_validation_score_``, ``coefs_``, ``intercepts_``), and so does the initialisation:
 W[l] and b[l] uniform on [-r, r], r = sqrt(6 / (n[l-1] + n[l])) (factor 2 instead of 6 for
 sigmoid hidden units), drawn by NumPy from ``random_state`` in scikit-learn's order, so the
-same ``random_state`` starts from scikit-learn's weights. Where ours differ:
+same ``random_state`` starts from scikit-learn's weights; early stopping's validation split
+is scikit-learn's (``train_test_split``, drawn next, :meth:`_BaseMLP._validation_split`).
+Where ours differ:
 
 * ``optimizer`` is one of :data:`jaxmlp.train.OPTIMIZERS` (scikit-learn's ``solver``);
   ``learning_rate_init`` is the optax learning rate; no ``learning_rate`` schedule string.
@@ -75,6 +77,7 @@ same ``random_state`` starts from scikit-learn's weights. Where ours differ:
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import warnings
 from typing import Any, Optional
@@ -92,6 +95,7 @@ except ImportError:
                       "'jaxmlp[sklearn]').") from None
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
@@ -334,7 +338,14 @@ class _BaseMLP(BaseEstimator):
         if first:  # scikit-learn's order of draws: the weights, the validation split, shuffles
             self._net = self._network(X.shape[1], Y.shape[1])
             self._check_laplace_size()
-            initial = _initial_params(self._net, rng, self._init_factor())
+            before = rng.get_state() if self.early_stopping else None
+            initial = _initial_params(self._net.sizes, rng, self._init_factor())
+            sizes = self._sklearn_sizes()
+            if before is not None and sizes != self._net.sizes:
+                # scikit-learn draws other shapes (one sigmoid unit for two classes): the
+                # split and the shuffles continue from the state its draws leave.
+                rng.set_state(before)
+                _initial_params(sizes, rng, self._init_factor())
             self.loss_curve_ = []
             self.validation_scores_ = [] if self.early_stopping else None
             self.best_validation_score_ = None
@@ -342,13 +353,9 @@ class _BaseMLP(BaseEstimator):
             self.n_iter_ = 0
         X_val = Y_val = SW_val = None
         if self.early_stopping:
-            n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
-            if X.shape[0] - n_val < 1:
-                raise ValueError(f"validation_fraction: leaves no training sample of "
-                                 f"{X.shape[0]}; got {self.validation_fraction}.")
-            order = rng.permutation(X.shape[0])
-            X_val, Y_val, SW_val = X[order[:n_val]], Y[order[:n_val]], SW[order[:n_val]]
-            X, Y, SW = X[order[n_val:]], Y[order[n_val:]], SW[order[n_val:]]
+            train, val = self._validation_split(Y, rng)
+            X_val, Y_val, SW_val = X[val], Y[val], SW[val]
+            X, Y, SW = X[train], Y[train], SW[train]
         if self.target_epsilon is not None:
             self._fit_private(X, Y, rng, initial)
         else:
@@ -367,6 +374,47 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = self._net.sizes[-1]
         self.out_activation_ = self._output_activation
         return self
+
+    def _sklearn_sizes(self) -> tuple:
+        """The layer sizes of scikit-learn's network for the same data: ours, but one
+        sigmoid output unit for two classes (:meth:`MLPClassifier._sklearn_sizes`)."""
+        return self._net.sizes
+
+    def _stratify(self, Y) -> Optional[np.ndarray]:
+        """The labels scikit-learn's validation split is stratified by: None (the
+        classifier's :meth:`MLPClassifier._stratify` says when it is)."""
+        return None
+
+    def _validation_split(self, Y, rng) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows, validation rows) of early stopping, scikit-learn's:
+        ``train_test_split`` of the n rows with ``test_size=validation_fraction``, drawn from
+        ``rng`` after the initialisation: ceil(validation_fraction n) validation rows, a
+        permutation's (ShuffleSplit), or per class for a classifier with one label column of
+        two classes (StratifiedShuffleSplit, :meth:`_stratify`). The training rows are in the
+        split's order (the shuffles permute their positions). Refused as scikit-learn refuses
+        it: no training row, or fewer than 2 validation rows."""
+        n, fraction = Y.shape[0], self.validation_fraction
+        n_val = math.ceil(fraction * n)  # scikit-learn's _validate_shuffle_split
+        if n - n_val < 1:
+            raise ValueError(f"validation_fraction: leaves no training sample of {n} "
+                             f"(ceil({fraction} x {n}) = {n_val} validation samples); got "
+                             f"{fraction}.")
+        if n_val < 2:
+            raise ValueError(f"validation_fraction: the validation set is too small, "
+                             f"expected at least 2 samples, got ceil({fraction} x {n}) = "
+                             f"{n_val}; increase validation_fraction (got {fraction}) or the "
+                             f"number of samples.")
+        stratify = self._stratify(Y)
+        try:
+            train, val = train_test_split(np.arange(n), random_state=rng, test_size=fraction,
+                                          stratify=stratify)
+        except ValueError as err:
+            if stratify is None:
+                raise
+            raise ValueError(f"validation_fraction: the validation split stratified by class "
+                             f"(as scikit-learn's) of {n} samples with validation_fraction="
+                             f"{fraction} is not possible: {err}") from err
+        return train, val
 
     def _sample_weight(self, sample_weight, X) -> np.ndarray:
         """scikit-learn's checks of ``sample_weight`` (``_check_sample_weight``: shape
@@ -635,6 +683,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Y = np.hstack([1.0 - Y, Y])
         return Y
 
+    def _sklearn_sizes(self) -> tuple:
+        """scikit-learn's layer sizes: one sigmoid output unit for two classes (ours are two
+        softmax units), else ours."""
+        sizes = self._net.sizes
+        if not self._multilabel and sizes[-1] == 2:
+            return (*sizes[:-1], 1)
+        return sizes
+
+    def _stratify(self, Y) -> Optional[np.ndarray]:
+        """scikit-learn stratifies the validation split when its network has one output
+        (two classes, one label column): by its label-indicator column, (n, 1) bool, ours
+        Y[:, 1]. Not for several classes or labels (one output each), as scikit-learn."""
+        if not self._multilabel and Y.shape[1] == 2:
+            return Y[:, 1:] > 0.5
+        return None
+
     def fit(self, X, y, sample_weight=None):
         """Trains from a new initialisation for up to ``max_iter`` epochs. ``sample_weight``
         (n_samples,), >= 0: each minibatch's cost is sum w_i L_i / sum w_i, as scikit-learn's.
@@ -775,12 +839,13 @@ def _columns(A: np.ndarray, multiple: Optional[int], name: str = "X",
     return out
 
 
-def _initial_params(net, rng, factor: float) -> list:
+def _initial_params(sizes, rng, factor: float) -> list:
     """scikit-learn's initialisation, drawn as it draws it (NumPy, layer by layer, from the
-    estimator's ``random_state``): W[l] and b[l] uniform on [-r, r], r = sqrt(factor /
-    (n[l-1] + n[l])). Returns ``[{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]`` as float32."""
+    estimator's ``random_state``), for the layer sizes n[0], ..., n[L]: W[l] and b[l] uniform
+    on [-r, r], r = sqrt(factor / (n[l-1] + n[l])). Returns ``[{"W": (n[l], n[l-1]), "b":
+    (n[l],)}, ...]`` as float32."""
     params = []
-    for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:]):
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         r = np.sqrt(factor / (n_in + n_out))
         W = rng.uniform(-r, r, (n_in, n_out))  # scikit-learn's coefs_[l]: W[l]^T
         b = rng.uniform(-r, r, n_out)

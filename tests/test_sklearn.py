@@ -147,6 +147,105 @@ def test_early_stopping_stops_and_keeps_the_best_validation_model():
     assert len(clf.validation_scores_) == clf.n_iter_
 
 
+def _iris():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.mark.parametrize("case", ["three_classes", "two_classes", "regressor", "weighted",
+                                  "multilabel"])
+def test_the_validation_split_is_scikit_learns_own(case, monkeypatch):
+    """The rows early stopping holds out, recorded from scikit-learn's own fit (its
+    train_test_split call) and from ours, with the same random_state: the same validation
+    rows and the training rows in the same order; for two classes stratified by class
+    (scikit-learn's one sigmoid unit: other initial draws, the split drawn after them)."""
+    import sklearn.neural_network._multilayer_perceptron as sk_mlp
+    from sklearn.neural_network import MLPClassifier as SkMLP, MLPRegressor as SkReg
+
+    import jaxmlp.sklearn as ours_module
+
+    X, y = _iris()
+    sw = None
+    if case == "two_classes":
+        X, y = X[30:], (y[30:] == 2).astype(int)  # 120 rows: 70 of class 0, 50 of class 1
+    elif case == "regressor":
+        y = X[:, 3].copy()
+    elif case == "weighted":
+        sw = np.arange(150) % 3 + 1.0
+    elif case == "multilabel":
+        y = np.stack([y == 0, y == 1, X[:, 0] > 0], 1).astype(int)
+    X = np.hstack([X, np.arange(len(X))[:, None]])  # a row's index, to read the split back
+    split = {}
+
+    def recorder(key, function):
+        def record(*arrays, **kwargs):
+            out = function(*arrays, **kwargs)
+            split[key] = out[0], out[1]  # (training rows, validation rows)
+            return out
+        return record
+
+    monkeypatch.setattr(sk_mlp, "train_test_split", recorder("theirs", sk_mlp.train_test_split))
+    monkeypatch.setattr(ours_module, "train_test_split",
+                        recorder("ours", ours_module.train_test_split))
+    settings = dict(max_iter=1, early_stopping=True, validation_fraction=0.15, random_state=3)
+    Ours, Theirs = ((MLPRegressor, SkReg) if case == "regressor" else (MLPClassifier, SkMLP))
+    Ours((4,), **settings).fit(X, y, sample_weight=sw)
+    Theirs(hidden_layer_sizes=(4,), **settings).fit(X, y, sample_weight=sw)
+    train, val = split["ours"]
+    theirs_train, theirs_val = (rows[:, -1].astype(int) for rows in split["theirs"])
+    assert len(val) == 23 if case != "two_classes" else len(val) == 18  # ceil(0.15 n)
+    np.testing.assert_array_equal(train, theirs_train)
+    np.testing.assert_array_equal(val, theirs_val)
+    if case == "two_classes":  # stratified: each class's share of the 18 rows to a row
+        assert np.all(np.abs(np.bincount(y[val]) - 18 * np.array([70, 50]) / 120) < 1)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_early_stopping_on_iris_is_scikit_learns_fit(optimizer):
+    """Iris, one full-batch minibatch an epoch (135 training rows): with the same
+    random_state, the same split and shuffles, so the same epochs as scikit-learn's early
+    stopping, its validation accuracies to float32 rounding, and its best score."""
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    X, y = _iris()
+    settings = dict(learning_rate_init=0.01, max_iter=200, early_stopping=True,
+                    n_iter_no_change=5, random_state=1)
+    ours = MLPClassifier((8,), optimizer=optimizer, **settings).fit(X, y)
+    theirs = SkMLP((8,), solver=optimizer, momentum=0.0, **settings).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ < 200
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, atol=1e-6)
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_, abs=1e-6)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                    strict=True):  # both keep the best-scoring epoch's parameters
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_a_validation_split_under_two_samples_is_refused_as_scikit_learn_refuses_it():
+    """ceil(validation_fraction n) < 2 validation rows: scikit-learn's ValueError ("The
+    validation set is too small"), ours naming validation_fraction; 2 rows train."""
+    from sklearn.neural_network import MLPRegressor as SkReg
+
+    X = np.random.default_rng(0).normal(size=(10, 3))
+    y = X[:, 0]
+    with pytest.raises(ValueError, match="The validation set is too small"):
+        SkReg(hidden_layer_sizes=(4,), early_stopping=True, validation_fraction=0.1).fit(X, y)
+    with pytest.raises(ValueError, match=r"^validation_fraction: the validation set is too "
+                                         r"small, expected at least 2 samples, got "
+                                         r"ceil\(0.1 x 10\) = 1; increase validation_fraction "
+                                         r"\(got 0.1\)"):
+        MLPRegressor((4,), early_stopping=True, validation_fraction=0.1).fit(X, y)
+    reg = MLPRegressor((4,), early_stopping=True, validation_fraction=0.11, max_iter=2,
+                       random_state=0).fit(X, y)  # ceil(1.1) = 2 validation rows
+    assert len(reg.validation_scores_) == 2
+    with pytest.raises(ValueError, match=r"^validation_fraction: the validation split "
+                                         r"stratified by class .* not possible: The least "
+                                         r"populated class"):
+        MLPClassifier((4,), early_stopping=True, validation_fraction=0.3).fit(
+            X, np.r_[np.zeros(9), 1])
+
+
 def test_a_diverging_fit_raises_and_keeps_the_last_finite_epoch():
     """Plain SGD at a too-large rate on unscaled targets: the loss grows without bound, the
     fit names the first non-finite epoch, and the model is the epoch before it."""
