@@ -89,6 +89,10 @@ def test_classification_model_from_a_run_folder(cls):
     assert np.array_equal(model.predict(A), model.predict(ROWS))
     # and as a plain Python list of rows, text beside numbers
     assert np.allclose(model.predict_proba(A.tolist()), want, rtol=1e-12, atol=0)
+    for empty in (ROWS.iloc[:0], [], A[:0]):
+        with pytest.raises(ValueError, match=r"^X: expected at least one row to predict, got "
+                                             r"none \(0 rows\)\.$"):
+            model.predict(empty)
 
 
 def test_a_list_of_rows_with_a_missing_number_is_imputed(cls):

@@ -432,6 +432,8 @@ class Model:
 
     def inputs(self, rows) -> np.ndarray:
         """The network's standardised X, (n[0], m), for ``rows`` (see the class docstring)."""
+        if hasattr(rows, "__len__") and len(rows) == 0:
+            raise ValueError("X: expected at least one row to predict, got none (0 rows).")
         prep = self.preprocessing
         dtype = np.dtype(self.params[0]["W"].dtype)  # the values must fit the network's dtype
         if prep is None:
