@@ -108,6 +108,16 @@ def main(argv=None):
         if len(args.sizes) < 2:
             raise cli.UsageError(f"--sizes: expected at least two widths n[0],n[L], got "
                                  f"{args.sizes}")
+        # the meshes run split the columns over up to 4 devices and the hidden layers' rows
+        k = max(d * m for d, m in MESHES)
+        hidden = [n for n in args.sizes[1:-1] if n % k]
+        if hidden:
+            raise cli.UsageError(f"--sizes: expected hidden widths that are multiples of {k} "
+                                 f"(their rows are split over up to {k} devices), got "
+                                 f"{','.join(map(str, args.sizes))}")
+        if args.batch % k:
+            raise cli.UsageError(f"--batch: expected a multiple of {k} (the columns are split "
+                                 f"over up to {k} devices), got {args.batch}")
         if not args.child:
             output.resolve_out(args, "mesh_2d")
     except cli.UsageError as e:

@@ -221,7 +221,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         params, key = tree
 
     config_saved = {k: cfg[k] for k in ARCH_KEYS + RUN_KEYS + ("epochs", "total_steps", "data")
-                    + DP_KEYS + ("noise_calibrated",)}
+                    + DP_KEYS + ("noise_calibrated", "placement")}
     config_saved["kfac"] = cfg["kfac"]  # the --kfac-* flags given (a resume reuses them)
     if K is not None:
         config_saved.update({k: cfg[k] for k in ENSEMBLE_DEFAULTS})
@@ -370,6 +370,8 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
         with lock:
             return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
     except (UsageError, ckpt_lib.CheckpointError) as e:
+        if guards.peer_lost(e, cfg):  # a checkpoint's gather whose peer process is gone
+            return guards.EXIT_PEER_LOST, None
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE, None
     except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM: one line, not orbax's traceback

@@ -104,6 +104,9 @@ def test_bad_input():
               ensemble=2, learning_rates=[0.1])
     with pytest.raises(ValueError, match=r"^learning_rates: expected finite rates > 0"):
         E.init_opt_state(E.make_ensemble_optimizer("sgd", 0.1), P, [0.1, -1.0])
+    with pytest.raises(TypeError, match=r"^learning_rates: expected 2 numbers > 0, one per "
+                                        r"member, got \['a', 'b'\]\.$"):
+        E.init_opt_state(E.make_ensemble_optimizer("sgd", 0.1), P, ["a", "b"])
     with pytest.raises(TypeError, match=r"^optimizer: per-member learning_rates need"):
         E.init_opt_state(optax.sgd(0.1), P, [0.1, 0.2])
     with pytest.raises(ValueError, match=r"^params: expected ensemble parameters stacked"):

@@ -75,6 +75,19 @@ def test_bad_value_is_one_line_exit_2_before_any_work(name, tmp_path, capsys):
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["afile"]
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["--sizes", "64,130,128,10"], "--sizes: expected hidden widths that are multiples of 4"),
+    (["--batch", "30"], "--batch: expected a multiple of 4"),
+])
+def test_mesh_2d_refuses_what_its_meshes_cannot_split(argv, flag, tmp_path, capsys):
+    """mesh_2d.py runs meshes of up to 4 devices: a hidden width or a batch they cannot
+    split is refused before the child process starts (it gave the child's traceback)."""
+    assert script("mesh_2d").main([*argv, "--out", str(tmp_path / "out")]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"mesh_2d.py: error: {flag}"), err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_script_process_exits_2(name, tmp_path):

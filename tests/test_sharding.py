@@ -97,6 +97,32 @@ _CHILD = textwrap.dedent(
     except ValueError as e:
         msgs["shard_batch"] = str(e)
     out["errors"] = msgs
+
+    # fit's data-parallel epoch compiles once: a fresh optimizer state enters the first epoch
+    # with the sharding the epoch returns (Adam's count scalar compiled it twice before)
+    import logging, optax
+    from jaxmlp.parallel import placement
+
+    seen = []
+
+    class Compiles(logging.Handler):
+        def emit(self, record):
+            if "Compiling" in record.getMessage() and "epoch" in record.getMessage():
+                seen.append(record.getMessage()[:80])
+
+    logging.getLogger("jax").addHandler(Compiles())
+    net = jaxmlp.Network((8, 16, 4), ("relu", "softmax"), "categorical_cross_entropy")
+    params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(8, 96)).astype(np.float32)
+    Y = np.eye(4, dtype=np.float32)[:, rng.integers(0, 4, 96)]
+    pl = placement.data_parallel(X, Y, X[:, :16], Y[:, :16], params, batch_size=16)
+    jax.config.update("jax_log_compiles", True)
+    fr = jaxmlp.fit(net, pl.replicated, optax.adam(1e-2), pl.X_train, pl.Y_train, epochs=3,
+                    batch_size=16, key=0, batch_sharding=pl.batch_sharding)
+    jax.config.update("jax_log_compiles", False)
+    out["fit_epoch_compiles"] = len(seen)
+    out["fit_status"] = fr.status
     print("RESULT" + json.dumps(out))
     """
 )
@@ -130,6 +156,11 @@ def test_gradient_reduction_is_inserted_by_xla(four_devices):
     for case in four_devices["cases"]:
         assert case["all_reduce"], case["sizes"]
         assert case["params_replicated"], case["sizes"]
+
+
+def test_data_parallel_fit_compiles_its_epoch_once(four_devices):
+    assert four_devices["fit_status"] == "completed"
+    assert four_devices["fit_epoch_compiles"] == 1
 
 
 def test_indivisible_batch_errors_name_the_argument(four_devices):

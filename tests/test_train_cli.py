@@ -402,3 +402,19 @@ def test_the_printed_predict_command_pastes_from_the_folder_the_run_started_in(m
     monkeypatch.setenv(output.CALLER_ENV, "/tmp")
     assert (f"predict:     bash {os.path.join(root, 'scripts', 'run.sh')} predict --checkpoint "
             "/somewhere/run ") in report.where(cfg, "/somewhere/run/model.npz", None)
+
+
+def test_resume_on_another_placement_is_refused():
+    """A checkpoint records the processes and devices its run was placed on; a resume placed
+    otherwise (another process count, or without --data-parallel) would split other examples
+    over the devices: refused before training, naming both placements."""
+    guards = sys.modules["_common.guards"]
+    cfg = {"data_parallel": False, "ensemble": None, "batch_size": 8,
+           "saved_placement": {"processes": 2, "devices": 4}}
+    with pytest.raises(cli.UsageError, match=r"^--resume: the checkpoint's run was placed on 2 "
+                                             r"process\(es\) and 4 device\(s\), this one on 1 "
+                                             r"process\(es\) and 1 device\(s\)"):
+        guards.place(cfg, (), ())
+    cfg["saved_placement"] = {"processes": 1, "devices": 1}  # as saved: placed as before
+    assert guards.place(cfg, ("sets",), "tree") == (None, ("sets",), "tree")
+    assert cfg["placement"] == {"processes": 1, "devices": 1}

@@ -162,7 +162,13 @@ def peer_lost(e: BaseException, cfg: Optional[dict]) -> bool:
     traceback and XLA's abort at shutdown; the checkpoints written before are intact."""
     import jax
 
-    if jax.process_count() < 2 or not isinstance(e, jax.errors.JaxRuntimeError):
+    from jaxmlp.train.checkpoint import CheckpointError
+
+    if jax.process_count() < 2:
+        return False
+    # a checkpoint's save gathers over the processes too: its error names the collective's
+    if not (isinstance(e, jax.errors.JaxRuntimeError) or (isinstance(e, CheckpointError)
+                                                          and "JaxRuntimeError" in str(e))):
         return False
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
     out = (cfg or {}).get("out", "--out")
@@ -349,7 +355,18 @@ def place(cfg, sets, tree):
     from jaxmlp.parallel import placement
 
     multi = jax.process_count() > 1
-    if not (multi or cfg["data_parallel"]):
+    spread = multi or cfg["data_parallel"]
+    cfg["placement"] = {"processes": jax.process_count(),
+                        "devices": jax.device_count() if spread else 1}
+    saved = cfg.get("saved_placement")  # a resumed run's (checkpoints since this was recorded)
+    if saved is not None and saved != cfg["placement"]:
+        words = lambda p: f"{p['processes']} process(es) and {p['devices']} device(s)"  # noqa: E731
+        raise UsageError(
+            f"--resume: the checkpoint's run was placed on {words(saved)}, this one on "
+            f"{words(cfg['placement'])}: the examples split over the devices (and so the "
+            "minibatches) would differ from the saved run's. Resume it as it was started "
+            "(the same number of processes, --data-parallel as before).")
+    if not spread:
         return None, sets, tree
     if multi and cfg["ensemble"] is not None:
         raise UsageError("--ensemble: not combined with several processes.")

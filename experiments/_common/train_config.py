@@ -201,6 +201,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
                     f"resume up to {saved['epochs']}.")
             cfg["epochs"] = given["epochs"]
         cfg["data"] = saved.get("data")
+        cfg["saved_placement"] = saved.get("placement")  # compared when placed (guards.place)
     elif args.data is not None:
         if args.target is None:
             raise UsageError("--target: --data needs the target column(s), e.g. --target price.")

@@ -142,7 +142,11 @@ def make_ensemble_optimizer(name: str, learning_rate: float, *, schedule: str = 
 
 
 def _learning_rates(learning_rates: Any, K: int) -> np.ndarray:
-    lrs = np.asarray(learning_rates, dtype=np.float64)
+    try:
+        lrs = np.asarray(learning_rates, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"learning_rates: expected {K} numbers > 0, one per member, got "
+                        f"{learning_rates!r}.") from None
     if lrs.shape != (K,):
         raise ValueError(f"learning_rates: expected one rate per member, shape ({K},), got "
                          f"shape {lrs.shape}.")

@@ -45,6 +45,7 @@ import functools
 import math
 from typing import Any, Callable, Mapping, Optional
 
+import jax
 import numpy as np
 
 from jaxmlp.nn import checks
@@ -147,6 +148,12 @@ def fit(
                                      eval_sets)
     if state is None:
         opt_state = init_state(optimizer, params) if hasattr(optimizer, "init") else None
+        if isinstance(batch_sharding, jax.sharding.NamedSharding) and opt_state is not None:
+            # the state whole on every device of the mesh, as the epoch returns it: a fresh
+            # state's scalars (Adam's count) otherwise enter the first epoch with another
+            # sharding than the second's, which compiled the epoch twice
+            whole = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+            opt_state = jax.jit(lambda s: s, out_shardings=whole)(opt_state)
         state = TrainState(params, opt_state, checks.prng_key(key), 0)
     else:
         state = state._replace(key=checks.prng_key(state.key, "state.key"))
