@@ -201,6 +201,32 @@ def test_refusals(kw, exc, match):
         train.marglik_training(net, params, X, Y, **kw)
 
 
+_EXPLODING = optax.sgd(1e8)  # one object: one compiled epoch for both tests
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_an_exploding_optimizer_is_the_training_diverged_error_before_any_laplace_fit(epochs):
+    """optax.sgd(1e8): the one update of epoch 1 (m = 8, one minibatch) blows the parameters
+    up while staying finite; the cost at them, written here in NumPy (tanh, softmax,
+    cross-entropy of the first update's parameters), passes 1e6 times the first epoch's."""
+    net, params, X, Y = problem(m=8)
+    J1 = float(jaxmlp.loss(net, params, X, Y))
+    grads = jax.jit(jax.grad(lambda p: penalised_cost(p, X, Y, [1.0 / 8] * 2)))(params)
+    moved = [{k: np.asarray(p[k]) - 1e8 * np.asarray(g[k]) for k in p}
+             for p, g in zip(params, grads)]
+    A = np.tanh(moved[0]["W"] @ X + moved[0]["b"][:, None])
+    Z = moved[1]["W"] @ A + moved[1]["b"][:, None]
+    Z = Z - Z.max(axis=0)
+    J = float(-np.mean(np.sum(np.asarray(Y) * (Z - np.log(np.exp(Z).sum(axis=0))), axis=0)))
+    assert J > 1e6 * J1
+    with pytest.raises(ValueError) as error:
+        train.marglik_training(net, params, X, Y, epochs=epochs, optimizer=_EXPLODING)
+    assert str(error.value) == (
+        f"marglik_training: the training diverged at epoch 1 (cost {J:.4g} on the training "
+        f"split at its parameters, more than 1e+06 times the first epoch's mean cost "
+        f"{J1:.4g} (explode_factor)); lower the optimizer's learning rate.")
+
+
 def test_refuses_data_of_another_network():
     net, params, X, Y = problem(m=8)
     with pytest.raises(ValueError, match="X"):

@@ -37,6 +37,8 @@ from jaxmlp.laplace import STRUCTURES, Posterior, laplace, optimize_prior_precis
 from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
 from jaxmlp.nn.scalars import real_number
+from jaxmlp.train.metrics import cost_and_metrics_kernel
+from jaxmlp.train.monitor import DEFAULT_EXPLODE_FACTOR, all_finite
 from jaxmlp.train.optimizers import check_optimizer
 from jaxmlp.train.step import make_train_epoch, split_key
 
@@ -127,7 +129,8 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
                      structure: str = "kron", prior_precision=1.0,
                      burnin: int = 0, frequency: int = 1, hypersteps: int = 10,
                      hyper_learning_rate: float = 0.1, temperature: float = 1.0,
-                     sigma_noise: float = 1.0, key=None) -> MarglikResult:
+                     sigma_noise: float = 1.0, key=None,
+                     explode_factor: Optional[float] = DEFAULT_EXPLODE_FACTOR) -> MarglikResult:
     """Trains ``net`` from ``params`` with the prior precision learned by the evidence.
 
     Arguments:
@@ -157,12 +160,21 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
       key: the PRNG key of the minibatch order (default ``jax.random.PRNGKey(0)``), split
         before each epoch as :func:`jaxmlp.fit` splits it (the same key and batch size give
         ``fit``'s minibatches).
+      explode_factor: the training diverged when, after an epoch, its parameters are not
+        finite, or a cost is not finite or above ``explode_factor`` times b = |J_1|, J_1 the
+        first epoch's mean cost (the test is off while J_1 = 0; None disables the comparison,
+        not the finiteness test): the epoch's mean cost J (F3) over its minibatches, and,
+        before each Laplace fit (the evidence's and the returned posterior's), J on the
+        whole training split at the epoch's parameters (the cost the posterior's curvature
+        sits at; it catches an exploding last update). As :func:`jaxmlp.fit`'s (default 1e6).
 
     Returns:
       a :class:`MarglikResult` (params, posterior, history). laplace-torch returns the
       parameters and posterior of the epoch with the best evidence; here the last epoch's.
 
-    Raises ValueError / TypeError naming the argument.
+    Raises ValueError / TypeError naming the argument; ValueError "marglik_training: the
+    training diverged at epoch e (...); lower the optimizer's learning rate." when an epoch
+    fails the ``explode_factor`` test, before any Laplace fit at its parameters.
     """
     X, Y = checks.check_problem(net, params, X, Y)
     checks.check_finite(X=X, Y=Y)
@@ -202,6 +214,8 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
         raise ValueError(f"sigma_noise: only mean_squared_error has a noise scale, the cost is "
                          f"{net.cost!r}; got {sigma_noise!r}.")
     key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
+    if explode_factor is not None:
+        explode_factor = real_number("explode_factor", explode_factor, low=1.0, low_open=True)
     params = [{"W": jnp.asarray(p["W"], dtype), "b": jnp.asarray(p["b"], dtype)}
               for p in params]
 
@@ -214,6 +228,26 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
     fit = functools.partial(laplace, net, X=X, Y=Y, structure=structure, temperature=T)
     hist = {"epoch": [], "prior_precision": [], "log_marginal_likelihood": [],
             "sigma_noise": [], "loss": [], "weight_decay": []}
+
+    def check(e, what, cost, params_ok=True):
+        """The ``explode_factor`` test of epoch e: ``cost`` finite and at most
+        explode_factor |J_1| (J_1 the first epoch's mean cost), the parameters finite."""
+        baseline = abs(hist["loss"][0])
+        if not params_ok:
+            what = f"{what}, non-finite parameters after its last update"
+        elif not np.isfinite(cost):
+            pass
+        elif explode_factor is not None and baseline > 0 and cost > explode_factor * baseline:
+            what = (f"{what}, more than {explode_factor:g} times the first epoch's mean cost "
+                    f"{baseline:.4g} (explode_factor)")
+        else:
+            return
+        raise ValueError(f"marglik_training: the training diverged at epoch {e} ({what}); "
+                         f"lower the optimizer's learning rate.")
+
+    def check_at_params(e, params):
+        J = float(cost_and_metrics_kernel(net, params, X, Y)["cost"])
+        check(e, f"cost {J:.4g} on the training split at its parameters", J)
     for e in range(1, epochs + 1):
         wd = np.asarray(delta, np.float64) * T * sigma ** 2 / n
         # the new lambda, a value of the state: the compiled epoch is reused
@@ -224,10 +258,10 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
         J = jnp.mean(metrics.cost)
         hist["loss"].append(float(J))
         hist["weight_decay"].append(wd)
-        if not np.isfinite(hist["loss"][-1]):
-            raise ValueError(f"marglik_training: the training diverged at epoch {e} (mean cost "
-                             f"{hist['loss'][-1]}); lower the optimizer's learning rate.")
+        check(e, f"mean cost {hist['loss'][-1]:.4g}", hist["loss"][-1],
+              bool(all_finite(params)))
         if e >= burnin and e % frequency == 0 and e < epochs:
+            check_at_params(e, params)
             la = fit(params=params, prior_precision=_prior(delta), sigma_noise=sigma)
             la = optimize_prior_precision(la, "marglik", steps=hypersteps,
                                           learning_rate=hyper_lr, fit_sigma_noise=regression)
@@ -238,6 +272,7 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
             hist["prior_precision"].append(delta)
             hist["sigma_noise"].append(sigma)
             hist["log_marginal_likelihood"].append(float(la.log_marginal_likelihood()))
+    check_at_params(epochs, params)
     posterior = fit(params=params, prior_precision=_prior(delta), sigma_noise=sigma)
     return MarglikResult(params, posterior,
                          {k: np.asarray(v, np.float64) for k, v in hist.items()})
