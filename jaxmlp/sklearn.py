@@ -55,9 +55,12 @@ Where ours differ:
   (:class:`jaxmlp.privacy.DPSGD`, through :func:`jaxmlp.fit`, one compiled call per
   epoch): the noise multiplier is calibrated so that ``max_iter`` epochs of
   Poisson-sampled batches (expected size ``batch_size``) spend at most ``target_epsilon``;
-  the fitted ``noise_multiplier_``, ``sampling_rate_`` and ``epsilon_`` (spent) report it.
-  Early stopping is refused with it (the validation split would be read outside the
-  accountant).
+  the fitted ``noise_multiplier_``, ``sampling_rate_``, ``epsilon_`` (spent) and ``delta_``
+  (the delta ``epsilon_`` is for: ``delta``, or min(1e-5, 0.1 / n) for None, n the training
+  samples) report it; ``l2_norm_clip`` None is 1. ``delta`` and ``l2_norm_clip`` are refused
+  without ``target_epsilon``. Early stopping is refused with it (the validation split would
+  be read outside the accountant), and so is ``partial_fit`` on a privately fitted model
+  (its further training would spend privacy that ``epsilon_`` does not count).
 * ``laplace`` (None, or a structure of :data:`jaxmlp.laplace.STRUCTURES`: ``"kron"``,
   ``"last_layer"``, ``"diag"``, ``"full"``): after the fit, the Laplace posterior
   N(theta*, P^{-1}) (LA1), (LA2) at the fitted parameters, from
@@ -71,7 +74,11 @@ Where ours differ:
   (scikit-learn's ``BayesianRidge`` convention). Not with ``target_epsilon`` (the curvature
   sums over the training samples outside the privacy accountant: the posterior would not be
   private); ``partial_fit`` does not exist with it (the posterior conditions on the whole
-  training set: the AttributeError's cause says so).
+  training set: the AttributeError's cause says so). With it, integer ``sample_weight`` whose
+  sum is above :func:`_laplace_max_rows` is refused before the training (the posterior's
+  samples are the rows repeated by their weights), and so is a multi-target y whose targets'
+  standard deviations differ by more than a factor :data:`_LAPLACE_SCALE_RATIO` (the
+  posterior has one noise scale sigma_noise for all targets).
 """
 
 from __future__ import annotations
@@ -206,7 +213,7 @@ class _BaseMLP(BaseEstimator):
         tol: float = 1e-4,
         target_epsilon: Optional[float] = None,
         delta: Optional[float] = None,
-        l2_norm_clip: float = 1.0,
+        l2_norm_clip: Optional[float] = None,
         laplace: Optional[str] = None,
         verbose: bool = False,
     ):
@@ -271,6 +278,12 @@ class _BaseMLP(BaseEstimator):
                 and 0 < self.validation_fraction < 1):
             raise ValueError(f"validation_fraction: expected a number in (0, 1), got "
                              f"{self.validation_fraction!r}.")
+        if self.target_epsilon is None:
+            for name in ("delta", "l2_norm_clip"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: used with target_epsilon only (DP-SGD's "
+                                     f"setting); got {name}={getattr(self, name)!r} with "
+                                     f"target_epsilon=None.")
         if self.target_epsilon is not None and self.early_stopping:
             raise ValueError("early_stopping: not with target_epsilon (the validation split "
                              "would be read outside the privacy accountant); got True.")
@@ -316,11 +329,18 @@ class _BaseMLP(BaseEstimator):
         spe = privacy.default_steps_per_epoch(q)
         sigma = privacy.calibrate_noise(target_epsilon=self.target_epsilon, delta=delta,
                                         sampling_rate=q, steps=self.max_iter * spe)
-        return privacy.DPSGD(l2_norm_clip=self.l2_norm_clip, noise_multiplier=sigma,
+        clip = 1.0 if self.l2_norm_clip is None else self.l2_norm_clip
+        return privacy.DPSGD(l2_norm_clip=clip, noise_multiplier=sigma,
                              sampling_rate=q, delta=delta, steps_per_epoch=spe,
                              target_epsilon=self.target_epsilon)
 
     def _fit(self, X, y, *, incremental: bool, classes=None, sample_weight=None):
+        if incremental and isinstance(getattr(self, "_state", None), TrainState):
+            raise ValueError(
+                f"partial_fit: the model was trained privately (fit with target_epsilon="
+                f"{self._private_epsilon!r}); training it further outside the privacy "
+                f"accountant would spend privacy that epsilon_ does not count; fit anew "
+                f"instead.")
         self._check_settings()
         first = not (incremental and hasattr(self, "_state"))
         if incremental and self.target_epsilon is not None:
@@ -351,6 +371,8 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = None if self.early_stopping else np.inf
             self.n_iter_ = 0
+            for name in _PRIVATE_ATTRIBUTES:  # a private fit's, not this fit's
+                self.__dict__.pop(name, None)
         X_val = Y_val = SW_val = None
         if self.early_stopping:
             train, val = self._validation_split(Y, rng)
@@ -433,6 +455,15 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"sample_weight: with laplace={self.laplace!r}, expected integer "
                              f"weights (the posterior conditions on each sample repeated as "
                              f"often as its weight), got {bad}.")
+        if self.laplace is not None:
+            n, rows = X.shape[0], float(np.sum(SW))
+            limit = _laplace_max_rows(n)
+            if rows > limit:
+                raise ValueError(f"sample_weight: with laplace={self.laplace!r}, the posterior "
+                                 f"conditions on each sample repeated as often as its weight, "
+                                 f"expected weights summing to at most {limit} rows "
+                                 f"(max(n, min(100 n, 10^7)), n = {n} samples), got a sum of "
+                                 f"{rows:.4g}; scale the weights down.")
         return SW
 
     def _y_limit(self) -> float:
@@ -582,6 +613,8 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = result.state.epoch
         self.noise_multiplier_ = dp.noise_multiplier
         self.sampling_rate_ = dp.sampling_rate
+        self.delta_ = dp.delta
+        self._private_epsilon = self.target_epsilon
         self.epsilon_ = privacy.epsilon(
             noise_multiplier=dp.noise_multiplier, sampling_rate=dp.sampling_rate,
             steps=self.n_iter_ * dp.steps_per_epoch, delta=dp.delta)
@@ -768,6 +801,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if not first and Y.shape[1] != self.n_outputs_:
             raise ValueError(f"y: expected {self.n_outputs_} target columns as in the first "
                              f"fit, got {Y.shape[1]}.")
+        if self.laplace is not None and Y.shape[1] > 1:
+            scales = Y.std(axis=0)
+            low, high = float(scales.min()), float(scales.max())
+            if high > _LAPLACE_SCALE_RATIO * low:
+                raise ValueError(
+                    f"y: with laplace={self.laplace!r}, the targets' standard deviations "
+                    f"range from {low:.4g} to {high:.4g}, more than a factor "
+                    f"{_LAPLACE_SCALE_RATIO:g} apart: the posterior has one noise scale "
+                    f"sigma_noise for every target, so return_std would be miscalibrated per "
+                    f"target; standardise y's columns (e.g. sklearn.preprocessing."
+                    f"StandardScaler, then scale the predicted mean and std back by each "
+                    f"column's std) or fit one model per target.")
         return Y
 
     def predict(self, X, return_std: bool = False):
@@ -795,6 +840,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 _PAD = 64  # training columns are padded to a multiple of this
+#: The fitted attributes of a private fit (``target_epsilon``), removed by any other fit.
+_PRIVATE_ATTRIBUTES = ("noise_multiplier_", "sampling_rate_", "epsilon_", "delta_",
+                       "_private_epsilon")
+#: With ``laplace``, a multi-target y whose targets' standard deviations differ by more than
+#: this factor is refused (the posterior's noise scale sigma_noise is one for every target).
+_LAPLACE_SCALE_RATIO = 2.0
+
+
+def _laplace_max_rows(n: int) -> int:
+    """The most rows the Laplace posterior of an estimator with ``laplace`` conditions on,
+    n samples repeated by their integer ``sample_weight``: max(n, min(100 n, 10^7)) (never
+    below the samples themselves, at unit weights)."""
+    return max(n, min(100 * n, 10_000_000))
 #: The ``laplace`` structures (:data:`jaxmlp.laplace.STRUCTURES`; jaxmlp.laplace is imported
 #: only by a fit that asks for one).
 _LAPLACE = ("kron", "last_layer", "diag", "full")

@@ -292,6 +292,48 @@ def test_private_training_spends_at_most_the_target_epsilon():
     assert clf.n_iter_ == 4 and 1.5 < spent <= 2.0 == clf.target_epsilon
     assert clf.epsilon_ == pytest.approx(spent)
     assert clf.score(X, y) > 0.7
+    # delta_: the delta epsilon_ is for; for delta=None min(1e-5, 0.1 / n)
+    assert clf.delta_ == 1e-4 and clf.set_params(delta=None)._dp(len(X)).delta == 1e-5
+    # partial_fit after a private fit is refused before any work: its epochs would be
+    # outside the accountant
+    coefs = [W.copy() for W in clf.coefs_]
+    with pytest.raises(ValueError) as error:
+        clf.set_params(target_epsilon=None).partial_fit(X, y)
+    assert str(error.value) == (
+        "partial_fit: the model was trained privately (fit with target_epsilon=2.0); training "
+        "it further outside the privacy accountant would spend privacy that epsilon_ does not "
+        "count; fit anew instead.")
+    assert clf.n_iter_ == 4 and all(np.array_equal(a, b) for a, b in zip(coefs, clf.coefs_))
+    clf.fit(X, y).partial_fit(X, y)  # anew, not private: none of the private fit's attributes
+    assert clf.n_iter_ == 5 and not any(hasattr(clf, a) for a in (
+        "epsilon_", "delta_", "noise_multiplier_", "sampling_rate_"))
+
+
+def test_laplace_refuses_weights_repeating_too_many_rows_and_targets_of_other_scales():
+    """With laplace the posterior's samples are the rows repeated by their weights: a sum
+    above max(n, min(100 n, 10^7)) rows is refused before the training; and one noise scale
+    for every target: y = [y, y / 100] (diabetes) is refused, naming y's scales."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = _iris()
+    with pytest.raises(ValueError) as error:
+        MLPClassifier((4,), laplace="kron").fit(X, y, sample_weight=np.full(150, 1e12))
+    assert str(error.value) == (
+        "sample_weight: with laplace='kron', the posterior conditions on each sample repeated "
+        "as often as its weight, expected weights summing to at most 15000 rows (max(n, "
+        "min(100 n, 10^7)), n = 150 samples), got a sum of 1.5e+14; scale the weights down.")
+    Xd, yd = load_diabetes(return_X_y=True)
+    Y = np.c_[yd, yd / 100]
+    with pytest.raises(ValueError) as error:
+        MLPRegressor((4,), laplace="diag").fit(Xd, Y)
+    low, high = Y.std(axis=0).min(), Y.std(axis=0).max()
+    assert str(error.value) == (
+        f"y: with laplace='diag', the targets' standard deviations range from {low:.4g} to "
+        f"{high:.4g}, more than a factor 2 apart: the posterior has one noise scale "
+        f"sigma_noise for every target, so return_std would be miscalibrated per target; "
+        f"standardise y's columns (e.g. sklearn.preprocessing.StandardScaler, then scale the "
+        f"predicted mean and std back by each column's std) or fit one model per target.")
+    assert f"{low:.4g}" == "0.7701" and f"{high:.4g}" == "77.01"
 
 
 @pytest.mark.parametrize("params, message", [
@@ -308,6 +350,8 @@ def test_private_training_spends_at_most_the_target_epsilon():
     ({"tol": float("nan")}, r"tol: expected a finite number >= 0, got nan"),
     ({"laplace": "kfac"}, r"laplace: expected None or one of \['kron', 'last_layer'"),
     ({"laplace": "kron", "target_epsilon": 1.0}, "laplace: not with target_epsilon .* not be private"),
+    ({"delta": 1e-3}, r"^delta: used with target_epsilon only \(DP-SGD's setting\); got delta=0.001 with target_epsilon=None\.$"),
+    ({"l2_norm_clip": 1.0}, r"^l2_norm_clip: used with target_epsilon only \(DP-SGD's setting\); got l2_norm_clip=1.0 with target_epsilon=None\.$"),
     ({"laplace": "full", "hidden_layer_sizes": (100,)}, r"laplace: 'full' .* P = 7510 parameters .*FULL_MAX_PARAMS = 4096"),
 ])
 def test_bad_settings_name_the_parameter(params, message):
