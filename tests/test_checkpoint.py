@@ -350,3 +350,14 @@ def test_orbax_failures_are_one_quiet_error(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("CheckpointError: checkpoint ") and "NOT_FOUND" in out.stdout
     assert out.stderr == "", out.stderr[-3000:]
+
+
+def test_a_file_where_the_folder_should_be_is_refused_at_once(tmp_path):
+    """Checkpoints(path) with path a file: one CheckpointError naming it when opened, before
+    any save (orbax printed a traceback from its background thread at the first save)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(CheckpointError, match=r"^checkpoint .*afile: exists and is not a "
+                                              r"folder; give a folder") as e:
+        Checkpoints(afile)
+    assert e.value.path == str(afile)

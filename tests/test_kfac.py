@@ -465,6 +465,21 @@ def test_bad_adaptive_options():
     with pytest.raises(ValueError, match="^kfac_model"):
         opt.update(grads, opt.init(params), params,
                    kfac_factors=curvature.kfac_factors(net, params, X, Y))
+    # Monte Carlo samples with exact or empirical factors: refused, as kfac_factors does
+    with pytest.raises(ValueError, match=r"^mc_samples: only kind='mc' draws samples, got "
+                                         r"mc_samples=3 with kind='exact'\.$"):
+        kfac.kfac(0.1, kind="exact", mc_samples=3)
+    # factors that are not (A, G) pairs of arrays: the module's own messages
+    fixed = kfac.kfac(0.1)
+    state = fixed.init(params)
+    for bad, message in (("x", r"^kfac_factors: expected 1 layers of \(A, G\) pairs, got str"),
+                         ([(1, 2, 3)], r"^kfac_factors\[0\] \(layer 1\): expected an \(A, G\) "
+                                       r"pair of arrays of shapes \(4, 4\) and \(2, 2\)"),
+                         ([(1, 2)], r"^kfac_factors\[0\] \(layer 1\): expected an \(A, G\)"),
+                         (lambda: "x", r"^kfac_factors: the function given returned no \(A, G\) "
+                                       r"arrays")):
+        with pytest.raises(ValueError, match=message):
+            fixed.update(grads, state, params, kfac_factors=bad)
 
 
 # ----------------------------------------------------------------------------- data parallel

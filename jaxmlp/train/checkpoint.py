@@ -359,6 +359,10 @@ class Checkpoints:
             raise ValueError(f"max_to_keep: expected a positive integer or None, got {max_to_keep!r}.")
         ocp = _ocp()
         self.directory = os.path.abspath(os.fspath(directory))
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise CheckpointError(f"checkpoint {self.directory}: exists and is not a folder; "
+                                  "give a folder for the checkpoints (it is created if missing).",
+                                  self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             enable_async_checkpointing=False,

@@ -206,6 +206,10 @@ def _check_factor_shapes(got, want):
         n = len(got) if isinstance(got, (list, tuple)) else type(got).__name__
         raise ValueError(f"kfac_factors: expected {len(want)} layers of (A, G) pairs, got {n}.")
     for l, (pair, (A0, G0)) in enumerate(zip(got, want), start=1):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and all(hasattr(f, "shape") for f in pair)):
+            raise ValueError(f"kfac_factors[{l - 1}] (layer {l}): expected an (A, G) pair of "
+                             f"arrays of shapes {A0.shape} and {G0.shape}, got {pair!r:.80}.")
         A, G = pair
         if A.shape != A0.shape or G.shape != G0.shape:
             raise ValueError(f"kfac_factors[{l - 1}] (layer {l}): expected shapes "
@@ -320,6 +324,9 @@ def kfac(
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}.")
     mc_samples = checks.positive_int("mc_samples", mc_samples)
+    if kind != "mc" and mc_samples != DEFAULTS["mc_samples"]:  # as kfac_factors refuses it
+        raise ValueError(f"mc_samples: only kind='mc' draws samples, got mc_samples="
+                         f"{mc_samples} with kind={kind!r}.")
     for name, flag in (("adaptive_lr", adaptive_lr), ("adaptive_momentum", adaptive_momentum),
                        ("adaptive_damping", adaptive_damping), ("model_clip", model_clip)):
         if not isinstance(flag, bool):
@@ -399,8 +406,17 @@ def kfac(
         if (weight_decay > 0 or needs_model) and params is None:
             raise ValueError("params: weight_decay > 0 and the quadratic model need "
                              "update(..., params).")
-        get_factors = kfac_factors if callable(kfac_factors) else (lambda: kfac_factors)
-        _check_factor_shapes(jax.eval_shape(get_factors), state.factors)
+        if callable(kfac_factors):
+            get_factors = kfac_factors
+            try:
+                factor_shapes = jax.eval_shape(get_factors)
+            except TypeError as e:  # a function returning something that is not arrays
+                raise ValueError(f"kfac_factors: the function given returned no (A, G) arrays "
+                                 f"per layer: {str(e).splitlines()[0]}") from None
+        else:
+            _check_factor_shapes(kfac_factors, state.factors)  # before tracing it
+            get_factors, factor_shapes = (lambda: kfac_factors), kfac_factors
+        _check_factor_shapes(factor_shapes, state.factors)
         c = state.count
         dtype = state.damping.dtype
 
