@@ -68,15 +68,16 @@ def _run(*args, timeout=120):
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
-def test_unknown_shape_exits_2():
-    proc = _run("--shapes", "tiny,huge")
-    assert proc.returncode == 2
-    assert "huge" in proc.stderr and "deep-narrow" in proc.stderr
-
-
-def test_unknown_variant_exits_2():
-    proc = _run("--variants", "jaxmlp,tensorflow")
-    assert proc.returncode == 2 and "tensorflow" in proc.stderr
+def test_unknown_shape_and_variant_exit_2(tmp_path, capsys):
+    """In process (the script's main), before any timing: exit 2 naming the unknown name and
+    the known ones (the script as a process: tests/test_script_flags.py, slow)."""
+    bench = benchmark
+    assert bench.main(["--shapes", "tiny,huge", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "huge" in err and "deep-narrow" in err
+    assert bench.main(["--variants", "jaxmlp,tensorflow", "--out", str(tmp_path / "b")]) == 2
+    assert "tensorflow" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow  # the benchmark script end to end
