@@ -468,6 +468,10 @@ def test_from_fit_is_a_stationary_point_of_the_evidence():
         lp.from_fit(net, SimpleNamespace(status="diverged", state=None), X, Y)
     with pytest.raises(TypeError, match="result: expected a FitResult"):
         lp.from_fit(net, {"W": 1}, X, Y)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a, a]), params)  # an ensemble of K = 3
+    with pytest.raises(ValueError, match=r"^result: an ensemble's params \(K = 3 members "
+                                         r"stacked on a leading axis\); .*a\[k\]"):
+        lp.from_fit(net, stacked, X, Y)
 
 
 def test_report_metrics_against_independent_computations():

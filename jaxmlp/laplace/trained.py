@@ -46,7 +46,7 @@ def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
     Arguments:
       net: the network trained. result: a ``FitResult`` (its ``state.params``), a
         ``TrainState`` or params; a diverged result is refused. An ensemble's stacked params
-        are refused by :func:`laplace` (fit one member's params).
+        are refused, naming the member to take (fit one member's params).
       X, Y: the training split (n[0], n_data), (n[L], n_data) the posterior conditions on.
       structure, temperature, batch_size, mc_samples, key: as :func:`laplace`.
       prior_precision: None (default): a scalar chosen by ``steps`` steps of the evidence
@@ -57,6 +57,13 @@ def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
       a :class:`Posterior`.
     """
     params = _params_of(result)
+    W1 = getattr(params[0]["W"], "ndim", None) if isinstance(params, (list, tuple)) and params \
+        and isinstance(params[0], dict) and "W" in params[0] else None
+    if W1 == 3:  # an ensemble's stacked params: (K, n[l], n[l-1])
+        raise ValueError(
+            f"result: an ensemble's params (K = {params[0]['W'].shape[0]} members stacked on a "
+            "leading axis); a posterior is of one network: fit one member's, e.g. "
+            "from_fit(net, jax.tree.map(lambda a: a[k], params), X, Y).")
     if prior_precision is not None:
         return laplace(net, params, X, Y, structure=structure, prior_precision=prior_precision,
                        temperature=temperature, batch_size=batch_size, mc_samples=mc_samples,
