@@ -59,7 +59,6 @@ from jaxmlp.train.monitor import (
     DEFAULT_EXPLODE_FACTOR, FitResult, all_finite, check_history, check_loop_args,
     check_run_data, diagnose, scalars,
 )
-from jaxmlp.train.optimizers import init_state
 from jaxmlp.train.private_epoch import dp_max_batch_size, make_dp_train_epoch_from_settings
 from jaxmlp.train.step import TrainState
 
@@ -143,11 +142,13 @@ def fit(
         raise TypeError(f"state: expected a jaxmlp.train.step.TrainState or None, got "
                         f"{type(state).__name__}.")
     history = check_history(history, 0 if state is None else state.epoch)
-    # the data and params first: the optimizer's init then runs on checked params
+    # the data and params first: the optimizer's init then runs on checked params (a
+    # transformation that needs its own params container, optax.lookahead, is refused by
+    # name at its update: step.optimizer_update)
     X, Y, eval_sets = check_run_data(net, params if state is None else state.params, X, Y,
                                      eval_sets)
     if state is None:
-        opt_state = init_state(optimizer, params) if hasattr(optimizer, "init") else None
+        opt_state = optimizer.init(params) if hasattr(optimizer, "init") else None
         if isinstance(batch_sharding, jax.sharding.NamedSharding) and opt_state is not None:
             # the state whole on every device of the mesh, as the epoch returns it: a fresh
             # state's scalars (Adam's count) otherwise enter the first epoch with another

@@ -19,8 +19,7 @@ import optax
 
 from jaxmlp.nn import checks
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "check_opt_state", "check_optimizer", "init_state",
-           "make_optimizer"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "check_opt_state", "check_optimizer", "make_optimizer"]
 
 #: Optimizer names accepted by :func:`make_optimizer`.
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "kfac")
@@ -171,21 +170,6 @@ def make_optimizer(
     if weight_decay > 0:
         return optax.chain(optax.add_decayed_weights(weight_decay, mask=_wd_mask), base)
     return base
-
-
-def init_state(optimizer: Any, params: Any):
-    """``optimizer.init(params)``, for a run's params (a list of ``{"W", "b"}`` per layer): a
-    transformation whose init cannot take them (``optax.lookahead`` needs its own
-    ``LookaheadParams``) is refused by a TypeError naming ``optimizer``, not optax's own."""
-    optimizer = check_optimizer(optimizer)
-    try:
-        return optimizer.init(params)
-    except (AttributeError, TypeError, KeyError) as e:
-        raise TypeError(
-            f"optimizer: its init fails on the network's params (a list of {{'W', 'b'}} per "
-            f"layer): {type(e).__name__}: {e}. Transformations that need a params container of "
-            f"their own (optax.lookahead's LookaheadParams) do not train these networks; use "
-            f"e.g. optax.adam or optax.chain of transformations that take any pytree.") from None
 
 
 def check_optimizer(optimizer: Any) -> optax.GradientTransformation:
