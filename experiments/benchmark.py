@@ -30,8 +30,8 @@ to (a) (median and IQR of the per-round ratios), GFLOP/s, and the paired fractio
 peak (this round's step rate over this round's matmul rate).
 
 Run:  python experiments/benchmark.py [--shapes tiny,medium] [--reps 20] [--quick]
-Writes results/benchmark/benchmark.json and benchmark.png (``--out DIR``, relative to the
-repository root).
+Writes benchmark.json and benchmark.png to a new runs/benchmark-<time>/ folder (``--out DIR``:
+DIR, relative to the working folder; ``--results``: results/benchmark/).
 """
 
 from __future__ import annotations

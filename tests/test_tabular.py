@@ -59,10 +59,10 @@ def test_task_inference_and_the_reason_given():
 
 
 @pytest.mark.parametrize("n_values, task", [(3, "classification"), (20, "classification"),
-                                            (21, "regression"), (212, "regression")])
+                                            (21, "regression"), (214, "regression")])
 def test_integer_targets_follow_the_type_of_target_rule(n_values, task):
     """Few distinct integers are classes (scikit-learn's 'binary'/'multiclass'); many (like
-    diabetes' 212) are a quantity; the reason names the count."""
+    diabetes' 214) are a quantity; the reason names the count."""
     m = 424
     f = pd.DataFrame({"x": np.linspace(0, 1, m), "y": np.arange(m) % n_values + 25})
     got, why = tabular.infer_task(f, ["y"])

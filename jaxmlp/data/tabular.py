@@ -27,7 +27,7 @@ Inference (``task=None``), printed by the scripts, scikit-learn's ``type_of_targ
 text or boolean target is classification; several 0/1 columns are multilabel; numbers that
 are not all integers, or several numeric columns, are regression; one integer column is
 classification with at most :data:`MAX_CLASSES` (20) distinct values ("binary",
-"multiclass"), regression with more (diabetes' 212 values). ``task=`` overrides it.
+"multiclass"), regression with more (diabetes' 214 values). ``task=`` overrides it.
 
 Preprocessing, with everything learned from the TRAIN split only and kept in the returned
 :class:`Preprocessing` (JSON-able, saved with checkpoints so new rows get the same treatment):
