@@ -128,6 +128,34 @@ def test_no_import_cycle_among_modules():
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
+def common_graph() -> dict[str, set[str]]:
+    """The imports among the scripts' shared modules, experiments/_common/ (``from _common
+    import x``, ``from _common.x import y``, ``import _common.x``), lazy ones included."""
+    folder = ROOT / "experiments" / "_common"
+    names = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    graph = {}
+    for name in names:
+        out = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "_common":
+                out |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("_common."):
+                out.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                out |= {a.name.split(".")[1] for a in node.names
+                        if a.name.startswith("_common.")}
+        graph[name] = out - {name}
+    return graph
+
+
+def test_no_import_cycle_among_the_scripts_shared_modules():
+    graph = common_graph()
+    assert "errors" in graph["cli"] and "errors" in graph["output"]  # the reader sees arrows
+    found = cycles(graph)
+    assert not found, "import cycles in experiments/_common: " + "; ".join(
+        " <-> ".join(c) for c in found)
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

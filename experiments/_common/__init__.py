@@ -3,8 +3,9 @@
 =================  ======================================================================
 module             what lives there
 =================  ======================================================================
-``cli``            :class:`~cli.UsageError` (exit status 2) and the argparse parser that
-                   raises it, flag-named errors, the output-folder lock, ``--register``
+``errors``         :class:`~errors.UsageError`, bad command-line input (exit status 2)
+``cli``            the argparse parser that raises it, flag-named errors, the
+                   output-folder lock, ``--register``
 ``output``         the repository root, output paths and :func:`~output.write_json` (the
                    one JSON writer: atomic, NumPy numbers as plain numbers)
 ``networks``       the benchmark networks and data, their matrix products and FLOPs,

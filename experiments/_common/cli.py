@@ -14,16 +14,14 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from _common.errors import UsageError
+
 EXIT_OK, EXIT_USAGE = 0, 2
 
 __all__ = ["EXIT_OK", "EXIT_USAGE", "HelpFormatter", "Parser", "UsageError", "bounded_int",
            "claim_output_folder", "flag_error", "int_list", "name_list", "nonnegative_float",
            "nonnegative_int", "parse_floats", "positive_float", "positive_int",
            "positive_float_list", "positive_int_list", "report_usage", "run_registrations"]
-
-
-class UsageError(Exception):
-    """Bad input: reported on stderr with exit status 2, before any work or file is written."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

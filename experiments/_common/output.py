@@ -27,6 +27,8 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from _common.errors import UsageError
+
 __all__ = ["add_out_arguments", "caller_dir", "new_run_dir", "output_path", "plain",
            "repo_root", "resolve_out", "user_path", "write_json"]
 
@@ -93,7 +95,7 @@ def add_out_arguments(parser, results: str, *, what: str = "folder") -> None:
 def resolve_out(args, name: str) -> str:
     """The absolute output path of a parsed command line (:func:`add_out_arguments`), also
     stored back into ``args.out`` (argparse refuses ``--out`` with ``--results``).
-    :class:`_common.cli.UsageError` naming ``--out`` when the path cannot be created (under
+    :class:`_common.errors.UsageError` naming ``--out`` when the path cannot be created (under
     a file; a folder that is a file or the reverse)."""
     if getattr(args, "results", False):
         out = output_path(args._results_path)
@@ -114,8 +116,6 @@ def resolve_out(args, name: str) -> str:
 def _check_out(out: Path, kind: str, flag: str) -> None:
     """UsageError naming ``flag`` when ``out`` cannot be created: a folder that is an existing
     file, a file that is an existing folder, or a path under an existing file."""
-    from _common.cli import UsageError
-
     if kind == "folder" and out.exists() and not out.is_dir():
         raise UsageError(f"{flag}: {str(out)!r} exists and is not a folder.")
     if kind != "folder" and out.is_dir():
