@@ -177,23 +177,9 @@ def _restore(resume_meta: dict, network: dict, like) -> ckpt_lib.Intact:
     if resume_meta.get("network") != network:
         raise UsageError(f"--resume: the checkpoint's network {resume_meta.get('network')} "
                          f"is not the requested {network}.")
-    cdir = resume_meta["checkpoint_dir"]
-    try:
-        intact = ckpt_lib.resume(cdir, like, at_most=resume_meta["epoch"],
-                                 skipped=resume_meta["skipped"])
-    except ckpt_lib.CheckpointError as e:
-        if e.skipped is None:
-            raise UsageError(f"--resume: {e}") from None
-        lines = "".join(f"\n  epoch {ep}: {why}" for ep, why in e.skipped)
-        raise UsageError(f"--resume: no intact checkpoint in {cdir}:{lines}") from None
-    except FileNotFoundError as e:
-        raise UsageError(f"--resume: {e}") from None
-    for epoch, why in intact.skipped:
-        print(f"train.py: skipped checkpoint of epoch {epoch}: {why}", file=sys.stderr)
-    if intact.skipped:
-        print(f"train.py: resuming from epoch {intact.state.epoch}, the newest intact "
-              "checkpoint", file=sys.stderr)
-    return intact
+    return guards.resume_reporting(resume_meta["checkpoint_dir"], like,
+                                   at_most=resume_meta["epoch"], skipped=resume_meta["skipped"],
+                                   flag="--resume", prog="train.py", doing="resuming from")
 
 
 def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,

@@ -264,16 +264,38 @@ def check_model_of_run(model_file: str, params) -> None:
         raise UsageError(f"--checkpoint: {str(e).partition(': ')[2]}") from None
 
 
+def resume_reporting(cdir: str, like, *, at_most, skipped, flag: str, prog: str, doing: str):
+    """:func:`jaxmlp.train.checkpoint.resume` for a script: the newest checkpoint of ``cdir``
+    (at most epoch ``at_most``) that verifies, each damaged one named on stderr as
+    ``"<prog>: skipped checkpoint of epoch E: why"``, then ``"<prog>: <doing> epoch E, the
+    newest intact checkpoint"``. UsageError naming ``flag`` when none is intact."""
+    from jaxmlp.train import checkpoint as ckpt_lib
+
+    try:
+        intact = ckpt_lib.resume(cdir, like, at_most=at_most, skipped=skipped)
+    except ckpt_lib.CheckpointError as e:
+        if e.skipped is None:
+            raise UsageError(f"{flag}: {e}") from None
+        lines = "".join(f"\n  epoch {ep}: {why}" for ep, why in e.skipped)
+        raise UsageError(f"{flag}: no intact checkpoint in {cdir}:{lines}") from None
+    except FileNotFoundError as e:
+        raise UsageError(f"{flag}: {e}") from None
+    for epoch, why in intact.skipped:
+        print(f"{prog}: skipped checkpoint of epoch {epoch}: {why}", file=sys.stderr)
+    if intact.skipped:
+        print(f"{prog}: {doing} epoch {intact.state.epoch}, the newest intact checkpoint",
+              file=sys.stderr)
+    return intact
+
+
 def restore_newest_intact(cdir: str, like_from_meta):
     """(state, meta) of the newest orbax checkpoint in ``cdir`` whose metadata and arrays
-    verify; the damaged ones are named on stderr. ``like_from_meta(meta)`` builds the state
-    to restore into. UsageError when none is intact."""
+    verify (:func:`resume_reporting`); ``like_from_meta(meta)`` builds the state to restore
+    into. UsageError naming ``--checkpoint`` when none is intact."""
     from jaxmlp.train import checkpoint as ckpt_lib
 
     try:
         found = ckpt_lib.newest_readable_meta(cdir)
-        intact = ckpt_lib.resume(cdir, like_from_meta(found.meta), at_most=found.epoch,
-                                 skipped=found.skipped)
     except ckpt_lib.CheckpointError as e:
         if e.skipped is None:
             raise UsageError(f"--checkpoint: {e}") from None
@@ -281,11 +303,9 @@ def restore_newest_intact(cdir: str, like_from_meta):
         raise UsageError(f"--checkpoint: no intact checkpoint in {cdir}:{lines}") from None
     except FileNotFoundError as e:
         raise UsageError(f"--checkpoint: {e}") from None
-    for epoch, why in intact.skipped:
-        print(f"predict.py: skipped checkpoint of epoch {epoch}: {why}", file=sys.stderr)
-    if intact.skipped:
-        print(f"predict.py: predicting with epoch {intact.state.epoch}, the newest intact "
-              "checkpoint", file=sys.stderr)
+    intact = resume_reporting(cdir, like_from_meta(found.meta), at_most=found.epoch,
+                              skipped=found.skipped, flag="--checkpoint", prog="predict.py",
+                              doing="predicting with")
     return intact.state, intact.meta
 
 
