@@ -19,7 +19,7 @@ from _common.errors import UsageError
 EXIT_OK, EXIT_USAGE = 0, 2
 
 __all__ = ["EXIT_OK", "EXIT_USAGE", "HelpFormatter", "Parser", "UsageError", "bounded_int",
-           "claim_output_folder", "flag_error", "int_list", "name_list", "nonnegative_float",
+           "checkpoint_error", "claim_output_folder", "flag_error", "int_list", "name_list", "nonnegative_float",
            "nonnegative_int", "parse_floats", "positive_float", "positive_int",
            "positive_float_list", "positive_int_list", "report_usage", "run_registrations"]
 
@@ -48,6 +48,16 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(message)
+
+
+def checkpoint_error(e: Exception, flag: str, cdir) -> UsageError:
+    """A ``jaxmlp.train.checkpoint.CheckpointError`` as the UsageError naming ``flag``: its
+    message, or, when no checkpoint of ``cdir`` is intact, each one's epoch and reason."""
+    skipped = getattr(e, "skipped", None)
+    if skipped is None:
+        return UsageError(f"{flag}: {e}")
+    lines = "".join(f"\n  epoch {ep}: {why}" for ep, why in skipped)
+    return UsageError(f"{flag}: no intact checkpoint in {cdir}:{lines}")
 
 
 def flag_error(e: Exception, flags: Sequence[str] = (),

@@ -274,10 +274,7 @@ def resume_reporting(cdir: str, like, *, at_most, skipped, flag: str, prog: str,
     try:
         intact = ckpt_lib.resume(cdir, like, at_most=at_most, skipped=skipped)
     except ckpt_lib.CheckpointError as e:
-        if e.skipped is None:
-            raise UsageError(f"{flag}: {e}") from None
-        lines = "".join(f"\n  epoch {ep}: {why}" for ep, why in e.skipped)
-        raise UsageError(f"{flag}: no intact checkpoint in {cdir}:{lines}") from None
+        raise cli.checkpoint_error(e, flag, cdir) from None
     except FileNotFoundError as e:
         raise UsageError(f"{flag}: {e}") from None
     for epoch, why in intact.skipped:
@@ -297,10 +294,7 @@ def restore_newest_intact(cdir: str, like_from_meta):
     try:
         found = ckpt_lib.newest_readable_meta(cdir)
     except ckpt_lib.CheckpointError as e:
-        if e.skipped is None:
-            raise UsageError(f"--checkpoint: {e}") from None
-        lines = "".join(f"\n  epoch {ep}: {why}" for ep, why in e.skipped)
-        raise UsageError(f"--checkpoint: no intact checkpoint in {cdir}:{lines}") from None
+        raise cli.checkpoint_error(e, "--checkpoint", cdir) from None
     except FileNotFoundError as e:
         raise UsageError(f"--checkpoint: {e}") from None
     intact = resume_reporting(cdir, like_from_meta(found.meta), at_most=found.epoch,

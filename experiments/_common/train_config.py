@@ -163,10 +163,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Optional[dict]]:
         try:
             found = ckpt_lib.newest_readable_meta(cdir)
         except ckpt_lib.CheckpointError as e:
-            if e.skipped is None:
-                raise UsageError(f"--resume: {e}") from None
-            lines = "".join(f"\n  epoch {ep}: {why}" for ep, why in e.skipped)
-            raise UsageError(f"--resume: no intact checkpoint in {cdir}:{lines}") from None
+            raise cli.checkpoint_error(e, "--resume", cdir) from None
         resume_meta = {**found.meta, "epoch": found.epoch, "checkpoint_dir": cdir,
                        "skipped": found.skipped}
         epoch = resume_meta["epoch"]
