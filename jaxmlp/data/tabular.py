@@ -43,7 +43,10 @@ Preprocessing, with everything learned from the TRAIN split only and kept in the
    datetime, timedelta or period column, or text whose every cell is a date such as
    ``2020-01-31``), which would be one input per date; and a text column with more than
    :data:`MAX_SPARSE_CATEGORIES` (50) distinct values and fewer than two rows per value on
-   average (names, free text, ids), unless named in ``categorical``;
+   average (names, free text, ids), unless named in ``categorical``; text whose every cell is
+   a number written with a decimal comma (``0,5``), unless named in ``categorical``; a feature
+   column empty in every row. Numeric codes are named as they read (1 and 1.0: ``'1'``), so
+   a column of codes read as floats and one read as ints have the same categories;
 3. the same split and standardisation as the bundled datasets (:func:`jaxmlp.data.datasets.load`):
    stratified by class for classification, then every feature column standardised with the
    train split's mean and standard deviation; regression targets are standardised too
@@ -53,6 +56,7 @@ Preprocessing, with everything learned from the TRAIN split only and kept in the
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
@@ -236,7 +240,7 @@ def _csv_header(path: str) -> list:
     ``a`` to ``a.1``): the first non-blank row, read with Python's csv module."""
     import csv
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # as pandas: no BOM
         for row in csv.reader(f):
             if any(cell.strip() for cell in row):
                 return row
@@ -300,15 +304,33 @@ def _is_binary01(pd, s) -> bool:
     return _is_numeric(pd, s) and set(np.unique(s.dropna().to_numpy())) <= {0, 1}
 
 
+def _column_named(name: str, columns, arg: str) -> str:
+    """The column ``name`` names: itself when it is a column (``'label '`` with its space),
+    else the one column whose name equals it without leading and trailing spaces on both
+    sides (``'label'`` or ``' label'`` for a column ``'label '``; the scripts strip the names
+    given to their flags); ``name`` unchanged when none is (the caller says it is not in the
+    table). ValueError naming ``arg`` when several columns differ from it only in spaces."""
+    columns = [str(c) for c in columns]
+    if name in columns:
+        return name
+    alike = [c for c in columns if c.strip() == name.strip()]
+    if len(alike) > 1:
+        raise ValueError(f"{arg}: {name!r} is not a column, and {len(alike)} columns differ from "
+                         f"it only in leading or trailing spaces: {_names(alike)}; name one of "
+                         "them exactly.")
+    return alike[0] if alike else name
+
+
 def _parse_targets(target, columns) -> tuple[str, ...]:
     if isinstance(target, str):
-        names = [t.strip() for t in target.split(",")]
+        names = target.split(",")
     elif isinstance(target, Sequence) and all(isinstance(t, str) for t in target):
-        names = [t.strip() for t in target]
+        names = list(target)
     else:
         raise TypeError(f"target: expected a column name or a list of names, got {target!r}.")
-    if not names or any(not t for t in names):
+    if not names or any(not t.strip() for t in names):
         raise ValueError(f"target: expected column names separated by commas, got {target!r}.")
+    names = [_column_named(t, columns, "target") for t in names]
     if len(set(names)) != len(names):
         raise ValueError(f"target: a column is named twice in {names}.")
     unknown = [t for t in names if t not in columns]
@@ -400,21 +422,74 @@ def _feature_matrix(pd, frame, feature_columns, categories, impute_values) -> np
     for c in feature_columns:
         s = frame[c]
         if impute_values and c in impute_values and s.isna().any():
-            s = s.fillna(impute_values[c])
+            fill = impute_values[c]
+            if c in categories:  # the category's name, in a column of any type
+                s = s.astype(object)
+            elif isinstance(fill, bool) and not _is_bool(pd, s):  # True/False read as 1/0
+                fill = float(fill)
+            s = s.fillna(fill)
         if c in categories:
-            vals = s.astype(object).map(lambda v: None if v is None else str(v)).to_numpy()
             cats = categories[c]
-            unseen = sorted({v for v in vals if v is not None} - set(cats))
+            index = _category_index(cats)
+            keys = [None if pd.isna(v) else _category_key(v) for v in s.astype(object)]
+            pos = [None if k is None else index.get(k, index.get(_number_key(k))) for k in keys]
+            unseen = sorted({k for k, j in zip(keys, pos) if k is not None and j is None})
             if unseen:
                 raise ValueError(f"data: column {c!r} holds {_names(unseen)}, categories that "
                                  f"the training data did not have (it had {len(cats)}: "
                                  f"{_names(cats)}).")
-            blocks.append((vals[:, None] == np.asarray(cats, dtype=object)[None, :]).astype(np.float64))
+            block = np.zeros((len(keys), len(cats)))
+            rows = [i for i, j in enumerate(pos) if j is not None]
+            block[rows, [pos[i] for i in rows]] = 1.0
+            blocks.append(block)
         elif _is_bool(pd, s):
             blocks.append(s.astype(np.float64).to_numpy()[:, None])
         else:
             blocks.append(s.to_numpy(dtype=np.float64)[:, None])
     return np.concatenate(blocks, axis=1)
+
+
+def _category_key(v) -> str:
+    """A feature value as its category's name: text as it is, a boolean ``True``/``False``, a
+    number as written, a whole number without its ``.0`` (1, 1.0 and numpy's 1.0 are all
+    ``'1'``): codes read as floats from one file (a column with an empty cell) and as ints
+    from another are the same categories."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v) == np.trunc(v):
+        return str(int(v))
+    return str(v)
+
+
+def _number_key(text: Optional[str]) -> Optional[str]:
+    """:func:`_category_key` of the finite number ``text`` is as Python writes it (``'1.0'``
+    and ``'1'`` -> ``'1'``, ``'2.5'`` -> ``'2.5'``), None for any other text (``'01'``, ``'1e3'``,
+    words: text codes match only as written)."""
+    try:
+        f = float(text)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(f) or text not in (str(f), _category_key(f)):
+        return None
+    return _category_key(f)
+
+
+def _category_index(cats) -> dict:
+    """{name: position} of the categories ``cats``, and of each category that reads as a
+    number under its :func:`_number_key` too, unless two categories share it: a model saved
+    with the categories ``'1.0'``, ``'2.0'`` (before whole numbers lost their ``.0``) matches
+    the codes 1, 2 as it matches 1.0, 2.0, and a new one (``'1'``, ``'2'``) matches all
+    three."""
+    index = {c: j for j, c in enumerate(cats)}
+    alias: dict = {}
+    for j, c in enumerate(cats):
+        k = _number_key(c)
+        if k is not None:
+            alias.setdefault(k, []).append(j)
+    for k, js in alias.items():
+        if len(js) == 1:
+            index.setdefault(k, js[0])
+    return index
 
 
 def _is_categorical(pd, s) -> bool:
@@ -426,10 +501,10 @@ def _parse_categorical(categorical, features, targets, arg: str = "categorical")
     commas); ValueError naming ``arg`` for a target or an unknown column."""
     if categorical is None:
         return frozenset()
-    names = ([t.strip() for t in categorical.split(",")] if isinstance(categorical, str)
-             else list(categorical))
-    if not all(isinstance(n, str) and n for n in names):
+    names = categorical.split(",") if isinstance(categorical, str) else list(categorical)
+    if not all(isinstance(n, str) and n.strip() for n in names):
         raise TypeError(f"{arg}: expected feature column names, got {categorical!r}.")
+    names = [_column_named(n, list(features) + list(targets), arg) for n in names]
     for n in names:
         if n in targets:
             raise ValueError(f"{arg}: {n!r} is a target column; name feature columns.")
@@ -437,6 +512,24 @@ def _parse_categorical(categorical, features, targets, arg: str = "categorical")
             raise ValueError(f"{arg}: column {n!r} is not in the table; its feature "
                              f"columns are {_names(features)}.")
     return frozenset(names)
+
+
+def _leave_out_advice(columns) -> str:
+    """``leave it out with exclude=['c'] (train.py --id c), or delete it from the file``."""
+    it = "it" if len(columns) == 1 else "them"
+    return (f"leave {it} out with exclude={list(columns)!r} (train.py --id "
+            f"{shlex.quote(','.join(columns))}), or delete {it} from the file")
+
+
+def _refuse_empty_columns(frame, features) -> None:
+    """ValueError naming every feature column without a value in any row (the unnamed column
+    of a comma at the end of every line of a CSV): nothing to learn from, nor to impute."""
+    empty = [c for c in features if frame[c].isna().all()]
+    if empty:
+        cols = (f"feature column {empty[0]!r} is" if len(empty) == 1
+                else f"{len(empty)} feature columns {_names(empty)} are")
+        raise ValueError(f"data: {cols} empty in every row: no value to learn from, nor to "
+                         f"impute from; {_leave_out_advice(empty)}.")
 
 
 def _refuse_row_ids(frame, features) -> None:
@@ -521,6 +614,31 @@ def _refuse_sparse_categories(frame, categories, forced) -> None:
             f"categorical=[{c!r}] (train.py --categorical {c}).")
 
 
+def _refuse_decimal_commas(pd, frame, column: str) -> None:
+    """ValueError naming the column when it is text whose every present cell reads as a
+    number once its one comma is a decimal point (``0,5``, ``-1,25``; at least one comma):
+    numbers written with a decimal comma, which would become one category per number."""
+    s = frame[column]
+    if _is_numeric(pd, s) or _is_bool(pd, s) or isinstance(s.dtype, pd.CategoricalDtype):
+        return
+    present = s.dropna()
+    if present.empty or not all(isinstance(v, str) for v in present):
+        return
+    text = present.str.strip()
+    if not (text.str.count(",") == 1).any() or (text.str.count(",") > 1).any():
+        return
+    if pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce").isna().any():
+        return
+    example = next(v for v in present if "," in v)
+    raise ValueError(
+        f"data: column {column!r} holds text such as {example!r} that reads as numbers written "
+        f"with a decimal comma (all {len(present)} present cells); one-hot encoded, every number "
+        f"would be a category of its own. Write the numbers with a decimal point (convert the "
+        f"file, or read it with pandas.read_csv(path, decimal=',') and save it again), or if "
+        f"the column is categorical say so: categorical=[{column!r}] (train.py --categorical "
+        f"{shlex.quote(column)}); commas between thousands (1,000) read with thousands=','.")
+
+
 def _refuse_stray_text(pd, frame, column: str) -> None:
     """ValueError naming the column, rows and values when a column of numbers holds a few
     text cells (``?``, ``n/a``): read as text, it would become one category per number."""
@@ -539,16 +657,22 @@ def _refuse_stray_text(pd, frame, column: str) -> None:
 
 
 def _numbers_or_refuse(pd, s, column: str):
-    """A feature column numeric in training, given as text (rows of strings, or a table whose
-    column pandas read as text): its cells as numbers when every present cell is one (``'2.5'``),
-    else ValueError naming the rows and cells that are not."""
+    """A feature column numeric or boolean in training, given as text (rows of strings, or a
+    table whose column pandas read as text): its cells as numbers when every present cell is
+    one (``'2.5'``), as 1/0 when every present cell is ``True``/``False`` (any case, as
+    ``str`` writes booleans), else ValueError naming the rows and cells that are neither."""
+    present = s.notna()
+    words = s.astype(str).str.strip().str.lower()
+    if present.any() and words[present].isin(["true", "false"]).all():
+        return (words == "true").astype(np.float64).where(present)
     as_number, bad = _text_cells(pd, s)
     if bad.size == 0:
         return as_number.astype(np.float64)
     raise ValueError(f"data: feature column {column!r} was numeric in training but holds "
                      f"{bad.size} cell(s) that are not numbers: {_shown_cells(s, bad)} (rows "
-                     f"counted from 0). Fix those cells, or leave them empty if the model was "
-                     f"trained with impute.")
+                     f"counted from 0); expected numbers (or, for a column of booleans in "
+                     f"training, True/False in every cell). Fix those cells, or leave them "
+                     f"empty if the model was trained with impute.")
 
 
 def _text_cells(pd, s):
@@ -639,6 +763,9 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
                                "is never imputed")
     if err is not None:
         raise err
+    for c in targets:  # inf is no class, label or quantity, whatever the task
+        if _is_numeric(pd, frame[c]):
+            _refuse_nonfinite(frame[c].to_numpy(dtype=np.float64), "target", c)
     reason = None
     if task is None:
         task, reason = infer_task(frame, targets)
@@ -646,18 +773,18 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
     excluded = _parse_categorical(exclude, tuple(c for c in frame.columns if c not in targets),
                                   targets, "exclude")
     features = tuple(c for c in frame.columns if c not in targets and c not in excluded)
+    if impute is None:  # with impute: refused below, naming the statistic it lacks
+        _refuse_empty_columns(frame, features)
     _refuse_row_ids(frame, features)
     _refuse_dates(pd, frame, features)
     forced = _parse_categorical(categorical, features, targets)
     for c in features:
         if c not in forced:
+            _refuse_decimal_commas(pd, frame, c)
             _refuse_stray_text(pd, frame, c)
-    categories = {c: sorted({str(v) for v in frame[c].dropna()}) for c in features
+    categories = {c: sorted({_category_key(v) for v in frame[c].dropna()}) for c in features
                   if c in forced or _is_categorical(pd, frame[c])}
     _refuse_sparse_categories(frame, categories, forced)
-    if task == "regression":
-        for c in targets:
-            _refuse_nonfinite(frame[c].to_numpy(dtype=np.float64), "target", c)
     if impute is None:
         err = missing_values_error(frame, features, "feature", "; fill them with impute='mean' "
                                    "or 'median' (train.py --impute mean|median)")
@@ -699,10 +826,15 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         why = ""
         if strata is not None:
             counts = np.bincount(strata)
+            col = frame[targets[0]]
+            advice = ("is it an id or a quantity? then name it as --id / exclude, or pass "
+                      "task='regression' (train.py --task regression)" if _is_numeric(pd, col)
+                      else "add rows of each class" if _is_bool(pd, col)
+                      else "is it an id? then name it as --id / exclude; else add rows of each "
+                      "class")  # a regression needs numbers: never suggested for text, bools
             why = (f" (a split stratified by the {counts.size} classes of target "
-                   f"{targets[0]!r}, {int(np.sum(counts == 1))} of them with a single row: is "
-                   f"it an id or a quantity? then name it as --id / exclude, or pass "
-                   f"task='regression' (train.py --task regression))")
+                   f"{targets[0]!r}, {int(np.sum(counts == 1))} of them with a single row: "
+                   f"{advice})")
         raise ValueError(f"data: {m} rows leave an empty train or test split with "
                          f"test_fraction={test_fraction}{why}.")
 
@@ -712,7 +844,7 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
         tr = frame.iloc[train]
         for c in features:
             if c in categories:
-                mode = tr[c].dropna().astype(object).map(str).mode()
+                mode = tr[c].dropna().astype(object).map(_category_key).mode()
                 impute_values[c] = str(mode.iloc[0]) if len(mode) else categories[c][0]
             elif _is_bool(pd, frame[c]):
                 impute_values[c] = bool(tr[c].dropna().astype(float).mean() >= 0.5)
@@ -720,8 +852,10 @@ def load_table(path: Union[str, os.PathLike], target: Union[str, Sequence[str]],
                 v = tr[c].to_numpy(dtype=np.float64)
                 v = v[~np.isnan(v)]
                 if v.size == 0:
+                    empty = (f": it is empty in every row, {_leave_out_advice([c])}"
+                             if frame[c].isna().all() else "")
                     raise ValueError(f"impute: feature column {c!r} has no value in the train "
-                                     f"split to compute its {impute} from.")
+                                     f"split to compute its {impute} from{empty}.")
                 impute_values[c] = float(np.mean(v) if impute == "mean" else np.median(v))
     F = _feature_matrix(pd, frame, features, categories, impute_values)
     limit = _largest_value(dtype, m)
@@ -772,6 +906,10 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}.")
     cols = [str(c) for c in frame.columns]
+    dupes = sorted({c for c in cols if cols.count(c) > 1})
+    if dupes:
+        raise ValueError(f"data: duplicate column names {_names(dupes)}; expected each of the "
+                         f"training features {_names(prep.feature_columns)} once.")
     missing = [c for c in prep.feature_columns if c not in cols]
     extra = [c for c in cols if c not in prep.feature_columns and c not in prep.target_columns
              and c not in prep.excluded_columns]
