@@ -97,3 +97,23 @@ def test_unknown_dataset_and_the_package_listing():
     assert names == sorted(names)
     for name in ("fit", "Network", "train", "laplace", "register_activation", "load_model"):
         assert name in names
+
+
+def test_a_missing_target_is_named_by_every_quantity():
+    """Y=None reaches the argument check (before: the kernels unpacked X alone, "too many
+    values to unpack")."""
+    from jaxmlp.quantities import curvature, first_order
+
+    calls = [
+        lambda: jaxmlp.value_and_grad(NET, PARAMS, X, None),
+        lambda: first_order.per_example_grads(NET, PARAMS, X, None),
+        lambda: first_order.per_example_norms(NET, PARAMS, X, None),
+        lambda: curvature.ggn_diag(NET, PARAMS, X, None),
+        lambda: curvature.kfac_factors(NET, PARAMS, X, None),
+        lambda: curvature.hessian_diag(NET, PARAMS, X, None),
+        lambda: curvature.hvp(NET, PARAMS, X, None, PARAMS),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"^Y: expected an array, got None\."):
+            call()
+    assert checks.check_problem(NET, PARAMS, X).shape == (3, 8)  # no Y argument: X alone

@@ -222,12 +222,17 @@ def like_params(params: Any, tree: list) -> Any:
     return tuple(tree) if type(params) is tuple else tree
 
 
-def check_problem(net: Any, params: Any, X: Any, Y: Any = None):
-    """The checks of every ``(net, params, X[, Y])`` entry point: X, or (X, Y), cast and checked."""
+#: ``check_problem``'s default: the entry point takes no Y (an explicit ``Y=None`` is refused).
+_NO_Y = object()
+
+
+def check_problem(net: Any, params: Any, X: Any, Y: Any = _NO_Y):
+    """The checks of every ``(net, params, X[, Y])`` entry point: X, or (X, Y), cast and checked.
+    Without a Y argument it returns X alone; a Y given as None is a TypeError naming Y."""
     net = require_network(net)
     dtype = check_params(net, params)
     X = check_X(net, X, dtype)
-    if Y is None:
+    if Y is _NO_Y:
         return X
     return X, check_Y(net, Y, X.shape[1], dtype)
 
