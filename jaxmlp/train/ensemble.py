@@ -131,8 +131,11 @@ def make_ensemble_optimizer(name: str, learning_rate: float, *, schedule: str = 
     make_optimizer(name, learning_rate, schedule=schedule, total_steps=total_steps,
                    weight_decay=weight_decay, momentum=momentum)  # the checks, on numbers
     if name == "kfac":
-        raise ValueError("optimizer: 'kfac' is not available for ensembles (its Kronecker "
-                         "factors come from the single network's train step); got 'kfac'.")
+        raise ValueError("optimizer: 'kfac' is not available for ensembles with per-member "
+                         "rates (the rate held in an optax.inject_hyperparams state wraps K-FAC, "
+                         "and the step passes the Kronecker factors only to a K-FAC it is given "
+                         "itself); for one rate for all members pass jaxmlp.train.kfac.kfac(lr) "
+                         "to fit(..., ensemble=K); got 'kfac'.")
 
     def factory(learning_rate):  # a 0-d array: the rate held in the state
         return make_optimizer(name, learning_rate, schedule=schedule, total_steps=total_steps,
@@ -159,8 +162,12 @@ def init_opt_state(optimizer: Any, params: Any, learning_rates: Any = None) -> A
     """The stacked optimizer state of K members: ``vmap(optimizer.init)(params)``.
 
     ``learning_rates`` (K,): member k's rate; needs an optimizer whose state holds its
-    ``learning_rate`` hyperparameter (:func:`make_ensemble_optimizer`, or any
-    ``optax.inject_hyperparams(...)(learning_rate=...)``).
+    ``learning_rate`` hyperparameter as a number (:func:`make_ensemble_optimizer`, or
+    ``optax.inject_hyperparams(...)(learning_rate=<a number>)``). An injected SCHEDULE is
+    refused: ``inject_hyperparams`` writes schedule(count) into ``hyperparams`` at every
+    step, the same rate for every member, so the K rates would be overwritten at the first
+    step. A per-member schedule is :func:`make_ensemble_optimizer` with ``schedule=``
+    (member k's rate lr_k is the schedule's peak, the schedule applied inside).
     """
     optimizer = check_optimizer(optimizer)
     leaves = jax.tree.leaves(params)
@@ -172,10 +179,22 @@ def init_opt_state(optimizer: Any, params: Any, learning_rates: Any = None) -> A
     hp = getattr(opt_state, "hyperparams", None)
     if not isinstance(hp, dict) or "learning_rate" not in hp:
         raise TypeError(
-            "optimizer: per-member learning_rates need an optimizer that holds its learning "
-            "rate in its state, e.g. jaxmlp.train.ensemble.make_ensemble_optimizer('adam', 1e-3) or "
-            "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3); got a state of type "
+            "optimizer: per-member learning_rates need an optimizer that holds a constant "
+            "learning rate in its state, e.g. jaxmlp.train.ensemble.make_ensemble_optimizer("
+            "'adam', 1e-3) or optax.inject_hyperparams(optax.adam)(learning_rate=1e-3) (a "
+            "number, not a schedule); got a state of type "
             f"{type(opt_state).__name__}.")
+    hp_states = getattr(opt_state, "hyperparams_states", None)
+    if isinstance(hp_states, dict) and "learning_rate" in hp_states:
+        raise ValueError(
+            "learning_rates: the optimizer's injected learning_rate is a schedule, which "
+            "optax.inject_hyperparams writes into the state at every step, the same for every "
+            "member, so per-member learning_rates would be overwritten at the first step. For "
+            "per-member rates inject a constant rate (optax.inject_hyperparams(optax.adam)("
+            "learning_rate=1e-3)); for per-member schedules use jaxmlp.train.ensemble."
+            "make_ensemble_optimizer('adam', 1e-3, schedule='cosine', total_steps=...) (each "
+            "member's rate is its schedule's peak); or leave learning_rates out to give all "
+            "members the schedule.")
     lr = jnp.asarray(lrs, dtype=jnp.result_type(hp["learning_rate"]))
     return opt_state._replace(hyperparams={**hp, "learning_rate": lr})
 
@@ -215,6 +234,10 @@ def make_ensemble_epoch(
         raise TypeError("permutation: expected a function (key, m) -> int array (m,), got "
                         f"{type(permutation).__name__}.")
     shared_batches = bool(shared_batches)
+    if step.needs_kfac_factors(optimizer):
+        from jaxmlp.quantities.curvature import check_supported
+
+        check_supported(net, "K-FAC", second_order=False)
 
     def update(p, o, X_s, Y_s):
         return step.apply_update(net, optimizer, p, o, X_s, Y_s, compute_dtype)
@@ -352,10 +375,16 @@ def fit_ensemble(
 
     Arguments as :func:`jaxmlp.train.loop.fit`, plus:
       ensemble: K (checked against the parameters' leading axis), or None to read it there.
-      learning_rates: None, or K rates (needs :func:`make_ensemble_optimizer`-style state).
+      learning_rates: None, or K rates (needs :func:`make_ensemble_optimizer`-style state);
+        with ``state``, only the rates the state carries (other ones are refused).
       shared_batches: all members draw the same minibatches from ``key``; otherwise member
         k's shuffle key is ``member_keys(key, K)[k]`` (``key`` a single key), or ``key[k]``
-        when ``key`` is already K keys.
+        when ``key`` is already K keys. A resumed ``state`` must be resumed the way it was
+        trained (``state.key`` one key, or K keys).
+
+    The optimizer may be a :class:`jaxmlp.train.kfac.KFAC`: the vmapped step computes each
+    member's Kronecker factors from its own minibatch sweep, so member k trains as its own
+    K-FAC run (``tests/test_fit_edges.py`` checks it in float64).
 
     One compiled call per epoch trains all members, in the loop every run goes through
     (:func:`jaxmlp.train.epoch_loop.run_epochs`). The run stops (status ``"diverged"``,
@@ -386,8 +415,9 @@ def fit_ensemble(
         if ensemble is not None and ensemble != K:
             raise ValueError(f"ensemble: expected K = {K}, the leading axis of state.params, "
                              f"got {ensemble}.")
-        if shared_batches:
-            state = state._replace(key=checks.prng_key(state.key, "state.key"))
+        state = state._replace(key=_resumed_keys(state.key, K, shared_batches))
+        if learning_rates is not None:
+            _check_resumed_rates(learning_rates, state.opt_state, K)
     history = monitor.check_history(history, state.epoch)
     X, Y, eval_sets = monitor.check_run_data(net, member(state.params, 0), X, Y, eval_sets)
     epoch_fn = make_ensemble_epoch(net, optimizer, batch_size, shared_batches=shared_batches,
@@ -422,6 +452,59 @@ def fit_ensemble(
         cost_entries=cost_entries, set_entries=set_entries)
     return run_epochs(plan, state, X, Y, epochs=epochs, eval_sets=eval_sets, history=history,
                       on_epoch_end=on_epoch_end, progress=progress, progress_desc=progress_desc)
+
+
+def _key_kind(key: Any, K: int) -> Optional[str]:
+    """'single' for one PRNG key, 'members' for K keys ((K, 2) raw or (K,) typed), else None."""
+    shape, dtype = tuple(getattr(key, "shape", ())), getattr(key, "dtype", None)
+    if dtype is None:
+        return None
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return {(): "single", (K,): "members"}.get(shape)
+    if dtype == jnp.uint32:
+        return {(2,): "single", (K, 2): "members"}.get(shape)
+    return None
+
+
+def _resumed_keys(key: Any, K: int, shared: bool) -> Array:
+    """The shuffle key(s) of a resumed state: ONE key with ``shared_batches``, else the K
+    members' keys; a state trained the other way is refused naming both arguments."""
+    kind = _key_kind(key, K)
+    if shared and kind == "members":
+        raise ValueError(
+            f"state.key: holds the {K} members' own shuffle keys (shape {tuple(key.shape)}): the "
+            f"state was trained without shared batches, and shared_batches=True needs one key. "
+            f"Resume it with shared_batches=False.")
+    if not shared and kind == "single":
+        raise ValueError(
+            f"state.key: holds one shuffle key (shape {tuple(key.shape)}), not one per member "
+            f"(shape ({K}, 2) or ({K},)): the state was trained with shared batches. Resume it "
+            f"with shared_batches=True.")
+    if shared:
+        return checks.prng_key(key, "state.key")
+    if kind is None:
+        raise ValueError(
+            f"state.key: expected the {K} members' shuffle keys, uint32 of shape ({K}, 2) or "
+            f"typed of shape ({K},) (or one key with shared_batches=True), got "
+            f"{type(key).__name__} of shape {tuple(getattr(key, 'shape', ()))}.")
+    return key
+
+
+def _check_resumed_rates(learning_rates: Any, opt_state: Any, K: int) -> None:
+    """``learning_rates`` given with a resumed state: the state carries its members' rates
+    (``opt_state.hyperparams["learning_rate"]``); other rates are refused, not dropped."""
+    lrs = _learning_rates(learning_rates, K)
+    hp = getattr(opt_state, "hyperparams", None)
+    held = None
+    if isinstance(hp, dict) and "learning_rate" in hp:
+        held = np.asarray(hp["learning_rate"], dtype=np.float64)
+        if held.shape == (K,) and np.allclose(held, lrs, rtol=1e-6, atol=0):
+            return
+    got = "no learning rates" if held is None else f"the rates {held.tolist()}"
+    raise ValueError(
+        f"learning_rates: a resumed state carries its members' rates in state.opt_state "
+        f"({got}); leave learning_rates out to go on with them (given {lrs.tolist()}), or, to "
+        f"change them, replace state.opt_state.hyperparams['learning_rate'] (shape ({K},)).")
 
 
 def _member_shuffle_keys(key: Any, K: int, shared: bool) -> Array:

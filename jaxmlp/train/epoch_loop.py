@@ -77,7 +77,9 @@ def run_epochs(plan: EpochPlan, state: TrainState, X: Any, Y: Any, *, epochs: in
     ``history``: the rows of the ``state.epoch`` epochs already run (a resumed run); the
     new rows are appended. A row is ``{"epoch", **cost_entries, "seconds",
     **metric_entries, **set_entries of every set}``; ``on_epoch_end(state, row)`` returning
-    False stops the run (status ``"stopped"``).
+    False stops the run (status ``"stopped"``). A set's entries never replace the loop's own
+    (``running_cost``, ``first_cost``, ...): such set names are refused when the data are
+    checked (:data:`jaxmlp.train.monitor.RESERVED_SET_NAMES`).
     """
     history = list(history)
     baseline = _read_baseline(history, plan.baseline_entry)

@@ -142,9 +142,20 @@ def _spd_inverse(M, d):
 
     LU (``jnp.linalg.inv``): of LU, Cholesky and eigh it measured the cheapest on XLA's CPU
     backend (docs/curvature.md), for the same result here.
+
+    Half-precision factors (bfloat16, float16, which LAPACK does not take) are inverted in
+    float32 and the inverse cast back (:func:`_solver_dtype`).
     """
-    inv = jnp.linalg.inv(M + d * jnp.eye(M.shape[0], dtype=M.dtype))
-    return 0.5 * (inv + inv.T)
+    work = _solver_dtype(M.dtype)
+    Mw = M.astype(work)
+    inv = jnp.linalg.inv(Mw + jnp.asarray(d, work) * jnp.eye(M.shape[0], dtype=work))
+    return (0.5 * (inv + inv.T)).astype(M.dtype)
+
+
+def _solver_dtype(dtype):
+    """The dtype the factorisations of (K2) / (K2e) run in: float32 for a half-precision
+    factor (bfloat16, float16: no LAPACK kernels), the factor's own dtype otherwise."""
+    return jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
 
 
 def _damped_inverses(factors, damping):
@@ -158,12 +169,15 @@ def _damped_inverses(factors, damping):
 
 
 def _eigen(factors):
-    """(K2e) per layer ((dA, QA), (dG, QG)), eigenvalues clipped at 0, and pi (traces)."""
+    """(K2e) per layer ((dA, QA), (dG, QG)), eigenvalues clipped at 0, and pi (traces);
+    half-precision factors are decomposed in float32 (:func:`_solver_dtype`)."""
     out = []
+    def eigh(M):  # in float32 for half-precision factors, cast back
+        d, Q = jnp.linalg.eigh(M.astype(_solver_dtype(M.dtype)))
+        return jnp.maximum(d, 0.0).astype(M.dtype), Q.astype(M.dtype)
+
     for A, G in factors:
-        dA, QA = jnp.linalg.eigh(A)
-        dG, QG = jnp.linalg.eigh(G)
-        out.append(((jnp.maximum(dA, 0.0), QA), (jnp.maximum(dG, 0.0), QG), _pi(A, G)))
+        out.append((eigh(A), eigh(G), _pi(A, G)))
     return out
 
 

@@ -103,7 +103,8 @@ def fit(
       key: the PRNG key of the first epoch's shuffle (ignored when ``state`` is given).
       eval_sets: ``{"train": (X, Y), "test": (X_te, Y_te)}``: evaluated after every epoch
         (:func:`jaxmlp.train.metrics.cost_and_metrics`); each scalar metric lands in the history as
-        ``<name>_<metric>``.
+        ``<name>_<metric>``. Names whose entries would overwrite the loop's own
+        (``running``, ``first``, ...: :data:`jaxmlp.train.monitor.RESERVED_SET_NAMES`) are refused.
       state: a :class:`TrainState` to resume (from a checkpoint); ``history`` its epochs.
       on_epoch_end: ``f(state, row)`` after every good epoch (checkpoints, logging);
         returning False stops the run (status ``"stopped"``).
@@ -118,13 +119,13 @@ def fit(
       ensemble, learning_rates, shared_batches: K members trained at once, ``params``
         stacked along a leading axis K (:func:`jaxmlp.train.ensemble.init_ensemble`), optionally
         with K learning rates; runs :func:`jaxmlp.train.ensemble.fit_ensemble` (its docstring;
-        not with ``dp`` or ``batch_sharding``).
+        not with ``dp`` or ``batch_sharding``; with a K-FAC optimizer each member's step
+        uses the Kronecker factors of its own sweep).
 
     Returns:
       :class:`FitResult`. Nothing is raised for divergence: check ``status``.
     """
-    _refuse_kfac_with(optimizer, dp=dp is not None,
-                      ensemble=ensemble is not None or learning_rates is not None)
+    _refuse_kfac_with(optimizer, dp=dp is not None)
     if ensemble is not None or learning_rates is not None or shared_batches:
         if batch_sharding is not None:
             raise ValueError("batch_sharding: not supported with ensemble (the members are "
@@ -243,10 +244,11 @@ def _check_resumed_noise(dp: dpsgd.DPSGD, calibrated: bool, history: list, epoch
             f"or dp=dp._replace(noise_multiplier=<the first call's noise multiplier>).")
 
 
-def _refuse_kfac_with(optimizer, *, dp: bool, ensemble: bool) -> None:
-    """K-FAC's step reads the Kronecker factors of the minibatch's own sweep; neither the
-    DP-SGD epoch (clipped, noised gradients) nor the vmapped ensemble epoch provides them:
-    refused up front, by name, before anything is built."""
+def _refuse_kfac_with(optimizer, *, dp: bool) -> None:
+    """K-FAC's step reads the Kronecker factors of the minibatch's own sweep, which the
+    DP-SGD epoch (clipped, noised gradients) does not provide: refused up front, by name,
+    before anything is built. The vmapped ensemble epoch does provide them (each member's
+    own sweep, :func:`jaxmlp.train.ensemble.fit_ensemble`), so ``ensemble=`` is allowed."""
     from jaxmlp.train.kfac import KFAC
 
     if not isinstance(optimizer, KFAC):
@@ -255,10 +257,6 @@ def _refuse_kfac_with(optimizer, *, dp: bool, ensemble: bool) -> None:
         raise ValueError("optimizer: K-FAC is not available with dp (the private step computes "
                          "clipped, noised gradients, not the Kronecker factors K-FAC needs); "
                          "use sgd, momentum or adam with dp, or K-FAC without dp.")
-    if ensemble:
-        raise ValueError("optimizer: K-FAC is not available with ensemble (its Kronecker "
-                         "factors come from the single network's train step); use another "
-                         "optimizer for the ensemble, or train the K networks one by one.")
 
 
 def _private_epoch(net: Network, optimizer, dp, m: int, epochs: int, compute_dtype, **single):

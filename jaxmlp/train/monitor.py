@@ -17,11 +17,25 @@ from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
 from jaxmlp.train.step import TrainState
 
-__all__ = ["DEFAULT_EXPLODE_FACTOR", "FitResult", "all_finite", "check_loop_args",
-           "check_run_data", "diagnose", "progress_bar", "scalars"]
+__all__ = ["DEFAULT_EXPLODE_FACTOR", "FitResult", "LOOP_ENTRIES", "RESERVED_SET_NAMES",
+           "all_finite", "check_loop_args", "check_run_data", "diagnose", "progress_bar",
+           "scalars"]
 
 #: A minibatch cost above this multiple of the run's first minibatch cost stops the run.
 DEFAULT_EXPLODE_FACTOR = 1e6
+
+#: The history entries the loop itself writes (:func:`jaxmlp.train.epoch_loop.run_epochs`:
+#: the cost entries of one network and of ensembles, the epoch's time, private training's
+#: privacy entries).
+LOOP_ENTRIES = ("epoch", "running_cost", "running_cost_members", "first_cost",
+                "first_cost_members", "seconds", "epsilon", "steps", "noise_multiplier",
+                "mean_batch_size", "overflow")
+
+#: Eval set names refused: a set's entries ``<name>_<metric>`` (``_members``, ...) would
+#: overwrite the loop's own entries starting ``<name>_`` (a set "first" writes ``first_cost``,
+#: which a resumed run's explode test reads back as its baseline).
+RESERVED_SET_NAMES = tuple(sorted({e[:i] for e in LOOP_ENTRIES for i, c in enumerate(e)
+                                   if c == "_"}))
 
 
 class FitResult(NamedTuple):
@@ -95,7 +109,8 @@ def check_run_data(net: Network, params: Any, X: Any, Y: Any,
                    eval_sets: Optional[Mapping[str, tuple]] = None) -> tuple:
     """The checks of a training run's data, once, before the first epoch: shapes and dtypes
     against ``params``, finite values, targets inside the cost's domain, for the training set
-    and every ``eval_sets`` pair. Returns ``(X, Y, eval_sets)`` as arrays."""
+    and every ``eval_sets`` pair (errors naming ``eval_sets[name] X`` / ``Y``); set names of
+    :data:`RESERVED_SET_NAMES` are refused. Returns ``(X, Y, eval_sets)`` as arrays."""
     X, Y = checks.check_problem(net, params, X, Y)
     checks.check_finite(X=X, Y=Y)
     net.cost_fn.check_targets(Y)  # inside the cost's domain (jaxmlp.nn.costs)
@@ -109,14 +124,34 @@ def check_run_data(net: Network, params: Any, X: Any, Y: Any,
         if not isinstance(name, str) or not name:
             raise TypeError(f"eval_sets: expected names that are non-empty strings (the history's "
                             f"'<name>_cost', '<name>_accuracy'), got {name!r}.")
+        if name in RESERVED_SET_NAMES:
+            raise ValueError(f"eval_sets: the name {name!r} is reserved: its entries "
+                             f"'{name}_<metric>' would overwrite the loop's own history entries "
+                             f"({', '.join(e for e in LOOP_ENTRIES if e.startswith(name + '_'))}"
+                             f"); reserved names: {list(RESERVED_SET_NAMES)}. Choose another "
+                             f"name, e.g. 'train' or 'test'.")
+    for name, pair in eval_sets.items():
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise TypeError(f"eval_sets[{name!r}]: expected a pair (X, Y), got "
                             f"{type(pair).__name__}.")
-        Xe, Ye = checks.check_problem(net, params, *pair)
+        Xe, Ye = _check_set(net, params, name, *pair)
         checks.check_finite(**{f"eval_sets[{name!r}] X": Xe, f"eval_sets[{name!r}] Y": Ye})
         net.cost_fn.check_targets(Ye, name=f"eval_sets[{name!r}] Y")
         checked[name] = (Xe, Ye)
     return X, Y, checked
+
+
+def _check_set(net: Network, params: Any, name: str, X: Any, Y: Any) -> tuple:
+    """``checks.check_problem`` on an eval set, its shape and dtype errors naming
+    ``eval_sets[name] X`` / ``Y`` rather than the training arrays."""
+    try:
+        return checks.check_problem(net, params, X, Y)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        for arg in ("X", "Y"):
+            if msg.startswith(f"{arg}: "):
+                raise type(e)(f"eval_sets[{name!r}] {msg}") from None
+        raise
 
 
 def progress_bar(total: int, initial: int, desc: str):

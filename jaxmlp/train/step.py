@@ -202,7 +202,13 @@ def optimizer_update(optimizer, grads, opt_state, params, **extra):
     ``value`` for ``optax.contrib.reduce_on_plateau`` or ``optax.polyak_sgd``, K-FAC's factors)
     and are dropped for the others. A transformation that needs an extra argument the step does
     not give (``optax.lbfgs``: ``value_fn``, ``grad``) is refused by a TypeError naming them,
-    instead of optax's own."""
+    instead of optax's own, as are one that checks for such an argument itself
+    (``optax.contrib.sophia``: ``obj_fn``) and one whose update takes no extra argument
+    (``optax.contrib.sam``, which needs ``grad_fn`` or a loop of its own); their TypeError
+    names ``optimizer`` and keeps optax's message."""
+    passes = f"it passes {sorted(extra) or 'no extra argument'} (value = the minibatch cost J)"
+    use = ("Use a transformation that reads at most those, e.g. optax.adam, or "
+           "optax.contrib.reduce_on_plateau and optax.polyak_sgd, which read value.")
     try:
         return optax.with_extra_args_support(optimizer).update(grads, opt_state, params, **extra)
     except AttributeError as e:
@@ -211,15 +217,28 @@ def optimizer_update(optimizer, grads, opt_state, params, **extra):
             f"layer): AttributeError: {e}. Transformations that need a params container of "
             f"their own (optax.lookahead's LookaheadParams) do not train these networks; use "
             f"e.g. optax.adam or an optax.chain of transformations that take any pytree.") from None
-    except TypeError as e:
-        missing = re.search(r"missing \d+ required keyword-only arguments?: (.+)$", str(e))
-        if missing is None:
+    except ValueError as e:
+        needed = re.match(r"(\w+) must be provided", str(e))
+        if needed is None:
             raise
         raise TypeError(
-            f"optimizer: its update needs {missing.group(1)}, which the training step does not "
-            f"give: it passes {sorted(extra) or 'no extra argument'} (value = the minibatch cost "
-            f"J). Use a transformation that reads at most those, e.g. optax.adam, or "
-            f"optax.contrib.reduce_on_plateau and optax.polyak_sgd, which read value.") from None
+            f"optimizer: its update needs {needed.group(1)!r}, which the training step does not "
+            f"give: {passes}. optax: ValueError: {e} {use}") from None
+    except TypeError as e:
+        missing = re.search(r"missing \d+ required keyword-only arguments?: (.+)$", str(e))
+        if missing is not None:
+            raise TypeError(
+                f"optimizer: its update needs {missing.group(1)}, which the training step does "
+                f"not give: {passes}. {use}") from None
+        unexpected = re.search(r"got an unexpected keyword argument '(\w+)'", str(e))
+        if unexpected is None or unexpected.group(1) not in extra:
+            raise
+        raise TypeError(
+            f"optimizer: its update takes no extra argument, though it is an "
+            f"optax.GradientTransformationExtraArgs: {passes}; optax: TypeError: {e}. A "
+            f"transformation with a loop of its own (optax.contrib.sam: the adversarial "
+            f"gradient grad_fn in opaque mode, alternating steps driven by the caller otherwise) "
+            f"is not trained by this step. {use}") from None
 
 
 def apply_update(net: Network, optimizer, params, opt_state, X: Array, Y: Array, compute_dtype=None,
@@ -307,7 +326,9 @@ def make_train_epoch(
       permutation: ``(key, m) -> int (m,)``, the epoch's shuffle; default
         :func:`jaxmlp.train.shuffle.permutation` (``jax.random.permutation``'s rounds of sorts by
         random keys, one packed uint32 operand per sort). Pass ``jax.random.permutation`` to
-        reproduce runs made with it, or ``lambda key, m: jnp.arange(m)`` for no shuffle.
+        reproduce runs made with it, or ``lambda key, m: jnp.arange(m)`` for no shuffle (then
+        the last m % batch_size columns are skipped in EVERY epoch, never used: choose a
+        batch size dividing m, or shuffle the columns once beforehand).
 
       check_data: True (default): concrete X and Y holding NaN or infinity, or Y outside the
         cost's domain, are refused (ValueError naming them) before the epoch runs, once per
