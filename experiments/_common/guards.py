@@ -63,12 +63,16 @@ def check_config(cfg: dict, args) -> None:
     from _common import laplace_report
 
     laplace_report.configure(cfg, args)  # --laplace: refused with --ensemble, several processes
-    if cfg.get("optimizer") == "kfac" and (cfg.get("dp") or cfg.get("ensemble") is not None):
-        other = "--dp" if cfg.get("dp") else f"--ensemble {cfg['ensemble']}"
-        raise UsageError(f"--optimizer: kfac is not combined with {other}: its step reads the "
+    if cfg.get("optimizer") == "kfac" and cfg.get("dp"):
+        raise UsageError("--optimizer: kfac is not combined with --dp: its step reads the "
                          "Kronecker factors of one network's own minibatch sweep, which the "
-                         f"{'private (clipped, noised)' if cfg.get('dp') else 'vmapped ensemble'}"
-                         " step does not compute; choose sgd, momentum or adam.")
+                         "private (clipped, noised) step does not compute; choose sgd, momentum "
+                         "or adam.")
+    if cfg.get("optimizer") == "kfac" and cfg.get("ensemble") is not None:
+        raise UsageError(f"--optimizer: kfac is not combined with --ensemble {cfg['ensemble']} "
+                         "in train.py (per-member learning rates are an injected optax rate, "
+                         "which K-FAC does not take); choose sgd, momentum or adam, or from "
+                         "Python jaxmlp.fit(..., ensemble=K) with jaxmlp.train.kfac.kfac(lr).")
     for flag, value, key in (("--categorical", args.categorical, "categorical"),
                              ("--id", args.id, "exclude")):
         if value is None:

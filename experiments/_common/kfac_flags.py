@@ -4,8 +4,9 @@ arguments of ``jaxmlp.train.make_optimizer("kfac", ...)``.
 The defaults are those of :func:`jaxmlp.train.kfac.kfac` (``kfac.DEFAULTS``), and K-FAC's own
 learning-rate default :data:`KFAC_LR` replaces the dataset's (Adam's) when ``--lr`` is not
 given. K-FAC is refused by name (UsageError, exit 2) where the training loop cannot give it
-its factors: ``--ensemble`` (the members' step is vmapped Adam-style optax) and ``--dp``
-(noised, clipped gradients: no factors of the same sweep).
+its factors: ``--dp`` (noised, clipped gradients: no factors of the same sweep); and
+``--ensemble``, whose per-member learning rates are an injected optax rate that K-FAC does not
+take (``jaxmlp.fit(..., ensemble=K)`` trains K-FAC members from Python).
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def resolve(args: argparse.Namespace, cfg: dict, lr_given: bool,
         cfg["kfac"] = None
         return
     if cfg.get("ensemble") is not None:
-        raise UsageError("--optimizer: kfac is not available with --ensemble (the members' "
-                         "vmapped step has no Kronecker factors); use adam, momentum, ...")
+        raise UsageError("--optimizer: kfac is not available with --ensemble in train.py (its "
+                         "members' per-member learning rates are an injected optax rate, which "
+                         "K-FAC does not take); use adam, momentum, ..., or from Python "
+                         "jaxmlp.fit(..., ensemble=K) with jaxmlp.train.kfac.kfac(lr).")
     if cfg.get("dp"):
         raise UsageError("--optimizer: kfac is not available with --dp (the private step's "
                          "clipped, noised gradient has no factors of its sweep).")
