@@ -122,6 +122,7 @@ def test_learning_rates_with_a_resumed_state_refused_unless_the_states():
 # ----------------------------------------------------------------------------- 5. K-FAC half precision
 
 
+@pytest.mark.slow  # two K-FAC compilations; the bf16 update itself is checked below, unmarked
 @pytest.mark.parametrize("dtype, kw", [(jnp.bfloat16, {}),  # (K2) by LU
                                        (jnp.float16, {"adaptive_damping": True})])  # (K2e) eigh
 def test_kfac_trains_half_precision_params(dtype, kw):
@@ -172,6 +173,7 @@ def test_kfac_bf16_update_is_the_float32_inverse_cast_back():
 # ----------------------------------------------------------------------------- 6. K-FAC ensembles
 
 
+@pytest.mark.slow  # K + 1 K-FAC fits in float64
 def test_kfac_ensemble_members_are_their_own_kfac_runs_in_float64():
     net = jaxmlp.Network((3, 5, 2), ("tanh", "softmax"), "categorical_cross_entropy")
     rng = np.random.default_rng(2)
