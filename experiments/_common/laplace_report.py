@@ -238,8 +238,12 @@ def where(cfg: dict, result: dict) -> str:
     if not doc.get("posterior_file"):
         return ""
     path = os.path.join(cfg["out"], doc["posterior_file"])
+    regression = ((result.get("network") or {}).get("cost") == "mean_squared_error"
+                  or "noise_variance" in (doc.get("map") or {}))
+    call = ("predict(rows, return_std=True)" if regression  # predict_proba: classes only
+            else "predict_proba(rows, laplace=True)")
     return (f"\nposterior:   {path}   (predict.py --laplace; Python: "
-            "jaxmlp.load_model(folder).predict_proba(rows, laplace=True))")
+            f"jaxmlp.load_model(folder).{call})")
 
 
 def show(result: dict) -> None:

@@ -14,8 +14,12 @@ The format follows the file's extension:
 * ``.safetensors`` (the optional ``safetensors`` package, ``pip install 'jaxmlp[export]'``):
   the same tensor names, the JSON in the header's ``__metadata__`` under ``jaxmlp``.
 
-Arrays keep their dtype and values bit for bit. ``metadata`` is any JSON-serialisable dict
-(the training scripts store the preprocessing a prediction needs). Activations and costs are
+Arrays keep their dtype and values bit for bit (float16, bfloat16, float32, float64; NumPy's
+format has no bfloat16, so a .npz stores those arrays as their uint16 bits and names them in
+the JSON's ``"dtypes"``). ``metadata`` is any JSON-serialisable dict with text keys, without
+the reserved key ``"ensemble"`` (set by ``ensemble=K``; the training scripts store the
+preprocessing a prediction needs). ``~`` in a path is expanded; a path in a folder that does
+not exist, or naming a folder, is refused before anything is written. Activations and costs are
 stored by name: a network using a rule added with :func:`jaxmlp.register_activation` loads in
 a process that has registered the same name.
 
@@ -68,6 +72,92 @@ def _safetensors():
     return stn, safe_open
 
 
+def _output_path(path) -> tuple[str, str]:
+    """(path with ``~`` expanded, extension) of a file to write; TypeError / ValueError /
+    OSError naming ``path`` before anything is written: not a path, another extension, a
+    folder, or a folder that does not exist."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
+    path = os.path.expanduser(os.fspath(path))
+    ext = _format(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path: {path!r} is a folder; expected the path of a file "
+                                "ending in .npz or .safetensors.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        cls = NotADirectoryError if os.path.exists(folder) else FileNotFoundError
+        raise cls(f"path: cannot write {path!r}: the folder {folder!r} {what} (create it "
+                  "first, e.g. os.makedirs).")
+    return path, ext
+
+
+#: Keys of the JSON header that :func:`save` sets itself (refused in ``metadata``).
+_RESERVED = ("ensemble",)
+
+
+def _check_metadata(metadata, reserved=()) -> dict:
+    """``metadata`` (None -> {}) after the checks of :func:`save`: a dict whose keys, at
+    every level, are strings (JSON turns other keys into text, and mixed keys cannot be
+    sorted for the digest), none of them ``reserved``, and whose values JSON can write."""
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata: expected a dict or None, got {type(metadata).__name__}.")
+    metadata = metadata or {}
+
+    def keys(value, where):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"{where}: expected text keys (JSON object keys), got the "
+                                    f"key {k!r} ({type(k).__name__}).")
+                keys(v, f"{where}[{k!r}]")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                keys(v, f"{where}[{i}]")
+
+    keys(metadata, "metadata")
+    for k in reserved:
+        if k in metadata:
+            raise ValueError(f"metadata: the key {k!r} is reserved (the ensemble size, stored "
+                             f"from save's ensemble=K), got metadata[{k!r}] = "
+                             f"{metadata[k]!r}; use another name.")
+    try:
+        json.dumps(metadata, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata: expected a JSON-serialisable dict ({e}).") from None
+    return metadata
+
+
+def _bfloat16():
+    import ml_dtypes  # a dependency of jax
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _floating(dtype) -> bool:
+    """float16/32/64 or bfloat16 (NumPy's kind 'V' for the latter)."""
+    return np.dtype(dtype).kind == "f" or np.dtype(dtype) == _bfloat16()
+
+
+def _decode(path: str, header: dict, arrays: dict) -> dict:
+    """``arrays`` with the bfloat16 ones of a .npz restored: NumPy's format has no bfloat16,
+    so :func:`save` stores them as their uint16 bits and names them in the header's
+    ``"dtypes"`` (absent in other files: ``arrays`` unchanged)."""
+    dtypes = header.get("dtypes")
+    if dtypes is None:
+        return arrays
+    if not isinstance(dtypes, dict):
+        raise ValueError(f"path: {path!r}: the header's 'dtypes' is damaged ({dtypes!r}).")
+    out = dict(arrays)
+    for name, dt in dtypes.items():
+        a = arrays.get(name)
+        if dt != "bfloat16" or a is None or a.dtype != np.uint16:
+            raise ValueError(f"path: {path!r}: the header's 'dtypes' is damaged ({name!r}: "
+                             f"{dt!r}, stored {None if a is None else a.dtype}).")
+        out[name] = a.view(_bfloat16())
+    return out
+
+
 def save(path: Union[str, os.PathLike], params, net: Network, *,
          metadata: Optional[dict] = None, ensemble: Optional[int] = None) -> None:
     """Writes ``params`` of ``net`` (and JSON ``metadata``) to ``path`` (.npz or .safetensors).
@@ -83,10 +173,7 @@ def save(path: Union[str, os.PathLike], params, net: Network, *,
     from jaxmlp.nn.checks import check_params, require_network
     from jaxmlp.nn.scalars import positive_int
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
-    path = os.fspath(path)
-    ext = _format(path)
+    path, ext = _output_path(path)
     net = require_network(net)
     if ensemble is None:
         check_params(net, params)
@@ -98,16 +185,16 @@ def save(path: Union[str, os.PathLike], params, net: Network, *,
         if got != K:
             raise ValueError(f"params: expected {K} members stacked along axis 0 "
                              f"(ensemble={K}), got {got}.")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise TypeError(f"metadata: expected a dict or None, got {type(metadata).__name__}.")
+    metadata = dict(_check_metadata(metadata, _RESERVED if ensemble is None else ()))
+    if ensemble is not None and "ensemble" in metadata:  # load's dict, saved again: same K
+        given = metadata.pop("ensemble")
+        if isinstance(given, bool) or given != K:
+            raise ValueError(f"metadata: the key 'ensemble' is reserved (the ensemble size, "
+                             f"here ensemble={K}), got metadata['ensemble'] = {given!r}.")
     header = {"format_version": FORMAT_VERSION,
               "network": {"sizes": list(net.sizes), "activations": list(net.activations),
                           "cost": net.cost},
-              "metadata": metadata or {}, **({"ensemble": K} if ensemble is not None else {})}
-    try:
-        text = json.dumps(header, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"metadata: expected a JSON-serialisable dict ({e}).") from None
+              "metadata": metadata, **({"ensemble": K} if ensemble is not None else {})}
     tensors = {}
     for l, layer in enumerate(params, start=1):
         for k in ("W", "b"):
@@ -119,8 +206,17 @@ def save(path: Union[str, os.PathLike], params, net: Network, *,
 
 
 def _write(path: str, ext: str, header: dict, tensors: dict) -> None:
-    """``tensors`` and the JSON ``header`` with its digest, written whole, then renamed."""
+    """``tensors`` and the JSON ``header`` with its digest, written whole, then renamed.
+    A .npz stores bfloat16 arrays as their uint16 bits, named in the header's ``"dtypes"``
+    (:func:`_decode`); the digest is of the arrays as given."""
+    if ext == ".npz":
+        bf16 = sorted(k for k, a in tensors.items() if a.dtype == _bfloat16())
+        if bf16:
+            header["dtypes"] = {k: "bfloat16" for k in bf16}
     header["sha256"] = _digest(header, tensors)  # checked by load: damage is refused
+    if ext == ".npz":
+        tensors = {k: a.view(np.uint16) if k in header.get("dtypes", {}) else a
+                   for k, a in tensors.items()}
     text = json.dumps(header, allow_nan=False)
     from jaxmlp.train.outdir import atomic_path
 
@@ -135,6 +231,14 @@ def _write(path: str, ext: str, header: dict, tensors: dict) -> None:
 
 def _read(path: str, ext: str) -> tuple[dict[str, np.ndarray], str]:
     if ext == ".npz":
+        with open(path, "rb") as f:
+            start = f.read(8)
+        if start[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):  # np.load would try pickle
+            what = ("it is empty" if not start else
+                    "it is a .safetensors file, not a .npz one: rename it to end in "
+                    ".safetensors" if _safetensors_header(path) else
+                    "it is not a zip archive, which a .npz file is")
+            raise ValueError(f"path: cannot read {path!r} as a .npz file: {what}.")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -152,12 +256,28 @@ def _read(path: str, ext: str) -> tuple[dict[str, np.ndarray], str]:
             meta = f.metadata() or {}
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
+        with open(path, "rb") as f:
+            hint = ("; it looks like a .npz file: rename it to end in .npz"
+                    if f.read(4) == b"PK\x03\x04" else "")
         raise ValueError(f"path: cannot read {path!r} as a .safetensors file "
-                         f"({type(e).__name__}: {e}).") from None
+                         f"({type(e).__name__}: {e}){hint}.") from None
     if "jaxmlp" not in meta:
         raise ValueError(f"path: {path!r} is a .safetensors file but not a jaxmlp export (no "
                          "'jaxmlp' entry in its metadata).")
     return arrays, meta["jaxmlp"]
+
+
+def _safetensors_header(path: str) -> bool:
+    """Whether the file starts as a .safetensors file does: an 8-byte little-endian length
+    and a JSON object of that many bytes."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100_000_000:
+                return False
+            return isinstance(json.loads(f.read(n)), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _digest(header: dict, tensors: dict) -> str:
@@ -179,7 +299,7 @@ def _read_file(path):
     naming ``path`` otherwise."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     ext = _format(path)
     if not os.path.isfile(path):
         raise ValueError(f"path: file {path!r} does not exist.")
@@ -220,6 +340,7 @@ def load(path: Union[str, os.PathLike], *,
             raise ValueError(f"ensemble {K!r} is not a positive integer")
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"path: {path!r}: the network description is damaged ({e!r}).") from None
+    arrays = _decode(path, header, arrays)
     if header.get("content") == _POSTERIOR:
         raise ValueError(f"path: {path!r} is a Laplace posterior (save_posterior), not a "
                          "model; read it with jaxmlp.data.export.load_posterior.")
@@ -243,7 +364,7 @@ def load(path: Union[str, os.PathLike], *,
         layer = {}
         for k in ("W", "b"):
             a = arrays[f"{k}[{l}]"]
-            if a.shape != want[f"{k}[{l}]"] or a.dtype.kind != "f":
+            if a.shape != want[f"{k}[{l}]"] or not _floating(a.dtype):
                 raise ValueError(f"path: {path!r}: {k}[{l}] has shape {a.shape} {a.dtype}, "
                                  f"expected {want[f'{k}[{l}]']} floating.")
             if a.dtype == np.float64 and not jax.config.jax_enable_x64:
@@ -286,26 +407,18 @@ def save_posterior(path: Union[str, os.PathLike], posterior, *,
     """
     from jaxmlp.laplace.posterior import Posterior
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a file path, got {type(path).__name__}.")
-    path = os.fspath(path)
-    ext = _format(path)
+    path, ext = _output_path(path)
     if not isinstance(posterior, Posterior):
         raise TypeError(f"posterior: expected a jaxmlp.laplace.Posterior, got "
                         f"{type(posterior).__name__}.")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise TypeError(f"metadata: expected a dict or None, got {type(metadata).__name__}.")
+    metadata = _check_metadata(metadata)
     fields, tensors = posterior.to_arrays()
     for name, a in tensors.items():
         if not np.all(np.isfinite(a)):
             raise ValueError(f"posterior: {name} holds non-finite values.")
     header = {"format_version": POSTERIOR_FORMAT_VERSION, "content": _POSTERIOR,
               "network": _network_header(posterior.net), "posterior": fields,
-              "metadata": metadata or {}}
-    try:
-        json.dumps(header, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"metadata: expected a JSON-serialisable dict ({e}).") from None
+              "metadata": metadata}
     _write(path, ext, header, tensors)
 
 
@@ -347,6 +460,7 @@ def load_posterior(path: Union[str, os.PathLike], *, verify: bool = True):
     if version != POSTERIOR_FORMAT_VERSION:
         raise ValueError(f"path: {path!r} is a posterior of format version {version!r}; this "
                          f"jaxmlp reads version {POSTERIOR_FORMAT_VERSION}.")
+    arrays = _decode(path, header, arrays)
     if verify:
         if _digest(header, arrays) != header.get("sha256"):
             raise ValueError(f"path: {path!r}: its arrays or header do not match the digest "
@@ -437,7 +551,19 @@ class Model:
         prep = self.preprocessing
         dtype = np.dtype(self.params[0]["W"].dtype)  # the values must fit the network's dtype
         if prep is None:
-            X = np.asarray(rows, dtype=np.float64)
+            n0 = self.net.sizes[0]
+            if isinstance(rows, (dict, list, tuple)) and (
+                    isinstance(rows, dict) or any(isinstance(r, dict) for r in rows)):
+                raise TypeError(f"rows: this model was saved without preprocessing, so it has "
+                                f"no column names; expected numbers, an array (n_samples, "
+                                f"{n0}) of the network's inputs in order, got "
+                                f"{'a dict' if isinstance(rows, dict) else 'a list of dicts'}.")
+            try:
+                X = np.asarray(rows, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"rows: this model was saved without preprocessing; expected "
+                                f"numbers, an array (n_samples, {n0}) of the network's inputs, "
+                                f"got {type(rows).__name__} ({e}).") from None
             if X.ndim != 2 or X.shape[1] != self.net.sizes[0]:
                 raise ValueError(f"X: expected an array (n_samples, {self.net.sizes[0]}), "
                                  f"got shape {X.shape}.")
@@ -635,7 +761,7 @@ def load_model(path: Union[str, os.PathLike]) -> Model:
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a folder or file path, got {type(path).__name__}.")
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"path: {path!r} does not exist (relative to "
                                 f"{os.getcwd()!r}); expected a run folder holding model.npz, "

@@ -69,11 +69,14 @@ def _batch_terms(net, params, X, Y, key, *, structure, mc_samples):
 
 
 def _kron_eig(factors, n):
-    """(LA4) eigendecompositions of A = A_sum / n and G = G_sum, eigenvalues clipped at 0."""
+    """(LA4) eigendecompositions of A = A_sum / n and G = G_sum, eigenvalues clipped at 0.
+    Half precision (float16, bfloat16, which eigh has no kernel for): of the same matrix
+    taken to float32, the eigenvalues and eigenvectors rounded back to its dtype."""
     cv = {"eig_A": [], "U_A": [], "eig_G": [], "U_G": []}
     for A_sum, G_sum in factors:
         for name, M in (("A", A_sum / n), ("G", G_sum)):
-            lam, U = jnp.linalg.eigh(M)
+            wide = jnp.promote_types(M.dtype, jnp.float32)
+            lam, U = (a.astype(M.dtype) for a in jnp.linalg.eigh(M.astype(wide)))
             cv["eig_" + name].append(jnp.maximum(lam, 0.0))
             cv["U_" + name].append(U)
     return {k: tuple(v) for k, v in cv.items()}
@@ -141,12 +144,18 @@ def laplace(net: Network, params, X, Y, *, structure: str = "kron", prior_precis
 
     Returns:
       a :class:`Posterior`. "full" and "last_layer" are refused above
-      :data:`FULL_MAX_PARAMS` parameters.
+      :data:`FULL_MAX_PARAMS` parameters, and for float16 / bfloat16 params (TypeError: no
+      half-precision Cholesky); "kron" in half precision eigendecomposes its factors in
+      float32 and keeps them in the params' dtype.
     """
     net = curvature.check_supported(net, "laplace", second_order=False)
     structure = _check_structure(structure)
     X, Y = checks.check_problem(net, params, X, Y)
     dtype = X.dtype
+    if structure in ("full", "last_layer") and jnp.dtype(dtype).itemsize < 4:
+        raise TypeError(f"params: {structure!r} needs a Cholesky factorisation, which has no "
+                        f"{jnp.dtype(dtype).name} kernel; got {jnp.dtype(dtype).name} params "
+                        "and X. Cast them to float32 (or use structure 'diag' or 'kron').")
     checks.check_finite(X=X, Y=Y)
     checks.check_finite(**{f"params[{l}]['{k}']": layer[k]
                            for l, layer in enumerate(params) for k in ("W", "b")})

@@ -175,7 +175,7 @@ class Posterior:
         dtype = np.asarray(arrays["W[1]"]).dtype
         for name, shape in want.items():
             a = np.asarray(arrays[name])
-            if a.shape != shape or a.dtype != dtype or a.dtype.kind != "f":
+            if a.shape != shape or a.dtype != dtype or not jnp.issubdtype(a.dtype, jnp.floating):
                 raise ValueError(f"arrays: {name} has shape {a.shape} {a.dtype}, expected "
                                  f"{shape} {dtype} (floating, the MAP's dtype).")
             if not np.all(np.isfinite(a)):
