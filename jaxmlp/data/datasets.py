@@ -12,6 +12,14 @@ multilabel     digits, 5 yes/no labels     64   5     sigmoid / multilabel_cross
 diabetes       disease progression         10   1     linear / mean_squared_error
 =============  ==========================  =========  ========================================
 
+The features are scikit-learn's, unscaled: those of ``load_digits().data``,
+``load_breast_cancer().data`` and, for diabetes, ``load_diabetes(scaled=False).data`` (age in
+years, bmi in kg/m^2, ...; tested equal), NOT the default ``load_diabetes().data``, whose
+columns scikit-learn has already centred and scaled. A model trained on the bundled diabetes
+takes raw rows like ``load_diabetes(scaled=False, as_frame=True).data`` (its own
+standardisation is step 2 below); the scaled rows are accepted without error, since their
+columns have the same names, and give predictions far off (about -300 for targets near 150).
+
 The multi-label task reuses the digit images with five properties of the digit shown
 (:data:`MULTILABEL_LABELS`): even, >= 5, prime, a multiple of 3, and drawn with a closed
 loop (0, 6, 8, 9). Each column of Y holds several ones at once.
@@ -244,7 +252,9 @@ def load(name: str, seed: int = 0, test_fraction: float = 0.2, dtype=np.float32)
       dtype: floating dtype of the returned arrays (float32 by default, the params' default).
 
     Returns:
-      a :class:`Dataset` with X (n[0], m) and Y (n[L], m) for both splits.
+      a :class:`Dataset` with X (n[0], m) and Y (n[L], m) for both splits, standardised from
+      scikit-learn's raw features (diabetes: ``load_diabetes(scaled=False)``, see the module
+      docstring).
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"name: expected one of {list(DATASETS)}, got {name!r}.")

@@ -27,9 +27,9 @@ from jaxmlp.nn.network import Network
 from jaxmlp.nn.scalars import optional_positive_int, positive_int, real_number
 
 __all__ = [
-    "check_X", "check_Y", "check_finite", "check_params", "check_params_like", "check_problem",
-    "check_x", "check_y", "compute_dtype", "like_params", "optional_positive_int",
-    "positive_int", "prng_key", "real_number", "require_network",
+    "check_X", "check_Y", "check_cache_dtype", "check_finite", "check_params",
+    "check_params_like", "check_problem", "check_x", "check_y", "compute_dtype", "like_params",
+    "optional_positive_int", "positive_int", "prng_key", "real_number", "require_network",
 ]
 
 
@@ -213,6 +213,22 @@ def check_y(net: Network, y: Any, dtype) -> jax.Array:
     if tuple(y.shape) != (net.sizes[-1],):
         raise ValueError(f"y: expected shape (n[L],) = ({net.sizes[-1]},), got {tuple(y.shape)}.")
     return y
+
+
+def check_cache_dtype(cache: Any, dtype, made_by: str) -> None:
+    """Every entry of a forward cache (A[0..L], then Z[1..L]; tuple indices in the message)
+    must have the params' dtype, as X and Y must: the gradient of (B1) inherits the cache's
+    dtype, so a cache of another dtype would change the gradients' dtype silently.
+    ``made_by`` names the call that builds a matching cache."""
+    for field in ("A", "Z"):
+        for l, entry in enumerate(getattr(cache, field)):
+            got = jnp.result_type(entry)
+            if got != dtype:
+                raise TypeError(
+                    f"cache.{field}[{l}]: expected dtype {dtype} (the dtype of params), got "
+                    f"{got}. Build the cache with {made_by} from these params; jaxmlp never "
+                    "changes dtypes silently."
+                )
 
 
 def like_params(params: Any, tree: list) -> Any:

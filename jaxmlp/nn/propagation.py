@@ -80,7 +80,8 @@ def backward(net: Network, params: Params, cache: Cache, Y: Array, *, compute_dt
     Arguments:
       net: the network (static).
       params: as for ``forward``.
-      cache: the :class:`Cache` returned by ``forward(net, params, X)``.
+      cache: the :class:`Cache` returned by ``forward(net, params, X)``: every entry in
+        the params' dtype (a cache of another dtype is a TypeError, as X and Y are).
       Y: targets, shape (n[L], m).
 
     Returns:
@@ -96,13 +97,20 @@ def backward(net: Network, params: Params, cache: Cache, Y: Array, *, compute_dt
             "cache: expected the Cache returned by jaxmlp.forward(net, params, X) for this "
             f"network ({net.num_layers + 1} activations A[0..L]), got {type(cache).__name__}."
         )
+    if cache.A[0].ndim != 2:
+        hint = ("use jaxmlp.nn.single_column.backward_col for a column cache"
+                if cache.A[0].ndim == 1 else "was the cache built for another network?")
+        raise ValueError(f"cache.A[0]: expected shape ({net.sizes[0]}, m), got "
+                         f"{tuple(cache.A[0].shape)}; {hint}.")
+    m = cache.A[0].shape[1]
     for l, A in enumerate(cache.A):
-        if A.ndim != 2 or A.shape[0] != net.sizes[l] or A.shape[1] != cache.A[0].shape[1]:
+        if A.ndim != 2 or A.shape[0] != net.sizes[l] or A.shape[1] != m:
             raise ValueError(
-                f"cache.A[{l}]: expected shape ({net.sizes[l]}, {cache.A[0].shape[1]}), "
+                f"cache.A[{l}]: expected shape ({net.sizes[l]}, {m}), "
                 f"got {tuple(A.shape)}; was the cache built for another network?"
             )
-    Y = checks.check_Y(net, Y, cache.A[0].shape[1], dtype)
+    checks.check_cache_dtype(cache, dtype, "jaxmlp.forward(net, params, X)")
+    Y = checks.check_Y(net, Y, m, dtype)
     compute_dtype = _dtype(compute_dtype)
     grads = gradient(recurrences.backward_sweep(net, params, cache, Y, None, compute_dtype), cache,
                      compute_dtype)

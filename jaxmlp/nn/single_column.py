@@ -27,9 +27,11 @@ sum over examples gives exactly the batched gradient of ``jaxmlp.value_and_grad`
 
     sum_i backward_col(..., m=m)[i] = grad J,     (1/m) sum_i backward_col(...)[i] = grad J.
 
-Batching these functions with ``jax.vmap(f, in_axes=(None, None, 1, 1), out_axes=1)``
-turns every matrix-vector product ``W @ a`` into one matrix-matrix product
-(docs/per_example.md shows the jaxpr).
+Batching these functions with ``jax.vmap`` over the columns (``in_axes=(None, None, 1)``
+and ``out_axes=1`` for ``forward_col``, giving the batched (n[l], m) cache;
+``in_axes=(None, None, 1, 1)`` for ``loss_col``, ``backward_col`` and ``value_and_grad_col``,
+whose per-example outputs stack on axis 0) turns every matrix-vector product ``W @ a``
+into one matrix-matrix product (docs/per_example.md shows the jaxpr).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def backward_col(net: Network, params: Params, cache: Cache, y: Array, m: int = 
     Arguments:
       net: the network (static).
       params: as for ``forward_col``.
-      cache: the column cache from ``forward_col(net, params, x)``.
+      cache: the column cache from ``forward_col(net, params, x)``, in the params' dtype.
       y: the target column, shape (n[L],).
       m: (static) the gradient is that of (1/m) L_i. m = 1 (default): the gradient
         of the example's own loss L_i. m = batch size: example i's term of J, so the
@@ -145,6 +147,7 @@ def backward_col(net: Network, params: Params, cache: Cache, y: Array, m: int = 
                 f"cache.A[{l}]: expected a column of shape ({net.sizes[l]},), got "
                 f"{tuple(a.shape)}; use jaxmlp.backward for a batched cache."
             )
+    checks.check_cache_dtype(cache, dtype, "forward_col(net, params, x)")
     y = checks.check_y(net, y, dtype)
     return checks.like_params(params, gradient_col(recurrences.backward_sweep(net, params, cache, y, m), cache))
 
