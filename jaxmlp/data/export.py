@@ -757,7 +757,9 @@ def load_model(path: Union[str, os.PathLike]) -> Model:
     ``path``: a folder written by ``experiments/train.py`` (its ``model.npz``; and its
     ``laplace.npz`` when the run had ``--laplace``: the Model's ``posterior``, read and
     checked when first used) or a file written by :func:`save` (.npz or .safetensors).
-    ValueError naming the path when it holds no model or the model's metadata is damaged.
+    ValueError naming the path when it holds no model or the model's metadata is damaged,
+    or when the model (the folder's, or the file named) sits in a run folder whose
+    results.json records other parameters (:func:`check_model_of_run`).
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a folder or file path, got {type(path).__name__}.")
@@ -776,8 +778,9 @@ def load_model(path: Union[str, os.PathLike]) -> Model:
             posterior = os.path.join(path, POSTERIOR_FILE)
         path = file
     net, params, metadata = load(path)
-    if source != path:  # a run folder: its results.json must record this model
-        check_model_of_run(path, params)
+    # A model in a run folder (given as the folder or as the file): the run's results.json
+    # must record it. A file with no results.json of a run beside it is not checked.
+    check_model_of_run(path, params)
     try:
         return Model(net, params, metadata, posterior=posterior, path=source)
     except (TypeError, ValueError, KeyError) as e:

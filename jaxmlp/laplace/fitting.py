@@ -131,7 +131,8 @@ def laplace(net: Network, params, X, Y, *, structure: str = "kron", prior_precis
 
     Arguments:
       net, params: the network and its trained (MAP) ``[{"W", "b"}, ...]``.
-      X: training inputs (n[0], n_data); Y: targets (n[L], n_data) (finite).
+      X: training inputs (n[0], n_data); Y: targets (n[L], n_data) (finite, inside the
+        cost's domain: :meth:`jaxmlp.nn.costs.Cost.check_targets`).
       structure: "diag", "kron", "full" or "last_layer" (module docstring).
       prior_precision: a positive number, one per layer (a sequence), or per parameter (a
         params-shaped pytree; not for "kron"; for "last_layer" one layer's [{"W", "b"}]).
@@ -157,6 +158,7 @@ def laplace(net: Network, params, X, Y, *, structure: str = "kron", prior_precis
                         f"{jnp.dtype(dtype).name} kernel; got {jnp.dtype(dtype).name} params "
                         "and X. Cast them to float32 (or use structure 'diag' or 'kron').")
     checks.check_finite(X=X, Y=Y)
+    net.cost_fn.check_targets(Y)  # inside the cost's domain (jaxmlp.nn.costs), as fit
     checks.check_finite(**{f"params[{l}]['{k}']": layer[k]
                            for l, layer in enumerate(params) for k in ("W", "b")})
     T = real_number("temperature", temperature, low=0.0, low_open=True)

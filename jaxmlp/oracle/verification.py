@@ -177,8 +177,7 @@ def finite_difference_grad(
             idx = jnp.arange(start, min(start + chunk_size, P))
             out.append(directional(jax.nn.one_hot(idx, P, dtype=flat.dtype)))
         return unravel(jnp.concatenate(out))
-    if key is None:
-        key = jax.random.PRNGKey(0)
+    key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
     V = jax.random.normal(key, (num_directions, P), dtype=flat.dtype)
     V = V / jnp.linalg.norm(V, axis=1, keepdims=True)
     return V, jnp.concatenate(
@@ -346,7 +345,9 @@ def check_gradients(
 
 def random_targets(net: Network, key: jax.Array, m: int, dtype=jnp.float32) -> jax.Array:
     """Valid targets Y of shape (n[L], m) for ``net.cost``: 0/1 labels for binary and
-    multi-label costs, one-hot columns for categorical, standard normal for squared error."""
+    multi-label costs, one-hot columns for categorical, standard normal for squared error.
+    ``key``: a PRNG key or an integer seed (:func:`jaxmlp.nn.checks.prng_key`)."""
+    key = checks.prng_key(key)
     nL = net.sizes[-1]
     if net.cost == "categorical_cross_entropy":
         return jax.nn.one_hot(jax.random.randint(key, (m,), 0, nL), nL, dtype=dtype).T
@@ -362,8 +363,10 @@ def random_problem(net: Network, key: jax.Array, m: int, dtype=None, *, bias_sca
     left at zero, since with zero biases a layer after dead ReLUs has Z = 0 exactly, where
     derivatives are conventions and finite differences straddle the kink. Values are drawn
     in float64 when 64-bit mode is on (then cast to ``dtype``), so a float32 problem is the
-    rounded float64 one.
+    rounded float64 one. ``key``: a PRNG key or an integer seed
+    (:func:`jaxmlp.nn.checks.prng_key`).
     """
+    key = checks.prng_key(key)
     m = checks.positive_int("m", m)
     base = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     dtype = base if dtype is None else dtype
@@ -488,7 +491,7 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
     """
     if not callable(forward) or not callable(derivative):
         raise TypeError("forward, derivative: expected callables.")
-    key = jax.random.PRNGKey(0) if key is None else key
+    key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
     rows = []
     with _x64():
         if elementwise:
@@ -612,7 +615,7 @@ def check_cost_rule(loss_fn: Callable, dloss_dA: Callable, *, unit_range: bool =
     """
     if not callable(loss_fn) or not callable(dloss_dA):
         raise TypeError("loss, dloss_dA: expected callables.")
-    key = jax.random.PRNGKey(0) if key is None else key
+    key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
     k1, k2, k3 = jax.random.split(key, 3)
     rows = []
     with _x64():
@@ -809,13 +812,15 @@ def check_curvature(
     X = checks.check_X(net, X, dtype)
     Y = checks.check_Y(net, Y, X.shape[1], dtype)
     checks.check_finite(X=X, Y=Y)
+    net.cost_fn.check_targets(Y)  # inside the cost's domain, as check_gradients
+    key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
     if net.num_params > max_params:
         raise ValueError(f"net: the autodiff oracles form {net.num_params}^2 matrices; expected at "
                          f"most max_params={max_params} parameters, got {net.num_params}.")
     with _x64():
         p, X64, Y64 = _to64(params), _to64(X), _to64(Y)
         if V is None:
-            k = jax.random.PRNGKey(0) if key is None else key
+            k = key
 
             @jax.jit
             def direction(k):  # one compiled program for every layer's draws

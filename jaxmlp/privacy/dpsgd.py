@@ -341,7 +341,9 @@ def poisson_batch(key, num_examples: int, sampling_rate: float, max_batch_size: 
     Each column joins independently with probability q; the selected indices come first
     in ``idx`` (in increasing order), the rest of ``idx`` is padding (index 0) with
     ``valid`` False. ``count`` is the number selected (it may exceed B: overflow).
+    ``key``: a PRNG key or an integer seed (:func:`jaxmlp.nn.checks.prng_key`).
     """
+    key = checks.prng_key(key)
     selected = jax.random.bernoulli(key, sampling_rate, (num_examples,))
     count = jnp.sum(selected, dtype=jnp.int32)
     idx = jnp.nonzero(selected, size=max_batch_size, fill_value=0)[0]
@@ -355,7 +357,9 @@ def poisson_batch(key, num_examples: int, sampling_rate: float, max_batch_size: 
 def add_noise(key, grads: Params, std, dtype) -> Params:
     """grads + N(0, std^2 I), one independent draw per parameter (a key per leaf from
     ``key``). The draws are ``jax.random.normal``'s, in one fused kernel per leaf with the
-    addition (:func:`jaxmlp.privacy.threefry.normal`): no buffer of the P noise numbers is kept."""
+    addition (:func:`jaxmlp.privacy.threefry.normal`): no buffer of the P noise numbers is kept.
+    ``key``: a PRNG key or an integer seed (:func:`jaxmlp.nn.checks.prng_key`)."""
+    key = checks.prng_key(key)
     leaves, treedef = jax.tree.flatten(grads)
     keys = jax.random.split(key, len(leaves))
     noisy = [g + std * threefry.normal(k, g.shape, dtype) for g, k in zip(leaves, keys)]
@@ -518,7 +522,8 @@ def default_steps_per_epoch(sampling_rate: float) -> int:
 
 def check_dpsgd(dp: Any, net: Network, num_examples: int,
                 epochs: Optional[int] = None) -> DPSGD:
-    """Checks a :class:`DPSGD` against the network and n; fills in its defaults. Without a
+    """Checks a :class:`DPSGD` against the network and n (a sampling rate q with q n < 1,
+    mostly empty batches, is refused before any calibration); fills in its defaults. Without a
     noise multiplier, sigma is calibrated to ``dp.target_epsilon`` over ``dp.epochs`` (else
     ``epochs``, the run's) epochs of ``steps_per_epoch`` steps; the returned record holds
     that sigma and those epochs."""
@@ -528,12 +533,18 @@ def check_dpsgd(dp: Any, net: Network, num_examples: int,
         name = "sampling_rate" if dp.sampling_rate is None else "delta"
         raise TypeError(f"{name}: DPSGD needs it (sampling_rate q in (0, 1], delta in (0, 1/n)); "
                         "got None.")
+    q = check_sampling_rate(dp.sampling_rate)
+    if q < 1.0 / num_examples:  # q n < 1: most Poisson batches would be empty
+        raise ValueError(
+            f"dp.sampling_rate: expected q n >= 1 (at least one expected example per batch), "
+            f"got q = {q:g} with n = {num_examples} examples: q n = {q * num_examples:.3g} "
+            f"expected examples per batch, {default_steps_per_epoch(q)} steps per epoch. The "
+            f"smallest rate that works is 1/n = {1.0 / num_examples!r}.")
     if dp.noise_multiplier is None:
         dp = _calibrated(dp, epochs)
     C, sigma = check_dp_args(dp.l2_norm_clip, dp.noise_multiplier, net.num_layers)
     if math.isinf(total_clip(C)):
         raise ValueError("l2_norm_clip: expected a finite threshold for private training, got inf.")
-    q = check_sampling_rate(dp.sampling_rate)
     delta = _delta(dp.delta)
     if delta >= 1.0 / num_examples:
         raise ValueError(f"delta: expected a value below 1/n = {1.0 / num_examples:.3g} for "

@@ -37,6 +37,8 @@ import numpy as np
 from jax import lax
 from jax.extend import random as jex_random
 
+from jaxmlp.nn import checks
+
 __all__ = ["normal", "threefry2x32", "unrolled_key"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -102,6 +104,8 @@ def unrolled_key(key) -> Optional[jax.Array]:
 
 def normal(key, shape, dtype=float):
     """``jax.random.normal(key, shape, dtype)``, the same numbers, drawn in one fused kernel
-    for a threefry key; any other key goes to JAX directly."""
+    for a threefry key; any other key goes to JAX directly. ``key``: a PRNG key or an integer
+    seed (:func:`jaxmlp.nn.checks.prng_key`)."""
+    key = checks.prng_key(key)
     k = unrolled_key(key)
     return jax.random.normal(key if k is None else k, shape, dtype)

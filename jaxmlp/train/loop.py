@@ -114,6 +114,8 @@ def fit(
       compute_dtype, batch_sharding, permutation: as for
         :func:`jaxmlp.train.step.make_train_epoch` (the last two not with ``dp``).
       dp: None, or a :class:`jaxmlp.privacy.DPSGD`: private training (module docstring).
+        A ``sampling_rate`` q with q m < 1 (most Poisson batches empty) is refused before
+        anything is compiled (ValueError naming ``dp.sampling_rate``), as train.py refuses it.
         Its ``max_batch_size`` defaults to :func:`jaxmlp.train.private_epoch.dp_max_batch_size`
         for all the run's steps (overflow probability below 1e-9 over the run).
       ensemble, learning_rates, shared_batches: K members trained at once, ``params``
