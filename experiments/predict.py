@@ -147,8 +147,7 @@ def load_model(path: str, laplace: bool = False):
             net, params, meta = export.load(model_file)
         except (TypeError, ValueError) as e:
             raise UsageError(f"--checkpoint: {str(e).partition(': ')[2] or e}") from None
-        if os.path.isdir(path):  # a run folder: its results.json must record this model
-            guards.check_model_of_run(model_file, params)
+        guards.check_model_of_run(model_file, params)  # in a run folder: results.json's model
     else:
         cdir = ckpt_lib.checkpoint_dir(path)
         if ckpt_lib.latest_epoch(cdir) is None:

@@ -379,6 +379,20 @@ def test_load_model_refuses_a_model_left_by_another_run(tmp_path, cls):
                                          r"params sha256 [0-9a-f]{16}\.\.\. in the model, "
                                          r"abababababababab\.\.\. in results.json\)"):
         jaxmlp.load_model(run)
+    # a copy under another name beside it is an export, not the run's model: it loads
+    (run / "backup.npz").write_bytes((run / "model.npz").read_bytes())
+    assert jaxmlp.load_model(run / "backup.npz").predict(ROWS).shape == (4,)
+    # predict.py checks the run's model.npz named as a file as it checks the folder
+    from helpers import load_script
+
+    predict_cli = load_script("predict", "predict_cli")
+    ROWS.to_csv(tmp_path / "new.csv", index=False)
+    for source in (run, run / "model.npz"):
+        assert predict_cli.main(["--checkpoint", str(source), "--data", str(tmp_path / "new.csv"),
+                                 "--out", str(tmp_path / "p.csv")]) == 2
+        assert not (tmp_path / "p.csv").exists()
+    assert predict_cli.main(["--checkpoint", str(run / "backup.npz"), "--data",
+                             str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")]) == 0
 
 
 @pytest.mark.parametrize("name", ["digits", "breast_cancer"])

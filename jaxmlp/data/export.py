@@ -791,9 +791,12 @@ def check_model_of_run(model_file: str, params) -> None:
     """ValueError when the results.json beside ``model_file`` (a train.py run folder) records
     other parameters (its ``final_params_sha256``) than ``params``: a model left by an
     earlier run, whose predictions would not be those of the run reported there. Nothing is
-    checked for a file outside a run folder."""
+    checked for a file outside a run folder, nor for a file of another name than the run's
+    ``model.npz`` (a copy exported beside it)."""
     from jaxmlp.train.checkpoint import params_digest
 
+    if os.path.basename(model_file) != "model.npz":
+        return
     results = os.path.join(os.path.dirname(os.path.abspath(model_file)), "results.json")
     try:
         with open(results) as f:
