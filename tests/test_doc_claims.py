@@ -200,3 +200,17 @@ def test_fit_refuses_a_sampling_rate_below_one_expected_example():
     for n in (32, 49):
         got = dpsgd.check_dpsgd(dp._replace(sampling_rate=1.0 / n), CAT, n)
         assert got.sampling_rate == 1.0 / n and got.steps_per_epoch == n
+
+
+def test_dp_epoch_refuses_a_sampling_rate_below_one_expected_example_at_its_first_call():
+    """make_dp_train_epoch does not know n when built; its first call (n static under jit)
+    refuses q n < 1 as fit does, before any step."""
+    params, X, _ = _problem(CAT, m=32)
+    Y = np.eye(3, dtype=np.float32)[:, np.arange(32) % 3]
+    opt = optax.sgd(0.1)
+    epoch = jaxmlp.train.make_dp_train_epoch(CAT, opt, sampling_rate=0.01, l2_norm_clip=1.0,
+                                             noise_multiplier=1.0)
+    with pytest.raises(ValueError, match=r"^sampling_rate: expected q n >= 1 .* got q = 0.01 "
+                                         r"with n = 32 examples: q n = 0.32 .* The smallest "
+                                         r"rate that works is 1/n = 0.03125\."):
+        epoch(params, opt.init(params), jax.random.key(0), X, Y)

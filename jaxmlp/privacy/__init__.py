@@ -9,7 +9,7 @@ The private training epoch is :func:`jaxmlp.train.make_dp_train_epoch`.
 from jaxmlp.privacy import threefry
 from jaxmlp.privacy.dpsgd import (
     ACCOUNTANTS, OVERFLOW_PROBABILITY, PLD_GRID, RDP_ORDERS, SIGMA_RANGE, DPGradient, DPSGD, DPStepMetrics, calibrate_noise, calibrate_run, check_dp_args,
-    check_dpsgd, check_sampling_rate, default_steps_per_epoch, dp_gradient_kernel,
+    check_dpsgd, check_expected_batch, check_sampling_rate, default_steps_per_epoch, dp_gradient_kernel,
     add_noise, dp_value_and_grad, epsilon, make_dp_grad_fn, overflow_probability, padded_batch_size,
     poisson_batch, privacy_report, total_clip,
 )
@@ -17,7 +17,7 @@ from jaxmlp.privacy.dpsgd import (
 __all__ = [
     "ACCOUNTANTS", "DPGradient", "OVERFLOW_PROBABILITY", "PLD_GRID", "RDP_ORDERS",
     "SIGMA_RANGE", "add_noise", "DPSGD", "DPStepMetrics", "calibrate_noise", "calibrate_run",
-    "check_dp_args", "check_dpsgd", "check_sampling_rate", "default_steps_per_epoch",
+    "check_dp_args", "check_dpsgd", "check_expected_batch", "check_sampling_rate", "default_steps_per_epoch",
     "dp_gradient_kernel", "dp_value_and_grad", "epsilon", "make_dp_grad_fn",
     "overflow_probability", "padded_batch_size", "poisson_batch", "privacy_report", "threefry", "total_clip",
 ]

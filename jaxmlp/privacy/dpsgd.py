@@ -77,6 +77,7 @@ __all__ = [
     "calibrate_noise",
     "calibrate_run",
     "check_dp_args",
+    "check_expected_batch",
     "dp_value_and_grad",
     "epsilon",
     "make_dp_grad_fn",
@@ -520,6 +521,18 @@ def default_steps_per_epoch(sampling_rate: float) -> int:
     return max(1, round(1.0 / check_sampling_rate(sampling_rate)))
 
 
+def check_expected_batch(q: float, num_examples: int, name: str = "sampling_rate") -> None:
+    """ValueError naming ``name`` when q n < 1 (fewer than one expected example per Poisson
+    batch: most batches would be empty), with the smallest rate that works, 1/n. Compared as
+    q < 1/n: (1/49) * 49 rounds below 1."""
+    if q < 1.0 / num_examples:
+        raise ValueError(
+            f"{name}: expected q n >= 1 (at least one expected example per batch), "
+            f"got q = {q:g} with n = {num_examples} examples: q n = {q * num_examples:.3g} "
+            f"expected examples per batch, {default_steps_per_epoch(q)} steps per epoch. The "
+            f"smallest rate that works is 1/n = {1.0 / num_examples!r}.")
+
+
 def check_dpsgd(dp: Any, net: Network, num_examples: int,
                 epochs: Optional[int] = None) -> DPSGD:
     """Checks a :class:`DPSGD` against the network and n (a sampling rate q with q n < 1,
@@ -534,12 +547,7 @@ def check_dpsgd(dp: Any, net: Network, num_examples: int,
         raise TypeError(f"{name}: DPSGD needs it (sampling_rate q in (0, 1], delta in (0, 1/n)); "
                         "got None.")
     q = check_sampling_rate(dp.sampling_rate)
-    if q < 1.0 / num_examples:  # q n < 1: most Poisson batches would be empty
-        raise ValueError(
-            f"dp.sampling_rate: expected q n >= 1 (at least one expected example per batch), "
-            f"got q = {q:g} with n = {num_examples} examples: q n = {q * num_examples:.3g} "
-            f"expected examples per batch, {default_steps_per_epoch(q)} steps per epoch. The "
-            f"smallest rate that works is 1/n = {1.0 / num_examples!r}.")
+    check_expected_batch(q, num_examples, "dp.sampling_rate")
     if dp.noise_multiplier is None:
         dp = _calibrated(dp, epochs)
     C, sigma = check_dp_args(dp.l2_norm_clip, dp.noise_multiplier, net.num_layers)

@@ -19,7 +19,8 @@ import optax
 from jaxmlp.nn import checks
 from jaxmlp.nn.network import Network
 from jaxmlp.privacy.dpsgd import (
-    DPSGD, Clip, DPStepMetrics, check_dp_args, check_sampling_rate, default_steps_per_epoch,
+    DPSGD, Clip, DPStepMetrics, check_dp_args, check_expected_batch, check_sampling_rate,
+    default_steps_per_epoch,
     dp_gradient_kernel, padded_batch_size, poisson_batch, total_clip,
 )
 from jaxmlp.train.optimizers import check_opt_state, check_optimizer
@@ -117,6 +118,7 @@ def _dp_epoch(net, optimizer, q: float, C, sigma: float, spe: int,
         check_opt_state(optimizer, params, opt_state)  # at trace time: free
         key = checks.prng_key(key)
         n = X.shape[1]
+        check_expected_batch(q, n)  # n is static: at trace time, before any step
         B = dp_max_batch_size(n, q, spe, max_batch_size)
         divisor = q * n  # the expected batch size (Opacus's convention)
 
