@@ -21,9 +21,12 @@ folds of a cross-validation share it, the training columns being padded to a mul
 Names and defaults follow :class:`sklearn.neural_network.MLPClassifier` where the meaning
 is the same (``hidden_layer_sizes``, ``activation``, ``alpha``, ``batch_size``,
 ``max_iter``, ``random_state``, ``early_stopping``, ``validation_fraction``,
-``n_iter_no_change``, ``tol``, ``learning_rate_init``; fitted ``classes_`` (with y's
-dtype), ``n_iter_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
-``best_validation_score_``, ``coefs_``, ``intercepts_``), and so does the initialisation:
+``n_iter_no_change``, ``tol``, ``learning_rate_init``, ``verbose`` (a bool or an integer
+>= 0); fitted ``classes_`` (with y's dtype), ``n_iter_``, ``loss_curve_``, ``loss_`` (the
+last epoch's), ``best_loss_``, ``t_`` (samples trained on), ``validation_scores_``,
+``best_validation_score_``, ``coefs_``, ``intercepts_``, ``out_activation_`` (scikit-learn's
+names: ``"softmax"``, ``"logistic"``, ``"identity"``); ``predict_log_proba``; SciPy sparse
+``X``, densified), and so does the initialisation:
 W[l] and b[l] uniform on [-r, r], r = sqrt(6 / (n[l-1] + n[l])) (factor 2 instead of 6 for
 sigmoid hidden units), drawn by NumPy from ``random_state`` in scikit-learn's order, so the
 same ``random_state`` starts from scikit-learn's weights; early stopping's validation split
@@ -50,7 +53,10 @@ Where ours differ:
   filled-up minibatch include its weight-0 columns (copies of samples); the gradient is
   exact. No ``warm_start``, ``shuffle``, ``momentum``: ``fit`` starts anew, ``partial_fit``
   continues.
-* ``coefs_[l]`` is W[l+1]^T, (n[l], n[l+1]), as scikit-learn stores it.
+* ``coefs_[l]`` is W[l+1]^T, (n[l], n[l+1]), as scikit-learn stores it: writable float64
+  arrays that prediction and ``partial_fit`` read (:meth:`_BaseMLP._current_params`).
+* An epoch's loss of the regressor with several targets is scikit-learn's: its squared
+  loss averages over the targets, its gradient is that of their sum (:func:`_loss_scale`).
 * ``target_epsilon`` (with ``delta`` and ``l2_norm_clip``) trains with DP-SGD
   (:class:`jaxmlp.privacy.DPSGD`, through :func:`jaxmlp.fit`, one compiled call per
   epoch): the noise multiplier is calibrated so that ``max_iter`` epochs of
@@ -93,6 +99,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.sparse
 from jax import lax
 
 try:
@@ -259,10 +266,22 @@ class _BaseMLP(BaseEstimator):
         return b, -(-n // b)
 
     def _check_settings(self) -> None:
-        for name in ("early_stopping", "verbose"):
-            value = getattr(self, name)
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{name}: expected a bool (True or False), got {value!r}.")
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping: expected a bool (True or False), got "
+                             f"{self.early_stopping!r}.")
+        verbose = self.verbose
+        if not (isinstance(verbose, (bool, np.bool_))
+                or (isinstance(verbose, numbers.Integral) and verbose >= 0)):
+            raise ValueError(f"verbose: expected a bool (True or False), got {verbose!r} (an "
+                             f"integer >= 0 is taken too, as scikit-learn's).")
+        state = self.random_state
+        if not (state is None or isinstance(state, np.random.RandomState)
+                or (isinstance(state, numbers.Integral) and 0 <= state <= 2**32 - 1)):
+            raise ValueError(f"random_state: expected None, an integer in [0, 2**32 - 1] or a "
+                             f"numpy.random.RandomState instance, got {state!r}.")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, numbers.Real):
+            raise ValueError(f"weight_decay: expected a number >= 0, got {wd!r}.")
         _positive_int("max_iter", self.max_iter)
         _positive_int("n_iter_no_change", self.n_iter_no_change)
         for name in ("alpha", "tol"):
@@ -350,7 +369,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("early_stopping: not with partial_fit (one epoch per call, no "
                              "validation split), as in scikit-learn; got True.")
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=np.float64,
-                             y_numeric=isinstance(self, RegressorMixin))
+                             y_numeric=isinstance(self, RegressorMixin), accept_sparse=_SPARSE)
+        X = _dense(X)
         SW = self._sample_weight(sample_weight, X)
         Y = self._targets(y, first=first, classes=classes)
         rng = check_random_state(self.random_state)
@@ -371,6 +391,7 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = None if self.early_stopping else np.inf
             self.n_iter_ = 0
+            self.t_ = 0
             for name in _PRIVATE_ATTRIBUTES:  # a private fit's, not this fit's
                 self.__dict__.pop(name, None)
         X_val = Y_val = SW_val = None
@@ -390,12 +411,24 @@ class _BaseMLP(BaseEstimator):
             counts = SW.astype(np.int64)
             self.laplace_ = self._posterior(params, np.repeat(X, counts, 0),
                                             np.repeat(Y, counts, 0))
-        self.coefs_ = [np.asarray(p["W"]).T for p in params]
-        self.intercepts_ = [np.asarray(p["b"]) for p in params]
+        # float64 copies, writable, as scikit-learn's: prediction and partial_fit read them
+        # (:meth:`_current_params`), so setting them sets the model.
+        self.coefs_ = [np.ascontiguousarray(np.asarray(p["W"], np.float64).T) for p in params]
+        self.intercepts_ = [np.array(p["b"], np.float64) for p in params]
         self.n_layers_ = len(params) + 1
         self.n_outputs_ = self._net.sizes[-1]
-        self.out_activation_ = self._output_activation
+        self.out_activation_ = _SKLEARN_ACTIVATION[self._output_activation]
+        self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else None
         return self
+
+    def _current_params(self):
+        """The parameters [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...] as float32 from
+        ``coefs_`` and ``intercepts_`` (W[l] = coefs_[l-1]^T), which a user may have set:
+        prediction and partial_fit use them, as scikit-learn's. For an unedited model they
+        are the fitted float32 parameters exactly (float32 -> float64 -> float32)."""
+        return [{"W": np.ascontiguousarray(np.asarray(W, np.float32).T),
+                 "b": np.ascontiguousarray(np.asarray(b, np.float32))}
+                for W, b in zip(self.coefs_, self.intercepts_, strict=True)]
 
     def _sklearn_sizes(self) -> tuple:
         """The layer sizes of scikit-learn's network for the same data: ours, but one
@@ -527,7 +560,8 @@ class _BaseMLP(BaseEstimator):
             Xv, Yv = _columns(X_val, _PAD, "X"), _columns(Y_val, _PAD, "y", self._y_limit())
             SWv = _columns(SW_val[:, None], _PAD, "sample_weight")[0]
         fresh = initial is not None
-        carry = _first_carry(initial, opt) if fresh else self._state
+        carry = (_first_carry(initial, opt) if fresh
+                 else dict(self._state, params=self._current_params()))
         remaining = 1 if incremental else self.max_iter
         stopped = False
         data = jax.device_put((Xc, Yc, SWc, Xv, Yv, SWv))
@@ -560,6 +594,7 @@ class _BaseMLP(BaseEstimator):
             if validation is not None:
                 self.validation_scores_.extend(np.asarray(scores, np.float64)[:count].tolist())
             self.n_iter_ += count
+            self.t_ += count * n
             self._state = carry
             if bool(diverged):
                 raise FloatingPointError(
@@ -591,7 +626,7 @@ class _BaseMLP(BaseEstimator):
         best = {"bad": 0, "loss": np.inf}
 
         def on_epoch_end(state, row) -> bool:
-            loss = float(row["running_cost"])
+            loss = float(row["running_cost"]) * _loss_scale(self._net)
             self.loss_curve_.append(loss)
             if self.verbose:
                 print(f"Iteration {len(self.loss_curve_)}, loss = {loss:.8f}")
@@ -611,6 +646,7 @@ class _BaseMLP(BaseEstimator):
         self._state = result.state
         self.best_loss_ = best["loss"]
         self.n_iter_ = result.state.epoch
+        self.t_ = self.n_iter_ * n
         self.noise_multiplier_ = dp.noise_multiplier
         self.sampling_rate_ = dp.sampling_rate
         self.delta_ = dp.delta
@@ -642,9 +678,10 @@ class _BaseMLP(BaseEstimator):
         The columns are padded to the next power of two (at least 16), so predictions on
         sets of different sizes share a few compiled programs."""
         check_is_fitted(self, "_state")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = _dense(validate_data(self, X, reset=False, dtype=np.float64,
+                                 accept_sparse=_SPARSE))
         m = X.shape[0]
-        A_L = np.asarray(jaxmlp.predict(self._net, self._params(), _columns(X, None)),
+        A_L = np.asarray(jaxmlp.predict(self._net, self._current_params(), _columns(X, None)),
                          dtype=np.float64)[:, :m]
         if not np.isfinite(A_L).all():
             raise ValueError(f"X: the network's outputs overflow float32 for inputs up to "
@@ -657,7 +694,8 @@ class _BaseMLP(BaseEstimator):
         :meth:`_outputs` pads: class probabilities (n_samples, n[L]) with the probit link, or
         (mean, variance), each (n_samples, n[L]), for the regressor."""
         check_is_fitted(self, "_state")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = _dense(validate_data(self, X, reset=False, dtype=np.float64,
+                                 accept_sparse=_SPARSE))
         m = X.shape[0]
         out = self.laplace_.predictive(_columns(X, None, "X"))
         parts = [np.asarray(a, dtype=np.float64)[:, :m].T
@@ -757,9 +795,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Class probabilities (n_samples, n_classes): A[L]^T of the softmax (or sigmoids);
         with ``laplace``, the GLM predictive (LA11) of ``laplace_`` with the probit link,
         softmax(z / sqrt(1 + pi/8 diag Sigma)) (sigmoid per label), Sigma = J P^{-1} J^T."""
-        if getattr(self, "laplace_", None) is not None:
-            return self._predictive(X)
-        return self._outputs(X)
+        P = (self._predictive(X) if getattr(self, "laplace_", None) is not None
+             else self._outputs(X))
+        if self._multilabel:  # independent labels: no sum to 1
+            return P
+        # The float32 softmax sums to 1 to ~1e-7 only; scikit-learn's metrics (log_loss)
+        # check the float64 rows sum to 1 to ~1e-8.
+        return P / P.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """log of :meth:`predict_proba` (n_samples, n_classes), as scikit-learn's."""
+        P = self.predict_proba(X)
+        return np.log(P, out=P)
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each sample (or each label above 0.5, multi-label), by
@@ -771,6 +818,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
         tags.classifier_tags.multi_label = True
         return tags
 
@@ -835,11 +883,23 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
         tags.target_tags.multi_output = True
         return tags
 
 
 _PAD = 64  # training columns are padded to a multiple of this
+#: The sparse formats validate_data keeps (others, e.g. COO, become CSR); densified after.
+_SPARSE = ("csr", "csc")
+#: ``out_activation_`` as scikit-learn names the output activation.
+_SKLEARN_ACTIVATION = {"softmax": "softmax", "sigmoid": "logistic", "linear": "identity"}
+
+
+def _dense(X):
+    """X as a dense ndarray: a SciPy sparse matrix densified (the network's products are
+    dense), any other X as it is."""
+    return X.toarray() if scipy.sparse.issparse(X) else X
+
 #: The fitted attributes of a private fit (``target_epsilon``), removed by any other fit.
 _PRIVATE_ATTRIBUTES = ("noise_multiplier_", "sampling_rate_", "epsilon_", "delta_",
                        "_private_epsilon")
@@ -895,6 +955,16 @@ def _columns(A: np.ndarray, multiple: Optional[int], name: str = "X",
                          f"{which} number {limit:.4g} (the network computes in float32); "
                          f"scale the data (e.g. sklearn.preprocessing.StandardScaler).")
     return out
+
+
+def _loss_scale(net) -> float:
+    """The factor c of scikit-learn's reported loss (``loss_curve_``, ``loss_``,
+    ``best_loss_`` and the stop test on it) relative to the cost J the gradient is of:
+    1 / n[L] for the squared error (C3) (scikit-learn's ``squared_loss`` is
+    0.5 mean_outputs mean_samples (y - p)^2, while its gradient, deltas = p - y over the
+    samples, is that of J = 0.5 sum_outputs mean_samples (y - p)^2); 1 for the
+    cross-entropies (summed over the labels in both)."""
+    return 1.0 / net.sizes[-1] if net.cost == "mean_squared_error" else 1.0
 
 
 def _initial_params(sizes, rng, factor: float) -> list:
@@ -966,8 +1036,10 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
       (gradient alpha W / s; the optimizer adds ``l2`` W itself, l2 = alpha / batch, the
       rest is added to the gradient), then the optax update (``value=J``; K-FAC's factors
       from the same padded minibatch);
-    * its loss, scikit-learn's: sum over the minibatches of (J + the L2 term at the
-      weights before the update) times the minibatch's sample count, divided by n;
+    * its loss, scikit-learn's: sum over the minibatches of (J c + the L2 term at the
+      weights before the update) times the minibatch's sample count, divided by n, c =
+      :func:`_loss_scale` (1 / n[L] for the squared error: scikit-learn's reported loss
+      averages over the outputs, its gradient does not);
     * the stop test after every epoch, scikit-learn's: without validation, a loss above
       best_loss - tol counts a bad epoch; with it, a score (:func:`_validation_score` on
       X_val, Y_val with weights W_val, 0 on the padding) below best_score + tol, and the
@@ -990,6 +1062,7 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
             out = lax.add(out, s)
         return out
 
+    report = np.float32(_loss_scale(net))
     # A[:, idx_s] as one gather, (n, b): the indices are a permutation's, in range, so no
     # bounds test (jnp.take's default fills out-of-range columns with NaN: a mask per gather).
     columns = lax.GatherDimensionNumbers(offset_dims=(0,), collapsed_slice_dims=(1,),
@@ -1016,8 +1089,9 @@ def _fit_program(net, optimizer, batch: int, num_batches: int, chunk: int,
         scale = lax.div(alpha, lax.select(some, s, np.float32(1.0)))
         grads = checks.like_params(grads, [
             {"W": g["W"] + (scale - l2) * p["W"], "b": g["b"]} for g, p in zip(grads, params)])
-        loss = lax.add(J, lax.mul(lax.mul(np.float32(0.5), scale),
-                                  total(*(lax.integer_pow(p["W"], 2) for p in params))))
+        loss = lax.add(lax.mul(J, report), lax.mul(lax.mul(np.float32(0.5), scale),
+                                                   total(*(lax.integer_pow(p["W"], 2)
+                                                           for p in params))))
         if needs_kfac_factors(optimizer):
             _, _, extra = kfac_update_inputs(net, optimizer, params, opt_state, X_s, Y_s)
         else:
