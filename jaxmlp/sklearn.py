@@ -66,7 +66,15 @@ Where ours differ:
   samples) report it; ``l2_norm_clip`` None is 1. ``delta`` and ``l2_norm_clip`` are refused
   without ``target_epsilon``. Early stopping is refused with it (the validation split would
   be read outside the accountant), and so is ``partial_fit`` on a privately fitted model
-  (its further training would spend privacy that ``epsilon_`` does not count).
+  (its further training would spend privacy that ``epsilon_`` does not count). With it the
+  fit trains exactly ``max_iter`` epochs: ``tol`` and ``n_iter_no_change`` are not read
+  (their stop test reads the training cost, computed from the raw data outside the
+  accountant, so when the training stopped would depend on the data), and no
+  ``ConvergenceWarning`` is raised. ``epsilon_`` covers the fitted parameters (``coefs_``,
+  ``intercepts_``) only: ``loss_curve_``, ``loss_`` and ``best_loss_`` are the exact
+  training costs of the raw data, not private outputs (the estimator has no scaler: no
+  other statistic of the data is stored). A divergence (:func:`jaxmlp.fit`'s status
+  ``"diverged"``) raises a FloatingPointError that names no cost.
 * ``laplace`` (None, or a structure of :data:`jaxmlp.laplace.STRUCTURES`: ``"kron"``,
   ``"last_layer"``, ``"diag"``, ``"full"``): after the fit, the Laplace posterior
   N(theta*, P^{-1}) (LA1), (LA2) at the fitted parameters, from
@@ -616,23 +624,25 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_private(self, X, Y, rng, initial) -> None:
         """DP-SGD (:func:`jaxmlp.fit` with :class:`jaxmlp.privacy.DPSGD`): Poisson-sampled
-        epochs, one compiled call each, the training-loss stop tested between them."""
+        epochs, one compiled call each, exactly ``max_iter`` of them (the accountant's and
+        the calibration's count). No stop on the training loss: it is computed from the raw
+        data outside the accountant, so ``tol`` and ``n_iter_no_change`` are not read and
+        ``loss_curve_`` / ``best_loss_`` are recorded only (not private outputs)."""
         n = X.shape[0]
         batch, _ = self._batch(n)
         opt = self._optimizer(batch)
         params = jax.device_put(initial)
         key = jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
         state = TrainState(params, opt.init(params), key, 0)
-        best = {"bad": 0, "loss": np.inf}
+        best = {"loss": np.inf}
 
         def on_epoch_end(state, row) -> bool:
             loss = float(row["running_cost"]) * _loss_scale(self._net)
             self.loss_curve_.append(loss)
             if self.verbose:
                 print(f"Iteration {len(self.loss_curve_)}, loss = {loss:.8f}")
-            best["bad"] = 0 if loss <= best["loss"] - self.tol else best["bad"] + 1
             best["loss"] = min(best["loss"], loss)
-            return best["bad"] <= self.n_iter_no_change
+            return True  # never stops on the raw cost: max_iter epochs, as calibrated
 
         dp = self._dp(n)
         result = jaxmlp.fit(self._net, None, opt, jnp.asarray(_columns(X, 1, "X")),
@@ -641,8 +651,12 @@ class _BaseMLP(BaseEstimator):
                             batch_size=None, key=None, state=state, on_epoch_end=on_epoch_end,
                             dp=dp)
         if result.status == "diverged":
-            raise FloatingPointError(f"training diverged: {result.message}; lower "
-                                     f"learning_rate_init (got {self.learning_rate_init}).")
+            # result.message quotes the costs of the raw data: not printed for a private fit
+            raise FloatingPointError(
+                f"training diverged: the parameters or the minibatch cost became non-finite "
+                f"or exploded (the values are not shown: they are computed from the training "
+                f"data outside the privacy accountant); lower learning_rate_init (got "
+                f"{self.learning_rate_init}).")
         self._state = result.state
         self.best_loss_ = best["loss"]
         self.n_iter_ = result.state.epoch
@@ -654,9 +668,6 @@ class _BaseMLP(BaseEstimator):
         self.epsilon_ = privacy.epsilon(
             noise_multiplier=dp.noise_multiplier, sampling_rate=dp.sampling_rate,
             steps=self.n_iter_ * dp.steps_per_epoch, delta=dp.delta)
-        if result.status == "completed":
-            warnings.warn(f"{type(self).__name__}: max_iter = {self.max_iter} epochs reached "
-                          "and the optimisation has not converged yet.", ConvergenceWarning)
 
     def _init_factor(self) -> float:
         """scikit-learn's initialisation (:func:`_initial_params`): factor 6 (Glorot and

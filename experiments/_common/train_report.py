@@ -19,8 +19,29 @@ from jaxmlp.train import ensemble as ensemble_lib
 
 from _common import output
 
-__all__ = ["batch_words", "clear_earlier", "display_path", "evaluated_row", "final_table", "rate_words",
-           "where", "write_model"]
+__all__ = ["PRIVACY_COVERAGE", "PRIVACY_NOTE", "batch_words", "clear_earlier", "display_path",
+           "evaluated_row", "final_table", "rate_words", "where", "write_model"]
+
+#: What the (epsilon, delta) of a ``--dp`` run covers and what it does not: the accountant
+#: counts the noisy, clipped training steps only. Stored with the model (model.npz's
+#: metadata ``"privacy_coverage"``) beside the preprocessing statistics it names.
+PRIVACY_COVERAGE = {
+    "covers": "the parameters' training steps (Poisson-sampled, clipped, noised DP-SGD "
+              "updates)",
+    "not_covered": [
+        "preprocessing statistics (feature mean/std, categories, imputation values, "
+        "regression target mean/std, class list) computed from the raw training data and "
+        "stored with the model and in results.json",
+        "history costs and metrics (cost, running_cost, train_/test_ entries) computed from "
+        "the raw data",
+    ],
+}
+
+#: The line a ``--dp`` run prints on stderr (:func:`write_model`).
+PRIVACY_NOTE = ("train.py: note: epsilon covers the parameters' training steps only; the "
+                "preprocessing statistics stored with the model and in results.json (feature "
+                "mean/std, categories, target mean/std) are computed from the raw training "
+                "data and are not private, nor are the history's costs.")
 
 
 def display_path(path: str) -> str:
@@ -117,14 +138,21 @@ def clear_earlier(cfg: dict) -> None:
 def write_model(cfg: dict, fr, net, prep, data) -> Optional[str]:
     """Writes ``model.npz`` (:func:`jaxmlp.data.export.save`: params, network, preprocessing;
     an ensemble's K members) when the run ends with usable parameters (completed, or stopped
-    at its privacy budget); returns its path, or None."""
+    at its privacy budget); returns its path, or None. A ``--dp`` run's model also records
+    :data:`PRIVACY_COVERAGE` (metadata ``"privacy_coverage"``), and the run prints
+    :data:`PRIVACY_NOTE` on stderr (its results.json holds the same statistics)."""
     from jaxmlp.data import export
 
+    private = bool(cfg.get("dp"))
+    if private:
+        print(PRIVACY_NOTE, file=sys.stderr)
     if fr.status not in ("completed", "budget"):
         return None
     path = os.path.join(cfg["out"], "model.npz")
-    export.save(path, fr.state.params, net, ensemble=cfg["ensemble"],
-                metadata={"preprocessing": prep.to_dict(), "dataset": data.name})
+    metadata = {"preprocessing": prep.to_dict(), "dataset": data.name}
+    if private:
+        metadata["privacy_coverage"] = PRIVACY_COVERAGE
+    export.save(path, fr.state.params, net, ensemble=cfg["ensemble"], metadata=metadata)
     return path
 
 
