@@ -325,7 +325,7 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
         pr = {**privacy.privacy_report(
             dp, X_tr.shape[1], fr.state.epoch, steps=cfg["total_steps"],
             overflows=sum(h.get("overflow", 0) for h in fr.history)),
-            "noise_calibrated": cfg["noise_calibrated"]}
+            "noise_calibrated": cfg["noise_calibrated"], **train_report.PRIVACY_COVERAGE}
     devices = pl.mesh.devices.flat if pl is not None else jax.devices()[:1]
     return laplace_report.attach(cfg, net, fr, sets, {"num_params": net.num_params, "metric": metric,
             "privacy": pr, "epochs_done": fr.state.epoch, "history": fr.history, "final": final,

@@ -68,6 +68,8 @@ def test_dp_run_records_privacy_and_reaches_its_target(tmp_path):
     assert pr["steps"] == 10 and pr["steps_per_epoch"] == 2 and pr["accountant"] == "pld"
     assert pr["delta"] == 1e-5 and pr["sampling_rate"] == pytest.approx(0.5)
     assert pr["noise_calibrated"] and pr["target_epsilon"] == 3.0
+    from _common import train_report  # what epsilon covers, and the raw-data outputs it does not
+    assert {k: pr[k] for k in ("covers", "not_covered")} == train_report.PRIVACY_COVERAGE
     assert 0.97 * 3 < pr["epsilon"] <= 3.0
     assert pr["epsilon"] == privacy.epsilon(noise_multiplier=pr["noise_multiplier"],
                                             sampling_rate=pr["sampling_rate"], steps=10,
