@@ -145,7 +145,9 @@ class DPStepMetrics(NamedTuple):
 
 def check_clip(l2_norm_clip: Any, num_layers: Optional[int] = None):
     """C > 0 (inf allowed), or a sequence of one C_l > 0 (finite) per layer; returns a
-    float or a tuple of floats."""
+    float or a tuple of floats. A 0-d array (``np.array(1.0)``) is a single C."""
+    if isinstance(l2_norm_clip, (np.ndarray, jax.Array)) and np.ndim(l2_norm_clip) == 0:
+        l2_norm_clip = np.asarray(l2_norm_clip).item()
     if isinstance(l2_norm_clip, (list, tuple, np.ndarray)) or (
             isinstance(l2_norm_clip, jax.Array) and l2_norm_clip.ndim == 1):
         values = list(np.asarray(l2_norm_clip).tolist()) if not isinstance(
@@ -262,7 +264,9 @@ def calibrate_noise(*, target_epsilon: float, delta: float, sampling_rate: float
 
     Bisection on log sigma in :data:`SIGMA_RANGE`; the returned sigma always satisfies
     ``epsilon(...) <= target_epsilon``. A target so loose that sigma = 0.3 already meets it
-    returns 0.3. ValueError naming ``target_epsilon`` when even sigma = 1000 does not.
+    returns that lower limit 0.3, whose epsilon may be far BELOW the target (no longer within
+    ``rtol``: target 100 at q = 0.1, 10 steps, delta 1e-5 gives sigma 0.3, epsilon 35.7).
+    ValueError naming ``target_epsilon`` when even sigma = 1000 does not.
     """
     target = checks.real_number("target_epsilon", target_epsilon, low=0, low_open=True)
     delta = _delta(delta)
@@ -319,8 +323,8 @@ def padded_batch_size(num_examples: int, sampling_rate: float, steps: int = 1,
                       overflow: float = OVERFLOW_PROBABILITY) -> int:
     """The smallest B_max with :func:`overflow_probability` (n, q, B_max, steps) <= ``overflow``.
 
-    For digits (n = 1438, q = 0.5, 100 steps) B_max is 719 + 6.9 sqrt(n q (1 - q)),
-    about 852; the padding is compute spent on masked columns.
+    For digits (n = 1438, q = 0.5, 100 steps) B_max is 846 = 719 + 6.7 sqrt(n q (1 - q));
+    the padding is compute spent on masked columns.
     """
     n = checks.positive_int("num_examples", num_examples)
     q = check_sampling_rate(sampling_rate)
@@ -429,6 +433,8 @@ def dp_value_and_grad(
       noise_multiplier: sigma >= 0; the noise added to the sum has std sigma times the
         sensitivity.
       mask: None (every column), or (m,) booleans / 0-1 weights: the examples in the batch.
+        A concrete mask with any other value (5, -1, 0.5, NaN) is refused (ValueError): the
+        sensitivity C holds only for weights in {0, 1}. Under ``jit`` it is not checked.
       divisor: D, the number the noisy sum is divided by (None: m). Poisson sampling
         divides by the expected batch size q n.
       compute_dtype: operand dtype of the sweep's matrix products (None: the params').
@@ -447,6 +453,16 @@ def dp_value_and_grad(
             mask = np.asarray(mask)
         if not (jnp.issubdtype(mask.dtype, jnp.bool_) or jnp.issubdtype(mask.dtype, jnp.number)):
             raise TypeError(f"mask: expected booleans or 0/1 numbers, got dtype {mask.dtype}.")
+        if not isinstance(mask, jax.core.Tracer):  # concrete: the values are checked here
+            values = np.asarray(mask)
+            bad = ~((values == 0) | (values == 1))  # NaN is neither
+            if np.any(bad):
+                i = int(np.flatnonzero(np.ravel(bad))[0])
+                raise ValueError(
+                    f"mask: expected weights 0 or 1 only (another weight w scales example "
+                    f"{i}'s clipped gradient to norm up to |w| C, beyond the sensitivity C the "
+                    f"noise is scaled by), got {np.ravel(values)[i]!r} at index {i} "
+                    f"({int(np.sum(bad))} of {values.size} entries outside {{0, 1}}).")
         mask = jnp.asarray(mask)
     Carr = np.asarray(C, dtype=np.float64)
     return _dp_value_and_grad(net, params, X, Y, key, Carr, mask, divisor, sigma=sigma,
@@ -489,7 +505,8 @@ class DPSGD(NamedTuple):
 
     ``jaxmlp.fit(..., epochs=E, dp=...)`` then picks sigma (:func:`calibrate_noise`) so that
     the run's E * steps_per_epoch steps spend ``target_epsilon`` (to within the bisection's
-    1e-3), never more; a given ``noise_multiplier`` is used as it is (the target is then
+    1e-3 relative in sigma, unless sigma reaches :func:`calibrate_noise`'s lower limit 0.3,
+    which then spends less than the target), never more; a given ``noise_multiplier`` is used as it is (the target is then
     only a cap). ``FitResult.privacy`` reports the epsilon spent against the target.
 
     Attributes:
@@ -539,7 +556,10 @@ def check_dpsgd(dp: Any, net: Network, num_examples: int,
     mostly empty batches, is refused before any calibration); fills in its defaults. Without a
     noise multiplier, sigma is calibrated to ``dp.target_epsilon`` over ``dp.epochs`` (else
     ``epochs``, the run's) epochs of ``steps_per_epoch`` steps; the returned record holds
-    that sigma and those epochs."""
+    that sigma and those epochs. A given ``max_batch_size`` whose overflow probability over
+    the run's steps (``epochs``, else ``dp.epochs``, else one epoch, times steps_per_epoch)
+    exceeds :data:`OVERFLOW_PROBABILITY` is refused (ValueError naming ``dp.max_batch_size``
+    with the probability and the smallest size that meets it)."""
     if not isinstance(dp, DPSGD):
         raise TypeError(f"dp: expected a jaxmlp.privacy.DPSGD or None, got {type(dp).__name__}.")
     if dp.sampling_rate is None or dp.delta is None:
@@ -567,7 +587,27 @@ def check_dpsgd(dp: Any, net: Network, num_examples: int,
     if bmax is not None and bmax > num_examples:
         raise ValueError(f"max_batch_size: expected at most n = {num_examples}, got {bmax}.")
     run_epochs = None if dp.epochs is None else checks.positive_int("epochs", dp.epochs)
+    if bmax is not None:
+        _check_max_batch_size(bmax, num_examples, q,
+                              (epochs if epochs is not None else run_epochs or 1) * spe)
     return DPSGD(C, sigma, q, delta, _accountant(dp.accountant), spe, target, bmax, run_epochs)
+
+
+def _check_max_batch_size(bmax: int, num_examples: int, q: float, steps: int) -> None:
+    """ValueError naming ``dp.max_batch_size`` when its :func:`overflow_probability` over the
+    run's ``steps`` exceeds :data:`OVERFLOW_PROBABILITY`, the bound the default padded size
+    meets: an overflowing step trains only the lowest selected indices, so the batch is no
+    longer a Poisson sample and the accountant's epsilon does not hold."""
+    p = overflow_probability(num_examples, q, bmax, steps)
+    if p > OVERFLOW_PROBABILITY:
+        need = padded_batch_size(num_examples, q, steps)
+        raise ValueError(
+            f"dp.max_batch_size: expected a padded batch whose overflow probability over the "
+            f"run's {steps} steps is at most {OVERFLOW_PROBABILITY:g} (an overflowing step "
+            f"drops selected examples: the batch is no longer a Poisson sample and epsilon "
+            f"does not hold), got {bmax}: overflow probability {p:.3g} at q = {q:g}, "
+            f"n = {num_examples}. The smallest size that meets the bound is {need} "
+            f"(max_batch_size=None picks it).")
 
 
 def _calibrated(dp: DPSGD, epochs: Optional[int]) -> DPSGD:
@@ -683,8 +723,10 @@ def privacy_report(dp: DPSGD, num_examples: int, epochs_done: int, *, steps: int
 
     ``epsilon`` is :func:`epsilon` of the epochs_done * ``dp.steps_per_epoch`` steps taken
     at ``dp.delta``; ``overflow_probability_bound`` is :func:`overflow_probability` of
-    ``dp.max_batch_size`` over the run's planned ``steps``; ``overflows`` the steps whose
-    Poisson batch overflowed (counted by the epoch, given here). ``clip`` is the list of
+    ``dp.max_batch_size`` over the run's planned ``steps``; ``overflows`` the number of
+    selected examples that did not fit the padded batch, summed over the steps taken (the
+    sum of :class:`DPStepMetrics` ``overflow``, given here; nonzero means those examples
+    were dropped and epsilon does not hold). ``clip`` is the list of
     thresholds (one, or one per layer with ``per_layer_clipping``). ``dp`` is a checked
     record (:func:`calibrate_run`, :func:`check_dpsgd`) with its defaults filled in.
     """

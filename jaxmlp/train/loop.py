@@ -8,10 +8,16 @@ the given sets after every epoch, and stops as soon as training goes wrong:
 * parameters that are not finite after an update;
 * a minibatch cost above ``explode_factor`` times the baseline b (default 1e6, ``None``
   disables): a run that explodes while staying finite. b = |J_1|, J_1 the run's first
-  NON-ZERO minibatch cost, with ``dp`` of a non-empty Poisson batch (an empty batch costs
-  exactly 0, and b = 0 would make every later positive cost an "explosion"); until such a
-  cost has come, the test is off. A resumed run reads b back from its history
+  NON-ZERO minibatch cost (b = 0 would make every later positive cost an "explosion");
+  until such a cost has come, the test is off. A resumed run reads b back from its history
   (``first_cost`` of the first row where it is non-zero).
+
+With ``dp`` only the private outputs decide the stop (:func:`diagnose_private`): a noisy
+gradient norm or parameters that are not finite (post-processing of DP-SGD's outputs). The
+minibatch costs are raw, non-private values of the sampled examples: a stop decided by them
+(the cost tests above, ``explode_factor``) would make the run's outcome depend on one example
+outside the accountant, so they are not read (``explode_factor`` has no effect with ``dp``).
+The history's cost entries are still written, and are not private outputs (docs/privacy.md).
 
 A stopped run returns the LAST GOOD state, the one before the failing epoch, never the
 damaged one; ``on_epoch_end`` (e.g. a checkpoint writer) is only ever called with good
@@ -22,14 +28,17 @@ Private training (``dp=jaxmlp.privacy.DPSGD(...)``): each epoch is the Poisson-s
 DP-SGD epoch of :func:`jaxmlp.privacy.make_dp_train_epoch` (``steps_per_epoch`` steps, the
 batch size only in expectation, q n), and after every epoch the history row holds
 ``epsilon``, the privacy spent so far (all completed steps, ``dp.accountant``, at
-``dp.delta``, shown on the progress bar), ``steps`` and the ``noise_multiplier`` sigma of
-its steps. The accounting composes ONE sigma over all the run's steps, so a resumed private
-run (``state.epoch > 0``) must use the sigma its history records: another one (a sigma
-calibrated over the new call's ``epochs``, or given) is refused, as is a calibrated sigma
-when the history given does not record the earlier one (:func:`_check_resumed_noise`). With ``dp.target_epsilon`` the run stops
+``dp.delta``, shown on the progress bar), ``steps``, and the ``noise_multiplier`` sigma,
+``sampling_rate`` q and ``steps_per_epoch`` of its steps. The accounting composes ONE sigma
+over all the run's steps, so a resumed private run (``state.epoch > 0``) must use the sigma
+its history records: another one (a sigma calibrated over the new call's ``epochs``, or
+given) is refused, as is a calibrated sigma when the history given does not record the
+earlier one (:func:`_check_resumed_noise`); so is a q or a steps_per_epoch other than the
+recorded ones (:func:`_check_resumed_sampling`). With ``dp.target_epsilon`` the run stops
 (status ``"budget"``) before an epoch whose steps would spend more than the target; without
 ``dp.noise_multiplier`` the noise is calibrated so that the run's ``epochs`` spend the target
-(:class:`jaxmlp.privacy.DPSGD`). ``FitResult.privacy`` reports the epsilon spent and the target.
+(:class:`jaxmlp.privacy.DPSGD`). ``FitResult.privacy`` reports the epsilon spent by every step
+taken (a diverged run's failing epoch included) and the target.
 
 Ensembles (``ensemble=K``) are the same loop over K stacked members
 (:func:`jaxmlp.train.ensemble.fit_ensemble`): every run goes through
@@ -109,7 +118,7 @@ def fit(
       on_epoch_end: ``f(state, row)`` after every good epoch (checkpoints, logging);
         returning False stops the run (status ``"stopped"``).
       explode_factor: stop when a minibatch cost exceeds this multiple of the run's first
-        non-zero minibatch cost (module docstring); None: never.
+        non-zero minibatch cost (module docstring); None: never. No effect with ``dp``.
       progress: show a tqdm bar on stderr.
       compute_dtype, batch_sharding, permutation: as for
         :func:`jaxmlp.train.step.make_train_epoch` (the last two not with ``dp``).
@@ -117,7 +126,8 @@ def fit(
         A ``sampling_rate`` q with q m < 1 (most Poisson batches empty) is refused before
         anything is compiled (ValueError naming ``dp.sampling_rate``), as train.py refuses it.
         Its ``max_batch_size`` defaults to :func:`jaxmlp.train.private_epoch.dp_max_batch_size`
-        for all the run's steps (overflow probability below 1e-9 over the run).
+        for all the run's steps (overflow probability below 1e-9 over the run); a given one
+        above that bound is refused (ValueError naming ``dp.max_batch_size``).
       ensemble, learning_rates, shared_batches: K members trained at once, ``params``
         stacked along a leading axis K (:func:`jaxmlp.train.ensemble.init_ensemble`), optionally
         with K learning rates; runs :func:`jaxmlp.train.ensemble.fit_ensemble` (its docstring;
@@ -161,6 +171,7 @@ def fit(
         state = TrainState(params, opt_state, checks.prng_key(key), 0)
     else:
         state = state._replace(key=checks.prng_key(state.key, "state.key"))
+    last: dict = {}  # the latest epoch's metrics (private training)
     if dp is None:
         if batch_size is None:
             raise TypeError("batch_size: expected a positive integer (None only with dp), got None.")
@@ -175,12 +186,16 @@ def fit(
             batch_size=batch_size, batch_sharding=batch_sharding, permutation=permutation)
         if state.epoch > 0:
             _check_resumed_noise(dp, calibrated, history, state.epoch)
+            _check_resumed_sampling(dp, history, state.epoch)
+        epoch_fn = _keeping_last_metrics(epoch_fn, last)
 
     def set_entries(name, params, Xe, Ye):
         return {f"{name}_{k}": v for k, v in
                 scalars(cost_and_metrics_kernel(net, params, Xe, Ye)).items()}
 
     def diagnose_epoch(epoch, costs, gnorms, params, baseline):
+        if dp is not None:  # the private outputs only: no raw cost decides the stop
+            return diagnose_private(epoch, gnorms, bool(all_finite(params)))
         return diagnose(epoch, costs, gnorms, bool(all_finite(params)), baseline, explode_factor)
 
     plan = EpochPlan(
@@ -195,14 +210,47 @@ def fit(
                     on_epoch_end=on_epoch_end, progress=progress, progress_desc=progress_desc)
     if dp is None:
         return fr
-    steps = fr.state.epoch * dp.steps_per_epoch
+    # every step taken counts, the failing epoch's too (its updates ran on the data)
+    epochs_run = fr.state.epoch + (1 if fr.status == "diverged" else 0)
+    steps = epochs_run * dp.steps_per_epoch
+    overflows = sum(int(row.get("overflow", 0)) for row in fr.history)
+    if fr.status == "diverged" and "metrics" in last:
+        overflows += int(np.sum(np.asarray(last["metrics"].overflow)))
     return fr._replace(privacy={
         "epsilon": dpsgd.epsilon(noise_multiplier=dp.noise_multiplier,
                                  sampling_rate=dp.sampling_rate, steps=steps, delta=dp.delta,
                                  accountant=dp.accountant),
         "target_epsilon": dp.target_epsilon, "delta": dp.delta,
         "noise_multiplier": dp.noise_multiplier, "noise_calibrated": calibrated,
-        "sampling_rate": dp.sampling_rate, "steps": steps, "accountant": dp.accountant})
+        "sampling_rate": dp.sampling_rate, "steps_per_epoch": dp.steps_per_epoch,
+        "steps": steps, "accountant": dp.accountant, "max_batch_size": dp.max_batch_size,
+        "overflows": overflows})
+
+
+def _keeping_last_metrics(epoch_fn, last: dict):
+    """``epoch_fn`` storing its latest metrics in ``last["metrics"]``: the privacy report of a
+    run stopped by a failing epoch counts that epoch's overflows (it writes no row)."""
+    def run(*args):
+        params, opt_state, mt = epoch_fn(*args)
+        last["metrics"] = mt
+        return params, opt_state, mt
+    return run
+
+
+def diagnose_private(epoch: int, grad_norms, params_ok: bool) -> Optional[str]:
+    """The divergence test of a private run, on its private outputs only: the noisy
+    gradients' norms and the parameters (post-processing of DP-SGD's outputs). The raw
+    minibatch costs are not read: a stop decided by them would depend on single examples
+    outside the accountant."""
+    n = len(grad_norms)
+    for s in range(n):
+        if not math.isfinite(grad_norms[s]):
+            return (f"the noisy gradient became non-finite at epoch {epoch}, step {s + 1} "
+                    f"of {n}")
+    if not params_ok:
+        return (f"the parameters became non-finite at epoch {epoch}, step {n} of {n} "
+                f"(the last update)")
+    return None
 
 
 def _first_nonzero_cost(costs) -> Optional[float]:
@@ -246,6 +294,40 @@ def _check_resumed_noise(dp: dpsgd.DPSGD, calibrated: bool, history: list, epoch
             f"or dp=dp._replace(noise_multiplier=<the first call's noise multiplier>).")
 
 
+def _check_resumed_sampling(dp: dpsgd.DPSGD, history: list, epoch: int) -> None:
+    """A private run resumed at ``epoch`` > 0 goes on with the sampling rate q and the
+    steps per epoch of its first ``epoch`` epochs, or is refused: epsilon composes
+    T = epoch * steps_per_epoch steps of the Poisson-subsampled Gaussian mechanism at ONE q,
+    so steps taken at another q, or another number of them per epoch, are counted wrongly
+    (8 steps at q = 0.5 then 50 at q = 0.02 were reported as 250 steps at q = 0.02). The
+    earlier values are the ``sampling_rate`` and ``steps_per_epoch`` the history rows record;
+    a history written before they were recorded gives steps_per_epoch as ``steps`` /
+    ``epoch``, and its q is not known (then not checked). ``delta`` and ``accountant`` may
+    change: they only say how the composition of all the steps is reported, and epsilon is
+    recomputed over all of them."""
+    checked = (("sampling_rate", float(dp.sampling_rate)),
+               ("steps_per_epoch", int(dp.steps_per_epoch)))
+    for name, value in checked:
+        recorded = []
+        for row in history:
+            if not isinstance(row, Mapping):
+                continue
+            if row.get(name) is not None:
+                recorded.append(row[name])
+            elif (name == "steps_per_epoch" and row.get("steps") is not None
+                  and row.get("epoch")):
+                recorded.append(row["steps"] / row["epoch"])
+        other = [r for r in recorded if float(r) != value]
+        if other:
+            was = int(other[0]) if name == "steps_per_epoch" else float(other[0])
+            raise ValueError(
+                f"dp: the history of the resumed run (epoch {epoch}) records {name} {was!r}, "
+                f"this call would use {value!r}; the privacy accounting composes all steps at "
+                f"one sampling rate and counts epoch * steps_per_epoch steps, so a change "
+                f"would misreport epsilon. Continue with the same settings, "
+                f"dp=dp._replace({name}={was!r}).")
+
+
 def _refuse_kfac_with(optimizer, *, dp: bool) -> None:
     """K-FAC's step reads the Kronecker factors of the minibatch's own sweep, which the
     DP-SGD epoch (clipped, noised gradients) does not provide: refused up front, by name,
@@ -283,6 +365,7 @@ def _private_epoch(net: Network, optimizer, dp, m: int, epochs: int, compute_dty
     def metric_entries(epoch, mt):
         return {"epsilon": spent(epoch), "steps": epoch * dp.steps_per_epoch,
                 "noise_multiplier": float(dp.noise_multiplier),
+                "sampling_rate": float(dp.sampling_rate), "steps_per_epoch": dp.steps_per_epoch,
                 "mean_batch_size": float(np.mean(np.asarray(mt.batch_size))),
                 "overflow": int(np.sum(np.asarray(mt.overflow)))}
 

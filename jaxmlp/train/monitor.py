@@ -29,7 +29,7 @@ DEFAULT_EXPLODE_FACTOR = 1e6
 #: privacy entries).
 LOOP_ENTRIES = ("epoch", "running_cost", "running_cost_members", "first_cost",
                 "first_cost_members", "seconds", "epsilon", "steps", "noise_multiplier",
-                "mean_batch_size", "overflow")
+                "sampling_rate", "steps_per_epoch", "mean_batch_size", "overflow")
 
 #: Eval set names refused: a set's entries ``<name>_<metric>`` (``_members``, ...) would
 #: overwrite the loop's own entries starting ``<name>_`` (a set "first" writes ``first_cost``,
@@ -47,14 +47,19 @@ class FitResult(NamedTuple):
       history: one dict per completed epoch: ``epoch``, ``running_cost`` (mean minibatch
         cost), ``first_cost`` (the epoch's first minibatch cost), ``seconds`` (the epoch's
         compiled call), and ``<set>_<metric>`` for every evaluated set and metric.
-      status: ``"completed"``, ``"diverged"`` (see the module docstring), ``"stopped"``
+      status: ``"completed"``, ``"diverged"`` (see :mod:`jaxmlp.train.loop`; with ``dp`` only
+        non-finite noisy gradients or parameters, never a cost), ``"stopped"``
         (``on_epoch_end`` returned False) or ``"budget"`` (private training: the next
         epoch would have spent more than ``dp.target_epsilon``).
       message: None, or what went wrong, naming the epoch and step.
       epoch_seconds: the wall time of each epoch run here (compiled call only).
-      privacy: private training only (else None): ``epsilon`` spent by the epochs done,
-        ``target_epsilon``, ``delta``, ``noise_multiplier`` (``noise_calibrated``: chosen
-        by fit for the target), ``sampling_rate``, ``steps``, ``accountant``.
+      privacy: private training only (else None): ``epsilon`` spent by ALL the steps taken
+        (``steps``: those of the epochs done, and of the failing epoch of a diverged run,
+        whose updates ran on the data), ``target_epsilon``, ``delta``, ``noise_multiplier``
+        (``noise_calibrated``: chosen by fit for the target), ``sampling_rate``,
+        ``steps_per_epoch``, ``accountant``, ``max_batch_size`` and ``overflows`` (selected
+        examples that did not fit the padded batch, summed over those steps; 0 unless a
+        probability below 1e-9 came true).
     """
 
     state: TrainState
