@@ -441,8 +441,11 @@ def test_fit_dp_empty_first_batch_is_no_explosion_baseline():
     assert fr.history[0]["running_cost"] > 0  # later batches cost more than 1e6 times 0
 
 
-@pytest.mark.slow  # a guard: the explode test still fires with the new baseline
-def test_fit_dp_explosion_is_measured_against_the_first_nonempty_batch():
+@pytest.mark.slow  # a guard: under dp no raw cost stops the run, however far it climbs
+def test_fit_dp_never_stops_on_a_raw_cost():
+    """The minibatch cost exceeds explode_factor times the first non-empty batch's cost (the
+    non-private explode test would fire), yet the private run is not stopped by it: a cost is
+    computed from the raw data, outside the accountant; only non-finite parameters stop it."""
     from jaxmlp.train.loop import fit
 
     net, params, X, Y = _fit_problem(m=20)
@@ -456,12 +459,8 @@ def test_fit_dp_explosion_is_measured_against_the_first_nonempty_batch():
     _, _, mt = epoch(params, opt.init(params), ek, X, Y)
     cost, size = np.asarray(mt.cost), np.asarray(mt.batch_size)
     b = abs(float(cost[(size > 0) & (cost != 0)][0]))
-    s = int(np.argmax(cost > 100.0 * b))
-    assert b > 0 and s > 0
-    assert fr.status == "diverged" and fr.state.epoch == 0
-    assert fr.message == (f"training stopped: the minibatch cost exploded to {cost[s]:.4g} at "
-                          f"epoch 1, step {s + 1} of 10, more than 100 times the first cost "
-                          f"{b:.4g} (explode_factor)")
+    assert b > 0 and np.any(cost > 100.0 * b)  # the non-private explode test would fire
+    assert fr.status == "completed" and fr.state.epoch == 2, fr.message
 
 
 def test_fit_first_cost_of_zero_is_no_explosion_baseline():
