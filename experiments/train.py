@@ -322,9 +322,9 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
         per_label = dict(zip(data.target_names, np.asarray(ev["per_label_accuracy"]).tolist()))
     pr = None
     if dp is not None:
-        pr = {**privacy.privacy_report(
-            dp, X_tr.shape[1], fr.state.epoch, steps=cfg["total_steps"],
-            overflows=sum(h.get("overflow", 0) for h in fr.history)),
+        pr = {**privacy.privacy_report(  # fit's count: a diverged run's last epoch ran too
+            dp, X_tr.shape[1], fr.privacy["steps"] // dp.steps_per_epoch,
+            steps=cfg["total_steps"], overflows=fr.privacy["overflows"]),
             "noise_calibrated": cfg["noise_calibrated"], **train_report.PRIVACY_COVERAGE}
     devices = pl.mesh.devices.flat if pl is not None else jax.devices()[:1]
     return laplace_report.attach(cfg, net, fr, sets, {"num_params": net.num_params, "metric": metric,

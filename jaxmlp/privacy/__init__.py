@@ -8,14 +8,14 @@ The private training epoch is :func:`jaxmlp.train.make_dp_train_epoch`.
 
 from jaxmlp.privacy import threefry
 from jaxmlp.privacy.dpsgd import (
-    ACCOUNTANTS, OVERFLOW_PROBABILITY, PLD_GRID, RDP_ORDERS, SIGMA_RANGE, DPGradient, DPSGD, DPStepMetrics, calibrate_noise, calibrate_run, check_dp_args,
+    ACCOUNTANTS, GIVEN_OVERFLOW_PROBABILITY, OVERFLOW_PROBABILITY, PLD_GRID, RDP_ORDERS, SIGMA_RANGE, DPGradient, DPSGD, DPStepMetrics, calibrate_noise, calibrate_run, check_dp_args,
     check_dpsgd, check_expected_batch, check_sampling_rate, default_steps_per_epoch, dp_gradient_kernel,
     add_noise, dp_value_and_grad, epsilon, make_dp_grad_fn, overflow_probability, padded_batch_size,
     poisson_batch, privacy_report, total_clip,
 )
 
 __all__ = [
-    "ACCOUNTANTS", "DPGradient", "OVERFLOW_PROBABILITY", "PLD_GRID", "RDP_ORDERS",
+    "ACCOUNTANTS", "DPGradient", "GIVEN_OVERFLOW_PROBABILITY", "OVERFLOW_PROBABILITY", "PLD_GRID", "RDP_ORDERS",
     "SIGMA_RANGE", "add_noise", "DPSGD", "DPStepMetrics", "calibrate_noise", "calibrate_run",
     "check_dp_args", "check_dpsgd", "check_expected_batch", "check_sampling_rate", "default_steps_per_epoch",
     "dp_gradient_kernel", "dp_value_and_grad", "epsilon", "make_dp_grad_fn",

@@ -100,6 +100,9 @@ PLD_GRID = 1e-3
 RDP_ORDERS = tuple(range(2, 65)) + (72, 80, 96, 128, 160, 192, 256)
 #: The overflow probability :func:`padded_batch_size` keeps the padded batch under.
 OVERFLOW_PROBABILITY = 1e-9
+#: The overflow probability over the run above which a GIVEN ``max_batch_size`` is refused
+#: (a checkpoint's padded size continued for more epochs passes; one that overflows is not).
+GIVEN_OVERFLOW_PROBABILITY = 1e-6
 
 
 class DPGradient(NamedTuple):
@@ -595,19 +598,23 @@ def check_dpsgd(dp: Any, net: Network, num_examples: int,
 
 def _check_max_batch_size(bmax: int, num_examples: int, q: float, steps: int) -> None:
     """ValueError naming ``dp.max_batch_size`` when its :func:`overflow_probability` over the
-    run's ``steps`` exceeds :data:`OVERFLOW_PROBABILITY`, the bound the default padded size
-    meets: an overflowing step trains only the lowest selected indices, so the batch is no
-    longer a Poisson sample and the accountant's epsilon does not hold."""
+    run's ``steps`` exceeds :data:`GIVEN_OVERFLOW_PROBABILITY` (the default padded size meets
+    :data:`OVERFLOW_PROBABILITY`; a given one, such as a checkpoint's size continued for more
+    epochs, gets the looser bound): an overflowing step trains only the lowest selected
+    indices, so the batch is no longer a Poisson sample and the accountant's epsilon does not
+    hold. The run's report carries the bound (``overflow_probability_bound``)."""
     p = overflow_probability(num_examples, q, bmax, steps)
-    if p > OVERFLOW_PROBABILITY:
-        need = padded_batch_size(num_examples, q, steps)
+    if p > GIVEN_OVERFLOW_PROBABILITY:
+        need = padded_batch_size(num_examples, q, steps, GIVEN_OVERFLOW_PROBABILITY)
+        default = padded_batch_size(num_examples, q, steps)
         raise ValueError(
             f"dp.max_batch_size: expected a padded batch whose overflow probability over the "
-            f"run's {steps} steps is at most {OVERFLOW_PROBABILITY:g} (an overflowing step "
-            f"drops selected examples: the batch is no longer a Poisson sample and epsilon "
-            f"does not hold), got {bmax}: overflow probability {p:.3g} at q = {q:g}, "
+            f"run's {steps} steps is at most {GIVEN_OVERFLOW_PROBABILITY:g} (an overflowing "
+            f"step drops selected examples: the batch is no longer a Poisson sample and "
+            f"epsilon does not hold), got {bmax}: overflow probability {p:.3g} at q = {q:g}, "
             f"n = {num_examples}. The smallest size that meets the bound is {need} "
-            f"(max_batch_size=None picks it).")
+            f"(max_batch_size=None picks {default}, the size that meets "
+            f"{OVERFLOW_PROBABILITY:g}).")
 
 
 def _calibrated(dp: DPSGD, epochs: Optional[int]) -> DPSGD:
