@@ -79,6 +79,20 @@ def _array_shapes(net: Network, structure: str, prior_kind: str, with_eig: bool)
     return shapes
 
 
+def _check_eig(ggn: np.ndarray, eig: np.ndarray) -> None:
+    """``eig`` must be G's eigenvalues in ascending order (the negative ones clipped at 0 or
+    not): within sqrt(eps) max|lambda| of those of ``ggn``, recomputed in float64."""
+    ref = np.linalg.eigvalsh(ggn.astype(np.float64))
+    got = eig.astype(np.float64)
+    eps = float(jnp.finfo(eig.dtype).eps)
+    tol = np.sqrt(eps) * max(float(np.max(np.abs(ref))), float(jnp.finfo(eig.dtype).tiny))
+    diff = np.abs(got - ref)
+    err = float(np.max(np.where(ref < 0, np.minimum(diff, np.abs(got)), diff)))
+    if err > tol:
+        raise ValueError(f"arrays: eig is not the ascending eigenvalues of ggn (largest "
+                         f"difference {err:.3g}, tolerance {tol:.3g}).")
+
+
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["params", "curvature", "prior_precision", "temperature", "sigma_noise", "loss"],
@@ -151,7 +165,8 @@ class Posterior:
         ``structure``, ``prior_kind``, ``n_data``; ``arrays`` the named arrays, every one
         floating-point of the MAP's dtype and finite, of the shapes ``net`` and the
         structure give (the prior precision positive, the temperature positive, the noise
-        scale 1 for the cross-entropies). ValueError naming what differs otherwise; TypeError
+        scale 1 for the cross-entropies; an ``eig`` G's eigenvalues, :func:`_check_eig`).
+        ValueError naming what differs otherwise; TypeError
         for float64 arrays while 64-bit mode is off."""
         net = curvature_lib.check_supported(net, "laplace", second_order=False)
         try:
@@ -183,6 +198,8 @@ class Posterior:
         if dtype == np.float64 and not jax.config.jax_enable_x64:
             raise TypeError("arrays: a float64 posterior needs 64-bit mode "
                             "(jax.config.update('jax_enable_x64', True)).")
+        if with_eig:
+            _check_eig(np.asarray(arrays["ggn"]), np.asarray(arrays["eig"]))
         prior = np.asarray(arrays["prior_precision"])
         if np.any(prior <= 0):
             raise ValueError(f"arrays: prior_precision holds a precision <= 0 "
@@ -215,7 +232,10 @@ class Posterior:
         if prior_precision is not None:
             kind, arr = check_prior_precision(self.net, prior_precision, self.structure,
                                               self.layers, dtype)
-            out = dataclasses.replace(out, prior_kind=kind, prior_precision=arr)
+            cv = self.curvature
+            if kind != "scalar" and "eig" in cv:  # G's eigenvalues serve a scalar prior only
+                cv = {k: v for k, v in cv.items() if k != "eig"}
+            out = dataclasses.replace(out, prior_kind=kind, prior_precision=arr, curvature=cv)
         if sigma_noise is not None:
             out = dataclasses.replace(out, sigma_noise=structures.check_sigma_noise(
                 self.net, sigma_noise, dtype))

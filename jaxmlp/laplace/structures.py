@@ -115,11 +115,13 @@ def precision_terms(la, delta, h):
     (num_groups,)), for P = h G + P0 at prior precision ``delta`` (the prior's kind) and
     scale h. diag: sums over 1/(h g + delta); kron: over 1/D of (LA4); full and last_layer:
     a Cholesky factor, diag P^{-1} = the squared column norms of its inverse; or, where the
-    curvature also holds ``"eig"`` (G's eigenvalues, clipped at 0; a scalar prior: the
-    evidence ascent adds them), sums over 1/(h lambda + delta)."""
+    curvature also holds ``"eig"`` (G's eigenvalues, clipped at 0, which the evidence ascent
+    adds) and the prior is a scalar, sums over 1/(h lambda + delta) (a per-layer or
+    per-parameter P0 does not share G's eigenbasis: the Cholesky factor then)."""
     s = la.structure
     k = num_groups(la)
-    if "eig" in la.curvature:  # full / last_layer, scalar prior: G's eigenvalues, computed once
+    if "eig" in la.curvature and s in ("full", "last_layer") and la.prior_kind == "scalar":
+        # G's eigenvalues, computed once: P = U (h lambda + delta) U^T only for a scalar delta
         Pd = h * la.curvature["eig"] + delta
         return jnp.sum(jnp.log(Pd)), jnp.sum(1.0 / Pd)[None]
     if s == "kron":

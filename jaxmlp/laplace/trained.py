@@ -2,10 +2,10 @@
 
 ``jaxmlp.fit`` returns a ``FitResult`` whose ``state.params`` is the MAP (the last good
 state); :func:`from_fit` fits :func:`jaxmlp.laplace.laplace` there on the training split
-and chooses the prior precision (and, for mean squared error, the noise scale) by the
-evidence (LA6) with the gradient (LA8), (LA9). The result is duck-typed (anything with
-``.state.params``, ``.params``, or a params list itself), so this package does not import
-the training package (docs/architecture.md).
+and chooses the prior precision and, for mean squared error, the noise scale (each unless
+given) by the evidence (LA6) with the gradient (LA8), (LA9). The result is duck-typed
+(anything with ``.state.params``, ``.params``, or a params list itself), so this package
+does not import the training package (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from jaxmlp.laplace.fitting import laplace
 from jaxmlp.laplace.posterior import Posterior
 from jaxmlp.laplace.prior import optimize_prior_precision
 from jaxmlp.nn.network import Network
+from jaxmlp.nn.scalars import positive_int
 
 __all__ = ["from_fit"]
 
@@ -38,9 +39,9 @@ def _params_of(result):
 
 
 def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
-             prior_precision: Optional[float] = None, temperature: float = 1.0,
-             batch_size: Optional[int] = None, mc_samples: Optional[int] = None, key=None,
-             steps: int = 300) -> Posterior:
+             prior_precision=None, sigma_noise: Optional[float] = None,
+             temperature: float = 1.0, batch_size: Optional[int] = None,
+             mc_samples: Optional[int] = None, key=None, steps: int = 300) -> Posterior:
     """The Laplace posterior at a trained result's params, prior chosen by the evidence.
 
     Arguments:
@@ -50,8 +51,14 @@ def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
       X, Y: the training split (n[0], n_data), (n[L], n_data) the posterior conditions on.
       structure, temperature, batch_size, mc_samples, key: as :func:`laplace`.
       prior_precision: None (default): a scalar chosen by ``steps`` steps of the evidence
-        ascent (LA6), (LA8) from 1, with the noise scale for mean squared error (LA9) from
-        the training residuals' root mean square; a number: that prior, nothing optimised.
+        ascent (LA6), (LA8) from 1; otherwise that prior (any kind :func:`laplace` takes),
+        not optimised.
+      sigma_noise: the Gaussian noise scale of mean squared error (the cross-entropies take
+        only None or 1); a number: that noise scale, not optimised. None (default): with
+        ``prior_precision=None``, for mean squared error chosen together with the prior by
+        the evidence (LA9), from the training residuals' root mean square; with a given
+        prior, 1 (as :func:`laplace`): pass the noise scale with a fixed prior, or it
+        enters the regression predictive variance as 1.
 
     Returns:
       a :class:`Posterior`.
@@ -64,15 +71,16 @@ def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
             f"result: an ensemble's params (K = {params[0]['W'].shape[0]} members stacked on a "
             "leading axis); a posterior is of one network: fit one member's, e.g. "
             "from_fit(net, jax.tree.map(lambda a: a[k], params), X, Y).")
-    if prior_precision is not None:
-        return laplace(net, params, X, Y, structure=structure, prior_precision=prior_precision,
-                       temperature=temperature, batch_size=batch_size, mc_samples=mc_samples,
-                       key=key)
-    regression = net.cost == "mean_squared_error"
-    sigma = 1.0
-    la = laplace(net, params, X, Y, structure=structure, temperature=temperature,
+    steps = positive_int("steps", steps)
+    fit_prior = prior_precision is None
+    fit_sigma = net.cost == "mean_squared_error" and sigma_noise is None and fit_prior
+    la = laplace(net, params, X, Y, structure=structure,
+                 prior_precision=1.0 if fit_prior else prior_precision, temperature=temperature,
+                 sigma_noise=1.0 if sigma_noise is None else sigma_noise,
                  batch_size=batch_size, mc_samples=mc_samples, key=key)
-    if regression:  # 0.5 sum ||a - y||^2 = la.loss: residual mean square per output
+    if fit_sigma:  # 0.5 sum ||a - y||^2 = la.loss: residual mean square per output
         sigma = float(jnp.sqrt(2.0 * la.loss / (la.n_data * net.sizes[-1])))
         la = la.with_prior(sigma_noise=max(sigma, 1e-6))
-    return optimize_prior_precision(la, "marglik", steps=steps, fit_sigma_noise=regression)
+    if fit_prior:
+        return optimize_prior_precision(la, "marglik", steps=steps, fit_sigma_noise=fit_sigma)
+    return la
