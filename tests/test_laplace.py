@@ -462,8 +462,12 @@ def test_from_fit_is_a_stationary_point_of_the_evidence():
     _, g_rho, g_s = lp.evidence.log_marginal_likelihood_and_grad(
         la, jnp.log(la.prior_precision), jnp.log(la.sigma_noise))
     assert abs(float(g_rho)) <= 1e-6 and abs(float(g_s)) <= 1e-6
-    fixed = lp.from_fit(net, params, X, Y, structure="diag", prior_precision=2.0)
-    assert float(fixed.prior_precision) == 2.0 and float(fixed.sigma_noise) == 1.0
+    fixed = lp.from_fit(net, params, X, Y, structure="diag", prior_precision=2.0,
+                        sigma_noise=0.5)
+    assert float(fixed.prior_precision) == 2.0 and float(fixed.sigma_noise) == 0.5
+    with pytest.raises(ValueError, match=r"^sigma_noise: a regression posterior with a given "
+                                         r"prior_precision needs its noise scale"):
+        lp.from_fit(net, params, X, Y, structure="diag", prior_precision=2.0)
     with pytest.raises(ValueError, match="result: the training diverged"):
         lp.from_fit(net, SimpleNamespace(status="diverged", state=None), X, Y)
     with pytest.raises(TypeError, match="result: expected a FitResult"):

@@ -120,15 +120,15 @@ def test_grid_refuses_targets_outside_the_costs_domain_and_bad_arguments():
 def test_from_fit_noise_scale():
     """Regression: sigma_noise given is kept (with a fixed prior: the posterior of laplace
     with both; with the prior chosen: a zero of (LA8) at that noise scale); a fixed prior
-    without it keeps laplace's 1. A cross-entropy refuses a noise scale other than 1."""
+    without it is refused naming sigma_noise. A cross-entropy refuses a noise scale other than 1."""
     net, params, X, Y = problem("regression", m=12)
     fixed = lp.from_fit(net, params, X, Y, structure="diag", prior_precision=2.0,
                         sigma_noise=0.5)
     assert float(fixed.sigma_noise) == 0.5 and float(fixed.prior_precision) == 2.0
     ref = lp.laplace(net, params, X, Y, structure="diag", prior_precision=2.0, sigma_noise=0.5)
     assert float(fixed.log_marginal_likelihood()) == float(ref.log_marginal_likelihood())
-    unit = lp.from_fit(net, params, X, Y, structure="diag", prior_precision=2.0)
-    assert float(unit.sigma_noise) == 1.0
+    with pytest.raises(ValueError, match=r"^sigma_noise: a regression posterior"):
+        lp.from_fit(net, params, X, Y, structure="diag", prior_precision=2.0)
     both = lp.from_fit(net, params, X, Y, structure="diag", sigma_noise=0.5, steps=1500)
     assert float(both.sigma_noise) == 0.5
     _, g_rho, _ = evidence.log_marginal_likelihood_and_grad(

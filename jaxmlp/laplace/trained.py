@@ -57,8 +57,8 @@ def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
         only None or 1); a number: that noise scale, not optimised. None (default): with
         ``prior_precision=None``, for mean squared error chosen together with the prior by
         the evidence (LA9), from the training residuals' root mean square; with a given
-        prior, 1 (as :func:`laplace`): pass the noise scale with a fixed prior, or it
-        enters the regression predictive variance as 1.
+        prior, refused for mean squared error (ValueError naming ``sigma_noise``: the noise
+        scale would silently be 1 in the predictive variance), 1 for the cross-entropies.
 
     Returns:
       a :class:`Posterior`.
@@ -73,6 +73,12 @@ def from_fit(net: Network, result, X, Y, *, structure: str = "kron",
             "from_fit(net, jax.tree.map(lambda a: a[k], params), X, Y).")
     steps = positive_int("steps", steps)
     fit_prior = prior_precision is None
+    if net.cost == "mean_squared_error" and sigma_noise is None and not fit_prior:
+        raise ValueError(
+            "sigma_noise: a regression posterior with a given prior_precision needs its noise "
+            "scale (it enters the predictive variance): pass sigma_noise=... (for instance the "
+            "training residuals' root mean square), or prior_precision=None to choose both by "
+            "the evidence; got None.")
     fit_sigma = net.cost == "mean_squared_error" and sigma_noise is None and fit_prior
     la = laplace(net, params, X, Y, structure=structure,
                  prior_precision=1.0 if fit_prior else prior_precision, temperature=temperature,
