@@ -137,3 +137,12 @@ def test_from_fit_noise_scale():
     netc, pc, Xc, Yc = problem()
     with pytest.raises(ValueError, match=r"^sigma_noise: only the Gaussian likelihood"):
         lp.from_fit(netc, pc, Xc, Yc, structure="diag", sigma_noise=2.0)
+
+
+def test_grid_names_the_validation_split_in_shape_errors():
+    net, params, X, Y = problem()
+    la = lp.laplace(net, params, X, Y, structure="diag")
+    with pytest.raises(ValueError, match=r"^X_val: expected shape \(n\[0\], m\)"):
+        lp.optimize_prior_precision(la, "grid", X_val=X.T, Y_val=Y)
+    with pytest.raises(ValueError, match=r"^Y_val: expected shape \(n\[L\], m\)"):
+        lp.optimize_prior_precision(la, "grid", X_val=X, Y_val=Y[:, :2])

@@ -148,8 +148,15 @@ def optimize_prior_precision(la, method: str = "marglik", *, steps: Optional[int
         raise ValueError("X_val, Y_val: method='grid' needs a validation split, got "
                          f"X_val={type(X_val).__name__}, Y_val={type(Y_val).__name__}.")
     dtype = la.temperature.dtype
-    X_val = checks.check_X(la.net, X_val, dtype)
-    Y_val = checks.check_Y(la.net, Y_val, X_val.shape[1], dtype)
+    try:  # the shared checks name X and Y: here they are the validation split's
+        X_val = checks.check_X(la.net, X_val, dtype)
+        Y_val = checks.check_Y(la.net, Y_val, X_val.shape[1], dtype)
+    except (TypeError, ValueError) as e:
+        text = str(e)
+        name = "X_val" if text.startswith("X:") else "Y_val" if text.startswith("Y:") else None
+        if name is None:
+            raise
+        raise type(e)(f"{name}:{text[2:]}") from None
     checks.check_finite(X_val=X_val, Y_val=Y_val)
     la.net.cost_fn.check_targets(Y_val, name="Y_val")  # inside the cost's domain, as laplace
     grid = _check_grid(grid)
