@@ -124,6 +124,7 @@ def test_hlo_summary_lists_every_product_of_both_steps():
     assert dots["jaxmlp"] == dots["autodiff"]
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_softmax_output_keeps_its_column_reduction_out_of_the_product():
     """The softmax shift is guarded (activations._column_shift), so XLA:CPU does not fuse
     the column maximum of Z[L] into the (F1) product, a pattern that is slower than the

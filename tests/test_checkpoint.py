@@ -323,6 +323,7 @@ def test_newest_intact_skips_damaged_checkpoints(tmp_path):
         newest_intact(tmp_path / "empty", _like())
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_orbax_failures_are_one_quiet_error(tmp_path):
     """A damaged checkpoint read in a fresh process: one CheckpointError, and nothing on
     stderr (no asyncio "Event loop is closed" / "Task exception was never retrieved"

@@ -91,6 +91,7 @@ def test_every_quantity_matches_autodiff_sweep(hidden, out, cost, nL, depth, m):
     assert_check(net_for(hidden, out, cost, nL, depth), m)
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_direct_oracles_hvp_and_hessian_diag():
     """Without the verification module: jvp of grad, and the diagonal of jax.hessian."""
     net = jaxmlp.Network((2, 3, 3, 2), ("tanh", "softmax", "sigmoid"), "multilabel_cross_entropy")

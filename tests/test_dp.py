@@ -296,6 +296,7 @@ def _fit_problem(m=60):
     return net, jaxmlp.init_params(net, jax.random.PRNGKey(1)), jnp.asarray(X), jnp.asarray(Y)
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_fit_dp_equals_the_dp_epoch_and_reports_epsilon():
     from jaxmlp.train.loop import fit
 

@@ -52,6 +52,7 @@ def test_members_equal_independent_runs(name, shared):
     assert _maxdiff(E.member(fr.state.params, 0), E.member(fr.state.params, 1)) > 1e-3
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_shared_optimizer_without_rates_and_resume():
     P = E.init_ensemble(NET, KEY, 2)
     opt = optax.sgd(0.1)

@@ -425,6 +425,7 @@ def test_amortised_inverses_equal_recomputed_ones(adaptive):
         assert rebuilt >= 1 and float(state.damping) != 1e-2  # it moved, and the inverses followed it
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_epoch_keeps_the_conditionals_and_trains_with_defaults():
     """kfac(lr) with its defaults trains in the scanned epoch; the compiled epoch holds the
     lax.cond branches as conditionals (only the taken branch runs)."""
@@ -533,6 +534,7 @@ def test_factor_statistics_on_a_data_mesh_equal_one_device():
     assert out["one"]["damping"] == pytest.approx(out["four"]["damping"], rel=1e-5)
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_train_py_saves_the_kfac_flags_and_a_resume_uses_them(tmp_path, capsys):
     """train.py --optimizer kfac writes its --kfac-* flags into the checkpoint's config; a
     resume without them gets the saved ones (not the defaults), a resume with another value

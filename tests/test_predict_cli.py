@@ -226,6 +226,7 @@ def test_predict_bad_input_exits_2_with_one_message(shop, tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_predict_as_a_script(shop, tmp_path):
     d, f, runs = shop
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "predict.py"),

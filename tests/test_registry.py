@@ -43,6 +43,7 @@ def fresh():
         registry._unregister(n)
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_registered_activation_is_used_by_name_everywhere(fresh, mish):
     """mish from examples/mish.py: Network, init scheme, the batched recurrences against
     jax.grad, single-column and per-example gradients."""

@@ -187,6 +187,7 @@ def _problem():
     return jaxmlp.init_params(NET, jax.random.PRNGKey(0)), X, Y
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_tuple_params_give_tuple_gradients_everywhere():
     """Issue: tuple params came back as a list, so the README's optax step failed in optax."""
     params, X, Y = _problem()

@@ -31,6 +31,7 @@ def _reference(key, m):
     return x
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_words_are_jax_random_bits_of_fold_in_bit_for_bit():
     jitted = jax.jit(shuffle.words, static_argnums=2)  # j traced: one compile per m and kind of key
     for key in (jax.random.PRNGKey(_seed("w")), jax.random.key(_seed("w2"))):

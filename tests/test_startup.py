@@ -135,6 +135,7 @@ def test_train_script_writes_the_svg_plot_without_matplotlib(tmp_path):
     assert "--epochs" in bad.stderr
 
 
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
 def test_init_params_equals_the_layer_by_layer_draws_bit_for_bit():
     """init_params draws all layers in one compiled program (and scales in NumPy): the values
     are those of jax.random.normal called layer by layer and scaled by a jnp product."""
