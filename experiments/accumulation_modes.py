@@ -189,7 +189,7 @@ def gradient_cost(widths, *, n0, m, rounds, chunk, fm_call_limit, fm_total, seed
             if predicted > fm_call_limit:
                 fm_active = False
                 print(f"  forward mode stopped before P = {P}: predicted {predicted:.1f} s/call "
-                      f"> limit {fm_call_limit:.0f} s")
+                      f"> limit {fm_call_limit:g} s")
         c = min(chunk, P)
         if fm_active:
             f_fm = jax.jit(forward_mode_gradient(loss_flat, c))

@@ -187,7 +187,7 @@ def main(argv=None):
         print(f"{k:>36} " + " ".join(cells))
     print(f"(ratio: paired median of time / value_and_grad; load average "
           f"{results['load_average_start']} -> {results['load_average_end']})")
-    output.write_json(os.path.abspath(os.path.join(args.out, "curvature.json")), results)
+    print(f"wrote {output.write_json(os.path.abspath(os.path.join(args.out, 'curvature.json')), results)}")
     return 0
 
 

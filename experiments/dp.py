@@ -565,13 +565,14 @@ def main(argv=None) -> int:
         table = accuracy_table(rows)
         print(table)
         print(accuracy_markdown(rows))
-        output.write_json(os.path.abspath(os.path.join(args.out, f"accuracy{suffix}.json")), {
+        written = output.write_json(os.path.abspath(os.path.join(args.out, f"accuracy{suffix}.json")), {
             "datasets": rows, "table": table,
             "epsilons": [None if math.isinf(e) else e for e in EPSILONS],
             "delta": DELTA, "accountant": "pld", "clip": CLIP,
             "validation": {"fraction_of_train": VAL_FRACTION, "seed": VAL_SEED},
             "seconds": time.perf_counter() - t0, "environment": env})
         accuracy_plot(rows, os.path.join(args.out, f"accuracy{suffix}.png"))
+        print(f"wrote {written} and {os.path.join(os.path.dirname(written), f'accuracy{suffix}.png')}")
     if args.what == "noise":
         doc = noise_generators(args.rounds) | {"environment": env}
         print(f"wrote {benchmarking.write_json(os.path.join(args.out, 'noise.json'), doc)}")

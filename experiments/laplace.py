@@ -350,7 +350,7 @@ def main(argv=None):
                   f"{g['ece_lower']}/{g['seeds']}, AUROC higher {g['auroc_higher']}/"
                   f"{g['seeds']}, acc within 0.5 {g['accuracy_within_0.5']}/{g['seeds']}"
                   f"{'  TARGET MET' if g['target_met'] else ''}")
-        output.write_json(os.path.join(args.out, "study.json"), doc)
+        print(f"wrote {output.write_json(os.path.join(args.out, 'study.json'), doc)}")
         return 0
     for name in ("digits", "breast_cancer"):
         c = list(CONFIG[name])
@@ -399,7 +399,9 @@ def main(argv=None):
         doc["load_average"] = benchmarking.load_average()
         for k, v in t.items():
             print(v.table())
-    output.write_json(os.path.join(args.out, "laplace.json"), doc)
+    print(f"wrote {output.write_json(os.path.join(args.out, 'laplace.json'), doc)}"
+          + (f" and {os.path.join(os.path.abspath(args.out), 'reliability_digits.svg')}"
+             if keep is not None else ""))
     return 0
 
 

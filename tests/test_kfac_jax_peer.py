@@ -103,3 +103,34 @@ def test_kfac_jax_row_trains_the_tiny_network(kj, problem):
     assert np.all(np.isfinite([h["cost"] for h in hist]))
     assert hist[-1]["cost"] < 0.2 * hist[0]["cost"]
     assert all(h["seconds"] > 0 and 0 < h["host_seconds"] for h in hist[1:])
+
+
+def test_a_race_records_the_steps_it_ran_rounded_up_to_whole_epochs(tmp_path, capsys):
+    """--steps 5 at 4 minibatches per epoch trains 2 whole epochs: results.json records the
+    5 asked for and the 8 run, as the histories end."""
+    import json
+
+    import jax
+    import jaxmlp
+
+    net = jaxmlp.Network((2, 3, 2), ("tanh", "linear"), "mean_squared_error")
+    X = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (2, 16)), np.float32)
+    kw = dict(doc="race\n", name="autoencoder", figure="x.svg", steps=5, batch_size=4,
+              grids={"adam": [{"lr": 1e-2}]}, problem=lambda seed: (net, X, X, "toy", "toy"))
+    assert race.main(["--out", str(tmp_path / "r")], **kw) == 0
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert doc["steps"] == 5 and doc["steps_run"] == 8
+    steps = [h["step"] for h in _histories(doc["runs"])]
+    assert max(steps) == 8
+    assert f"wrote {tmp_path / 'r'}" in capsys.readouterr().out
+
+
+def _histories(tree):
+    """Every {"step", ...} entry of a results.json "runs" tree, wherever it is nested."""
+    if isinstance(tree, dict):
+        if "step" in tree and "cost" in tree:
+            return [tree]
+        return [h for v in tree.values() for h in _histories(v)]
+    if isinstance(tree, list):
+        return [h for v in tree for h in _histories(v)]
+    return []

@@ -391,7 +391,8 @@ def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int,
     try:
         ap = cli.Parser(prog=prog, description=doc.splitlines()[0])
         ap.add_argument("--steps", type=cli.positive_int, default=steps,
-                        help="training steps of every optimizer in a race")
+                        help="training steps of every optimizer in a race, rounded up to whole "
+                        "epochs (results.json: steps as given, steps_run as trained)")
         ap.add_argument("--batch-size", type=cli.positive_int, default=batch_size,
                         help="examples per minibatch (the same minibatches for every optimizer)")
         ap.add_argument("--only", default=",".join(grids), help="optimizers to run, a comma-"
@@ -412,6 +413,7 @@ def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int,
     except cli.UsageError as e:
         return cli.report_usage(prog, e)
     net, X, Y, data, title = problem(args.seed)
+    per_epoch = X.shape[1] // args.batch_size  # the race trains whole epochs
     t0 = time.perf_counter()
     grids = {k: v for k, v in grids.items() if k in only}
     peer = {}
@@ -443,6 +445,7 @@ def main(argv, *, doc: str, name: str, figure: str, steps: int, batch_size: int,
     output.write_json(os.path.join(out_dir, "results.json"), {
         "network": {"sizes": net.sizes, "activations": net.activations, "cost": net.cost},
         "data": data, "steps": args.steps, "batch_size": args.batch_size, "grids": grids,
+        "steps_run": per_epoch * int(math.ceil(args.steps / per_epoch)),
         "peers": peer, "summary": summ, "repeats": repeats, "runs": runs,
         "machine": benchmarking.machine_info(),
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
