@@ -560,3 +560,26 @@ def test_train_py_saves_the_kfac_flags_and_a_resume_uses_them(tmp_path, capsys):
     assert cli.main(["--resume", out, "--epochs", "2", "--kfac-damping", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "--kfac-damping 0.1 differs from the checkpoint's 0.01" in err, err
+
+
+@pytest.mark.slow  # a long test: the slow suite (scripts/test.sh --slow)
+def test_train_py_trains_a_kfac_ensemble_at_one_rate(tmp_path, capsys):
+    """train.py --optimizer kfac --ensemble K trains K members, each with the factors of its
+    own sweep, at one --lr; per-member rates (--member-lrs) are refused naming the flag."""
+    from helpers import load_script
+
+    cli = load_script("train", "train_cli_kfac_ensemble")
+    out = str(tmp_path / "run")
+    base = ["--dataset", "breast_cancer", "--hidden", "4", "--batch-size", "128", "--epochs",
+            "1", "--optimizer", "kfac", "--no-progress", "--no-plot"]
+    assert cli.main([*base, "--ensemble", "2", "--out", out]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    assert res["config"]["optimizer"] == "kfac" and res["ensemble"]["K"] == 2
+    model = jaxmlp.load_model(out)
+    W1 = np.asarray(model.params[0]["W"])
+    assert W1.shape[0] == 2 and np.all(np.isfinite(W1))
+    assert not np.allclose(W1[0], W1[1])  # two members, two initialisations
+    capsys.readouterr()
+    assert cli.main([*base, "--member-lrs", "0.1", "0.2", "--out", str(tmp_path / "b")]) == 2
+    assert "--member-lrs: not with --optimizer kfac" in capsys.readouterr().err

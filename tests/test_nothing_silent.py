@@ -305,7 +305,7 @@ def test_dp_epoch_refuses_another_optimizers_state():
     (["--dp", "--noise-multiplier", "1", "--optimizer", "kfac"], "--optimizer: kfac"),
     (["--dp", "--noise-multiplier", "1", "--sampling-rate", "1e-6"],
      "--sampling-rate: expected q n >= 1"),
-    (["--optimizer", "kfac", "--ensemble", "2"], "jaxmlp.fit(..., ensemble=K) with jaxmlp.train.kfac"),
+    (["--optimizer", "kfac", "--member-lrs", "0.1", "0.2"], "--member-lrs: not with --optimizer kfac"),
     (["--ensemble", "10000000", "--hidden", "1024"], "--ensemble: 10000000 members"),
 ])
 def test_cli_refuses_impossible_combinations_by_name(tmp_path, capsys, argv, message):

@@ -57,7 +57,7 @@ def add_arguments(p) -> None:
 
 
 def check_config(cfg: dict, args) -> None:
-    """Refuses K-FAC with ``--dp`` or ``--ensemble`` (UsageError naming ``--optimizer``), and
+    """Refuses K-FAC with ``--dp`` (UsageError naming ``--optimizer``), and
     records ``--categorical`` and ``--id`` (as ``exclude``) in ``cfg["data"]`` (a new --data run; a resumed one keeps the
     saved value). Before the output folder is claimed: nothing is written."""
     from _common import laplace_report
@@ -68,11 +68,6 @@ def check_config(cfg: dict, args) -> None:
                          "Kronecker factors of one network's own minibatch sweep, which the "
                          "private (clipped, noised) step does not compute; choose sgd, momentum "
                          "or adam.")
-    if cfg.get("optimizer") == "kfac" and cfg.get("ensemble") is not None:
-        raise UsageError(f"--optimizer: kfac is not combined with --ensemble {cfg['ensemble']} "
-                         "in train.py (per-member learning rates are an injected optax rate, "
-                         "which K-FAC does not take); choose sgd, momentum or adam, or from "
-                         "Python jaxmlp.fit(..., ensemble=K) with jaxmlp.train.kfac.kfac(lr).")
     for flag, value, key in (("--categorical", args.categorical, "categorical"),
                              ("--id", args.id, "exclude")):
         if value is None:

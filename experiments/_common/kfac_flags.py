@@ -5,8 +5,9 @@ The defaults are those of :func:`jaxmlp.train.kfac.kfac` (``kfac.DEFAULTS``), an
 learning-rate default :data:`KFAC_LR` replaces the dataset's (Adam's) when ``--lr`` is not
 given. K-FAC is refused by name (UsageError, exit 2) where the training loop cannot give it
 its factors: ``--dp`` (noised, clipped gradients: no factors of the same sweep); and
-``--ensemble``, whose per-member learning rates are an injected optax rate that K-FAC does not
-take (``jaxmlp.fit(..., ensemble=K)`` trains K-FAC members from Python).
+``--member-lrs``, per-member learning rates, an injected optax rate that K-FAC does not take.
+``--ensemble K`` trains K K-FAC members at one ``--lr`` (each member its own factors, as
+``jaxmlp.fit(..., ensemble=K)``).
 """
 
 from __future__ import annotations
@@ -89,11 +90,10 @@ def resolve(args: argparse.Namespace, cfg: dict, lr_given: bool,
                              f"{cfg['optimizer']}).")
         cfg["kfac"] = None
         return
-    if cfg.get("ensemble") is not None:
-        raise UsageError("--optimizer: kfac is not available with --ensemble in train.py (its "
-                         "members' per-member learning rates are an injected optax rate, which "
-                         "K-FAC does not take); use adam, momentum, ..., or from Python "
-                         "jaxmlp.fit(..., ensemble=K) with jaxmlp.train.kfac.kfac(lr).")
+    if cfg.get("member_lrs") is not None:
+        raise UsageError("--member-lrs: not with --optimizer kfac (per-member learning rates "
+                         "are an injected optax rate, which K-FAC does not take); give one "
+                         "--lr for all members of --ensemble K.")
     if cfg.get("dp"):
         raise UsageError("--optimizer: kfac is not available with --dp (the private step's "
                          "clipped, noised gradient has no factors of its sweep).")

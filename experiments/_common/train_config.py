@@ -415,7 +415,8 @@ def build(cfg: dict, data) -> tuple:
         raise UsageError(f"network: {e}") from None
     if cfg["total_steps"] is None:  # the schedule's horizon is fixed by the first run
         cfg["total_steps"] = cfg["epochs"] * steps_per_epoch(cfg, dp, m_train)
-    make = (train_lib.make_optimizer if cfg.get("ensemble") is None
+    make = (train_lib.make_optimizer
+            if cfg.get("ensemble") is None or cfg["optimizer"] == "kfac"  # one rate for all
             else ensemble_lib.make_ensemble_optimizer)
     kw = kfac_flags.optimizer_kwargs(cfg) if cfg["optimizer"] == "kfac" else {}
     lr = None if kw.get("kfac_adaptive") else cfg["lr"]
