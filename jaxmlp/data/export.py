@@ -482,11 +482,53 @@ def load_posterior(path: Union[str, os.PathLike], *, verify: bool = True):
 # ----------------------------------------------------------------------------- one-call loading
 
 
+def _batch_first_hint(shape: tuple, n: int) -> str:
+    """The fix for rows of the wrong shape, when there is an obvious one: a transposed
+    (n, n_samples) array, or one row as a vector of n."""
+    if len(shape) == 2 and shape[0] == n and shape[1] != n:
+        return "; rows are examples: pass X.T"
+    if len(shape) == 1 and shape[0] == n:
+        return "; one row is (1, n_features): pass x[None, :] (or x.reshape(1, -1))"
+    return ""
+
+
+def _one_row_or_records(pd, rows, feature_columns):
+    """``rows`` as a DataFrame when it names its columns: a dict of one row (its values
+    scalars), a dict of columns (its values lists of one length), a pandas Series (one row,
+    its index the column names), or a list of dicts (one a row); anything else unchanged.
+    A dict mixing scalars and lists is a TypeError saying what to pass."""
+    from jaxmlp.data.tabular import _names
+
+    def scalar(v):
+        return np.ndim(v) == 0
+
+    if isinstance(rows, pd.Series):
+        return pd.DataFrame([rows.to_dict()])
+    if isinstance(rows, dict):
+        values = list(rows.values())
+        if all(scalar(v) for v in values):
+            return pd.DataFrame([rows])
+        if not any(scalar(v) for v in values):
+            try:
+                return pd.DataFrame(rows)
+            except ValueError as e:
+                raise ValueError(f"rows: a dict of columns needs columns of one length "
+                                 f"({e}).") from None
+        raise TypeError(f"rows: expected a DataFrame, a list of dicts (one a row), a dict of "
+                        f"one row (one value a column) or a dict of columns (one list a "
+                        f"column) of the feature columns {_names(feature_columns)}; got "
+                        "a dict mixing single values and lists.")
+    if isinstance(rows, (list, tuple)) and rows and all(isinstance(r, dict) for r in rows):
+        return pd.DataFrame(list(rows))
+    return rows
+
+
 class Model:
     """A trained network with its preprocessing: predictions for rows, batch-first.
 
     ``model.predict(rows)`` / ``model.predict_proba(rows)`` take a pandas DataFrame with the
-    training table's feature columns (any order; target columns ignored) or an array
+    training table's feature columns (any order; target columns ignored), a list of dicts
+    (one a row), a dict of one row or of columns, a pandas Series (one row), or an array
     (n_samples, n_features) of those columns in training order (or, for a model saved
     without preprocessing, the network's n[0] inputs). An ensemble's members are averaged
     ((1/K) sum_k A[L]_k).
@@ -566,7 +608,7 @@ class Model:
                                 f"got {type(rows).__name__} ({e}).") from None
             if X.ndim != 2 or X.shape[1] != self.net.sizes[0]:
                 raise ValueError(f"X: expected an array (n_samples, {self.net.sizes[0]}), "
-                                 f"got shape {X.shape}.")
+                                 f"got shape {X.shape}{_batch_first_hint(X.shape, n0)}.")
             bad = np.argwhere(~np.isfinite(X) | (np.abs(X) > np.finfo(dtype).max))
             if bad.size:
                 r, c = (int(i) for i in bad[0])
@@ -576,6 +618,7 @@ class Model:
         from jaxmlp.data import tabular
 
         pd = tabular.pandas_module()
+        rows = _one_row_or_records(pd, rows, prep.feature_columns)
         if not isinstance(rows, pd.DataFrame):
             # lists of mixed text and numbers stay objects (np.asarray would turn a missing
             # NaN into the text 'nan' beside a text column); infer_objects types the columns
@@ -583,8 +626,8 @@ class Model:
             n = len(prep.feature_columns)
             if A.ndim != 2 or A.shape[1] != n:
                 raise ValueError(f"X: expected a DataFrame or an array (n_samples, {n}) of the "
-                                 f"feature columns {list(prep.feature_columns)}, got shape "
-                                 f"{A.shape}.")
+                                 f"feature columns {tabular._names(prep.feature_columns)}, "
+                                 f"got shape {A.shape}{_batch_first_hint(A.shape, n)}.")
             rows = pd.DataFrame(A, columns=list(prep.feature_columns))
             rows = rows.infer_objects()
         return tabular.transform(prep, rows, dtype=dtype)

@@ -268,8 +268,10 @@ def _read_npz(path: str, pd):
                                  "the arrays (a 2-D array a gives the columns a[0], a[1], ...).")
             columns[column], source[column] = values, array
 
+        shapes = {}  # array name -> shape, for the rows' message
         for name in z.files:
             a = z[name]
+            shapes[name] = a.shape
             if a.ndim == 1:
                 add(name, a, name)
             elif a.ndim == 2:
@@ -278,10 +280,33 @@ def _read_npz(path: str, pd):
             else:
                 raise ValueError(f"data: array {name!r} of {path!r} has shape {a.shape}; expected "
                                  "1-D columns or 2-D (rows, columns) arrays.")
-    lengths = {k: len(v) for k, v in columns.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"data: the arrays of {path!r} have different numbers of rows: {lengths}.")
+    if len({shape[0] for shape in shapes.values()}) > 1:
+        raise ValueError(_rows_differ(path, shapes))
     return pd.DataFrame(columns)
+
+
+def _rows_differ(path: str, shapes: dict, limit: int = 6) -> str:
+    """The message for the arrays of an .npz file whose numbers of rows differ: each array
+    and its shape (the first ``limit``), and for a 2-D array whose columns match the others'
+    rows, the transpose to save."""
+    def described(name):
+        shape = shapes[name]
+        return (f"{name!r} has {shape[0]} rows" if len(shape) == 1
+                else f"{name!r} has shape {shape}")
+
+    names = list(shapes)
+    listing = ", ".join(described(n) for n in names[:limit])
+    if len(names) > limit:
+        listing += f" (and {len(names) - limit} more arrays)"
+    counts = [shape[0] for shape in shapes.values()]
+    rows = max(set(counts), key=lambda n: (counts.count(n), n))  # the most common count
+    flipped = [n for n in names if len(shapes[n]) == 2 and shapes[n][1] == rows
+               and shapes[n][0] != rows]
+    hint = ""
+    if flipped:
+        hint = (f"; a 2-D array is (rows, columns): save {flipped[0]}.T if your columns are "
+                "examples")
+    return (f"data: the arrays of {path!r} have different numbers of rows: {listing}{hint}.")
 
 
 # ----------------------------------------------------------------------------- columns

@@ -161,7 +161,16 @@ def _as_data(name: str, value: Any, dtype) -> jax.Array:
     """Converts data to an array of ``dtype``: integers/bools are cast, floats must match."""
     if value is None:
         raise TypeError(f"{name}: expected an array, got None.")
-    arr = value if isinstance(value, jax.Array) else jnp.asarray(value)
+    if isinstance(value, jax.Array):
+        arr = value
+    else:
+        kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if kind in _NOT_NUMERIC:  # before jnp.asarray, whose error prints the whole array
+            raise _not_numeric(name, value)
+        try:
+            arr = jnp.asarray(value)
+        except (TypeError, ValueError):
+            raise _not_numeric(name, value) from None
     if jnp.issubdtype(arr.dtype, jnp.floating):
         if arr.dtype != dtype:
             raise TypeError(
@@ -175,12 +184,48 @@ def _as_data(name: str, value: Any, dtype) -> jax.Array:
     raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}.")
 
 
+#: numpy dtype kinds that are not numbers: objects, text, bytes, records, dates, durations.
+_NOT_NUMERIC = frozenset("OUSVMm")
+
+
+def _given_dtype(value: Any) -> str:
+    """The dtype of ``value`` in words, short whatever its size: a DataFrame's distinct column
+    dtypes, an array's dtype, or what numpy makes of a list."""
+    dtypes = getattr(value, "dtypes", None)
+    if dtypes is not None and not hasattr(dtypes, "kind"):  # a DataFrame: one dtype a column
+        names = sorted({str(d) for d in dtypes})
+        return (f"a {type(value).__name__} with column dtypes "
+                f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}")
+    dt = getattr(value, "dtype", None)
+    if dt is None:
+        try:
+            dt = np.asarray(value).dtype
+        except (TypeError, ValueError):
+            return f"a ragged {type(value).__name__} (numpy cannot make one array of it)"
+    return f"dtype {dt}"
+
+
+def _not_numeric(name: str, value: Any) -> TypeError:
+    return TypeError(
+        f"{name}: expected a real numeric array, got {_given_dtype(value)}. Convert numbers "
+        f"held as objects or text with np.asarray({name}, dtype=np.float32) (or "
+        f"{name}.astype(np.float32)); text columns need encoding: for a table, "
+        "jaxmlp.data.tabular.load_table encodes them."
+    )
+
+
 def check_X(net: Network, X: Any, dtype) -> jax.Array:
     """X must be (n[0], m) with m >= 1."""
     X = _as_data("X", X, dtype)
     if X.ndim != 2 or X.shape[0] != net.sizes[0] or X.shape[1] < 1:
-        hint = " (columns are examples: pass X.T if your rows are examples)" if (
-            X.ndim == 2 and X.shape[1] == net.sizes[0]) else ""
+        hint = ""
+        if X.ndim == 2 and X.shape[1] == net.sizes[0]:
+            hint = " (columns are examples: pass X.T if your rows are examples)"
+        elif X.ndim == 1 and X.shape[0] == net.sizes[0]:
+            hint = " (one example is a column: pass X[:, None] or X.reshape(-1, 1))"
+        elif X.ndim == 1 and net.sizes[0] == 1:
+            hint = (" (a one-input network takes a row of m examples: pass X[None, :] or "
+                    "X.reshape(1, -1))")
         raise ValueError(
             f"X: expected shape (n[0], m) = ({net.sizes[0]}, m) with m >= 1, "
             f"got {tuple(X.shape)}{hint}."
@@ -196,6 +241,8 @@ def check_Y(net: Network, Y: Any, m: int, dtype) -> jax.Array:
         hint = ""
         if Y.ndim == 1 and Y.shape[0] == m:
             hint = " (a row of labels: use Y[None, :] for one output, or one-hot columns)"
+        elif Y.ndim == 2 and tuple(Y.shape) == want[::-1]:
+            hint = " (columns are examples: pass Y.T if your rows are examples)"
         raise ValueError(f"Y: expected shape (n[L], m) = {want}, got {tuple(Y.shape)}{hint}.")
     return Y
 
