@@ -190,16 +190,19 @@ def test_piecewise_constant_derivatives_keep_their_values(name):
 
 @pytest.mark.parametrize("name", sorted(set(jaxmlp.ACTIVATIONS) - {"softmax"}))
 def test_nan_in_X_gives_a_nan_cost_and_nan_gradient(name):
-    """One NaN in X through a hidden layer of every activation: J is NaN (never finite) and
-    the gradient of every layer is NaN somewhere."""
+    """One NaN in X through a hidden layer of every activation, inside jit (values not
+    inspected): J is NaN (never finite) and the gradient of every layer is NaN somewhere.
+    Outside jit the concrete X is refused before the call."""
     net = jaxmlp.Network((4, 5, 3), (name, "softmax"), "categorical_cross_entropy")
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0))
     X = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
     X[2, 3] = np.nan
     Y = np.eye(3, dtype=np.float32)[:, [0, 1, 2, 0, 1, 2]]
-    J, grads = jaxmlp.value_and_grad(net, params, X, Y)
+    J, grads = jax.jit(lambda X: jaxmlp.value_and_grad(net, params, X, Y))(X)
     assert np.isnan(float(J))
-    assert np.isnan(float(jaxmlp.loss(net, params, X, Y)))
+    assert np.isnan(float(jax.jit(lambda X: jaxmlp.loss(net, params, X, Y))(X)))
+    with pytest.raises(ValueError, match="^X: expected finite values, found 1 NaN"):
+        jaxmlp.value_and_grad(net, params, X, Y)
     for layer in grads:
         assert np.isnan(np.asarray(layer["W"])).any()
 

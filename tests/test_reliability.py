@@ -79,10 +79,10 @@ def test_checked_once_per_dataset():
     X, Y = (jnp.asarray(a) for a in _data())
     opt, params, state = _setup()
     epoch = train.make_train_epoch(NET, opt, 8)
-    assert not train.step._seen(X, "finite")
+    assert not jaxmlp.nn.datacheck._seen(X, "finite")
     epoch(params, state, jax.random.PRNGKey(1), X, Y)
-    assert train.step._seen(X, "finite") and train.step._seen(Y, NET.cost)
-    assert not train.step._seen(X + 0, "finite")
+    assert jaxmlp.nn.datacheck._seen(X, "finite") and jaxmlp.nn.datacheck._seen(Y, NET.cost)
+    assert not jaxmlp.nn.datacheck._seen(X + 0, "finite")
 
 
 # ----------------------------------------------------------------------------- target domains
@@ -287,3 +287,70 @@ def test_step_data_check_can_be_left_to_the_caller():
     assert np.isnan(float(m.cost))
     with pytest.raises(TypeError, match="check_data: expected True or False, got 1"):
         train.make_train_step(NET, opt, check_data=1)
+
+
+def test_the_core_functions_refuse_infinite_X_that_tanh_would_hide():
+    """An infinite feature saturates tanh to a finite output (J finite before): the public
+    core functions refuse concrete non-finite X (and Y outside the cost's domain) before the
+    call, positional or keyword; inside jit the values are tracers and pass through."""
+    from jaxmlp.train.ensemble import ensemble_predict, init_ensemble
+
+    net = jaxmlp.Network((4, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+    p = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    X = np.zeros((4, 5), np.float32)
+    X[2, 0] = np.inf
+    Y = np.eye(3, dtype=np.float32)[:, [0, 1, 2, 0, 1]]
+    assert np.isfinite(np.asarray(jax.jit(lambda X: jaxmlp.predict(net, p, X))(X))).all()
+    calls = {"predict": lambda: jaxmlp.predict(net, p, X),
+             "forward": lambda: jaxmlp.forward(net, p, X=X),
+             "loss": lambda: jaxmlp.loss(net, p, X, Y),
+             "value_and_grad": lambda: jaxmlp.value_and_grad(net, p, X, Y=Y),
+             "ensemble_predict": lambda: ensemble_predict(net, init_ensemble(net, 0, 2), X)}
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="^X: expected finite values, found 1 NaN or "
+                                             "infinite entry of 20"):
+            call()
+    ok = np.zeros((4, 5), np.float32)
+    _, cache = jaxmlp.forward(net, p, ok)
+    with pytest.raises(ValueError, match="^Y: expected finite values"):
+        jaxmlp.backward(net, p, cache, Y * np.nan)
+    with pytest.raises(ValueError, match="^Y: .*categorical_cross_entropy"):
+        jaxmlp.loss(net, p, ok, 2 * Y)
+    np.testing.assert_allclose(  # the checked call is the jitted one
+        np.asarray(jaxmlp.loss(net, p, ok, Y)),
+        np.asarray(jaxmlp.loss.lower(net, p, ok, Y).compile()(p, ok, Y)), rtol=0)
+
+
+def test_the_core_functions_name_text_and_pandas_data():
+    """Text X and a pandas DataFrame reach the checks' TypeError naming X, not JAX's
+    "not a valid JAX type" (the jitted function never sees them)."""
+    pd = pytest.importorskip("pandas")
+    net = jaxmlp.Network((4, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+    p = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    X = np.zeros((4, 5), np.float32)
+    with pytest.raises(TypeError, match=r"^X: expected a real numeric array, got dtype <U"):
+        jaxmlp.predict(net, p, X.astype(str))
+    with pytest.raises(TypeError, match=r"^X: expected an array of shape \(4, m\), columns are "
+                                        r"examples; got a pandas DataFrame.*to_numpy\(np.float32\).T"):
+        jaxmlp.predict(net, p, pd.DataFrame(X.T))
+    with pytest.raises(TypeError, match=r"^Y: .*got dtype object"):
+        jaxmlp.loss(net, p, X, np.eye(3)[:, [0, 1, 2, 0, 1]].astype(object))
+
+
+def test_data_closed_over_by_a_traced_function_is_checked_while_tracing():
+    """Concrete X, Y closed over inside the user's jit or scan: checked at trace time (a
+    finite X traces and runs; an infinite one is refused), not a TracerBoolConversionError."""
+    net = jaxmlp.Network((4, 6, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+    p = jaxmlp.init_params(net, jax.random.PRNGKey(0))
+    X = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[:, np.arange(8) % 3]
+    opt = optax.sgd(0.1)
+    step = train.make_train_step(net, opt)
+    J = jax.jit(lambda p, s: step(p, s, X, Y))(p, opt.init(p))[2].cost
+    assert float(J) == float(jaxmlp.loss(net, p, X, Y))
+    costs = jax.lax.scan(lambda c, _: (c, jaxmlp.value_and_grad(net, p, X, Y)[0]), 0, None,
+                         length=2)[1]
+    np.testing.assert_array_equal(np.asarray(costs), [J, J])
+    X[0, 0] = np.inf
+    with pytest.raises(ValueError, match="^X: expected finite values"):
+        jax.jit(lambda p: jaxmlp.value_and_grad(net, p, X, Y))(p)

@@ -497,7 +497,7 @@ def _one_row_or_records(pd, rows, feature_columns):
     scalars), a dict of columns (its values lists of one length), a pandas Series (one row,
     its index the column names), or a list of dicts (one a row); anything else unchanged.
     A dict mixing scalars and lists is a TypeError saying what to pass."""
-    from jaxmlp.data.tabular import _names
+    from jaxmlp.data.tabular import names_text
 
     def scalar(v):
         return np.ndim(v) == 0
@@ -516,7 +516,7 @@ def _one_row_or_records(pd, rows, feature_columns):
                                  f"({e}).") from None
         raise TypeError(f"rows: expected a DataFrame, a list of dicts (one a row), a dict of "
                         f"one row (one value a column) or a dict of columns (one list a "
-                        f"column) of the feature columns {_names(feature_columns)}; got "
+                        f"column) of the feature columns {names_text(feature_columns)}; got "
                         "a dict mixing single values and lists.")
     if isinstance(rows, (list, tuple)) and rows and all(isinstance(r, dict) for r in rows):
         return pd.DataFrame(list(rows))
@@ -626,7 +626,7 @@ class Model:
             n = len(prep.feature_columns)
             if A.ndim != 2 or A.shape[1] != n:
                 raise ValueError(f"X: expected a DataFrame or an array (n_samples, {n}) of the "
-                                 f"feature columns {tabular._names(prep.feature_columns)}, "
+                                 f"feature columns {tabular.names_text(prep.feature_columns)}, "
                                  f"got shape {A.shape}{_batch_first_hint(A.shape, n)}.")
             rows = pd.DataFrame(A, columns=list(prep.feature_columns))
             rows = rows.infer_objects()

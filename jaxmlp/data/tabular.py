@@ -65,7 +65,7 @@ from jaxmlp.data import datasets
 from jaxmlp.data.datasets import Dataset, split_indices, standardise
 
 __all__ = ["TASKS", "FORMATS", "MAX_CLASSES", "MAX_SPARSE_CATEGORIES", "MissingValuesError", "Preprocessing", "load_table", "read_table", "infer_task",
-           "transform", "inverse_target", "bundled_preprocessing"]
+           "transform", "inverse_target", "bundled_preprocessing", "names_text"]
 
 TASKS = ("classification", "multilabel", "regression")
 FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet", ".npz": "NumPy .npz"}
@@ -253,7 +253,7 @@ def _check_header(path: str, names) -> None:
     names = [str(c) for c in names]
     dupes = sorted({c for c in names if c and names.count(c) > 1})
     if dupes:
-        raise ValueError(f"data: {path!r} has duplicate column names {_names(dupes)}; rename "
+        raise ValueError(f"data: {path!r} has duplicate column names {names_text(dupes)}; rename "
                          "them so that every column has its own name.")
 
 
@@ -341,7 +341,7 @@ def _column_named(name: str, columns, arg: str) -> str:
     alike = [c for c in columns if c.strip() == name.strip()]
     if len(alike) > 1:
         raise ValueError(f"{arg}: {name!r} is not a column, and {len(alike)} columns differ from "
-                         f"it only in leading or trailing spaces: {_names(alike)}; name one of "
+                         f"it only in leading or trailing spaces: {names_text(alike)}; name one of "
                          "them exactly.")
     return alike[0] if alike else name
 
@@ -361,9 +361,9 @@ def _parse_targets(target, columns) -> tuple[str, ...]:
     unknown = [t for t in names if t not in columns]
     if unknown:
         raise ValueError(f"target: column {unknown[0]!r} is not in the table; its columns are "
-                         f"{_names(columns)}.")
+                         f"{names_text(columns)}.")
     if len(names) == len(columns):
-        raise ValueError(f"target: {_names(names)} are all the table's columns; no feature is left.")
+        raise ValueError(f"target: {names_text(names)} are all the table's columns; no feature is left.")
     return tuple(names)
 
 
@@ -430,7 +430,7 @@ def _check_task(frame, target_columns, task) -> None:
                                  f"{frame[c].dtype} values such as {vals}.")
 
 
-def _names(names, limit: int = 10) -> str:
+def names_text(names, limit: int = 10) -> str:
     """``['a', 'b']``; a longer list shows its first ``limit`` values, then ``... and N more``:
     ``['a', ..., 'j', ... and 140 more]`` (messages stay readable for thousands of values)."""
     names = list(names)
@@ -460,9 +460,9 @@ def _feature_matrix(pd, frame, feature_columns, categories, impute_values) -> np
             pos = [None if k is None else index.get(k, index.get(_number_key(k))) for k in keys]
             unseen = sorted({k for k, j in zip(keys, pos) if k is not None and j is None})
             if unseen:
-                raise ValueError(f"data: column {c!r} holds {_names(unseen)}, categories that "
+                raise ValueError(f"data: column {c!r} holds {names_text(unseen)}, categories that "
                                  f"the training data did not have (it had {len(cats)}: "
-                                 f"{_names(cats)}).")
+                                 f"{names_text(cats)}).")
             block = np.zeros((len(keys), len(cats)))
             rows = [i for i, j in enumerate(pos) if j is not None]
             block[rows, [pos[i] for i in rows]] = 1.0
@@ -535,7 +535,7 @@ def _parse_categorical(categorical, features, targets, arg: str = "categorical")
             raise ValueError(f"{arg}: {n!r} is a target column; name feature columns.")
         if n not in features:
             raise ValueError(f"{arg}: column {n!r} is not in the table; its feature "
-                             f"columns are {_names(features)}.")
+                             f"columns are {names_text(features)}.")
     return frozenset(names)
 
 
@@ -552,7 +552,7 @@ def _refuse_empty_columns(frame, features) -> None:
     empty = [c for c in features if frame[c].isna().all()]
     if empty:
         cols = (f"feature column {empty[0]!r} is" if len(empty) == 1
-                else f"{len(empty)} feature columns {_names(empty)} are")
+                else f"{len(empty)} feature columns {names_text(empty)} are")
         raise ValueError(f"data: {cols} empty in every row: no value to learn from, nor to "
                          f"impute from; {_leave_out_advice(empty)}.")
 
@@ -632,7 +632,7 @@ def _refuse_sparse_categories(frame, categories, forced) -> None:
             continue
         raise ValueError(
             f"data: text column {c!r} holds {len(cats)} distinct values in {present} rows "
-            f"(such as {_names(cats, 3)}): most values occur once, like names, free text or "
+            f"(such as {names_text(cats, 3)}): most values occur once, like names, free text or "
             f"ids, and one-hot encoding would make {len(cats)} inputs each seen about once. "
             f"Leave it out with exclude=[{c!r}] (train.py --id {c}), replace it with fewer "
             f"categories or numbers derived from it, or encode it anyway with "
@@ -933,16 +933,16 @@ def transform(prep: Preprocessing, frame, dtype=np.float32) -> np.ndarray:
     cols = [str(c) for c in frame.columns]
     dupes = sorted({c for c in cols if cols.count(c) > 1})
     if dupes:
-        raise ValueError(f"data: duplicate column names {_names(dupes)}; expected each of the "
-                         f"training features {_names(prep.feature_columns)} once.")
+        raise ValueError(f"data: duplicate column names {names_text(dupes)}; expected each of the "
+                         f"training features {names_text(prep.feature_columns)} once.")
     missing = [c for c in prep.feature_columns if c not in cols]
     extra = [c for c in cols if c not in prep.feature_columns and c not in prep.target_columns
              and c not in prep.excluded_columns]
     if missing or extra:
-        parts = (([f"missing {_names(missing)}"] if missing else [])
-                 + ([f"unexpected {_names(extra)}"] if extra else []))
+        parts = (([f"missing {names_text(missing)}"] if missing else [])
+                 + ([f"unexpected {names_text(extra)}"] if extra else []))
         raise ValueError(f"data: its columns differ from the training data's: {'; '.join(parts)} "
-                         f"(training features: {_names(prep.feature_columns)}).")
+                         f"(training features: {names_text(prep.feature_columns)}).")
     frame = frame.rename(columns=str)
     if prep.impute is None:
         err = missing_values_error(frame, prep.feature_columns, "feature", "; the model was "

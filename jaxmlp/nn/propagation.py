@@ -6,7 +6,9 @@ comes from the recurrences of :mod:`jaxmlp.nn.recurrences` (one backward sweep) 
 (B1)/(B2) of :mod:`jaxmlp.quantities.first_order`; no autodiff transform is used.
 
 All functions are jitted with ``net`` static; shape and dtype checks run at trace time,
-so they cost nothing once compiled. ``compute_dtype`` (keyword, static; None or e.g.
+so they cost nothing once compiled. Concrete data is value-checked before the call
+(:mod:`jaxmlp.nn.datacheck`: X finite, Y finite and in the cost's domain, a ValueError naming
+it; a ``jax.Array`` once); inside your own ``jit`` or ``vmap`` the values are not inspected. ``compute_dtype`` (keyword, static; None or e.g.
 ``"bfloat16"``) is the operand dtype of the matrix products (F1), (B1), (B3), which
 accumulate in the params' dtype; everything else stays in the params' dtype.
 """
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 
 from jaxmlp.nn import recurrences
 from jaxmlp.nn import checks
+from jaxmlp.nn.datacheck import checked_entry
 from jaxmlp.nn.recurrences import Cache
 from jaxmlp.nn.network import Network
 from jaxmlp.nn.recurrences import gradient
@@ -160,3 +163,11 @@ def weighted_value_and_grad_kernel(net: Network, params: Params, X: Array, Y: Ar
     dZ_L = recurrences.output_seed(net, cache.Z[-1], A_L, Y, 1) * scale  # (n[L], m)
     dZs = recurrences.backpropagate(net, params, cache, dZ_L, compute_dtype)  # (B3), (B4)
     return J, checks.like_params(params, gradient(dZs, cache, compute_dtype))  # (B1), (B2)
+
+
+# The public names: the jitted functions above, preceded by the value checks of concrete data.
+forward = checked_entry(forward, 2, None)
+loss = checked_entry(loss, 2, 3)
+predict = checked_entry(predict, 2, None)
+backward = checked_entry(backward, None, 3)
+value_and_grad = checked_entry(value_and_grad, 2, 3)

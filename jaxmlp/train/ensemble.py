@@ -50,6 +50,7 @@ from jaxmlp.train.epoch_loop import EpochPlan, run_epochs
 from jaxmlp.train.metrics import cost_and_metrics_kernel, output_metrics
 from jaxmlp.train.optimizers import check_optimizer, make_optimizer
 from jaxmlp.train.shuffle import epoch_batches
+from jaxmlp.nn.datacheck import check_data
 from jaxmlp.train.step import TrainState
 
 Array = jax.Array
@@ -291,6 +292,7 @@ def ensemble_predict(net: Network, params: Any, X: Any) -> Array:
     """The averaged prediction (1/K) sum_k A[L]_k, (n[L], m), of the members' (F1)-(F2)."""
     ensemble_size(net, params)
     X = checks.check_X(net, X, jnp.result_type(jax.tree.leaves(params)[0]))
+    check_data(net, X, None)  # concrete X: finite (a ValueError naming X)
     return _mean0(_outputs_jit(net, params, X))
 
 

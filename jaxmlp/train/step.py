@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import re
-import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -46,7 +45,7 @@ import numpy as np
 import optax
 
 from jaxmlp.nn import checks, recurrences
-from jaxmlp.nn.costs import COSTS
+from jaxmlp.nn.datacheck import check_data, with_data_check  # noqa: F401 (public here too)
 from jaxmlp.nn.network import Network
 from jaxmlp.nn.propagation import value_and_grad_kernel
 from jaxmlp.nn.recurrences import gradient
@@ -88,70 +87,6 @@ class TrainState(NamedTuple):
     opt_state: Any
     key: Any
     epoch: int
-
-
-_CHECKED: dict = {}  # (id(array), what) -> weakref: jax.Arrays already checked (immutable)
-
-
-def _seen(a: Any, what: Any) -> bool:
-    ref = _CHECKED.get((id(a), what))
-    return ref is not None and ref() is a
-
-
-def _remember(a: Any, what: Any) -> None:
-    key = (id(a), what)
-    try:
-        _CHECKED[key] = weakref.ref(a, lambda _, key=key: _CHECKED.pop(key, None))
-    except TypeError:  # not weak-referenceable: simply checked again next time
-        pass
-
-
-def check_data(net: Network, X: Any, Y: Any) -> None:
-    """The value checks of the training entry points, on concrete X (n[0], m), Y (n[L], m).
-
-    X must be finite; Y must be finite and inside the cost's domain
-    (:meth:`jaxmlp.nn.costs.Cost.check_targets`). ValueError naming the argument otherwise.
-    Traced values (inside ``jax.jit``) and arrays of the wrong shape are left alone (the
-    shape checks report those); a ``jax.Array`` that passed once is not inspected again.
-    """
-    for name, a in (("X", X), ("Y", Y)):
-        if isinstance(a, jax.core.Tracer) or not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            continue
-        n = net.sizes[0] if name == "X" else net.sizes[-1]
-        if len(a.shape) != 2 or a.shape[0] != n or not (
-                jnp.issubdtype(a.dtype, jnp.number) or a.dtype == jnp.bool_):
-            continue
-        what = "finite" if name == "X" else net.cost
-        if isinstance(a, jax.Array) and _seen(a, what):
-            continue
-        if name == "X":
-            if jnp.issubdtype(a.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(a))):
-                checks.check_finite(X=a)
-        else:
-            COSTS[net.cost].check_targets(a)
-        if isinstance(a, jax.Array):
-            _remember(a, what)
-
-
-def with_data_check(net: Network, jitted: Callable, x_pos: int,
-                     key_pos: Optional[int] = None) -> Callable:
-    """``jitted`` preceded by :func:`check_data` on its arguments x_pos (X) and x_pos + 1 (Y),
-    and by :func:`jaxmlp.nn.checks.prng_key` on argument ``key_pos`` (an integer seed
-    becomes ``jax.random.key(seed)``); ``.lower`` / ``.trace`` / ``.eval_shape`` of the
-    jitted function stay available."""
-
-    @functools.wraps(jitted)
-    def run(*args):
-        if len(args) > x_pos + 1:
-            check_data(net, args[x_pos], args[x_pos + 1])
-        if key_pos is not None and len(args) > key_pos:
-            args = (*args[:key_pos], checks.prng_key(args[key_pos]), *args[key_pos + 1:])
-        return jitted(*args)
-
-    for attr in ("lower", "trace", "eval_shape"):
-        if hasattr(jitted, attr):
-            setattr(run, attr, getattr(jitted, attr))
-    return run
 
 
 # ----------------------------------------------------------------------------- step and epoch
