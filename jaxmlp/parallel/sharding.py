@@ -64,11 +64,43 @@ def make_mesh(num_devices: int | None = None, axis_name: str = "data") -> Mesh:
     return Mesh(np.asarray(devices[: int(num_devices)]), (axis_name,))
 
 
-def _require_mesh(mesh: Any) -> None:
+def _require_mesh(mesh: Any, name: str = "mesh") -> None:
     if not isinstance(mesh, Mesh):
         raise TypeError(
-            f"mesh: expected a jax.sharding.Mesh (from make_mesh), got {type(mesh).__name__}."
+            f"{name}: expected a jax.sharding.Mesh (from make_mesh), got {type(mesh).__name__}."
         )
+    _require_auto_axes(mesh, name)
+
+
+def _require_auto_axes(mesh: Any, name: str) -> None:
+    """ValueError naming ``name`` unless every axis of ``mesh`` is ``AxisType.Auto``.
+
+    Explicit (and Manual) axes make the sharding part of every array's type: JAX then refuses
+    the products that sum over the split examples axis, (B1) dW = dZ A^T and the mean of
+    (F3), with a ShardingTypeError, instead of XLA's SPMD partitioner computing per-device
+    partial sums and an all-reduce."""
+    types = tuple(getattr(mesh, "axis_types", ()))
+    if all(t == jax.sharding.AxisType.Auto for t in types):
+        return
+    names = [f"AxisType.{t.name}" for t in types]
+    given = "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
+    auto = "(" + ", ".join(["jax.sharding.AxisType.Auto"] * len(names)) + (
+        "," if len(names) == 1 else "") + ")"
+    raise ValueError(
+        f"{name}: expected a mesh whose axes are all AxisType.Auto (the data-parallel step "
+        f"leaves the sums over the examples to XLA's SPMD partitioner), got axis_types={given} "
+        f"for axes {tuple(mesh.axis_names)} (jax.make_mesh makes Explicit axes by default); "
+        f"build it with jax.make_mesh(..., axis_types={auto}) or with "
+        f"jaxmlp.parallel.sharding.make_mesh."
+    )
+
+
+def check_batch_sharding(batch_sharding: Any) -> None:
+    """Raises ValueError naming ``batch_sharding`` when it is a ``NamedSharding`` on a mesh
+    with Explicit or Manual axes (the data-parallel step needs Auto axes); None and other
+    shardings pass."""
+    if isinstance(batch_sharding, NamedSharding):
+        _require_auto_axes(batch_sharding.mesh, "batch_sharding")
 
 
 def _axis_size(mesh: Mesh, axis_name: str) -> int:
@@ -153,6 +185,7 @@ def shard_batch(
     mesh: Mesh, X: Any, Y: Any, axis_name: str = "data"
 ) -> tuple[jax.Array, jax.Array]:
     """``(shard_columns(X), shard_columns(Y))`` after checking they have the same m."""
+    _require_mesh(mesh)
     mX, mY = np.shape(X)[-1], np.shape(Y)[-1]
     if np.ndim(Y) != 2 or mY != mX:
         raise ValueError(

@@ -148,7 +148,11 @@ class DPStepMetrics(NamedTuple):
 
 def check_clip(l2_norm_clip: Any, num_layers: Optional[int] = None):
     """C > 0 (inf allowed), or a sequence of one C_l > 0 (finite) per layer; returns a
-    float or a tuple of floats. A 0-d array (``np.array(1.0)``) is a single C."""
+    float or a tuple of floats. A 0-d array (``np.array(1.0)``) is a single C; a traced array
+    (inside ``jax.jit``) is refused by :func:`jaxmlp.nn.checks.real_number`'s TypeError (it
+    has no Python value to check)."""
+    if isinstance(l2_norm_clip, jax.core.Tracer):
+        checks.real_number("l2_norm_clip", l2_norm_clip)  # raises: a traced array
     if isinstance(l2_norm_clip, (np.ndarray, jax.Array)) and np.ndim(l2_norm_clip) == 0:
         l2_norm_clip = np.asarray(l2_norm_clip).item()
     if isinstance(l2_norm_clip, (list, tuple, np.ndarray)) or (

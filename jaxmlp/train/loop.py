@@ -138,6 +138,9 @@ def fit(
       :class:`FitResult`. Nothing is raised for divergence: check ``status``.
     """
     _refuse_kfac_with(optimizer, dp=dp is not None)
+    from jaxmlp.parallel.sharding import check_batch_sharding
+
+    check_batch_sharding(batch_sharding)  # a mesh with Explicit axes, before any work
     if ensemble is not None or learning_rates is not None or shared_batches:
         if batch_sharding is not None:
             raise ValueError("batch_sharding: not supported with ensemble (the members are "

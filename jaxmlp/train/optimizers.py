@@ -200,19 +200,75 @@ def _outline(tree: Any, depth: int = 2) -> str:
     return type(tree).__name__
 
 
+_LEAF = jax.tree.structure(0)
+
+
+def _describe(node: Any) -> str:
+    """One node of a pytree for error messages: its container type and size (``list of 2``,
+    ``dict with keys ['W', 'b']``, ``ScaleByAdamState(count, mu, nu)``), or an array's shape
+    and dtype."""
+    if node is None:
+        return "None"
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return f"{type(node).__name__}({', '.join(node._fields)})"
+    if isinstance(node, (tuple, list)):
+        return f"{type(node).__name__} of {len(node)}"
+    if isinstance(node, dict):
+        return f"dict with keys {list(node)}"
+    if hasattr(node, "shape") and hasattr(node, "dtype"):
+        return f"an array of shape {tuple(node.shape)} {node.dtype}"
+    if jax.tree.structure(node) == _LEAF:
+        return f"a leaf {type(node).__name__}"
+    return type(node).__name__
+
+
+def _children(node: Any) -> tuple[list, Any]:
+    """The (key path string, child) pairs of one pytree node and its one-level structure."""
+    pairs, tree = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    return [(jax.tree_util.keystr(path), child) for path, child in pairs], tree
+
+
+def _first_difference(want: Any, got: Any, path: str = "") -> Optional[tuple[str, str, str]]:
+    """``(path, expected, got)`` at the first node (depth first, in flattening order) where
+    the trees ``want`` and ``got`` differ in container type, keys or length; None when their
+    structures agree (leaves are compared by the caller)."""
+    want_leaf = jax.tree.structure(want) == _LEAF
+    got_leaf = jax.tree.structure(got) == _LEAF
+    if want_leaf and got_leaf:
+        return None
+    if want_leaf or got_leaf or type(want) is not type(got):
+        return path, _describe(want), _describe(got)
+    (w_kids, w_tree), (g_kids, g_tree) = _children(want), _children(got)
+    if [k for k, _ in w_kids] != [k for k, _ in g_kids]:
+        return path, _describe(want), _describe(got)
+    for (key, w), (_, g) in zip(w_kids, g_kids):
+        found = _first_difference(w, g, path + key)
+        if found is not None:
+            return found
+    if w_tree != g_tree:  # same children, other node data (e.g. a static field)
+        return path, str(w_tree), str(g_tree)
+    return None
+
+
 def check_opt_state(optimizer: optax.GradientTransformation, params: Any, opt_state: Any) -> None:
     """Raises ValueError if ``opt_state`` is not a state of ``optimizer`` for ``params``.
 
     Compares the tree structure, shapes and dtypes with ``optimizer.init(params)`` (evaluated
     abstractly, nothing is computed); works on concrete and traced values alike (the step
-    and epoch functions call it at trace time, so it costs nothing per call).
+    and epoch functions call it at trace time, so it costs nothing per call). A structure
+    that differs is reported at the first node where it does (its path, e.g.
+    ``opt_state[0].mu``, and the two containers: ``expected list of 2, got tuple of 2``).
     """
     want = jax.eval_shape(optimizer.init, params)
     if jax.tree.structure(want) != jax.tree.structure(opt_state):
+        where = _first_difference(want, opt_state)
+        first = "" if where is None else (f" they first differ at opt_state{where[0]}: "
+                                          f"expected {where[1]}, got {where[2]};")
         raise ValueError(
             f"opt_state: expected the state of this optimizer for these params, "
-            f"optimizer.init(params) = {_outline(want)}, got {_outline(opt_state)}; was it made "
-            "by another optimizer (or for other params)? Use opt_state = optimizer.init(params)."
+            f"optimizer.init(params) = {_outline(want)}, got {_outline(opt_state)};{first} was "
+            "it made by another optimizer (or for other params)? Use opt_state = "
+            "optimizer.init(params)."
         )
     got_leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
     for (path, w), (_, g) in zip(jax.tree_util.tree_flatten_with_path(want)[0], got_leaves):

@@ -296,6 +296,9 @@ def make_train_epoch(
         )
     if not isinstance(check_data, bool):
         raise TypeError(f"check_data: expected True or False, got {check_data!r}.")
+    from jaxmlp.parallel.sharding import check_batch_sharding
+
+    check_batch_sharding(batch_sharding)  # a mesh with Explicit axes, refused by name
     args = (net, optimizer, batch_size, batch_sharding, permutation, compute_dtype)
     try:
         epoch = _cached_epoch(*args)
