@@ -8,8 +8,8 @@ autodiff definitions (jax.jacobian, jax.hessian, jax.jvp of jax.grad).
 
     python experiments/curvature_check.py [--quick] [--out results/curvature]
 
-Prints one line per case with the largest error of each quantity and writes every case
-to ``check.json``. Exit code 1 if any case exceeds 1e-10.
+Prints one line per case with the largest error of each quantity, writes every case
+to ``check.json`` and prints ``wrote <path>``. Exit code 1 if any case exceeds 1e-10.
 """
 
 from __future__ import annotations
@@ -81,9 +81,10 @@ def main(argv=None) -> int:
     worst = max(r["max_error"] for r in rows)
     print(f"{len(rows) - len(failed)}/{len(rows)} cases within 1e-10 (largest error {worst:.1e}), "
           f"{time.perf_counter() - t0:.0f} s")
-    output.write_json(os.path.abspath(os.path.join(args.out, "check.json")),
-                      {"quick": args.quick, "jax": jax.__version__, "tolerance": 1e-10,
-                       "cases": rows})
+    path = output.write_json(os.path.abspath(os.path.join(args.out, "check.json")),
+                             {"quick": args.quick, "jax": jax.__version__, "tolerance": 1e-10,
+                              "cases": rows})
+    print(f"wrote {path}")
     return 1 if failed else 0
 
 

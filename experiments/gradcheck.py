@@ -74,7 +74,8 @@ PROG = "gradcheck.py"
 def build_parser() -> cli.Parser:
     """The command line (nothing run)."""
     p = cli.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="hidden activations relu/tanh/softmax only")
+    p.add_argument("--quick", action="store_true",
+                   help=f"hidden activations {'/'.join(sorted(QUICK_HIDDEN))} only, depths 2 and 4")
     output.add_out_arguments(p, "results/gradcheck")
     p.add_argument("--seed", type=cli.nonnegative_int, default=0,
                    help="seed of the random networks, data and directions (>= 0)")

@@ -129,9 +129,11 @@ def register_cost(name: str, loss: Callable, dloss_dA: Callable, *, unit_range: 
 
     Raises:
       ValueError with the table of errors when ``dloss_dA`` disagrees with ``jax.grad`` of
-      ``loss``, or for a taken name; TypeError for arguments of the wrong type.
+      ``loss`` (naming ``dloss_dA``), when the loss or its ``jax.grad`` is NaN or infinite at
+      test points (naming ``loss``: the seed cannot be judged there), or for a taken name;
+      TypeError for arguments of the wrong type.
     """
-    from jaxmlp.oracle.verification import check_cost_rule
+    from jaxmlp.oracle.verification import LOSS_FINITE, check_cost_rule
 
     _check_name(name, COSTS, "cost")
     for arg, fn in (("loss", loss), ("dloss_dA", dloss_dA)):
@@ -144,6 +146,17 @@ def register_cost(name: str, loss: Callable, dloss_dA: Callable, *, unit_range: 
     if check:
         report = check_cost_rule(loss, dloss_dA, unit_range=bool(unit_range))
         if not report.passed:
+            # the loss (or its autodiff) non-finite at test points is the loss's fault, and
+            # the seed cannot be judged there: name the loss, not dloss_dA
+            bad = [r for r in report.rows if r.quantity == LOSS_FINITE and r.nonfinite]
+            if bad:
+                where = "; ".join(f"{r.region}: {r.nonfinite} of {r.points} examples"
+                                  for r in bad)
+                raise ValueError(f"loss: the loss of {name!r} or its autodiff gradient is NaN or "
+                                 f"infinite at test points ({where}), where dloss_dA cannot be "
+                                 f"judged; write the loss so that it stays finite there (e.g. "
+                                 f"log(cosh(x)) as |x| + log1p(exp(-2|x|)) - log(2)); nothing "
+                                 f"was registered.\n{report.table()}")
             raise ValueError(f"dloss_dA: the seed of {name!r} disagrees with autodiff of its "
                              f"loss; nothing was registered.\n{report.table()}")
     cost = Cost(name=name, loss=lambda Z, A, Y, g: loss(A, Y), dloss_dA=dloss_dA,

@@ -19,10 +19,22 @@ whose gradient is exactly 0 (behind dead ReLUs, say) is then judged against the 
 level of the whole check, not against itself.
 
 Documented thresholds (``DEFAULT_TOLERANCES``): against autodiff 1e-10 for float64
-gradients and 1e-5 for float32; against finite differences (always evaluated in float64)
-1e-6 for float64 gradients and 1e-4 for float32 ones, whose own rounding is ~1e-7
-relative per operation. A check passes
-when every parameter array is within its threshold.
+gradients, 1e-5 for float32, 1e-2 for float16 and 3e-2 for bfloat16; against finite
+differences (always evaluated in float64) 1e-6 for float64 gradients, 1e-4 for float32 ones,
+whose own rounding is ~1e-7 relative per operation, 1e-2 for float16 (unit roundoff
+u = 2^-11 ~ 4.9e-4) and 3e-2 for bfloat16 (u = 2^-8 ~ 3.9e-3). A check passes when every
+parameter array is within its threshold.
+
+Below float64 the autodiff reference is computed in the same dtype and carries its own
+rounding error, as large as the manual gradient's in ill-conditioned problems (terms that
+nearly cancel). When the comparison with it fails, both are measured against the float64
+gradient (``jax.grad`` of the same function at the same, exactly converted, point, in
+64-bit mode): an array passes when
+
+    rel(manual, g64) <= tol_autodiff   or   rel(manual, g64) <= rel(autodiff, g64),
+
+i.e. the manual gradient is as close to the float64 truth as autodiff in its own dtype (or
+within the dtype's tolerance of it). The report's ``reference`` names which reference decided.
 
 Two entry points:
 
@@ -50,16 +62,50 @@ from jaxmlp.nn.propagation import loss, value_and_grad
 DEFAULT_TOLERANCES = {
     "autodiff_float64": 1e-10,
     "autodiff_float32": 1e-5,
+    "autodiff_float16": 1e-2,
+    "autodiff_bfloat16": 3e-2,
     "finite_diff_float64": 1e-6,
     "finite_diff_float32": 1e-4,
+    "finite_diff_float16": 1e-2,
+    "finite_diff_bfloat16": 3e-2,
 }
 
 
 FD_FLOOR = 1e-4  # see _summarise
 
+#: the reference of a report decided by the same-dtype autodiff gradient
+AUTODIFF = "autodiff"
+#: the reference of a report decided by the float64 autodiff gradient (the fallback)
+FLOAT64_AUTODIFF = "float64 autodiff"
+
 
 def _default_tol(kind: str, dtype) -> float:
-    return DEFAULT_TOLERANCES[f"{kind}_{'float64' if dtype == jnp.float64 else 'float32'}"]
+    name = jnp.dtype(dtype).name
+    key = f"{kind}_{name}"
+    if key not in DEFAULT_TOLERANCES:
+        dtypes = sorted({k.rsplit("_", 1)[1] for k in DEFAULT_TOLERANCES})
+        arg = "tol_autodiff" if kind == "autodiff" else "tol_finite_diff"
+        raise TypeError(f"{arg}: no default tolerance for dtype {name} (defaults exist for "
+                        f"{dtypes}); pass {arg} explicitly.")
+    return DEFAULT_TOLERANCES[key]
+
+
+def _tolerance(name: str, value) -> Optional[float]:
+    """None (the dtype's default), or a real number >= 0 (infinity: that comparison off)."""
+    if value is None:
+        return None
+    return checks.real_number(name, value, low=0.0, allow_inf=True)
+
+
+def _require_x64(name: str, dtype) -> None:
+    """float64 arrays outside 64-bit mode would be computed in float32: refused, as
+    :func:`jaxmlp.init_params` refuses dtype=float64 there."""
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise TypeError(
+            f"{name}: float64 parameters need 64-bit mode; call "
+            "jax.config.update('jax_enable_x64', True) first, or run inside "
+            "jax.enable_x64(True) (got dtype=float64)."
+        )
 
 
 class ParamError(NamedTuple):
@@ -82,6 +128,11 @@ class GradCheckReport(NamedTuple):
       dtype: the dtype the manual and autodiff gradients were compared in.
       fd_mode: ``"full"`` (every coordinate), ``"directions"`` (random directions) or ``"off"``.
       passed: True when every error is within its threshold.
+      reference: which autodiff reference decided: :data:`AUTODIFF` (``jax.grad`` in
+        ``dtype``) or :data:`FLOAT64_AUTODIFF` (below float64, when the comparison in
+        ``dtype`` failed: see the module doc).
+      manual_vs_float64, autodiff_vs_float64: with the float64 reference, the largest
+        rel(manual, g64) and rel(autodiff in dtype, g64) over the arrays (NaN otherwise).
     """
 
     errors: tuple
@@ -92,6 +143,9 @@ class GradCheckReport(NamedTuple):
     dtype: str
     fd_mode: str
     passed: bool
+    reference: str = AUTODIFF
+    manual_vs_float64: float = float("nan")
+    autodiff_vs_float64: float = float("nan")
 
     def table(self) -> str:
         """A plain-text table of the per-array errors."""
@@ -107,6 +161,11 @@ class GradCheckReport(NamedTuple):
         if self.fd_mode == "directions":
             rows.append(f"vs finite differences along random directions (whole gradient): "
                         f"{self.max_finite_diff:.2e}")
+        if self.reference == FLOAT64_AUTODIFF:
+            rows.append(f"{self.dtype} vs {self.dtype} autodiff above tolerance; decided against "
+                        f"float64 autodiff: manual {self.manual_vs_float64:.2e}, {self.dtype} "
+                        f"autodiff {self.autodiff_vs_float64:.2e} (manual must be <= "
+                        f"max(autodiff, tolerance) per array)")
         rows.append(f"passed: {self.passed} (tolerances {self.tol_autodiff:.0e} / "
                     f"{self.tol_finite_diff:.0e}, {self.dtype}, finite differences: {self.fd_mode})")
         return "\n".join(rows)
@@ -141,6 +200,14 @@ def _to64(tree):
     return jax.tree.map(lambda x: jnp.asarray(np.asarray(x, dtype=np.float64)), tree)
 
 
+def _check_eps(eps) -> None:
+    if not (isinstance(eps, float) and eps > 0):
+        raise ValueError(f"eps: expected a positive float, got {eps!r}.")
+    if math.isinf(eps):
+        raise ValueError(f"eps: expected a positive float, got {eps!r}; it must be finite "
+                         f"(f(theta +- inf) has no difference quotient).")
+
+
 def finite_difference_grad(
     f: Callable[[Any], jax.Array],
     theta: Any,
@@ -157,12 +224,31 @@ def finite_difference_grad(
     Direction mode: returns ``(V, d)`` with V of shape (k, P) random unit directions and
     d the k directional derivatives; compare with ``V @ ravel(grad)``.
 
-    Call inside 64-bit mode (``jax.enable_x64(True)``) with float64 ``theta``.
+    Always in float64, whatever the dtype of ``theta`` and whether 64-bit mode is on: theta
+    is converted to float64 (exactly, from any lower precision) and ``f`` is evaluated inside
+    ``jax.enable_x64(True)``; the results are float64 arrays.
+
+    Raises:
+      TypeError / ValueError naming the argument, before any evaluation: ``f`` not callable,
+      ``eps`` not a positive finite float, ``num_directions`` or ``chunk_size`` not a
+      positive integer, a bad ``key``.
     """
     from jax.flatten_util import ravel_pytree
 
-    if not (isinstance(eps, float) and eps > 0):
-        raise ValueError(f"eps: expected a positive float, got {eps!r}.")
+    _check_eps(eps)
+    if not callable(f):
+        raise TypeError(f"f: expected a callable theta -> scalar, got {type(f).__name__}.")
+    num_directions = checks.optional_positive_int("num_directions", num_directions)
+    chunk_size = checks.positive_int("chunk_size", chunk_size)
+    key = None if key is None else checks.prng_key(key)
+    with _x64():
+        return _finite_difference_grad64(f, _to64(theta), eps, num_directions, key, chunk_size)
+
+
+def _finite_difference_grad64(f, theta, eps, num_directions, key, chunk_size):
+    """:func:`finite_difference_grad` on checked arguments, inside 64-bit mode."""
+    from jax.flatten_util import ravel_pytree
+
     flat, unravel = ravel_pytree(theta)
     P = flat.shape[0]
     f_flat = jax.jit(lambda v: f(unravel(v)))
@@ -177,7 +263,7 @@ def finite_difference_grad(
             idx = jnp.arange(start, min(start + chunk_size, P))
             out.append(directional(jax.nn.one_hot(idx, P, dtype=flat.dtype)))
         return unravel(jnp.concatenate(out))
-    key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
+    key = jax.random.PRNGKey(0) if key is None else key
     V = jax.random.normal(key, (num_directions, P), dtype=flat.dtype)
     V = V / jnp.linalg.norm(V, axis=1, keepdims=True)
     return V, jnp.concatenate(
@@ -185,7 +271,8 @@ def finite_difference_grad(
     )
 
 
-def _summarise(names, manual, auto, fd, tol_ad, tol_fd, dtype, fd_mode) -> GradCheckReport:
+def _summarise(names, manual, auto, fd, tol_ad, tol_fd, dtype, fd_mode, *, truth=None,
+               directional=None) -> GradCheckReport:
     # Finite differences carry an absolute rounding noise of ~eps_mach |J| / h per entry, so
     # an array whose true gradient is 0 (e.g. behind dead ReLUs) would show a relative error
     # of 1 against pure noise. Their errors are therefore measured against
@@ -199,10 +286,22 @@ def _summarise(names, manual, auto, fd, tol_ad, tol_fd, dtype, fd_mode) -> GradC
             finite_diff=float("nan") if d is None else relative_error(g, d, FD_FLOOR * total),
         ))
     max_ad = worst(e.autodiff for e in errors)
+    ad_ok = max_ad <= tol_ad  # NaN compares False: fails
+    reference, man64, ad64 = AUTODIFF, float("nan"), float("nan")
+    if not ad_ok and truth is not None:
+        # below float64: both gradients against the float64 one (module doc)
+        t = truth()
+        m_err = [relative_error(g, r) for g, r in zip(manual, t)]
+        a_err = [relative_error(a, r) for a, r in zip(auto, t)]
+        ad_ok = all(m <= tol_ad or m <= a for m, a in zip(m_err, a_err))  # NaN m: fails
+        reference, man64, ad64 = FLOAT64_AUTODIFF, worst(m_err), worst(a_err)
     fds = [e.finite_diff for e, d in zip(errors, fd) if d is not None]  # computed, NaN kept
     max_fd = worst(fds) if fds else float("nan")
-    passed = max_ad <= tol_ad and (not fds or max_fd <= tol_fd)  # NaN compares False: fails
-    return GradCheckReport(tuple(errors), max_ad, max_fd, tol_ad, tol_fd, dtype, fd_mode, passed)
+    if directional is not None:
+        max_fd, fds = directional, [directional]
+    passed = ad_ok and (not fds or max_fd <= tol_fd)  # NaN compares False: fails
+    return GradCheckReport(tuple(errors), max_ad, max_fd, tol_ad, tol_fd, dtype, fd_mode, passed,
+                           reference, man64, ad64)
 
 
 def _directional_error(manual, V, d) -> float:
@@ -231,18 +330,37 @@ def check_rule(
       theta: the point (a pytree of floating arrays).
       finite_differences: also compare with central finite differences in float64.
       eps: the finite-difference step.
-      tol_autodiff: threshold against ``jax.grad`` (default by dtype, see module doc).
+      tol_autodiff: threshold against ``jax.grad`` (default by dtype, see module doc; below
+        float64 a failed comparison is decided against the float64 gradient).
       tol_finite_diff: threshold against finite differences (default by dtype).
 
     Returns:
       a :class:`GradCheckReport` with one row per leaf of theta.
+
+    Raises:
+      TypeError / ValueError naming the argument before anything is differentiated: ``f`` or
+      ``grad_f`` not callable, ``f`` not returning a scalar, a tolerance that is not a number
+      >= 0, theta empty or not floating, float64 theta outside 64-bit mode, a gradient whose
+      structure or shapes differ from theta's.
     """
+    for arg, fn in (("f", f), ("grad_f", grad_f)):
+        if not callable(fn):
+            raise TypeError(f"{arg}: expected a callable, got {type(fn).__name__}.")
+    _check_eps(eps)
+    tol_autodiff = _tolerance("tol_autodiff", tol_autodiff)
+    tol_finite_diff = _tolerance("tol_finite_diff", tol_finite_diff)
     leaves, treedef = jax.tree.flatten(theta)
     if not leaves:
         raise ValueError("theta: expected a pytree with at least one array, got none.")
     dtype = jnp.result_type(*leaves)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"theta: expected floating arrays, got dtype {dtype}.")
+    _require_x64("theta", dtype)
+    out = jax.eval_shape(f, theta)  # by tracing alone
+    if not (hasattr(out, "shape") and tuple(out.shape) == ()):
+        got = f"shape {tuple(out.shape)}" if hasattr(out, "shape") else type(out).__name__
+        raise ValueError(f"f: expected a scalar (shape ()) at theta, got {got}; sum (or take "
+                         f"the one entry) before returning.")
     manual = grad_f(theta)
     m_leaves, m_def = jax.tree.flatten(manual)
     if m_def != treedef:
@@ -260,12 +378,17 @@ def check_rule(
     )
     fd = [None] * len(leaves)
     if finite_differences:
+        fd = jax.tree.leaves(finite_difference_grad(f, theta, eps=eps))
+
+    def truth():  # the float64 gradient at the same point (below float64 only)
         with _x64():
-            fd = jax.tree.leaves(finite_difference_grad(f, _to64(theta), eps=eps))
+            return jax.tree.leaves(jax.grad(f)(_to64(theta)))
+
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(theta)[0]]
     names = [(None, p or "theta") for p in paths]
     return _summarise(names, m_leaves, auto, fd, tol_autodiff, tol_finite_diff, str(dtype),
-                      "full" if finite_differences else "off")
+                      "full" if finite_differences else "off",
+                      truth=None if dtype == jnp.float64 else truth)
 
 
 def check_gradients(
@@ -292,55 +415,70 @@ def check_gradients(
       eps: central-difference step (the differences run in float64 whatever the params'
         dtype: params, X and Y are converted for that comparison only).
       key: PRNG key for the random directions.
-      tol_autodiff: threshold against ``jax.grad`` (default 1e-10 for float64 params,
-        1e-5 otherwise); tol_finite_diff: threshold against finite differences (1e-6 float64, 1e-4 float32).
+      tol_autodiff: threshold against ``jax.grad`` (default 1e-10 for float64 params, 1e-5
+        float32, 1e-2 float16, 3e-2 bfloat16); below float64, when the comparison with
+        ``jax.grad`` in the params' dtype fails, the manual and autodiff gradients are both
+        measured against the float64 gradient (module doc; ``report.reference`` says which
+        decided). tol_finite_diff: threshold against finite differences (1e-6 float64, 1e-4
+        float32, 1e-2 float16, 3e-2 bfloat16). Both: a number >= 0.
 
     Returns:
       a :class:`GradCheckReport`, one row per (layer, "W"/"b").
 
     Raises:
       ValueError if X or Y holds NaN or infinity, Y is outside the cost's domain
-      (:meth:`jaxmlp.nn.costs.Cost.check_targets`), or on any shape mismatch.
+      (:meth:`jaxmlp.nn.costs.Cost.check_targets`), or on any shape mismatch; TypeError for
+      float64 params outside 64-bit mode (they would be computed in float32); TypeError /
+      ValueError naming the argument for a bad ``eps``, ``num_directions``, ``key`` or
+      tolerance, before any gradient is computed.
     """
     modes = ("auto", "full", "directions", "off")
     if finite_differences not in modes:
         raise ValueError(f"finite_differences: expected one of {modes}, got {finite_differences!r}.")
+    _check_eps(eps)
+    num_directions = checks.positive_int("num_directions", num_directions)
+    key = None if key is None else checks.prng_key(key)
+    tol_autodiff = _tolerance("tol_autodiff", tol_autodiff)
+    tol_finite_diff = _tolerance("tol_finite_diff", tol_finite_diff)
     dtype = checks.check_params(checks.require_network(net), params)
+    _require_x64("params", dtype)
+    tol_autodiff = _default_tol("autodiff", dtype) if tol_autodiff is None else tol_autodiff
+    tol_finite_diff = (
+        _default_tol("finite_diff", dtype) if tol_finite_diff is None else tol_finite_diff
+    )
     X = checks.check_X(net, X, dtype)
     Y = checks.check_Y(net, Y, X.shape[1], dtype)
     checks.check_finite(X=X, Y=Y)
     net.cost_fn.check_targets(Y)
     _, manual = value_and_grad(net, params, X, Y)
     auto = jax.grad(lambda p: loss(net, p, X, Y))(params)
-    tol_autodiff = _default_tol("autodiff", dtype) if tol_autodiff is None else tol_autodiff
-    tol_finite_diff = (
-        _default_tol("finite_diff", dtype) if tol_finite_diff is None else tol_finite_diff
-    )
     mode = finite_differences
     if mode == "auto":
         mode = "full" if net.num_params <= max_fd_params else "directions"
     names = [(l, k) for l in range(1, net.num_layers + 1) for k in ("W", "b")]
     flat = lambda tree: [layer[k] for layer in tree for k in ("W", "b")]  # noqa: E731
     fd = [None] * len(names)
-    if mode != "off":
+    directional = None
+
+    def truth():  # the float64 gradient at the same point (below float64 only)
         with _x64():
             p64, X64, Y64 = _to64(params), _to64(X), _to64(Y)
+            return flat(jax.grad(lambda p: loss(net, p, X64, Y64))(p64))
+
+    if mode != "off":
+        with _x64():
+            X64, Y64 = _to64(X), _to64(Y)
             J = lambda p: loss(net, p, X64, Y64)  # noqa: E731
             if mode == "full":
-                fd = flat(finite_difference_grad(J, p64, eps=eps))
+                fd = flat(finite_difference_grad(J, params, eps=eps))
             else:
-                V, d = finite_difference_grad(J, p64, eps=eps, num_directions=num_directions,
+                V, d = finite_difference_grad(J, params, eps=eps, num_directions=num_directions,
                                               key=key)
                 # One aggregate row: directional derivatives of the whole gradient.
-                report = _summarise(names, flat(manual), flat(auto), fd, tol_autodiff,
-                                    tol_finite_diff, str(dtype), mode)
-                err = _directional_error(manual, V, d)
-                return report._replace(
-                    max_finite_diff=err,
-                    passed=report.max_autodiff <= tol_autodiff and err <= tol_finite_diff,
-                )
+                directional = _directional_error(manual, V, d)
     return _summarise(names, flat(manual), flat(auto), fd, tol_autodiff, tol_finite_diff,
-                      str(dtype), mode)
+                      str(dtype), mode, truth=None if dtype == jnp.float64 else truth,
+                      directional=directional)
 
 
 def random_targets(net: Network, key: jax.Array, m: int, dtype=jnp.float32) -> jax.Array:
@@ -391,7 +529,7 @@ class RegionError(NamedTuple):
     points: int
     max_error: float  # max over points of |rule - autodiff| / max(|rule|, |autodiff|, 1)
     worst_at: str  # where the largest error occurred
-    nonfinite: int  # points where the rule or autodiff is NaN or infinite
+    nonfinite: int  # points (the unit of ``points``) where a compared value is NaN or infinite
     tol: float = 0.0  # the threshold of this row
 
 
@@ -437,10 +575,19 @@ def _mixed_errors(rule, oracle):
 
 
 def _region_row(quantity, region, rule, oracle, where, tol) -> RegionError:
-    err, bad = _mixed_errors(rule, oracle)
+    """One row over the points of a region: axis 0 of rule / oracle indexes the points (a
+    point may hold several values, e.g. an example's units); ``nonfinite`` counts points
+    with any non-finite value, in the unit of ``points``."""
+    err, _ = _mixed_errors(rule, oracle)
     flat = err.reshape(err.shape[0], -1).max(axis=1) if err.ndim > 1 else err
     i = int(np.argmax(flat))
+    bad = int(np.count_nonzero(~np.isfinite(flat)))
     return RegionError(quantity, region, int(flat.size), float(flat[i]), where(i), bad, float(tol))
+
+
+#: the quantity of :func:`check_cost_rule`'s rows that check the loss and its autodiff
+#: gradient are finite at the test points (not the seed's fault when they are not)
+LOSS_FINITE = "loss, AD"
 
 
 def takes_activation_output(derivative: Callable) -> bool:
@@ -491,6 +638,8 @@ def check_activation_rule(forward: Callable, derivative: Callable, *,
     """
     if not callable(forward) or not callable(derivative):
         raise TypeError("forward, derivative: expected callables.")
+    tol = checks.real_number("tol", tol, low=0.0, low_open=True)
+    tol_float32 = checks.real_number("tol_float32", tol_float32, low=0.0, low_open=True)
     key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
     rows = []
     with _x64():
@@ -612,9 +761,16 @@ def check_cost_rule(loss_fn: Callable, dloss_dA: Callable, *, unit_range: bool =
     saturation (A within 1e-6 of 0 or 1; else |A| = 1e3) and A near Y (within 1e-6 when
     ``unit_range``, else 1e-9). As for activations, every region is also evaluated with the
     rule in float32 against float64 autodiff at the same rounded points.
+
+    Each evaluation has two rows: :data:`LOSS_FINITE` counts the examples where the loss
+    itself or its ``jax.grad`` (the oracle) is NaN or infinite (e.g. ``log(cosh(A - Y))``,
+    whose cosh overflows at |A - Y| > 710): a fault of the loss, where the seed cannot be
+    judged; ``dL/dA`` compares the seed with the oracle on the other examples.
     """
     if not callable(loss_fn) or not callable(dloss_dA):
         raise TypeError("loss, dloss_dA: expected callables.")
+    tol = checks.real_number("tol", tol, low=0.0, low_open=True)
+    tol_float32 = checks.real_number("tol_float32", tol_float32, low=0.0, low_open=True)
     key = jax.random.PRNGKey(0) if key is None else checks.prng_key(key)
     k1, k2, k3 = jax.random.split(key, 3)
     rows = []
@@ -650,15 +806,24 @@ def check_cost_rule(loss_fn: Callable, dloss_dA: Callable, *, unit_range: bool =
         @jax.jit
         def evaluate(A, Y):  # the rule in A's dtype; the oracle in float64 at the same points
             Ar, Yr = A.astype(jnp.float64), Y.astype(jnp.float64)
-            return dloss_dA(A, Y), jax.grad(lambda a: jnp.sum(loss_fn(a, Yr)))(Ar)
+            return (dloss_dA(A, Y), jax.grad(lambda a: jnp.sum(loss_fn(a, Yr)))(Ar),
+                    loss_fn(Ar, Yr))
 
         where = lambda i: f"example {i}"  # noqa: E731
         for region, A in regions.items():
             for suffix, dtype, tol_ in (("", jnp.float64, tol),
                                         (", float32", jnp.float32, tol_float32)):
-                rule, oracle = evaluate(A.astype(dtype), Y.astype(dtype))
-                rows.append(_region_row("dL/dA", region + suffix, np.asarray(rule).T,
-                                        np.asarray(oracle).T, where, tol_))
+                rule, oracle, L = (np.asarray(v) for v in evaluate(A.astype(dtype),
+                                                                    Y.astype(dtype)))
+                # per example: the loss and its autodiff gradient must be finite
+                ref = np.concatenate([L[None, :], oracle], axis=0).T  # (m, 1 + n)
+                rows.append(_region_row(LOSS_FINITE, region + suffix, ref,
+                                        np.where(np.isfinite(ref), ref, 0.0), where, tol_))
+                # the seed is judged where its oracle exists
+                ok = np.all(np.isfinite(ref), axis=1)[None, :]
+                rows.append(_region_row("dL/dA", region + suffix,
+                                        np.where(ok, rule, 0.0).T, np.where(ok, oracle, 0.0).T,
+                                        where, tol_))
     passed = all(r.nonfinite == 0 and r.max_error <= r.tol for r in rows)
     return RuleCheckReport(tuple(rows), float(tol), passed)
 # ----------------------------------------------------------------------------- curvature
