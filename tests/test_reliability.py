@@ -354,3 +354,17 @@ def test_data_closed_over_by_a_traced_function_is_checked_while_tracing():
     X[0, 0] = np.inf
     with pytest.raises(ValueError, match="^X: expected finite values"):
         jax.jit(lambda p: jaxmlp.value_and_grad(net, p, X, Y))(p)
+
+
+def test_bfloat16_numpy_data_is_numeric_not_text():
+    """ml_dtypes' bfloat16 is NumPy dtype kind 'V' (as records are): it is data, accepted
+    by the checks of the core and of fit's conversion, while records are refused."""
+    import ml_dtypes
+
+    net = jaxmlp.Network((4, 8, 3), ("tanh", "softmax"), "categorical_cross_entropy")
+    p = jaxmlp.init_params(net, 0, dtype=jnp.bfloat16)
+    X = np.ones((4, 3), ml_dtypes.bfloat16)
+    out = jaxmlp.predict(net, p, X)
+    assert out.dtype == jnp.bfloat16 and out.shape == (3, 3)
+    assert not jaxmlp.nn.checks.not_numeric(X.dtype)
+    assert jaxmlp.nn.checks.not_numeric(np.dtype([("a", "f4")]))

@@ -29,7 +29,8 @@ from jaxmlp.nn.scalars import optional_positive_int, positive_int, real_number
 __all__ = [
     "check_X", "check_Y", "check_cache_dtype", "check_finite", "check_params",
     "check_params_like", "check_problem", "check_x", "check_y", "compute_dtype", "like_params",
-    "optional_positive_int", "positive_int", "prng_key", "real_number", "require_network",
+    "not_numeric", "optional_positive_int", "positive_int", "prng_key", "real_number",
+    "require_network",
 ]
 
 
@@ -164,13 +165,13 @@ def _as_data(name: str, value: Any, dtype) -> jax.Array:
     if isinstance(value, jax.Array):
         arr = value
     else:
-        kind = getattr(getattr(value, "dtype", None), "kind", None)
-        if kind in _NOT_NUMERIC:  # before jnp.asarray, whose error prints the whole array
-            raise _not_numeric(name, value)
+        if not_numeric(getattr(value, "dtype", None)):  # before jnp.asarray, whose error
+            # prints the whole array
+            raise _not_numeric_error(name, value)
         try:
             arr = jnp.asarray(value)
         except (TypeError, ValueError):
-            raise _not_numeric(name, value) from None
+            raise _not_numeric_error(name, value) from None
     if jnp.issubdtype(arr.dtype, jnp.floating):
         if arr.dtype != dtype:
             raise TypeError(
@@ -186,6 +187,14 @@ def _as_data(name: str, value: Any, dtype) -> jax.Array:
 
 #: numpy dtype kinds that are not numbers: objects, text, bytes, records, dates, durations.
 _NOT_NUMERIC = frozenset("OUSVMm")
+
+
+def not_numeric(dtype: Any) -> bool:
+    """Whether a NumPy ``dtype`` holds no numbers: objects, text, bytes, records, dates or
+    durations (kinds O U S V M m). ml_dtypes' bfloat16 and float8 types are kind V too, and
+    numbers: they are not caught. None (no dtype) is False."""
+    kind = getattr(dtype, "kind", None)
+    return kind in _NOT_NUMERIC and not (kind == "V" and jnp.issubdtype(dtype, jnp.number))
 
 
 def _given_dtype(value: Any) -> str:
@@ -205,7 +214,7 @@ def _given_dtype(value: Any) -> str:
     return f"dtype {dt}"
 
 
-def _not_numeric(name: str, value: Any) -> TypeError:
+def _not_numeric_error(name: str, value: Any) -> TypeError:
     return TypeError(
         f"{name}: expected a real numeric array, got {_given_dtype(value)}. Convert numbers "
         f"held as objects or text with np.asarray({name}, dtype=np.float32) (or "

@@ -111,7 +111,7 @@ def _refuse_non_numeric(net: Network, name: str, a: Any) -> None:
             f"{type(a).__module__.split('.')[0]} {type(a).__name__}, whose rows are examples: "
             f"pass {name}.to_numpy(np.float32).T, or use a batch-first entry point "
             "(jaxmlp.sklearn's estimators, jaxmlp.load_model(...).predict).")
-    if isinstance(a, np.ndarray) and a.dtype.kind in "OUSVMm":
+    if isinstance(a, np.ndarray) and checks.not_numeric(a.dtype):
         if name == "X":
             checks.check_X(net, a, None)
         else:
