@@ -10,9 +10,21 @@ Writes are synchronous (a checkpoint is on disk when :meth:`Checkpoints.save` re
 states here are kilobytes) and atomic: orbax writes into ``DIR/<epoch>.orbax-checkpoint-tmp``
 and renames it to ``DIR/<epoch>`` only once every file is written. A process killed during a
 save leaves only the temporary directory, which :func:`latest_epoch` and :meth:`restore`
-ignore and the next :class:`Checkpoints` on DIR deletes (in the background, finished before
-its first save); the previous checkpoint stays intact (``tests/test_checkpoint.py`` kills a
-writer inside orbax's finalize step to check this).
+ignore and the next writer on DIR deletes (at its first save); the previous checkpoint stays
+intact (``tests/test_checkpoint.py`` kills a writer inside orbax's finalize step to check this).
+
+One writer per folder. A :class:`Checkpoints` becomes DIR's writer at its first
+:meth:`~Checkpoints.save`: it takes an exclusive advisory lock (``fcntl.flock``) on the folder
+DIR itself (no lock file is added to it), held until :meth:`~Checkpoints.close` or the
+process's exit, killed or not. A second writer (another process, or another open
+Checkpoints of this one) is refused at its first save with a CheckpointError naming DIR.
+Only the writer, holding the lock, removes leftover ``*.orbax-checkpoint-tmp*`` folders: no
+live writer owns them then. Readers (a Checkpoints that never saves, one opened with
+``read_only=True``, and :func:`newest_readable_meta`, :func:`newest_intact`, :func:`resume`,
+which open read-only) take no lock and delete nothing, so a folder can be read while a run
+saves into it. After each save the finalized checkpoint's JSON files are read back, so a
+save never returns for a checkpoint that is not on disk. In a multi-process JAX run only
+process 0 (orbax's primary host, which writes the folders) takes the lock and cleans up.
 
 Integrity. Each checkpoint's meta item carries ``"integrity"``: the sha256 of every array of
 params, opt_state and key (path, dtype, shape and bytes) together with the epoch, one sha256
@@ -36,6 +48,8 @@ array, before anything is read.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import gc
 import hashlib
 import json
@@ -43,8 +57,10 @@ import logging
 import numbers
 import os
 import re
+import shutil
 import sys
 import warnings
+import weakref
 from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
@@ -337,8 +353,14 @@ class Checkpoints:
     """Epoch-numbered checkpoints of a :class:`~jaxmlp.train.step.TrainState` in one directory.
 
     Arguments:
-      directory: where the checkpoints live (created on the first save).
+      directory: where the checkpoints live (created when opened, unless ``read_only``).
       max_to_keep: how many of the newest checkpoints to keep (None: all).
+      read_only: open for reading only: :meth:`save` is refused, the folder is neither
+        created nor locked and nothing in it is deleted (``max_to_keep`` is not used).
+
+    The first :meth:`save` makes this object the folder's only writer (module docstring):
+    a CheckpointError if another writer holds the folder; then leftover temporary folders of
+    killed writers are removed. A Checkpoints that never saves only reads.
 
     Use as a context manager, or call :meth:`close`::
 
@@ -351,25 +373,35 @@ class Checkpoints:
     Every failure of orbax or of the files is a :class:`CheckpointError`.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: Optional[int] = 3):
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: Optional[int] = 3,
+                 read_only: bool = False):
         if max_to_keep is not None and (
             isinstance(max_to_keep, bool) or not isinstance(max_to_keep, numbers.Integral)
             or max_to_keep < 1
         ):
             raise ValueError(f"max_to_keep: expected a positive integer or None, got {max_to_keep!r}.")
+        if not isinstance(read_only, bool):
+            raise TypeError(f"read_only: expected True or False, got {read_only!r}.")
         ocp = _ocp()
+        self.read_only = read_only
+        self._lock_fd: Optional[int] = None
+        self._unlock = None
         self.directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(f"checkpoint {self.directory}: exists and is not a folder; "
                                   "give a folder for the checkpoints (it is created if missing).",
                                   self.directory)
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
-            enable_async_checkpointing=False,
-            cleanup_tmp_directories=True,
-            create=True,
-        )
+        # never orbax's clean-up when opened: it would delete a live writer's temporary
+        # folder (the writer cleans up at its first save, under the folder's lock)
         with _orbax_call("opening the checkpoint folder", self.directory):
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=None if read_only else max_to_keep,
+                save_interval_steps=0 if read_only else 1,
+                enable_async_checkpointing=False,
+                cleanup_tmp_directories=False,
+                create=not read_only,
+                read_only=read_only,
+            )
             self._manager = ocp.CheckpointManager(
                 self.directory,
                 options=options,
@@ -385,8 +417,49 @@ class Checkpoints:
         self.close()
 
     def close(self) -> None:
-        with _orbax_call("closing", self.directory):
-            self._manager.close()
+        try:
+            with _orbax_call("closing", self.directory):
+                self._manager.close()
+        finally:
+            if self._unlock is not None:
+                self._unlock()  # closes the folder's descriptor: the lock is released
+
+    # -- the writer's lock
+    def _become_writer(self) -> None:
+        """Takes the folder's writer lock (once), then removes leftover temporary folders."""
+        if self._unlock is not None or self._lock_fd == -1:
+            return
+        if jax.process_count() > 1 and jax.process_index() != 0:
+            self._lock_fd = -1  # orbax's primary host writes the folders and holds the lock
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise CheckpointError(
+                    f"checkpoint folder {self.directory}: another process is writing there "
+                    "(it holds the folder's writer lock, as does an open Checkpoints of this "
+                    "process that has saved there). One writer per checkpoint folder: wait "
+                    "for it to finish (or close it), or save into another folder.",
+                    self.directory) from None
+            raise CheckpointError(f"checkpoint folder {self.directory}: cannot lock it for "
+                                  f"writing ({_short(e)}).", self.directory) from None
+        self._lock_fd = fd
+        self._unlock = weakref.finalize(self, os.close, fd)
+        for name in sorted(os.listdir(self.directory)):
+            if ".orbax-checkpoint-tmp" in name:  # a killed writer's: no live writer owns it
+                path = os.path.join(self.directory, name)
+                try:
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    raise CheckpointError(f"checkpoint folder {self.directory}: cannot remove "
+                                          f"the unfinished write {path} ({_short(e)}).",
+                                          path) from None
 
     # -- queries
     def epochs(self) -> list[int]:
@@ -474,6 +547,10 @@ class Checkpoints:
             raise TypeError(f"meta: expected a dict or None, got {type(meta).__name__}.")
         if meta is not None and "integrity" in meta:
             raise ValueError("meta: the key 'integrity' is reserved for the checkpoint's digest.")
+        if self.read_only:
+            raise ValueError(f"save: this Checkpoints of {self.directory} was opened with "
+                             "read_only=True; open it without read_only to write.")
+        self._become_writer()
         if int(epoch) in self.epochs():
             raise ValueError(f"state.epoch: a checkpoint for epoch {epoch} already exists in {self.directory}.")
         ocp = _ocp()
@@ -493,6 +570,12 @@ class Checkpoints:
                                         meta=ocp.args.JsonSave({**meta, "integrity": record})),
             )
             self._manager.wait_until_finished()
+        step_dir = self._step_dir(epoch)
+        try:  # never a success for a checkpoint that cannot be read back
+            _check_json_files(step_dir, _JSON_FILES_REQUIRED)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {step_dir}: saving epoch {int(epoch)} did not "
+                                  f"leave a readable checkpoint ({e}).", e.path) from None
 
     def restore(self, like: TrainState, epoch: Optional[int] = None, *,
                 verify: bool = True) -> TrainState:
@@ -599,7 +682,7 @@ class Checkpoints:
 def newest_intact(directory: str | os.PathLike, like: TrainState, *,
                   at_most: Optional[int] = None) -> Intact:
     """:meth:`Checkpoints.newest_intact` on ``directory`` (opened and closed here)."""
-    with Checkpoints(directory) as store:
+    with Checkpoints(directory, read_only=True) as store:
         return store.newest_intact(like, at_most=at_most)
 
 
@@ -645,7 +728,7 @@ def newest_readable_meta(directory: str | os.PathLike) -> Readable:
     """
     directory = os.fspath(directory)
     skipped = []
-    with Checkpoints(directory) as store:
+    with Checkpoints(directory, read_only=True) as store:
         epochs = store.epochs()
         if not epochs:
             raise FileNotFoundError(f"directory: no checkpoint in {directory}.")

@@ -118,6 +118,28 @@ def _prior(delta):
     return delta if isinstance(delta, float) else [float(d) for d in delta]
 
 
+def _layer_prior(prior_precision, L):
+    """``prior_precision`` with a jax array as a NumPy one; a per-parameter prior (a pytree
+    of arrays, accepted by :func:`jaxmlp.laplace.laplace`) or an array of more than one
+    axis refused by name: the weight decay here has one lambda per layer."""
+    pp = prior_precision
+    if isinstance(pp, jax.Array) and not isinstance(pp, jax.core.Tracer):
+        pp = np.asarray(pp)
+    if isinstance(pp, np.ndarray) and pp.ndim == 0:
+        return pp[()]
+    nested = isinstance(pp, dict) or (isinstance(pp, (list, tuple)) and any(
+        isinstance(v, (dict, list, tuple)) or np.ndim(v) != 0 for v in pp))
+    if nested or (isinstance(pp, np.ndarray) and pp.ndim > 1):
+        got = (f"an array of shape {pp.shape}" if isinstance(pp, np.ndarray) else
+               f"a {type(pp).__name__} of {', '.join(sorted({type(v).__name__ for v in pp}))}"
+               if isinstance(pp, (list, tuple)) else f"a {type(pp).__name__}")
+        raise TypeError(f"prior_precision: expected a number > 0 or {L} numbers > 0 (one per "
+                        f"layer, a sequence or a 1-D array); marglik_training's weight decay "
+                        f"has one prior per layer, so a per-parameter prior (a params-shaped "
+                        f"pytree, which jaxmlp.laplace.laplace accepts) is not; got {got}.")
+    return pp
+
+
 def _nonneg_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name}: expected an integer >= 0, got {value!r}.")
@@ -174,7 +196,10 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
 
     Raises ValueError / TypeError naming the argument; ValueError "marglik_training: the
     training diverged at epoch e (...); lower the optimizer's learning rate." when an epoch
-    fails the ``explode_factor`` test, before any Laplace fit at its parameters.
+    fails the ``explode_factor`` test, before any Laplace fit at its parameters, and when the
+    evidence ascent fails at parameters whose cost on the training split is above the
+    initial parameters' (the training went uphill: its learning rate, not the ascent's, is
+    at fault).
     """
     X, Y = checks.check_problem(net, params, X, Y)
     checks.check_finite(X=X, Y=Y)
@@ -193,6 +218,7 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
                          "weight decay of the other layers would have none; expected one of "
                          "'diag', 'kron', 'full', got 'last_layer'.")
     L = net.num_layers
+    prior_precision = _layer_prior(prior_precision, L)
     if isinstance(prior_precision, (list, tuple, np.ndarray)) and np.ndim(prior_precision) == 1:
         if len(prior_precision) != L:
             raise ValueError(f"prior_precision: expected a number or {L} numbers (one per "
@@ -248,6 +274,8 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
     def check_at_params(e, params):
         J = float(cost_and_metrics_kernel(net, params, X, Y)["cost"])
         check(e, f"cost {J:.4g} on the training split at its parameters", J)
+        return J
+    J0 = float(cost_and_metrics_kernel(net, params, X, Y)["cost"])  # at the initial params
     for e in range(1, epochs + 1):
         wd = np.asarray(delta, np.float64) * T * sigma ** 2 / n
         # the new lambda, a value of the state: the compiled epoch is reused
@@ -261,10 +289,20 @@ def marglik_training(net: Network, params, X, Y, *, epochs: int = 300,
         check(e, f"mean cost {hist['loss'][-1]:.4g}", hist["loss"][-1],
               bool(all_finite(params)))
         if e >= burnin and e % frequency == 0 and e < epochs:
-            check_at_params(e, params)
+            J = check_at_params(e, params)
             la = fit(params=params, prior_precision=_prior(delta), sigma_noise=sigma)
-            la = optimize_prior_precision(la, "marglik", steps=hypersteps,
-                                          learning_rate=hyper_lr, fit_sigma_noise=regression)
+            try:
+                la = optimize_prior_precision(la, "marglik", steps=hypersteps,
+                                              learning_rate=hyper_lr, fit_sigma_noise=regression)
+            except ValueError as err:
+                if not J > J0:
+                    raise
+                # the training went uphill: its parameters, not the ascent's rate, are wrong
+                raise ValueError(
+                    f"marglik_training: the training diverged at epoch {e} (cost {J:.4g} on "
+                    f"the training split at its parameters, above the initial cost {J0:.4g}, "
+                    f"where the evidence ascent failed: {err}); lower the optimizer's "
+                    f"learning rate.") from None
             delta = np.asarray(la.prior_precision, np.float64) if per_layer else float(
                 la.prior_precision)
             sigma = float(la.sigma_noise)
