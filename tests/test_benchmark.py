@@ -56,7 +56,7 @@ def test_flops_match_the_traced_products(shape):
     net = networks.mlp(sizes)
     params = jaxmlp.init_params(net, jax.random.PRNGKey(0), dtype=jnp.float32)
     X = jnp.zeros((sizes[0], m), jnp.float32)
-    Y = jnp.zeros((sizes[-1], m), jnp.float32)
+    Y = jnp.zeros((sizes[-1], m), jnp.float32).at[0].set(1.0)  # one-hot: checked while tracing
     jaxpr = jax.make_jaxpr(lambda p: jaxmlp.value_and_grad(net, p, X, Y))(params).jaxpr
     assert _dot_flops_of_jaxpr(jaxpr) == benchmark.step_flops(sizes, m)
 

@@ -48,6 +48,13 @@ def _remember(a: Any, what: Any) -> None:
         pass
 
 
+def _all_finite(a: Any) -> bool:
+    """NumPy data on the host (no program compiled); a jax.Array where it lives."""
+    if isinstance(a, np.ndarray):
+        return bool(np.isfinite(a).all())
+    return bool(jnp.all(jnp.isfinite(a)))
+
+
 def check_data(net: Network, X: Any, Y: Any) -> None:
     """The value checks of the public entry points, on concrete X (n[0], m), Y (n[L], m)
     (None: not given).
@@ -71,7 +78,7 @@ def check_data(net: Network, X: Any, Y: Any) -> None:
             continue
         with jax.ensure_compile_time_eval():  # concrete data met while tracing: checked now
             if name == "X":
-                if jnp.issubdtype(a.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(a))):
+                if jnp.issubdtype(a.dtype, jnp.inexact) and not _all_finite(a):
                     checks.check_finite(X=a)
             else:
                 COSTS[net.cost].check_targets(a)
