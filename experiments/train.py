@@ -38,7 +38,10 @@ ones, ``--epochs`` may grow, not past a decaying schedule's horizon) bit for bit
 all devices (``jaxmlp.parallel.placement``). ``--ensemble K`` trains K networks
 in one compiled epoch (``--member-lrs``, ``--shared-batches``). Several processes: the same
 command with ``--coordinator HOST:PORT --num-processes N --process-id I`` in each (or none
-on a detected cluster; ``scripts/launch_local.sh N``); process 0 writes the files.
+on a detected cluster; ``scripts/launch_local.sh N``); process 0 writes the files. Before
+training, every process compares its resolved options and data (the ``--data`` file's
+sha256) with process 0's and learns whether process 0 got the ``--out`` lock: any
+difference or refusal stops every process with exit 2 and the same message.
 """
 
 from __future__ import annotations
@@ -213,19 +216,28 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
         config_saved.update({k: cfg[k] for k in ENSEMBLE_DEFAULTS})
     cdir = os.path.join(cfg["out"], "checkpoints")
     start = state.epoch if state is not None else 0
-    if (resume_meta is not None and cfg["checkpoint_every"] > 0
+    # several processes: process 0 alone moves and removes files in --out, the others wait
+    first, multi = jax.process_index() == 0, jax.process_count() > 1
+    if multi:
+        from jax.experimental import multihost_utils
+    if (first and resume_meta is not None and cfg["checkpoint_every"] > 0
             and os.path.abspath(resume_meta["checkpoint_dir"]) == os.path.abspath(cdir)):
         damaged = [e for e, _ in intact.skipped if e > start]
         for epoch, dst in ckpt_lib.set_aside_damaged(cdir, damaged):
             print(f"train.py: moved the damaged checkpoint of epoch {epoch} to {dst}",
                   file=sys.stderr)
+    if multi:  # every process reads the folder as process 0 left it
+        multihost_utils.sync_global_devices("train.py: damaged checkpoints set aside")
     if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > start:
         raise UsageError(
             f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
             f"continue them with --resume {cfg['out']}, or choose another --out (nothing is "
             "overwritten).")
-    train_report.clear_earlier(cfg)  # --overwrite; a resumed run's stale model.npz
+    if first:
+        train_report.clear_earlier(cfg)  # --overwrite; a resumed run's stale model.npz
     os.makedirs(cfg["out"], exist_ok=True)
+    if multi:
+        multihost_utils.sync_global_devices("train.py: earlier files removed")
     store = ckpt_lib.Checkpoints(cdir) if cfg["checkpoint_every"] > 0 else None
     writer = None if store is None else ckpt_lib.EpochWriter(
         store, cfg["checkpoint_every"], cfg["epochs"], history=history,
@@ -340,20 +352,37 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
                               0 if pl is None else int(pl.dropped)}})  # + --laplace's block
 
 
+def _agreed_config(args, held: contextlib.ExitStack) -> tuple[dict, Optional[dict]]:
+    """(cfg, resume_meta) of the command line, the same in every process: resolved and
+    checked (only files read), ``--out`` locked by process 0 (one run per output folder,
+    before anything is written; process 0 holds it for all the processes, which write into
+    the folder together; released when ``held`` closes), then agreed (``guards.agree``): a
+    refusal on any process (the lock's on process 0), or options or data that differ from
+    process 0's, stop every process with exit 2 and the same message before any training,
+    writing or removing."""
+    cfg = resume_meta = error = None
+    try:
+        cli.run_registrations(args.register or [])
+        cfg, resume_meta = train_config.resolve(args)
+        guards.check_config(cfg, args)
+        if jax.process_index() == 0:
+            held.enter_context(cli.claim_output_folder(cfg["out"]))
+    except Exception as e:  # several processes: told to all of them first
+        if jax.process_count() == 1:
+            raise
+        error = e
+    out_given = args.out is not None or args.results or args.resume is not None
+    return guards.agree(cfg, resume_meta, error, out_given=out_given), resume_meta
+
+
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
     cfg = None
     try:
         args = build_parser().parse_args(argv)
         guards.init_processes(args)  # within --init-timeout, or exit 2 naming the coordinator
-        cli.run_registrations(args.register or [])
-        cfg, resume_meta = train_config.resolve(args)
-        guards.check_config(cfg, args)
-        # one run per output folder, before anything is written; with several processes,
-        # process 0 holds the lock for all of them (they write into the folder together)
-        lock = (cli.claim_output_folder(cfg["out"]) if jax.process_index() == 0
-                else contextlib.nullcontext())
-        with lock:
+        with contextlib.ExitStack() as held:  # process 0: the --out lock, until the end
+            cfg, resume_meta = _agreed_config(args, held)
             return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
     except (UsageError, ckpt_lib.CheckpointError) as e:
         if guards.peer_lost(e, cfg):  # a checkpoint's gather whose peer process is gone

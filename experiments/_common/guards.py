@@ -10,6 +10,10 @@
 * :func:`init_processes` -- several processes meet within ``--init-timeout`` seconds or stop
   with exit 2 naming the coordinator (:func:`jaxmlp.parallel.distributed.rendezvous`);
   :func:`peer_lost` turns a peer's loss during training into one message and exit 4;
+* :func:`agree` -- before anything is trained or written, every process compares its
+  resolved configuration and data (:func:`fingerprint`: the ``--data`` file's sha256) with
+  process 0's, and learns whether any process refused (process 0's ``--out`` lock among
+  them): all stop with exit 2 and the same message naming what differs, or go on together;
 * :func:`refuse_same_file`, :func:`check_model_of_run`, :func:`restore_newest_intact` --
   ``predict.py`` never writes over its input, never reads a model.npz that is not its
   folder's run, and falls back to the newest intact orbax checkpoint.
@@ -28,8 +32,8 @@ from typing import Optional
 from _common import cli
 from _common.cli import UsageError
 
-__all__ = ["EXIT_PEER_LOST", "EXIT_TERMINATED", "EXIT_WRITE_FAILED", "Terminated", "add_arguments", "check_config", "check_model_of_run", "check_sizes",
-           "file_sha256", "init_processes", "load_data", "peer_lost", "refuse_same_file",
+__all__ = ["EXIT_PEER_LOST", "EXIT_TERMINATED", "EXIT_WRITE_FAILED", "Terminated", "add_arguments", "agree", "check_config", "check_model_of_run", "check_sizes",
+           "disagreements", "file_sha256", "fingerprint", "init_processes", "load_data", "peer_lost", "refuse_same_file",
            "remove_stale_model", "restore_newest_intact", "terminate_as_interrupt", "write_failed"]
 
 #: Exit status of a multi-process run whose peer was lost during training.
@@ -176,6 +180,127 @@ def peer_lost(e: BaseException, cfg: Optional[dict]) -> bool:
           f"{os.path.join(out, 'checkpoints')}; restart every process with --resume {out}.",
           file=sys.stderr)
     return True
+
+
+#: Configuration keys that may differ between processes: the earlier files in ``--out``
+#: that ``--overwrite`` replaces (process 0 removes them).
+PROCESS_OWN_KEYS = ("replace",)
+#: How a fingerprint key is named in a message when it is not ``--<key>``.
+_NAMES = {"data.sha256": "--data", "data.exclude": "--id", "kfac": "--optimizer kfac's options",
+          "total_steps": "the resumed run's total_steps",
+          "noise_calibrated": "the resumed run's noise_calibrated",
+          "saved_placement": "the resumed checkpoint's placement"}
+
+
+def fingerprint(cfg: dict, resume_meta: Optional[dict] = None, *, out_given: bool = True) -> dict:
+    """What every process of a run must agree on, as flat JSON values: every key of the
+    resolved configuration ``cfg`` but :data:`PROCESS_OWN_KEYS`; ``--data``'s file by its
+    bytes (``data.sha256``, None when it cannot be read) and how it is read (``data.target``,
+    ...), not by its path or the name taken from it; ``--kfac-*`` one key each; the resumed
+    checkpoint (folder and epoch). ``out`` is None unless ``out_given`` (a default folder is
+    process 0's: the others take it)."""
+    fp = {k: v for k, v in cfg.items() if k not in PROCESS_OWN_KEYS}
+    if not out_given:
+        fp["out"] = None
+    d = fp.pop("data", None)
+    if d:
+        fp.pop("dataset", None)  # the file's name: the bytes decide
+        try:
+            digest = file_sha256(d["file"])
+        except OSError:
+            digest = None
+        fp.update({f"data.{k}": v for k, v in d.items() if k not in ("file", "sha256")})
+        fp["data.sha256"] = digest
+    else:
+        fp["data.sha256"] = None
+    kfac = fp.pop("kfac", None)
+    if isinstance(kfac, dict):
+        fp.update({f"kfac.{k}": v for k, v in kfac.items()})
+    else:
+        fp["kfac"] = kfac
+    fp["resume"] = None if resume_meta is None else {
+        "checkpoints": os.path.abspath(resume_meta["checkpoint_dir"]), "epoch": resume_meta["epoch"]}
+    return json.loads(json.dumps(fp, sort_keys=True, default=repr))
+
+
+def _name(key: str) -> str:
+    if key in _NAMES:
+        return _NAMES[key]
+    return "--" + key.rpartition(".")[2].replace("_", "-")
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else json.dumps(value) if not isinstance(value, str) else value
+
+
+def disagreements(fingerprints: list, files: Optional[list] = None) -> list[str]:
+    """One sentence per key of :func:`fingerprint` on which a process differs from process
+    0, naming the option, the processes and their values (``--data``: each process's file
+    and sha256); ``files`` holds each process's ``--data`` path (or None). Empty when all
+    agree."""
+    ref, files = fingerprints[0], files or [None] * len(fingerprints)
+    missing = object()
+    out = []
+    for key in sorted(set().union(*fingerprints)):
+        odd = [i for i in range(1, len(fingerprints))
+               if fingerprints[i].get(key, missing) != ref.get(key, missing)]
+        if not odd:
+            continue
+        if key == "data.sha256":
+            sha = lambda v: f"sha256 {v[:16]}..." if v else "unreadable"  # noqa: E731
+            theirs = ", ".join(f"process {i}'s file {files[i]} ({sha(fingerprints[i].get(key))})"
+                               for i in odd)
+            out.append(f"--data: {theirs} differs from process 0's {files[0]} "
+                       f"({sha(ref.get(key))}); every process must read the same file")
+            continue
+        theirs = ", ".join(f"process {i} has {_show(fingerprints[i].get(key))}" for i in odd)
+        out.append(f"{_name(key)}: {theirs}, process 0 has {_show(ref.get(key))}")
+    return out
+
+
+def agree(cfg: Optional[dict], resume_meta: Optional[dict], error: Optional[BaseException], *,
+          out_given: bool = True) -> Optional[dict]:
+    """Several processes, before anything is trained or written: every process contributes
+    its refusal ``error`` (None when it has none; process 0's includes the ``--out`` lock) or
+    its :func:`fingerprint`, and receives everyone's (one exchange,
+    :func:`jaxmlp.parallel.distributed.allgather_json`). All processes then raise the same
+    UsageError: the refusal of the first process that has one (``"process i: ..."`` for a
+    process other than 0), or the options and data on which a process differs from process 0
+    (:func:`disagreements`); process 0's own refusal, and an unexpected exception (not a
+    UsageError or CheckpointError) on its own process, are raised unchanged. Returns the
+    configuration to run: ``cfg``, with process 0's ``out`` unless ``out_given``. One
+    process: raises ``error``, else returns ``cfg``."""
+    import jax
+
+    from jaxmlp.parallel import distributed
+    from jaxmlp.train.checkpoint import CheckpointError
+
+    if jax.process_count() == 1:
+        if error is not None:
+            raise error
+        return cfg
+    expected = isinstance(error, (UsageError, CheckpointError))
+    if error is not None:
+        mine = {"error": str(error) if expected else f"{type(error).__name__}: {error}"}
+    else:
+        mine = {"error": None, "fingerprint": fingerprint(cfg, resume_meta, out_given=out_given),
+                "file": (cfg.get("data") or {}).get("file"), "out": cfg["out"]}
+    everyone = distributed.allgather_json(mine)
+    first = next((i for i, r in enumerate(everyone) if r["error"] is not None), None)
+    if first is not None:
+        if first == jax.process_index() and (first == 0 or not expected):
+            raise error  # its own message (or traceback) unchanged
+        msg = everyone[first]["error"]
+        raise UsageError(msg if first == 0 else f"process {first}: {msg}")
+    differ = disagreements([r["fingerprint"] for r in everyone], [r["file"] for r in everyone])
+    if differ:
+        raise UsageError("; ".join(differ) + f". The {len(everyone)} processes of a run must "
+                         "be started with the same options and data; nothing was trained.")
+    if not out_given:
+        cfg["out"] = everyone[0]["out"]  # process 0's new folder, which it holds locked
+    return cfg
 
 
 # ----------------------------------------------------------------------------- data and model

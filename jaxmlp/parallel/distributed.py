@@ -24,6 +24,7 @@ per process are simulated with ``XLA_FLAGS=--xla_force_host_platform_device_coun
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -42,6 +43,7 @@ __all__ = [
     "cluster_detected",
     "global_columns",
     "initialize",
+    "allgather_json",
     "make_mesh_2d",
     "param_specs_2d",
     "process_columns",
@@ -248,6 +250,29 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
     else:
         jax.distributed.initialize(coordinator, num_processes, process_id, **kw)
     return jax.process_count() > 1
+
+
+def allgather_json(value: Any) -> list:
+    """Every process's ``value`` (anything ``json.dumps`` takes), in process order; each
+    process must call it at the same point. One process: ``[value]``.
+
+    The JSON text travels as bytes through two ``jax.experimental.multihost_utils
+    .process_allgather`` calls: the lengths (int32), then the bytes (uint8) padded to the
+    longest. ``train.py`` exchanges its resolved configuration this way before training, so
+    that processes started with other options or data stop with a message naming them
+    instead of running collectives of other shapes (which wait forever) or other values.
+    """
+    text = json.dumps(value, sort_keys=True).encode()
+    if jax.process_count() == 1:
+        return [json.loads(text)]
+    from jax.experimental import multihost_utils
+
+    lengths = np.asarray(multihost_utils.process_allgather(
+        np.asarray([len(text)], np.int32))).reshape(-1)
+    buf = np.zeros(int(lengths.max()), np.uint8)
+    buf[:len(text)] = np.frombuffer(text, np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(buf)).reshape(len(lengths), -1)
+    return [json.loads(gathered[i, :int(n)].tobytes()) for i, n in enumerate(lengths)]
 
 
 def process_columns(m: int, batch_size: Optional[int] = None, *, name: str = "X",
