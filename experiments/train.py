@@ -352,29 +352,6 @@ def _report(cfg, net, data, prep, dp, fr, sets, pl) -> dict:
                               0 if pl is None else int(pl.dropped)}})  # + --laplace's block
 
 
-def _agreed_config(args, held: contextlib.ExitStack) -> tuple[dict, Optional[dict]]:
-    """(cfg, resume_meta) of the command line, the same in every process: resolved and
-    checked (only files read), ``--out`` locked by process 0 (one run per output folder,
-    before anything is written; process 0 holds it for all the processes, which write into
-    the folder together; released when ``held`` closes), then agreed (``guards.agree``): a
-    refusal on any process (the lock's on process 0), or options or data that differ from
-    process 0's, stop every process with exit 2 and the same message before any training,
-    writing or removing."""
-    cfg = resume_meta = error = None
-    try:
-        cli.run_registrations(args.register or [])
-        cfg, resume_meta = train_config.resolve(args)
-        guards.check_config(cfg, args)
-        if jax.process_index() == 0:
-            held.enter_context(cli.claim_output_folder(cfg["out"]))
-    except Exception as e:  # several processes: told to all of them first
-        if jax.process_count() == 1:
-            raise
-        error = e
-    out_given = args.out is not None or args.results or args.resume is not None
-    return guards.agree(cfg, resume_meta, error, out_given=out_given), resume_meta
-
-
 def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
     """Runs the command line ``argv``; returns (exit status, results dict or None on bad input)."""
     cfg = None
@@ -382,7 +359,7 @@ def train(argv: Optional[Sequence[str]] = None) -> tuple[int, Optional[dict]]:
         args = build_parser().parse_args(argv)
         guards.init_processes(args)  # within --init-timeout, or exit 2 naming the coordinator
         with contextlib.ExitStack() as held:  # process 0: the --out lock, until the end
-            cfg, resume_meta = _agreed_config(args, held)
+            cfg, resume_meta = guards.agreed_config(args, held)
             return run(cfg, resume_meta, progress=not args.no_progress, plot=not args.no_plot)
     except (UsageError, ckpt_lib.CheckpointError) as e:
         if guards.peer_lost(e, cfg):  # a checkpoint's gather whose peer process is gone

@@ -32,7 +32,7 @@ from typing import Optional
 from _common import cli
 from _common.cli import UsageError
 
-__all__ = ["EXIT_PEER_LOST", "EXIT_TERMINATED", "EXIT_WRITE_FAILED", "Terminated", "add_arguments", "agree", "check_config", "check_model_of_run", "check_sizes",
+__all__ = ["EXIT_PEER_LOST", "EXIT_TERMINATED", "EXIT_WRITE_FAILED", "Terminated", "add_arguments", "agree", "agreed_config", "check_config", "check_model_of_run", "check_sizes",
            "disagreements", "file_sha256", "fingerprint", "init_processes", "load_data", "peer_lost", "refuse_same_file",
            "remove_stale_model", "restore_newest_intact", "terminate_as_interrupt", "write_failed"]
 
@@ -516,3 +516,30 @@ def place(cfg, sets, tree):
                          else f"--data-parallel: {e}") from None
     report_dropped(pl)
     return pl, (pl.X_train, pl.Y_train, pl.X_test, pl.Y_test), pl.replicated
+
+
+def agreed_config(args, held: contextlib.ExitStack) -> tuple[dict, Optional[dict]]:
+    """(cfg, resume_meta) of the command line, the same in every process: resolved and
+    checked (only files read), ``--out`` locked by process 0 (one run per output folder,
+    before anything is written; process 0 holds it for all the processes, which write into
+    the folder together; released when ``held`` closes), then agreed (:func:`agree`): a
+    refusal on any process (the lock's on process 0), or options or data that differ from
+    process 0's, stop every process with exit 2 and the same message before any training,
+    writing or removing."""
+    import jax
+
+    from _common import train_config
+
+    cfg = resume_meta = error = None
+    try:
+        cli.run_registrations(args.register or [])
+        cfg, resume_meta = train_config.resolve(args)
+        check_config(cfg, args)
+        if jax.process_index() == 0:
+            held.enter_context(cli.claim_output_folder(cfg["out"]))
+    except Exception as e:  # several processes: told to all of them first
+        if jax.process_count() == 1:
+            raise
+        error = e
+    out_given = args.out is not None or args.results or args.resume is not None
+    return agree(cfg, resume_meta, error, out_given=out_given), resume_meta
