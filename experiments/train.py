@@ -92,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden layer sizes, e.g. --hidden 128 64 (or 128,64) (default: 128 "
                    "digits/multilabel, 32 breast_cancer/diabetes, 64 --data; --dp: 64/32/32)")
     p.add_argument("--register", metavar="FILE.py", action="append",
-                   help="run a Python file that registers activations or costs "
-                   "(jaxmlp.register_activation) before anything else; repeatable")
+                   help="run a Python file that registers activations (jaxmlp.register_activation"
+                   "; select one with --activation) before anything else; repeatable")
     p.add_argument("--activation", help="hidden activation (default relu); output and cost "
-                   "follow the dataset")
+                   "follow the dataset (a registered cost is for jaxmlp.fit, not train.py)")
     p.add_argument("--optimizer", help=f"one of {', '.join(train_lib.OPTIMIZERS)} (default adam)")
     p.add_argument("--lr", type=float, help="learning rate > 0, peak value with a schedule "
                    "(default 1e-3; --dp: 0.25, diabetes 0.05)")
@@ -192,6 +192,7 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     data, prep = guards.load_data(cfg, resume_meta)  # a resumed run: the same file, preprocessing
     guards.check_sizes(cfg, data)  # --sampling-rate, --ensemble K against memory
     net, optimizer, dp = train_config.build(cfg, data)
+    laplace_report.check_network(cfg, net)  # --laplace: output, cost and P x P size, untrained
     K = cfg["ensemble"]
     init_key, key = _seed_keys(cfg["seed"])
     params = (jaxmlp.init_params(net, init_key, dtype=jnp.float32) if K is None

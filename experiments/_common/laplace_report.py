@@ -25,13 +25,14 @@ import jaxmlp
 from jaxmlp import laplace as lp
 from jaxmlp.data import export
 from jaxmlp.data.export import POSTERIOR_FILE
+from jaxmlp.laplace import flat
 
 from _common import output
 from _common.cli import UsageError
 
-__all__ = ["BINS", "add_arguments", "attach", "auroc", "compare", "configure", "confidences",
-           "ece", "labels", "remove_stale_posterior", "show", "svg_reliability", "where",
-           "write_posterior"]
+__all__ = ["BINS", "add_arguments", "attach", "auroc", "check_network", "compare", "configure",
+           "confidences", "ece", "labels", "remove_stale_posterior", "show", "svg_reliability",
+           "where", "write_posterior"]
 
 BINS = 15
 
@@ -174,6 +175,35 @@ def configure(cfg: dict, args) -> None:
                          f"prior sum over the training rows outside the privacy accountant, so "
                          f"the saved model would not be private); got --laplace "
                          f"{cfg['laplace']} with --dp.")
+
+
+def check_network(cfg: dict, net) -> None:
+    """With ``--laplace``, once the network is built and before any training: UsageError
+    naming ``--laplace`` for an output and cost the comparison is not written for
+    (:func:`kind`), and for a dense posterior ("full": all P parameters; "last_layer": the
+    n[L] (n[L-1] + 1) of the last layer) over :data:`jaxmlp.laplace.FULL_MAX_PARAMS`, the
+    limit of :func:`jaxmlp.laplace.laplace`, naming P, the limit and what fits instead."""
+    structure = cfg.get("laplace")
+    if structure is None:
+        return
+    kind(net)
+    if structure not in ("full", "last_layer"):
+        return
+    L, limit = net.num_layers, lp.FULL_MAX_PARAMS
+    last = sum(r * c for r, c in flat.block_sizes(net, [L - 1]))
+    P = net.num_params if structure == "full" else last
+    if P <= limit:
+        return
+    units = limit // net.sizes[-1] - 1  # the widest last hidden layer "last_layer" takes
+    instead = "--laplace kron or diag" + (f" (or last_layer: P = {last})"
+                                          if structure == "full" and last <= limit else "")
+    smaller = (f"at most {limit} parameters (--hidden)" if structure == "full" else
+               f"at most {units} units in the last hidden layer (--hidden)" if units >= 1 else
+               f"another --laplace: {net.sizes[-1]} outputs exceed it at any width")
+    raise UsageError(f"--laplace {structure}: a dense posterior of P = {P} parameters (network "
+                     f"{'-'.join(map(str, net.sizes))}) needs a P x P matrix; the limit is "
+                     f"jaxmlp.laplace.FULL_MAX_PARAMS = {limit}. Use {instead}, or a network "
+                     f"with {smaller}; nothing was trained.")
 
 
 def attach(cfg: dict, net, fr, sets, result: dict) -> dict:

@@ -112,8 +112,9 @@ def fit(
       key: the PRNG key of the first epoch's shuffle (ignored when ``state`` is given).
       eval_sets: ``{"train": (X, Y), "test": (X_te, Y_te)}``: evaluated after every epoch
         (:func:`jaxmlp.train.metrics.cost_and_metrics`); each scalar metric lands in the history as
-        ``<name>_<metric>``. Names whose entries would overwrite the loop's own
-        (``running``, ``first``, ...: :data:`jaxmlp.train.monitor.RESERVED_SET_NAMES`) are refused.
+        ``<name>_<metric>`` (a registered cost: ``<name>_cost`` only). Names whose entries would
+        overwrite the loop's own (``running``, ``first``, ...:
+        :data:`jaxmlp.train.monitor.RESERVED_SET_NAMES`) are refused.
       state: a :class:`TrainState` to resume (from a checkpoint); ``history`` its epochs.
       on_epoch_end: ``f(state, row)`` after every good epoch (checkpoints, logging);
         returning False stops the run (status ``"stopped"``).

@@ -29,15 +29,21 @@ def metric_name(net: Network) -> str:
     """The headline metric :func:`cost_and_metrics` reports for the network's cost.
 
     ``"accuracy"`` (categorical and binary cross-entropy), ``"label_accuracy"`` (multi-label:
-    the mean over labels of the per-label accuracy) or ``"r2"`` (mean squared error).
+    the mean over labels of the per-label accuracy), ``"r2"`` (mean squared error) or
+    ``"cost"`` for a cost added by :func:`jaxmlp.register_cost`: it names no task, so its
+    metric is J (F3) itself.
     """
     net = checks.require_network(net)
-    return {
-        "categorical_cross_entropy": "accuracy",
-        "binary_cross_entropy": "accuracy",
-        "multilabel_cross_entropy": "label_accuracy",
-        "mean_squared_error": "r2",
-    }[net.cost]
+    return _TASK_METRIC.get(net.cost, "cost")
+
+
+#: The headline metric of each built-in cost (a registered cost has only its value J).
+_TASK_METRIC = {
+    "categorical_cross_entropy": "accuracy",
+    "binary_cross_entropy": "accuracy",
+    "multilabel_cross_entropy": "label_accuracy",
+    "mean_squared_error": "r2",
+}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -67,12 +73,13 @@ def output_metrics(net: Network, A_L: Array, Y: Array) -> dict:
         out["label_accuracy"] = jnp.mean(per_label)
         out["per_label_accuracy"] = per_label
         out["exact_match"] = jnp.mean(jnp.all(hit, axis=0).astype(dtype))
-    else:  # mean squared error: coefficient of determination, averaged over outputs
+    elif net.cost == "mean_squared_error":  # coefficient of determination, averaged over outputs
         ss_res = jnp.sum(jnp.square(Y - A_L), axis=1)
         ss_tot = jnp.sum(jnp.square(Y - jnp.mean(Y, axis=1, keepdims=True)), axis=1)
         # a constant row has no R^2 (0/0, or -inf for a finite residual): NaN, as documented
         safe = jnp.where(ss_tot > 0, ss_tot, 1.0)
         out["r2"] = jnp.mean(jnp.where(ss_tot > 0, 1.0 - ss_res / safe, jnp.nan))
+    # a registered cost (jaxmlp.register_cost) names no task: no metric beyond its cost
     return out
 
 
@@ -89,7 +96,9 @@ def cost_and_metrics(net: Network, params, X: Any, Y: Any, *, check_finite: bool
       ``"exact_match"`` (share of columns with every label right);
     * mean squared error: ``"r2"``, 1 - sum (Y - A[L])^2 / sum (Y - mean Y)^2 per output row,
       averaged over rows (scikit-learn's ``r2_score``); NaN when a row of Y is constant on the
-      set (R^2 is undefined there).
+      set (R^2 is undefined there);
+    * a registered cost (:func:`jaxmlp.register_cost`): ``"cost"`` only (it names no task,
+      so no accuracy or R^2 is implied).
 
     ``check_finite=False`` skips the (host-side) scan of X and Y for NaN and infinity, for
     callers that checked the set once already; :func:`cost_and_metrics_kernel` skips every
