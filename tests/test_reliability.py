@@ -316,9 +316,15 @@ def test_the_core_functions_refuse_infinite_X_that_tanh_would_hide():
         jaxmlp.backward(net, p, cache, Y * np.nan)
     with pytest.raises(ValueError, match="^Y: .*categorical_cross_entropy"):
         jaxmlp.loss(net, p, ok, 2 * Y)
-    np.testing.assert_allclose(  # the checked call is the jitted one
-        np.asarray(jaxmlp.loss(net, p, ok, Y)),
+    np.testing.assert_allclose(  # the checked call is the jitted one, net= by name too
+        np.asarray(jaxmlp.loss(net=net, params=p, X=ok, Y=Y)),
         np.asarray(jaxmlp.loss.lower(net, p, ok, Y).compile()(p, ok, Y)), rtol=0)
+    assert callable(jaxmlp.loss.clear_cache)
+    # a jax.Array is not inspected by the core functions (no device sync in a user's loop):
+    # the check is the host's, so the jitted program and its result are the unchecked ones
+    Xd = jnp.asarray(X)
+    np.testing.assert_array_equal(np.asarray(jaxmlp.predict(net, p, Xd)),
+                                  np.asarray(jaxmlp.predict.__wrapped__(net, p, Xd)))
 
 
 def test_the_core_functions_name_text_and_pandas_data():

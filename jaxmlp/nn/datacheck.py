@@ -1,17 +1,27 @@
-"""The value checks of the public entry points on concrete data: X finite, Y finite and in
-the cost's domain, data numeric.
+"""The value checks of concrete data: X finite, Y finite and in the cost's domain, data
+numeric.
 
 Shape and dtype checks run at trace time (:mod:`jaxmlp.nn.checks`) and cost nothing once
-compiled; VALUES can only be inspected on concrete arrays, before the jitted call. Every public
-function a user passes data to goes through :func:`check_data`: the core's
-:func:`jaxmlp.forward`, :func:`jaxmlp.loss`, :func:`jaxmlp.predict`,
-:func:`jaxmlp.value_and_grad` and :func:`jaxmlp.backward` (:func:`checked_entry`), and the
-training step and epoch (:func:`with_data_check`). Data passed INTO your own ``jax.jit`` (or
-``vmap``, ``scan``) is traced and not inspected (NaN still propagates to the output); concrete
-data closed over by a traced function is inspected while tracing
-(``jax.ensure_compile_time_eval``), once. A
-``jax.Array`` that passed once is trusted afterwards (arrays are immutable: a weak reference
-per (array, check)); a NumPy array is scanned at every call, since it may have changed.
+compiled; VALUES can only be inspected on concrete arrays, before the jitted call, and
+inspecting a device array waits for it and copies a flag to the host. Two uses:
+
+* :func:`with_data_check` -- the training step and epoch (and ``fit``, the private epoch):
+  X and Y, NumPy or ``jax.Array``, checked once per dataset: a ``jax.Array`` that passed is
+  trusted afterwards (arrays are immutable: a weak reference per (array, check)); NumPy
+  arrays are scanned at every call, since they may have changed. ``check_data=False`` of the
+  factories skips it (documented there with its cost).
+* :func:`checked_entry` -- the core's :func:`jaxmlp.forward`, :func:`jaxmlp.loss`,
+  :func:`jaxmlp.predict`, :func:`jaxmlp.value_and_grad` and :func:`jaxmlp.backward`: HOST
+  data only (NumPy arrays, and text or pandas objects, refused by name), scanned on the host
+  at every call. A ``jax.Array`` is not inspected by them: they are the building blocks of
+  your own loops, where a new device array every step would cost a device sync each
+  (3.5x on a small network's eager minibatch loop). Non-finite device data propagates (NaN
+  to NaN; an infinite input saturates tanh or sigmoid to a finite value): check it once with
+  :func:`jaxmlp.nn.checks.check_finite`, or train through the entry points above.
+
+Data passed INTO your own ``jax.jit`` (or ``vmap``, ``scan``) is traced and never inspected;
+concrete data closed over by a traced function is inspected while tracing
+(``jax.ensure_compile_time_eval``).
 """
 
 from __future__ import annotations
@@ -125,11 +135,18 @@ def _refuse_non_numeric(net: Network, name: str, a: Any) -> None:
             checks.check_Y(net, a, a.shape[-1] if a.ndim else 1, None)
 
 
+def _host(a: Any) -> Any:
+    """``a`` unless it is a ``jax.Array`` (None then: not inspected by the core functions)."""
+    return None if isinstance(a, jax.Array) else a
+
+
 def checked_entry(jitted: Callable, x_pos: Optional[int], y_pos: Optional[int]) -> Callable:
     """A public core function ``jitted(net, params, ...)`` preceded by :func:`check_data` on
     its X (argument ``x_pos`` or ``X=``; None: it takes none) and Y (argument ``y_pos`` or
-    ``Y=``; None: none), when ``net`` is a :class:`Network` (anything else is reported by the
-    function itself). ``.lower`` / ``.trace`` / ``.eval_shape`` of ``jitted`` stay."""
+    ``Y=``; None: none) when they are host data (not a ``jax.Array``: see the module
+    docstring), when ``net`` is a :class:`Network` (anything else is reported by the
+    function itself). ``.lower`` / ``.trace`` / ``.eval_shape`` / ``.clear_cache`` of
+    ``jitted`` stay."""
 
     def arg(pos, name, args, kwargs):
         if pos is None:
@@ -143,10 +160,10 @@ def checked_entry(jitted: Callable, x_pos: Optional[int], y_pos: Optional[int]) 
             X, Y = arg(x_pos, "X", args, kwargs), arg(y_pos, "Y", args, kwargs)
             _refuse_non_numeric(net, "X", X)
             _refuse_non_numeric(net, "Y", Y)
-            check_data(net, X, Y)
+            check_data(net, _host(X), _host(Y))
         return jitted(*args, **kwargs)
 
-    for attr in ("lower", "trace", "eval_shape"):
+    for attr in ("lower", "trace", "eval_shape", "clear_cache"):
         if hasattr(jitted, attr):
             setattr(run, attr, getattr(jitted, attr))
     return run

@@ -6,9 +6,9 @@ comes from the recurrences of :mod:`jaxmlp.nn.recurrences` (one backward sweep) 
 (B1)/(B2) of :mod:`jaxmlp.quantities.first_order`; no autodiff transform is used.
 
 All functions are jitted with ``net`` static; shape and dtype checks run at trace time,
-so they cost nothing once compiled. Concrete data is value-checked before the call
+so they cost nothing once compiled. Host data (NumPy) is value-checked before the call
 (:mod:`jaxmlp.nn.datacheck`: X finite, Y finite and in the cost's domain, a ValueError naming
-it; a ``jax.Array`` once); inside your own ``jit`` or ``vmap`` the values are not inspected. ``compute_dtype`` (keyword, static; None or e.g.
+it); a ``jax.Array`` is not inspected here (no device sync in your loops: see datacheck). ``compute_dtype`` (keyword, static; None or e.g.
 ``"bfloat16"``) is the operand dtype of the matrix products (F1), (B1), (B3), which
 accumulate in the params' dtype; everything else stays in the params' dtype.
 """
@@ -34,7 +34,7 @@ Params = list  # [{"W": (n[l], n[l-1]), "b": (n[l],)}, ...]
 __all__ = ["Cache", "backward", "forward", "loss", "predict", "value_and_grad",
            "value_and_grad_kernel", "weighted_value_and_grad_kernel"]
 
-_STATIC = dict(static_argnums=0, static_argnames="compute_dtype")
+_STATIC = dict(static_argnums=0, static_argnames=("net", "compute_dtype"))  # net= too
 
 
 def _dtype(compute_dtype):
