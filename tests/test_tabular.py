@@ -322,4 +322,4 @@ def test_unseen_categories_message_shows_ten_values_and_how_many_more(tmp_path):
         "data: column 'c' holds ['n00', 'n01', 'n02', 'n03', 'n04', 'n05', 'n06', 'n07', "
         "'n08', 'n09', ... and 30 more], categories that the training data did not have (it "
         "had 20: ['c00', 'c01', 'c02', 'c03', 'c04', 'c05', 'c06', 'c07', 'c08', 'c09', ... "
-        "and 10 more]).")
+        "and 10 more]), in rows 0, 1, 2, 3, 4, ... (counting from 0).")

@@ -458,11 +458,14 @@ def _feature_matrix(pd, frame, feature_columns, categories, impute_values) -> np
             index = _category_index(cats)
             keys = [None if pd.isna(v) else _category_key(v) for v in s.astype(object)]
             pos = [None if k is None else index.get(k, index.get(_number_key(k))) for k in keys]
-            unseen = sorted({k for k, j in zip(keys, pos) if k is not None and j is None})
-            if unseen:
+            bad = [i for i, (k, j) in enumerate(zip(keys, pos)) if k is not None and j is None]
+            if bad:
+                unseen = sorted({keys[i] for i in bad})
+                shown = ", ".join(str(r) for r in bad[:5]) + (", ..." if len(bad) > 5 else "")
                 raise ValueError(f"data: column {c!r} holds {names_text(unseen)}, categories that "
                                  f"the training data did not have (it had {len(cats)}: "
-                                 f"{names_text(cats)}).")
+                                 f"{names_text(cats)}), in row{'s' if len(bad) > 1 else ''} "
+                                 f"{shown} (counting from 0).")
             block = np.zeros((len(keys), len(cats)))
             rows = [i for i, j in enumerate(pos) if j is not None]
             block[rows, [pos[i] for i in rows]] = 1.0
