@@ -20,8 +20,14 @@ the JSON's ``"dtypes"``). ``metadata`` is any JSON-serialisable dict with text k
 the reserved key ``"ensemble"`` (set by ``ensemble=K``; the training scripts store the
 preprocessing a prediction needs). ``~`` in a path is expanded; a path in a folder that does
 not exist, or naming a folder, is refused before anything is written. Activations and costs are
-stored by name: a network using a rule added with :func:`jaxmlp.register_activation` loads in
-a process that has registered the same name.
+stored by name: a network using a rule added with :func:`jaxmlp.register_activation` (or
+:func:`~jaxmlp.register_cost`) loads in a process that has registered the same name with the
+same definition. The header's ``"rules"`` holds each registered rule's fingerprint (its values
+at fixed points in float64, to 6 significant digits:
+:func:`jaxmlp.nn.costs.rule_fingerprints`); loading refuses, naming the rule, one now
+registered under that name whose values there differ (another function, which would predict
+otherwise). Files without ``"rules"`` (built-in rules only, or written before fingerprints
+existed) load as before; the format version is unchanged.
 
 A Laplace posterior (:class:`jaxmlp.laplace.Posterior`) has a file of its own,
 :func:`save_posterior` / :func:`load_posterior` (``laplace.npz`` in a ``train.py --laplace``
@@ -194,7 +200,8 @@ def save(path: Union[str, os.PathLike], params, net: Network, *,
     header = {"format_version": FORMAT_VERSION,
               "network": {"sizes": list(net.sizes), "activations": list(net.activations),
                           "cost": net.cost},
-              "metadata": metadata, **({"ensemble": K} if ensemble is not None else {})}
+              "metadata": metadata, **({"ensemble": K} if ensemble is not None else {}),
+              **_rules_header(net)}
     tensors = {}
     for l, layer in enumerate(params, start=1):
         for k in ("W", "b"):
@@ -203,6 +210,31 @@ def save(path: Union[str, os.PathLike], params, net: Network, *,
                 raise ValueError(f"params[{l - 1}]['{k}'] (layer {l}): holds non-finite values.")
             tensors[f"{k}[{l}]"] = np.ascontiguousarray(a)
     _write(path, ext, header, tensors)
+
+
+def _rules_header(net: Network) -> dict:
+    """``{"rules": ...}``, the fingerprints of the registered activations and cost ``net``
+    uses (:func:`jaxmlp.nn.costs.rule_fingerprints`), or ``{}`` when it uses built-in
+    ones only (the header of such a model is as it was before fingerprints existed)."""
+    from jaxmlp.nn.costs import rule_fingerprints
+
+    rules = rule_fingerprints(net)
+    return {"rules": rules} if rules else {}
+
+
+def _check_rules(path: str, header: dict) -> None:
+    """ValueError naming ``path`` when a registered rule of a name the file's ``"rules"``
+    records is another definition than the one the model was saved with
+    (:func:`jaxmlp.nn.costs.check_rule_fingerprints`). A file without the record
+    (written before it existed, or using built-in rules only) is not checked."""
+    from jaxmlp.nn.costs import check_rule_fingerprints
+
+    if "rules" not in header:
+        return
+    try:
+        check_rule_fingerprints(header["rules"])
+    except ValueError as e:
+        raise ValueError(f"path: {path!r}: {e}") from None
 
 
 def _write(path: str, ext: str, header: dict, tensors: dict) -> None:
@@ -324,7 +356,8 @@ def load(path: Union[str, os.PathLike], *,
       ValueError naming the file for one that does not exist, cannot be read, is not a jaxmlp
       export, describes an invalid network (e.g. an activation not registered in this
       process) or holds arrays that do not match it, or whose digest does not match (a
-      damaged file) or is missing; TypeError for float64 parameters while 64-bit mode is off.
+      damaged file) or is missing, or that was saved with another definition of a rule
+      registered now under its name (its recorded fingerprint differs); TypeError for float64 parameters while 64-bit mode is off.
     """
     import jax
     import jax.numpy as jnp
@@ -379,6 +412,7 @@ def load(path: Union[str, os.PathLike], *,
         if _digest(header, arrays) != header["sha256"]:
             raise ValueError(f"path: {path!r}: its arrays or metadata do not match the digest "
                              "recorded when it was written (sha256): the file is damaged.")
+    _check_rules(path, header)
     if K is not None:
         metadata = {**metadata, "ensemble": K}
     return net, params, metadata
@@ -418,7 +452,7 @@ def save_posterior(path: Union[str, os.PathLike], posterior, *,
             raise ValueError(f"posterior: {name} holds non-finite values.")
     header = {"format_version": POSTERIOR_FORMAT_VERSION, "content": _POSTERIOR,
               "network": _network_header(posterior.net), "posterior": fields,
-              "metadata": metadata}
+              "metadata": metadata, **_rules_header(posterior.net)}
     _write(path, ext, header, tensors)
 
 
@@ -470,6 +504,7 @@ def load_posterior(path: Union[str, os.PathLike], *, verify: bool = True):
     except (TypeError, ValueError) as e:
         raise ValueError(f"path: {path!r} describes a network this process cannot build: "
                          f"{e}") from None
+    _check_rules(path, header)
     if any(a.dtype == np.float64 for a in arrays.values()) and not jax.config.jax_enable_x64:
         raise TypeError(f"path: {path!r} holds a float64 posterior; turn on 64-bit mode "
                         "first (jax.config.update('jax_enable_x64', True)).")

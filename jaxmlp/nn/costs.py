@@ -32,6 +32,11 @@ Cross-entropy costs read log A and log(1 - A) from the output activation
 (``Activation.log_output``), i.e. from Z[L] through log-sigmoid / log-softmax, so a
 saturated output (|Z[L]| = 1e3) still gives a finite cost. Cross-entropy needs an
 output activation with values in (0, 1): sigmoid or softmax.
+
+:func:`rule_fingerprints` / :func:`check_rule_fingerprints`: the registered (not built-in)
+activations and cost of a saved model, recorded by their values at fixed points (an
+activation's g(z), g'(z) and g''(z) if given; a cost's L and dL/dA at fixed (A, Y)), in float64
+to 6 significant digits, and compared with the rules registered under those names on load.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp.nn.activations import Activation
+from jaxmlp.nn.activations import ACTIVATIONS, Activation
 from jaxmlp.nn.host import local_values
 
 Array = jax.Array
@@ -198,3 +203,171 @@ def get_cost(name: str) -> Cost:
     if not isinstance(name, str) or name not in COSTS:
         raise ValueError(f"cost: expected one of {sorted(COSTS)}, got {name!r}.")
     return COSTS[name]
+
+
+# ----------------------------------------------------------------------------- fingerprints
+# A saved model records the registered rules it uses by their values at fixed points (not
+# their source text), so that loading can tell another function under the same name.
+
+#: The names of the built-in activations and costs (the rules that need no fingerprint).
+BUILTIN_COST_NAMES = frozenset(COSTS)
+BUILTIN_ACTIVATION_NAMES = frozenset(ACTIVATIONS)
+
+#: The points z of an activation's fingerprint (kinks at 0 stay off them: g'(0) is a convention).
+_FINGERPRINT_Z = (-4.0, -2.5, -1.3, -0.6, -0.25, -0.05, 0.05, 0.25, 0.6, 1.3, 2.5, 4.0)
+#: Significant digits of the recorded values.
+FINGERPRINT_DIGITS = 6
+#: The largest |recorded - now| / max(|recorded|, |now|, 1) taken as the same rule.
+FINGERPRINT_TOL = 1e-4
+
+
+def _rounded(values) -> list:
+    """float64 values as nested lists, each rounded to :data:`FINGERPRINT_DIGITS` significant
+    digits (None where not finite): the same text in every dtype mode and on every machine."""
+    a = np.asarray(values, dtype=np.float64)
+    flat = [float(f"{v:.{FINGERPRINT_DIGITS}g}") if np.isfinite(v) else None
+            for v in a.reshape(-1)]
+    return np.array(flat, dtype=object).reshape(a.shape).tolist()
+
+
+def _activation_points(elementwise: bool, n: int) -> dict:
+    """Z (4, 3) of the points z (element-wise rules), or (n, 3) with the units of the layer
+    and dA, for a rule with a full Jacobian, whose dZ = J^T dA mixes the units."""
+    z = np.asarray(_FINGERPRINT_Z)
+    if elementwise:
+        return {"Z": z.reshape(4, 3)}
+    idx = np.arange(n * 3).reshape(n, 3)
+    return {"Z": z[idx % z.size], "dA": z[(5 * idx + 1) % z.size] / 4.0}
+
+
+def _cost_points(n: int) -> dict:
+    """A (n, 3) in (0, 1), its columns summing to 1 when n > 1 (a softmax output), and Y
+    (n, 3) of one-hot columns (0/1 targets when n = 1)."""
+    raw = 1.0 + np.arange(n * 3).reshape(n, 3) % 5
+    A = raw / raw.sum(axis=0) if n > 1 else np.array([[0.2, 0.55, 0.9]])
+    Y = (np.arange(n)[:, None] == (np.arange(3) % n)[None, :]).astype(np.float64)
+    if n == 1:
+        Y = np.array([[1.0, 0.0, 1.0]])
+    return {"A": A, "Y": Y}
+
+
+def _values(kind: str, rule, points: dict) -> dict:
+    """The rule's values at ``points``, in float64 (whatever the process's dtype mode):
+    activations g(z), dZ = dA g'(z) (B4) (g'(z) for element-wise rules, dA = 1) and g''(z)
+    when the rule has it; costs L(A, Y) per example and dL/dA."""
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        p = {k: jnp.asarray(np.asarray(v, dtype=np.float64)) for k, v in points.items()}
+        if kind == "activation":
+            Z = p["Z"]
+            A = rule.forward(Z)
+            out = {"g(z)": A}
+            if "dA" in p:
+                out["dZ"] = rule.backward(p["dA"], Z, A)
+            else:
+                out["g'(z)"] = rule.backward(jnp.ones_like(Z), Z, A)
+                if rule.second_derivative is not None:
+                    out["g''(z)"] = rule.second_derivative(Z)
+        else:
+            A, Y = p["A"], p["Y"]
+            out = {"L": rule.loss_from_output(A, Y), "dL/dA": rule.dloss_dA(A, Y)}
+        return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def rule_fingerprints(net) -> dict:
+    """The fingerprints of the registered (not built-in) rules a network uses, for a saved
+    model: ``{"activations": {name: record}, "costs": {name: record}}`` (kinds without one
+    left out; ``{}`` for built-in rules only). A record holds the fixed points
+    (``"points"``: an activation's Z, and dA for a rule with a full Jacobian; a cost's A and
+    Y) and the rule's values there (``"values"``, :func:`_values`), computed in float64 and
+    rounded to :data:`FINGERPRINT_DIGITS` significant digits: the rule's values, not its
+    source text, so the same function written otherwise has the same fingerprint."""
+    A, C = ACTIVATIONS, COSTS
+
+    acts, costs = {}, {}
+    for l, name in enumerate(net.activations, start=1):
+        if name in BUILTIN_ACTIVATION_NAMES or name in acts:
+            continue
+        act = A[name]
+        points = _activation_points(act.elementwise, net.sizes[l])
+        acts[name] = {"points": {k: _rounded(v) for k, v in points.items()},
+                      "values": {k: _rounded(v) for k, v in _values("activation", act,
+                                                                   points).items()}}
+    if net.cost not in BUILTIN_COST_NAMES:
+        points = _cost_points(net.sizes[-1])
+        costs[net.cost] = {"points": {k: _rounded(v) for k, v in points.items()},
+                           "values": {k: _rounded(v) for k, v in _values(
+                               "cost", C[net.cost], points).items()}}
+    return {**({"activations": acts} if acts else {}), **({"costs": costs} if costs else {})}
+
+
+def check_rule_fingerprints(record) -> None:
+    """Compares the rules registered now with the fingerprints ``record`` of
+    :func:`rule_fingerprints` (a saved model's): ValueError naming the first rule whose
+    values at the recorded points differ (error |recorded - now| / max(|recorded|, |now|, 1)
+    above :data:`FINGERPRINT_TOL`), with the largest difference and the fix; ValueError
+    "damaged" for a record that is not one. A rule of a recorded name that is not registered
+    is left to building the Network."""
+    A, C = ACTIVATIONS, COSTS
+
+    def damaged(why):
+        return ValueError(f"the rules' fingerprints are damaged ({why}).")
+
+    if not isinstance(record, dict) or set(record) - {"activations", "costs"}:
+        raise damaged(f"expected a dict with 'activations' and 'costs', got {record!r:.80}")
+    for key, kind, registry in (("activations", "activation", A), ("costs", "cost", C)):
+        rules = record.get(key, {})
+        if not isinstance(rules, dict):
+            raise damaged(f"{key}: {rules!r:.80}")
+        for name, rec in rules.items():
+            if name not in registry:
+                continue
+            try:
+                points = {k: np.array(v, dtype=np.float64) for k, v in rec["points"].items()}
+                want = {k: np.array(v, dtype=np.float64) for k, v in rec["values"].items()}
+                if not all(np.all(np.isfinite(v)) for v in points.values()):
+                    raise ValueError("points that are not finite numbers")
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise damaged(f"{kind} {name!r}: {e}") from None
+            try:
+                got = _values(kind, registry[name], points)
+            except Exception as e:  # the rule now registered cannot take the recorded points
+                raise ValueError(
+                    f"the {kind} {name!r} registered in this process is not the one the model "
+                    f"was trained with: it fails at the recorded points ({type(e).__name__}: "
+                    f"{e}). Register the definition used at training (the file given to "
+                    f"train.py --register; in this process: replace=True).") from None
+            worst = None  # (error, quantity, index, recorded, now)
+            for q in sorted(set(want) & set(got)):
+                w, g = want[q], got[q]
+                if w.shape != g.shape:
+                    raise ValueError(
+                        f"the {kind} {name!r} registered in this process is not the one the "
+                        f"model was trained with: {q} has shape {g.shape} at the recorded "
+                        f"points, {w.shape} at training. Register the definition used at "
+                        f"training (the file given to train.py --register; in this process: "
+                        f"replace=True).")
+                same_nan = np.isnan(w) & ~np.isfinite(g)
+                err = np.where(same_nan, 0.0, np.abs(w - g) / np.maximum(
+                    np.maximum(np.abs(w), np.abs(g)), 1.0))
+                err = np.where(np.isnan(err), np.inf, err)
+                i = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else None
+                if i is not None and (worst is None or err[i] > worst[0]):
+                    worst = (float(err[i]), q, i, float(w[i]), float(g[i]))
+            if worst is not None and worst[0] > FINGERPRINT_TOL:
+                e, q, i, w, g = worst
+                idx = ", ".join(str(int(j)) for j in i)
+                at = (f"z = {points['Z'][i]:g}" if kind == "activation" and "dA" not in points
+                      else f"Z[{idx}]" if kind == "activation"
+                      else f"example {int(i[-1])} (A[:, {int(i[-1])}], Y[:, {int(i[-1])}])")
+                raise ValueError(
+                    f"the {kind} {name!r} registered in this process is not the one the model "
+                    f"was trained with (a different definition under the same name): of the "
+                    f"fixed points recorded in the model, the largest difference is in {q} at "
+                    f"{at}: {g:.6g} now, {w:.6g} at training (difference {abs(w - g):.6g}, "
+                    f"relative error {e:.3g} > {FINGERPRINT_TOL:g}). Register the same "
+                    f"definition as at training before loading (the file given to train.py "
+                    f"--register, e.g. predict.py --register FILE.py; in this process: "
+                    f"jaxmlp.register_{kind}({name!r}, ..., replace=True)).")

@@ -10,7 +10,8 @@ Registration runs :func:`jaxmlp.oracle.verification.check_activation_rule` (or
 autodiff of your forward map (the oracle) at random points, at saturation (|z| up to 500) and
 on both sides of the kink at z = 0, in float64 and in float32. A rule that disagrees anywhere,
 or gives NaN or infinity, is refused with a ValueError that carries the table of errors, and
-nothing is registered. A name that is already taken (built-in or registered) is refused.
+nothing is registered. A name that is already taken (built-in or registered) is refused, unless
+``replace=True`` replaces an earlier registration (never a built-in).
 
 Once registered, the rule is an entry of :data:`jaxmlp.ACTIVATIONS` / :data:`jaxmlp.COSTS`
 like the built-ins, so every part of the library that takes a name takes it: ``Network``,
@@ -18,7 +19,12 @@ like the built-ins, so every part of the library that takes a name takes it: ``N
 rule, never autodiff), ``verification.check_gradients``, the single-column and per-example
 quantities, and ``experiments/train.py --activation NAME`` (with ``--register FILE``, a
 Python file that registers it). Registrations live in the process: a saved model that uses
-one loads in a process that registered the same name.
+one loads in a process that registered the same name with the same definition. The model
+records each registered rule's fingerprint (:func:`rule_fingerprints`: its values at fixed
+points, in float64, rounded to 6 significant digits), and loading compares the rule now
+registered under that name with it (:func:`check_rule_fingerprints`; both in
+:mod:`jaxmlp.nn.costs`): another function under
+the same name is refused, as it would give other predictions.
 """
 
 from __future__ import annotations
@@ -26,28 +32,49 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from jaxmlp.nn.activations import ACTIVATIONS, Activation
-from jaxmlp.nn.costs import COSTS, Cost
+from jaxmlp.nn.costs import (BUILTIN_ACTIVATION_NAMES, BUILTIN_COST_NAMES, COSTS, Cost,
+                             check_rule_fingerprints, rule_fingerprints)
 
-__all__ = ["is_registered", "register_activation", "register_cost"]
+__all__ = ["check_rule_fingerprints", "is_registered", "register_activation", "register_cost",
+           "rule_fingerprints"]
 
 
-def _check_name(name, registry: dict, what: str) -> None:
+def _check_name(name, registry: dict, what: str, replace=False, builtin=frozenset()) -> None:
     if not isinstance(name, str):
         raise TypeError(f"name: expected a string, got {type(name).__name__}.")
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name: expected letters, digits, '_' or '-', got {name!r}.")
-    if name in registry:
-        raise ValueError(f"name: the {what} {name!r} is already registered; choose another name "
-                         f"(registered: {sorted(registry)}).")
+    if not isinstance(replace, bool):
+        raise TypeError(f"replace: expected True or False, got {replace!r}.")
+    if name in builtin:
+        raise ValueError(f"name: the {what} {name!r} is already registered (built in, never "
+                         f"replaced); choose another name (registered: {sorted(registry)}).")
+    if name in registry and not replace:
+        raise ValueError(f"name: the {what} {name!r} is already registered; choose another name, "
+                         f"or pass replace=True to replace it (registered: {sorted(registry)}).")
+
+
+def _store(registry: dict, name: str, rule) -> None:
+    """``registry[name] = rule``; when it replaces an earlier rule, JAX's compiled functions
+    are cleared (jax.clear_caches): a Network is a static jit argument compared by its names,
+    so a function compiled with the earlier rule would otherwise be reused."""
+    replaced = name in registry
+    registry[name] = rule
+    if replaced:
+        import jax
+
+        jax.clear_caches()
 
 
 def register_activation(name: str, forward: Callable, derivative: Callable, *,
                         second_derivative: Optional[Callable] = None, init: str = "he",
-                        elementwise: bool = True, check: bool = True) -> Activation:
+                        elementwise: bool = True, check: bool = True,
+                        replace: bool = False) -> Activation:
     """Verifies a hand-derived activation rule and adds it to :data:`jaxmlp.ACTIVATIONS`.
 
     Arguments:
-      name: the new name (letters, digits, ``_``, ``-``); a taken name is refused.
+      name: the new name (letters, digits, ``_``, ``-``); a taken name is refused (a
+        built-in one always; a registered one unless ``replace=True``).
       forward: ``Z -> A = g(Z)`` in jax.numpy (F2), acting on axis 0 (units): shapes (n,)
         and (n, m).
       derivative: element-wise rules: ``Z -> g'(Z)`` or ``(Z, A) -> g'(Z)`` (A = g(Z) may be
@@ -55,10 +82,14 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
         backward rule ``(dA, Z, A) -> dZ`` itself, a Jacobian-vector product over axis 0.
       second_derivative: optional ``Z -> g''(Z)`` (element-wise rules), verified as well and
         kept on the record.
-      init: the default initialisation scheme of layers using it (``jaxmlp.SCHEMES``).
+      init: the default initialisation scheme of layers using it (``jaxmlp.nn.SCHEMES``).
       elementwise: whether g acts on each unit separately (diagonal Jacobian).
       check: run the verification (default True; False registers an unchecked rule, for
         rules whose kinks are away from 0 and checked by other means).
+      replace: True replaces an earlier registration of ``name`` once the new rule is
+        verified (e.g. to load a model trained with another definition: the one of its
+        training), and clears JAX's compiled functions (``jax.clear_caches``), which may hold
+        the earlier rule.
 
     Returns:
       the registered :class:`~jaxmlp.Activation`.
@@ -70,7 +101,7 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
     from jaxmlp.nn.init import SCHEMES
     from jaxmlp.oracle.verification import check_activation_rule, takes_activation_output
 
-    _check_name(name, ACTIVATIONS, "activation")
+    _check_name(name, ACTIVATIONS, "activation", replace, _BUILTIN_ACTIVATIONS)
     for arg, fn in (("forward", forward), ("derivative", derivative)):
         if not callable(fn):
             raise TypeError(f"{arg}: expected a callable, got {type(fn).__name__}.")
@@ -104,17 +135,18 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
                   else (lambda Z: second_derivative(Z, forward(Z))))
     act = Activation(name=name, forward=forward, backward=backward, init=init,
                      elementwise=elementwise, second_derivative=second)
-    ACTIVATIONS[name] = act
+    _store(ACTIVATIONS, name, act)
     return act
 
 
 def register_cost(name: str, loss: Callable, dloss_dA: Callable, *, unit_range: bool = False,
                   min_outputs: int = 1, max_outputs: Optional[int] = None,
-                  check: bool = True) -> Cost:
+                  check: bool = True, replace: bool = False) -> Cost:
     """Verifies a hand-derived cost and its seed and adds it to :data:`jaxmlp.COSTS`.
 
     Arguments:
-      name: the new name; a taken name is refused.
+      name: the new name; a taken name is refused (a built-in one always; a registered one
+        unless ``replace=True``).
       loss: ``(A, Y) -> L``, the per-example losses summed over the units (axis 0): shape (m,)
         for (n[L], m) inputs, () for one column; J = (1/m) sum_i L_i (F3).
       dloss_dA: ``(A, Y) -> dL/dA`` of A's shape, without the 1/m; the seed of backward is
@@ -123,6 +155,8 @@ def register_cost(name: str, loss: Callable, dloss_dA: Callable, *, unit_range: 
         network then needs a sigmoid or softmax output).
       min_outputs, max_outputs: the allowed n[L].
       check: run the verification (default True).
+      replace: True replaces an earlier registration of ``name`` (as for
+        :func:`register_activation`).
 
     Returns:
       the registered :class:`~jaxmlp.Cost` (never fused: backward starts at dA[L]).
@@ -135,7 +169,7 @@ def register_cost(name: str, loss: Callable, dloss_dA: Callable, *, unit_range: 
     """
     from jaxmlp.oracle.verification import LOSS_FINITE, check_cost_rule
 
-    _check_name(name, COSTS, "cost")
+    _check_name(name, COSTS, "cost", replace, _BUILTIN_COSTS)
     for arg, fn in (("loss", loss), ("dloss_dA", dloss_dA)):
         if not callable(fn):
             raise TypeError(f"{arg}: expected a callable, got {type(fn).__name__}.")
@@ -162,7 +196,7 @@ def register_cost(name: str, loss: Callable, dloss_dA: Callable, *, unit_range: 
     cost = Cost(name=name, loss=lambda Z, A, Y, g: loss(A, Y), dloss_dA=dloss_dA,
                 canonical="", needs_unit_range=bool(unit_range), min_outputs=min_outputs,
                 max_outputs=max_outputs)
-    COSTS[name] = cost
+    _store(COSTS, name, cost)
     return cost
 
 
@@ -187,5 +221,5 @@ def _unregister(name: str) -> None:
             del reg[name]
 
 
-_BUILTIN_ACTIVATIONS = frozenset(ACTIVATIONS)
-_BUILTIN_COSTS = frozenset(COSTS)
+_BUILTIN_ACTIVATIONS = BUILTIN_ACTIVATION_NAMES
+_BUILTIN_COSTS = BUILTIN_COST_NAMES
