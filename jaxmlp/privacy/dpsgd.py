@@ -89,6 +89,8 @@ __all__ = [
     "check_dpsgd",
     "default_steps_per_epoch",
     "dp_gradient_kernel",
+    "in_params_dtype",
+    "noise_std",
     "total_clip",
 ]
 
@@ -378,13 +380,24 @@ def add_noise(key, grads: Params, std, dtype) -> Params:
     return jax.tree.unflatten(treedef, noisy)
 
 
-def dp_gradient_kernel(net, params, X, Y, key, C, mask, divisor, *, sigma, sensitivity,
-                       compute_dtype=None) -> DPGradient:
+def dp_gradient_kernel(net, params, X, Y, key, C, mask, divisor, *, noise_std=None, sigma=None,
+                       sensitivity=None, compute_dtype=None) -> DPGradient:
     """Unchecked DP-SGD gradient (steps 1-4 of the module docstring).
 
     C: a scalar (flat) or an (L,) array (per layer); mask: None or (m,) 0/1 weights;
-    divisor: D; sigma, sensitivity: static Python floats (noise std sigma * sensitivity).
+    divisor: D. The noise, N(0, std^2 I) with std = sigma * sensitivity, is given either as
+    ``noise_std`` (a number or a 0-d array, traced or not: a compiled caller passes it as
+    an argument, so a new sigma or C reuses the program; None draws no noise), or as Python
+    numbers ``sigma`` and ``sensitivity`` (sigma = 0 draws no noise). Whether noise is drawn
+    is part of the program; its std is a value.
     """
+    if sigma is not None or sensitivity is not None:
+        if noise_std is not None or sigma is None or sensitivity is None:
+            raise TypeError(
+                f"noise_std: give it alone, or sigma and sensitivity (the std is their "
+                f"product); got noise_std={noise_std!r}, sigma={sigma!r}, "
+                f"sensitivity={sensitivity!r}.")
+        noise_std = sigma * sensitivity if sigma > 0 else None  # sigma = 0: no draws
     dtype = X.dtype
     _, A_L, cache, dZs = recurrences.sweep(net, params, X, Y, 1, compute_dtype)  # dZ[l][:,i] = dL_i/dz
     nrm = norms_from_sq(sq_norms(dZs, cache))  # (Q2): layer norms (L, m), norms (m,)
@@ -403,23 +416,46 @@ def dp_gradient_kernel(net, params, X, Y, key, C, mask, divisor, *, sigma, sensi
         loss = jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1)
     c = c.astype(dtype)
     grads = clipped_gradient(dZs, cache, c, compute_dtype)  # (Q5): sum_i c_i grad L_i
-    if sigma > 0:  # static: a noise-free step draws nothing
-        grads = add_noise(key, grads, jnp.asarray(sigma * sensitivity, dtype), dtype)
+    if noise_std is not None:  # part of the program: a noise-free step draws nothing
+        grads = add_noise(key, grads, jnp.asarray(noise_std, dtype), dtype)
     grads = checks.like_params(params, jax.tree.map(lambda g: g / jnp.asarray(divisor, dtype), grads))
     return DPGradient(loss, grads, nrm.norms, c, nrm.layer_norms)
 
 
-@functools.partial(jax.jit, static_argnums=0,
-                   static_argnames=("sigma", "sensitivity", "compute_dtype"))
-def _dp_value_and_grad(net, params, X, Y, key, C, mask, divisor, *, sigma, sensitivity,
-                       compute_dtype=None):
+def noise_std(sigma: float, C) -> Optional[float]:
+    """The std sigma * :func:`total_clip` (C) of the noise added to the clipped sum, computed
+    in float64 on the host; None for sigma = 0 (no noise is drawn)."""
+    return sigma * total_clip(C) if sigma > 0 else None
+
+
+def in_params_dtype(params, value):
+    """``value`` (Python floats, or a NumPy float64 array) rounded ONCE to the floating dtype
+    of ``params``' leaves, as the kernel's ``jnp.asarray(value, dtype)`` of a Python number
+    rounds it (an argument passed as float64 would first be rounded to float32 where x64 is
+    off, then again to a half-precision dtype). None stays None; params whose dtype cannot
+    be read yet (refused later by the checks) leave ``value`` as float64."""
+    if value is None:
+        return None
+    leaves = jax.tree.leaves(params)
+    dtype = getattr(leaves[0], "dtype", None) if leaves else None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return np.asarray(value, dtype=np.float64)
+    return np.asarray(value, dtype=np.float64).astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("compute_dtype",))
+def _dp_value_and_grad(net, params, X, Y, key, C, mask, divisor, std, *, compute_dtype=None):
+    """The checked DP-SGD gradient as ONE program per structure: the thresholds C, the
+    divisor and the noise std are arguments (values), so a new l2_norm_clip or
+    noise_multiplier compiles nothing; flat or per-layer clipping (C's shape), a mask or
+    none, and noise or none (std None) are its structure."""
     X, Y = checks.check_problem(net, params, X, Y)
     if mask is not None and tuple(mask.shape) != (X.shape[1],):
         raise ValueError(f"mask: expected shape (m,) = ({X.shape[1]},), got {tuple(mask.shape)}.")
     if divisor is None:
         divisor = X.shape[1]
-    return dp_gradient_kernel(net, params, X, Y, key, C, mask, divisor, sigma=sigma,
-                              sensitivity=sensitivity, compute_dtype=compute_dtype)
+    return dp_gradient_kernel(net, params, X, Y, key, C, mask, divisor, noise_std=std,
+                              compute_dtype=compute_dtype)
 
 
 def dp_value_and_grad(
@@ -449,6 +485,11 @@ def dp_value_and_grad(
     Returns:
       :class:`DPGradient`. Each example's contribution has norm <= the sensitivity.
       No per-example gradient is stored: memory O(m * units).
+
+    C, the divisor and the noise std sigma C are arguments of the compiled program, not
+    constants: a sweep over ``l2_norm_clip`` or ``noise_multiplier`` (adaptive clipping, a
+    grid) compiles nothing new. A program is compiled per structure only: flat or per-layer
+    clipping, noise or none (sigma = 0), a mask or none, shapes and dtypes.
     """
     net = checks.require_network(net)
     C, sigma = check_dp_args(l2_norm_clip, noise_multiplier, net.num_layers)
@@ -471,9 +512,8 @@ def dp_value_and_grad(
                     f"noise is scaled by), got {np.ravel(values)[i]!r} at index {i} "
                     f"({int(np.sum(bad))} of {values.size} entries outside {{0, 1}}).")
         mask = jnp.asarray(mask)
-    Carr = np.asarray(C, dtype=np.float64)
-    return _dp_value_and_grad(net, params, X, Y, key, Carr, mask, divisor, sigma=sigma,
-                              sensitivity=total_clip(C),
+    return _dp_value_and_grad(net, params, X, Y, key, in_params_dtype(params, C), mask, divisor,
+                              in_params_dtype(params, noise_std(sigma, C)),
                               compute_dtype=checks.compute_dtype(compute_dtype))
 
 
@@ -484,17 +524,19 @@ def make_dp_grad_fn(net: Network, *, l2_norm_clip: Clip, noise_multiplier: float
 
     The arguments are checked once, here. ``grads`` mirrors params, so a training step is
     ``J, g = grad_fn(params, X, Y, key); updates, state = opt.update(g, state, params);
-    params = optax.apply_updates(params, updates)``. Use a fresh key every step.
+    params = optax.apply_updates(params, updates)``. Use a fresh key every step. The clip and
+    noise values are arguments of the compiled program (as in :func:`dp_value_and_grad`):
+    functions made with other values share it.
     """
     net = checks.require_network(net)
     C, sigma = check_dp_args(l2_norm_clip, noise_multiplier, net.num_layers)
     compute_dtype = checks.compute_dtype(compute_dtype)
-    Carr = np.asarray(C, dtype=np.float64)
+    std = noise_std(sigma, C)
 
     def grad_fn(params, X, Y, key):
         key = checks.prng_key(key)  # a bad key is named here, not deep inside jax.random
-        out = _dp_value_and_grad(net, params, X, Y, key, Carr, None, None, sigma=sigma,
-                                 sensitivity=total_clip(C), compute_dtype=compute_dtype)
+        out = _dp_value_and_grad(net, params, X, Y, key, in_params_dtype(params, C), None, None,
+                                 in_params_dtype(params, std), compute_dtype=compute_dtype)
         return out.loss, out.grads
 
     return grad_fn

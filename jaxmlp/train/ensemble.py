@@ -34,6 +34,7 @@ call, and the averaged prediction (1/K) sum_k A[L]_k (:func:`ensemble_predict`).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional
 
@@ -226,6 +227,10 @@ def make_ensemble_epoch(
     Each step gathers the members' minibatches as ROWS of X^T (m, n[0]) (contiguous
     n[0]-vectors; (K, b, n[0]), then viewed as (K, n[0], b)) rather than as K strided
     gathers of columns of X; the numbers are the same.
+
+    The same (network, optimizer object, batch size, ``shared_batches``, ``permutation``,
+    compute dtype) returns the same jitted epoch, whose compiled programs are reused (as
+    :func:`jaxmlp.train.step.make_train_epoch`'s): fitting again compiles nothing new.
     """
     net = checks.require_network(net)
     optimizer = check_optimizer(optimizer)
@@ -239,6 +244,16 @@ def make_ensemble_epoch(
         from jaxmlp.quantities.curvature import check_supported
 
         check_supported(net, "K-FAC", second_order=False)
+    args = (net, optimizer, batch_size, shared_batches, permutation, compute_dtype)
+    try:
+        return _cached_ensemble_epoch(*args)
+    except TypeError:  # an argument that cannot be hashed: no reuse, the same function
+        return _ensemble_epoch_program(*args)
+
+
+def _ensemble_epoch_program(net, optimizer, batch_size, shared_batches, permutation,
+                            compute_dtype):
+    """The jitted epoch of :func:`make_ensemble_epoch` for checked arguments."""
 
     def update(p, o, X_s, Y_s):
         return step.apply_update(net, optimizer, p, o, X_s, Y_s, compute_dtype)
@@ -268,6 +283,11 @@ def make_ensemble_epoch(
         return params, opt_state, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), metrics)
 
     return epoch
+
+
+# One jitted epoch per (network, optimizer object, batch size, ...), as
+# jaxmlp.train.step._cached_epoch: fit(..., ensemble=K) called again reuses its programs.
+_cached_ensemble_epoch = functools.lru_cache(maxsize=64)(_ensemble_epoch_program)
 
 
 _split_keys = jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k))))

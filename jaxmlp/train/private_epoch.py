@@ -9,11 +9,11 @@ they meet the training step.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxmlp.nn import checks
@@ -21,7 +21,7 @@ from jaxmlp.nn.network import Network
 from jaxmlp.privacy.dpsgd import (
     DPSGD, Clip, DPStepMetrics, check_dp_args, check_expected_batch, check_sampling_rate,
     default_steps_per_epoch,
-    dp_gradient_kernel, padded_batch_size, poisson_batch, total_clip,
+    dp_gradient_kernel, in_params_dtype, noise_std, padded_batch_size, poisson_batch,
 )
 from jaxmlp.train.optimizers import check_opt_state, check_optimizer
 from jaxmlp.train.step import with_data_check
@@ -73,6 +73,12 @@ def make_dp_train_epoch(
         jitted epoch alone (as :func:`jaxmlp.train.step.make_train_epoch`).
 
     Metrics are :class:`DPStepMetrics`, each field of shape (steps_per_epoch,).
+
+    The compiled epoch is kept per (network, optimizer object, q, steps_per_epoch,
+    max_batch_size, compute_dtype), as :func:`jaxmlp.train.step.make_train_epoch`'s is; C
+    and the noise std sigma C are its arguments, so an epoch made again, or with another
+    ``l2_norm_clip`` or ``noise_multiplier``, compiles nothing new (per-layer clipping and
+    sigma = 0 are programs of their own).
     """
     net = checks.require_network(net)
     optimizer = check_optimizer(optimizer)
@@ -108,12 +114,36 @@ def make_dp_train_epoch_from_settings(net: Network, optimizer: optax.GradientTra
 
 def _dp_epoch(net, optimizer, q: float, C, sigma: float, spe: int,
               max_batch_size: Optional[int], compute_dtype):
-    """The jitted epoch of checked settings (see :func:`make_dp_train_epoch`)."""
-    Carr = np.asarray(C, dtype=np.float64)
-    sensitivity = total_clip(C)
+    """The epoch of checked settings (see :func:`make_dp_train_epoch`): the compiled program
+    of its structure (:func:`_dp_epoch_program`, cached), called with the values of C and
+    of the noise std sigma * sensitivity, so that a new clip or noise multiplier compiles
+    nothing. ``.lower`` / ``.trace`` / ``.eval_shape`` take the epoch's own arguments."""
+    args = (net, optimizer, q, spe, max_batch_size, compute_dtype)
+    try:
+        program = _cached_dp_epoch(*args)
+    except TypeError:  # an argument that cannot be hashed: no reuse, the same function
+        program = _dp_epoch_program(*args)
+    std = noise_std(sigma, C)
+
+    def values(params):  # rounded once to the params' dtype, as a constant would be
+        return in_params_dtype(params, C), in_params_dtype(params, std)
+
+    def bound(method):
+        return lambda params, *rest: method(params, *rest, *values(params))
+
+    epoch = bound(program)
+    for attr in ("lower", "trace", "eval_shape"):
+        setattr(epoch, attr, bound(getattr(program, attr)))
+    return epoch
+
+
+def _dp_epoch_program(net, optimizer, q: float, spe: int, max_batch_size: Optional[int],
+                      compute_dtype):
+    """The jitted ``epoch(params, opt_state, key, X, Y, C, std)``: C (a scalar, or (L,) per
+    layer) and the noise std (None: no noise) are arguments, values of one program."""
 
     @jax.jit
-    def epoch(params, opt_state, key, X, Y):
+    def epoch(params, opt_state, key, X, Y, C, std):
         X, Y = checks.check_problem(net, params, X, Y)
         check_opt_state(optimizer, params, opt_state)  # at trace time: free
         key = checks.prng_key(key)
@@ -128,9 +158,8 @@ def _dp_epoch(net, optimizer, q: float, C, sigma: float, spe: int,
             idx, valid, count = poisson_batch(k_sample, n, q, B)
             X_s = jnp.take(X, idx, axis=1)  # (n[0], B)
             Y_s = jnp.take(Y, idx, axis=1)  # (n[L], B)
-            out = dp_gradient_kernel(net, params, X_s, Y_s, k_noise, Carr, valid, divisor,
-                                     sigma=sigma, sensitivity=sensitivity,
-                                     compute_dtype=compute_dtype)
+            out = dp_gradient_kernel(net, params, X_s, Y_s, k_noise, C, valid, divisor,
+                                     noise_std=std, compute_dtype=compute_dtype)
             updates, opt_state = optimizer.update(out.grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             metrics = DPStepMetrics(out.loss, optax.tree.norm(out.grads), count,
@@ -142,3 +171,10 @@ def _dp_epoch(net, optimizer, q: float, C, sigma: float, spe: int,
         return params, opt_state, metrics
 
     return epoch
+
+
+# The same (network, optimizer object, q, steps, B_max, compute dtype) gives the same jitted
+# epoch, as :func:`jaxmlp.train.step.make_train_epoch`'s cache does for the non-private one:
+# fitting again (a refitted scikit-learn estimator, fit called per run, a sweep over
+# l2_norm_clip or noise_multiplier, whose values are arguments) compiles nothing new.
+_cached_dp_epoch = functools.lru_cache(maxsize=64)(_dp_epoch_program)
