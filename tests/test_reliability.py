@@ -374,3 +374,30 @@ def test_bfloat16_numpy_data_is_numeric_not_text():
     assert out.dtype == jnp.bfloat16 and out.shape == (3, 3)
     assert not jaxmlp.nn.checks.not_numeric(X.dtype)
     assert jaxmlp.nn.checks.not_numeric(np.dtype([("a", "f4")]))
+
+
+def test_host_lists_are_checked_like_arrays_and_messages_show_every_digit():
+    """A Python list is host data like a NumPy array: a NaN in X and a categorical Y whose
+    columns sum to 2 are refused (before: a NaN prediction and J = 2.05); an out-of-range
+    target is printed with all its digits (1.0000001..., not "1")."""
+    net = jaxmlp.Network((4, 6, 2), ("tanh", "softmax"), "categorical_cross_entropy")
+    p = jaxmlp.init_params(net, 0)
+    X = np.zeros((4, 5)).tolist()
+    X[0][0] = float("nan")
+    with pytest.raises(ValueError, match="^X: expected finite values, found 1 NaN"):
+        jaxmlp.predict(net, p, X)
+    with pytest.raises(ValueError, match="^Y: categorical_cross_entropy .* sums to 2"):
+        jaxmlp.loss(net, p, np.zeros((4, 5), np.float32), [[2.0] * 5, [0.0] * 5])
+    bce = jaxmlp.Network((3, 1), ("sigmoid",), "binary_cross_entropy")
+    Y = np.array([[0, 1, 0, 1]], np.float32)
+    Y[0, 1] += np.float32(1e-7)
+    with pytest.raises(ValueError, match=r"first Y\[0, 1\] = 1\.00000011920928"):
+        jaxmlp.loss(bce, jaxmlp.init_params(bce, 0), np.zeros((3, 4), np.float32), Y)
+
+
+def test_a_forward_map_that_fails_is_named_not_its_derivative():
+    """softplus as log1p(exp(z)) overflows at z = 100 while its derivative (sigmoid) is
+    right: register_activation names forward."""
+    with pytest.raises(ValueError, match="^forward: the forward map of 'sp_naive' fails"):
+        jaxmlp.register_activation("sp_naive", lambda Z: jnp.log1p(jnp.exp(Z)), jax.nn.sigmoid)
+    assert "sp_naive" not in jaxmlp.ACTIVATIONS

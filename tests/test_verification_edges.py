@@ -230,3 +230,19 @@ def test_gradcheck_quick_help_lists_quick_hidden():
     script = load_script("gradcheck")
     text = " ".join(script.build_parser().format_help().split())
     assert f"hidden activations {'/'.join(sorted(script.QUICK_HIDDEN))} only" in text
+
+
+def test_a_function_that_runs_only_in_float32_is_judged_by_same_dtype_autodiff():
+    """check_rule's float64 reference cannot be computed for an f that refuses float64: the
+    wrong rule still fails (decided against float32 autodiff), no exception of f escapes."""
+    def f(t):
+        if t["w"].dtype != jnp.float32:
+            raise AssertionError("float32 only")
+        return jnp.sum(jnp.sin(t["w"]))
+
+    theta = {"w": jnp.linspace(-1.0, 1.0, 5, dtype=jnp.float32)}
+    wrong = lambda t: {"w": jnp.cos(t["w"]) * 1.001}  # noqa: E731
+    report = V.check_rule(f, wrong, theta, finite_differences=False)
+    assert not report.passed and report.reference == "autodiff"
+    right = lambda t: {"w": jnp.cos(t["w"])}  # noqa: E731
+    assert V.check_rule(f, right, theta, finite_differences=False).passed

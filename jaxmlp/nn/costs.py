@@ -158,7 +158,7 @@ def categorical_sum_tolerance(dtype) -> float:
 def _where(Y: np.ndarray, bad: np.ndarray) -> str:
     """``"[i, j] = v"`` for the first flagged entry."""
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    return f"[{', '.join(map(str, idx))}] = {float(Y[idx]):g}"
+    return f"[{', '.join(map(str, idx))}] = {float(Y[idx])!r}"  # every digit: 1.0000001
 
 
 def _check_domain(cost: Cost, Y: np.ndarray, name: str, atol: Optional[float]) -> None:

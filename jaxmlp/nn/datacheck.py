@@ -136,8 +136,16 @@ def _refuse_non_numeric(net: Network, name: str, a: Any) -> None:
 
 
 def _host(a: Any) -> Any:
-    """``a`` unless it is a ``jax.Array`` (None then: not inspected by the core functions)."""
-    return None if isinstance(a, jax.Array) else a
+    """``a`` unless it is a ``jax.Array`` (None then: not inspected by the core functions); a
+    list or tuple of numbers as the NumPy array it converts to (what the call will see)."""
+    if isinstance(a, jax.Array):
+        return None
+    if isinstance(a, (list, tuple)):
+        try:
+            return np.asarray(a)
+        except (TypeError, ValueError):  # ragged: the function's own check names it
+            return None
+    return a
 
 
 def checked_entry(jitted: Callable, x_pos: Optional[int], y_pos: Optional[int]) -> Callable:

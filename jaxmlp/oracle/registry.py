@@ -119,6 +119,10 @@ def register_activation(name: str, forward: Callable, derivative: Callable, *,
                                        elementwise=elementwise)
         if not report.passed:
             failing = {r.quantity for r in report.rows if not r.max_error <= r.tol}
+            if failing == {"g(z)"}:  # the forward map itself (non-finite where it saturates)
+                raise ValueError(f"forward: the forward map of {name!r} fails its own check "
+                                 f"(non-finite or inaccurate values); the derivative rows "
+                                 f"pass; nothing was registered.\n{report.table()}")
             arg = "second_derivative" if failing == {"g''(z)"} else "derivative"
             raise ValueError(f"{arg}: the rule for {name!r} disagrees with autodiff of its "
                              f"forward map; nothing was registered.\n{report.table()}")
