@@ -221,31 +221,37 @@ def run(cfg: dict, resume_meta: Optional[dict], progress: bool = True,
     first, multi = jax.process_index() == 0, jax.process_count() > 1
     if multi:
         from jax.experimental import multihost_utils
-    if (first and resume_meta is not None and cfg["checkpoint_every"] > 0
-            and os.path.abspath(resume_meta["checkpoint_dir"]) == os.path.abspath(cdir)):
-        damaged = [e for e, _ in intact.skipped if e > start]
-        for epoch, dst in ckpt_lib.set_aside_damaged(cdir, damaged):
-            print(f"train.py: moved the damaged checkpoint of epoch {epoch} to {dst}",
-                  file=sys.stderr)
-    if multi:  # every process reads the folder as process 0 left it
-        multihost_utils.sync_global_devices("train.py: damaged checkpoints set aside")
-    if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > start:
-        raise UsageError(
-            f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
-            f"continue them with --resume {cfg['out']}, or choose another --out (nothing is "
-            "overwritten).")
-    if first:
-        train_report.clear_earlier(cfg)  # --overwrite; a resumed run's stale model.npz
-    os.makedirs(cfg["out"], exist_ok=True)
-    if multi:
-        multihost_utils.sync_global_devices("train.py: earlier files removed")
     store = ckpt_lib.Checkpoints(cdir) if cfg["checkpoint_every"] > 0 else None
-    writer = None if store is None else ckpt_lib.EpochWriter(
-        store, cfg["checkpoint_every"], cfg["epochs"], history=history,
-        meta={"network": network, "preprocessing": prep.to_dict(),
-              "config": {**config_saved, "checkpoint_every": cfg["checkpoint_every"]}})
-    t_train = time.perf_counter()
-    try:
+    try:  # the folder's writer lock first: another writer's is exit 2, before any removal
+        if store is not None:
+            store.claim()
+        if (first and resume_meta is not None and cfg["checkpoint_every"] > 0
+                and os.path.abspath(resume_meta["checkpoint_dir"]) == os.path.abspath(cdir)):
+            damaged = [e for e, _ in intact.skipped if e > start]
+            for epoch, dst in ckpt_lib.set_aside_damaged(cdir, damaged):
+                print(f"train.py: moved the damaged checkpoint of epoch {epoch} to {dst}",
+                      file=sys.stderr)
+        if multi:  # every process reads the folder as process 0 left it
+            multihost_utils.sync_global_devices("train.py: damaged checkpoints set aside")
+        if cfg["checkpoint_every"] > 0 and (ckpt_lib.latest_epoch(cdir) or 0) > start:
+            raise UsageError(
+                f"--out: {cdir} already holds checkpoints up to epoch {ckpt_lib.latest_epoch(cdir)}; "
+                f"continue them with --resume {cfg['out']}, or choose another --out (nothing is "
+                "overwritten).")
+        if first:
+            train_report.clear_earlier(cfg)  # --overwrite; a resumed run's stale model.npz
+        os.makedirs(cfg["out"], exist_ok=True)
+        if multi:
+            multihost_utils.sync_global_devices("train.py: earlier files removed")
+        if store is not None and not os.path.isdir(cdir):  # --overwrite removed the folder
+            store.close()
+            store = ckpt_lib.Checkpoints(cdir)
+            store.claim()
+        writer = None if store is None else ckpt_lib.EpochWriter(
+            store, cfg["checkpoint_every"], cfg["epochs"], history=history,
+            meta={"network": network, "preprocessing": prep.to_dict(),
+                  "config": {**config_saved, "checkpoint_every": cfg["checkpoint_every"]}})
+        t_train = time.perf_counter()
         fr = jaxmlp.fit(
             net, params if state is None else None, optimizer, X_tr, Y_tr,
             epochs=cfg["epochs"], batch_size=cfg["batch_size"],

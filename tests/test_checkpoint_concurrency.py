@@ -2,20 +2,27 @@
 
 A writer's unfinished save lives in ``DIR/<epoch>.orbax-checkpoint-tmp*`` until orbax renames
 it; a reader opened meanwhile must leave it alone, and only the writer holding the folder's
-lock removes leftovers. A second writer is refused by name at its first save."""
+lock removes leftovers. A second writer is refused by name at its first save or claim, and
+a closed Checkpoints at any use."""
 
+import fcntl
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
 
 from jaxmlp import train
 from jaxmlp.nn.network import Network
-from jaxmlp.train.checkpoint import (CheckpointError, Checkpoints, newest_intact,
+from jaxmlp.train.checkpoint import (CheckpointError, Checkpoints, latest_epoch, newest_intact,
                                      newest_readable_meta, resume)
+
+from helpers import load_script  # noqa: E402
+
+cli = load_script("train", "train_cli")
 
 NET = Network((4, 3, 2), ("relu", "softmax"), "categorical_cross_entropy")
 
@@ -123,3 +130,121 @@ def test_read_only_creates_nothing(tmp_path):
     assert not d.exists()
     with pytest.raises(TypeError, match=r"read_only: expected True or False, got 1"):
         Checkpoints(d, read_only=1)
+
+
+def _hold_lock(d):
+    """An exclusive flock on folder ``d`` through a new open file description: it conflicts
+    with every other one, of this process too, as another writer's would."""
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_a_closed_checkpoints_refuses_every_use(tmp_path):
+    """Closed, an object is no writer any more: it cannot save beside the folder's next one."""
+    d = str(tmp_path / "ck")
+    a, b = Checkpoints(d), Checkpoints(d)
+    a.save(_state(1, 1))
+    a.close()
+    b.save(_state(2, 2))  # b is the writer now
+    closed = (rf"checkpoint folder {d}: this Checkpoints is closed; open a new Checkpoints on "
+              r"the folder to use it again\.")
+    like = _state(0, 0)
+    uses = [lambda: a.save(_state(3, 3)), a.claim, lambda: a.restore(like), a.meta, a.epochs,
+            a.latest_epoch, lambda: a.newest_intact(like)]
+    for use in uses:
+        with pytest.raises(CheckpointError, match=closed) as e:
+            use()
+        assert e.value.path == d
+    a.close()  # closing again does nothing
+    assert b.epochs() == [1, 2] and sorted(os.listdir(d)) == ["1", "2"]
+    b.close()
+    with Checkpoints(d) as c:  # b's close released the folder
+        c.save(_state(3, 3))
+        assert c.epochs() == [1, 2, 3]
+
+
+def test_claim_makes_the_writer_before_any_save(tmp_path):
+    d = str(tmp_path / "ck")
+    first = Checkpoints(d)
+    tmp = _fake_unfinished(d, 2)
+    first.claim()
+    first.claim()  # once is enough: again does nothing
+    assert not os.path.exists(tmp)  # the writer removed the killed writer's leftover
+    with Checkpoints(d) as second:
+        for use in (second.claim, lambda: second.save(_state(1, 1))):
+            with pytest.raises(CheckpointError, match=rf"checkpoint folder {d}: another process "
+                               r"is writing there .* One writer per checkpoint folder"):
+                use()
+    with Checkpoints(d, read_only=True) as reader:
+        with pytest.raises(ValueError, match=rf"claim: this Checkpoints of {d} was opened with "
+                           r"read_only=True; open it without read_only to write\."):
+            reader.claim()
+    first.save(_state(1, 1))
+    assert first.epochs() == [1]
+    first.close()
+    fd = _hold_lock(d)  # after close the folder is free: another writer gets the lock
+    os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_does_not_keep_the_writer_lock(tmp_path):
+    """flock belongs to the open file description, which a forked child shares: the child
+    closes its copy at once, so the parent's close() releases the folder while it runs."""
+    d = str(tmp_path / "ck")
+    w = Checkpoints(d)
+    w.save(_state(1, 1))
+    r, wr = os.pipe()
+    with warnings.catch_warnings():  # JAX warns on fork: the child only waits and exits
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: blocks until the parent closes the pipe, then exits
+        os.close(wr)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    try:
+        with pytest.raises(BlockingIOError):
+            _hold_lock(d)  # w holds it
+        w.close()
+        fd = _hold_lock(d)  # free while the child is alive
+        os.close(fd)
+        with Checkpoints(d) as w2:
+            w2.save(_state(2, 2))
+            assert w2.epochs() == [1, 2]
+    finally:
+        os.close(wr)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_train_py_refuses_a_held_folder_before_removing_anything(tmp_path, capsys, overwrite):
+    """--resume (a resumed run removes its stale model.npz) and --overwrite (an earlier run's
+    files) with the checkpoint folder held by another writer: exit 2 naming the folder, the
+    earlier files untouched, nothing trained."""
+    out = tmp_path / "run"
+    cdir = out / "checkpoints"
+    if overwrite:  # an earlier run's files (its checkpoint folder empty): --overwrite replaces them
+        cdir.mkdir(parents=True)
+        for name, data in (("model.npz", b"earlier model"), ("results.json", b"{}")):
+            (out / name).write_bytes(data)
+        argv = ["--dataset", "breast_cancer", "--hidden", "4", "--epochs", "1",
+                "--checkpoint-every", "1", "--overwrite", "--out", str(out)]
+    else:  # a run of 1 epoch, resumed to 2 (which removes its model.npz first)
+        assert cli.main(["--dataset", "breast_cancer", "--hidden", "4", "--epochs", "1",
+                         "--checkpoint-every", "1", "--no-progress", "--no-plot",
+                         "--out", str(out)]) == 0
+        argv = ["--resume", str(out), "--epochs", "2"]
+    files = {name: (out / name).read_bytes() for name in ("model.npz", "results.json")}
+    capsys.readouterr()
+    fd = _hold_lock(str(cdir))
+    try:
+        assert cli.main([*argv, "--no-progress", "--no-plot"]) == 2
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert (f"train.py: error: checkpoint folder {cdir}: another process is writing there"
+            in err), err
+    assert "removed" not in err
+    assert {name: (out / name).read_bytes() for name in files} == files
+    assert latest_epoch(cdir) == (None if overwrite else 1)  # no epoch trained or saved

@@ -14,10 +14,15 @@ ignore and the next writer on DIR deletes (at its first save); the previous chec
 intact (``tests/test_checkpoint.py`` kills a writer inside orbax's finalize step to check this).
 
 One writer per folder. A :class:`Checkpoints` becomes DIR's writer at its first
-:meth:`~Checkpoints.save`: it takes an exclusive advisory lock (``fcntl.flock``) on the folder
-DIR itself (no lock file is added to it), held until :meth:`~Checkpoints.close` or the
+:meth:`~Checkpoints.save` (or at :meth:`~Checkpoints.claim`, which a run calls before it
+removes or trains anything): it takes an exclusive advisory lock (``fcntl.flock``) on the
+folder DIR itself (no lock file is added to it), held until :meth:`~Checkpoints.close` or the
 process's exit, killed or not. A second writer (another process, or another open
-Checkpoints of this one) is refused at its first save with a CheckpointError naming DIR.
+Checkpoints of this one) is refused at its first save or claim with a CheckpointError naming
+DIR. A closed Checkpoints refuses every use (CheckpointError: open a new one), so it can never
+write beside the folder's next writer. The lock's descriptor is close-on-exec, and a child
+made by ``os.fork`` closes its copy at once (it never holds the parent's lock): the parent's
+:meth:`~Checkpoints.close` releases the folder even while such a child runs.
 Only the writer, holding the lock, removes leftover ``*.orbax-checkpoint-tmp*`` folders: no
 live writer owns them then. Readers (a Checkpoints that never saves, one opened with
 ``read_only=True``, and :func:`newest_readable_meta`, :func:`newest_intact`, :func:`resume`,
@@ -305,6 +310,33 @@ def _meta_digest(meta: dict) -> str:
 
 # ----------------------------------------------------------------------------- the folder
 
+#: Every Checkpoints object alive in this process: a forked child closes their lock descriptors.
+_LIVE: "weakref.WeakSet[Checkpoints]" = weakref.WeakSet()
+
+
+def _drop_locks_in_child() -> None:
+    """After ``os.fork``, in the child: closes its copies of the writer locks' descriptors.
+
+    ``flock`` belongs to the open file description, which the child shares with the parent:
+    while the child kept a copy, the parent's close() would not release the folder. Closing the
+    copy (never ``LOCK_UN``, which would unlock the parent's too) leaves the lock to the
+    parent alone; the child's Checkpoints is no longer a writer (a save there asks for the lock
+    again, and is refused while the parent holds it)."""
+    for store in list(_LIVE):
+        fd, unlock = store._lock_fd, store._unlock
+        store._lock_fd, store._unlock = None, None
+        if unlock is not None:
+            unlock.detach()  # the finalizer would close the number again, maybe reused by then
+        if fd is not None and fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
+
 
 def _finalized_epochs(directory: str) -> list[int]:
     if not os.path.isdir(directory):
@@ -358,9 +390,10 @@ class Checkpoints:
       read_only: open for reading only: :meth:`save` is refused, the folder is neither
         created nor locked and nothing in it is deleted (``max_to_keep`` is not used).
 
-    The first :meth:`save` makes this object the folder's only writer (module docstring):
-    a CheckpointError if another writer holds the folder; then leftover temporary folders of
-    killed writers are removed. A Checkpoints that never saves only reads.
+    The first :meth:`save` (or :meth:`claim`) makes this object the folder's only writer
+    (module docstring): a CheckpointError if another writer holds the folder; then leftover
+    temporary folders of killed writers are removed. A Checkpoints that never saves or claims
+    only reads. After :meth:`close` every method but ``close`` raises a CheckpointError.
 
     Use as a context manager, or call :meth:`close`::
 
@@ -386,6 +419,7 @@ class Checkpoints:
         self.read_only = read_only
         self._lock_fd: Optional[int] = None
         self._unlock = None
+        self._closed = False
         self.directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(f"checkpoint {self.directory}: exists and is not a folder; "
@@ -408,6 +442,7 @@ class Checkpoints:
                 item_handlers={"state": ocp.StandardCheckpointHandler(),
                                "meta": ocp.JsonCheckpointHandler()},
             )
+        _LIVE.add(self)
 
     # -- context manager
     def __enter__(self) -> "Checkpoints":
@@ -417,23 +452,57 @@ class Checkpoints:
         self.close()
 
     def close(self) -> None:
+        """Releases the folder's writer lock (if this object holds it) and orbax's manager.
+        Closing twice is allowed; any other use afterwards raises a CheckpointError."""
+        if self._closed:
+            return
+        self._closed = True
+        _LIVE.discard(self)
         try:
             with _orbax_call("closing", self.directory):
                 self._manager.close()
         finally:
-            if self._unlock is not None:
-                self._unlock()  # closes the folder's descriptor: the lock is released
+            unlock, self._unlock, self._lock_fd = self._unlock, None, None
+            if unlock is not None:
+                unlock()  # closes the folder's descriptor: the lock is released
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"checkpoint folder {self.directory}: this Checkpoints is "
+                                  "closed; open a new Checkpoints on the folder to use it "
+                                  "again.", self.directory)
 
     # -- the writer's lock
+    def claim(self) -> None:
+        """Makes this object the folder's writer now, as its first :meth:`save` would: takes
+        the folder's lock and removes leftover temporary folders of killed writers.
+
+        A run calls it before it removes or computes anything, so that a folder another
+        writer holds is refused at once rather than at the first save. Calling it again
+        (or saving afterwards) does nothing more. In a multi-process JAX run only process 0
+        takes the lock.
+
+        Raises:
+          CheckpointError naming the folder if another writer (another process, or another
+          open Checkpoints of this one) holds it, or if this object is closed; ValueError if
+          it was opened with ``read_only=True``.
+        """
+        self._check_open()
+        if self.read_only:
+            raise ValueError(f"claim: this Checkpoints of {self.directory} was opened with "
+                             "read_only=True; open it without read_only to write.")
+        self._become_writer()
+
     def _become_writer(self) -> None:
         """Takes the folder's writer lock (once), then removes leftover temporary folders."""
+        self._check_open()
         if self._unlock is not None or self._lock_fd == -1:
             return
         if jax.process_count() > 1 and jax.process_index() != 0:
             self._lock_fd = -1  # orbax's primary host writes the folders and holds the lock
             return
         os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -442,8 +511,8 @@ class Checkpoints:
                 raise CheckpointError(
                     f"checkpoint folder {self.directory}: another process is writing there "
                     "(it holds the folder's writer lock, as does an open Checkpoints of this "
-                    "process that has saved there). One writer per checkpoint folder: wait "
-                    "for it to finish (or close it), or save into another folder.",
+                    "process that has saved or claimed there). One writer per checkpoint "
+                    "folder: wait for it to finish (or close it), or save into another folder.",
                     self.directory) from None
             raise CheckpointError(f"checkpoint folder {self.directory}: cannot lock it for "
                                   f"writing ({_short(e)}).", self.directory) from None
@@ -464,6 +533,7 @@ class Checkpoints:
     # -- queries
     def epochs(self) -> list[int]:
         """Epochs of the complete checkpoints, oldest first (intact or not)."""
+        self._check_open()
         with _orbax_call("listing", self.directory):
             self._manager.reload()  # the folder may have changed (another process, a kill)
             return sorted(int(s) for s in self._manager.all_steps())
@@ -527,6 +597,7 @@ class Checkpoints:
         With ``verify`` (the default) its digest is checked: CheckpointError if it is
         missing, damaged or edited. The integrity record itself is not returned.
         """
+        self._check_open()
         epoch = self._epoch_or_latest(epoch)
         return self._read_meta(epoch, verify)[0]
 
@@ -538,6 +609,7 @@ class Checkpoints:
         :func:`state_digest`) are added to it. Overwriting an existing epoch is refused
         (ValueError); an orbax or file-system failure is a CheckpointError.
         """
+        self._check_open()
         if not isinstance(state, TrainState):
             raise TypeError(f"state: expected a jaxmlp.train.step.TrainState, got {type(state).__name__}.")
         epoch = state.epoch
@@ -595,8 +667,10 @@ class Checkpoints:
           FileNotFoundError if there is no checkpoint; CheckpointError (a ValueError) if the
           checkpoint is damaged (digest mismatch, missing/truncated/unreadable file, any
           orbax or tensorstore error) or its arrays do not match ``like`` (another
-          architecture or optimizer), naming the checkpoint, the file or the first difference.
+          architecture or optimizer), naming the checkpoint, the file or the first difference;
+          CheckpointError if this object is closed.
         """
+        self._check_open()
         if not isinstance(like, TrainState):
             raise TypeError(f"like: expected a jaxmlp.train.step.TrainState, got {type(like).__name__}.")
         ocp = _ocp()
@@ -658,6 +732,7 @@ class Checkpoints:
           FileNotFoundError if there is no checkpoint at all; CheckpointError if none is
           intact, listing why each was refused.
         """
+        self._check_open()
         if not isinstance(like, TrainState):
             raise TypeError(f"like: expected a jaxmlp.train.step.TrainState, got {type(like).__name__}.")
         epochs = self.epochs()
