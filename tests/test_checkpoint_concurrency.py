@@ -195,15 +195,22 @@ def test_a_forked_child_does_not_keep_the_writer_lock(tmp_path):
     w = Checkpoints(d)
     w.save(_state(1, 1))
     r, wr = os.pipe()
+    ready_r, ready_w = os.pipe()
     with warnings.catch_warnings():  # JAX warns on fork: the child only waits and exits
         warnings.simplefilter("ignore", RuntimeWarning)
         pid = os.fork()
-    if pid == 0:  # the child: blocks until the parent closes the pipe, then exits
-        os.close(wr)
-        os.read(r, 1)
-        os._exit(0)
+    if pid == 0:  # the child (fork's hooks have run): says so, waits for the parent, exits
+        try:
+            os.close(wr)
+            os.write(ready_w, b"1")
+            os.read(r, 1)
+        finally:
+            os._exit(0)
     os.close(r)
+    os.close(ready_w)
     try:
+        assert os.read(ready_r, 1) == b"1"
+        os.close(ready_r)
         with pytest.raises(BlockingIOError):
             _hold_lock(d)  # w holds it
         w.close()
