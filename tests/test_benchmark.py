@@ -162,6 +162,7 @@ def test_softmax_epilogue_script(tmp_path):
     assert softmax_epilogue.main(["--sizes", "32,0,16"]) == 2
 
 
+@pytest.mark.slow  # a long test (5 s): the slow suite (scripts/test.sh --slow)
 def test_relu_backward_needs_no_Z_so_the_step_keeps_less_than_autodiff():
     """relu's (B4) mask is read off A (A > 0 exactly where Z > 0), so the hand-derived step
     keeps no Z[l] of a hidden layer; autodiff's keeps them for the mask (docs/performance.md)."""

@@ -370,6 +370,7 @@ def _calibrated(steps, target=2.0):
     return calibrate_noise(target_epsilon=target, delta=1e-3, sampling_rate=0.5, steps=steps)
 
 
+@pytest.mark.slow  # a long test (6 s): resume refusals also in test_dp_edges
 def test_fit_dp_resume_goes_on_only_at_the_recorded_noise_multiplier():
     from jaxmlp.train.loop import fit
 

@@ -32,8 +32,8 @@ def test_init_ensemble_members_are_init_params_of_member_keys():
     assert E.ensemble_size(NET, P) == 4
 
 
-@pytest.mark.parametrize("name, shared", [pytest.param("adam", False, marks=pytest.mark.slow),
-                                          ("momentum", True)])
+@pytest.mark.slow  # a long test (6 s; members equal their own runs: also test_no_recompiles)
+@pytest.mark.parametrize("name, shared", [("adam", False), ("momentum", True)])
 def test_members_equal_independent_runs(name, shared):
     K, lrs = 3, [3e-3, 1e-2, 3e-2]
     P = E.init_ensemble(NET, KEY, K)

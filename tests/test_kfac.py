@@ -387,7 +387,8 @@ def _same(a, b):
     return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("adaptive", [pytest.param(False, marks=pytest.mark.slow), True])
+@pytest.mark.slow  # a long test (10 s): the slow suite (scripts/test.sh --slow)
+@pytest.mark.parametrize("adaptive", [False, True])
 def test_amortised_inverses_equal_recomputed_ones(adaptive):
     """(K2)/(K2e): on refresh steps (and, adaptive, when lambda changed) the inverses are the
     damped inverses of the current averages; in between they are kept. (K1): the averages

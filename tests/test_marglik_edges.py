@@ -16,6 +16,7 @@ Y = (X[:1] > 0).astype(jnp.float32)
 KW = dict(structure="diag", hypersteps=1)
 
 
+@pytest.mark.slow  # a long test (5 s): the slow suite (scripts/test.sh --slow)
 def test_a_jax_array_prior_is_the_numpy_one():
     a = marglik_training(NET, P0, X, Y, epochs=2, prior_precision=jnp.array([1.0, 2.0]), **KW)
     b = marglik_training(NET, P0, X, Y, epochs=2, prior_precision=np.array([1.0, 2.0]), **KW)

@@ -281,6 +281,7 @@ def test_partial_fit_adds_one_epoch_each_call_and_needs_the_classes_first():
     assert "partial_fit: not with laplace='kron'" in str(error.value.__cause__)  # the reason
 
 
+@pytest.mark.slow  # a long test (5 s): private fits also in test_sklearn_parity
 def test_private_training_spends_at_most_the_target_epsilon():
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)
