@@ -99,6 +99,7 @@ def _auto_fix(n):
     return "(" + ", ".join(["jax.sharding.AxisType.Auto"] * n) + ("," if n == 1 else "") + ")"
 
 
+@pytest.mark.slow  # a 4-device subprocess (3 s); refused in process by the tests below
 def test_explicit_mesh_is_refused_by_name_on_four_devices(four_devices):
     assert four_devices["devices"] == 4
     assert four_devices["explicit_types"] == ["Explicit"]  # jax.make_mesh's default
@@ -111,6 +112,7 @@ def test_explicit_mesh_is_refused_by_name_on_four_devices(four_devices):
         assert f"axis_types={_auto_fix(1)}) or with jaxmlp.parallel.sharding.make_mesh" in message
 
 
+@pytest.mark.slow  # the 4-device subprocess; an Auto mesh's results: also test_sharding
 def test_auto_mesh_matches_one_device(four_devices):
     """(B1)-(B2) and (F3) summed over the 4 devices' columns equal the unsharded sums."""
     assert four_devices["shards"] == 4

@@ -248,6 +248,7 @@ def test_poisson_batch_size_mean_and_variance():
     np.testing.assert_array_equal(valid.sum(1), count.astype(int))
 
 
+@pytest.mark.slow  # a long test (6 s): the DP epoch's steps also in test_epoch_loop
 def test_dp_epoch_is_the_steps_it_draws():
     """The scanned epoch equals its steps replayed by hand from the same keys."""
     net, params, X, Y = _problem(dtype=jnp.float64, m=40, seed=1)

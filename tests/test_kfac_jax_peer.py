@@ -105,6 +105,7 @@ def test_kfac_jax_row_trains_the_tiny_network(kj, problem):
     assert all(h["seconds"] > 0 and 0 < h["host_seconds"] for h in hist[1:])
 
 
+@pytest.mark.slow  # a long test (3 s): the slow suite
 def test_a_race_records_the_steps_it_ran_rounded_up_to_whole_epochs(tmp_path, capsys):
     """--steps 5 at 4 minibatches per epoch trains 2 whole epochs: results.json records the
     5 asked for and the 8 run, as the histories end."""

@@ -328,7 +328,8 @@ def test_links_against_their_formulas(softmax_problem):
     assert np.max(np.abs(mc - ref)) < 0.01
 
 
-@pytest.mark.parametrize("structure", ["kron", "full", pytest.param("diag", marks=SLOW),
+@pytest.mark.parametrize("structure", [pytest.param("kron", marks=SLOW), "full",
+                                       pytest.param("diag", marks=SLOW),
                                        pytest.param("last_layer", marks=SLOW)])
 def test_samples_have_the_posterior_covariance(structure):
     net, params, X, Y = problem("sigmoid", m=10, seed=5)

@@ -121,6 +121,7 @@ def test_noise_has_std_sigma_C_over_m():
     assert _rel(again.grads, noisy.grads) == 0.0
 
 
+@pytest.mark.slow  # a long test (3 s): DP training also in test_dp and test_no_recompiles
 def test_optax_training_with_dp_grad_fn():
     net, params, X, Y = _problem(dtype=jnp.float32, m=32, seed=2)
     grad_fn = make_dp_grad_fn(net, l2_norm_clip=1.0, noise_multiplier=0.1)
