@@ -101,3 +101,20 @@ def host_plan(costs_per_epoch, **fields):
         set_entries=lambda name, p, Xe, Ye: {f"{name}_p": float(p)})
     plan.update(fields)
     return EpochPlan(**plan)
+
+
+def run_on_four_cpu_devices(code: str) -> dict:
+    """Runs ``code`` in a fresh interpreter with four forced CPU devices and returns the JSON
+    it prints after ``RESULT`` on its last such line (device counts are fixed at JAX's start,
+    so a test needing four devices cannot run in the pytest process)."""
+    import json
+    import subprocess
+
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT"):])

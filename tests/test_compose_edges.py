@@ -7,10 +7,6 @@ The four-device checks run in a subprocess with
 backend, which this test process has already done), as in tests/test_sharding.py.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -84,15 +80,9 @@ _CHILD = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def four_devices():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    from helpers import run_on_four_cpu_devices
+
+    return run_on_four_cpu_devices(_CHILD)
 
 
 def _auto_fix(n):

@@ -111,10 +111,7 @@ def with_data_check(net: Network, jitted: Callable, x_pos: int,
             args = (*args[:key_pos], checks.prng_key(args[key_pos]), *args[key_pos + 1:])
         return jitted(*args)
 
-    for attr in ("lower", "trace", "eval_shape"):
-        if hasattr(jitted, attr):
-            setattr(run, attr, getattr(jitted, attr))
-    return run
+    return _keep_jit_methods(run, jitted)
 
 
 def _refuse_non_numeric(net: Network, name: str, a: Any) -> None:
@@ -171,6 +168,12 @@ def checked_entry(jitted: Callable, x_pos: Optional[int], y_pos: Optional[int]) 
             check_data(net, _host(X), _host(Y))
         return jitted(*args, **kwargs)
 
+    return _keep_jit_methods(run, jitted)
+
+
+def _keep_jit_methods(run: Callable, jitted: Callable) -> Callable:
+    """``run`` (a checking wrapper of ``jitted``) with the jitted function's ``.lower``,
+    ``.trace``, ``.eval_shape`` and ``.clear_cache``."""
     for attr in ("lower", "trace", "eval_shape", "clear_cache"):
         if hasattr(jitted, attr):
             setattr(run, attr, getattr(jitted, attr))
